@@ -1,0 +1,91 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "caravan",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "caravan", targets: ["caravan"]),
+        .executable(name: "caravan-bench", targets: ["caravan-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // System libraries (Debian: libsodium-dev, libuv1-dev).
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+
+        // Pure cores: no sockets, no clocks, no files.
+        .target(name: "CaravanModel", swiftSettings: strict),
+        .target(name: "Gossip", swiftSettings: strict),
+        .target(name: "Raft", swiftSettings: strict),
+        .target(name: "ClusterState", dependencies: ["CaravanModel"], swiftSettings: strict),
+        .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
+
+        // Sealing.
+        .target(name: "Keyring", dependencies: ["CSodium"], swiftSettings: strict),
+
+        // Shells.
+        .target(name: "GossipNIO", dependencies: [
+            "Gossip", "Keyring",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], swiftSettings: strict),
+        .target(name: "RaftNIO", dependencies: [
+            "Raft", "Keyring",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .target(name: "Executor", dependencies: ["CaravanModel", "CUV"], swiftSettings: strict),
+        .target(name: "API", dependencies: [
+            "CaravanModel",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .target(name: "Agent", dependencies: [
+            "CaravanModel", "Keyring", "Gossip", "GossipNIO", "API",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "caravan", dependencies: [
+            "Agent", "API", "Keyring",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "caravan-bench", dependencies: [
+            "Gossip", "CaravanTesting", "API", "Keyring",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+
+        // Test support.
+        .target(name: "CaravanTesting", swiftSettings: strict),
+
+        .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
+        .testTarget(name: "KeyringTests", dependencies: ["Keyring",
+            .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting",
+            .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "API",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird")]),
+        .testTarget(name: "EndToEndTests", dependencies: ["API", "Keyring"]),
+    ]
+)
