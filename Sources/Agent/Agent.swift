@@ -1,1 +1,164 @@
+import API
+import Foundation
+import Gossip
+import GossipNIO
 import Hummingbird
+import Keyring
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// One `caravan agent` process: gossip membership and the HTTP API, wired together.
+public final class Agent: Sendable {
+    public let config: AgentConfiguration
+    public let gossip: GossipNode
+    let logger: Logger
+    let capacity: CapacityView
+    private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
+    private let shutdownRequested = Mutex(false)
+
+    private init(config: AgentConfiguration, gossip: GossipNode, logger: Logger, capacity: CapacityView) {
+        self.config = config
+        self.gossip = gossip
+        self.logger = logger
+        self.capacity = capacity
+    }
+
+    /// Prepares the data directory and keyring, binds gossip, and joins the given peers.
+    ///
+    /// Throws ``AgentError`` with a one-line message on any configuration or bind problem.
+    public static func start(_ config: AgentConfiguration, logger: Logger) async throws -> Agent {
+        do {
+            try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
+        } catch {
+            throw AgentError("cannot create data dir \(config.dataDir): \(error.localizedDescription)")
+        }
+        let keyring = try loadKeyring(config, logger: logger)
+        let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
+        let metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
+                                    free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,
+                                                        diskMiB: capacity.diskMiB),
+                                    tags: config.tags)
+        let encoded = metadata.encode()
+        guard encoded.count <= config.gossip.maxMetadataSize else {
+            throw AgentError("node metadata is \(encoded.count) bytes, over the \(config.gossip.maxMetadataSize)-byte bound: use fewer or shorter --tag values", usage: true)
+        }
+        let bind = Address(host: config.bind, port: config.gossipPort)
+        let advertise = config.advertise.map { Address(host: $0, port: config.gossipPort) }
+        let gossipConfig = GossipConfiguration(name: config.name, bind: bind, advertise: advertise, settings: config.gossip,
+                                               keyring: keyring, keyringPath: keyring.isEncrypted ? config.keyringPath : nil,
+                                               metadata: encoded)
+        let node: GossipNode
+        do {
+            node = try await GossipNode.start(gossipConfig, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        } catch {
+            throw AgentError("cannot bind gossip on \(bind) (UDP and TCP): \(describe(error))")
+        }
+        logger.info("agent started", metadata: ["name": "\(config.name)", "gossip": "\(bind)",
+                                                "http": "\(config.bind):\(config.httpPort)",
+                                                "encrypted": "\(keyring.isEncrypted)"])
+        if !config.join.isEmpty { await node.join(config.join) }
+        return Agent(config: config, gossip: node, logger: logger, capacity: capacity)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if let e = error as? SocketAddressError { return "\(e)" }
+        return "\(error)"
+    }
+
+    static func loadKeyring(_ config: AgentConfiguration, logger: Logger) throws -> Keyring {
+        let path = config.keyringPath
+        if FileManager.default.fileExists(atPath: path) {
+            let ring: Keyring
+            do { ring = try KeyringFile.load(path: path) } catch { throw AgentError(error.message, usage: true) }
+            if let k = config.encryptKey, !ring.keys.contains(k) {
+                logger.warning("--encrypt ignored: the keyring file already exists and does not hold that key; use `caravan keyring` to rotate",
+                               metadata: ["keyring": "\(path)"])
+            }
+            return ring
+        }
+        if config.keyringFile != nil {
+            throw AgentError("keyring file \(path) does not exist", usage: true)
+        }
+        guard let key = config.encryptKey else { return Keyring() }
+        let ring = Keyring(primary: key)
+        do { try KeyringFile.save(ring, path: path) } catch { throw AgentError(error.message) }
+        return ring
+    }
+
+    /// Serves the HTTP API until SIGINT/SIGTERM or `POST /v1/agent/leave`, then leaves gracefully.
+    public func run() async throws {
+        let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(ErrorMiddleware())
+        AgentRoutes(agent: self).register(on: router)
+        let app = Application(router: router,
+                              configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
+                                                   serverName: "caravan"),
+                              logger: logger)
+        let lifecycle = GossipLifecycle(agent: self)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: app)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }
+        if shutdownRequested.withLock({ $0 }) { await group.triggerGracefulShutdown() }
+        do {
+            try await group.run()
+        } catch {
+            await gossip.shutdown()
+            throw AgentError("cannot serve the HTTP API on \(config.bind):\(config.httpPort): \(Self.describe(Self.rootCause(error)))")
+        }
+    }
+
+    static func rootCause(_ error: any Error) -> any Error {
+        if let e = error as? ServiceGroupError { return e }
+        return error
+    }
+
+    /// Starts a graceful leave and shutdown (used by `caravan leave`).
+    public func requestShutdown() {
+        shutdownRequested.withLock { $0 = true }
+        let t = shutdownTrigger.withLock { $0 }
+        t?()
+    }
+
+    // MARK: views
+
+    func view(of m: Member) -> MemberView {
+        let meta = NodeMetadata.decode(m.metadata)
+        return MemberView(name: m.name, address: "\(m.address)", status: "\(m.status)", role: meta?.role ?? "unknown",
+                          capacity: meta?.capacity, free: meta?.free, version: meta?.version, tags: meta?.tags ?? [:],
+                          incarnation: m.incarnation.value)
+    }
+
+    public func memberViews() async -> [MemberView] {
+        await gossip.members().map(view(of:)).sorted { $0.name < $1.name }
+    }
+
+    public func selfView() async -> AgentSelfView {
+        let me = await gossip.members().first!
+        let (stats, health) = await gossip.stats()
+        let t = await gossip.traffic()
+        return AgentSelfView(
+            name: config.name, version: config.version, gossipAddress: "\(gossip.advertised)",
+            httpAddress: "\(config.bind):\(config.httpPort)", encrypted: await gossip.isEncrypted, member: view(of: me),
+            gossip: GossipStatsView(localHealth: health, probes: stats.probes, probesFailed: stats.probesFailed,
+                                    suspicionsRaised: stats.suspicionsRaised, refutations: stats.refutations,
+                                    packetsSent: t.packetsSent, packetsReceived: t.packetsReceived, bytesSent: t.bytesSent,
+                                    bytesReceived: t.bytesReceived, streamBytesSent: t.streamBytesSent,
+                                    streamBytesReceived: t.streamBytesReceived, dropped: t.dropped))
+    }
+}
+
+/// Waits for the graceful-shutdown signal, then leaves the cluster and closes the sockets.
+struct GossipLifecycle: Service {
+    let agent: Agent
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        agent.logger.info("leaving the cluster")
+        await agent.gossip.leave()
+        await agent.gossip.shutdown()
+    }
+}

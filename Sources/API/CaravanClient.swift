@@ -1,0 +1,221 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An error from the HTTP API or from reaching it.
+public struct ClientError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Equatable {
+        /// The agent could not be reached.
+        case unreachable
+        /// The agent answered with an error body.
+        case api(status: Int, code: String)
+        /// The answer could not be understood.
+        case badResponse
+        case badAddress
+    }
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// True for errors that are the caller's fault (bad input), false for failed operations.
+    public var isBadInput: Bool {
+        if case .api(let status, _) = code { return status == 400 || status == 404 || status == 413 || status == 422 }
+        return code == .badAddress
+    }
+}
+
+/// A small HTTP/1.1 client for the agent's API, used by the CLI, the tests and the benchmarks.
+public struct CaravanClient: Sendable {
+    public let host: String
+    public let port: Int
+    public let baseURL: String
+    let timeout: TimeAmount
+
+    /// Parses `http://HOST:PORT` (the port defaults to 4680).
+    public init(address: String, timeout: Duration = .seconds(30)) throws(ClientError) {
+        var rest = Substring(address)
+        if rest.hasPrefix("http://") { rest = rest.dropFirst(7) } else if rest.contains("://") {
+            throw ClientError(.badAddress, "unsupported address \(address): only http:// is served")
+        }
+        while rest.hasSuffix("/") { rest = rest.dropLast() }
+        var host = rest
+        var port = 4680
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw ClientError(.badAddress, "bad address \(address)") }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else {
+                    throw ClientError(.badAddress, "bad port in address \(address)")
+                }
+                port = p
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            guard let p = Int(rest[rest.index(after: colon)...]), (1...65535).contains(p) else {
+                throw ClientError(.badAddress, "bad port in address \(address)")
+            }
+            port = p
+        }
+        guard !host.isEmpty else { throw ClientError(.badAddress, "no host in address \(address)") }
+        self.host = host == "localhost" ? "127.0.0.1" : String(host)
+        self.port = port
+        self.baseURL = "http://\(address.hasPrefix("http://") ? String(address.dropFirst(7)) : address)"
+        self.timeout = .nanoseconds(Int64(timeout / .nanoseconds(1)))
+    }
+
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+
+        public func header(_ name: String) -> String? {
+            headers.first { $0.0.lowercased() == name.lowercased() }?.1
+        }
+    }
+
+    /// Sends one request and returns the raw response, whatever its status.
+    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws(ClientError) -> Response {
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(ipAddress: host, port: port)
+        } catch {
+            throw ClientError(.badAddress, "\(host) is not an IP address")
+        }
+        let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Response.self)
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+        if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
+        let timeout = self.timeout
+        do {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                        try ch.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                    }
+                }
+                .connect(to: address).get()
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body {
+                var buf = channel.allocator.buffer(capacity: body.count)
+                buf.writeBytes(body)
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(buf)), promise: nil)
+            }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            let timer = channel.eventLoop.scheduleTask(in: timeout) {
+                promise.fail(ClientError(.unreachable, "no answer from \(baseURL) within the timeout"))
+                channel.close(promise: nil)
+            }
+            defer { timer.cancel() }
+            let response = try await promise.futureResult.get()
+            channel.close(promise: nil)
+            return response
+        } catch let e as ClientError {
+            promise.fail(e)
+            throw e
+        } catch {
+            promise.fail(error)
+            throw ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if let c = error as? NIOConnectionError, let first = c.connectionErrors.first { return describe(first.error) }
+        if error is ChannelError { return "connection failed" }
+        return "\(error)"
+    }
+
+    /// Sends a request and decodes a JSON answer; API errors become ``ClientError``.
+    public func request<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<String>.none,
+                                      as: T.Type = T.self) async throws(ClientError) -> T {
+        var raw: [UInt8]?
+        if let body {
+            do { raw = Array(try JSONEncoder().encode(body)) } catch {
+                throw ClientError(.badResponse, "cannot encode the request: \(error)")
+            }
+        }
+        let r = try await send(method, path, body: raw)
+        return try Self.decode(r, as: T.self)
+    }
+
+    public static func decode<T: Decodable>(_ r: Response, as: T.Type) throws(ClientError) -> T {
+        guard (200..<300).contains(r.status) else {
+            if let e = try? JSONDecoder().decode(ErrorBody.self, from: Data(r.body)) {
+                throw ClientError(.api(status: r.status, code: e.error.code), e.error.message)
+            }
+            throw ClientError(.api(status: r.status, code: "http_\(r.status)"), "the agent answered HTTP \(r.status)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(r.body))
+        } catch {
+            throw ClientError(.badResponse, "cannot read the agent's answer: \(error)")
+        }
+    }
+
+    // MARK: typed calls
+
+    public func members() async throws(ClientError) -> [MemberView] {
+        try await request(.GET, "/v1/agent/members")
+    }
+
+    public func agentSelf() async throws(ClientError) -> AgentSelfView {
+        try await request(.GET, "/v1/agent/self")
+    }
+
+    public func keyringList() async throws(ClientError) -> KeyringView {
+        try await request(.GET, "/v1/agent/keyring")
+    }
+
+    /// `operation` is install, use or remove.
+    public func keyring(_ operation: String, key: String) async throws(ClientError) -> KeyringView {
+        try await request(.POST, "/v1/agent/keyring/\(operation)", body: KeyringRequest(key: key))
+    }
+
+    public func leave() async throws(ClientError) {
+        let _: [String: String] = try await request(.POST, "/v1/agent/leave")
+    }
+}
+
+/// Collects one HTTP response.
+final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<CaravanClient.Response>
+    var status = 0
+    var headers: [(String, String)] = []
+    var body: [UInt8] = []
+
+    init(promise: EventLoopPromise<CaravanClient.Response>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            status = Int(h.status.code)
+            headers = h.headers.map { ($0.name, $0.value) }
+        case .body(var b):
+            body += b.readBytes(length: b.readableBytes) ?? []
+        case .end:
+            promise.succeed(CaravanClient.Response(status: status, headers: headers, body: body))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(ClientError(.unreachable, "the agent closed the connection without an answer"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(ClientError(.badResponse, "bad HTTP answer: \(error)"))
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,45 @@
+import Gossip
+import Keyring
+
+/// Everything `caravan agent` was told on its command line, validated.
+public struct AgentConfiguration: Sendable {
+    public var name: String
+    /// IP literal every listener binds to.
+    public var bind: String
+    public var advertise: String?
+    public var httpPort: UInt16 = 4680
+    public var rpcPort: UInt16 = 4681
+    public var gossipPort: UInt16 = 4682
+    public var join: [Address] = []
+    public var dataDir: String
+    /// A key given on the command line; seeds the keyring file when it does not exist yet.
+    public var encryptKey: SecretKey?
+    /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.
+    public var keyringFile: String?
+    public var tags: [String: String] = [:]
+    public var gossip: Settings = .lan
+    public var version = CaravanVersion.current
+
+    public init(name: String, bind: String, dataDir: String) {
+        self.name = name
+        self.bind = bind
+        self.dataDir = dataDir
+    }
+
+    public var keyringPath: String { keyringFile ?? dataDir + "/keyring.json" }
+}
+
+public enum CaravanVersion {
+    public static let current = "0.1.0"
+}
+
+/// A configuration or start-up problem, reported as one line; `isUsage` picks exit status 2.
+public struct AgentError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public let isUsage: Bool
+    public init(_ message: String, usage: Bool = false) {
+        self.message = message
+        self.isUsage = usage
+    }
+    public var description: String { message }
+}

@@ -1,0 +1,81 @@
+import API
+import Foundation
+import Hummingbird
+
+/// An API failure with a stable code; rendered as `{"error": {"code": ..., "message": ...}}`.
+public struct APIError: Error, Sendable {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    func response() -> Response {
+        JSONResponse.make(ErrorBody(code: code, message: message), status: status)
+    }
+}
+
+enum JSONResponse {
+    static func make(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        var h = headers
+        h[.contentType] = "application/json"
+        return Response(status: status, headers: h, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Largest request body any route accepts.
+let maxBodyBytes = 1 << 20
+
+/// Turns every thrown error into the JSON error shape, with a status that fits.
+struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as APIError {
+            return e.response()
+        } catch let e as HTTPError {
+            switch e.status {
+            case .notFound:
+                return APIError(.notFound, "not_found", "no route for \(request.method) \(request.uri.path)").response()
+            case .contentTooLarge:
+                return APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes").response()
+            case .methodNotAllowed:
+                return APIError(.methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path)").response()
+            default:
+                return APIError(e.status, "http_\(e.status.code)", e.body ?? e.status.reasonPhrase).response()
+            }
+        } catch {
+            return APIError(.internalServerError, "internal", "\(error)").response()
+        }
+    }
+}
+
+extension Request {
+    /// Decodes a JSON body of at most `maxBodyBytes`; a clear 400 names what is wrong.
+    mutating func decodeJSON<T: Decodable>(_ type: T.Type) async throws -> T {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await body.collect(upTo: maxBodyBytes)
+        } catch {
+            throw APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes")
+        }
+        guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "invalid_body", "request body is empty; expected JSON") }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw APIError(.badRequest, "invalid_body", "request body: missing field \"\(key.stringValue)\"")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            let path = ctx.codingPath.map(\.stringValue).joined(separator: ".")
+            throw APIError(.badRequest, "invalid_body", "request body: field \"\(path)\" has the wrong type")
+        } catch {
+            throw APIError(.badRequest, "invalid_body", "request body is not valid JSON")
+        }
+    }
+}

@@ -1,0 +1,482 @@
+import Gossip
+import Keyring
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+
+/// Where and how a gossip node listens.
+public struct GossipConfiguration: Sendable {
+    public var name: String
+    /// The address the UDP and TCP sockets bind to.
+    public var bind: Address
+    /// The address other members use to reach this node (defaults to `bind`).
+    public var advertise: Address?
+    public var settings: Settings
+    public var keyring: Keyring
+    /// Where rotations are persisted; nil keeps them in memory only.
+    public var keyringPath: String?
+    public var metadata: [UInt8]
+    public var seed: UInt64
+
+    public init(name: String, bind: Address, advertise: Address? = nil, settings: Settings = .lan,
+                keyring: Keyring = Keyring(), keyringPath: String? = nil, metadata: [UInt8] = [],
+                seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
+        self.name = name
+        self.bind = bind
+        self.advertise = advertise
+        self.settings = settings
+        self.keyring = keyring
+        self.keyringPath = keyringPath
+        self.metadata = metadata
+        self.seed = seed
+    }
+}
+
+/// Traffic counters of one node, for metrics and benchmarks.
+public struct GossipTraffic: Sendable, Equatable {
+    public var packetsSent = 0
+    public var packetsReceived = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var streamBytesSent = 0
+    public var streamBytesReceived = 0
+    /// Packets or frames dropped, by reason (`unknown_key`, `plaintext_refused`, `malformed`, ...).
+    public var dropped: [String: Int] = [:]
+}
+
+/// The UDP/TCP shell around one ``Gossip/Instance``: it moves bytes and carries out directives.
+///
+/// All mutable state lives on one event loop (`loop`); every entry point hops there first. That
+/// is what makes the `@unchecked Sendable` below safe.
+public final class GossipNode: @unchecked Sendable {
+    public let name: String
+    public let advertised: Address
+    let loop: any EventLoop
+    let logger: Logger
+    var core: Instance
+    var keyring: Keyring
+    let keyringPath: String?
+    var udp: (any Channel)?
+    var tcp: (any Channel)?
+    var ticker: RepeatedTask?
+    let origin = NIODeadline.now()
+    var traffic = GossipTraffic()
+    var socketAddresses: [Address: SocketAddress] = [:]
+    var onEvent: (@Sendable (Event) -> Void)?
+    let maxFrame = 16 << 20
+
+    private let droppedCounter: Counter
+    private let bytesOutCounter: Counter
+    private let bytesInCounter: Counter
+
+    private init(config: GossipConfiguration, loop: any EventLoop, logger: Logger) {
+        self.name = config.name
+        self.advertised = config.advertise ?? config.bind
+        self.loop = loop
+        self.logger = logger
+        var settings = config.settings
+        settings.sealOverhead = config.keyring.overhead
+        self.core = Instance(name: config.name, address: config.advertise ?? config.bind, metadata: config.metadata,
+                             settings: settings, seed: config.seed)
+        self.keyring = config.keyring
+        self.keyringPath = config.keyringPath
+        self.droppedCounter = Counter(label: "caravan_gossip_dropped_total")
+        self.bytesOutCounter = Counter(label: "caravan_gossip_bytes_sent_total")
+        self.bytesInCounter = Counter(label: "caravan_gossip_bytes_received_total")
+    }
+
+    /// Binds UDP and TCP on the configured address and starts the protocol.
+    ///
+    /// Throws when either socket cannot be bound (the address is in use or not local).
+    public static func start(_ config: GossipConfiguration, group: any EventLoopGroup, logger: Logger,
+                             onEvent: (@Sendable (Event) -> Void)? = nil) async throws -> GossipNode {
+        let loop = group.next()
+        let node = GossipNode(config: config, loop: loop, logger: logger)
+        node.onEvent = onEvent
+        let bindAddress = try SocketAddress(ipAddress: config.bind.host, port: Int(config.bind.port))
+        let udp = try await DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(DatagramHandler(node: node)) }
+            }
+            .bind(to: bindAddress).get()
+        let tcp: any Channel
+        do {
+            tcp = try await ServerBootstrap(group: loop)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: node.maxFrame)))
+                        try ch.pipeline.syncOperations.addHandler(StreamServerHandler(node: node))
+                    }
+                }
+                .bind(to: bindAddress).get()
+        } catch {
+            try? await udp.close()
+            throw error
+        }
+        try await loop.submit {
+            node.udp = udp
+            node.tcp = tcp
+            node.ticker = loop.scheduleRepeatedTask(initialDelay: .zero, delay: node.timeAmount(config.settings.tickInterval)) { _ in
+                node.tick()
+            }
+        }.get()
+        return node
+    }
+
+    // MARK: public API (hops to the loop)
+
+    /// Joins through any of these addresses; retried in the background until one answers.
+    public func join(_ addresses: [Address]) async {
+        try? await loop.submit { self.carry(self.core.join(addresses, now: self.now)) }.get()
+    }
+
+    public func members() async -> [Member] {
+        (try? await loop.submit { self.core.members }.get()) ?? []
+    }
+
+    public func updateMetadata(_ bytes: [UInt8]) async {
+        try? await loop.submit { self.carry(self.core.updateMetadata(bytes, now: self.now)) }.get()
+    }
+
+    public func traffic() async -> GossipTraffic {
+        (try? await loop.submit { self.traffic }.get()) ?? GossipTraffic()
+    }
+
+    public func stats() async -> (Stats, localHealth: Int) {
+        (try? await loop.submit { (self.core.stats, self.core.localHealth) }.get()) ?? (Stats(), 0)
+    }
+
+    public var isEncrypted: Bool {
+        get async { (try? await loop.submit { self.keyring.isEncrypted }.get()) ?? false }
+    }
+
+    /// Broadcasts a graceful leave and waits (up to `timeout`) until it has been sent.
+    public func leave(timeout: Duration = .seconds(2)) async {
+        try? await loop.submit { self.carry(self.core.leave(now: self.now)) }.get()
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let pending = (try? await loop.submit { self.core.hasPendingBroadcasts }.get()) ?? false
+            if !pending { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Stops ticking and closes the sockets.
+    public func shutdown() async {
+        try? await loop.submit { self.ticker?.cancel() }.get()
+        try? await udp?.close()
+        try? await tcp?.close()
+    }
+
+    // MARK: loop-confined internals
+
+    var now: Duration { .nanoseconds((NIODeadline.now() - origin).nanoseconds) }
+
+    func timeAmount(_ d: Duration) -> TimeAmount { .nanoseconds(Int64(d / .nanoseconds(1))) }
+
+    func tick() {
+        carry(core.onTick(now: now))
+    }
+
+    func socketAddress(_ a: Address) -> SocketAddress? {
+        if let s = socketAddresses[a] { return s }
+        guard let s = try? SocketAddress(ipAddress: a.host, port: Int(a.port)) else { return nil }
+        if socketAddresses.count > 10_000 { socketAddresses.removeAll() }
+        socketAddresses[a] = s
+        return s
+    }
+
+    func drop(_ reason: String, from: String) {
+        traffic.dropped[reason, default: 0] += 1
+        droppedCounter.increment()
+        logger.debug("dropped gossip input", metadata: ["reason": "\(reason)", "from": "\(from)"])
+    }
+
+    func onDatagram(_ bytes: ByteBuffer, from remote: SocketAddress) {
+        traffic.packetsReceived += 1
+        traffic.bytesReceived += bytes.readableBytes
+        bytesInCounter.increment(by: bytes.readableBytes)
+        guard let ip = remote.ipAddress, let port = remote.port else { return }
+        let opened = bytes.withUnsafeReadableBytes { raw in
+            keyring.open(UnsafeBufferPointer(start: raw.bindMemory(to: UInt8.self).baseAddress, count: raw.count))
+        }
+        switch opened {
+        case .failure(let f):
+            drop(f.rawValue, from: "\(ip):\(port)")
+        case .success(let payload):
+            guard let messages = Codec.decodePacket(payload) else {
+                drop("malformed", from: "\(ip):\(port)")
+                return
+            }
+            carry(core.onPacket(messages, from: Address(host: ip, port: UInt16(port)), now: now))
+        }
+    }
+
+    /// Answers one TCP frame; returns the sealed reply, if any.
+    func onStreamFrame(_ frame: [UInt8], from remote: String) -> EventLoopFuture<[UInt8]?> {
+        traffic.streamBytesReceived += frame.count + 4
+        switch keyring.open(frame) {
+        case .failure(let f):
+            drop(f.rawValue, from: remote)
+            return loop.makeSucceededFuture(nil)
+        case .success(let payload):
+            guard let kind = payload.first.flatMap(StreamKind.init(rawValue:)) else {
+                drop("malformed", from: remote)
+                return loop.makeSucceededFuture(nil)
+            }
+            switch kind {
+            case .gossip:
+                guard let m = Codec.decodeStream(Array(payload.dropFirst())) else {
+                    drop("malformed", from: remote)
+                    return loop.makeSucceededFuture(nil)
+                }
+                let peer = Address(host: remote, port: 0)
+                let (reply, ds) = core.onStreamRequest(m, from: peer, now: now)
+                carry(ds)
+                guard let reply else { return loop.makeSucceededFuture(nil) }
+                return loop.makeSucceededFuture(keyring.seal([StreamKind.gossip.rawValue] + Codec.encodeStream(reply)))
+            case .keyringQuery:
+                guard let op = KeyringOperation.decode(payload.dropFirst()) else {
+                    drop("malformed", from: remote)
+                    return loop.makeSucceededFuture(nil)
+                }
+                // Seal the reply with the key the query came with, so the asker can always open it.
+                let sealer = keyring
+                let reply = applyKeyring(op)
+                return loop.makeSucceededFuture(sealer.seal(reply.encode()))
+            case .keyringReply:
+                drop("unexpected", from: remote)
+                return loop.makeSucceededFuture(nil)
+            }
+        }
+    }
+
+    func carry(_ directives: [Directive]) {
+        for d in directives {
+            switch d {
+            case .send(let messages, let to):
+                sendPacket(messages, to: to)
+            case .connect(let to, let m):
+                exchange(m, with: to)
+            case .checkReachability(_, let at, let seq):
+                checkReachability(at, seq: seq)
+            case .event(let e):
+                log(e)
+                onEvent?(e)
+            }
+        }
+    }
+
+    func sendPacket(_ messages: [Message], to: Address) {
+        guard let udp, let sa = socketAddress(to) else { return }
+        let sealed = keyring.seal(Codec.encodePacket(messages))
+        traffic.packetsSent += 1
+        traffic.bytesSent += sealed.count
+        bytesOutCounter.increment(by: sealed.count)
+        var buf = udp.allocator.buffer(capacity: sealed.count)
+        buf.writeBytes(sealed)
+        udp.writeAndFlush(AddressedEnvelope(remoteAddress: sa, data: buf), promise: nil)
+    }
+
+    /// Connects, sends one sealed frame, and reads one sealed reply frame (unless none is expected).
+    func request(_ payload: [UInt8], to: Address, expectReply: Bool, timeout: Duration) -> EventLoopFuture<[UInt8]?> {
+        guard let sa = socketAddress(to) else {
+            return loop.makeFailedFuture(IOError(errnoCode: EINVAL, reason: "bad address \(to)"))
+        }
+        let sealed = keyring.seal(payload)
+        let promise = loop.makePromise(of: [UInt8]?.self)
+        let maxFrame = self.maxFrame
+        let timeoutAmount = timeAmount(timeout)
+        ClientBootstrap(group: loop)
+            .connectTimeout(timeAmount(min(timeout, .seconds(2))))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: maxFrame)))
+                    try ch.pipeline.syncOperations.addHandler(ReplyHandler(promise: promise))
+                }
+            }
+            .connect(to: sa)
+            .whenComplete { result in
+                switch result {
+                case .failure(let e):
+                    promise.fail(e)
+                case .success(let ch):
+                    var buf = ch.allocator.buffer(capacity: sealed.count + 4)
+                    buf.writeFrame(sealed)
+                    self.traffic.streamBytesSent += buf.readableBytes
+                    if expectReply {
+                        ch.writeAndFlush(buf, promise: nil)
+                        let timer = ch.eventLoop.scheduleTask(in: timeoutAmount) {
+                            promise.fail(IOError(errnoCode: ETIMEDOUT, reason: "no reply from \(to)"))
+                            ch.close(promise: nil)
+                        }
+                        promise.futureResult.whenComplete { _ in timer.cancel(); ch.close(promise: nil) }
+                    } else {
+                        ch.writeAndFlush(buf).whenComplete { _ in
+                            ch.close(promise: nil)
+                            promise.succeed(nil)
+                        }
+                    }
+                }
+            }
+        return promise.futureResult
+    }
+
+    func exchange(_ m: StreamMessage, with peer: Address) {
+        let expectReply: Bool
+        if case .push = m { expectReply = false } else { expectReply = true }
+        request([StreamKind.gossip.rawValue] + Codec.encodeStream(m), to: peer, expectReply: expectReply, timeout: .seconds(5))
+            .whenComplete { result in
+                switch result {
+                case .success(nil):
+                    if expectReply { self.carry(self.core.onStreamFailed(to: peer, now: self.now)) }
+                case .success(let frame?):
+                    self.traffic.streamBytesReceived += frame.count + 4
+                    guard case .success(let payload) = self.keyring.open(frame), payload.first == StreamKind.gossip.rawValue,
+                          let reply = Codec.decodeStream(Array(payload.dropFirst())) else {
+                        self.drop("malformed_reply", from: "\(peer)")
+                        self.carry(self.core.onStreamFailed(to: peer, now: self.now))
+                        return
+                    }
+                    self.carry(self.core.onStreamReply(reply, from: peer, now: self.now))
+                case .failure:
+                    self.carry(self.core.onStreamFailed(to: peer, now: self.now))
+                }
+            }
+    }
+
+    /// A TCP connect to the member's gossip port: refused means the agent process is gone.
+    func checkReachability(_ a: Address, seq: UInt32) {
+        guard let sa = socketAddress(a) else { return }
+        ClientBootstrap(group: loop)
+            .connectTimeout(.milliseconds(500))
+            .connect(to: sa)
+            .whenComplete { result in
+                switch result {
+                case .success(let ch):
+                    ch.close(promise: nil)
+                case .failure(let e):
+                    if Self.isRefused(e) {
+                        self.carry(self.core.onReachability(seq: seq, refused: true, now: self.now))
+                    }
+                }
+            }
+    }
+
+    static func isRefused(_ e: any Error) -> Bool {
+        if let io = e as? IOError { return io.errnoCode == ECONNREFUSED }
+        if let c = e as? NIOConnectionError { return c.connectionErrors.contains { isRefused($0.error) } }
+        return false
+    }
+
+    func log(_ e: Event) {
+        switch e {
+        case .memberJoined(let m):
+            logger.info("member joined", metadata: ["member": "\(m.name)", "address": "\(m.address)"])
+        case .memberSuspected(let m, let by):
+            logger.info("member suspected", metadata: ["member": "\(m.name)", "by": "\(by)"])
+        case .memberRecovered(let m):
+            logger.info("member recovered", metadata: ["member": "\(m.name)", "incarnation": "\(m.incarnation)"])
+        case .memberDied(let m, let by):
+            logger.info("member dead", metadata: ["member": "\(m.name)", "by": "\(by)"])
+        case .memberLeft(let m):
+            logger.info("member left", metadata: ["member": "\(m.name)"])
+        case .memberUpdated(let m):
+            logger.debug("member updated", metadata: ["member": "\(m.name)"])
+        case .memberReaped(let n):
+            logger.info("member reaped", metadata: ["member": "\(n)"])
+        case .refuted(let rumour, let inc):
+            logger.info("refuted a rumour about this node", metadata: ["rumour": "\(rumour)", "incarnation": "\(inc)"])
+        case .nameConflict(let n, let known, let claimed):
+            logger.error("name conflict: two agents use one name",
+                         metadata: ["member": "\(n)", "known": "\(known)", "claimed": "\(claimed)"])
+        case .joined(let via, let count):
+            logger.info("joined cluster", metadata: ["via": "\(via)", "members": "\(count)"])
+        case .joinFailed(let attempt, let retryIn):
+            logger.warning("join failed, retrying", metadata: ["attempt": "\(attempt)", "retry_in": "\(retryIn)"])
+        }
+    }
+}
+
+/// Feeds datagrams to the node.
+final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let node: GossipNode
+    init(node: GossipNode) { self.node = node }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let env = unwrapInboundIn(data)
+        node.onDatagram(env.data, from: env.remoteAddress)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP errors and oversize datagrams must never stop the receive loop.
+        node.logger.debug("udp error", metadata: ["error": "\(error)"])
+    }
+}
+
+/// Serves one request frame per connection.
+final class StreamServerHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let node: GossipNode
+    var answered = false
+    init(node: GossipNode) { self.node = node }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // A peer that connects and says nothing is cut off.
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .seconds(10)) { ctx.value.close(promise: nil) }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        answered = true
+        var buf = unwrapInboundIn(data)
+        let bytes = buf.readBytes(length: buf.readableBytes) ?? []
+        let remote = context.remoteAddress?.ipAddress ?? "?"
+        let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
+        node.onStreamFrame(bytes, from: remote).whenSuccess { reply in
+            let context = ctx.value
+            guard let reply else {
+                context.close(promise: nil)
+                return
+            }
+            var out = context.channel.allocator.buffer(capacity: reply.count + 4)
+            out.writeFrame(reply)
+            self.node.traffic.streamBytesSent += out.readableBytes
+            context.writeAndFlush(NIOAny(out)).whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        node.drop("bad_stream", from: context.remoteAddress?.description ?? "?")
+        context.close(promise: nil)
+    }
+}
+
+/// Completes a promise with the first frame a client connection receives.
+final class ReplyHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    let promise: EventLoopPromise<[UInt8]?>
+    init(promise: EventLoopPromise<[UInt8]?>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buf = unwrapInboundIn(data)
+        promise.succeed(buf.readBytes(length: buf.readableBytes) ?? [])
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.succeed(nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,127 @@
+import Agent
+import ArgumentParser
+import Foundation
+import Gossip
+import Keyring
+import Logging
+import NIOCore
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the agent: gossip membership and the HTTP API on this machine.",
+        discussion: """
+            Listens on --bind: HTTP API 4680, gossip 4682 (UDP and TCP). Runs until SIGINT or
+            SIGTERM, then leaves the cluster gracefully.
+            """
+    )
+
+    @Option(help: "This agent's name, unique in the cluster (default: the host name).") var name: String?
+    @Option(help: "IP address every listener binds to.") var bind: String?
+    @Option(help: "IP address other agents use to reach this one (default: --bind).") var advertise: String?
+    @Option(help: "An agent to join, IP[:PORT] (gossip port, default 4682). Repeatable.") var join: [String] = []
+    @Option(help: "Directory for the keyring and (later) the Raft log.") var dataDir: String?
+    @Option(help: "Base64 cluster key (see `caravan keygen`); seeds the keyring file on first start.") var encrypt: String?
+    @Option(help: "Keyring file to use (default <data-dir>/keyring.json).") var keyringFile: String?
+    @Option(help: "A KEY=VALUE tag published to the cluster. Repeatable.") var tag: [String] = []
+    @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String = "lan"
+    @Option(help: "HTTP API port.") var httpPort: Int = 4680
+    @Option(help: "Gossip port (UDP and TCP).") var gossipPort: Int = 4682
+    @Option(help: "trace, debug, info, warning or error.") var logLevel: String = "info"
+    @Flag(help: "Development mode: one agent on 127.0.0.1 with a throw-away data dir.") var dev = false
+
+    func run() async throws {
+        // Keys given on the command line must not stay visible in `ps`.
+        ArgvScrubber.scrubValue(of: "--encrypt")
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw CLIError.usage("--log-level: \"\(logLevel)\" is not one of trace, debug, info, notice, warning, error")
+        }
+        let config = try configuration()
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        var logger = Logger(label: "caravan")
+        logger[metadataKey: "node"] = "\(config.name)"
+        let agent: Agent
+        do {
+            agent = try await Agent.start(config, logger: logger)
+            try await agent.run()
+        } catch let e as AgentError {
+            throw e.isUsage ? CLIError.usage(e.message) : CLIError.failed(e.message)
+        }
+    }
+
+    func configuration() throws -> AgentConfiguration {
+        let bindIP = bind ?? (dev ? "127.0.0.1" : nil)
+        guard let bindIP else { throw CLIError.usage("--bind is required: the IP address to listen on (or use --dev)") }
+        guard (try? SocketAddress(ipAddress: bindIP, port: 0)) != nil else {
+            throw CLIError.usage("--bind: \"\(bindIP)\" is not an IP address")
+        }
+        if let advertise, (try? SocketAddress(ipAddress: advertise, port: 0)) == nil {
+            throw CLIError.usage("--advertise: \"\(advertise)\" is not an IP address")
+        }
+        var dir = dataDir
+        if dir == nil && dev { dir = NSTemporaryDirectory() + "caravan-dev-\(getpid())" }
+        guard let dir else { throw CLIError.usage("--data-dir is required (or use --dev)") }
+        guard (1...65535).contains(httpPort) else { throw CLIError.usage("--http-port: \(httpPort) is not a port") }
+        guard (1...65535).contains(gossipPort) else { throw CLIError.usage("--gossip-port: \(gossipPort) is not a port") }
+        let hostName = ProcessInfo.processInfo.hostName
+        let agentName = name ?? (hostName.isEmpty ? "caravan" : hostName)
+        guard !agentName.isEmpty, agentName.utf8.count <= 128,
+              agentName.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw CLIError.usage("--name: \"\(agentName)\" must be 1-128 letters, digits, '-', '_' or '.'")
+        }
+        var config = AgentConfiguration(name: agentName, bind: bindIP, dataDir: dir)
+        config.advertise = advertise
+        config.httpPort = UInt16(httpPort)
+        config.gossipPort = UInt16(gossipPort)
+        for j in join {
+            guard let a = Address(parsing: j, defaultPort: 4682), (try? SocketAddress(ipAddress: a.host, port: 0)) != nil else {
+                throw CLIError.usage("--join: \"\(j)\" is not IP[:PORT]")
+            }
+            config.join.append(a)
+        }
+        if let encrypt {
+            do { config.encryptKey = try SecretKey(base64: encrypt) } catch { throw CLIError.usage("--encrypt: \(error.message)") }
+        }
+        config.keyringFile = keyringFile
+        for t in tag {
+            let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw CLIError.usage("--tag: \"\(t)\" is not KEY=VALUE") }
+            config.tags[parts[0]] = parts[1]
+        }
+        switch gossipProfile {
+        case "lan": config.gossip = .lan
+        case "local": config.gossip = .local
+        default: throw CLIError.usage("--gossip-profile: \"\(gossipProfile)\" is not lan or local")
+        }
+        if dev && gossipProfile == "lan" { config.gossip = .local }
+        return config
+    }
+}
+
+/// Overwrites a secret argument in the process's own argv, so `ps` and /proc/PID/cmdline no
+/// longer show it once the agent has started.
+enum ArgvScrubber {
+    static func scrubValue(of flag: String) {
+        let argc = Int(CommandLine.argc)
+        let argv = CommandLine.unsafeArgv
+        var i = 1
+        while i < argc {
+            guard let p = argv[i] else { i += 1; continue }
+            let arg = String(cString: p)
+            if arg == flag, i + 1 < argc, let v = argv[i + 1] {
+                memset(v, Int32(UInt8(ascii: "x")), strlen(v))
+                i += 2
+                continue
+            }
+            if arg.hasPrefix(flag + "=") {
+                let start = p + flag.utf8.count + 1
+                memset(start, Int32(UInt8(ascii: "x")), strlen(start))
+            }
+            i += 1
+        }
+    }
+}

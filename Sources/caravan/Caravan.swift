@@ -1,0 +1,80 @@
+import API
+import ArgumentParser
+import Foundation
+
+@main
+struct Caravan: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "caravan",
+        abstract: "A masterless cluster scheduler: one agent on every machine.",
+        version: "0.1.0",
+        subcommands: [AgentCommand.self, MembersCommand.self, LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
+    )
+
+    /// Parses and runs a command; exit status 0 on success, 1 on a failed operation, 2 on bad usage or input.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch let e as CLIError {
+            FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+            Foundation.exit(e.exitCode)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help and --version.
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            let message = fullMessage(for: error)
+            FileHandle.standardError.write(Data((message.isEmpty ? "error: \(error)" : message).utf8 + [10]))
+            // Everything ArgumentParser rejects is bad usage.
+            Foundation.exit(code == .validationFailure || code.rawValue == 64 ? 2 : (code.rawValue == 0 ? 0 : 2))
+        }
+    }
+}
+
+/// An error the CLI reports as one line, with the exit status it calls for.
+struct CLIError: Error {
+    let message: String
+    let exitCode: Int32
+
+    static func usage(_ m: String) -> CLIError { CLIError(message: m, exitCode: 2) }
+    static func failed(_ m: String) -> CLIError { CLIError(message: m, exitCode: 1) }
+
+    static func from(_ e: ClientError) -> CLIError {
+        e.isBadInput ? .usage(e.message) : .failed(e.message)
+    }
+}
+
+/// `--address` / `$CARAVAN_ADDR` for every command that talks to an agent.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "The agent's HTTP API (default $CARAVAN_ADDR or http://127.0.0.1:4680).")
+    var address: String?
+
+    func client() throws -> CaravanClient {
+        let a = address ?? ProcessInfo.processInfo.environment["CARAVAN_ADDR"] ?? "http://127.0.0.1:4680"
+        do { return try CaravanClient(address: a) } catch { throw CLIError.usage(error.message) }
+    }
+}
+
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Prints rows as aligned columns.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let all = [header] + rows
+    var widths = Array(repeating: 0, count: header.count)
+    for r in all { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+    for r in all {
+        let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i] + 2, withPad: " ", startingAt: 0) }
+        print(line.joined())
+    }
+}
