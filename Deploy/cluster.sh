@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Starts or stops N agents on 127.0.0.2, 127.0.0.3, ... on this machine.
+#   Deploy/cluster.sh up [N]     (default 3) — data dirs and logs under ./run/cluster
+#   Deploy/cluster.sh down
+#   Deploy/cluster.sh status
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/opt/swift/usr/bin:$PATH"
+RUN=${CARAVAN_RUN_DIR:-$PWD/run/cluster}
+BIN=${CARAVAN_BIN:-$PWD/.build/debug/caravan}
+
+down() {
+  if [[ -d "$RUN" ]]; then
+    for pidfile in "$RUN"/*/agent.pid; do
+      [[ -f "$pidfile" ]] || continue
+      pid=$(cat "$pidfile")
+      kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pidfile in "$RUN"/*/agent.pid; do
+      [[ -f "$pidfile" ]] || continue
+      pid=$(cat "$pidfile")
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
+    done
+  fi
+}
+
+up() {
+  local n=${1:-3}
+  [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$n" -le 250 ]] || { echo "error: N must be 1..250" >&2; exit 2; }
+  [[ -x "$BIN" ]] || { echo "error: $BIN not built; run swift build" >&2; exit 1; }
+  down
+  mkdir -p "$RUN"
+  # One cluster key, kept with the cluster so restarts reuse it.
+  if [[ ! -f "$RUN/cluster.key" ]]; then "$BIN" keygen > "$RUN/cluster.key"; chmod 600 "$RUN/cluster.key"; fi
+  for i in $(seq 1 "$n"); do
+    local ip="127.0.0.$((i + 1))" dir="$RUN/agent-$i"
+    mkdir -p "$dir/data"
+    if [[ ! -f "$dir/data/keyring.json" ]]; then
+      printf '{"primary": "%s", "keys": ["%s"]}\n' "$(cat "$RUN/cluster.key")" "$(cat "$RUN/cluster.key")" > "$dir/data/keyring.json"
+      chmod 600 "$dir/data/keyring.json"
+    fi
+    nohup "$BIN" agent --name "agent-$i" --bind "$ip" --data-dir "$dir/data" \
+      --join 127.0.0.2 --join 127.0.0.3 --tag "rack=r$(( (i - 1) % 2 + 1 ))" \
+      > "$dir/agent.log" 2>&1 < /dev/null &
+    echo $! > "$dir/agent.pid"
+  done
+  # Wait (with a deadline) until every agent lists every agent alive.
+  local deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    local ok=1
+    for i in $(seq 1 "$n"); do
+      local alive
+      alive=$("$BIN" members --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -c '"status" : "alive"' || true)
+      [[ "$alive" == "$n" ]] || { ok=0; break; }
+    done
+    if ((ok)); then
+      echo "cluster of $n agents is up (logs under $RUN)"
+      "$BIN" members --address http://127.0.0.2:4680
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "error: agents did not all see each other within 30s; see $RUN/*/agent.log" >&2
+  exit 1
+}
+
+case "${1:-}" in
+  up) up "${2:-3}" ;;
+  down) down; echo "cluster stopped" ;;
+  status) "$BIN" members --address http://127.0.0.2:4680 ;;
+  *) echo "usage: $0 up [N] | down | status" >&2; exit 2 ;;
+esac
