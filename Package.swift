@@ -68,17 +68,18 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
-            "Gossip", "CaravanTesting", "API", "Keyring",
+            "Gossip", "GossipSimulation", "CaravanTesting", "API", "Keyring",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
         // Test support.
         .target(name: "CaravanTesting", swiftSettings: strict),
+        .target(name: "GossipSimulation", dependencies: ["Gossip", "CaravanTesting"], swiftSettings: strict),
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",
             .product(name: "PropertyBased", package: "swift-property-based")]),
-        .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting",
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting", "GossipSimulation",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),

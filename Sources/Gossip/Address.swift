@@ -94,7 +94,7 @@ public struct Member: Sendable, Equatable {
         self.since = since
     }
 
-    var record: MemberRecord {
+    public var record: MemberRecord {
         MemberRecord(name: name, address: address, status: status, incarnation: incarnation, metadata: metadata)
     }
 }

@@ -421,8 +421,10 @@ public struct Instance: Sendable {
         m.status = status
     }
 
+    /// `announceNew` is false for members learned from a state exchange: the peer that told us
+    /// already knows them, and re-gossiping a whole view after every join would flood the cluster.
     private mutating func applyAlive(_ n: String, address a: Address, incarnation inc: Incarnation, metadata meta: [UInt8],
-                                     now: Duration, into out: inout [Directive]) {
+                                     now: Duration, announceNew: Bool = true, into out: inout [Directive]) {
         if n == name {
             guard !isLeaving else { return }
             if a != address {
@@ -438,7 +440,7 @@ public struct Instance: Sendable {
             setStatus(&m, .alive, now: now)
             others[n] = m
             probeOrder.insert(n, at: Int.random(in: 0...probeOrder.count, using: &rng))
-            broadcasts.enqueue(.alive(name: n, address: a, incarnation: inc, metadata: meta))
+            if announceNew { broadcasts.enqueue(.alive(name: n, address: a, incarnation: inc, metadata: meta)) }
             out.append(.event(.memberJoined(m)))
             return
         }
@@ -545,7 +547,8 @@ public struct Instance: Sendable {
         for r in records {
             switch r.status {
             case .alive:
-                applyAlive(r.name, address: r.address, incarnation: r.incarnation, metadata: r.metadata, now: now, into: &out)
+                applyAlive(r.name, address: r.address, incarnation: r.incarnation, metadata: r.metadata, now: now,
+                           announceNew: !viaStream, into: &out)
             case .suspect:
                 applySuspect(r.name, incarnation: r.incarnation, from: "anti-entropy", refused: false, now: now, into: &out)
             case .dead:

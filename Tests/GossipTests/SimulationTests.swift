@@ -1,6 +1,7 @@
 import CaravanTesting
 import Testing
 @testable import Gossip
+import GossipSimulation
 
 /// Whole clusters in virtual time. Each test prints its seed on failure (it is in the test name).
 @Suite struct SimulationTests {

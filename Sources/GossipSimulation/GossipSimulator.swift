@@ -1,5 +1,5 @@
 import CaravanTesting
-@testable import Gossip
+import Gossip
 
 /// N gossip cores on a simulated network in virtual time.
 ///
@@ -8,47 +8,47 @@ import CaravanTesting
 /// (TCP) are reliable but fail across partitions and to crashed nodes. A crashed node's TCP port
 /// answers "connection refused" when `crashesRefuse` (a process that died on a live host) and
 /// stays silent otherwise (a host that vanished).
-struct GossipSimulator {
-    enum Wire: Sendable {
+public struct GossipSimulator: Sendable {
+    public enum Wire: Sendable {
         case packet([UInt8])
     }
 
-    enum StreamEvent: Sendable {
+    public enum StreamEvent: Sendable {
         case request(StreamMessage, from: Address, to: Address)
         case reply(StreamMessage, from: Address, to: Address)
         case failed(requester: Address, peer: Address)
         case reachability(requester: Address, seq: UInt32, refused: Bool)
     }
 
-    var settings: Settings
-    var net: SimulatedNetwork<Address, Wire>
-    var streams = EventQueue<StreamEvent>()
-    var nodes: [Address: Instance] = [:]
-    var order: [Address] = []
-    var now: Duration = .zero
-    var crashesRefuse = true
-    var stalledUntil: [Address: Duration] = [:]
-    var backlog: [Address: [SimulatedNetwork<Address, Wire>.Delivery]] = [:]
-    var bytesSent: [Address: Int] = [:]
-    var events: [(at: Duration, node: String, event: Event)] = []
-    var recordEvents = true
-    var seedSource: SeededRandom
+    public var settings: Settings
+    public var net: SimulatedNetwork<Address, Wire>
+    public var streams = EventQueue<StreamEvent>()
+    public var nodes: [Address: Instance] = [:]
+    public var order: [Address] = []
+    public var now: Duration = .zero
+    public var crashesRefuse = true
+    public var stalledUntil: [Address: Duration] = [:]
+    public var backlog: [Address: [SimulatedNetwork<Address, Wire>.Delivery]] = [:]
+    public var bytesSent: [Address: Int] = [:]
+    public var events: [(at: Duration, node: String, event: Event)] = []
+    public var recordEvents = true
+    public var seedSource: SeededRandom
 
-    init(seed: UInt64, settings: Settings = .lan, faults: SimulatedNetwork<Address, Wire>.Faults = .init()) {
+    public init(seed: UInt64, settings: Settings = .lan, faults: SimulatedNetwork<Address, Wire>.Faults = .init()) {
         self.settings = settings
         self.net = SimulatedNetwork(seed: seed, faults: faults)
         self.seedSource = SeededRandom(seed: seed ^ 0x5EED)
     }
 
-    static func address(_ i: Int) -> Address {
+    public static func address(_ i: Int) -> Address {
         Address(host: "10.\(i / 65536).\((i / 256) % 256).\(i % 256)", port: 4682)
     }
 
-    static func name(_ i: Int) -> String { "node-\(i)" }
+    public static func name(_ i: Int) -> String { "node-\(i)" }
 
     /// Adds a node; it joins `seeds` (if any) at once.
     @discardableResult
-    mutating func add(_ i: Int, joining seeds: [Int] = [], metadata: [UInt8] = []) -> Address {
+    public mutating func add(_ i: Int, joining seeds: [Int] = [], metadata: [UInt8] = []) -> Address {
         let a = Self.address(i)
         let inst = Instance(name: Self.name(i), address: a, metadata: metadata, settings: settings, seed: seedSource.derive())
         if nodes[a] == nil { order.append(a) }
@@ -62,13 +62,13 @@ struct GossipSimulator {
     }
 
     /// Starts `n` nodes that all join node 0.
-    mutating func startCluster(_ n: Int) {
+    public mutating func startCluster(_ n: Int) {
         add(0)
         for i in 1..<n { add(i, joining: [0]) }
     }
 
     /// Gives every node a full view at once, as if the cluster had long settled.
-    mutating func startSettled(_ n: Int) {
+    public mutating func startSettled(_ n: Int) {
         for i in 0..<n { add(i) }
         let records = order.map { nodes[$0]!.myself.record }
         for a in order {
@@ -77,29 +77,29 @@ struct GossipSimulator {
         }
     }
 
-    mutating func crash(_ i: Int) {
+    public mutating func crash(_ i: Int) {
         let a = Self.address(i)
         net.crash(a)
         nodes[a] = nil
         order.removeAll { $0 == a }
     }
 
-    mutating func stall(_ i: Int, for d: Duration) { stallUntil(Self.address(i), now + d) }
+    public mutating func stall(_ i: Int, for d: Duration) { stallUntil(Self.address(i), now + d) }
 
     private mutating func stallUntil(_ a: Address, _ t: Duration) { stalledUntil[a] = t }
 
-    func isStalled(_ a: Address) -> Bool { (stalledUntil[a] ?? .zero) > now }
+    public func isStalled(_ a: Address) -> Bool { (stalledUntil[a] ?? .zero) > now }
 
     // MARK: running
 
-    mutating func run(for d: Duration) {
+    public mutating func run(for d: Duration) {
         let end = now + d
         while now < end { step() }
     }
 
     /// Runs until the condition holds or the deadline passes; returns the virtual time it took.
     @discardableResult
-    mutating func run(until deadline: Duration, _ done: (GossipSimulator) -> Bool) -> Duration? {
+    public mutating func run(until deadline: Duration, _ done: (GossipSimulator) -> Bool) -> Duration? {
         let start = now
         let end = now + deadline
         while now < end {
@@ -109,7 +109,7 @@ struct GossipSimulator {
         return done(self) ? now - start : nil
     }
 
-    mutating func step() {
+    public mutating func step() {
         let t = now + settings.tickInterval
         deliver(upTo: t)
         now = t
@@ -220,14 +220,14 @@ struct GossipSimulator {
 
     // MARK: views
 
-    func view(of a: Address) -> [String: MemberStatus] {
+    public func view(of a: Address) -> [String: MemberStatus] {
         var v: [String: MemberStatus] = [:]
         for m in nodes[a]!.members { v[m.name] = m.status }
         return v
     }
 
     /// True when every running node sees exactly the running nodes as alive.
-    func converged() -> Bool {
+    public func converged() -> Bool {
         let live = Set(order.map { nodes[$0]!.name })
         for a in order {
             let v = view(of: a)
@@ -237,12 +237,12 @@ struct GossipSimulator {
         return true
     }
 
-    func everyone(sees name: String, as status: MemberStatus) -> Bool {
+    public func everyone(sees name: String, as status: MemberStatus) -> Bool {
         order.allSatisfy { a in nodes[a]!.name == name || view(of: a)[name] == status }
     }
 
     /// Names that some running node has declared dead although they are running.
-    func falselyDead() -> [String] {
+    public func falselyDead() -> [String] {
         let live = Set(order.map { nodes[$0]!.name })
         var out = Set<String>()
         for a in order {

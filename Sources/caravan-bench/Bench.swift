@@ -1,0 +1,173 @@
+import API
+import ArgumentParser
+import CaravanTesting
+import Foundation
+import Gossip
+import GossipSimulation
+
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "caravan-bench",
+        abstract: "Measures Caravan's costs; record the figures in Docs/benchmarks.md.",
+        subcommands: [GossipBench.self]
+    )
+}
+
+struct GossipBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gossip",
+        abstract: "Membership: join, failure detection, idle traffic and memory of real agents; dissemination in simulation.")
+
+    @Option(help: "Cluster sizes of real agents, comma-separated.") var sizes: String = "20,50"
+    @Option(help: "Mass-join trials per size.") var joinTrials: Int = 3
+    @Option(help: "Simulated cluster size for dissemination.") var simNodes: Int = 1000
+    @Option(help: "The caravan binary (default: next to this one).") var binary: String?
+    @Option(help: "Seconds of idle traffic to measure.") var idleSeconds: Int = 10
+    @Flag(help: "Only the simulation.") var simOnly = false
+
+    func run() async throws {
+        print("# caravan-bench gossip — \(Date())")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB\n")
+        simulate()
+        guard !simOnly else { return }
+        let bin = binary ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("caravan").path
+        for n in sizes.split(separator: ",").compactMap({ Int($0) }) {
+            try await agents(n, binary: bin)
+        }
+    }
+
+    func simulate() {
+        let clock = ContinuousClock()
+        let wall = clock.now
+        var sim = GossipSimulator(seed: 2026, faults: .init(latency: .microseconds(200) ... .milliseconds(2)))
+        sim.recordEvents = false
+        sim.startSettled(simNodes)
+        sim.run(for: .seconds(5))
+        let before = sim.bytesSent.values.reduce(0, +)
+        sim.run(for: .seconds(10))
+        let idle = Double(sim.bytesSent.values.reduce(0, +) - before) / Double(simNodes) / 10
+        let target = GossipSimulator.address(7)
+        _ = sim.nodes[target]!.updateMetadata([9, 9, 9], now: sim.now)
+        let took = sim.run(until: .seconds(30)) { s in
+            s.order.allSatisfy { s.nodes[$0]!.member(named: "node-7")?.metadata == [9, 9, 9] }
+        }
+        sim.crash(11)
+        let dead = sim.run(until: .seconds(30)) { $0.everyone(sees: "node-11", as: .dead) }
+        print("## Simulation, N = \(simNodes) (seeded, 0.2–2 ms latency, no loss)")
+        print("| figure | value |\n|---|---|")
+        print("| one update reaches all nodes | \(fmt(took)) of simulated time |")
+        print("| idle gossip per node | \(Int(idle)) bytes/s (UDP, sealed) |")
+        print("| crashed node known dead by all | \(fmt(dead)) of simulated time |")
+        print("| wall-clock time of this simulation | \(fmt(clock.now - wall)) |\n")
+    }
+
+    func fmt(_ d: Duration?) -> String {
+        guard let d else { return "not reached" }
+        return String(format: "%.2f s", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+    }
+
+    struct Running {
+        var processes: [Process] = []
+        var clients: [CaravanClient] = []
+        var root: String
+    }
+
+    func start(_ n: Int, binary: String, subnet: Int) throws -> Running {
+        let root = NSTemporaryDirectory() + "caravan-bench-\(getpid())-\(n)"
+        try? FileManager.default.removeItem(atPath: root)
+        var r = Running(root: root)
+        let key = "YmVuY2htYXJrLWtleS1mb3ItY2FyYXZhbi1nb3NzaXA="
+        for i in 0..<n {
+            let ip = "127.\(subnet).\(i / 250).\(i % 250 + 2)"
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["agent", "--name", "bench-\(i)", "--bind", ip, "--data-dir", "\(root)/\(i)", "--encrypt", key,
+                           "--join", "127.\(subnet).0.2", "--join", "127.\(subnet).0.3", "--log-level", "warning"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            r.processes.append(p)
+            r.clients.append(try CaravanClient(address: "http://\(ip):4680", timeout: .seconds(2)))
+        }
+        return r
+    }
+
+    func stop(_ r: Running) {
+        for p in r.processes where p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: r.root)
+    }
+
+    /// Polls every agent until `ok` holds for all (or the deadline); returns the elapsed time.
+    func until(_ r: Running, skip: Set<Int> = [], deadline: Duration, _ ok: ([MemberView]) -> Bool) async -> Duration? {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var done = Set<Int>()
+        while clock.now - start < deadline {
+            for (i, c) in r.clients.enumerated() where !skip.contains(i) && !done.contains(i) {
+                if let ms = try? await c.members(), ok(ms) { done.insert(i) }
+            }
+            if done.count + skip.count == r.clients.count { return clock.now - start }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    func rssKiB(_ pid: Int32) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+
+    func agents(_ n: Int, binary: String) async throws {
+        print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y)")
+        var joins: [String] = []
+        var r = try start(n, binary: binary, subnet: 60)
+        for trial in 0..<joinTrials {
+            if trial > 0 {
+                stop(r)
+                r = try start(n, binary: binary, subnet: 60)
+            }
+            let t = await until(r, deadline: .seconds(60)) { ms in ms.filter { $0.status == "alive" }.count == n }
+            joins.append(fmt(t))
+        }
+        defer { stop(r) }
+        try await Task.sleep(for: .seconds(5))
+        func totalBytes() async -> Int {
+            var sum = 0
+            for c in r.clients {
+                if let s = try? await c.agentSelf() { sum += s.gossip.bytesSent + s.gossip.streamBytesSent }
+            }
+            return sum
+        }
+        let b0 = await totalBytes()
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        try await Task.sleep(for: .seconds(idleSeconds))
+        let b1 = await totalBytes()
+        let elapsed = clock.now - t0
+        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let perNode = Double(b1 - b0) / Double(n) / secs
+        let rss = r.processes.map { rssKiB($0.processIdentifier) }
+        let victim = n / 2
+        kill(r.processes[victim].processIdentifier, SIGKILL)
+        let dead = await until(r, skip: [victim], deadline: .seconds(60)) { ms in
+            ms.first { $0.name == "bench-\(victim)" }?.status == "dead"
+        }
+        let frozen = n / 3
+        kill(r.processes[frozen].processIdentifier, SIGSTOP)
+        let silent = await until(r, skip: [victim, frozen], deadline: .seconds(60)) { ms in
+            ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
+        }
+        kill(r.processes[frozen].processIdentifier, SIGCONT)
+        print("| figure | value |\n|---|---|")
+        print("| all \(n) list all \(n) alive after a simultaneous start | \(joins.joined(separator: ", ")) |")
+        print("| SIGKILL of one agent → all others list it dead | \(fmt(dead)) |")
+        print("| SIGSTOP (silent, like a vanished host) → all others list it dead | \(fmt(silent)) |")
+        print("| idle gossip per node (UDP + TCP, sent) | \(Int(perNode)) bytes/s |")
+        print("| idle RSS per agent | avg \(rss.reduce(0, +) / max(rss.count, 1) / 1024) MiB, max \((rss.max() ?? 0) / 1024) MiB |\n")
+    }
+}
