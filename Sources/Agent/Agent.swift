@@ -42,14 +42,18 @@ public final class Agent: Sendable {
                                                         diskMiB: capacity.diskMiB),
                                     tags: config.tags)
         let encoded = metadata.encode()
-        guard encoded.count <= config.gossip.maxMetadataSize else {
+        guard encoded.count + 33 <= config.gossip.maxMetadataSize else {
             throw AgentError("node metadata is \(encoded.count) bytes, over the \(config.gossip.maxMetadataSize)-byte bound: use fewer or shorter --tag values", usage: true)
         }
         let bind = Address(host: config.bind, port: config.gossipPort)
         let advertise = config.advertise.map { Address(host: $0, port: config.gossipPort) }
+        let identity: NodeIdentity
+        do { identity = try NodeIdentity.loadOrCreate(path: config.dataDir + "/identity.key") } catch {
+            throw AgentError(error.message)
+        }
         let gossipConfig = GossipConfiguration(name: config.name, bind: bind, advertise: advertise, settings: config.gossip,
                                                keyring: keyring, keyringPath: keyring.isEncrypted ? config.keyringPath : nil,
-                                               metadata: encoded)
+                                               metadata: encoded, identity: identity, peersPath: config.dataDir + "/peers.json")
         let node: GossipNode
         do {
             node = try await GossipNode.start(gossipConfig, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
@@ -59,7 +63,10 @@ public final class Agent: Sendable {
         logger.info("agent started", metadata: ["name": "\(config.name)", "gossip": "\(bind)",
                                                 "http": "\(config.bind):\(config.httpPort)",
                                                 "encrypted": "\(keyring.isEncrypted)"])
-        if !config.join.isEmpty { await node.join(config.join) }
+        // Rejoin the members remembered from earlier runs as well as those named on the command line.
+        var join = config.join
+        for a in await node.rememberedPeers() where !join.contains(a) { join.append(a) }
+        if !join.isEmpty { await node.join(join) }
         return Agent(config: config, gossip: node, logger: logger, capacity: capacity)
     }
 

@@ -6,24 +6,22 @@ extension GossipNode {
     /// Applies a keyring operation on this node and persists the result (loop-confined).
     func applyKeyring(_ op: KeyringOperation) -> KeyringReply {
         var ring = keyring
-        var error: String?
+        var failure: String?
         if !ring.isEncrypted {
-            error = "encryption is not enabled on this agent (start it with --encrypt or --keyring-file)"
+            failure = "encryption is not enabled on this agent (start it with --encrypt or --keyring-file)"
         } else {
-            do {
+            do throws(KeyringError) {
                 switch op {
                 case .list: break
                 case .install(let k): try ring.install(k)
                 case .use(let k): try ring.use(k)
                 case .remove(let k): try ring.remove(k)
                 }
-            } catch let e as KeyringError {
-                error = e.message
             } catch {
-                preconditionFailure("keyring operations throw KeyringError only")
+                failure = error.message
             }
         }
-        if error == nil && ring != keyring {
+        if failure == nil && ring != keyring {
             if let path = keyringPath {
                 do {
                     try KeyringFile.save(ring, path: path)
@@ -36,7 +34,7 @@ extension GossipNode {
             logger.info("keyring changed", metadata: ["operation": "\(op.verb)", "key": "\(op.key?.idString ?? "-")",
                                                       "primary": "\(ring.primary?.idString ?? "-")"])
         }
-        return KeyringReply(node: name, error: error, primaryKeyID: keyring.primary?.idString,
+        return KeyringReply(node: name, error: failure, primaryKeyID: keyring.primary?.idString,
                             keyIDs: keyring.keys.map(\.idString))
     }
 

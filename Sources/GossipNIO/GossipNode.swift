@@ -18,10 +18,14 @@ public struct GossipConfiguration: Sendable {
     public var keyringPath: String?
     public var metadata: [UInt8]
     public var seed: UInt64
+    /// This node's identity key pair; published in metadata, used to recover from a missed rotation.
+    public var identity: NodeIdentity?
+    /// Where known peers are remembered across restarts; nil keeps them in memory only.
+    public var peersPath: String?
 
     public init(name: String, bind: Address, advertise: Address? = nil, settings: Settings = .lan,
                 keyring: Keyring = Keyring(), keyringPath: String? = nil, metadata: [UInt8] = [],
-                seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
+                seed: UInt64 = UInt64.random(in: 0...UInt64.max), identity: NodeIdentity? = nil, peersPath: String? = nil) {
         self.name = name
         self.bind = bind
         self.advertise = advertise
@@ -30,6 +34,8 @@ public struct GossipConfiguration: Sendable {
         self.keyringPath = keyringPath
         self.metadata = metadata
         self.seed = seed
+        self.identity = identity
+        self.peersPath = peersPath
     }
 }
 
@@ -65,6 +71,13 @@ public final class GossipNode: @unchecked Sendable {
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
+    let identity: NodeIdentity?
+    let peersPath: String?
+    var peers: PeerDirectory
+    var joinAddresses: [Address] = []
+    var lastRekeyAttempt: [Address: NIODeadline] = [:]
+    var rekeyReplies: [NIODeadline] = []
+    var nextPeersSave = NIODeadline.now()
 
     private let droppedCounter: Counter
     private let bytesOutCounter: Counter
@@ -77,7 +90,11 @@ public final class GossipNode: @unchecked Sendable {
         self.logger = logger
         var settings = config.settings
         settings.sealOverhead = config.keyring.overhead
-        self.core = Instance(name: config.name, address: config.advertise ?? config.bind, metadata: config.metadata,
+        self.identity = config.identity
+        self.peersPath = config.peersPath
+        self.peers = PeerDirectory.load(path: config.peersPath)
+        self.core = Instance(name: config.name, address: config.advertise ?? config.bind,
+                             metadata: MetadataEnvelope.wrap(config.metadata, identity: config.identity),
                              settings: settings, seed: config.seed)
         self.keyring = config.keyring
         self.keyringPath = config.keyringPath
@@ -131,15 +148,32 @@ public final class GossipNode: @unchecked Sendable {
 
     /// Joins through any of these addresses; retried in the background until one answers.
     public func join(_ addresses: [Address]) async {
-        try? await loop.submit { self.carry(self.core.join(addresses, now: self.now)) }.get()
+        try? await loop.submit {
+            self.joinAddresses = addresses
+            self.carry(self.core.join(addresses, now: self.now))
+        }.get()
     }
 
+    /// Every member as the core sees it, with the agent's own metadata bytes.
     public func members() async -> [Member] {
-        (try? await loop.submit { self.core.members }.get()) ?? []
+        (try? await loop.submit {
+            self.core.members.map { m in
+                var m = m
+                m.metadata = MetadataEnvelope.unwrap(m.metadata).metadata
+                return m
+            }
+        }.get()) ?? []
     }
 
     public func updateMetadata(_ bytes: [UInt8]) async {
-        try? await loop.submit { self.carry(self.core.updateMetadata(bytes, now: self.now)) }.get()
+        try? await loop.submit {
+            self.carry(self.core.updateMetadata(MetadataEnvelope.wrap(bytes, identity: self.identity), now: self.now))
+        }.get()
+    }
+
+    /// Gossip addresses of members remembered from earlier runs (for rejoining without `--join`).
+    public func rememberedPeers() async -> [Address] {
+        (try? await loop.submit { self.peers.addresses.filter { $0 != self.advertised } }.get()) ?? []
     }
 
     public func traffic() async -> GossipTraffic {
@@ -180,6 +214,10 @@ public final class GossipNode: @unchecked Sendable {
 
     func tick() {
         carry(core.onTick(now: now))
+        if NIODeadline.now() >= nextPeersSave {
+            nextPeersSave = NIODeadline.now() + .seconds(2)
+            peers.save(path: peersPath)
+        }
     }
 
     func socketAddress(_ a: Address) -> SocketAddress? {
@@ -207,6 +245,8 @@ public final class GossipNode: @unchecked Sendable {
         switch opened {
         case .failure(let f):
             drop(f.rawValue, from: "\(ip):\(port)")
+            // Sealed with a key we do not hold: the cluster may have rotated while we were away.
+            if f == .unknownKey { requestRekey(from: Address(host: ip, port: UInt16(port))) }
         case .success(let payload):
             guard let messages = Codec.decodePacket(payload) else {
                 drop("malformed", from: "\(ip):\(port)")
@@ -219,6 +259,9 @@ public final class GossipNode: @unchecked Sendable {
     /// Answers one TCP frame; returns the sealed reply, if any.
     func onStreamFrame(_ frame: [UInt8], from remote: String) -> EventLoopFuture<[UInt8]?> {
         traffic.streamBytesReceived += frame.count + 4
+        if frame.count >= 2 && frame[0] == Keyring.magic && frame[1] == RekeyFrame.request {
+            return loop.makeSucceededFuture(answerRekey(Array(frame.dropFirst(2)), from: remote))
+        }
         switch keyring.open(frame) {
         case .failure(let f):
             drop(f.rawValue, from: remote)
@@ -266,6 +309,7 @@ public final class GossipNode: @unchecked Sendable {
                 checkReachability(at, seq: seq)
             case .event(let e):
                 log(e)
+                remember(e)
                 onEvent?(e)
             }
         }
@@ -283,11 +327,11 @@ public final class GossipNode: @unchecked Sendable {
     }
 
     /// Connects, sends one sealed frame, and reads one sealed reply frame (unless none is expected).
-    func request(_ payload: [UInt8], to: Address, expectReply: Bool, timeout: Duration) -> EventLoopFuture<[UInt8]?> {
+    func request(_ payload: [UInt8], to: Address, expectReply: Bool, timeout: Duration, raw: Bool = false) -> EventLoopFuture<[UInt8]?> {
         guard let sa = socketAddress(to) else {
             return loop.makeFailedFuture(IOError(errnoCode: EINVAL, reason: "bad address \(to)"))
         }
-        let sealed = keyring.seal(payload)
+        let sealed = raw ? payload : keyring.seal(payload)
         let promise = loop.makePromise(of: [UInt8]?.self)
         let maxFrame = self.maxFrame
         let timeoutAmount = timeAmount(timeout)

@@ -91,3 +91,44 @@ extension Keyring {
         return ring
     }
 }
+
+extension NodeIdentity {
+    /// Encrypts and authenticates a payload from this identity to a peer (crypto_box, random nonce).
+    public func box(_ payload: [UInt8], to peer: [UInt8]) -> [UInt8]? {
+        guard peer.count == 32 else { return nil }
+        var out = [UInt8](repeating: 0, count: 24 + payload.count + crypto_box_macbytes())
+        let input = payload.isEmpty ? [0] : payload
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            randombytes_buf(o.baseAddress!, 24)
+            return input.withUnsafeBufferPointer { p in
+                peer.withUnsafeBufferPointer { pk in
+                    secretKey.withUnsafeBufferPointer { sk in
+                        crypto_box_easy(o.baseAddress! + 24, p.baseAddress!, UInt64(payload.count), o.baseAddress!,
+                                        pk.baseAddress!, sk.baseAddress!)
+                    }
+                }
+            }
+        }
+        return rc == 0 ? out : nil
+    }
+
+    /// Opens what `peer` boxed for this identity; nil if it was not, or was altered.
+    public func unbox(_ boxed: [UInt8], from peer: [UInt8]) -> [UInt8]? {
+        let mac = crypto_box_macbytes()
+        guard peer.count == 32, boxed.count >= 24 + mac else { return nil }
+        let clen = boxed.count - 24
+        var out = [UInt8](repeating: 0, count: max(1, clen - mac))
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            boxed.withUnsafeBufferPointer { b in
+                peer.withUnsafeBufferPointer { pk in
+                    secretKey.withUnsafeBufferPointer { sk in
+                        crypto_box_open_easy(o.baseAddress!, b.baseAddress! + 24, UInt64(clen), b.baseAddress!,
+                                             pk.baseAddress!, sk.baseAddress!)
+                    }
+                }
+            }
+        }
+        guard rc == 0 else { return nil }
+        return Array(out.prefix(clen - mac))
+    }
+}

@@ -101,6 +101,40 @@ import Testing
         }
     }
 
+    @Test func anAgentDownDuringARotationRejoinsByItself() async throws {
+        let c = try LocalCluster(subnet: 47)
+        try c.start(0, key: Self.key)
+        for i in 1..<4 { try c.start(i, key: Self.key, join: [0]) }
+        try await eventually(within: .seconds(20), "four agents converge") {
+            for i in 0..<4 { guard let v = await c.view(i), v.values.filter({ $0 == "alive" }).count == 4 else { return false } }
+            return true
+        }
+        // Let peers persist each other's identity keys, then take agent-3 down for the rotation.
+        try await eventually(within: .seconds(10), "agent-3 remembers its peers") {
+            FileManager.default.fileExists(atPath: c.agent(3).dataDir + "/peers.json")
+        }
+        c.kill(3)
+        try await eventually(within: .seconds(15), "agent-3 dead everywhere") {
+            for i in 0..<3 { guard let v = await c.view(i), v["agent-3"] == "dead" else { return false } }
+            return true
+        }
+        let newKey = try LocalCluster.run(["keygen"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let addr = ["--address", "http://\(c.ip(0)):4680"]
+        for step in [["install", newKey], ["use", newKey], ["remove", Self.key]] {
+            let r = try LocalCluster.run(["keyring"] + step + addr)
+            #expect(r.status == 0, "\(step[0]): \(r.stderr)")
+        }
+        // agent-3 comes back holding only the removed key, with no --join at all.
+        try c.start(3, key: Self.key)
+        try await eventually(within: .seconds(30), "agent-3 is alive everywhere again") {
+            for i in 0..<4 { guard let v = await c.view(i), v["agent-3"] == "alive", v.count == 4 else { return false } }
+            return true
+        }
+        #expect(c.log(3).contains("keyring recovered after a missed rotation"))
+        let ring = try String(contentsOfFile: c.agent(3).dataDir + "/keyring.json", encoding: .utf8)
+        #expect(!ring.contains(Self.key))
+    }
+
     @Test func aGracefulLeaveShowsLeftAndARestartRejoins() async throws {
         let c = try LocalCluster(subnet: 44)
         try c.start(0)
