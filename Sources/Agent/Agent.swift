@@ -97,10 +97,16 @@ public final class Agent: Sendable {
     }
 
     /// Serves the HTTP API until SIGINT/SIGTERM or `POST /v1/agent/leave`, then leaves gracefully.
-    public func run() async throws {
+    /// The HTTP routes of this agent (tests drive them without a socket).
+    func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(ErrorMiddleware())
         AgentRoutes(agent: self).register(on: router)
+        return router
+    }
+
+    public func run() async throws {
+        let router = makeRouter()
         let app = Application(router: router,
                               configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
                                                    serverName: "caravan"),
