@@ -19,6 +19,8 @@ final class LocalCluster: @unchecked Sendable {
     let subnet: Int
     let root: String
     private(set) var agents: [String: Agent] = [:]
+    /// A private network namespace the agents run in (held open by a `sleep` process).
+    private(set) var namespace: Process?
 
     static var binary: String {
         if let b = ProcessInfo.processInfo.environment["CARAVAN_BIN"] { return b }
@@ -41,10 +43,49 @@ final class LocalCluster: @unchecked Sendable {
             Foundation.kill(a.process.processIdentifier, SIGKILL)
             a.process.waitUntilExit()
         }
+        if let ns = namespace, ns.isRunning {
+            Foundation.kill(ns.processIdentifier, SIGKILL)
+            ns.waitUntilExit()
+        }
         try? FileManager.default.removeItem(atPath: root)
     }
 
     func ip(_ i: Int) -> String { "127.0.\(subnet).\(i + 1)" }
+
+    /// Moves this cluster into a fresh network namespace (loopback up, MTU 1500): faults injected
+    /// there with nftables never touch the host. Call before starting agents.
+    func isolate() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        p.arguments = ["-n", "sleep", "3600"]
+        try p.run()
+        namespace = p
+        try eventuallySync("namespace exists") { FileManager.default.fileExists(atPath: "/proc/\(p.processIdentifier)/ns/net") }
+        try inNamespace(["ip", "link", "set", "lo", "up", "mtu", "1500"])
+    }
+
+    /// Runs a command inside the namespace and fails on a non-zero exit.
+    @discardableResult
+    func inNamespace(_ command: [String], stdin: String? = nil) throws -> Output {
+        guard let ns = namespace else { throw HarnessError("not isolated") }
+        let r = try Self.run(["-t", "\(ns.processIdentifier)", "-n", "--"] + command, stdin: stdin, executable: "/usr/bin/nsenter")
+        guard r.status == 0 else { throw HarnessError("\(command.joined(separator: " ")) failed: \(r.stderr)") }
+        return r
+    }
+
+    /// Replaces the namespace's fault rules (nftables syntax of the chain body; empty clears).
+    func faults(_ rules: [String]) throws {
+        let body = rules.map { "    \($0)\n" }.joined()
+        let text = "table inet faults {\n  chain input {\n    type filter hook input priority 0;\n\(body)  }\n}\n"
+        _ = try? inNamespace(["nft", "delete", "table", "inet", "faults"])
+        try inNamespace(["nft", "-f", "-"], stdin: text)
+    }
+
+    func eventuallySync(_ what: String, _ cond: () -> Bool) throws {
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline { if cond() { return }; usleep(10_000) }
+        throw HarnessError("timed out: \(what)")
+    }
 
     /// Starts agent `i` (named `agent-i` on 127.0.subnet.(i+1)), optionally joining others.
     @discardableResult
@@ -57,8 +98,13 @@ final class LocalCluster: @unchecked Sendable {
         for j in join { args += ["--join", ip(j)] }
         args += extra
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
+        if let ns = namespace {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            p.arguments = ["-t", "\(ns.processIdentifier)", "-n", "--", Self.binary] + args
+        } else {
+            p.executableURL = URL(fileURLWithPath: Self.binary)
+            p.arguments = args
+        }
         let logPath = dir + "/agent.log"
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
@@ -83,13 +129,15 @@ final class LocalCluster: @unchecked Sendable {
 
     /// What `caravan members --json` prints against agent `i`, decoded.
     func membersViaCLI(_ i: Int) throws -> [MemberView] {
-        let r = try Self.run(["members", "--json", "--address", "http://\(ip(i)):4680"])
+        let args = ["members", "--json", "--address", "http://\(ip(i)):4680"]
+        let r = namespace == nil ? try Self.run(args) : try inNamespace([Self.binary] + args)
         guard r.status == 0 else { throw HarnessError("members failed: \(r.stderr)") }
         return try JSONDecoder().decode([MemberView].self, from: Data(r.stdout.utf8))
     }
 
     func members(_ i: Int) async -> [MemberView]? {
-        try? await agent(i).api.members()
+        if namespace != nil { return try? membersViaCLI(i) }
+        return try? await agent(i).api.members()
     }
 
     /// Statuses by member name as agent `i` sees them (nil while it does not answer).
@@ -101,9 +149,9 @@ final class LocalCluster: @unchecked Sendable {
     struct Output { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs the CLI to completion.
-    static func run(_ args: [String], stdin: String? = nil) throws -> Output {
+    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Output {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
+        p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
