@@ -14,6 +14,10 @@ struct Bench: AsyncParsableCommand {
     )
 }
 
+extension String {
+    func resolvingSelf() -> String { URL(fileURLWithPath: self).resolvingSymlinksInPath().path }
+}
+
 struct GossipBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gossip",
@@ -25,11 +29,32 @@ struct GossipBench: AsyncParsableCommand {
     @Option(help: "The caravan binary (default: next to this one).") var binary: String?
     @Option(help: "Seconds of idle traffic to measure.") var idleSeconds: Int = 10
     @Flag(help: "Only the simulation.") var simOnly = false
+    @Option(help: "UDP loss on the gossip port (0-1); runs inside a private network namespace.") var loss: Double = 0
+    @Option(help: "Soak: seconds to watch for false deaths after the join (0 = no soak).") var soak: Int = 0
+    @Flag(help: "During the soak, freeze one agent 2.5 s of every 5 s (SIGSTOP/SIGCONT).") var freeze = false
+    @Flag(help: "Skip the crash and silent-death measurements.") var noCrash = false
+    @Flag(help: .hidden) var inNamespace = false
 
     func run() async throws {
+        if loss > 0 && !inNamespace {
+            // Re-run this command inside a fresh network namespace where the loss is injected.
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            // Loopback must be up before Foundation's Process can start anything in there.
+            let me = "/proc/self/exe".resolvingSelf()
+            let args = ([me] + CommandLine.arguments.dropFirst() + ["--in-namespace"]).map { "'\($0)'" }.joined(separator: " ")
+            p.arguments = ["-n", "sh", "-c", "ip link set lo up mtu 1500 && exec \(args)"]
+            try p.run()
+            p.waitUntilExit()
+            throw ExitCode(p.terminationStatus)
+        }
+        if inNamespace {
+            let perMille = Int(loss * 1000)
+            try shell(["nft", "-f", "-"], stdin: "table inet faults {\n chain input {\n type filter hook input priority 0;\n udp dport 4682 numgen random mod 1000 < \(perMille) drop\n }\n}\n")
+        }
         print("# caravan-bench gossip — \(Date())")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB\n")
-        simulate()
+        if !inNamespace { simulate() }
         guard !simOnly else { return }
         let bin = binary ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("caravan").path
@@ -122,8 +147,22 @@ struct GossipBench: AsyncParsableCommand {
         return 0
     }
 
+    func shell(_ args: [String], stdin: String? = nil) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let input = Pipe()
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ValidationError("\(args.joined(separator: " ")) failed") }
+    }
+
     func agents(_ n: Int, binary: String) async throws {
-        print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y)")
+        let lossNote = loss > 0 ? ", \(Int(loss * 100))% UDP loss in a private network namespace" : ""
+        print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y\(lossNote))")
         var joins: [String] = []
         var r = try start(n, binary: binary, subnet: 60)
         for trial in 0..<joinTrials {
@@ -135,6 +174,10 @@ struct GossipBench: AsyncParsableCommand {
             joins.append(fmt(t))
         }
         defer { stop(r) }
+        if soak > 0 {
+            try await soakTest(r, n: n)
+            return
+        }
         try await Task.sleep(for: .seconds(5))
         func totalBytes() async -> Int {
             var sum = 0
@@ -152,6 +195,11 @@ struct GossipBench: AsyncParsableCommand {
         let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let perNode = Double(b1 - b0) / Double(n) / secs
         let rss = r.processes.map { rssKiB($0.processIdentifier) }
+        print("| figure | value |\n|---|---|")
+        print("| all \(n) list all \(n) alive after a simultaneous start | \(joins.joined(separator: ", ")) |")
+        print("| idle gossip per node (UDP + TCP, sent) | \(Int(perNode)) bytes/s |")
+        print("| idle RSS per agent | avg \(rss.reduce(0, +) / max(rss.count, 1) / 1024) MiB, max \((rss.max() ?? 0) / 1024) MiB |")
+        guard !noCrash else { print(""); return }
         let victim = n / 2
         kill(r.processes[victim].processIdentifier, SIGKILL)
         let dead = await until(r, skip: [victim], deadline: .seconds(60)) { ms in
@@ -163,11 +211,38 @@ struct GossipBench: AsyncParsableCommand {
             ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
         }
         kill(r.processes[frozen].processIdentifier, SIGCONT)
-        print("| figure | value |\n|---|---|")
-        print("| all \(n) list all \(n) alive after a simultaneous start | \(joins.joined(separator: ", ")) |")
         print("| SIGKILL of one agent → all others list it dead | \(fmt(dead)) |")
-        print("| SIGSTOP (silent, like a vanished host) → all others list it dead | \(fmt(silent)) |")
-        print("| idle gossip per node (UDP + TCP, sent) | \(Int(perNode)) bytes/s |")
-        print("| idle RSS per agent | avg \(rss.reduce(0, +) / max(rss.count, 1) / 1024) MiB, max \((rss.max() ?? 0) / 1024) MiB |\n")
+        print("| SIGSTOP (silent, like a vanished host) → all others list it dead | \(fmt(silent)) |\n")
+    }
+
+    /// Watches every agent for `soak` seconds; every member is healthy, so any `dead` is false.
+    func soakTest(_ r: Running, n: Int) async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        var falseDeaths = Set<String>()
+        var observations = 0
+        let frozen = n - 1
+        var frozenNow = false
+        var nextToggle = start
+        while clock.now - start < .seconds(soak) {
+            if freeze && clock.now >= nextToggle {
+                kill(r.processes[frozen].processIdentifier, frozenNow ? SIGCONT : SIGSTOP)
+                frozenNow.toggle()
+                nextToggle = nextToggle + .milliseconds(2500)
+            }
+            for (i, c) in r.clients.enumerated() where !(frozenNow && i == frozen) {
+                guard let ms = try? await c.members() else { continue }
+                observations += 1
+                for m in ms where m.status == "dead" { falseDeaths.insert("\(m.name) seen dead by bench-\(i)") }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        if frozenNow { kill(r.processes[frozen].processIdentifier, SIGCONT) }
+        var suspicions = 0, refutations = 0
+        for c in r.clients { if let s = try? await c.agentSelf() { suspicions += s.gossip.suspicionsRaised; refutations += s.gossip.refutations } }
+        print("| figure | value |\n|---|---|")
+        print("| soak | \(soak) s, \(observations) membership views read\(freeze ? ", bench-\(frozen) frozen 2.5 s of every 5 s" : "") |")
+        print("| healthy agents declared dead | \(falseDeaths.count)\(falseDeaths.isEmpty ? "" : ": " + falseDeaths.sorted().prefix(5).joined(separator: "; ")) |")
+        print("| suspicions raised / refutations (all agents) | \(suspicions) / \(refutations) |\n")
     }
 }
