@@ -28,37 +28,38 @@ struct KeyringCommand: AsyncParsableCommand {
 
     struct Install: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Install a key on every member (it opens, it does not seal yet).")
-        @OptionGroup var client: ClientOptions
-        @Argument(help: "The base64 key (or - for stdin).") var key: String
-        @Flag(name: .long, help: "Print JSON.") var json = false
-        func run() async throws { try await operate("install", key: key, client: client, json: json) }
+        @OptionGroup var options: KeyOperationOptions
+        func run() async throws { try await options.operate("install") }
     }
 
     struct Use: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Make an installed key the one every member seals with.")
-        @OptionGroup var client: ClientOptions
-        @Argument(help: "The base64 key (or - for stdin).") var key: String
-        @Flag(name: .long, help: "Print JSON.") var json = false
-        func run() async throws { try await operate("use", key: key, client: client, json: json) }
+        @OptionGroup var options: KeyOperationOptions
+        func run() async throws { try await options.operate("use") }
     }
 
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a key from every member (not the primary).")
-        @OptionGroup var client: ClientOptions
-        @Argument(help: "The base64 key (or - for stdin).") var key: String
-        @Flag(name: .long, help: "Print JSON.") var json = false
-        func run() async throws { try await operate("remove", key: key, client: client, json: json) }
+        @OptionGroup var options: KeyOperationOptions
+        func run() async throws { try await options.operate("remove") }
     }
 }
 
-func operate(_ op: String, key raw: String, client: ClientOptions, json: Bool) async throws {
-    var text = raw
-    if raw == "-" { text = readLine(strippingNewline: true) ?? "" }
-    let key: SecretKey
-    do { key = try SecretKey(base64: text) } catch { throw CLIError.usage("KEY: \(error.message)") }
-    let view: KeyringView
-    do { view = try await client.client().keyring(op, key: key.base64) } catch let e as ClientError { throw CLIError.from(e) }
-    try report(view, json: json, key: key)
+/// What `keyring install|use|remove` share: the agent, the key, the output format.
+struct KeyOperationOptions: ParsableArguments {
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The base64 key (or - for stdin).") var key: String
+    @Flag(name: .long, help: "Print JSON.") var json = false
+
+    func operate(_ op: String) async throws {
+        var text = key
+        if key == "-" { text = readLine(strippingNewline: true) ?? "" }
+        let secret: SecretKey
+        do { secret = try SecretKey(base64: text) } catch { throw CLIError.usage("KEY: \(error.message)") }
+        let view: KeyringView
+        do { view = try await client.client().keyring(op, key: secret.base64) } catch let e as ClientError { throw CLIError.from(e) }
+        try report(view, json: json, key: secret)
+    }
 }
 
 func report(_ view: KeyringView, json: Bool, key: SecretKey? = nil) throws {

@@ -146,6 +146,22 @@ final class LocalCluster: @unchecked Sendable {
         return Dictionary(uniqueKeysWithValues: ms.map { ($0.name, $0.status) })
     }
 
+    /// True when each agent in `indices` lists exactly `alive` members as alive.
+    func converged(_ indices: [Int], alive: Int) async -> Bool {
+        for i in indices {
+            guard let v = await view(i), v.values.filter({ $0 == "alive" }).count == alive else { return false }
+        }
+        return true
+    }
+
+    /// True when each agent in `indices` shows `name` with `status`.
+    func all(_ indices: [Int], see name: String, as status: String) async -> Bool {
+        for i in indices {
+            guard let v = await view(i), v[name] == status else { return false }
+        }
+        return true
+    }
+
     struct Output { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs the CLI to completion.
