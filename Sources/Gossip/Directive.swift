@@ -6,8 +6,9 @@ public enum Directive: Sendable, Equatable {
     /// (or report ``Instance/onStreamFailed`` when the peer cannot be reached or answers nothing).
     /// `.push` expects no reply.
     case connect(to: Address, StreamMessage)
-    /// Try a TCP connection to the member and report the outcome with ``Instance/onReachability``:
-    /// a refused connection proves the agent process is gone.
+    /// Ping the member over TCP (connect, a sealed ping frame, its echo) and report the outcome
+    /// with ``Instance/onReachability``: an echo proves it alive when UDP is lossy; a refused
+    /// connection proves the agent process is gone. Give up after one probe interval.
     case checkReachability(of: String, at: Address, seq: UInt32)
     /// Something happened that operators want to know (log it, publish it).
     case event(Event)
@@ -31,10 +32,22 @@ public enum Event: Sendable, Equatable {
     case joinFailed(attempt: Int, retryIn: Duration)
 }
 
+/// What a TCP ping found.
+public enum Reachability: Sendable, Equatable {
+    /// The member echoed the ping: it is alive, whatever UDP lost.
+    case answered
+    /// The connection was refused: nothing listens there any more.
+    case refused
+    /// No answer in time (or the connection failed otherwise): no evidence either way.
+    case silent
+}
+
 /// Counters the shell exports as metrics.
 public struct Stats: Sendable, Equatable {
     public var probes = 0
     public var probesFailed = 0
+    /// Probes that UDP failed but a TCP ping saved.
+    public var probesSavedByTCP = 0
     public var indirectProbes = 0
     public var suspicionsRaised = 0
     public var refutations = 0

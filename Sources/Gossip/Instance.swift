@@ -248,12 +248,20 @@ public struct Instance: Sendable {
     }
 
     /// Reports the outcome of a `.checkReachability` directive.
-    public mutating func onReachability(seq: UInt32, refused: Bool, now: Duration) -> [Directive] {
-        guard refused, var p = probes[seq] else { return [] }
-        p.refused = true
-        probes[seq] = p
+    public mutating func onReachability(seq: UInt32, _ outcome: Reachability, now: Duration) -> [Directive] {
+        guard var p = probes[seq] else { return [] }
         var out: [Directive] = []
-        finishFailedProbe(seq, now: now, into: &out)
+        switch outcome {
+        case .answered:
+            probes[seq] = nil
+            stats.probesSavedByTCP += 1
+        case .refused:
+            p.refused = true
+            probes[seq] = p
+            finishFailedProbe(seq, now: now, into: &out)
+        case .silent:
+            break
+        }
         return out
     }
 

@@ -28,6 +28,8 @@ enum StreamKind: UInt8 {
     /// A keyring query fanned out by an operator command.
     case keyringQuery = 2
     case keyringReply = 3
+    /// A liveness ping over TCP, echoed back; used when UDP probes fail.
+    case liveness = 4
 }
 
 extension ByteBuffer {

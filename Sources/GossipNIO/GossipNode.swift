@@ -58,6 +58,8 @@ public struct GossipTraffic: Sendable, Equatable {
 public final class GossipNode: @unchecked Sendable {
     public let name: String
     public let advertised: Address
+    /// Outgoing TCP binds here too, so peers (and firewalls) see the same source as for UDP.
+    let sourceAddress: SocketAddress?
     let loop: any EventLoop
     let logger: Logger
     var core: Instance
@@ -86,6 +88,7 @@ public final class GossipNode: @unchecked Sendable {
     private init(config: GossipConfiguration, loop: any EventLoop, logger: Logger) {
         self.name = config.name
         self.advertised = config.advertise ?? config.bind
+        self.sourceAddress = try? SocketAddress(ipAddress: config.bind.host, port: 0)
         self.loop = loop
         self.logger = logger
         var settings = config.settings
@@ -291,6 +294,8 @@ public final class GossipNode: @unchecked Sendable {
                 let sealer = keyring
                 let reply = applyKeyring(op)
                 return loop.makeSucceededFuture(sealer.seal(reply.encode()))
+            case .liveness:
+                return loop.makeSucceededFuture(keyring.seal(payload))
             case .keyringReply:
                 drop("unexpected", from: remote)
                 return loop.makeSucceededFuture(nil)
@@ -335,7 +340,9 @@ public final class GossipNode: @unchecked Sendable {
         let promise = loop.makePromise(of: [UInt8]?.self)
         let maxFrame = self.maxFrame
         let timeoutAmount = timeAmount(timeout)
-        ClientBootstrap(group: loop)
+        var bootstrap = ClientBootstrap(group: loop)
+        if let src = sourceAddress { bootstrap = bootstrap.bind(to: src) }
+        bootstrap
             .connectTimeout(timeAmount(min(timeout, .seconds(2))))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
@@ -393,22 +400,24 @@ public final class GossipNode: @unchecked Sendable {
             }
     }
 
-    /// A TCP connect to the member's gossip port: refused means the agent process is gone.
+    /// A TCP ping to the member's gossip port: an echo proves it alive, a refused connection
+    /// proves the agent process gone.
     func checkReachability(_ a: Address, seq: UInt32) {
-        guard let sa = socketAddress(a) else { return }
-        ClientBootstrap(group: loop)
-            .connectTimeout(.milliseconds(500))
-            .connect(to: sa)
-            .whenComplete { result in
-                switch result {
-                case .success(let ch):
-                    ch.close(promise: nil)
-                case .failure(let e):
-                    if Self.isRefused(e) {
-                        self.carry(self.core.onReachability(seq: seq, refused: true, now: self.now))
-                    }
+        var nonce = [UInt8](repeating: 0, count: 8)
+        for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255) }
+        let ping = [StreamKind.liveness.rawValue] + nonce
+        request(ping, to: a, expectReply: true, timeout: core.settings.probeInterval).whenComplete { result in
+            switch result {
+            case .success(let frame?):
+                if case .success(let echo) = self.keyring.open(frame), echo == ping {
+                    self.carry(self.core.onReachability(seq: seq, .answered, now: self.now))
                 }
+            case .success(nil):
+                break
+            case .failure(let e):
+                if Self.isRefused(e) { self.carry(self.core.onReachability(seq: seq, .refused, now: self.now)) }
             }
+        }
     }
 
     static func isRefused(_ e: any Error) -> Bool {

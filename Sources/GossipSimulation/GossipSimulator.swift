@@ -17,7 +17,7 @@ public struct GossipSimulator: Sendable {
         case request(StreamMessage, from: Address, to: Address)
         case reply(StreamMessage, from: Address, to: Address)
         case failed(requester: Address, peer: Address)
-        case reachability(requester: Address, seq: UInt32, refused: Bool)
+        case reachability(requester: Address, seq: UInt32, outcome: Reachability)
     }
 
     public var settings: Settings
@@ -27,6 +27,8 @@ public struct GossipSimulator: Sendable {
     public var order: [Address] = []
     public var now: Duration = .zero
     public var crashesRefuse = true
+    /// Whether TCP pings are answered (false models TCP suffering the same faults as UDP).
+    public var tcpPing = true
     public var stalledUntil: [Address: Duration] = [:]
     public var backlog: [Address: [SimulatedNetwork<Address, Wire>.Delivery]] = [:]
     public var bytesSent: [Address: Int] = [:]
@@ -175,9 +177,9 @@ public struct GossipSimulator: Sendable {
             let ds = inst.onStreamFailed(to: peer, now: now)
             nodes[requester] = inst
             carry(ds, from: requester)
-        case .reachability(let requester, let seq, let refused):
+        case .reachability(let requester, let seq, let outcome):
             guard var inst = nodes[requester] else { return }
-            let ds = inst.onReachability(seq: seq, refused: refused, now: now)
+            let ds = inst.onReachability(seq: seq, outcome, now: now)
             nodes[requester] = inst
             carry(ds, from: requester)
         }
@@ -209,8 +211,11 @@ public struct GossipSimulator: Sendable {
                     streams.push(.failed(requester: a, peer: to), at: now + (refused ? .milliseconds(1) : .seconds(1)))
                 }
             case .checkReachability(_, let at, let seq):
+                // TCP is reliable here: a running, reachable, unstalled node echoes the ping.
                 if net.isCrashed(at) && crashesRefuse {
-                    streams.push(.reachability(requester: a, seq: seq, refused: true), at: now + .milliseconds(1))
+                    streams.push(.reachability(requester: a, seq: seq, outcome: .refused), at: now + .milliseconds(1))
+                } else if nodes[at] != nil && net.canReach(a, at) && !isStalled(at) && tcpPing {
+                    streams.push(.reachability(requester: a, seq: seq, outcome: .answered), at: now + latency * 2)
                 }
             case .event(let e):
                 if recordEvents { events.append((now, nodes[a]?.name ?? "?", e)) }

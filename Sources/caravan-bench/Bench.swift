@@ -28,6 +28,7 @@ struct GossipBench: AsyncParsableCommand {
     @Option(help: "Simulated cluster size for dissemination.") var simNodes: Int = 1000
     @Option(help: "The caravan binary (default: next to this one).") var binary: String?
     @Option(help: "Seconds of idle traffic to measure.") var idleSeconds: Int = 10
+    @Option(help: "Seconds to let the cluster settle after the join before measuring idle traffic.") var settle: Int = 30
     @Flag(help: "Only the simulation.") var simOnly = false
     @Option(help: "UDP loss on the gossip port (0-1); runs inside a private network namespace.") var loss: Double = 0
     @Option(help: "Soak: seconds to watch for false deaths after the join (0 = no soak).") var soak: Int = 0
@@ -178,7 +179,7 @@ struct GossipBench: AsyncParsableCommand {
             try await soakTest(r, n: n)
             return
         }
-        try await Task.sleep(for: .seconds(5))
+        try await Task.sleep(for: .seconds(settle))
         func totalBytes() async -> Int {
             var sum = 0
             for c in r.clients {
@@ -197,7 +198,7 @@ struct GossipBench: AsyncParsableCommand {
         let rss = r.processes.map { rssKiB($0.processIdentifier) }
         print("| figure | value |\n|---|---|")
         print("| all \(n) list all \(n) alive after a simultaneous start | \(joins.joined(separator: ", ")) |")
-        print("| idle gossip per node (UDP + TCP, sent) | \(Int(perNode)) bytes/s |")
+        print("| idle gossip per node (UDP + TCP, sent), \(settle) s after the join, over \(idleSeconds) s | \(Int(perNode)) bytes/s |")
         print("| idle RSS per agent | avg \(rss.reduce(0, +) / max(rss.count, 1) / 1024) MiB, max \((rss.max() ?? 0) / 1024) MiB |")
         guard !noCrash else { print(""); return }
         let victim = n / 2

@@ -69,10 +69,21 @@ import Testing
         let out = n.onTick(now: .milliseconds(10))
         guard case .send(let ms, _) = out.first, case .ping(let seq, _) = ms.first else { Issue.record("no ping"); return }
         _ = n.onTick(now: .milliseconds(220))
-        _ = n.onReachability(seq: seq, refused: true, now: .milliseconds(221))
+        _ = n.onReachability(seq: seq, .refused, now: .milliseconds(221))
         #expect(n.member(named: "b")?.status == .suspect)
         _ = n.onTick(now: .milliseconds(221) + Settings.lan.refusedSuspicionTimeout)
         #expect(n.member(named: "b")?.status == .dead)
+    }
+
+    @Test func aTCPEchoSavesAProbeThatUDPLost() {
+        var n = node()
+        let out = n.onTick(now: .milliseconds(10))
+        guard case .send(let ms, _) = out.first, case .ping(let seq, _) = ms.first else { Issue.record("no ping"); return }
+        _ = n.onTick(now: .milliseconds(220))
+        _ = n.onReachability(seq: seq, .answered, now: .milliseconds(230))
+        _ = n.onTick(now: .seconds(1))
+        #expect(n.member(named: "b")?.status == .alive)
+        #expect(n.stats.probesSavedByTCP == 1)
     }
 
     @Test func anAckBeforeTheTimeoutKeepsTheMemberAlive() {

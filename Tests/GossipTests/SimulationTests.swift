@@ -46,9 +46,11 @@ import GossipSimulation
         #expect(took! <= .seconds(6), "seed \(seed): took \(took!)")
     }
 
-    @Test(arguments: [31, 32] as [UInt64])
-    func noLiveNodeIsDeclaredDeadAtFivePercentLoss(seed: UInt64) {
+    /// With and without the TCP fallback ping: UDP probing alone must hold at 5% loss too.
+    @Test(arguments: [(31, true), (32, true), (33, false), (34, false)] as [(UInt64, Bool)])
+    func noLiveNodeIsDeclaredDeadAtFivePercentLoss(seed: UInt64, tcpPing: Bool) {
         var sim = GossipSimulator(seed: seed, faults: .init(loss: 0.05, latency: .microseconds(200) ... .milliseconds(3)))
+        sim.tcpPing = tcpPing
         sim.startSettled(50)
         sim.run(for: .seconds(120))
         let running = Set(sim.order.map { sim.nodes[$0]!.name })
