@@ -1,5 +1,8 @@
 import API
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Gossip
 import GossipNIO
 import Hummingbird
@@ -33,7 +36,7 @@ public final class Agent: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true)
         } catch {
-            throw AgentError("cannot create data dir \(config.dataDir): \(error.localizedDescription)")
+            throw AgentError("cannot create data dir \(config.dataDir): \(error)")
         }
         let keyring = try loadKeyring(config, logger: logger)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)

@@ -1,5 +1,8 @@
 import API
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads this machine's capacity from /proc and the data directory's file system.
 public enum HostFingerprint {
@@ -8,7 +11,7 @@ public enum HostFingerprint {
         var mhz = 0
         if let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) {
             for line in cpuinfo.split(separator: "\n") where line.hasPrefix("cpu MHz") {
-                if let v = line.split(separator: ":").last.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }) {
+                if let v = line.split(separator: ":").last.flatMap({ Double(String($0.filter { !$0.isWhitespace })) }) {
                     mhz = max(mhz, Int(v))
                 }
             }

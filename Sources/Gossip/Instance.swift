@@ -1,4 +1,8 @@
-import Foundation  // log10 and log only; the core does no IO.
+#if canImport(Glibc)
+import Glibc  // log10, log, ceil only; the core does no IO.
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The SWIM + Lifeguard protocol for one node, without IO.
 ///
@@ -322,6 +326,9 @@ public struct Instance: Sendable {
                 finishFailedProbe(s, now: now, into: &out)
             } else if !p.indirect && now >= p.timeoutAt {
                 probes[s]!.indirect = true
+                // Give the indirect probes and the TCP ping a whole interval, however early the
+                // adaptive direct timeout fired.
+                probes[s]!.endAt = max(p.endAt, now + settings.probeInterval * (localHealth + 1))
                 // SWIM §3.1: ask k others to probe on our behalf; Lifeguard IV.A: they nack if they fail.
                 let helpers = randomLive(count: settings.indirectChecks, excluding: [p.target], aliveOnly: true)
                 probes[s]!.expectedNacks = helpers.count

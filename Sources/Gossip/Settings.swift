@@ -57,7 +57,7 @@ public struct Settings: Sendable, Equatable {
         minProbeTimeout: .milliseconds(40),
         indirectChecks: 3,
         suspicionMultiplier: 4,
-        minSuspicionTimeout: .seconds(3),
+        minSuspicionTimeout: .seconds(4),
         suspicionMaxMultiplier: 3,
         suspicionConfirmations: 3,
         refusedSuspicionTimeout: .milliseconds(500),

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Reads and writes a keyring as JSON (`{"primary": KEY, "keys": [KEY, ...]}`), mode 0600.
 ///
@@ -11,11 +14,8 @@ public enum KeyringFile {
     }
 
     public static func load(path: String) throws(KeyringError) -> Keyring {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw KeyringError(.unreadableFile, "cannot read keyring file \(path): \(reason(error))")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw KeyringError(.unreadableFile, "cannot read keyring file \(path): \(unreadable(path))")
         }
         let contents: Contents
         do {
@@ -61,11 +61,14 @@ public enum KeyringFile {
     }
 
     static func reason(_ error: any Error) -> String {
-        if let e = error as? CocoaError, let u = e.userInfo[NSUnderlyingErrorKey] as? NSError {
-            return String(cString: strerror(Int32(u.code)))
-        }
         if let e = error as? AtomicFile.Failure { return e.message }
-        return "\(error.localizedDescription)"
+        return "\(error)"
+    }
+
+    /// Why a file cannot be read, in the words of the C library.
+    static func unreadable(_ path: String) -> String {
+        if access(path, R_OK) != 0 { return String(cString: strerror(errno)).lowercased() }
+        return "unreadable"
     }
 }
 
@@ -81,7 +84,7 @@ public enum AtomicFile {
         data.withUnsafeBytes { raw in
             var off = 0
             while off < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + off, raw.count - off)
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
                 if n <= 0 { if errno == EINTR { continue }; ok = false; break }
                 off += n
             }
@@ -98,8 +101,8 @@ public enum AtomicFile {
             unlink(tmp)
             throw Failure(message: "\(path): \(String(cString: strerror(e)))")
         }
-        let dir = (path as NSString).deletingLastPathComponent
-        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let dfd = open(dir.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 }

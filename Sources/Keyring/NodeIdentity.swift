@@ -1,5 +1,8 @@
 import CSodium
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A node's long-term X25519 key pair, kept in its data dir and independent of the cluster keys.
 ///

@@ -1,6 +1,9 @@
 import Agent
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Gossip
 import Keyring
 import Logging
@@ -63,11 +66,13 @@ struct AgentCommand: AsyncParsableCommand {
             throw CLIError.usage("--advertise: \"\(advertise)\" is not an IP address")
         }
         var dir = dataDir
-        if dir == nil && dev { dir = NSTemporaryDirectory() + "caravan-dev-\(getpid())" }
+        if dir == nil && dev { dir = "/tmp/caravan-dev-\(getpid())" }
         guard let dir else { throw CLIError.usage("--data-dir is required (or use --dev)") }
         guard (1...65535).contains(httpPort) else { throw CLIError.usage("--http-port: \(httpPort) is not a port") }
         guard (1...65535).contains(gossipPort) else { throw CLIError.usage("--gossip-port: \(gossipPort) is not a port") }
-        let hostName = ProcessInfo.processInfo.hostName
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        let hostName = String(cString: host)
         let agentName = name ?? (hostName.isEmpty ? "caravan" : hostName)
         guard !agentName.isEmpty, agentName.utf8.count <= 128,
               agentName.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {

@@ -1,6 +1,9 @@
 import API
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct Caravan: AsyncParsableCommand {
@@ -21,21 +24,27 @@ struct Caravan: AsyncParsableCommand {
                 try command.run()
             }
         } catch let e as CLIError {
-            FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
-            Foundation.exit(e.exitCode)
+            printError("error: \(e.message)")
+            Glibc.exit(e.exitCode)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
                 // --help and --version.
                 print(fullMessage(for: error))
-                Foundation.exit(0)
+                Glibc.exit(0)
             }
             let message = fullMessage(for: error)
-            FileHandle.standardError.write(Data((message.isEmpty ? "error: \(error)" : message).utf8 + [10]))
+            printError(message.isEmpty ? "error: \(error)" : message)
             // Everything ArgumentParser rejects is bad usage.
-            Foundation.exit(code == .validationFailure || code.rawValue == 64 ? 2 : (code.rawValue == 0 ? 0 : 2))
+            Glibc.exit(code == .validationFailure || code.rawValue == 64 ? 2 : (code.rawValue == 0 ? 0 : 2))
         }
     }
+}
+
+/// Writes one line to standard error.
+func printError(_ line: String) {
+    let bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count) }
 }
 
 /// An error the CLI reports as one line, with the exit status it calls for.
@@ -74,7 +83,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = Array(repeating: 0, count: header.count)
     for r in all { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
     for r in all {
-        let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c.padding(toLength: widths[i] + 2, withPad: " ", startingAt: 0) }
+        let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c + String(repeating: " ", count: widths[i] + 2 - c.count) }
         print(line.joined())
     }
 }

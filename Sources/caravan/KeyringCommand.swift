@@ -1,6 +1,9 @@
 import API
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Keyring
 
 struct KeyringCommand: AsyncParsableCommand {
@@ -76,10 +79,10 @@ func report(_ view: KeyringView, json: Bool, key: SecretKey? = nil) throws {
         print("\(verb) key \(key?.idString ?? "") on \(view.succeeded)/\(view.nodes) nodes")
     }
     for r in view.results where r.error != nil {
-        FileHandle.standardError.write(Data("  \(r.node): \(r.error!)\n".utf8))
+        printError("  \(r.node): \(r.error!)")
     }
     for n in view.unreachable {
-        FileHandle.standardError.write(Data("  \(n): no answer\n".utf8))
+        printError("  \(n): no answer")
     }
     if view.succeeded < view.nodes {
         throw CLIError.failed("\(view.operation) did not succeed on \(view.nodes - view.succeeded) of \(view.nodes) nodes")

@@ -60,7 +60,15 @@ final class LocalCluster: @unchecked Sendable {
         p.arguments = ["-n", "sleep", "3600"]
         try p.run()
         namespace = p
-        try eventuallySync("namespace exists") { FileManager.default.fileExists(atPath: "/proc/\(p.processIdentifier)/ns/net") }
+        // /proc/PID/ns/net exists at once, but names the host's namespace until unshare(2) has
+        // run: wait until it differs from ours, or we would reconfigure the host.
+        let mine = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        try eventuallySync("the namespace is created") {
+            guard let theirs = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/ns/net") else {
+                return false
+            }
+            return theirs != mine
+        }
         try inNamespace(["ip", "link", "set", "lo", "up", "mtu", "1500"])
     }
 
@@ -160,6 +168,27 @@ final class LocalCluster: @unchecked Sendable {
             guard let v = await view(i), v[name] == status else { return false }
         }
         return true
+    }
+
+    /// The last lines of every agent's log, for a failure message.
+    func diagnostics(lines: Int = 12) -> String {
+        agents.values.sorted { $0.name < $1.name }.map { a in
+            let text = (try? String(contentsOfFile: a.logPath, encoding: .utf8)) ?? ""
+            let tail = text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+            return "--- \(a.name) (running: \(a.process.isRunning))\n\(tail)"
+        }.joined(separator: "\n")
+    }
+
+    /// Like the free `eventually`, but prints the agents' logs when it times out.
+    @discardableResult
+    func eventually(within timeout: Duration, every poll: Duration = .milliseconds(50), _ what: String,
+                    _ condition: () async throws -> Bool) async throws -> Duration {
+        do {
+            return try await EndToEndTests.eventually(within: timeout, every: poll, what, condition)
+        } catch {
+            print(diagnostics())
+            throw error
+        }
     }
 
     struct Output { var status: Int32; var stdout: String; var stderr: String }

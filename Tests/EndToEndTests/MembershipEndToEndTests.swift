@@ -11,7 +11,7 @@ import Testing
         let c = try LocalCluster(subnet: 41)
         try c.start(0, key: Self.key)
         for i in 1..<5 { try c.start(i, key: Self.key, join: [0]) }
-        try await eventually(within: .seconds(20), "all five agents list five alive members") { await c.converged(Array(0..<5), alive: 5) }
+        try await c.eventually(within: .seconds(20), "all five agents list five alive members") { await c.converged(Array(0..<5), alive: 5) }
         // What a user sees: `caravan members --json` on every node agrees.
         let views = try (0..<5).map { try c.membersViaCLI($0).map { "\($0.name) \($0.status) \($0.address)" } }
         #expect(Set(views.map { $0.joined(separator: ",") }).count == 1)
@@ -19,7 +19,7 @@ import Testing
         #expect(first.allSatisfy { $0.capacity != nil && $0.role == "agent" })
 
         c.kill(3)
-        let took = try await eventually(within: .seconds(15), "every other agent reports agent-3 dead") { await c.all([0, 1, 2, 4], see: "agent-3", as: "dead") }
+        let took = try await c.eventually(within: .seconds(15), "every other agent reports agent-3 dead") { await c.all([0, 1, 2, 4], see: "agent-3", as: "dead") }
         print("agent-3 known dead by all in \(took)")
         // The moment is logged with the member's name.
         #expect(c.log(0).contains("member dead") && c.log(0).contains("member=agent-3"))
@@ -32,7 +32,7 @@ import Testing
         try c.start(2, key: Self.otherKey, join: [0], name: "intruder")
         try c.start(3, join: [0], name: "plaintext")
         // Wait until agent-0 has dropped several of their sealed and plaintext frames.
-        try await eventually(within: .seconds(20), "agent-0 drops wrong-key and plaintext traffic") {
+        try await c.eventually(within: .seconds(20), "agent-0 drops wrong-key and plaintext traffic") {
             guard let s = try? await c.agent(0).api.agentSelf() else { return false }
             return (s.gossip.dropped["unknown_key"] ?? 0) >= 2 && (s.gossip.dropped["plaintext_refused"] ?? 0) >= 2
         }
@@ -49,7 +49,7 @@ import Testing
         let c = try LocalCluster(subnet: 43)
         try c.start(0, key: Self.key)
         for i in 1..<4 { try c.start(i, key: Self.key, join: [0]) }
-        try await eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
+        try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
         let newKey = try LocalCluster.run(["keygen"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let addr = ["--address", "http://\(c.ip(1)):4680"]
         let install = try LocalCluster.run(["keyring", "install", newKey] + addr)
@@ -76,23 +76,23 @@ import Testing
         // Nobody was lost, and the cluster still detects failures with the new key.
         for i in 0..<4 { #expect(await c.view(i)?.values.filter { $0 == "alive" }.count == 4) }
         c.kill(2)
-        try await eventually(within: .seconds(15), "agent-2 dead everywhere after rotation") { await c.all([0, 1, 3], see: "agent-2", as: "dead") }
+        try await c.eventually(within: .seconds(15), "agent-2 dead everywhere after rotation") { await c.all([0, 1, 3], see: "agent-2", as: "dead") }
         // A restart keeps the rotated keyring (it is persisted in the data dir).
         try c.start(2, key: Self.key, join: [0])
-        try await eventually(within: .seconds(15), "restarted agent-2 is alive again everywhere") { await c.all(Array(0..<4), see: "agent-2", as: "alive") }
+        try await c.eventually(within: .seconds(15), "restarted agent-2 is alive again everywhere") { await c.all(Array(0..<4), see: "agent-2", as: "alive") }
     }
 
     @Test func anAgentDownDuringARotationRejoinsByItself() async throws {
         let c = try LocalCluster(subnet: 47)
         try c.start(0, key: Self.key)
         for i in 1..<4 { try c.start(i, key: Self.key, join: [0]) }
-        try await eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
+        try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
         // Let peers persist each other's identity keys, then take agent-3 down for the rotation.
-        try await eventually(within: .seconds(10), "agent-3 remembers its peers") {
+        try await c.eventually(within: .seconds(10), "agent-3 remembers its peers") {
             FileManager.default.fileExists(atPath: c.agent(3).dataDir + "/peers.json")
         }
         c.kill(3)
-        try await eventually(within: .seconds(15), "agent-3 dead everywhere") { await c.all(Array(0..<3), see: "agent-3", as: "dead") }
+        try await c.eventually(within: .seconds(15), "agent-3 dead everywhere") { await c.all(Array(0..<3), see: "agent-3", as: "dead") }
         let newKey = try LocalCluster.run(["keygen"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let addr = ["--address", "http://\(c.ip(0)):4680"]
         for step in [["install", newKey], ["use", newKey], ["remove", Self.key]] {
@@ -101,7 +101,7 @@ import Testing
         }
         // agent-3 comes back holding only the removed key, with no --join at all.
         try c.start(3, key: Self.key)
-        try await eventually(within: .seconds(30), "agent-3 is alive everywhere again") {
+        try await c.eventually(within: .seconds(30), "agent-3 is alive everywhere again") {
             for i in 0..<4 { guard let v = await c.view(i), v["agent-3"] == "alive", v.count == 4 else { return false } }
             return true
         }
@@ -114,16 +114,16 @@ import Testing
         let c = try LocalCluster(subnet: 44)
         try c.start(0)
         for i in 1..<3 { try c.start(i, join: [0]) }
-        try await eventually(within: .seconds(20), "three agents converge") { await c.converged(Array(0..<3), alive: 3) }
+        try await c.eventually(within: .seconds(20), "three agents converge") { await c.converged(Array(0..<3), alive: 3) }
         c.kill(1, signal: SIGTERM)
         #expect(c.agent(1).process.terminationStatus == 0)
-        try await eventually(within: .seconds(10), "agent-1 shows left") { await c.all([0, 2], see: "agent-1", as: "left") }
+        try await c.eventually(within: .seconds(10), "agent-1 shows left") { await c.all([0, 2], see: "agent-1", as: "left") }
         try c.start(1, join: [2])
-        try await eventually(within: .seconds(15), "agent-1 rejoined") { await c.all(Array(0..<3), see: "agent-1", as: "alive") }
+        try await c.eventually(within: .seconds(15), "agent-1 rejoined") { await c.all(Array(0..<3), see: "agent-1", as: "alive") }
         // `caravan leave` works the same way through the API.
         let leave = try LocalCluster.run(["leave", "--address", "http://\(c.ip(2)):4680"])
         #expect(leave.status == 0)
-        try await eventually(within: .seconds(10), "agent-2 left after `caravan leave`") {
+        try await c.eventually(within: .seconds(10), "agent-2 left after `caravan leave`") {
             guard let v = await c.view(0), v["agent-2"] == "left" else { return false }
             return !c.agent(2).process.isRunning
         }
@@ -133,7 +133,7 @@ import Testing
         let c = try LocalCluster(subnet: 45)
         try c.start(0)
         for i in 1..<4 { try c.start(i, join: [0]) }
-        try await eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
+        try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
         // Freeze agent-3 for 2.5 s of every 5 s, three times.
         let pid = c.agent(3).process.processIdentifier
         for _ in 0..<3 {
@@ -190,7 +190,7 @@ import Testing
         // Occupy the gossip port, then start an agent on it.
         let c = try LocalCluster(subnet: 46)
         let first = try c.start(1)
-        try await eventually(within: .seconds(20), "the first agent serves") { (try? await first.api.agentSelf()) != nil }
+        try await c.eventually(within: .seconds(20), "the first agent serves") { (try? await first.api.agentSelf()) != nil }
         try c.start(1, name: "second")
         let second = c.agents["second"]!.process
         second.waitUntilExit()

@@ -58,7 +58,10 @@ import Testing
         out = n.onTick(now: .milliseconds(220))
         // Only one other member: no helpers, but the TCP reachability check is asked for.
         #expect(out.contains(.checkReachability(of: "b", at: peer, seq: seq)))
-        out = n.onTick(now: .milliseconds(270))
+        // The indirect probes and the TCP ping get a whole interval from the direct timeout.
+        out = n.onTick(now: .milliseconds(400))
+        #expect(n.member(named: "b")?.status == .alive)
+        out = n.onTick(now: .milliseconds(480))
         #expect(n.member(named: "b")?.status == .suspect)
         #expect(out.contains { if case .event(.memberSuspected(_, by: "a")) = $0 { true } else { false } })
         #expect(n.localHealth == 1)

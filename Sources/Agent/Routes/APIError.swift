@@ -1,5 +1,8 @@
 import API
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import Hummingbird
 
 /// An API failure with a stable code; rendered as `{"error": {"code": ..., "message": ...}}`.
@@ -68,7 +71,7 @@ extension Request {
         }
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "invalid_body", "request body is empty; expected JSON") }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer: buffer))
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch let DecodingError.keyNotFound(key, _) {
             throw APIError(.badRequest, "invalid_body", "request body: missing field \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, ctx) {
