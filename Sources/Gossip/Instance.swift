@@ -423,7 +423,17 @@ public struct Instance: Sendable {
         incarnation = max(incarnation, inc).next
         stats.refutations += 1
         if rumour == .suspect { localHealth = min(settings.maxLocalHealth, localHealth + 1) }
-        broadcasts.enqueue(.alive(name: name, address: address, incarnation: incarnation, metadata: metadata))
+        let alive = Message.alive(name: name, address: address, incarnation: incarnation, metadata: metadata)
+        broadcasts.enqueue(alive)
+        // A refutation races suspicion timers all over the cluster (and this node may just have
+        // woken from a pause): besides gossiping it, tell up to `refutationFanout` members at once.
+        for target in randomLive(count: settings.refutationFanout, excluding: []) {
+            if let m = others[target] {
+                stats.packetsSent += 1
+                stats.messagesSent += 1
+                out.append(.send([alive], to: m.address))
+            }
+        }
         out.append(.event(.refuted(rumour: rumour, incarnation: incarnation)))
     }
 
@@ -616,6 +626,15 @@ public struct Instance: Sendable {
     /// Up to `count` distinct random members that are alive (or suspect, unless `aliveOnly`).
     private mutating func randomLive(count: Int, excluding: Set<String>, aliveOnly: Bool = false) -> [String] {
         guard count > 0, !probeOrder.isEmpty else { return [] }
+        if count * 2 >= probeOrder.count {
+            // Asking for most of the members: take them all, in random order.
+            var all = Set(probeOrder).filter { n in
+                guard !excluding.contains(n), let m = others[n] else { return false }
+                return m.status == .alive || (!aliveOnly && m.status == .suspect)
+            }.sorted()
+            all.shuffle(using: &rng)
+            return Array(all.prefix(count))
+        }
         var picked: [String] = []
         var seen = Set<String>()
         var tries = 0

@@ -25,6 +25,8 @@ public struct Settings: Sendable, Equatable {
     public var maxLocalHealth: Int
     /// A broadcast is sent `retransmitMultiplier × ceil(log10(n + 1))` times.
     public var retransmitMultiplier: Int
+    /// Members told directly when this node refutes a rumour about itself.
+    public var refutationFanout: Int
     /// How often pending broadcasts are also sent on their own to `gossipFanout` members.
     public var gossipInterval: Duration
     public var gossipFanout: Int
@@ -63,6 +65,7 @@ public struct Settings: Sendable, Equatable {
         refusedSuspicionTimeout: .milliseconds(500),
         maxLocalHealth: 8,
         retransmitMultiplier: 4,
+        refutationFanout: 64,
         gossipInterval: .milliseconds(100),
         gossipFanout: 3,
         pushPullInterval: .seconds(30),

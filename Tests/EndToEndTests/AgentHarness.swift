@@ -56,8 +56,11 @@ final class LocalCluster: @unchecked Sendable {
     /// there with nftables never touch the host. Call before starting agents.
     func isolate() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        p.arguments = ["-n", "sleep", "3600"]
+        p.executableURL = URL(fileURLWithPath: Self.tool("unshare"))
+        // The holder exits when this test process does, and never holds the test's output open.
+        p.arguments = ["-n", "sh", "-c", "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
         try p.run()
         namespace = p
         // /proc/PID/ns/net exists at once, but names the host's namespace until unshare(2) has
@@ -72,11 +75,21 @@ final class LocalCluster: @unchecked Sendable {
         try inNamespace(["ip", "link", "set", "lo", "up", "mtu", "1500"])
     }
 
+    /// The absolute path of a system tool, whatever PATH the tests run with.
+    static func tool(_ name: String) -> String {
+        for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+        return name
+    }
+
     /// Runs a command inside the namespace and fails on a non-zero exit.
     @discardableResult
     func inNamespace(_ command: [String], stdin: String? = nil) throws -> Output {
         guard let ns = namespace else { throw HarnessError("not isolated") }
-        let r = try Self.run(["-t", "\(ns.processIdentifier)", "-n", "--"] + command, stdin: stdin, executable: "/usr/bin/nsenter")
+        var command = command
+        if let first = command.first, !first.hasPrefix("/") { command[0] = Self.tool(first) }
+        let r = try Self.run(["-t", "\(ns.processIdentifier)", "-n", "--"] + command, stdin: stdin, executable: Self.tool("nsenter"))
         guard r.status == 0 else { throw HarnessError("\(command.joined(separator: " ")) failed: \(r.stderr)") }
         return r
     }
@@ -107,7 +120,7 @@ final class LocalCluster: @unchecked Sendable {
         args += extra
         let p = Process()
         if let ns = namespace {
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+            p.executableURL = URL(fileURLWithPath: Self.tool("nsenter"))
             p.arguments = ["-t", "\(ns.processIdentifier)", "-n", "--", Self.binary] + args
         } else {
             p.executableURL = URL(fileURLWithPath: Self.binary)

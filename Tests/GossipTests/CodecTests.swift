@@ -1,3 +1,4 @@
+import Foundation
 import CaravanTesting
 import PropertyBased
 import Testing
@@ -90,6 +91,23 @@ import Testing
         [], [1], [1, 0], [1, 9], [1, 5, 0x80], [1, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
         [1, 6, 1, 0x61, 0, 1, 0x62, 7], [1, 0x12, 0x01, 0x00, 0x09, 0x00], [1, 0x13, 0x00, 0xFF],
     ]
+
+    /// Every file the fuzzer keeps (seeds and crashers) under Fuzz/corpus decodes without trapping.
+    @Test func fuzzCorpusReplays() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/corpus")
+        var count = 0
+        for target in ["packet", "stream", "sealed"] {
+            let dir = root.appendingPathComponent(target)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] {
+                let bytes = Array(try Data(contentsOf: dir.appendingPathComponent(name)))
+                _ = Codec.decodePacket(bytes)
+                _ = Codec.decodeStream(bytes)
+                count += 1
+            }
+        }
+        #expect(count >= 6)
+    }
 
     @Test(arguments: corpus) func corpusReplays(bytes: [UInt8]) {
         _ = Codec.decodePacket(bytes)
