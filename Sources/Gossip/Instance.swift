@@ -72,6 +72,8 @@ public struct Instance: Sendable {
         var refused: Bool
         var deadline: Duration
         var from: String
+        /// Sequence of the last-chance probe sent when the timeout expired, if any.
+        var finalProbe: UInt32?
     }
 
     struct Join: Sendable {
@@ -259,6 +261,7 @@ public struct Instance: Sendable {
         case .answered:
             probes[seq] = nil
             stats.probesSavedByTCP += 1
+            spareSuspect(answering: seq, target: p.target, now: now)
         case .refused:
             p.refused = true
             probes[seq] = p
@@ -284,8 +287,9 @@ public struct Instance: Sendable {
         return t * (localHealth + 1)
     }
 
-    private mutating func startProbe(_ target: String, regular: Bool, now: Duration, into out: inout [Directive]) {
-        guard let m = others[target] else { return }
+    @discardableResult
+    private mutating func startProbe(_ target: String, regular: Bool, now: Duration, into out: inout [Directive]) -> UInt32? {
+        guard let m = others[target] else { return nil }
         let s = nextSeq()
         let scale = localHealth + 1
         probes[s] = Probe(target: target, address: m.address, sentAt: now, timeoutAt: now + probeTimeout(for: target),
@@ -298,6 +302,16 @@ public struct Instance: Sendable {
                                   from: suspicions[target]?.from ?? name, refused: false))
         }
         out.append(send(first, to: m.address))
+        return s
+    }
+
+    /// A last-chance probe was answered: the member lives, so its suspicion starts over.
+    private mutating func spareSuspect(answering seq: UInt32, target: String, now: Duration) {
+        guard var s = suspicions[target], s.finalProbe == seq else { return }
+        s.finalProbe = nil
+        s.start = now
+        s.deadline = now + suspicionTimeout(s)
+        suspicions[target] = s
     }
 
     private mutating func nextProbeTarget() -> String? {
@@ -355,6 +369,7 @@ public struct Instance: Sendable {
                 rtt[p.target] = rtt[p.target].map { ($0 * 7 + sample) / 8 } ?? sample
             }
             if p.regular { localHealth = max(0, localHealth - 1) }
+            spareSuspect(answering: s, target: p.target, now: now)
         } else if let r = relays.removeValue(forKey: s) {
             out.append(send([.ack(seq: r.originSeq)], to: r.origin))
         } else {
@@ -407,7 +422,16 @@ public struct Instance: Sendable {
 
     private mutating func tickSuspicions(now: Duration, into out: inout [Directive]) {
         for n in suspicions.isEmpty ? [] : suspicions.keys.sorted() {
-            guard let s = suspicions[n], now >= s.deadline, var m = others[n], m.status == .suspect else { continue }
+            guard var s = suspicions[n], now >= s.deadline, var m = others[n], m.status == .suspect else { continue }
+            // Before declaring a silent member dead, probe it one last time (UDP, indirect and
+            // TCP): a member that paused and whose refutation we missed answers and is spared.
+            if !s.refused && s.finalProbe == nil {
+                let seq = startProbe(n, regular: false, now: now, into: &out)
+                s.finalProbe = seq
+                s.deadline = now + (settings.probeTimeout + settings.probeInterval) * (localHealth + 1) + settings.tickInterval
+                suspicions[n] = s
+                continue
+            }
             suspicions[n] = nil
             setStatus(&m, .dead, now: now)
             others[n] = m

@@ -78,6 +78,29 @@ import Testing
         #expect(n.member(named: "b")?.status == .dead)
     }
 
+    @Test func aSuspectThatAnswersTheLastChanceProbeIsSpared() {
+        var n = node()
+        _ = n.onPacket([.suspect(name: "b", incarnation: Incarnation(1), from: "c", refused: false)], from: peer, now: .zero)
+        #expect(n.member(named: "b")?.status == .suspect)
+        // b answers every ping but never refutes (its refutation is lost): it must not die.
+        var t = Duration.zero
+        while t < .seconds(8) {
+            t += .milliseconds(10)
+            for d in n.onTick(now: t) {
+                if case .send(let ms, _) = d, case .ping(let seq, "b") = ms.first {
+                    _ = n.onPacket([.ack(seq: seq)], from: peer, now: t + .milliseconds(1))
+                }
+            }
+        }
+        #expect(n.member(named: "b")?.status == .suspect)
+        // Once it stops answering, the next expiry is final.
+        while t < .seconds(40) {
+            t += .milliseconds(10)
+            _ = n.onTick(now: t)
+        }
+        #expect(n.member(named: "b")?.status == .dead)
+    }
+
     @Test func aTCPEchoSavesAProbeThatUDPLost() {
         var n = node()
         let out = n.onTick(now: .milliseconds(10))
