@@ -10,6 +10,6 @@ cat <<MSG
 
 Try:
   .build/debug/caravan members --address http://127.0.0.3:4680
-  kill -9 \$(cat run/cluster/agent-3/agent.pid); sleep 2; .build/debug/caravan members
+  kill -9 \$(cat run/cluster/agent-3/agent.pid); sleep 2; .build/debug/caravan members --address http://127.0.0.2:4680
   Deploy/cluster.sh down
 MSG

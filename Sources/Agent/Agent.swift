@@ -123,13 +123,8 @@ public final class Agent: Sendable {
             try await group.run()
         } catch {
             await gossip.shutdown()
-            throw AgentError("cannot serve the HTTP API on \(config.bind):\(config.httpPort): \(Self.describe(Self.rootCause(error)))")
+            throw AgentError("cannot serve the HTTP API on \(config.bind):\(config.httpPort): \(Self.describe(error))")
         }
-    }
-
-    static func rootCause(_ error: any Error) -> any Error {
-        if let e = error as? ServiceGroupError { return e }
-        return error
     }
 
     /// Starts a graceful leave and shutdown (used by `caravan leave`).

@@ -201,11 +201,7 @@ public struct GossipSimulator: Sendable {
                 let decoded = Codec.decodeStream(Codec.encodeStream(m))
                 precondition(decoded == m, "stream codec round trip failed")
                 if net.canReach(a, to) && nodes[to] != nil {
-                    if case .push = m {
-                        streams.push(.request(m, from: a, to: to), at: now + latency)
-                    } else {
-                        streams.push(.request(m, from: a, to: to), at: now + latency)
-                    }
+                    streams.push(.request(m, from: a, to: to), at: now + latency)
                 } else {
                     let refused = nodes[to] == nil && crashesRefuse && !net.canReach(a, to) && net.isCrashed(to)
                     streams.push(.failed(requester: a, peer: to), at: now + (refused ? .milliseconds(1) : .seconds(1)))

@@ -25,7 +25,7 @@ public struct NodeIdentity: Sendable, Equatable {
     /// Loads the identity at `path`, creating it (mode 0600) on first use.
     public static func loadOrCreate(path: String) throws(KeyringError) -> NodeIdentity {
         if let data = FileManager.default.contents(atPath: path) {
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: data, as: UTF8.self).trimmedWhitespace
             guard let sk = Base64.decode(text), sk.count == 32 else {
                 throw KeyringError(.unreadableFile, "node identity file \(path) is not a base64 32-byte key")
             }

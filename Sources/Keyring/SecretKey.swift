@@ -15,7 +15,7 @@ public struct SecretKey: Sendable, Hashable, CustomStringConvertible {
 
     /// Decodes a base64 key, as printed by `caravan keygen`.
     public init(base64: String) throws(KeyringError) {
-        let trimmed = base64.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = base64.trimmedWhitespace
         guard let data = Base64.decode(trimmed) else {
             throw KeyringError(.invalidKey, "key is not valid base64")
         }
@@ -63,12 +63,8 @@ public struct SecretKey: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension String {
-    func trimmingCharacters(in _: WhitespaceSet) -> String {
-        var s = Substring(self)
-        while let f = s.first, f.isWhitespace { s.removeFirst() }
-        while let l = s.last, l.isWhitespace { s.removeLast() }
-        return String(s)
+    /// The text without leading and trailing white space (key files end in a newline).
+    var trimmedWhitespace: String {
+        String(drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
     }
 }
-
-enum WhitespaceSet { case whitespacesAndNewlines }

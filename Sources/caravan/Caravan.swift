@@ -36,7 +36,7 @@ struct Caravan: AsyncParsableCommand {
             let message = fullMessage(for: error)
             printError(message.isEmpty ? "error: \(error)" : message)
             // Everything ArgumentParser rejects is bad usage.
-            Glibc.exit(code == .validationFailure || code.rawValue == 64 ? 2 : (code.rawValue == 0 ? 0 : 2))
+            Glibc.exit(2)
         }
     }
 }
