@@ -177,13 +177,15 @@ public enum Codec {
     static func addressSize(_ a: Address) -> Int { stringSize(a.host) + 2 }
 }
 
-/// Appends wire fields to a byte buffer.
-struct ByteWriter {
-    var bytes: [UInt8] = []
+/// Appends wire fields to a byte buffer (also used for the agent's node metadata).
+public struct ByteWriter: Sendable {
+    public private(set) var bytes: [UInt8] = []
 
-    mutating func byte(_ b: UInt8) { bytes.append(b) }
+    public init() {}
 
-    mutating func varint(_ v: UInt64) {
+    public mutating func byte(_ b: UInt8) { bytes.append(b) }
+
+    public mutating func varint(_ v: UInt64) {
         var v = v
         while v >= 0x80 {
             bytes.append(UInt8(v & 0x7F) | 0x80)
@@ -192,7 +194,7 @@ struct ByteWriter {
         bytes.append(UInt8(v))
     }
 
-    mutating func string(_ s: String) {
+    public mutating func string(_ s: String) {
         let u = Array(s.utf8.prefix(Codec.maxNameLength))
         varint(UInt64(u.count))
         bytes.append(contentsOf: u)
@@ -220,21 +222,21 @@ struct ByteWriter {
 }
 
 /// Reads wire fields; every read checks bounds and returns nil past the end.
-struct ByteReader {
+public struct ByteReader: Sendable {
     let bytes: [UInt8]
     var index = 0
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    var atEnd: Bool { index >= bytes.count }
+    public var atEnd: Bool { index >= bytes.count }
 
-    mutating func byte() -> UInt8? {
+    public mutating func byte() -> UInt8? {
         guard index < bytes.count else { return nil }
         defer { index += 1 }
         return bytes[index]
     }
 
-    mutating func varint() -> UInt64? {
+    public mutating func varint() -> UInt64? {
         var result: UInt64 = 0
         var shift: UInt64 = 0
         while shift < 64 {
@@ -251,7 +253,7 @@ struct ByteReader {
         return UInt32(v)
     }
 
-    mutating func count(max: Int) -> Int? {
+    public mutating func count(max: Int) -> Int? {
         guard let v = varint(), v <= UInt64(max) else { return nil }
         // A count can never exceed the bytes left: each item takes at least one byte.
         guard Int(v) <= bytes.count - index else { return nil }
@@ -264,7 +266,7 @@ struct ByteReader {
         return bytes[index..<index + n]
     }
 
-    mutating func string() -> String? {
+    public mutating func string() -> String? {
         guard let n = count(max: Codec.maxNameLength), let raw = raw(n) else { return nil }
         return String(validating: raw, as: UTF8.self)
     }
