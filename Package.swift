@@ -30,8 +30,9 @@ let package = Package(
 
         // Pure cores: no sockets, no clocks, no files.
         .target(name: "CaravanModel", swiftSettings: strict),
-        .target(name: "Gossip", swiftSettings: strict),
-        .target(name: "Raft", swiftSettings: strict),
+        .target(name: "Primitives", swiftSettings: strict),
+        .target(name: "Gossip", dependencies: ["Primitives"], swiftSettings: strict),
+        .target(name: "Raft", dependencies: ["Primitives"], swiftSettings: strict),
         .target(name: "ClusterState", dependencies: ["CaravanModel"], swiftSettings: strict),
         .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
 
@@ -47,8 +48,10 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
         ], swiftSettings: strict),
         .target(name: "RaftNIO", dependencies: [
-            "Raft", "Keyring",
+            "Raft", "Keyring", "Primitives",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .target(name: "Executor", dependencies: ["CaravanModel", "CUV"], swiftSettings: strict),
         .target(name: "API", dependencies: [
@@ -58,7 +61,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "Agent", dependencies: [
-            "CaravanModel", "Keyring", "Gossip", "GossipNIO", "API",
+            "CaravanModel", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -70,19 +73,23 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
-            "Gossip", "GossipSimulation", "CaravanTesting", "API", "Keyring",
+            "Gossip", "GossipSimulation", "Raft", "RaftSimulation", "CaravanTesting", "API", "Keyring",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
 
         // Test support.
         .target(name: "CaravanTesting", swiftSettings: strict),
         .target(name: "GossipSimulation", dependencies: ["Gossip", "CaravanTesting"], swiftSettings: strict),
+        .target(name: "RaftSimulation", dependencies: ["Raft", "CaravanTesting"], swiftSettings: strict),
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting", "GossipSimulation",
             .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "RaftTests", dependencies: ["Raft", "CaravanTesting", "RaftSimulation",
+            .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "RaftNIOTests", dependencies: ["RaftNIO", "Raft", "Keyring"]),
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),

@@ -1,5 +1,6 @@
 import API
 import Gossip
+import Primitives
 
 /// What an agent tells the cluster about itself through gossip metadata.
 ///

@@ -1,3 +1,5 @@
+import Primitives
+
 /// The compact binary wire format of gossip packets and stream messages.
 ///
 /// Field names never travel: each message is a type byte followed by its fields in a fixed
@@ -163,11 +165,7 @@ public enum Codec {
 
     // MARK: sizes
 
-    static func varintSize(_ v: UInt64) -> Int {
-        var v = v, n = 1
-        while v >= 0x80 { v >>= 7; n += 1 }
-        return n
-    }
+    static func varintSize(_ v: UInt64) -> Int { ByteWriter.varintSize(v) }
 
     static func stringSize(_ s: String) -> Int {
         let n = s.utf8.count
@@ -177,38 +175,11 @@ public enum Codec {
     static func addressSize(_ a: Address) -> Int { stringSize(a.host) + 2 }
 }
 
-/// Appends wire fields to a byte buffer (also used for the agent's node metadata).
-public struct ByteWriter: Sendable {
-    public private(set) var bytes: [UInt8] = []
-
-    public init() {}
-
-    public mutating func byte(_ b: UInt8) { bytes.append(b) }
-
-    public mutating func varint(_ v: UInt64) {
-        var v = v
-        while v >= 0x80 {
-            bytes.append(UInt8(v & 0x7F) | 0x80)
-            v >>= 7
-        }
-        bytes.append(UInt8(v))
-    }
-
-    public mutating func string(_ s: String) {
-        let u = Array(s.utf8.prefix(Codec.maxNameLength))
-        varint(UInt64(u.count))
-        bytes.append(contentsOf: u)
-    }
-
-    mutating func blob(_ b: [UInt8]) {
-        varint(UInt64(b.count))
-        bytes.append(contentsOf: b)
-    }
-
+extension ByteWriter {
     mutating func address(_ a: Address) {
         string(a.host)
-        bytes.append(UInt8(a.port >> 8))
-        bytes.append(UInt8(a.port & 0xFF))
+        byte(UInt8(a.port >> 8))
+        byte(UInt8(a.port & 0xFF))
     }
 
     mutating func record(_ r: MemberRecord) {
@@ -221,59 +192,10 @@ public struct ByteWriter: Sendable {
     }
 }
 
-/// Reads wire fields; every read checks bounds and returns nil past the end.
-public struct ByteReader: Sendable {
-    let bytes: [UInt8]
-    var index = 0
-
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    public var atEnd: Bool { index >= bytes.count }
-
-    public mutating func byte() -> UInt8? {
-        guard index < bytes.count else { return nil }
-        defer { index += 1 }
-        return bytes[index]
-    }
-
-    public mutating func varint() -> UInt64? {
-        var result: UInt64 = 0
-        var shift: UInt64 = 0
-        while shift < 64 {
-            guard let b = byte() else { return nil }
-            result |= UInt64(b & 0x7F) << shift
-            if b & 0x80 == 0 { return result }
-            shift += 7
-        }
-        return nil
-    }
-
+extension ByteReader {
     mutating func seq() -> UInt32? {
         guard let v = varint(), v <= UInt64(UInt32.max) else { return nil }
         return UInt32(v)
-    }
-
-    public mutating func count(max: Int) -> Int? {
-        guard let v = varint(), v <= UInt64(max) else { return nil }
-        // A count can never exceed the bytes left: each item takes at least one byte.
-        guard Int(v) <= bytes.count - index else { return nil }
-        return Int(v)
-    }
-
-    mutating func raw(_ n: Int) -> ArraySlice<UInt8>? {
-        guard n >= 0, n <= bytes.count - index else { return nil }
-        defer { index += n }
-        return bytes[index..<index + n]
-    }
-
-    public mutating func string() -> String? {
-        guard let n = count(max: Codec.maxNameLength), let raw = raw(n) else { return nil }
-        return String(validating: raw, as: UTF8.self)
-    }
-
-    mutating func blob(max: Int) -> [UInt8]? {
-        guard let n = count(max: max), let raw = raw(n) else { return nil }
-        return Array(raw)
     }
 
     mutating func address() -> Address? {

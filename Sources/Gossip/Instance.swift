@@ -1,3 +1,4 @@
+import Primitives
 #if canImport(Glibc)
 import Glibc  // log10, log, ceil only; the core does no IO.
 #elseif canImport(Darwin)

@@ -1,9 +1,9 @@
 /// xoshiro256** seeded through SplitMix64: the core's only source of randomness, so a seed
 /// reproduces a whole run.
-struct Xoshiro: RandomNumberGenerator, Sendable {
+public struct Xoshiro: RandomNumberGenerator, Sendable {
     private var s: (UInt64, UInt64, UInt64, UInt64)
 
-    init(seed: UInt64) {
+    public init(seed: UInt64) {
         var x = seed
         func splitmix() -> UInt64 {
             x &+= 0x9E37_79B9_7F4A_7C15
@@ -15,7 +15,7 @@ struct Xoshiro: RandomNumberGenerator, Sendable {
         s = (splitmix(), splitmix(), splitmix(), splitmix())
     }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
         let t = s.1 << 17
         s.2 ^= s.0

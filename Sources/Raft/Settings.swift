@@ -1,0 +1,39 @@
+/// Timing and flow-control settings of the Raft core, in ticks of the shell's clock.
+public struct RaftSettings: Sendable, Equatable {
+    /// Ticks between heartbeats of a leader.
+    public var heartbeatTicks: Int
+    /// Ticks without hearing a leader before a follower campaigns; the actual timeout is random
+    /// in `[electionTicks, 2 × electionTicks)` so that candidates rarely collide (§5.2).
+    public var electionTicks: Int
+    /// Ask "would you vote for me?" before raising the term, so a server returning from a
+    /// partition cannot depose a healthy leader (dissertation §9.6).
+    public var preVote: Bool
+    /// A leader that has not heard from a quorum within an election timeout steps down, and
+    /// followers that heard their leader recently refuse to vote for others.
+    public var checkQuorum: Bool
+    /// Serve reads by the leader's lease (no heartbeat round) instead of ReadIndex. Only safe
+    /// with bounded clock drift; off by default.
+    public var leaseReads: Bool
+    /// Append messages in flight to one follower before waiting for acknowledgements.
+    public var maxInflightMessages: Int
+    /// Bytes of entries in one append message.
+    public var maxMessageBytes: Int
+    /// Bytes of entries in flight to one follower.
+    public var maxInflightBytes: Int
+    /// Uncommitted bytes a leader accepts before refusing proposals (protects its memory).
+    public var maxUncommittedBytes: Int
+
+    public init(heartbeatTicks: Int = 1, electionTicks: Int = 10, preVote: Bool = true, checkQuorum: Bool = true,
+                leaseReads: Bool = false, maxInflightMessages: Int = 64, maxMessageBytes: Int = 1 << 20,
+                maxInflightBytes: Int = 32 << 20, maxUncommittedBytes: Int = 64 << 20) {
+        self.heartbeatTicks = heartbeatTicks
+        self.electionTicks = electionTicks
+        self.preVote = preVote
+        self.checkQuorum = checkQuorum
+        self.leaseReads = leaseReads
+        self.maxInflightMessages = maxInflightMessages
+        self.maxMessageBytes = maxMessageBytes
+        self.maxInflightBytes = maxInflightBytes
+        self.maxUncommittedBytes = maxUncommittedBytes
+    }
+}
