@@ -40,15 +40,16 @@ let package = Package(
         .target(name: "Keyring", dependencies: ["CSodium"], swiftSettings: strict),
 
         // Shells.
+        .target(name: "Framing", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .target(name: "GossipNIO", dependencies: [
-            "Gossip", "Keyring",
+            "Gossip", "Keyring", "Framing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ], swiftSettings: strict),
         .target(name: "RaftNIO", dependencies: [
-            "Raft", "Keyring", "Primitives",
+            "Raft", "Keyring", "Primitives", "Framing",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

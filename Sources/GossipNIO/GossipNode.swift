@@ -1,3 +1,4 @@
+import Framing
 import Gossip
 import Keyring
 import Logging
@@ -22,6 +23,8 @@ public struct GossipConfiguration: Sendable {
     public var identity: NodeIdentity?
     /// Where known peers are remembered across restarts; nil keeps them in memory only.
     public var peersPath: String?
+    /// Receives every new keyring after a rotation, for other shells that seal with it.
+    public var sharedKeyring: SharedKeyring?
 
     public init(name: String, bind: Address, advertise: Address? = nil, settings: Settings = .lan,
                 keyring: Keyring = Keyring(), keyringPath: String? = nil, metadata: [UInt8] = [],
@@ -63,7 +66,8 @@ public final class GossipNode: @unchecked Sendable {
     let loop: any EventLoop
     let logger: Logger
     var core: Instance
-    var keyring: Keyring
+    var keyring: Keyring { didSet { sharedKeyring?.current = keyring } }
+    let sharedKeyring: SharedKeyring?
     let keyringPath: String?
     var udp: (any Channel)?
     var tcp: (any Channel)?
@@ -100,6 +104,8 @@ public final class GossipNode: @unchecked Sendable {
                              metadata: MetadataEnvelope.wrap(config.metadata, identity: config.identity),
                              settings: settings, seed: config.seed)
         self.keyring = config.keyring
+        self.sharedKeyring = config.sharedKeyring
+        config.sharedKeyring?.current = config.keyring
         self.keyringPath = config.keyringPath
         self.droppedCounter = Counter(label: "caravan_gossip_dropped_total")
         self.bytesOutCounter = Counter(label: "caravan_gossip_bytes_sent_total")

@@ -1,0 +1,29 @@
+import NIOCore
+
+/// Splits a TCP byte stream into length-prefixed frames (4-byte big-endian length).
+///
+/// A length above `maxFrame` closes the connection: a peer cannot make us buffer without bound.
+public final class LengthPrefixedFrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = ByteBuffer
+    let maxFrame: Int
+
+    public init(maxFrame: Int) { self.maxFrame = maxFrame }
+
+    public struct FrameTooLarge: Error { public let length: Int }
+
+    public func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+        guard Int(length) <= maxFrame else { throw FrameTooLarge(length: Int(length)) }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        return .continue
+    }
+}
+
+extension ByteBuffer {
+    public mutating func writeFrame(_ payload: [UInt8]) {
+        writeInteger(UInt32(payload.count))
+        writeBytes(payload)
+    }
+}

@@ -1,0 +1,448 @@
+import Keyring
+import Logging
+import NIOCore
+import NIOPosix
+import Primitives
+import Raft
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The replicated state machine the agent puts behind Raft. Called on the Raft loop only.
+public protocol ReplicatedStateMachine: AnyObject, Sendable {
+    /// Applies a committed command and returns the answer for whoever proposed it.
+    func apply(_ command: [UInt8], index: LogIndex) -> [UInt8]
+    /// Answers a read-only request from the current state.
+    func query(_ request: [UInt8]) throws -> [UInt8]
+    func snapshot() -> [UInt8]
+    func restore(_ snapshot: [UInt8])
+}
+
+public struct RaftNodeConfiguration: Sendable {
+    public var id: ServerID
+    public var bindHost: String
+    public var port: Int
+    /// `host:port` other agents use to reach this one.
+    public var advertise: String
+    /// Holds `wal/` and `snapshots/`.
+    public var directory: String
+    public var settings: RaftSettings
+    public var tickInterval: Duration
+    public var keyring: SharedKeyring
+    /// Applied entries between two snapshots of the state machine.
+    public var snapshotEvery: Int
+    /// Entries kept in the log behind a snapshot, so a follower a little behind needs no snapshot.
+    public var keepEntries: Int
+    public var seed: UInt64
+
+    /// Defaults match etcd's: heartbeat 100 ms, election timeout 1 s (10 ms ticks).
+    public init(id: ServerID, bindHost: String, port: Int, advertise: String? = nil, directory: String,
+                settings: RaftSettings = RaftSettings(heartbeatTicks: 10, electionTicks: 100), tickInterval: Duration = .milliseconds(10),
+                keyring: SharedKeyring, snapshotEvery: Int = 10_000, keepEntries: Int = 2_000,
+                seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
+        self.id = id
+        self.bindHost = bindHost
+        self.port = port
+        self.advertise = advertise ?? "\(bindHost):\(port)"
+        self.directory = directory
+        self.settings = settings
+        self.tickInterval = tickInterval
+        self.keyring = keyring
+        self.snapshotEvery = snapshotEvery
+        self.keepEntries = keepEntries
+        self.seed = seed
+    }
+}
+
+/// Why a write or read did not go through.
+public struct RaftError: Error, Sendable, CustomStringConvertible, Equatable {
+    public enum Code: String, Sendable { case noLeader = "no_leader", timeout, rejected, leadershipLost = "leadership_lost", shuttingDown = "shutting_down", remote }
+    public let code: Code
+    public let message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// One agent's Raft server: the core, its write-ahead log, the transport and the state machine,
+/// all driven on one dedicated event loop in the order etcd prescribes — persist, send, apply.
+///
+/// Writes from any agent end up as ``apply(_:timeout:)`` on the leader (followers and
+/// non-members forward them over RPC); consistent reads use ReadIndex on the leader.
+public final class RaftNode: @unchecked Sendable {
+    enum Op: UInt8 { case apply = 1, read = 2 }
+
+    public let id: ServerID
+    let config: RaftNodeConfiguration
+    let ownGroup: MultiThreadedEventLoopGroup
+    let loop: any EventLoop
+    let logger: Logger
+    let wal: WriteAheadLog
+    let fsm: any ReplicatedStateMachine
+    let transport: RaftTransport
+    var core: RaftCore
+    var ticker: RepeatedTask?
+    var processScheduled = false
+    var knownConfiguration = Configuration()
+    var persistedTerm: Term = 0
+    var persistedVote: ServerID?
+    var applied: LogIndex = 0
+    var lastSnapshotIndex: LogIndex = 0
+    var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
+    var readContext: UInt64 = 0
+    var reads: [UInt64: EventLoopPromise<Void>] = [:]
+    var readsWaitingApply: [(index: LogIndex, promise: EventLoopPromise<Void>)] = []
+    /// RPC addresses of agents that are Raft members, from gossip; where non-members forward to.
+    var memberHints: [String] = []
+    var shuttingDown = false
+    /// Commit latency samples and counters for the benchmark and metrics.
+    public private(set) var commits = 0
+
+    private init(config: RaftNodeConfiguration, fsm: any ReplicatedStateMachine, group: any EventLoopGroup, logger: Logger,
+                 recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) {
+        self.id = config.id
+        self.config = config
+        self.ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.loop = ownGroup.next()
+        self.logger = logger
+        self.wal = wal
+        self.fsm = fsm
+        self.transport = RaftTransport(id: config.id, bind: config.bindHost, port: config.port, advertise: config.advertise,
+                                       keyring: config.keyring, group: group, logger: logger)
+        self.core = RaftCore(id: config.id, settings: config.settings, seed: config.seed, hardState: recovered.hardState,
+                             snapshot: recovered.snapshot, entries: recovered.entries)
+        self.persistedTerm = recovered.hardState.term
+        self.persistedVote = recovered.hardState.vote
+        if let snap = recovered.snapshot {
+            fsm.restore(snap.data)
+            applied = snap.metadata.index
+            lastSnapshotIndex = snap.metadata.index
+        }
+    }
+
+    /// Opens the log in `config.directory` (repairing a torn tail), restores the state machine,
+    /// binds the RPC port and starts ticking.
+    public static func start(_ config: RaftNodeConfiguration, stateMachine: any ReplicatedStateMachine,
+                             group: any EventLoopGroup, logger: Logger) async throws -> RaftNode {
+        let wal = WriteAheadLog(directory: config.directory)
+        let recovered = try wal.open()
+        for note in recovered.repairs { logger.warning("raft log repaired: \(note)") }
+        let node = RaftNode(config: config, fsm: stateMachine, group: group, logger: logger, recovered: recovered, wal: wal)
+        let t = node.transport
+        t.onMessage = { m in node.loop.execute { node.core.step(m); node.scheduleProcess() } }
+        t.onUnreachable = { peer, gone in
+            node.loop.execute {
+                if gone, node.core.leader == peer { node.core.leaderUnreachable() }
+                node.core.reportUnreachable(peer)
+            }
+        }
+        t.onRequest = { op, payload in node.handleRequest(op, payload) }
+        do {
+            try await t.start(port: config.port)
+        } catch {
+            try? await node.ownGroup.shutdownGracefully()
+            throw error
+        }
+        try await node.loop.submit {
+            node.syncAddresses()
+            node.ticker = node.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(config.tickInterval / .nanoseconds(1)))) { _ in
+                node.core.tick()
+                node.process()
+            }
+            node.process()
+        }.get()
+        if recovered.entries.count + (recovered.snapshot == nil ? 0 : 1) > 0 {
+            logger.info("raft log recovered", metadata: ["term": "\(recovered.hardState.term)", "entries": "\(recovered.entries.count)",
+                                                         "snapshot": "\(recovered.snapshot?.metadata.index ?? 0)"])
+        }
+        return node
+    }
+
+    /// Whether this server has never been part of a group (nothing in its log).
+    public func isPristine() async -> Bool {
+        (try? await loop.submit { self.core.lastIndex == 0 && self.core.term == 0 }.get()) ?? false
+    }
+
+    /// Starts a new group with these servers; every one of them must do the same with the same
+    /// configuration. Refused if this server already has a log.
+    public func bootstrap(_ configuration: Configuration) async throws {
+        try await loop.submit {
+            guard self.core.lastIndex == 0, self.core.term == 0 else {
+                throw RaftError(.rejected, "this agent already belongs to a Raft group")
+            }
+            let entry = RaftCore.bootstrapEntry(configuration)
+            let hs = HardState(term: 1)
+            try self.wal.save(hardState: hs, entries: [entry], snapshot: nil, sync: true)
+            self.persistedTerm = 1
+            self.core = RaftCore(id: self.id, settings: self.config.settings, seed: self.config.seed ^ 0x5eed, hardState: hs, entries: [entry])
+            self.syncAddresses()
+            self.logger.info("raft group bootstrapped", metadata: ["voters": "\(configuration.voters.map(\.rawValue).joined(separator: ","))"])
+        }.get()
+    }
+
+    // MARK: - Writes and reads
+
+    /// Commits `command` through the leader and returns the state machine's answer.
+    public func apply(_ command: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+        try await submit(.apply, command, hops: 0, deadline: ContinuousClock.now + timeout).get()
+    }
+
+    /// Answers `request` from state that reflects every write acknowledged before the call
+    /// (ReadIndex on the leader); or, when `stale`, from this agent's own copy if it has one.
+    public func read(_ request: [UInt8], stale: Bool = false, timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+        if stale {
+            let local = try await loop.submit { () -> [UInt8]? in
+                guard self.core.configuration.contains(self.id), self.applied > 0 else { return nil }
+                return try self.fsm.query(request)
+            }.get()
+            if let local { return local }
+        }
+        return try await submit(.read, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
+    }
+
+    private func submit(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
+        loop.flatSubmit { self.route(op, payload, hops: hops, deadline: deadline) }
+    }
+
+    /// On the loop: serve locally if leader, else forward to the leader (or a member), retrying
+    /// until the deadline while no leader is known.
+    private func route(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
+        guard !shuttingDown else { return loop.makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down")) }
+        if core.role == .leader {
+            switch op {
+            case .apply: return proposeLocally(payload)
+            case .read: return readLocally(payload)
+            }
+        }
+        let target: String? = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
+            ?? (core.configuration.contains(id) ? nil : memberHints.filter { $0 != config.advertise }.randomElement())
+        let remaining = ContinuousClock.now.duration(to: deadline)
+        guard let target, hops < 3 else {
+            guard remaining > .milliseconds(50) else {
+                return loop.makeFailedFuture(RaftError(.noLeader, "no Raft leader is known; the cluster may be electing one or may have lost its quorum"))
+            }
+            return loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
+        }
+        var w = ByteWriter(capacity: payload.count + 2)
+        w.byte(hops + 1)
+        w.raw(payload)
+        let timeout = TimeAmount.nanoseconds(Int64(max(remaining, .milliseconds(1)) / .nanoseconds(1)))
+        return transport.request(op.rawValue, w.bytes, to: target, timeout: timeout).hop(to: loop).flatMapError { error in
+            // The leader moved or went away: try again while time remains.
+            let left = ContinuousClock.now.duration(to: deadline)
+            if left > .milliseconds(100), "\(error)".contains("no Raft leader") || error is RaftTransport.RemoteFailure {
+                return self.loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
+            }
+            return self.loop.makeFailedFuture(error)
+        }
+    }
+
+    private func handleRequest(_ op: UInt8, _ payload: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        guard let op = Op(rawValue: op), let hops = payload.first else {
+            return loop.makeFailedFuture(RaftError(.rejected, "unknown request"))
+        }
+        return submit(op, Array(payload.dropFirst()), hops: hops, deadline: ContinuousClock.now + .seconds(5))
+    }
+
+    private func proposeLocally(_ command: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        do {
+            let (index, term) = try core.propose(command)
+            let p = loop.makePromise(of: [UInt8].self)
+            proposals[index] = (term, p)
+            scheduleProcess()
+            return p.futureResult
+        } catch {
+            return loop.makeFailedFuture(RaftError(.rejected, "\(error)"))
+        }
+    }
+
+    private func readLocally(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        readContext += 1
+        let p = loop.makePromise(of: Void.self)
+        do {
+            try core.readIndex(context: readContext)
+        } catch {
+            return loop.makeFailedFuture(RaftError(.noLeader, "\(error)"))
+        }
+        reads[readContext] = p
+        let ctx = readContext
+        loop.scheduleTask(in: .seconds(5)) {
+            self.reads.removeValue(forKey: ctx)?.fail(RaftError(.timeout, "the read was not confirmed by a quorum in time"))
+        }
+        scheduleProcess()
+        return p.futureResult.flatMapThrowing { try self.fsm.query(request) }
+    }
+
+    // MARK: - Operator actions
+
+    public func status() async -> RaftStatus {
+        (try? await loop.submit { self.core.status }.get())!
+    }
+
+    public func change(_ change: ConfigurationChange) async throws {
+        let (index, term) = try await loop.submit { () throws -> (LogIndex, Term) in
+            do { return try self.core.proposeChange(change) } catch { throw RaftError(.rejected, "\(error)") }
+        }.get()
+        try await loop.submit {
+            let p = self.loop.makePromise(of: [UInt8].self)
+            self.proposals[index] = (term, p)
+            self.scheduleProcess()
+            return p.futureResult
+        }.get().get()
+    }
+
+    public func transferLeadership(to target: ServerID?) async throws {
+        try await loop.submit {
+            do { try self.core.transferLeadership(to: target) } catch { throw RaftError(.rejected, "\(error)") }
+            self.scheduleProcess()
+        }.get()
+    }
+
+    /// Addresses of agents that are Raft members (from gossip), for forwarding from non-members.
+    public func setMemberHints(_ addresses: [String]) {
+        loop.execute { self.memberHints = addresses }
+    }
+
+    /// Tells the transport where a server listens (for a learner about to be added).
+    public func learnAddress(_ id: ServerID, _ address: String) { transport.learn(id, address: address) }
+
+    public var framesDropped: Int { get async { (try? await transport.loop.submit { self.transport.framesDropped }.get()) ?? 0 } }
+    public var walCounters: (fsyncs: Int, entries: Int) { get async { (try? await loop.submit { (self.wal.fsyncs, self.wal.entriesWritten) }.get()) ?? (0, 0) } }
+
+    /// Hands leadership to another voter first (so the cluster does not wait for an election
+    /// timeout), then stops.
+    public func shutdown(transferTimeout: Duration = .seconds(1)) async {
+        let wasLeader = (try? await loop.submit { () -> Bool in
+            guard self.core.role == .leader, self.core.configuration.voters.count > 1 else { return false }
+            try? self.core.transferLeadership(to: nil)
+            self.process()
+            return true
+        }.get()) ?? false
+        if wasLeader {
+            let deadline = ContinuousClock.now + transferTimeout
+            while ContinuousClock.now < deadline {
+                let still = (try? await loop.submit { self.core.role == .leader }.get()) ?? false
+                if !still { break }
+                try? await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        try? await loop.submit {
+            self.shuttingDown = true
+            self.ticker?.cancel()
+            for (_, p) in self.proposals { p.promise.fail(RaftError(.shuttingDown, "the agent is shutting down")) }
+            self.proposals = [:]
+        }.get()
+        await transport.close()
+        try? await ownGroup.shutdownGracefully()
+    }
+
+    // MARK: - The loop
+
+    private func scheduleProcess() {
+        guard !processScheduled else { return }
+        processScheduled = true
+        loop.execute {
+            self.processScheduled = false
+            self.process()
+        }
+    }
+
+    /// Persist, send, apply — for every Ready the core has.
+    private func process() {
+        guard !shuttingDown else { return }
+        while core.hasReady {
+            let r = core.ready()
+            // A leader may send appends before its own fsync (dissertation §10.2.1): its entries
+            // count toward commitment only once advance() reports them stable. Anything that
+            // changes term or vote must be on disk before any message leaves.
+            let termOrVoteChanged = r.hardState.map { $0.term != persistedTerm || $0.vote != persistedVote } ?? false
+            let sendFirst = core.role == .leader && !termOrVoteChanged && r.snapshot == nil
+            if sendFirst { transport.send(r.messages) }
+            do {
+                try wal.save(hardState: r.hardState, entries: r.entries, snapshot: r.snapshot, sync: r.mustSync)
+            } catch {
+                logger.critical("cannot write the Raft log; stopping so no acknowledged write is lost", metadata: ["error": "\(error)"])
+                exit(74)
+            }
+            if let hs = r.hardState {
+                persistedTerm = hs.term
+                persistedVote = hs.vote
+            }
+            if !sendFirst { transport.send(r.messages) }
+            if let snap = r.snapshot {
+                fsm.restore(snap.data)
+                applied = snap.metadata.index
+                lastSnapshotIndex = snap.metadata.index
+                wal.removeSegments(before: snap.metadata.index + 1)
+                for (i, p) in proposals where i <= applied {
+                    p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was applied"))
+                    proposals[i] = nil
+                }
+            }
+            for e in r.committed { applyEntry(e) }
+            for rs in r.readStates {
+                if let p = reads.removeValue(forKey: rs.context) { readsWaitingApply.append((rs.index, p)) }
+            }
+            core.advance(r)
+            answerReads()
+        }
+        syncAddresses()
+        failStaleProposals()
+        maybeSnapshot()
+    }
+
+    private func applyEntry(_ e: Entry) {
+        var result: [UInt8] = []
+        if e.kind == .command { result = fsm.apply(e.data, index: e.index) }
+        applied = e.index
+        commits += 1
+        if let p = proposals.removeValue(forKey: e.index) {
+            if p.term == e.term {
+                p.promise.succeed(result)
+            } else {
+                p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was committed; it was not applied"))
+            }
+        }
+    }
+
+    private func answerReads() {
+        guard !readsWaitingApply.isEmpty else { return }
+        var rest: [(index: LogIndex, promise: EventLoopPromise<Void>)] = []
+        for w in readsWaitingApply {
+            if w.index <= applied { w.promise.succeed(()) } else { rest.append(w) }
+        }
+        readsWaitingApply = rest
+    }
+
+    /// A proposal whose entry was cut from the log (a new leader overwrote it) can never apply.
+    /// Entries still in the log are settled by applyEntry: same term applied, other term failed.
+    private func failStaleProposals() {
+        guard !proposals.isEmpty, core.role != .leader else { return }
+        for (i, p) in proposals where i > core.lastIndex {
+            p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was committed; it was not applied"))
+            proposals[i] = nil
+        }
+    }
+
+    private func maybeSnapshot() {
+        guard applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
+        let data = fsm.snapshot()
+        guard let meta = core.compact(index: applied, data: data, keep: config.keepEntries) else { return }
+        do {
+            try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
+            try wal.rollOver()
+            wal.removeSegments(before: core.firstIndex)
+            lastSnapshotIndex = meta.index
+        } catch {
+            logger.error("snapshot failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func syncAddresses() {
+        guard core.configuration != knownConfiguration else { return }
+        knownConfiguration = core.configuration
+        for s in knownConfiguration.servers { transport.learn(s.id, address: s.address) }
+    }
+}

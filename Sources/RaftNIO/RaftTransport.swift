@@ -1,0 +1,386 @@
+import Framing
+import Keyring
+import Logging
+import NIOCore
+import NIOPosix
+import Primitives
+import Raft
+
+/// Moves Raft messages and forwarded requests between agents over TCP (port 4681), each frame
+/// sealed with the cluster keyring.
+///
+/// One outgoing connection per peer carries our messages and requests; answers to requests
+/// come back on it. Frames queued for a peer that cannot be reached are dropped (Raft
+/// retransmits), so a slow or dead follower never holds up the others. Snapshots travel in
+/// chunks of ``chunkBytes``, one written after the other, so a large one never sits in memory
+/// twice. All mutable state lives on `loop`.
+public final class RaftTransport: @unchecked Sendable {
+    enum Kind: UInt8 { case message = 1, snapshotChunk = 2, request = 3, response = 4 }
+
+    public struct RemoteFailure: Error, Sendable, CustomStringConvertible {
+        public let description: String
+    }
+
+    public let id: ServerID
+    public let advertised: String
+    let loop: any EventLoop
+    let group: any EventLoopGroup
+    let keyring: SharedKeyring
+    let logger: Logger
+    let bindHost: String
+    let maxFrame = 8 << 20
+    public static let chunkBytes = 1 << 20
+    var server: (any Channel)?
+    var peers: [String: PeerConnection] = [:]
+    /// Where each server was last heard from or configured.
+    var addressBook: [ServerID: String] = [:]
+    var nextRequest: UInt64 = 0
+    var pendingRequests: [UInt64: EventLoopPromise<[UInt8]>] = [:]
+    var incomingSnapshots: [String: (message: Message, data: [UInt8])] = [:]
+    var nextTransfer: UInt64 = 0
+    var closed = false
+
+    /// A Raft message arrived.
+    var onMessage: (@Sendable (Message) -> Void)?
+    /// A forwarded request arrived: op code and payload; answer with the result or throw.
+    var onRequest: (@Sendable (UInt8, [UInt8]) -> EventLoopFuture<[UInt8]>)?
+    /// A peer could not be reached; `gone` when the connection was refused or reset (the process
+    /// is not there any more).
+    var onUnreachable: (@Sendable (ServerID, _ gone: Bool) -> Void)?
+
+    public internal(set) var framesDropped = 0
+
+    init(id: ServerID, bind: String, port: Int, advertise: String, keyring: SharedKeyring, group: any EventLoopGroup, logger: Logger) {
+        self.id = id
+        self.bindHost = bind
+        self.advertised = advertise
+        self.keyring = keyring
+        self.group = group
+        self.loop = group.next()
+        self.logger = logger
+    }
+
+    func start(port: Int) async throws {
+        let t = self
+        server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: t.maxFrame)))
+                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: true))
+                }
+            }
+            .bind(to: SocketAddress(ipAddress: bindHost, port: port)).get()
+    }
+
+    func close() async {
+        try? await loop.submit {
+            self.closed = true
+            for p in self.peers.values { p.channel?.close(promise: nil) }
+            self.peers = [:]
+            for (_, p) in self.pendingRequests { p.fail(RemoteFailure(description: "the agent is shutting down")) }
+            self.pendingRequests = [:]
+        }.get()
+        try? await server?.close()
+    }
+
+    // MARK: - Sending (any thread)
+
+    func learn(_ id: ServerID, address: String) {
+        loop.execute { self.addressBook[id] = address }
+    }
+
+    func send(_ messages: [Message]) {
+        loop.execute {
+            for m in messages { self.sendOnLoop(m) }
+        }
+    }
+
+    private func sendOnLoop(_ m: Message) {
+        guard let address = addressBook[m.to] else { framesDropped += 1; return }
+        let peer = connection(to: address, id: m.to)
+        if case .snapshot(let snap) = m.body {
+            sendSnapshot(m, snap, via: peer)
+            return
+        }
+        var w = ByteWriter(capacity: 64)
+        w.byte(Kind.message.rawValue)
+        w.string(advertised)
+        w.raw(RaftCodec.encode(m))
+        peer.enqueue(seal(w.bytes))
+    }
+
+    /// Streams a snapshot in chunks; each chunk is written when the previous one has left.
+    private func sendSnapshot(_ m: Message, _ snap: Snapshot, via peer: PeerConnection) {
+        nextTransfer += 1
+        var header = m
+        header.body = .snapshot(Snapshot(metadata: snap.metadata, data: []))
+        let headerBytes = RaftCodec.encode(header)
+        let transfer = nextTransfer
+        let total = snap.data.count
+        func chunk(_ offset: Int) -> [UInt8] {
+            var w = ByteWriter(capacity: Self.chunkBytes + 128)
+            w.byte(Kind.snapshotChunk.rawValue)
+            w.string(advertised)
+            w.uint64(transfer)
+            w.varint(UInt64(offset)); w.varint(UInt64(total))
+            w.blob(headerBytes)
+            let end = min(total, offset + Self.chunkBytes)
+            w.blob(snap.data[offset..<end])
+            return seal(w.bytes)
+        }
+        var offset = 0
+        func next() {
+            guard !closed else { return }
+            let frame = chunk(offset)
+            offset = min(total, offset + Self.chunkBytes)
+            let done = offset >= total
+            peer.enqueue(frame) { ok in
+                if ok && !done { next() }
+            }
+        }
+        next()
+    }
+
+    /// Sends a request to the agent at `address` and waits for its answer.
+    func request(_ op: UInt8, _ payload: [UInt8], to address: String, timeout: TimeAmount) -> EventLoopFuture<[UInt8]> {
+        loop.flatSubmit {
+            self.nextRequest += 1
+            let rid = self.nextRequest
+            let promise = self.loop.makePromise(of: [UInt8].self)
+            self.pendingRequests[rid] = promise
+            var w = ByteWriter(capacity: payload.count + 32)
+            w.byte(Kind.request.rawValue)
+            w.string(self.advertised)
+            w.uint64(rid)
+            w.byte(op)
+            w.raw(payload)
+            let peer = self.connection(to: address, id: nil)
+            peer.enqueue(self.seal(w.bytes)) { ok in
+                if !ok, let p = self.pendingRequests.removeValue(forKey: rid) {
+                    p.fail(RemoteFailure(description: "cannot reach \(address)"))
+                }
+            }
+            let timer = self.loop.scheduleTask(in: timeout) {
+                self.pendingRequests.removeValue(forKey: rid)?.fail(RemoteFailure(description: "\(address) did not answer in time"))
+            }
+            promise.futureResult.whenComplete { _ in timer.cancel() }
+            return promise.futureResult
+        }
+    }
+
+    private func connection(to address: String, id: ServerID?) -> PeerConnection {
+        if let p = peers[address] {
+            if let id { p.ids.insert(id) }
+            return p
+        }
+        let p = PeerConnection(address: address, transport: self)
+        if let id { p.ids.insert(id) }
+        peers[address] = p
+        return p
+    }
+
+    func seal(_ payload: [UInt8]) -> [UInt8] { keyring.current.seal(payload) }
+
+    // MARK: - Receiving (on a channel's loop)
+
+    func received(_ frame: ByteBuffer, on channel: any Channel) {
+        let bytes = Array(frame.readableBytesView)
+        guard case .success(let payload) = keyring.current.open(bytes), let kindByte = payload.first,
+              let kind = Kind(rawValue: kindByte) else {
+            loop.execute { self.framesDropped += 1 }
+            return
+        }
+        var r = ByteReader(payload)
+        _ = r.byte()
+        switch kind {
+        case .message:
+            guard let from = r.string(), let body = r.raw(r.remaining), let m = RaftCodec.decodeMessage(Array(body)) else { return dropped() }
+            loop.execute {
+                self.addressBook[m.from] = from
+                self.onMessage?(m)
+            }
+        case .snapshotChunk:
+            guard let from = r.string(), let transfer = r.uint64(), let offset = r.varint(), let total = r.varint(),
+                  let header = r.blob(max: 1 << 20), let data = r.blob(max: maxFrame), r.atEnd,
+                  let m = RaftCodec.decodeMessage(header), case .snapshot(let snap) = m.body else { return dropped() }
+            loop.execute {
+                let key = from + "#\(transfer)"
+                if offset == 0 { self.incomingSnapshots[key] = (m, []) }
+                guard var inflight = self.incomingSnapshots[key], UInt64(inflight.data.count) == offset else {
+                    self.incomingSnapshots[key] = nil
+                    self.framesDropped += 1
+                    return
+                }
+                inflight.data.append(contentsOf: data)
+                if UInt64(inflight.data.count) >= total {
+                    self.incomingSnapshots[key] = nil
+                    self.addressBook[m.from] = from
+                    var full = m
+                    full.body = .snapshot(Snapshot(metadata: snap.metadata, data: inflight.data))
+                    self.onMessage?(full)
+                } else {
+                    self.incomingSnapshots[key] = inflight
+                }
+            }
+        case .request:
+            guard r.string() != nil, let rid = r.uint64(), let op = r.byte(), let body = r.raw(r.remaining) else { return dropped() }
+            let answer = onRequest?(op, Array(body)) ?? channel.eventLoop.makeFailedFuture(RemoteFailure(description: "not ready"))
+            answer.hop(to: channel.eventLoop).whenComplete { result in
+                var w = ByteWriter()
+                w.byte(Kind.response.rawValue)
+                w.uint64(rid)
+                switch result {
+                case .success(let bytes): w.byte(0); w.raw(bytes)
+                case .failure(let e): w.byte(1); w.string(String(describing: e), max: 4096)
+                }
+                var buf = channel.allocator.buffer(capacity: w.bytes.count + 64)
+                buf.writeFrame(self.seal(w.bytes))
+                channel.writeAndFlush(buf, promise: nil)
+            }
+        case .response:
+            guard let rid = r.uint64(), let status = r.byte() else { return dropped() }
+            let rest = Array(r.raw(r.remaining) ?? [])
+            loop.execute {
+                guard let p = self.pendingRequests.removeValue(forKey: rid) else { return }
+                if status == 0 {
+                    p.succeed(rest)
+                } else {
+                    var e = ByteReader(rest)
+                    p.fail(RemoteFailure(description: e.string(max: 4096) ?? "the remote agent failed"))
+                }
+            }
+        }
+    }
+
+    private func dropped() { loop.execute { self.framesDropped += 1 } }
+
+    func peerLost(_ p: PeerConnection, gone: Bool) {
+        for id in p.ids { onUnreachable?(id, gone) }
+    }
+}
+
+/// One outgoing connection with its queue; reconnects with backoff when asked to send again.
+final class PeerConnection: @unchecked Sendable {
+    let address: String
+    unowned let transport: RaftTransport
+    var ids: Set<ServerID> = []
+    var channel: (any Channel)?
+    var connecting = false
+    var queue: [([UInt8], ((Bool) -> Void)?)] = []
+    var queuedBytes = 0
+    var backoffUntil: NIODeadline = .distantPast
+    var backoff: TimeAmount = .milliseconds(20)
+    static let maxQueuedBytes = 16 << 20
+
+    init(address: String, transport: RaftTransport) {
+        self.address = address
+        self.transport = transport
+    }
+
+    /// Queues a sealed frame; `done` learns whether it was written.
+    func enqueue(_ frame: [UInt8], done: ((Bool) -> Void)? = nil) {
+        if let ch = channel {
+            write(frame, on: ch, done: done)
+            return
+        }
+        guard NIODeadline.now() >= backoffUntil, queuedBytes + frame.count <= Self.maxQueuedBytes else {
+            transport.framesDropped += 1
+            done?(false)
+            return
+        }
+        queue.append((frame, done))
+        queuedBytes += frame.count
+        connect()
+    }
+
+    private func write(_ frame: [UInt8], on ch: any Channel, done: ((Bool) -> Void)?) {
+        var buf = ch.allocator.buffer(capacity: frame.count + 4)
+        buf.writeFrame(frame)
+        let p = ch.eventLoop.makePromise(of: Void.self)
+        p.futureResult.hop(to: transport.loop).whenComplete { r in
+            if case .success = r { done?(true) } else { done?(false) }
+        }
+        ch.writeAndFlush(buf, promise: p)
+    }
+
+    private func connect() {
+        guard !connecting, channel == nil else { return }
+        connecting = true
+        let t = transport
+        let parts = address.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]),
+              let remote = try? SocketAddress(ipAddress: String(parts[0]), port: port) else {
+            failQueue()
+            connecting = false
+            return
+        }
+        let local = try? SocketAddress(ipAddress: t.bindHost, port: 0)
+        var boot = ClientBootstrap(group: t.loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(500))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: t.maxFrame)))
+                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: false))
+                }
+            }
+        if let local { boot = boot.bind(to: local) }
+        boot.connect(to: remote).hop(to: t.loop).whenComplete { result in
+            self.connecting = false
+            switch result {
+            case .success(let ch):
+                guard !t.closed else { ch.close(promise: nil); return }
+                self.channel = ch
+                self.backoff = .milliseconds(20)
+                ch.closeFuture.hop(to: t.loop).whenComplete { _ in
+                    self.channel = nil
+                    if !t.closed { t.peerLost(self, gone: true) }
+                }
+                let pending = self.queue
+                self.queue = []
+                self.queuedBytes = 0
+                for (f, d) in pending { self.write(f, on: ch, done: d) }
+            case .failure(let error):
+                self.backoffUntil = .now() + self.backoff
+                self.backoff = min(self.backoff * 2, .seconds(1))
+                self.failQueue()
+                t.peerLost(self, gone: Self.isRefused(error))
+            }
+        }
+    }
+
+    private func failQueue() {
+        let pending = queue
+        queue = []
+        queuedBytes = 0
+        transport.framesDropped += pending.count
+        for (_, d) in pending { d?(false) }
+    }
+
+    static func isRefused(_ e: any Error) -> Bool {
+        if let io = e as? IOError { return io.errnoCode == ECONNREFUSED || io.errnoCode == ECONNRESET }
+        return "\(e)".contains("connection refused") || "\(e)".contains("Connection refused")
+    }
+}
+
+/// Hands decoded frames to the transport.
+final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    let transport: RaftTransport
+    let incoming: Bool
+
+    init(transport: RaftTransport, incoming: Bool) {
+        self.transport = transport
+        self.incoming = incoming
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        transport.received(unwrapInboundIn(data), on: context.channel)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,332 @@
+import FoundationEssentials
+import Keyring
+import Primitives
+import Raft
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The Raft log on disk: numbered segment files of checksummed records, plus snapshot files.
+///
+/// A record is `length (u32 LE) | crc32c (u32 LE) | type (u8) | payload`; the CRC covers type and
+/// payload. Types: an entry, the hard state, or a reset to a snapshot (everything before it is
+/// gone). One ``save(_:)`` is one `write` and at most one `fsync`, however many entries the
+/// Ready carried: that is the group commit. On open, a torn or corrupt record at the end of the
+/// newest segment is cut off (it was never acknowledged: acknowledgements wait for the fsync);
+/// corruption anywhere else stops the agent, because acknowledged data would be lost.
+public final class WriteAheadLog: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// What was on disk when the log was opened.
+    public struct Recovered: Sendable {
+        public var hardState: HardState
+        public var snapshot: Snapshot?
+        public var entries: [Entry]
+        /// Human-readable notes about repairs (a torn tail cut off), for the agent's log.
+        public var repairs: [String]
+        public var isEmpty: Bool { hardState == HardState() && snapshot == nil && entries.isEmpty }
+    }
+
+    private enum RecordType: UInt8 { case entry = 1, hardState = 2, reset = 3 }
+
+    public let directory: String
+    public let segmentBytes: Int
+    private var segments: [(seq: UInt64, firstIndex: LogIndex, path: String)] = []
+    private var fd: Int32 = -1
+    private var segmentSize = 0
+    private var lastHardState = HardState()
+    private var lastIndex: LogIndex = 0
+    /// Bytes written and fsyncs done, for the benchmark's entries-per-fsync figure.
+    public private(set) var fsyncs = 0
+    public private(set) var entriesWritten = 0
+
+    public init(directory: String, segmentBytes: Int = 64 << 20) {
+        self.directory = directory
+        self.segmentBytes = segmentBytes
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    private var walDir: String { directory + "/wal" }
+    private var snapDir: String { directory + "/snapshots" }
+
+    // MARK: - Open and recover
+
+    /// Reads everything back, repairing a torn tail, and opens the newest segment for appending.
+    public func open() throws(Failure) -> Recovered {
+        try Self.makeDirectory(directory)
+        try Self.makeDirectory(walDir)
+        try Self.makeDirectory(snapDir)
+        var repairs: [String] = []
+        let snapshot = try loadNewestSnapshot(&repairs)
+        var entries: [Entry] = []
+        var base = snapshot?.metadata.index ?? 0
+        var hs = HardState()
+
+        let names = Self.list(walDir).filter { $0.hasSuffix(".wal") }.sorted()
+        segments = names.compactMap { name in
+            let parts = name.dropLast(4).split(separator: "-")
+            guard parts.count == 2, let seq = UInt64(parts[0]), let first = UInt64(parts[1]) else { return nil }
+            return (seq, first, walDir + "/" + name)
+        }
+        for (n, seg) in segments.enumerated() {
+            let bytes = try Self.read(seg.path)
+            var off = 0
+            while off < bytes.count {
+                guard let (type, payload, next) = Self.record(in: bytes, at: off) else {
+                    let isLast = n == segments.count - 1
+                    guard isLast else {
+                        throw Failure(description: "corrupt record in \(seg.path) at byte \(off) (not the last segment): the Raft log is damaged; restore the data dir from a backup or remove it to rejoin as a new member")
+                    }
+                    repairs.append("cut a torn or corrupt tail of \(bytes.count - off) bytes off \(seg.path) at byte \(off)")
+                    try Self.truncate(seg.path, to: off)
+                    break
+                }
+                var r = ByteReader(Array(payload))
+                switch type {
+                case .entry:
+                    guard let e = RaftCodec.decodeEntry(&r) else { throw Failure(description: "undecodable entry in \(seg.path) at byte \(off)") }
+                    if e.index <= base { break }
+                    if let first = entries.first, e.index >= first.index {
+                        entries.removeLast(entries.count - Int(e.index - first.index))
+                    }
+                    if let last = entries.last, e.index != last.index + 1 {
+                        throw Failure(description: "gap in the Raft log at index \(e.index) in \(seg.path)")
+                    } else if entries.isEmpty, e.index != base + 1 {
+                        // Entries before a snapshot's index were compacted; start where it ends.
+                        if e.index > base + 1 { throw Failure(description: "the Raft log starts at \(e.index) but the snapshot ends at \(base)") }
+                    }
+                    entries.append(e)
+                case .hardState:
+                    guard let h = RaftCodec.decodeHardState(Array(payload)) else { throw Failure(description: "undecodable hard state in \(seg.path)") }
+                    hs = h
+                case .reset:
+                    guard let idx = r.varint() else { throw Failure(description: "undecodable reset in \(seg.path)") }
+                    entries.removeAll()
+                    base = idx
+                }
+                off = next
+            }
+        }
+        if let snap = snapshot {
+            entries.removeAll { $0.index <= snap.metadata.index }
+            if let first = entries.first, first.index != snap.metadata.index + 1 { entries.removeAll() }
+        }
+        lastHardState = hs
+        lastIndex = entries.last?.index ?? snapshot?.metadata.index ?? 0
+        if let last = segments.last {
+            try openForAppend(last.path)
+        } else {
+            try startSegment(firstIndex: lastIndex + 1)
+        }
+        return Recovered(hardState: hs, snapshot: snapshot, entries: entries, repairs: repairs)
+    }
+
+    /// Parses one record; nil if it is torn (runs past the end) or fails its checksum.
+    private static func record(in bytes: [UInt8], at off: Int) -> (RecordType, ArraySlice<UInt8>, Int)? {
+        guard off + 9 <= bytes.count else { return nil }
+        var r = ByteReader(Array(bytes[off..<off + 8]))
+        guard let len = r.uint32(), let crc = r.uint32(), len >= 1, off + 8 + Int(len) <= bytes.count else { return nil }
+        let body = bytes[(off + 8)..<(off + 8 + Int(len))]
+        guard CRC32C.checksum(body) == crc, let type = RecordType(rawValue: body.first!) else { return nil }
+        return (type, body.dropFirst(), off + 8 + Int(len))
+    }
+
+    // MARK: - Write
+
+    /// Persists a Ready: the snapshot first (if any), then entries and hard state in one write,
+    /// fsync'd when `sync`.
+    public func save(hardState: HardState?, entries: [Entry], snapshot: Snapshot?, sync: Bool) throws(Failure) {
+        var w = ByteWriter(capacity: entries.reduce(64) { $0 + $1.data.count + 32 })
+        if let snap = snapshot {
+            try saveSnapshot(snap)
+            var p = ByteWriter()
+            p.varint(snap.metadata.index)
+            Self.append(.reset, p.bytes, to: &w)
+            lastIndex = snap.metadata.index
+        }
+        for e in entries {
+            var p = ByteWriter(capacity: e.data.count + 24)
+            RaftCodec.encode(e, into: &p)
+            Self.append(.entry, p.bytes, to: &w)
+        }
+        if let last = entries.last { lastIndex = last.index }
+        entriesWritten += entries.count
+        if let hs = hardState {
+            Self.append(.hardState, RaftCodec.encode(hs), to: &w)
+            lastHardState = hs
+        }
+        guard !w.bytes.isEmpty else { return }
+        try writeAll(w.bytes)
+        if sync {
+            guard fdatasync(fd) == 0 else { throw Failure(description: "fsync of the Raft log failed: \(Self.errorText())") }
+            fsyncs += 1
+        }
+        if segmentSize >= segmentBytes { try startSegment(firstIndex: lastIndex + 1) }
+    }
+
+    private static func append(_ type: RecordType, _ payload: [UInt8], to w: inout ByteWriter) {
+        var body = [type.rawValue]
+        body.append(contentsOf: payload)
+        w.uint32(UInt32(body.count))
+        w.uint32(CRC32C.checksum(body))
+        w.raw(body)
+    }
+
+    private func writeAll(_ bytes: [UInt8]) throws(Failure) {
+        var off = 0
+        var failed: Int32 = 0
+        bytes.withUnsafeBytes { raw in
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 { if errno == EINTR { continue }; failed = errno; return }
+                off += n
+            }
+        }
+        guard failed == 0 else { throw Failure(description: "write to the Raft log failed: \(String(cString: strerror(failed)))") }
+        segmentSize += bytes.count
+    }
+
+    // MARK: - Segments
+
+    private func startSegment(firstIndex: LogIndex) throws(Failure) {
+        if fd >= 0 {
+            _ = fdatasync(fd)
+            close(fd)
+            fd = -1
+        }
+        let seq = (segments.last?.seq ?? 0) + 1
+        let path = walDir + "/" + Self.pad(seq) + "-" + Self.pad(firstIndex) + ".wal"
+        segments.append((seq, firstIndex, path))
+        try openForAppend(path)
+        // Each segment starts with the hard state, so older segments can be deleted safely.
+        var w = ByteWriter()
+        Self.append(.hardState, RaftCodec.encode(lastHardState), to: &w)
+        try writeAll(w.bytes)
+        guard fdatasync(fd) == 0 else { throw Failure(description: "fsync of \(path) failed: \(Self.errorText())") }
+        Self.syncDirectory(walDir)
+    }
+
+    private func openForAppend(_ path: String) throws(Failure) {
+        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(description: "cannot open \(path): \(Self.errorText())") }
+        var st = stat()
+        fstat(fd, &st)
+        segmentSize = Int(st.st_size)
+    }
+
+    /// Deletes segments that only hold entries before `index` (after a snapshot covers them).
+    public func removeSegments(before index: LogIndex) {
+        while segments.count > 1, segments[1].firstIndex <= index {
+            unlink(segments[0].path)
+            segments.removeFirst()
+        }
+    }
+
+    /// Closes the current segment and starts a new one (so compaction can drop the old ones).
+    public func rollOver() throws(Failure) { try startSegment(firstIndex: lastIndex + 1) }
+
+    public var segmentCount: Int { segments.count }
+
+    // MARK: - Snapshots
+
+    /// Writes a snapshot file atomically (temp, fsync, rename, fsync of the folder) and removes
+    /// older ones.
+    public func saveSnapshot(_ s: Snapshot) throws(Failure) {
+        var w = ByteWriter(capacity: s.data.count + 128)
+        RaftCodec.encode(s.metadata, into: &w)
+        w.blob(s.data)
+        var file = ByteWriter(capacity: w.bytes.count + 8)
+        file.uint32(0x4352_5653)  // "SVRC"
+        file.uint32(CRC32C.checksum(w.bytes))
+        file.raw(w.bytes)
+        let name = Self.pad(s.metadata.term) + "-" + Self.pad(s.metadata.index) + ".snap"
+        do {
+            try AtomicFile.write(Data(file.bytes), to: snapDir + "/" + name, mode: 0o600)
+        } catch {
+            throw Failure(description: "cannot write snapshot \(name): \(error)")
+        }
+        for old in Self.list(snapDir) where old.hasSuffix(".snap") && old < name && old.count == name.count {
+            unlink(snapDir + "/" + old)
+        }
+    }
+
+    private func loadNewestSnapshot(_ repairs: inout [String]) throws(Failure) -> Snapshot? {
+        let names = Self.list(snapDir).filter { $0.hasSuffix(".snap") }.sorted(by: >)
+        for name in names {
+            let bytes = try Self.read(snapDir + "/" + name)
+            var r = ByteReader(bytes)
+            guard r.uint32() == 0x4352_5653, let crc = r.uint32(), CRC32C.checksum(bytes.dropFirst(8)) == crc else {
+                repairs.append("skipped damaged snapshot \(name)")
+                continue
+            }
+            var body = ByteReader(Array(bytes.dropFirst(8)))
+            guard let meta = RaftCodec.decodeSnapshotMetadata(&body), let data = body.blob(max: Int(Int32.max)) else {
+                repairs.append("skipped undecodable snapshot \(name)")
+                continue
+            }
+            return Snapshot(metadata: meta, data: data)
+        }
+        return nil
+    }
+
+    // MARK: - Files
+
+    static func pad(_ v: UInt64) -> String {
+        let s = String(v)
+        return String(repeating: "0", count: max(0, 20 - s.count)) + s
+    }
+
+    static func errorText() -> String { String(cString: strerror(errno)) }
+
+    static func makeDirectory(_ path: String) throws(Failure) {
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw Failure(description: "cannot create \(path): \(errorText())")
+        }
+    }
+
+    static func list(_ dir: String) -> [String] {
+        guard let d = opendir(dir) else { return [] }
+        defer { closedir(d) }
+        var out: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafePointer(to: e.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+
+    static func read(_ path: String) throws(Failure) -> [UInt8] {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Failure(description: "cannot open \(path): \(errorText())") }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        var off = 0
+        let ok = out.withUnsafeMutableBytes { raw -> Bool in
+            while off < raw.count {
+                let n = pread(fd, raw.baseAddress! + off, raw.count - off, off_t(off))
+                if n < 0 { if errno == EINTR { continue }; return false }
+                if n == 0 { break }
+                off += n
+            }
+            return true
+        }
+        guard ok else { throw Failure(description: "cannot read \(path): \(errorText())") }
+        return Array(out.prefix(off))
+    }
+
+    static func truncate(_ path: String, to size: Int) throws(Failure) {
+        guard Glibc.truncate(path, off_t(size)) == 0 else { throw Failure(description: "cannot truncate \(path): \(errorText())") }
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+
+    static func syncDirectory(_ path: String) {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd >= 0 { fsync(fd); close(fd) }
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Raft
+@testable import RaftNIO
+import Testing
+
+/// The log on real files: what was saved comes back, a torn tail is cut, nothing acknowledged
+/// (fsync'd before the cut) is lost.
+@Suite struct WriteAheadLogTests {
+    static func tempDir() -> String {
+        let d = NSTemporaryDirectory() + "caravan-wal-\(UUID().uuidString)"
+        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    static func entries(_ range: ClosedRange<LogIndex>, term: Term = 1) -> [Entry] {
+        range.map { Entry(term: term, index: $0, data: Array("value-\($0)".utf8)) }
+    }
+
+    static func newestSegment(_ dir: String) -> String {
+        let names = try! FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".wal") }.sorted()
+        return dir + "/wal/" + names.last!
+    }
+
+    @Test func whatIsSavedComesBack() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: HardState(term: 3, vote: "a", commit: 5), entries: Self.entries(1...10), snapshot: nil, sync: true)
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.hardState == HardState(term: 3, vote: "a", commit: 5))
+        #expect(again.entries == Self.entries(1...10))
+        #expect(again.repairs.isEmpty)
+    }
+
+    @Test func aConflictingSuffixIsReplacedOnReplay() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...10), snapshot: nil, sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(6...7, term: 2), snapshot: nil, sync: true)
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.entries == Self.entries(1...5) + Self.entries(6...7, term: 2))
+    }
+
+    @Test(arguments: [1, 3, 9, 20])
+    func aTornLastRecordIsCutAndEverythingBeforeItSurvives(cut: Int) throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: HardState(term: 2, vote: nil, commit: 0), entries: Self.entries(1...50), snapshot: nil, sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(51...51), snapshot: nil, sync: true)
+        let seg = Self.newestSegment(dir)
+        let size = try FileManager.default.attributesOfItem(atPath: seg)[.size] as! Int
+        truncate(seg, off_t(size - cut))
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.entries == Self.entries(1...50))
+        #expect(again.hardState.term == 2)
+        #expect(again.repairs.count == 1 && again.repairs[0].contains("torn or corrupt tail"))
+        // The repaired log takes appends again and keeps them.
+        let w2 = WriteAheadLog(directory: dir)
+        _ = try w2.open()
+        try w2.save(hardState: nil, entries: Self.entries(51...52, term: 3), snapshot: nil, sync: true)
+        #expect(try WriteAheadLog(directory: dir).open().entries.last == Self.entries(52...52, term: 3)[0])
+    }
+
+    @Test func aCorruptByteInTheLastRecordIsCaughtByItsChecksum() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...20), snapshot: nil, sync: true)
+        let seg = Self.newestSegment(dir)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
+        bytes[bytes.count - 3] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: seg))
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.entries == Self.entries(1...19))
+        #expect(!again.repairs.isEmpty)
+    }
+
+    @Test func corruptionBeforeTheLastSegmentStopsWithAClearError() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir, segmentBytes: 512)
+        _ = try wal.open()
+        for i in stride(from: 1, through: 200, by: 10) {
+            try wal.save(hardState: nil, entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), snapshot: nil, sync: false)
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").sorted()
+        #expect(names.count > 2)
+        let first = dir + "/wal/" + names[0]
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: first))
+        bytes[bytes.count - 5] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: first))
+        #expect {
+            _ = try WriteAheadLog(directory: dir, segmentBytes: 512).open()
+        } throws: { error in
+            "\(error)".contains("corrupt record") && "\(error)".contains("not the last segment")
+        }
+    }
+
+    @Test func aSnapshotReplacesTheLogPrefixAndOldSegmentsGo() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir, segmentBytes: 1024)
+        _ = try wal.open()
+        for i in stride(from: 1, through: 300, by: 10) {
+            try wal.save(hardState: HardState(term: 1, vote: nil, commit: LogIndex(i + 9)), entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), snapshot: nil, sync: false)
+        }
+        let before = wal.segmentCount
+        let config = Configuration(servers: [.init(id: "a", address: "x:1", voter: true)])
+        try wal.saveSnapshot(Snapshot(metadata: SnapshotMetadata(index: 250, term: 1, configuration: config), data: [1, 2, 3]))
+        try wal.rollOver()
+        wal.removeSegments(before: 240)
+        #expect(wal.segmentCount < before)
+        let again = try WriteAheadLog(directory: dir, segmentBytes: 1024).open()
+        #expect(again.snapshot?.metadata.index == 250)
+        #expect(again.snapshot?.data == [1, 2, 3])
+        #expect(again.entries.first?.index == 251)
+        #expect(again.entries.last?.index == 300)
+        #expect(again.hardState.commit == 300)
+    }
+
+    @Test func aReceivedSnapshotResetsTheLog() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...10), snapshot: nil, sync: true)
+        let config = Configuration(servers: [.init(id: "a", address: "x:1", voter: true)])
+        let snap = Snapshot(metadata: SnapshotMetadata(index: 500, term: 4, configuration: config), data: [9])
+        try wal.save(hardState: HardState(term: 4, vote: nil, commit: 500), entries: [], snapshot: snap, sync: true)
+        try wal.save(hardState: nil, entries: [Entry(term: 4, index: 501, data: [7])], snapshot: nil, sync: true)
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.snapshot == snap)
+        #expect(again.entries == [Entry(term: 4, index: 501, data: [7])])
+    }
+
+    @Test func checksumMatchesTheCastagnoliReference() {
+        // RFC 3720 test vector: 32 bytes of zeros.
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+    }
+}
