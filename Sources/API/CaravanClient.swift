@@ -189,6 +189,53 @@ public struct CaravanClient: Sendable {
     public func leave() async throws(ClientError) {
         let _: [String: String] = try await request(.POST, "/v1/agent/leave")
     }
+
+    public func status() async throws(ClientError) -> StatusView {
+        try await request(.GET, "/v1/status")
+    }
+
+    public func raftConfiguration() async throws(ClientError) -> RaftConfigurationView {
+        try await request(.GET, "/v1/operator/raft/configuration")
+    }
+
+    public func transferLeadership(to id: String?) async throws(ClientError) -> LeaderView {
+        try await request(.POST, "/v1/operator/raft/transfer-leader" + (id.map { "?id=" + Self.escape($0) } ?? ""))
+    }
+
+    public func putVariable(_ path: String, _ value: String) async throws(ClientError) -> VariableView {
+        try await request(.PUT, "/v1/var/" + Self.escapePath(path), body: VariableWrite(value: value))
+    }
+
+    public func variable(_ path: String, stale: Bool = false) async throws(ClientError) -> VariableView {
+        try await request(.GET, "/v1/var/" + Self.escapePath(path) + (stale ? "?stale" : ""))
+    }
+
+    public func variables(prefix: String, stale: Bool = false) async throws(ClientError) -> [VariableView] {
+        try await request(.GET, "/v1/vars?prefix=" + Self.escape(prefix) + (stale ? "&stale" : ""))
+    }
+
+    public func deleteVariable(_ path: String) async throws(ClientError) {
+        let _: [String: Bool] = try await request(.DELETE, "/v1/var/" + Self.escapePath(path))
+    }
+
+    /// Percent-encodes a query value.
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            let c = Character(Unicode.Scalar(b))
+            if c.isASCII && (c.isLetter || c.isNumber || "-._~".contains(c)) { out.append(c) } else { out += "%" + String(b, radix: 16, uppercase: true).leftPadded(2) }
+        }
+        return out
+    }
+
+    /// Percent-encodes each segment of a path, keeping the slashes.
+    static func escapePath(_ s: String) -> String {
+        s.split(separator: "/", omittingEmptySubsequences: false).map { escape(String($0)) }.joined(separator: "/")
+    }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
 }
 
 /// Collects one HTTP response.

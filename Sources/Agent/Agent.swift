@@ -10,23 +10,41 @@ import Keyring
 import Logging
 import NIOCore
 import NIOPosix
+import Raft
+import RaftNIO
 import ServiceLifecycle
 import Synchronization
 
-/// One `caravan agent` process: gossip membership and the HTTP API, wired together.
+/// One `caravan agent` process: gossip membership, the Raft server and the HTTP API, wired together.
 public final class Agent: Sendable {
     public let config: AgentConfiguration
     public let gossip: GossipNode
+    public let raft: RaftNode
+    let variables: VariableStore
     let logger: Logger
     let capacity: CapacityView
+    private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
 
-    private init(config: AgentConfiguration, gossip: GossipNode, logger: Logger, capacity: CapacityView) {
+    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, variables: VariableStore, logger: Logger,
+                 capacity: CapacityView, metadata: NodeMetadata) {
         self.config = config
         self.gossip = gossip
+        self.raft = raft
+        self.variables = variables
         self.logger = logger
         self.capacity = capacity
+        self.metadata = Mutex(metadata)
+    }
+
+    /// Changes this agent's gossip metadata and spreads it.
+    func updateMetadata(_ change: (inout NodeMetadata) -> Void) async {
+        let bytes = metadata.withLock { m -> [UInt8] in
+            change(&m)
+            return m.encode()
+        }
+        await gossip.updateMetadata(bytes)
     }
 
     /// Prepares the data directory and keyring, binds gossip, and joins the given peers.
@@ -43,7 +61,7 @@ public final class Agent: Sendable {
         let metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,
                                                         diskMiB: capacity.diskMiB),
-                                    tags: config.tags)
+                                    tags: config.tags, httpPort: config.httpPort, rpcPort: config.rpcPort)
         let encoded = metadata.encode()
         guard encoded.count + 33 <= config.gossip.maxMetadataSize else {
             throw AgentError("node metadata is \(encoded.count) bytes, over the \(config.gossip.maxMetadataSize)-byte bound: use fewer or shorter --tag values", usage: true)
@@ -54,23 +72,48 @@ public final class Agent: Sendable {
         do { identity = try NodeIdentity.loadOrCreate(path: config.dataDir + "/identity.key") } catch {
             throw AgentError(error.message)
         }
-        let gossipConfig = GossipConfiguration(name: config.name, bind: bind, advertise: advertise, settings: config.gossip,
+        let shared = SharedKeyring(keyring)
+        var gossipConfig = GossipConfiguration(name: config.name, bind: bind, advertise: advertise, settings: config.gossip,
                                                keyring: keyring, keyringPath: keyring.isEncrypted ? config.keyringPath : nil,
                                                metadata: encoded, identity: identity, peersPath: config.dataDir + "/peers.json")
+        gossipConfig.sharedKeyring = shared
+        let variables = VariableStore()
+        let raft = try await startRaft(config, keyring: shared, stateMachine: variables, logger: logger)
         let node: GossipNode
         do {
             node = try await GossipNode.start(gossipConfig, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         } catch {
+            await raft.shutdown()
             throw AgentError("cannot bind gossip on \(bind) (UDP and TCP): \(describe(error))")
         }
         logger.info("agent started", metadata: ["name": "\(config.name)", "gossip": "\(bind)",
-                                                "http": "\(config.bind):\(config.httpPort)",
+                                                "http": "\(config.bind):\(config.httpPort)", "rpc": "\(config.bind):\(config.rpcPort)",
                                                 "encrypted": "\(keyring.isEncrypted)"])
         // Rejoin the members remembered from earlier runs as well as those named on the command line.
         var join = config.join
         for a in await node.rememberedPeers() where !join.contains(a) { join.append(a) }
         if !join.isEmpty { await node.join(join) }
-        return Agent(config: config, gossip: node, logger: logger, capacity: capacity)
+        return Agent(config: config, gossip: node, raft: raft, variables: variables, logger: logger, capacity: capacity,
+                     metadata: metadata)
+    }
+
+    static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: VariableStore,
+                          logger: Logger) async throws -> RaftNode {
+        let tick = Duration.milliseconds(10)
+        let settings = RaftSettings(heartbeatTicks: max(1, Int(config.raftHeartbeat / tick)),
+                                    electionTicks: max(2, Int(config.raftElectionTimeout / tick)))
+        let advertise = "\(config.advertise ?? config.bind):\(config.rpcPort)"
+        let raftConfig = RaftNodeConfiguration(id: ServerID(config.name), bindHost: config.bind, port: Int(config.rpcPort),
+                                               advertise: advertise, directory: config.dataDir + "/raft", settings: settings,
+                                               tickInterval: tick, keyring: keyring)
+        do {
+            return try await RaftNode.start(raftConfig, stateMachine: stateMachine, group: MultiThreadedEventLoopGroup.singleton,
+                                            logger: logger)
+        } catch let e as WriteAheadLog.Failure {
+            throw AgentError("cannot open the Raft log: \(e.description)")
+        } catch {
+            throw AgentError("cannot bind RPC on \(config.bind):\(config.rpcPort) (TCP): \(describe(error))")
+        }
     }
 
     static func describe(_ error: any Error) -> String {
@@ -105,6 +148,8 @@ public final class Agent: Sendable {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(ErrorMiddleware())
         AgentRoutes(agent: self).register(on: router)
+        RaftRoutes(agent: self).register(on: router)
+        VariableRoutes(agent: self).register(on: router)
         return router
     }
 
@@ -115,13 +160,15 @@ public final class Agent: Sendable {
                                                    serverName: "caravan"),
                               logger: logger)
         let lifecycle = GossipLifecycle(agent: self)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: app)],
+        let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: VoterKeeper(agent: self)),
+                                                                 .init(service: app)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }
         if shutdownRequested.withLock({ $0 }) { await group.triggerGracefulShutdown() }
         do {
             try await group.run()
         } catch {
+            await raft.shutdown()
             await gossip.shutdown()
             throw AgentError("cannot serve the HTTP API on \(config.bind):\(config.httpPort): \(Self.describe(error))")
         }
@@ -168,6 +215,8 @@ struct GossipLifecycle: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
+        // Hand Raft leadership over first, so the cluster keeps taking writes without an election.
+        await agent.raft.shutdown()
         agent.logger.info("leaving the cluster")
         await agent.gossip.leave()
         await agent.gossip.shutdown()

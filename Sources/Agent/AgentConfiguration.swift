@@ -19,6 +19,15 @@ public struct AgentConfiguration: Sendable {
     public var tags: [String: String] = [:]
     public var gossip: Settings = .lan
     public var version = CaravanVersion.current
+    /// How many agents bootstrap the Raft group together (1 in `--dev`).
+    public var bootstrapExpect = 3
+    /// The most voters the leader keeps (3, or 5 once 5 agents are live).
+    public var raftVoters = 5
+    /// How long gossip must report a voter dead before the leader replaces it.
+    public var deadServerGrace: Duration = .seconds(10)
+    /// Raft heartbeat and election timeout (etcd's defaults).
+    public var raftHeartbeat: Duration = .milliseconds(100)
+    public var raftElectionTimeout: Duration = .seconds(1)
 
     public init(name: String, bind: String, dataDir: String) {
         self.name = name

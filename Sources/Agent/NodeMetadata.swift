@@ -12,16 +12,29 @@ public struct NodeMetadata: Sendable, Equatable {
     public var capacity: CapacityView
     public var free: ResourcesView
     public var tags: [String: String]
+    public var httpPort: UInt16
+    public var rpcPort: UInt16
+    /// Where this agent stands in the Raft group: not in one, proposing to bootstrap one
+    /// (`raftIntent` identifies the proposed set of voters), or a member.
+    public var raft: RaftStanding
+    public var raftIntent: UInt64
 
-    public init(role: String, version: String, capacity: CapacityView, free: ResourcesView, tags: [String: String]) {
+    public enum RaftStanding: UInt8, Sendable { case none = 0, intent = 1, member = 2 }
+
+    public init(role: String, version: String, capacity: CapacityView, free: ResourcesView, tags: [String: String],
+                httpPort: UInt16 = 4680, rpcPort: UInt16 = 4681, raft: RaftStanding = .none, raftIntent: UInt64 = 0) {
         self.role = role
         self.version = version
         self.capacity = capacity
         self.free = free
         self.tags = tags
+        self.httpPort = httpPort
+        self.rpcPort = rpcPort
+        self.raft = raft
+        self.raftIntent = raftIntent
     }
 
-    static let formatVersion: UInt8 = 1
+    static let formatVersion: UInt8 = 2
 
     public func encode() -> [UInt8] {
         var w = ByteWriter()
@@ -29,9 +42,11 @@ public struct NodeMetadata: Sendable, Equatable {
         w.string(role)
         w.string(version)
         for v in [capacity.cpuCores, capacity.cpuMHz, capacity.cpuMillicores, capacity.memoryMiB, capacity.diskMiB,
-                  free.cpuMillicores, free.memoryMiB, free.diskMiB, tags.count] {
+                  free.cpuMillicores, free.memoryMiB, free.diskMiB] {
             w.varint(UInt64(max(0, v)))
         }
+        w.varint(UInt64(httpPort)); w.varint(UInt64(rpcPort)); w.byte(raft.rawValue); w.varint(raftIntent)
+        w.varint(UInt64(tags.count))
         for (k, v) in tags.sorted(by: { $0.key < $1.key }) { w.string(k); w.string(v) }
         return w.bytes
     }
@@ -42,7 +57,10 @@ public struct NodeMetadata: Sendable, Equatable {
         func int() -> Int? { r.varint().flatMap { $0 <= UInt64(Int.max) ? Int($0) : nil } }
         guard r.byte() == formatVersion, let role = r.string(), let version = r.string(),
               let cores = int(), let mhz = int(), let millis = int(), let mem = int(), let disk = int(),
-              let fcpu = int(), let fmem = int(), let fdisk = int(), let count = r.count(max: 64) else { return nil }
+              let fcpu = int(), let fmem = int(), let fdisk = int(),
+              let http = r.varint(), http <= 65535, let rpc = r.varint(), rpc <= 65535,
+              let standing = r.byte().flatMap(RaftStanding.init(rawValue:)), let intent = r.varint(),
+              let count = r.count(max: 64) else { return nil }
         var tags: [String: String] = [:]
         for _ in 0..<count {
             guard let k = r.string(), let v = r.string() else { return nil }
@@ -51,6 +69,7 @@ public struct NodeMetadata: Sendable, Equatable {
         guard r.atEnd else { return nil }
         return NodeMetadata(role: role, version: version,
                             capacity: CapacityView(cpuCores: cores, cpuMHz: mhz, cpuMillicores: millis, memoryMiB: mem, diskMiB: disk),
-                            free: ResourcesView(cpuMillicores: fcpu, memoryMiB: fmem, diskMiB: fdisk), tags: tags)
+                            free: ResourcesView(cpuMillicores: fcpu, memoryMiB: fmem, diskMiB: fdisk), tags: tags,
+                            httpPort: UInt16(http), rpcPort: UInt16(rpc), raft: standing, raftIntent: intent)
     }
 }

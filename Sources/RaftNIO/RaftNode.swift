@@ -72,7 +72,7 @@ public struct RaftError: Error, Sendable, CustomStringConvertible, Equatable {
 /// Writes from any agent end up as ``apply(_:timeout:)`` on the leader (followers and
 /// non-members forward them over RPC); consistent reads use ReadIndex on the leader.
 public final class RaftNode: @unchecked Sendable {
-    enum Op: UInt8 { case apply = 1, read = 2 }
+    enum Op: UInt8 { case apply = 1, read = 2, status = 3, transfer = 4 }
 
     public let id: ServerID
     let config: RaftNodeConfiguration
@@ -214,6 +214,12 @@ public final class RaftNode: @unchecked Sendable {
             switch op {
             case .apply: return proposeLocally(payload)
             case .read: return readLocally(payload)
+            case .status: return loop.makeSucceededFuture(GroupView(core.status).encode())
+            case .transfer:
+                let target = payload.isEmpty ? nil : ServerID(String(decoding: payload, as: UTF8.self))
+                do { try core.transferLeadership(to: target) } catch { return loop.makeFailedFuture(RaftError(.rejected, "\(error)")) }
+                scheduleProcess()
+                return loop.makeSucceededFuture([])
             }
         }
         let target: String? = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
@@ -276,6 +282,18 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     // MARK: - Operator actions
+
+    /// The group as its leader sees it (asked over RPC when this agent is not the leader).
+    public func groupView(timeout: Duration = .seconds(5)) async throws -> GroupView {
+        let bytes = try await submit(.status, [], hops: 0, deadline: ContinuousClock.now + timeout).get()
+        guard let v = GroupView.decode(bytes) else { throw RaftError(.remote, "the leader sent an unreadable status") }
+        return v
+    }
+
+    /// Asks the leader, wherever it is, to hand leadership to `target` (or the best voter).
+    public func requestLeadershipTransfer(to target: ServerID?, timeout: Duration = .seconds(5)) async throws {
+        _ = try await submit(.transfer, Array((target?.rawValue ?? "").utf8), hops: 0, deadline: ContinuousClock.now + timeout).get()
+    }
 
     public func status() async -> RaftStatus {
         (try? await loop.submit { self.core.status }.get())!
@@ -444,5 +462,53 @@ public final class RaftNode: @unchecked Sendable {
         guard core.configuration != knownConfiguration else { return }
         knownConfiguration = core.configuration
         for s in knownConfiguration.servers { transport.learn(s.id, address: s.address) }
+    }
+}
+
+/// The leader's view of the group, as `caravan operator raft peers` shows it.
+public struct GroupView: Sendable, Equatable {
+    public var term: Term
+    public var leader: ServerID?
+    public var commit: LogIndex
+    public var configuration: Configuration
+    /// How far each follower's log matches the leader's.
+    public var matches: [ServerID: LogIndex]
+
+    init(_ s: RaftStatus) {
+        term = s.term
+        leader = s.leader
+        commit = s.commit
+        configuration = s.configuration
+        matches = Dictionary(uniqueKeysWithValues: s.peers.map { ($0.id, $0.match) })
+        matches[s.id] = s.lastIndex
+    }
+
+    init(term: Term, leader: ServerID?, commit: LogIndex, configuration: Configuration, matches: [ServerID: LogIndex]) {
+        self.term = term
+        self.leader = leader
+        self.commit = commit
+        self.configuration = configuration
+        self.matches = matches
+    }
+
+    func encode() -> [UInt8] {
+        var w = ByteWriter()
+        w.varint(term); w.string(leader?.rawValue ?? ""); w.varint(commit)
+        w.blob(ConfigurationCodec.encode(configuration))
+        w.varint(UInt64(matches.count))
+        for (k, v) in matches.sorted(by: { $0.key < $1.key }) { w.string(k.rawValue); w.varint(v) }
+        return w.bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> GroupView? {
+        var r = ByteReader(bytes)
+        guard let t = r.varint(), let l = r.string(), let c = r.varint(), let cb = r.blob(max: 1 << 20),
+              let config = ConfigurationCodec.decode(cb), let n = r.count(max: 1024) else { return nil }
+        var m: [ServerID: LogIndex] = [:]
+        for _ in 0..<n {
+            guard let k = r.string(), let v = r.varint() else { return nil }
+            m[ServerID(k)] = v
+        }
+        return GroupView(term: t, leader: l.isEmpty ? nil : ServerID(l), commit: c, configuration: config, matches: m)
     }
 }

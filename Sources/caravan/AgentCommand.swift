@@ -12,10 +12,12 @@ import NIOCore
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent",
-        abstract: "Run the agent: gossip membership and the HTTP API on this machine.",
+        abstract: "Run the agent: gossip membership, Raft and the HTTP API on this machine.",
         discussion: """
-            Listens on --bind: HTTP API 4680, gossip 4682 (UDP and TCP). Runs until SIGINT or
-            SIGTERM, then leaves the cluster gracefully.
+            Listens on --bind: HTTP API 4680, RPC 4681 (TCP), gossip 4682 (UDP and TCP). The first
+            --bootstrap-expect agents that see each other form the Raft group; the leader keeps
+            3 (or 5) voters from then on. Runs until SIGINT or SIGTERM, then hands Raft leadership
+            over and leaves the cluster gracefully.
             """
     )
 
@@ -23,13 +25,18 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "IP address every listener binds to.") var bind: String?
     @Option(help: "IP address other agents use to reach this one (default: --bind).") var advertise: String?
     @Option(help: "An agent to join, IP[:PORT] (gossip port, default 4682). Repeatable.") var join: [String] = []
-    @Option(help: "Directory for the keyring and (later) the Raft log.") var dataDir: String?
+    @Option(help: "Directory for the keyring and the Raft log.") var dataDir: String?
     @Option(help: "Base64 cluster key (see `caravan keygen`); seeds the keyring file on first start.") var encrypt: String?
     @Option(help: "Keyring file to use (default <data-dir>/keyring.json).") var keyringFile: String?
     @Option(help: "A KEY=VALUE tag published to the cluster. Repeatable.") var tag: [String] = []
     @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String = "lan"
     @Option(help: "HTTP API port.") var httpPort: Int = 4680
     @Option(help: "Gossip port (UDP and TCP).") var gossipPort: Int = 4682
+    @Option(help: "Raft RPC port (TCP).") var rpcPort: Int = 4681
+    @Option(help: "How many agents form the Raft group together at first (1 with --dev).") var bootstrapExpect: Int?
+    @Option(help: "Most Raft voters the leader keeps: 3, or 5 once 5 agents are live.") var raftVoters: Int = 5
+    @Option(help: "Seconds gossip must report a voter dead before it is replaced.") var raftDeadGrace: Double = 10
+    @Option(help: "Raft election timeout in milliseconds (heartbeat is a tenth).") var raftElectionMs: Int = 1000
     @Option(help: "trace, debug, info, warning or error.") var logLevel: String = "info"
     @Flag(help: "Development mode: one agent on 127.0.0.1 with a throw-away data dir.") var dev = false
 
@@ -70,6 +77,12 @@ struct AgentCommand: AsyncParsableCommand {
         guard let dir else { throw CLIError.usage("--data-dir is required (or use --dev)") }
         guard (1...65535).contains(httpPort) else { throw CLIError.usage("--http-port: \(httpPort) is not a port") }
         guard (1...65535).contains(gossipPort) else { throw CLIError.usage("--gossip-port: \(gossipPort) is not a port") }
+        guard (1...65535).contains(rpcPort) else { throw CLIError.usage("--rpc-port: \(rpcPort) is not a port") }
+        let expect = bootstrapExpect ?? (dev ? 1 : 3)
+        guard (1...7).contains(expect) else { throw CLIError.usage("--bootstrap-expect: \(expect) must be 1 to 7") }
+        guard [1, 3, 5, 7].contains(raftVoters) else { throw CLIError.usage("--raft-voters: \(raftVoters) must be 1, 3, 5 or 7") }
+        guard raftDeadGrace >= 0, raftDeadGrace <= 86_400 else { throw CLIError.usage("--raft-dead-grace: \(raftDeadGrace) must be 0 to 86400 seconds") }
+        guard (50...60_000).contains(raftElectionMs) else { throw CLIError.usage("--raft-election-ms: \(raftElectionMs) must be 50 to 60000") }
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
         let hostName = String(cString: host)
@@ -82,6 +95,12 @@ struct AgentCommand: AsyncParsableCommand {
         config.advertise = advertise
         config.httpPort = UInt16(httpPort)
         config.gossipPort = UInt16(gossipPort)
+        config.rpcPort = UInt16(rpcPort)
+        config.bootstrapExpect = expect
+        config.raftVoters = raftVoters
+        config.deadServerGrace = .milliseconds(Int64(raftDeadGrace * 1000))
+        config.raftElectionTimeout = .milliseconds(raftElectionMs)
+        config.raftHeartbeat = .milliseconds(max(10, raftElectionMs / 10))
         for j in join {
             guard let a = Address(parsing: j, defaultPort: 4682), (try? SocketAddress(ipAddress: a.host, port: 0)) != nil else {
                 throw CLIError.usage("--join: \"\(j)\" is not IP[:PORT]")

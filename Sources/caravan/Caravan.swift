@@ -11,7 +11,8 @@ struct Caravan: AsyncParsableCommand {
         commandName: "caravan",
         abstract: "A masterless cluster scheduler: one agent on every machine.",
         version: "0.1.0",
-        subcommands: [AgentCommand.self, MembersCommand.self, LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
+        subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self,
+                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
     )
 
     /// Parses and runs a command; exit status 0 on success, 1 on a failed operation, 2 on bad usage or input.

@@ -100,7 +100,8 @@ import Testing
     @Test func nodeMetadataRoundTripsAndRejectsGarbage() {
         let m = NodeMetadata(role: "agent", version: "0.1.0",
                              capacity: CapacityView(cpuCores: 2, cpuMHz: 2600, cpuMillicores: 2000, memoryMiB: 24000, diskMiB: 80000),
-                             free: ResourcesView(cpuMillicores: 1500, memoryMiB: 20000, diskMiB: 70000), tags: ["rack": "r1", "zone": "a"])
+                             free: ResourcesView(cpuMillicores: 1500, memoryMiB: 20000, diskMiB: 70000), tags: ["rack": "r1", "zone": "a"],
+                             httpPort: 5000, rpcPort: 5001, raft: .member, raftIntent: 77)
         #expect(NodeMetadata.decode(m.encode()) == m)
         #expect(NodeMetadata.decode([]) == nil)
         #expect(NodeMetadata.decode(Array(m.encode().dropLast())) == nil)

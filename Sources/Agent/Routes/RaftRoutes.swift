@@ -1,0 +1,83 @@
+import API
+import Hummingbird
+import Raft
+import RaftNIO
+
+/// `/v1/status`, `/v1/status/leader`, `/v1/operator/raft/...`: the Raft group.
+struct RaftRoutes {
+    let agent: Agent
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/v1/status") { _, _ in
+            let s = await agent.raft.status()
+            let me = ServerID(agent.config.name)
+            let membership = s.configuration.isVoter(me) ? "voter" : s.configuration.contains(me) ? "learner" : "none"
+            return JSONResponse.make(StatusView(
+                node: agent.config.name, leader: s.leader?.rawValue,
+                leaderAddress: s.leader.flatMap { s.configuration.server($0)?.address }, term: s.term,
+                role: membership == "none" ? "none" : s.role.rawValue, membership: membership,
+                commitIndex: s.commit, appliedIndex: s.applied, lastIndex: s.lastIndex))
+        }
+        router.get("/v1/status/leader") { _, _ in
+            let v = try await groupView()
+            return JSONResponse.make(LeaderView(leader: v.leader?.rawValue,
+                                                address: v.leader.flatMap { v.configuration.server($0)?.address }))
+        }
+        router.get("/v1/operator/raft/configuration") { _, _ in
+            let v = try await groupView()
+            return JSONResponse.make(RaftConfigurationView(
+                term: v.term, commitIndex: v.commit,
+                servers: v.configuration.servers.map {
+                    RaftPeerView(id: $0.id.rawValue, address: $0.address, voter: $0.voter, leader: $0.id == v.leader,
+                                 matchIndex: v.matches[$0.id] ?? 0)
+                }))
+        }
+        router.post("/v1/operator/raft/transfer-leader") { request, _ in
+            let target = request.uri.queryParameters.get("id").flatMap { $0.isEmpty ? nil : ServerID($0) }
+            if let target {
+                let v = try await groupView()
+                guard v.configuration.isVoter(target) else {
+                    throw APIError(.badRequest, "not_a_voter", "\(target) is not a voter; see `caravan operator raft peers`")
+                }
+            }
+            do { try await agent.raft.requestLeadershipTransfer(to: target) } catch { throw APIError(raft: error) }
+            // Report where leadership went once the group has settled on it.
+            let deadline = ContinuousClock.now + .seconds(3)
+            var v = try await groupView()
+            while ContinuousClock.now < deadline, v.leader == nil || (target != nil && v.leader != target) {
+                try await Task.sleep(for: .milliseconds(20))
+                v = (try? await agent.raft.groupView()) ?? v
+            }
+            return JSONResponse.make(LeaderView(leader: v.leader?.rawValue, address: v.leader.flatMap { v.configuration.server($0)?.address }))
+        }
+    }
+
+    func groupView() async throws -> GroupView {
+        do { return try await agent.raft.groupView() } catch { throw APIError(raft: error) }
+    }
+}
+
+extension APIError {
+    /// Maps a failed Raft operation to a status and stable code.
+    init(raft error: any Error) {
+        if let e = error as? RaftError {
+            switch e.code {
+            case .noLeader, .leadershipLost, .shuttingDown: self.init(.serviceUnavailable, e.code.rawValue, e.message)
+            case .timeout: self.init(.gatewayTimeout, "timeout", e.message)
+            case .rejected: self.init(.badRequest, "rejected", e.message)
+            case .remote: self.init(.badGateway, "remote_error", e.message)
+            }
+        } else if let e = error as? RaftTransport.RemoteFailure {
+            // The leader answered with an error or could not be reached.
+            if e.description.contains("no Raft leader") {
+                self.init(.serviceUnavailable, "no_leader", e.description)
+            } else if e.description.contains("not a voter") || e.description.contains("is not a member") {
+                self.init(.badRequest, "rejected", e.description)
+            } else {
+                self.init(.badGateway, "leader_unreachable", e.description)
+            }
+        } else {
+            self.init(.internalServerError, "internal", "\(error)")
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Primitives
+import Raft
+import RaftNIO
+import Synchronization
+
+/// The replicated key-value store behind `caravan var` (Nomad calls these Variables): the first
+/// state machine Raft carries. Paths map to string values; every item remembers the log index
+/// that created and last changed it.
+///
+/// Commands are a type byte and fields; a type byte with the high bit set may be ignored by an
+/// agent that does not know it (so newer leaders can add commands without stopping older
+/// followers), any other unknown type stops the apply with an error answer.
+public final class VariableStore: ReplicatedStateMachine {
+    public struct Item: Sendable, Equatable {
+        public var value: String
+        public var createIndex: LogIndex
+        public var modifyIndex: LogIndex
+    }
+
+    enum Command: UInt8 { case put = 1, delete = 2 }
+    enum Query: UInt8 { case get = 1, list = 2 }
+    static let ignorable: UInt8 = 0x80
+    public static let maxPathBytes = 512
+    public static let maxValueBytes = 64 << 10
+
+    private let items = Mutex<[String: Item]>([:])
+
+    public init() {}
+
+    // MARK: - Encoding (used by the routes)
+
+    public static func put(_ path: String, _ value: String) -> [UInt8] {
+        var w = ByteWriter()
+        w.byte(Command.put.rawValue); w.string(path, max: maxPathBytes); w.string(value, max: maxValueBytes)
+        return w.bytes
+    }
+
+    public static func delete(_ path: String) -> [UInt8] {
+        var w = ByteWriter()
+        w.byte(Command.delete.rawValue); w.string(path, max: maxPathBytes)
+        return w.bytes
+    }
+
+    public static func get(_ path: String) -> [UInt8] {
+        var w = ByteWriter()
+        w.byte(Query.get.rawValue); w.string(path, max: maxPathBytes)
+        return w.bytes
+    }
+
+    public static func list(prefix: String) -> [UInt8] {
+        var w = ByteWriter()
+        w.byte(Query.list.rawValue); w.string(prefix, max: maxPathBytes)
+        return w.bytes
+    }
+
+    /// Decodes the answer of a get or list: path and item for each match.
+    public static func decodeItems(_ bytes: [UInt8]) -> [(String, Item)]? {
+        var r = ByteReader(bytes)
+        guard let n = r.count(max: 1 << 20) else { return nil }
+        var out: [(String, Item)] = []
+        for _ in 0..<n {
+            guard let p = r.string(max: maxPathBytes), let v = r.string(max: maxValueBytes), let c = r.varint(), let m = r.varint() else { return nil }
+            out.append((p, Item(value: v, createIndex: c, modifyIndex: m)))
+        }
+        return r.atEnd ? out : nil
+    }
+
+    static func encodeItems(_ items: [(String, Item)]) -> [UInt8] {
+        var w = ByteWriter()
+        w.varint(UInt64(items.count))
+        for (p, i) in items {
+            w.string(p, max: maxPathBytes); w.string(i.value, max: maxValueBytes); w.varint(i.createIndex); w.varint(i.modifyIndex)
+        }
+        return w.bytes
+    }
+
+    // MARK: - State machine
+
+    public func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
+        var r = ByteReader(command)
+        guard let type = r.byte() else { return [1] }
+        switch Command(rawValue: type) {
+        case .put:
+            guard let p = r.string(max: Self.maxPathBytes), let v = r.string(max: Self.maxValueBytes) else { return [1] }
+            let item = items.withLock { all -> Item in
+                let created = all[p]?.createIndex ?? index
+                all[p] = Item(value: v, createIndex: created, modifyIndex: index)
+                return all[p]!
+            }
+            return [0] + Self.encodeItems([(p, item)])
+        case .delete:
+            guard let p = r.string(max: Self.maxPathBytes) else { return [1] }
+            let existed = items.withLock { $0.removeValue(forKey: p) != nil }
+            return [0, existed ? 1 : 0]
+        case nil:
+            // Unknown: ignorable ones are skipped, others are refused (the same on every agent).
+            return type & Self.ignorable != 0 ? [0] : [1]
+        }
+    }
+
+    public func query(_ request: [UInt8]) throws -> [UInt8] {
+        var r = ByteReader(request)
+        guard let type = r.byte().flatMap(Query.init(rawValue:)), let p = r.string(max: Self.maxPathBytes) else {
+            throw RaftError(.rejected, "malformed query")
+        }
+        let all = items.withLock { $0 }
+        switch type {
+        case .get: return Self.encodeItems(all[p].map { [(p, $0)] } ?? [])
+        case .list: return Self.encodeItems(all.filter { $0.key.hasPrefix(p) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        }
+    }
+
+    public func snapshot() -> [UInt8] {
+        let all = items.withLock { $0 }
+        return Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+    }
+
+    public func restore(_ snapshot: [UInt8]) {
+        let decoded = Self.decodeItems(snapshot) ?? []
+        items.withLock { all in
+            all = [:]
+            for (p, i) in decoded { all[p] = i }
+        }
+    }
+}
