@@ -32,6 +32,8 @@ up() {
   [[ -x "$BIN" ]] || { echo "error: $BIN not built; run swift build" >&2; exit 1; }
   down
   mkdir -p "$RUN"
+  # The first three agents (or all, if fewer) form the Raft group; the leader adds more voters itself.
+  local expect=$(( n < 3 ? n : 3 ))
   # One cluster key, kept with the cluster so restarts reuse it.
   if [[ ! -f "$RUN/cluster.key" ]]; then "$BIN" keygen > "$RUN/cluster.key"; chmod 600 "$RUN/cluster.key"; fi
   for i in $(seq 1 "$n"); do
@@ -42,11 +44,11 @@ up() {
       chmod 600 "$dir/data/keyring.json"
     fi
     nohup "$BIN" agent --name "agent-$i" --bind "$ip" --data-dir "$dir/data" \
-      --join 127.0.0.2 --join 127.0.0.3 --tag "rack=r$(( (i - 1) % 2 + 1 ))" \
+      --join 127.0.0.2 --join 127.0.0.3 --bootstrap-expect "$expect" --tag "rack=r$(( (i - 1) % 2 + 1 ))" \
       > "$dir/agent.log" 2>&1 < /dev/null &
     echo $! > "$dir/agent.pid"
   done
-  # Wait (with a deadline) until every agent lists every agent alive.
+  # Wait (with a deadline) until every agent lists every agent alive and knows the Raft leader.
   local deadline=$((SECONDS + 30))
   while ((SECONDS < deadline)); do
     local ok=1
@@ -54,21 +56,23 @@ up() {
       local alive
       alive=$("$BIN" members --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -c '"status" : "alive"' || true)
       [[ "$alive" == "$n" ]] || { ok=0; break; }
+      "$BIN" status --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -q '"leader" : "' || { ok=0; break; }
     done
     if ((ok)); then
       echo "cluster of $n agents is up (logs under $RUN)"
       "$BIN" members --address http://127.0.0.2:4680
+      "$BIN" operator raft peers --address http://127.0.0.2:4680
       return 0
     fi
     sleep 0.2
   done
-  echo "error: agents did not all see each other within 30s; see $RUN/*/agent.log" >&2
+  echo "error: agents did not all see each other and a Raft leader within 30s; see $RUN/*/agent.log" >&2
   exit 1
 }
 
 case "${1:-}" in
   up) up "${2:-3}" ;;
   down) down; echo "cluster stopped" ;;
-  status) "$BIN" members --address http://127.0.0.2:4680 ;;
+  status) "$BIN" members --address http://127.0.0.2:4680; "$BIN" operator raft peers --address http://127.0.0.2:4680 ;;
   *) echo "usage: $0 up [N] | down | status" >&2; exit 2 ;;
 esac

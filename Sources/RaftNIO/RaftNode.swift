@@ -222,8 +222,10 @@ public final class RaftNode: @unchecked Sendable {
                 return loop.makeSucceededFuture([])
             }
         }
+        // The leader if we know it; otherwise any member gossip names (a server removed while it
+        // was down still lists itself, and only the group can tell it where the leader is).
         let target: String? = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
-            ?? (core.configuration.contains(id) ? nil : memberHints.filter { $0 != config.advertise }.randomElement())
+            ?? memberHints.filter { $0 != config.advertise }.randomElement()
         let remaining = ContinuousClock.now.duration(to: deadline)
         guard let target, hops < 3 else {
             guard remaining > .milliseconds(50) else {
@@ -257,6 +259,11 @@ public final class RaftNode: @unchecked Sendable {
             let (index, term) = try core.propose(command)
             let p = loop.makePromise(of: [UInt8].self)
             proposals[index] = (term, p)
+            loop.scheduleTask(in: .seconds(10)) {
+                guard let pending = self.proposals[index], pending.term == term else { return }
+                self.proposals[index] = nil
+                pending.promise.fail(RaftError(.timeout, "the write was not committed within 10s (no quorum?); it may or may not be applied"))
+            }
             scheduleProcess()
             return p.futureResult
         } catch {
@@ -438,8 +445,13 @@ public final class RaftNode: @unchecked Sendable {
     /// Entries still in the log are settled by applyEntry: same term applied, other term failed.
     private func failStaleProposals() {
         guard !proposals.isEmpty, core.role != .leader else { return }
-        for (i, p) in proposals where i > core.lastIndex {
-            p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was committed; it was not applied"))
+        for (i, p) in proposals {
+            if i > core.lastIndex {
+                p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was committed; it was not applied"))
+            } else {
+                // Still in the log, uncommitted: a new leader may yet commit it or drop it.
+                p.promise.fail(RaftError(.leadershipLost, "leadership changed while the write was in flight; it may or may not be applied"))
+            }
             proposals[i] = nil
         }
     }

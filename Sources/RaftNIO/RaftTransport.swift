@@ -30,6 +30,11 @@ public final class RaftTransport: @unchecked Sendable {
     let bindHost: String
     let maxFrame = 8 << 20
     public static let chunkBytes = 1 << 20
+    /// A connection whose sent data stays unacknowledged this long is closed (TCP_USER_TIMEOUT),
+    /// so a partition is noticed in seconds and the reconnect after it heals does not wait out
+    /// TCP's exponential retransmission backoff.
+    static let userTimeout = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: 18)  // TCP_USER_TIMEOUT
+    static let userTimeoutMilliseconds: SocketOptionValue = 2_000
     var server: (any Channel)?
     var peers: [String: PeerConnection] = [:]
     /// Where each server was last heard from or configured.
@@ -65,6 +70,7 @@ public final class RaftTransport: @unchecked Sendable {
         server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(Self.userTimeout, value: Self.userTimeoutMilliseconds)
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: t.maxFrame)))
@@ -319,6 +325,7 @@ final class PeerConnection: @unchecked Sendable {
         let local = try? SocketAddress(ipAddress: t.bindHost, port: 0)
         var boot = ClientBootstrap(group: t.loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(RaftTransport.userTimeout, value: RaftTransport.userTimeoutMilliseconds)
             .connectTimeout(.milliseconds(500))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {

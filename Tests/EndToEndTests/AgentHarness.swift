@@ -85,12 +85,12 @@ final class LocalCluster: @unchecked Sendable {
 
     /// Runs a command inside the namespace and fails on a non-zero exit.
     @discardableResult
-    func inNamespace(_ command: [String], stdin: String? = nil) throws -> Output {
+    func inNamespace(_ command: [String], stdin: String? = nil, allowFailure: Bool = false) throws -> Output {
         guard let ns = namespace else { throw HarnessError("not isolated") }
         var command = command
         if let first = command.first, !first.hasPrefix("/") { command[0] = Self.tool(first) }
         let r = try Self.run(["-t", "\(ns.processIdentifier)", "-n", "--"] + command, stdin: stdin, executable: Self.tool("nsenter"))
-        guard r.status == 0 else { throw HarnessError("\(command.joined(separator: " ")) failed: \(r.stderr)") }
+        guard r.status == 0 || allowFailure else { throw HarnessError("\(command.joined(separator: " ")) failed: \(r.stderr)") }
         return r
     }
 
@@ -243,4 +243,39 @@ func eventually(within timeout: Duration, every poll: Duration = .milliseconds(5
     }
     if try await condition() { return clock.now - start }
     throw HarnessError("timed out after \(timeout): \(what)")
+}
+
+extension LocalCluster {
+    /// Runs `caravan ARGS --address http://<agent i>:4680` (inside the namespace if isolated).
+    func cli(_ i: Int, _ args: [String]) throws -> Output {
+        let full = args + ["--address", "http://\(ip(i)):4680"]
+        return namespace == nil ? try Self.run(full) : try inNamespace([Self.binary] + full, allowFailure: true)
+    }
+
+    func status(_ i: Int) -> StatusView? {
+        guard let r = try? cli(i, ["status", "--json"]), r.status == 0 else { return nil }
+        return try? JSONDecoder().decode(StatusView.self, from: Data(r.stdout.utf8))
+    }
+
+    func peers(_ i: Int) -> [RaftPeerView]? {
+        guard let r = try? cli(i, ["operator", "raft", "peers", "--json"]), r.status == 0 else { return nil }
+        return try? JSONDecoder().decode([RaftPeerView].self, from: Data(r.stdout.utf8))
+    }
+
+    /// Writes a variable through agent `i`; true when the write was acknowledged.
+    func put(_ i: Int, _ path: String, _ value: String) -> Bool {
+        (try? cli(i, ["var", "put", path, value]))?.status == 0
+    }
+
+    /// Reads a variable through agent `i` (linearizable unless `stale`); nil if absent or failed.
+    func get(_ i: Int, _ path: String, stale: Bool = false) -> String? {
+        guard let r = try? cli(i, ["var", "get", path] + (stale ? ["--stale"] : [])), r.status == 0 else { return nil }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Which agent index leads, as agent `i` reports it.
+    func leaderIndex(via i: Int) -> Int? {
+        guard let name = status(i)?.leader else { return nil }
+        return agents.values.first { $0.name == name }.flatMap { a in (0..<256).first { ip($0) == a.ip } }
+    }
 }

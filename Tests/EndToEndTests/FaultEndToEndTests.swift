@@ -47,3 +47,47 @@ import Testing
         print("partition healed in \(healed)")
     }
 }
+
+/// The Raft group in a private network namespace: the leader is cut off with nftables.
+@Suite(.serialized) struct RaftFaultEndToEndTests {
+    @Test func aLeaderCutOffStepsDownAndNoWriteIsLostOrInvented() async throws {
+        let c = try LocalCluster(subnet: 3)
+        try c.isolate()
+        try c.start(0)
+        for i in 1...2 { try c.start(i, join: [0]) }
+        let old = try await RaftEndToEndTests.agreedLeader(c, [0, 1, 2])
+        let others = (0...2).filter { $0 != old }
+        var acknowledged: [String: String] = [:]
+        for n in 0..<5 where c.put(n % 3, "before/\(n)", "\(n)") { acknowledged["before/\(n)"] = "\(n)" }
+        #expect(acknowledged.count == 5)
+
+        // Cut the leader off from both followers (every packet either way).
+        let l = c.ip(old), rest = "{ \(others.map { c.ip($0) }.joined(separator: ", ")) }"
+        try c.faults(["ip saddr \(l) ip daddr \(rest) drop", "ip saddr \(rest) ip daddr \(l) drop"])
+        let cut = ContinuousClock.now
+        // A write sent to the cut-off leader right away can never be acknowledged.
+        let lostWrite = Task.detached { c.put(old, "during/cut-off", "never") }
+        // The old leader steps down within about an election timeout (1 s, checked every tick).
+        try await c.eventually(within: .seconds(3), every: .milliseconds(50), "the cut-off leader steps down") {
+            c.status(old).map { $0.role != "leader" } ?? false
+        }
+        print("the cut-off leader stepped down \(ContinuousClock.now - cut) after the cut")
+        _ = try await RaftEndToEndTests.agreedLeader(c, others, within: .seconds(10), not: old)
+        #expect(await lostWrite.value == false, "the cut-off leader acknowledged a write it could not commit")
+        for n in 0..<5 {
+            try await c.eventually(within: .seconds(10), "a write on the majority side") { c.put(others[n % 2], "during/\(n)", "\(n)") }
+            acknowledged["during/\(n)"] = "\(n)"
+        }
+
+        try c.faults([])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0, 1, 2], within: .seconds(10))
+        for n in 0..<5 {
+            try await c.eventually(within: .seconds(10), "a write through the old leader after healing") { c.put(old, "after/\(n)", "\(n)") }
+            acknowledged["after/\(n)"] = "\(n)"
+        }
+        for i in 0...2 {
+            for (k, v) in acknowledged { #expect(c.get(i, k) == v, "agent-\(i) lost \(k)") }
+            #expect(c.get(i, "during/cut-off") == nil, "a write the cut-off leader never acknowledged appeared")
+        }
+    }
+}

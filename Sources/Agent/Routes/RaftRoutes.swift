@@ -12,9 +12,16 @@ struct RaftRoutes {
             let s = await agent.raft.status()
             let me = ServerID(agent.config.name)
             let membership = s.configuration.isVoter(me) ? "voter" : s.configuration.contains(me) ? "learner" : "none"
+            var leader = s.leader, configuration = s.configuration, term = s.term
+            if membership == "none", let v = try? await agent.raft.groupView(timeout: .seconds(2)) {
+                // Not in the group: ask it who leads.
+                leader = v.leader
+                configuration = v.configuration
+                term = v.term
+            }
             return JSONResponse.make(StatusView(
-                node: agent.config.name, leader: s.leader?.rawValue,
-                leaderAddress: s.leader.flatMap { s.configuration.server($0)?.address }, term: s.term,
+                node: agent.config.name, leader: leader?.rawValue,
+                leaderAddress: leader.flatMap { configuration.server($0)?.address }, term: term,
                 role: membership == "none" ? "none" : s.role.rawValue, membership: membership,
                 commitIndex: s.commit, appliedIndex: s.applied, lastIndex: s.lastIndex))
         }

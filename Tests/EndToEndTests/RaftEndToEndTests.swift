@@ -1,0 +1,111 @@
+import API
+import Foundation
+import Testing
+
+/// Real agents forming the Raft group by themselves, losing leaders and voters, and keeping
+/// every acknowledged write.
+@Suite struct RaftEndToEndTests {
+    /// Waits until every listed agent names the same leader and returns its index.
+    static func agreedLeader(_ c: LocalCluster, _ indices: [Int], within: Duration = .seconds(20), not excluded: Int? = nil) async throws -> Int {
+        var leader: Int?
+        try await c.eventually(within: within, every: .milliseconds(100), "agents \(indices) agree on a leader") {
+            let seen = indices.map { c.leaderIndex(via: $0) }
+            guard let first = seen.first, let l = first, l != excluded, seen.allSatisfy({ $0 == l }) else { return false }
+            leader = l
+            return true
+        }
+        return leader!
+    }
+
+    static func voters(_ c: LocalCluster, via i: Int) -> Set<String>? {
+        c.peers(i).map { Set($0.filter(\.voter).map(\.id)) }
+    }
+
+    @Test func threeAgentsElectALeaderThenSurviveTheDeathOfTheLeaderAndOfAVoter() async throws {
+        let c = try LocalCluster(subnet: 48)
+        let grace = ["--raft-dead-grace", "2"]
+        try c.start(0, extra: grace)
+        for i in 1...3 { try c.start(i, join: [0], extra: grace) }
+        let leader = try await Self.agreedLeader(c, [0, 1, 2, 3])
+        #expect(Self.voters(c, via: 3)?.count == 3, "three voters are chosen automatically")
+        #expect(leader != 3, "the first three agents by name are the voters")
+
+        // A write through any agent (here the one outside the group) is committed.
+        #expect(c.put(3, "app/before", "1"))
+        for i in 0...3 { #expect(c.get(i, "app/before") == "1") }
+
+        // SIGKILL the leader: a new one takes writes, nothing acknowledged is lost.
+        c.kill(leader)
+        let alive = (0...3).filter { $0 != leader }
+        let start = ContinuousClock.now
+        try await c.eventually(within: .seconds(10), every: .milliseconds(20), "a write succeeds after the leader died") {
+            c.put(alive[0], "app/after", "2")
+        }
+        print("first write acknowledged \(ContinuousClock.now - start) after the leader's SIGKILL")
+        let newLeader = try await Self.agreedLeader(c, alive)
+        #expect(newLeader != leader)
+        for i in alive {
+            #expect(c.get(i, "app/before") == "1")
+            #expect(c.get(i, "app/after") == "2")
+        }
+
+        // The dead voter is replaced by the spare agent once the grace period is over.
+        let deadName = "agent-\(leader)"
+        try await c.eventually(within: .seconds(30), every: .milliseconds(200), "the spare agent replaces the dead voter") {
+            guard let v = Self.voters(c, via: alive[0]) else { return false }
+            return v.count == 3 && !v.contains(deadName) && v.contains("agent-3")
+        }
+        #expect(c.log(newLeader).contains("removing a dead Raft member"))
+
+        // The killed agent restarts on its data dir: it is no longer a voter and still serves
+        // reads and writes by forwarding.
+        try c.start(leader, join: [alive[0]], extra: grace)
+        try await c.eventually(within: .seconds(20), every: .milliseconds(200), "the restarted agent reaches the group") {
+            c.put(leader, "app/restarted", "3") && c.get(leader, "app/restarted") == "3"
+        }
+        #expect(c.get(leader, "app/before") == "1")
+        #expect(Self.voters(c, via: leader)?.contains(deadName) == false)
+    }
+
+    @Test func aLeaderStoppedWithSIGTERMHandsOverFirst() async throws {
+        let c = try LocalCluster(subnet: 49)
+        try c.start(0)
+        for i in 1...2 { try c.start(i, join: [0]) }
+        let leader = try await Self.agreedLeader(c, [0, 1, 2])
+        #expect(c.put(leader, "k", "v"))
+        c.kill(leader, signal: SIGTERM)
+        let alive = (0...2).filter { $0 != leader }
+        let newLeader = try await Self.agreedLeader(c, alive, within: .seconds(5))
+        #expect(newLeader != leader)
+        #expect(c.log(leader).contains("leaving the cluster"))
+        // No election timeout was needed: the successor was told to take over.
+        #expect(!c.log(newLeader).contains("pre-candidate"))
+        #expect(c.get(alive[0], "k") == "v")
+    }
+
+    @Test func operatorCommandsShowAndMoveLeadership() async throws {
+        let c = try LocalCluster(subnet: 50)
+        try c.start(0)
+        for i in 1...2 { try c.start(i, join: [0]) }
+        let leader = try await Self.agreedLeader(c, [0, 1, 2])
+        let peers = try #require(c.peers(0))
+        #expect(peers.count == 3)
+        #expect(peers.filter(\.leader).map(\.id) == ["agent-\(leader)"])
+        let target = (0...2).first { $0 != leader }!
+        let r = try c.cli(0, ["operator", "raft", "transfer-leader", "agent-\(target)"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("agent-\(target)"))
+        _ = try await Self.agreedLeader(c, [0, 1, 2])
+        #expect(c.leaderIndex(via: 0) == target)
+
+        // Bad input is refused clearly.
+        let bad = try c.cli(0, ["operator", "raft", "transfer-leader", "nobody"])
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("nobody is not a voter"))
+        let badPath = try c.cli(0, ["var", "put", "a/b$c", "x"])
+        #expect(badPath.status == 2)
+        #expect(badPath.stderr.contains("variable path"))
+        let status = try c.cli(1, ["status"])
+        #expect(status.stdout.contains("agent-\(target)"))
+    }
+}
