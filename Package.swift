@@ -74,8 +74,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
-            "Gossip", "GossipSimulation", "Raft", "RaftSimulation", "CaravanTesting", "API", "Keyring",
+            "Gossip", "GossipSimulation", "Raft", "RaftNIO", "RaftSimulation", "CaravanTesting", "API", "Keyring",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: strict),
 
         // Test support.

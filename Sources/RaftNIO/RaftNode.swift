@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Primitives
 import Raft
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -97,6 +98,8 @@ public final class RaftNode: @unchecked Sendable {
     /// RPC addresses of agents that are Raft members, from gossip; where non-members forward to.
     var memberHints: [String] = []
     var shuttingDown = false
+    /// Set once the loop is about to go away; callbacks from other threads check it first.
+    let stopped = Atomic<Bool>(false)
     /// Commit latency samples and counters for the benchmark and metrics.
     public private(set) var commits = 0
 
@@ -131,10 +134,17 @@ public final class RaftNode: @unchecked Sendable {
         for note in recovered.repairs { logger.warning("raft log repaired: \(note)") }
         let node = RaftNode(config: config, fsm: stateMachine, group: group, logger: logger, recovered: recovered, wal: wal)
         let t = node.transport
-        t.onMessage = { m in node.loop.execute { node.core.step(m); node.scheduleProcess() } }
+        t.onMessage = { m in
+            guard !node.stopped.load(ordering: .relaxed) else { return }
+            node.loop.execute { node.core.step(m); node.scheduleProcess() }
+        }
         t.onUnreachable = { peer, gone in
+            guard !node.stopped.load(ordering: .relaxed) else { return }
             node.loop.execute {
-                if gone, node.core.leader == peer { node.core.leaderUnreachable() }
+                if gone, node.core.leader == peer {
+                    node.logger.debug("raft: lost the connection to the leader; campaigning early", metadata: ["leader": "\(peer)"])
+                    node.core.leaderUnreachable()
+                }
                 node.core.reportUnreachable(peer)
             }
         }
@@ -203,7 +213,10 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     private func submit(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
-        loop.flatSubmit { self.route(op, payload, hops: hops, deadline: deadline) }
+        guard !stopped.load(ordering: .relaxed) else {
+            return MultiThreadedEventLoopGroup.singleton.next().makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down"))
+        }
+        return loop.flatSubmit { self.route(op, payload, hops: hops, deadline: deadline) }
     }
 
     /// On the loop: serve locally if leader, else forward to the leader (or a member), retrying
@@ -360,6 +373,7 @@ public final class RaftNode: @unchecked Sendable {
             self.proposals = [:]
         }.get()
         await transport.close()
+        stopped.store(true, ordering: .relaxed)
         try? await ownGroup.shutdownGracefully()
     }
 
@@ -416,6 +430,23 @@ public final class RaftNode: @unchecked Sendable {
         syncAddresses()
         failStaleProposals()
         maybeSnapshot()
+        noteRoleChange()
+    }
+
+    private var lastRole: Role = .follower
+    private var lastLeader: ServerID?
+
+    private func noteRoleChange() {
+        guard core.role != lastRole || core.leader != lastLeader else { return }
+        lastRole = core.role
+        lastLeader = core.leader
+        if core.role == .leader {
+            logger.info("raft: this agent is the leader", metadata: ["term": "\(core.term)"])
+        } else if let l = core.leader {
+            logger.info("raft: following \(l)", metadata: ["term": "\(core.term)"])
+        } else {
+            logger.debug("raft: \(core.role.rawValue), no leader", metadata: ["term": "\(core.term)"])
+        }
     }
 
     private func applyEntry(_ e: Entry) {

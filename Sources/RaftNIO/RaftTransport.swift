@@ -44,6 +44,8 @@ public final class RaftTransport: @unchecked Sendable {
     var incomingSnapshots: [String: (message: Message, data: [UInt8])] = [:]
     var nextTransfer: UInt64 = 0
     var closed = false
+    /// Connections other agents opened to us, closed on shutdown.
+    var accepted: [ObjectIdentifier: any Channel] = [:]
 
     /// A Raft message arrived.
     var onMessage: (@Sendable (Message) -> Void)?
@@ -85,6 +87,8 @@ public final class RaftTransport: @unchecked Sendable {
             self.closed = true
             for p in self.peers.values { p.channel?.close(promise: nil) }
             self.peers = [:]
+            for ch in self.accepted.values { ch.close(promise: nil) }
+            self.accepted = [:]
             for (_, p) in self.pendingRequests { p.fail(RemoteFailure(description: "the agent is shutting down")) }
             self.pendingRequests = [:]
         }.get()
@@ -163,6 +167,8 @@ public final class RaftTransport: @unchecked Sendable {
             w.byte(op)
             w.raw(payload)
             let peer = self.connection(to: address, id: nil)
+            peer.requests.insert(rid)
+            promise.futureResult.whenComplete { _ in peer.requests.remove(rid) }
             peer.enqueue(self.seal(w.bytes)) { ok in
                 if !ok, let p = self.pendingRequests.removeValue(forKey: rid) {
                     p.fail(RemoteFailure(description: "cannot reach \(address)"))
@@ -190,6 +196,14 @@ public final class RaftTransport: @unchecked Sendable {
     func seal(_ payload: [UInt8]) -> [UInt8] { keyring.current.seal(payload) }
 
     // MARK: - Receiving (on a channel's loop)
+
+    func accepted(_ channel: any Channel) {
+        loop.execute {
+            guard !self.closed else { channel.close(promise: nil); return }
+            self.accepted[ObjectIdentifier(channel)] = channel
+            channel.closeFuture.hop(to: self.loop).whenComplete { _ in self.accepted[ObjectIdentifier(channel)] = nil }
+        }
+    }
 
     func received(_ frame: ByteBuffer, on channel: any Channel) {
         let bytes = Array(frame.readableBytesView)
@@ -272,6 +286,8 @@ final class PeerConnection: @unchecked Sendable {
     let address: String
     unowned let transport: RaftTransport
     var ids: Set<ServerID> = []
+    /// Requests waiting for an answer on this connection; failed at once if it closes.
+    var requests: Set<UInt64> = []
     var channel: (any Channel)?
     var connecting = false
     var queue: [([UInt8], ((Bool) -> Void)?)] = []
@@ -343,6 +359,10 @@ final class PeerConnection: @unchecked Sendable {
                 self.backoff = .milliseconds(20)
                 ch.closeFuture.hop(to: t.loop).whenComplete { _ in
                     self.channel = nil
+                    for rid in self.requests {
+                        t.pendingRequests.removeValue(forKey: rid)?.fail(RaftTransport.RemoteFailure(description: "the connection to \(self.address) was lost"))
+                    }
+                    self.requests = []
                     if !t.closed { t.peerLost(self, gone: true) }
                 }
                 let pending = self.queue
@@ -381,6 +401,11 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     init(transport: RaftTransport, incoming: Bool) {
         self.transport = transport
         self.incoming = incoming
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if incoming { transport.accepted(context.channel) }
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -281,7 +281,10 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     static func errorText() -> String { String(cString: strerror(errno)) }
 
+    /// `mkdir -p` with mode 0700 for what it creates.
     static func makeDirectory(_ path: String) throws(Failure) {
+        let parent = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        if !parent.isEmpty, access(parent, F_OK) != 0 { try makeDirectory(parent) }
         if mkdir(path, 0o700) != 0 && errno != EEXIST {
             throw Failure(description: "cannot create \(path): \(errorText())")
         }

@@ -342,4 +342,21 @@ public struct RaftSimulator: Sendable {
         for _ in 0..<n { if let k = r.string(), let v = r.string() { kv[k] = v } }
         return kv
     }
+
+    // MARK: - Measurements
+
+    /// The Raft paper's experiment: 5 servers with 150–300 ms election timeouts (1 ms ticks,
+    /// 50 ms heartbeats, 0.2–1 ms latency); time from the leader's crash to a new leader.
+    public static func failoverTime(seed: UInt64) -> Duration? {
+        var sim = RaftSimulator(servers: 5, seed: seed, settings: RaftSettings(heartbeatTicks: 50, electionTicks: 150),
+                                tick: .milliseconds(1), faults: .init(latency: .microseconds(200) ... .milliseconds(1)))
+        sim.run(for: .seconds(3)) { $0.leader != nil }
+        guard let old = sim.leader else { return nil }
+        sim.run(for: .milliseconds(Int64(seed % 50)))
+        sim.crash(old)
+        let start = sim.now
+        sim.run(for: .seconds(3)) { s in s.leader != nil && s.leader != old }
+        guard let l = sim.leader, l != old else { return nil }
+        return sim.now - start
+    }
 }

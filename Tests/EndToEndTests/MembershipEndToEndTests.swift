@@ -16,7 +16,8 @@ import Testing
         let views = try (0..<5).map { try c.membersViaCLI($0).map { "\($0.name) \($0.status) \($0.address)" } }
         #expect(Set(views.map { $0.joined(separator: ",") }).count == 1)
         let first = try c.membersViaCLI(2)
-        #expect(first.allSatisfy { $0.capacity != nil && $0.role == "agent" })
+        // Every agent publishes its capacity and its Raft role (voter, learner, or agent outside the group).
+        #expect(first.allSatisfy { $0.capacity != nil && ["agent", "voter", "learner"].contains($0.role) })
 
         c.kill(3)
         let took = try await c.eventually(within: .seconds(15), "every other agent reports agent-3 dead") { await c.all([0, 1, 2, 4], see: "agent-3", as: "dead") }
@@ -187,7 +188,7 @@ import Testing
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("does not exist"))
 
-        // Occupy the gossip port, then start an agent on it.
+        // Occupy the agent's ports, then start a second agent on the same address.
         let c = try LocalCluster(subnet: 46)
         let first = try c.start(1)
         try await c.eventually(within: .seconds(20), "the first agent serves") { (try? await first.api.agentSelf()) != nil }
@@ -196,7 +197,8 @@ import Testing
         second.waitUntilExit()
         #expect(second.terminationStatus == 1)
         let log = try String(contentsOfFile: c.agents["second"]!.logPath, encoding: .utf8)
-        #expect(log.contains("cannot bind gossip on 127.0.46.2:4682"), "\(log)")
+        // RPC binds first: the second agent names the port it could not have.
+        #expect(log.contains("cannot bind RPC on 127.0.46.2:4681 (TCP): address already in use"), "\(log)")
         #expect(first.process.isRunning)
     }
 }

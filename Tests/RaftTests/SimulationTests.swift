@@ -165,7 +165,7 @@ import RaftSimulation
     @Test func electionsAfterALeaderCrashAreFast() {
         var times: [Duration] = []
         for seed in 0..<UInt64(200) {
-            let t = Self.failoverTime(seed: seed)
+            let t = RaftSimulator.failoverTime(seed: seed)
             #expect(t != nil, "seed \(seed): no new leader")
             if let t { times.append(t) }
         }
@@ -173,19 +173,5 @@ import RaftSimulation
         let median = times[times.count / 2], worst = times.last!
         #expect(median < .milliseconds(300), "median \(median)")
         #expect(worst <= .milliseconds(513), "max \(worst)")
-    }
-
-    /// Time from the leader's crash to a new leader, with 150–300 ms timeouts and 1 ms ticks.
-    static func failoverTime(seed: UInt64) -> Duration? {
-        var sim = RaftSimulator(servers: 5, seed: seed, settings: RaftSettings(heartbeatTicks: 50, electionTicks: 150),
-                                tick: .milliseconds(1), faults: .init(latency: .microseconds(200) ... .milliseconds(1)))
-        sim.run(for: .seconds(3)) { $0.leader != nil }
-        guard let old = sim.leader else { return nil }
-        sim.run(for: .milliseconds(Int64(seed % 50)))
-        sim.crash(old)
-        let start = sim.now
-        sim.run(for: .seconds(3)) { s in s.leader != nil && s.leader != old }
-        guard let l = sim.leader, l != old else { return nil }
-        return sim.now - start
     }
 }
