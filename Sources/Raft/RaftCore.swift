@@ -58,21 +58,19 @@ public struct RaftCore: Sendable {
     private var configurationIndex: LogIndex
     private var persistedHardState: HardState
     private var snapshotToInstall: Snapshot?
-    private var snapshotData: [UInt8]?
 
     /// Creates a server from what it persisted: hard state, latest snapshot, log entries after it.
     public init(id: ServerID, settings: RaftSettings = RaftSettings(), seed: UInt64,
-                hardState: HardState = HardState(), snapshot: Snapshot? = nil, entries: [Entry] = []) {
+                hardState: HardState = HardState(), snapshot: SnapshotMetadata? = nil, entries: [Entry] = []) {
         self.id = id
         self.settings = settings
         self.random = Xoshiro(seed: seed)
         self.term = hardState.term
         self.vote = hardState.vote
-        let meta = snapshot?.metadata ?? SnapshotMetadata(index: 0, term: 0, configuration: Configuration())
+        let meta = snapshot ?? SnapshotMetadata(index: 0, term: 0, configuration: Configuration())
         self.log = RaftLog(snapshot: meta, entries: entries, committed: hardState.commit)
         self.log.committed = min(log.committed, log.lastIndex)
         if snapshot != nil { self.log.latestSnapshot = meta }
-        self.snapshotData = snapshot?.data
         self.configurationIndex = log.configurationIndex
         self.configuration = log.configuration(at: log.lastIndex, base: meta.configuration)
         self.persistedHardState = hardState
@@ -281,11 +279,12 @@ public struct RaftCore: Sendable {
 
     /// The state machine saved a snapshot at `index` (≤ applied): the log before it can go.
     /// `keep` entries before the snapshot stay so slightly lagging followers need no snapshot.
-    public mutating func compact(index: LogIndex, data: [UInt8], keep: Int = 1024) -> SnapshotMetadata? {
+    /// The core keeps only the metadata; the shell keeps the data (on disk) and fills it in when
+    /// it sends a ``Message/Body/snapshot(_:)`` message.
+    public mutating func compact(index: LogIndex, keep: Int = 1024) -> SnapshotMetadata? {
         guard index <= log.applied, index > (log.latestSnapshot?.index ?? 0), let t = log.term(at: index) else { return nil }
         let meta = SnapshotMetadata(index: index, term: t, configuration: log.configuration(at: index, base: log.snapshot.configuration))
         log.compact(to: meta, keep: keep)
-        snapshotData = data
         return meta
     }
 
@@ -485,7 +484,6 @@ public struct RaftCore: Sendable {
         } else {
             log.restore(meta)
             snapshotToInstall = snap
-            snapshotData = snap.data
             refreshConfiguration()
             send(to: from, .appendResponse(success: true, index: meta.index, hintIndex: 0, hintTerm: 0))
         }
@@ -628,10 +626,10 @@ public struct RaftCore: Sendable {
     }
 
     private mutating func sendSnapshot(to peer: ServerID) -> Bool {
-        guard let meta = log.latestSnapshot, let data = snapshotData else { return false }
+        guard let meta = log.latestSnapshot else { return false }
         progress[peer]!.becomeSnapshot(meta.index)
         snapshotElapsed[peer] = 0
-        send(to: peer, .snapshot(Snapshot(metadata: meta, data: data)))
+        send(to: peer, .snapshot(Snapshot(metadata: meta, data: [])))  // the shell attaches the data
         return false
     }
 

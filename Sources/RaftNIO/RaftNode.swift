@@ -98,6 +98,8 @@ public final class RaftNode: @unchecked Sendable {
     /// RPC addresses of agents that are Raft members, from gossip; where non-members forward to.
     var memberHints: [String] = []
     var shuttingDown = false
+    /// Received snapshot files waiting for the core to accept them, by index.
+    var spooled: [LogIndex: String] = [:]
     /// Set once the loop is about to go away; callbacks from other threads check it first.
     let stopped = Atomic<Bool>(false)
     /// Commit latency samples and counters for the benchmark and metrics.
@@ -113,9 +115,9 @@ public final class RaftNode: @unchecked Sendable {
         self.wal = wal
         self.fsm = fsm
         self.transport = RaftTransport(id: config.id, bind: config.bindHost, port: config.port, advertise: config.advertise,
-                                       keyring: config.keyring, group: group, logger: logger)
+                                       keyring: config.keyring, group: group, logger: logger, spoolDirectory: wal.spoolDirectory)
         self.core = RaftCore(id: config.id, settings: config.settings, seed: config.seed, hardState: recovered.hardState,
-                             snapshot: recovered.snapshot, entries: recovered.entries)
+                             snapshot: recovered.snapshot?.metadata, entries: recovered.entries)
         self.persistedTerm = recovered.hardState.term
         self.persistedVote = recovered.hardState.vote
         if let snap = recovered.snapshot {
@@ -137,6 +139,10 @@ public final class RaftNode: @unchecked Sendable {
         t.onMessage = { m in
             guard !node.stopped.load(ordering: .relaxed) else { return }
             node.loop.execute { node.core.step(m); node.scheduleProcess() }
+        }
+        t.onSnapshotFile = { meta, path in
+            guard !node.stopped.load(ordering: .relaxed) else { return }
+            node.loop.execute { node.spooled[meta.index] = path }
         }
         t.onUnreachable = { peer, gone in
             guard !node.stopped.load(ordering: .relaxed) else { return }
@@ -184,7 +190,7 @@ public final class RaftNode: @unchecked Sendable {
             }
             let entry = RaftCore.bootstrapEntry(configuration)
             let hs = HardState(term: 1)
-            try self.wal.save(hardState: hs, entries: [entry], snapshot: nil, sync: true)
+            try self.wal.save(hardState: hs, entries: [entry], sync: true)
             self.persistedTerm = 1
             self.core = RaftCore(id: self.id, settings: self.config.settings, seed: self.config.seed ^ 0x5eed, hardState: hs, entries: [entry])
             self.syncAddresses()
@@ -398,9 +404,17 @@ public final class RaftNode: @unchecked Sendable {
             // changes term or vote must be on disk before any message leaves.
             let termOrVoteChanged = r.hardState.map { $0.term != persistedTerm || $0.vote != persistedVote } ?? false
             let sendFirst = core.role == .leader && !termOrVoteChanged && r.snapshot == nil
-            if sendFirst { transport.send(r.messages) }
+            if sendFirst { send(r.messages) }
             do {
-                try wal.save(hardState: r.hardState, entries: r.entries, snapshot: r.snapshot, sync: r.mustSync)
+                if let snap = r.snapshot {
+                    // A snapshot from the leader: its file (spooled while it arrived) becomes ours.
+                    if let path = spooled.removeValue(forKey: snap.metadata.index) {
+                        try wal.installSnapshotFile(path, metadata: snap.metadata)
+                    } else {
+                        try wal.saveSnapshot(snap)
+                    }
+                }
+                try wal.save(hardState: r.hardState, entries: r.entries, resetTo: r.snapshot?.metadata.index, sync: r.mustSync)
             } catch {
                 logger.critical("cannot write the Raft log; stopping so no acknowledged write is lost", metadata: ["error": "\(error)"])
                 exit(74)
@@ -409,9 +423,14 @@ public final class RaftNode: @unchecked Sendable {
                 persistedTerm = hs.term
                 persistedVote = hs.vote
             }
-            if !sendFirst { transport.send(r.messages) }
+            if !sendFirst { send(r.messages) }
             if let snap = r.snapshot {
-                fsm.restore(snap.data)
+                do {
+                    fsm.restore(try wal.readSnapshot(snap.metadata).data)
+                } catch {
+                    logger.critical("cannot read back the snapshot just installed", metadata: ["error": "\(error)"])
+                    exit(74)
+                }
                 applied = snap.metadata.index
                 lastSnapshotIndex = snap.metadata.index
                 wal.removeSegments(before: snap.metadata.index + 1)
@@ -447,6 +466,20 @@ public final class RaftNode: @unchecked Sendable {
         } else {
             logger.debug("raft: \(core.role.rawValue), no leader", metadata: ["term": "\(core.term)"])
         }
+    }
+
+    /// Hands messages to the transport; snapshots are streamed from their file.
+    private func send(_ messages: [Message]) {
+        var plain: [Message] = []
+        plain.reserveCapacity(messages.count)
+        for m in messages {
+            if case .snapshot(let s) = m.body {
+                transport.sendSnapshot(m, file: wal.snapshotPath(s.metadata))
+            } else {
+                plain.append(m)
+            }
+        }
+        if !plain.isEmpty { transport.send(plain) }
     }
 
     private func applyEntry(_ e: Entry) {
@@ -490,7 +523,7 @@ public final class RaftNode: @unchecked Sendable {
     private func maybeSnapshot() {
         guard applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
         let data = fsm.snapshot()
-        guard let meta = core.compact(index: applied, data: data, keep: config.keepEntries) else { return }
+        guard let meta = core.compact(index: applied, keep: config.keepEntries) else { return }
         do {
             try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
             try wal.rollOver()

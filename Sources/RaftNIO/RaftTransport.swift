@@ -1,4 +1,7 @@
 import Framing
+#if canImport(Glibc)
+import Glibc
+#endif
 import Keyring
 import Logging
 import NIOCore
@@ -41,7 +44,9 @@ public final class RaftTransport: @unchecked Sendable {
     var addressBook: [ServerID: String] = [:]
     var nextRequest: UInt64 = 0
     var pendingRequests: [UInt64: EventLoopPromise<[UInt8]>] = [:]
-    var incomingSnapshots: [String: (message: Message, data: [UInt8])] = [:]
+    var incomingSnapshots: [String: SnapshotSpool] = [:]
+    /// Where received snapshots are written while they arrive.
+    let spoolDirectory: String
     var nextTransfer: UInt64 = 0
     var closed = false
     /// Connections other agents opened to us, closed on shutdown.
@@ -49,6 +54,8 @@ public final class RaftTransport: @unchecked Sendable {
 
     /// A Raft message arrived.
     var onMessage: (@Sendable (Message) -> Void)?
+    /// A whole snapshot file arrived (its message follows through `onMessage`, without data).
+    var onSnapshotFile: (@Sendable (SnapshotMetadata, String) -> Void)?
     /// A forwarded request arrived: op code and payload; answer with the result or throw.
     var onRequest: (@Sendable (UInt8, [UInt8]) -> EventLoopFuture<[UInt8]>)?
     /// A peer could not be reached; `gone` when the connection was refused or reset (the process
@@ -57,8 +64,10 @@ public final class RaftTransport: @unchecked Sendable {
 
     public internal(set) var framesDropped = 0
 
-    init(id: ServerID, bind: String, port: Int, advertise: String, keyring: SharedKeyring, group: any EventLoopGroup, logger: Logger) {
+    init(id: ServerID, bind: String, port: Int, advertise: String, keyring: SharedKeyring, group: any EventLoopGroup, logger: Logger,
+         spoolDirectory: String) {
         self.id = id
+        self.spoolDirectory = spoolDirectory
         self.bindHost = bind
         self.advertised = advertise
         self.keyring = keyring
@@ -89,6 +98,8 @@ public final class RaftTransport: @unchecked Sendable {
             self.peers = [:]
             for ch in self.accepted.values { ch.close(promise: nil) }
             self.accepted = [:]
+            for spool in self.incomingSnapshots.values { spool.abandon() }
+            self.incomingSnapshots = [:]
             for (_, p) in self.pendingRequests { p.fail(RemoteFailure(description: "the agent is shutting down")) }
             self.pendingRequests = [:]
         }.get()
@@ -110,10 +121,6 @@ public final class RaftTransport: @unchecked Sendable {
     private func sendOnLoop(_ m: Message) {
         guard let address = addressBook[m.to] else { framesDropped += 1; return }
         let peer = connection(to: address, id: m.to)
-        if case .snapshot(let snap) = m.body {
-            sendSnapshot(m, snap, via: peer)
-            return
-        }
         var w = ByteWriter(capacity: 64)
         w.byte(Kind.message.rawValue)
         w.string(advertised)
@@ -121,36 +128,43 @@ public final class RaftTransport: @unchecked Sendable {
         peer.enqueue(seal(w.bytes))
     }
 
-    /// Streams a snapshot in chunks; each chunk is written when the previous one has left.
-    private func sendSnapshot(_ m: Message, _ snap: Snapshot, via peer: PeerConnection) {
-        nextTransfer += 1
-        var header = m
-        header.body = .snapshot(Snapshot(metadata: snap.metadata, data: []))
-        let headerBytes = RaftCodec.encode(header)
-        let transfer = nextTransfer
-        let total = snap.data.count
-        func chunk(_ offset: Int) -> [UInt8] {
-            var w = ByteWriter(capacity: Self.chunkBytes + 128)
-            w.byte(Kind.snapshotChunk.rawValue)
-            w.string(advertised)
-            w.uint64(transfer)
-            w.varint(UInt64(offset)); w.varint(UInt64(total))
-            w.blob(headerBytes)
-            let end = min(total, offset + Self.chunkBytes)
-            w.blob(snap.data[offset..<end])
-            return seal(w.bytes)
-        }
-        var offset = 0
-        func next() {
-            guard !closed else { return }
-            let frame = chunk(offset)
-            offset = min(total, offset + Self.chunkBytes)
-            let done = offset >= total
-            peer.enqueue(frame) { ok in
-                if ok && !done { next() }
+    /// Streams a snapshot file in chunks read from disk; each chunk is read and written when the
+    /// previous one has left, so a snapshot never sits in memory here.
+    func sendSnapshot(_ m: Message, file: String) {
+        loop.execute {
+            guard let address = self.addressBook[m.to] else { self.framesDropped += 1; return }
+            let peer = self.connection(to: address, id: m.to)
+            let fd = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { self.framesDropped += 1; return }
+            var st = stat()
+            fstat(fd, &st)
+            let total = Int(st.st_size)
+            self.nextTransfer += 1
+            let transfer = self.nextTransfer
+            let headerBytes = RaftCodec.encode(m)
+            var offset = 0
+            func next() {
+                guard !self.closed else { Glibc.close(fd); return }
+                let n = min(Self.chunkBytes, total - offset)
+                var chunk = [UInt8](repeating: 0, count: n)
+                let got = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, n, off_t(offset)) }
+                guard got == n else { Glibc.close(fd); self.framesDropped += 1; return }
+                var w = ByteWriter(capacity: n + 128)
+                w.byte(Kind.snapshotChunk.rawValue)
+                w.string(self.advertised)
+                w.uint64(transfer)
+                w.varint(UInt64(offset)); w.varint(UInt64(total))
+                w.blob(headerBytes)
+                w.blob(chunk)
+                offset += n
+                let done = offset >= total
+                if done { Glibc.close(fd) }
+                peer.enqueue(self.seal(w.bytes)) { ok in
+                    if ok && !done { next() } else if !ok && !done { Glibc.close(fd) }
+                }
             }
+            next()
         }
-        next()
     }
 
     /// Sends a request to the agent at `address` and waits for its answer.
@@ -227,22 +241,25 @@ public final class RaftTransport: @unchecked Sendable {
                   let m = RaftCodec.decodeMessage(header), case .snapshot(let snap) = m.body else { return dropped() }
             loop.execute {
                 let key = from + "#\(transfer)"
-                if offset == 0 { self.incomingSnapshots[key] = (m, []) }
-                guard var inflight = self.incomingSnapshots[key], UInt64(inflight.data.count) == offset else {
-                    self.incomingSnapshots[key] = nil
+                if offset == 0 {
+                    self.incomingSnapshots[key]?.abandon()
+                    self.incomingSnapshots[key] = SnapshotSpool(directory: self.spoolDirectory, name: "\(m.from)-\(transfer)", total: total)
+                }
+                guard let spool = self.incomingSnapshots[key], spool.append(data, at: offset) else {
+                    self.incomingSnapshots.removeValue(forKey: key)?.abandon()
                     self.framesDropped += 1
                     return
                 }
-                inflight.data.append(contentsOf: data)
-                if UInt64(inflight.data.count) >= total {
-                    self.incomingSnapshots[key] = nil
-                    self.addressBook[m.from] = from
-                    var full = m
-                    full.body = .snapshot(Snapshot(metadata: snap.metadata, data: inflight.data))
-                    self.onMessage?(full)
-                } else {
-                    self.incomingSnapshots[key] = inflight
+                guard spool.isComplete else { return }
+                self.incomingSnapshots[key] = nil
+                guard let path = spool.finish() else {
+                    self.logger.warning("dropped a received snapshot that failed its checksum", metadata: ["from": "\(m.from)"])
+                    self.framesDropped += 1
+                    return
                 }
+                self.addressBook[m.from] = from
+                self.onSnapshotFile?(snap.metadata, path)
+                self.onMessage?(m)
             }
         case .request:
             guard r.string() != nil, let rid = r.uint64(), let op = r.byte(), let body = r.raw(r.remaining) else { return dropped() }
@@ -414,5 +431,64 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// A snapshot file being received: chunks are written as they come and checksummed on the way,
+/// so the receiver never holds the whole snapshot in memory.
+final class SnapshotSpool {
+    let path: String
+    let total: UInt64
+    private var fd: Int32
+    private var written: UInt64 = 0
+    private var crc: UInt32 = 0
+    private var expected: UInt32?
+    private var head: [UInt8] = []
+
+    init(directory: String, name: String, total: UInt64) {
+        path = directory + "/" + name + ".part"
+        self.total = total
+        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    }
+
+    var isComplete: Bool { written >= total }
+
+    /// Writes the next chunk; false if it is out of order, too long or cannot be written.
+    func append(_ chunk: [UInt8], at offset: UInt64) -> Bool {
+        guard fd >= 0, offset == written, written + UInt64(chunk.count) <= total else { return false }
+        var body = chunk[...]
+        if head.count < 8 {
+            let take = min(8 - head.count, body.count)
+            head += body.prefix(take)
+            body = body.dropFirst(take)
+            if head.count == 8 {
+                expected = UInt32(head[4]) | UInt32(head[5]) << 8 | UInt32(head[6]) << 16 | UInt32(head[7]) << 24
+            }
+        }
+        crc = CRC32C.checksum(body, seed: crc)
+        var off = 0
+        let ok = chunk.withUnsafeBytes { raw -> Bool in
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                off += n
+            }
+            return true
+        }
+        written += UInt64(chunk.count)
+        return ok
+    }
+
+    /// Closes the file; its path if the checksum matched, else nil (and the file is removed).
+    func finish() -> String? {
+        close(fd)
+        fd = -1
+        guard expected == crc, head.count == 8 else { unlink(path); return nil }
+        return path
+    }
+
+    func abandon() {
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(path)
     }
 }

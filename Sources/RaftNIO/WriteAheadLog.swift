@@ -1,5 +1,3 @@
-import FoundationEssentials
-import Keyring
 import Primitives
 import Raft
 #if canImport(Glibc)
@@ -136,16 +134,17 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     // MARK: - Write
 
-    /// Persists a Ready: the snapshot first (if any), then entries and hard state in one write,
-    /// fsync'd when `sync`.
-    public func save(hardState: HardState?, entries: [Entry], snapshot: Snapshot?, sync: Bool) throws(Failure) {
+    /// Persists a Ready: entries and hard state in one write, fsync'd when `sync`. When the Ready
+    /// installed a received snapshot, `resetTo` is its index: its file must already be in place
+    /// (``installSnapshotFile(_:metadata:)`` or ``saveSnapshot(_:)``); a reset record then drops
+    /// every entry before it.
+    public func save(hardState: HardState?, entries: [Entry], resetTo: LogIndex? = nil, sync: Bool) throws(Failure) {
         var w = ByteWriter(capacity: entries.reduce(64) { $0 + $1.data.count + 32 })
-        if let snap = snapshot {
-            try saveSnapshot(snap)
+        if let index = resetTo {
             var p = ByteWriter()
-            p.varint(snap.metadata.index)
+            p.varint(index)
             Self.append(.reset, p.bytes, to: &w)
-            lastIndex = snap.metadata.index
+            lastIndex = index
         }
         for e in entries {
             var p = ByteWriter(capacity: e.data.count + 24)
@@ -176,16 +175,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
 
     private func writeAll(_ bytes: [UInt8]) throws(Failure) {
-        var off = 0
-        var failed: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 { if errno == EINTR { continue }; failed = errno; return }
-                off += n
-            }
-        }
-        guard failed == 0 else { throw Failure(description: "write to the Raft log failed: \(String(cString: strerror(failed)))") }
+        try Self.writeAll(fd, bytes, path: "the Raft log")
         segmentSize += bytes.count
     }
 
@@ -232,44 +222,92 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     // MARK: - Snapshots
 
-    /// Writes a snapshot file atomically (temp, fsync, rename, fsync of the folder) and removes
-    /// older ones.
+    static let snapshotMagic: UInt32 = 0x4352_5653  // "SVRC"
+
+    /// Where the snapshot with this metadata lives.
+    public func snapshotPath(_ meta: SnapshotMetadata) -> String {
+        snapDir + "/" + Self.pad(meta.term) + "-" + Self.pad(meta.index) + ".snap"
+    }
+
+    /// Where a snapshot being received is spooled before it is installed.
+    public var spoolDirectory: String { snapDir }
+
+    /// Writes a snapshot file atomically — `magic | crc32c | metadata | length | data`, to a
+    /// temporary file, fsync'd, renamed, folder fsync'd — without copying the data, and removes
+    /// older snapshots.
     public func saveSnapshot(_ s: Snapshot) throws(Failure) {
-        var w = ByteWriter(capacity: s.data.count + 128)
-        RaftCodec.encode(s.metadata, into: &w)
-        w.blob(s.data)
-        var file = ByteWriter(capacity: w.bytes.count + 8)
-        file.uint32(0x4352_5653)  // "SVRC"
-        file.uint32(CRC32C.checksum(w.bytes))
-        file.raw(w.bytes)
-        let name = Self.pad(s.metadata.term) + "-" + Self.pad(s.metadata.index) + ".snap"
-        do {
-            try AtomicFile.write(Data(file.bytes), to: snapDir + "/" + name, mode: 0o600)
-        } catch {
-            throw Failure(description: "cannot write snapshot \(name): \(error)")
-        }
+        var header = ByteWriter(capacity: 128)
+        RaftCodec.encode(s.metadata, into: &header)
+        header.varint(UInt64(s.data.count))
+        let crc = CRC32C.checksum(s.data, seed: CRC32C.checksum(header.bytes))
+        var prefix = ByteWriter(capacity: header.bytes.count + 8)
+        prefix.uint32(Self.snapshotMagic)
+        prefix.uint32(crc)
+        prefix.raw(header.bytes)
+        let path = snapshotPath(s.metadata)
+        let tmp = path + ".tmp"
+        let out = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw Failure(description: "cannot write snapshot \(tmp): \(Self.errorText())") }
+        defer { close(out) }
+        try Self.writeAll(out, prefix.bytes, path: tmp)
+        try Self.writeAll(out, s.data, path: tmp)
+        try installSnapshotFile(tmp, metadata: s.metadata)
+    }
+
+    /// Makes a complete snapshot file (written or received) durable and the current one.
+    public func installSnapshotFile(_ file: String, metadata: SnapshotMetadata) throws(Failure) {
+        let f = Glibc.open(file, O_RDONLY | O_CLOEXEC)
+        guard f >= 0 else { throw Failure(description: "cannot open snapshot \(file): \(Self.errorText())") }
+        let synced = fsync(f) == 0
+        close(f)
+        guard synced else { throw Failure(description: "fsync of snapshot \(file) failed: \(Self.errorText())") }
+        let path = snapshotPath(metadata)
+        guard rename(file, path) == 0 else { throw Failure(description: "cannot install snapshot \(path): \(Self.errorText())") }
+        Self.syncDirectory(snapDir)
+        let name = String(path.split(separator: "/").last!)
         for old in Self.list(snapDir) where old.hasSuffix(".snap") && old < name && old.count == name.count {
             unlink(snapDir + "/" + old)
         }
     }
 
+    /// Reads the snapshot with this metadata back (to restore the state machine).
+    public func readSnapshot(_ meta: SnapshotMetadata) throws(Failure) -> Snapshot {
+        guard let s = try Self.parseSnapshot(Self.read(snapshotPath(meta))), s.metadata == meta else {
+            throw Failure(description: "snapshot \(snapshotPath(meta)) is damaged")
+        }
+        return s
+    }
+
+    static func parseSnapshot(_ bytes: [UInt8]) -> Snapshot? {
+        var r = ByteReader(bytes)
+        guard r.uint32() == snapshotMagic, let crc = r.uint32(), CRC32C.checksum(bytes.dropFirst(8)) == crc,
+              let meta = RaftCodec.decodeSnapshotMetadata(&r), let data = r.blob(max: Int(Int32.max)), r.atEnd else { return nil }
+        return Snapshot(metadata: meta, data: data)
+    }
+
     private func loadNewestSnapshot(_ repairs: inout [String]) throws(Failure) -> Snapshot? {
+        for name in Self.list(snapDir) where name.hasSuffix(".part") || name.hasSuffix(".tmp") {
+            unlink(snapDir + "/" + name)  // an interrupted transfer or write
+        }
         let names = Self.list(snapDir).filter { $0.hasSuffix(".snap") }.sorted(by: >)
         for name in names {
-            let bytes = try Self.read(snapDir + "/" + name)
-            var r = ByteReader(bytes)
-            guard r.uint32() == 0x4352_5653, let crc = r.uint32(), CRC32C.checksum(bytes.dropFirst(8)) == crc else {
-                repairs.append("skipped damaged snapshot \(name)")
-                continue
-            }
-            var body = ByteReader(Array(bytes.dropFirst(8)))
-            guard let meta = RaftCodec.decodeSnapshotMetadata(&body), let data = body.blob(max: Int(Int32.max)) else {
-                repairs.append("skipped undecodable snapshot \(name)")
-                continue
-            }
-            return Snapshot(metadata: meta, data: data)
+            if let s = Self.parseSnapshot(try Self.read(snapDir + "/" + name)) { return s }
+            repairs.append("skipped damaged snapshot \(name)")
         }
         return nil
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(Failure) {
+        var off = 0
+        var failed: Int32 = 0
+        bytes.withUnsafeBytes { raw in
+            while off < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                if n < 0 { if errno == EINTR { continue }; failed = errno; return }
+                off += n
+            }
+        }
+        guard failed == 0 else { throw Failure(description: "write to \(path) failed: \(String(cString: strerror(failed)))") }
     }
 
     // MARK: - Files

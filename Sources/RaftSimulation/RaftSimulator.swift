@@ -141,7 +141,7 @@ public struct RaftSimulator: Sendable {
     public mutating func restart(_ id: ServerID) {
         guard var s = servers[id], s.core == nil else { return }
         s.core = RaftCore(id: id, settings: settings, seed: random.derive(), hardState: s.disk.hardState,
-                          snapshot: s.disk.snapshot, entries: s.disk.entries)
+                          snapshot: s.disk.snapshot?.metadata, entries: s.disk.entries)
         s.kv = s.disk.snapshot.map { Self.decodeKV($0.data) } ?? [:]
         s.applied = s.disk.snapshot?.metadata.index ?? 0
         servers[id] = s
@@ -218,7 +218,14 @@ public struct RaftSimulator: Sendable {
             }
             if let hs = r.hardState { s.disk.hardState = hs }
             // 2. send
-            for m in r.messages { network.send(m, from: id, to: m.to, now: now) }
+            for var m in r.messages {
+                if case .snapshot(let meta) = m.body {
+                    // The shell attaches the snapshot data it keeps on disk.
+                    guard let snap = s.disk.snapshot, snap.metadata == meta.metadata else { continue }
+                    m.body = .snapshot(snap)
+                }
+                network.send(m, from: id, to: m.to, now: now)
+            }
             // 3. apply
             for e in r.committed { apply(e, on: id, server: &s) }
             for rs in r.readStates {
@@ -268,7 +275,7 @@ public struct RaftSimulator: Sendable {
         let last = servers[id]!.disk.snapshot?.metadata.index ?? 0
         guard c.appliedIndex >= last + snapshotEvery else { return }
         let data = Self.encodeKV(servers[id]!.kv)
-        if let meta = servers[id]!.core!.compact(index: c.appliedIndex, data: data, keep: 20) {
+        if let meta = servers[id]!.core!.compact(index: c.appliedIndex, keep: 20) {
             servers[id]!.disk.snapshot = Snapshot(metadata: meta, data: data)
             let first = servers[id]!.core!.firstIndex
             servers[id]!.disk.entries.removeAll { $0.index < first }

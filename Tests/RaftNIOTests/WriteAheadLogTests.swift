@@ -25,7 +25,7 @@ import Testing
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
-        try wal.save(hardState: HardState(term: 3, vote: "a", commit: 5), entries: Self.entries(1...10), snapshot: nil, sync: true)
+        try wal.save(hardState: HardState(term: 3, vote: "a", commit: 5), entries: Self.entries(1...10), sync: true)
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.hardState == HardState(term: 3, vote: "a", commit: 5))
         #expect(again.entries == Self.entries(1...10))
@@ -36,8 +36,8 @@ import Testing
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
-        try wal.save(hardState: nil, entries: Self.entries(1...10), snapshot: nil, sync: true)
-        try wal.save(hardState: nil, entries: Self.entries(6...7, term: 2), snapshot: nil, sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(1...10), sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(6...7, term: 2), sync: true)
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.entries == Self.entries(1...5) + Self.entries(6...7, term: 2))
     }
@@ -47,8 +47,8 @@ import Testing
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
-        try wal.save(hardState: HardState(term: 2, vote: nil, commit: 0), entries: Self.entries(1...50), snapshot: nil, sync: true)
-        try wal.save(hardState: nil, entries: Self.entries(51...51), snapshot: nil, sync: true)
+        try wal.save(hardState: HardState(term: 2, vote: nil, commit: 0), entries: Self.entries(1...50), sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(51...51), sync: true)
         let seg = Self.newestSegment(dir)
         let size = try FileManager.default.attributesOfItem(atPath: seg)[.size] as! Int
         truncate(seg, off_t(size - cut))
@@ -59,7 +59,7 @@ import Testing
         // The repaired log takes appends again and keeps them.
         let w2 = WriteAheadLog(directory: dir)
         _ = try w2.open()
-        try w2.save(hardState: nil, entries: Self.entries(51...52, term: 3), snapshot: nil, sync: true)
+        try w2.save(hardState: nil, entries: Self.entries(51...52, term: 3), sync: true)
         #expect(try WriteAheadLog(directory: dir).open().entries.last == Self.entries(52...52, term: 3)[0])
     }
 
@@ -67,7 +67,7 @@ import Testing
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
-        try wal.save(hardState: nil, entries: Self.entries(1...20), snapshot: nil, sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
         let seg = Self.newestSegment(dir)
         var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
         bytes[bytes.count - 3] ^= 0xFF
@@ -82,7 +82,7 @@ import Testing
         let wal = WriteAheadLog(directory: dir, segmentBytes: 512)
         _ = try wal.open()
         for i in stride(from: 1, through: 200, by: 10) {
-            try wal.save(hardState: nil, entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), snapshot: nil, sync: false)
+            try wal.save(hardState: nil, entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), sync: false)
         }
         let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").sorted()
         #expect(names.count > 2)
@@ -102,7 +102,7 @@ import Testing
         let wal = WriteAheadLog(directory: dir, segmentBytes: 1024)
         _ = try wal.open()
         for i in stride(from: 1, through: 300, by: 10) {
-            try wal.save(hardState: HardState(term: 1, vote: nil, commit: LogIndex(i + 9)), entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), snapshot: nil, sync: false)
+            try wal.save(hardState: HardState(term: 1, vote: nil, commit: LogIndex(i + 9)), entries: Self.entries(LogIndex(i)...LogIndex(i + 9)), sync: false)
         }
         let before = wal.segmentCount
         let config = Configuration(servers: [.init(id: "a", address: "x:1", voter: true)])
@@ -122,14 +122,38 @@ import Testing
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
-        try wal.save(hardState: nil, entries: Self.entries(1...10), snapshot: nil, sync: true)
+        try wal.save(hardState: nil, entries: Self.entries(1...10), sync: true)
         let config = Configuration(servers: [.init(id: "a", address: "x:1", voter: true)])
         let snap = Snapshot(metadata: SnapshotMetadata(index: 500, term: 4, configuration: config), data: [9])
-        try wal.save(hardState: HardState(term: 4, vote: nil, commit: 500), entries: [], snapshot: snap, sync: true)
-        try wal.save(hardState: nil, entries: [Entry(term: 4, index: 501, data: [7])], snapshot: nil, sync: true)
+        try wal.saveSnapshot(snap)
+        try wal.save(hardState: HardState(term: 4, vote: nil, commit: 500), entries: [], resetTo: 500, sync: true)
+        try wal.save(hardState: nil, entries: [Entry(term: 4, index: 501, data: [7])], sync: true)
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.snapshot == snap)
         #expect(again.entries == [Entry(term: 4, index: 501, data: [7])])
+    }
+
+    @Test func aSnapshotFileIsCheckedWhenRead() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        let config = Configuration(servers: [.init(id: "a", address: "x:1", voter: true)])
+        let snap = Snapshot(metadata: SnapshotMetadata(index: 9, term: 2, configuration: config), data: Array(repeating: 7, count: 5000))
+        try wal.saveSnapshot(snap)
+        #expect(try wal.readSnapshot(snap.metadata) == snap)
+        let path = wal.snapshotPath(snap.metadata)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count - 100] ^= 1
+        try bytes.write(to: URL(fileURLWithPath: path))
+        #expect(throws: WriteAheadLog.Failure.self) { try wal.readSnapshot(snap.metadata) }
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.snapshot == nil)
+        #expect(again.repairs.contains { $0.contains("skipped damaged snapshot") })
+    }
+
+    @Test func checksumsChainAcrossChunks() {
+        let a = Array("hello, ".utf8), b = Array("snapshot".utf8)
+        #expect(CRC32C.checksum(b, seed: CRC32C.checksum(a)) == CRC32C.checksum(a + b))
     }
 
     @Test func checksumMatchesTheCastagnoliReference() {

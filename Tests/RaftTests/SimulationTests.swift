@@ -27,7 +27,7 @@ import RaftSimulation
 
     /// Many seeds of random faults: loss, duplication, reordering, partitions, crashes with
     /// restarts, and clients writing and reading through random servers throughout.
-    @Test(arguments: 0..<8)
+    @Test(arguments: 0..<40)
     func randomFaultsNeverBreakSafety(batch: Int) {
         for seed in UInt64(batch * 25)..<UInt64(batch * 25 + 25) {
             var rng = SeededRandom(seed: seed)

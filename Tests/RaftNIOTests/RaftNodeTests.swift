@@ -1,0 +1,171 @@
+import Foundation
+import Keyring
+import Logging
+import NIOCore
+import NIOPosix
+import Raft
+@testable import RaftNIO
+import Testing
+
+/// A key-value state machine for the shell tests.
+final class KV: ReplicatedStateMachine, @unchecked Sendable {
+    private var data: [String: String] = [:]
+    private let lock = NSLock()
+    func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
+        let s = String(decoding: command, as: UTF8.self).split(separator: "=", maxSplits: 1).map(String.init)
+        lock.lock(); defer { lock.unlock() }
+        if s.count == 2 { data[s[0]] = s[1] }
+        return Array("ok@\(index)".utf8)
+    }
+    func query(_ request: [UInt8]) throws -> [UInt8] {
+        lock.lock(); defer { lock.unlock() }
+        return Array((data[String(decoding: request, as: UTF8.self)] ?? "").utf8)
+    }
+    func snapshot() -> [UInt8] {
+        lock.lock(); defer { lock.unlock() }
+        return Array(data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n").utf8)
+    }
+    func restore(_ snapshot: [UInt8]) {
+        var d: [String: String] = [:]
+        for line in String(decoding: snapshot, as: UTF8.self).split(separator: "\n") {
+            let kv = line.split(separator: "=", maxSplits: 1).map(String.init)
+            if kv.count == 2 { d[kv[0]] = kv[1] }
+        }
+        lock.lock(); data = d; lock.unlock()
+    }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return data.count }
+}
+
+/// Three RaftNodes in one process over real TCP on 127.0.56.x with real files.
+@Suite(.serialized) struct RaftNodeTests {
+    static let key = "cmFmdC1ub2RlLXRlc3RzLWtleS0wMTIzNDU2Nzg5YWI="
+
+    final class Group: @unchecked Sendable {
+        let root = NSTemporaryDirectory() + "caravan-raftnode-\(UUID().uuidString)"
+        var nodes: [RaftNode?] = []
+        var stores: [KV] = []
+        var configs: [RaftNodeConfiguration] = []
+        let servers: [Configuration.Server]
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+        init(subnet: Int, snapshotEvery: Int = 10_000, keep: Int = 2_000) throws {
+            servers = (0..<3).map { Configuration.Server(id: ServerID("n\($0)"), address: "127.0.\(subnet).\($0 + 2):4681", voter: true) }
+            let ring = SharedKeyring(Keyring(primary: try SecretKey(base64: RaftNodeTests.key)))
+            for i in 0..<3 {
+                configs.append(RaftNodeConfiguration(id: ServerID("n\(i)"), bindHost: "127.0.\(subnet).\(i + 2)", port: 4681,
+                                                     directory: "\(root)/n\(i)", keyring: ring, snapshotEvery: snapshotEvery,
+                                                     keepEntries: keep))
+                stores.append(KV())
+                nodes.append(nil)
+            }
+        }
+
+        func start(_ i: Int, bootstrap: Bool) async throws {
+            stores[i] = KV()
+            let n = try await RaftNode.start(configs[i], stateMachine: stores[i], group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            if bootstrap { try await n.bootstrap(Configuration(servers: servers)) }
+            nodes[i] = n
+        }
+
+        func stop(_ i: Int) async {
+            await nodes[i]?.shutdown(transferTimeout: .zero)
+            nodes[i] = nil
+        }
+
+        func leader() async -> Int? {
+            for (i, n) in nodes.enumerated() { if let n, await n.status().role == .leader { return i } }
+            return nil
+        }
+
+        func waitForLeader() async throws -> Int {
+            var found: Int?
+            try await eventually("a leader") { found = await self.leader(); return found != nil }
+            return found!
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: root) }
+    }
+
+    static func eventually(_ what: String, within: Duration = .seconds(10), _ cond: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + within
+        while ContinuousClock.now < deadline {
+            if try await cond() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RaftError(.timeout, "timed out: \(what)")
+    }
+
+    func eventually(_ what: String, _ cond: () async throws -> Bool) async throws { try await Self.eventually(what, cond) }
+
+    @Test func writesOnAnyServerAreForwardedAndReadsAreLinearizable() async throws {
+        let g = try Group(subnet: 56)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        let follower = (l + 1) % 3
+        let answer = try await g.nodes[follower]!.apply(Array("color=blue".utf8))
+        #expect(String(decoding: answer, as: UTF8.self).hasPrefix("ok@"))
+        // A linearizable read through any server sees the acknowledged write at once.
+        for i in 0..<3 {
+            #expect(try await g.nodes[i]!.read(Array("color".utf8)) == Array("blue".utf8))
+        }
+        let view = try await g.nodes[follower]!.groupView()
+        #expect(view.leader == ServerID("n\(l)"))
+        #expect(view.configuration.voters.count == 3)
+        for i in 0..<3 { await g.stop(i) }
+    }
+
+    @Test func aFollowerThatMissedManyWritesCatchesUpFromAChunkedSnapshotAndSurvivesARestart() async throws {
+        let g = try Group(subnet: 57, snapshotEvery: 200, keep: 20)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        let lagging = (l + 1) % 3
+        await g.stop(lagging)
+        // About 2.5 MiB of state: the snapshot travels in several 1 MiB chunks.
+        let big = String(repeating: "x", count: 4096)
+        try await withThrowingTaskGroup(of: Void.self) { tg in
+            for w in 0..<8 {
+                tg.addTask { for k in 0..<80 { _ = try await g.nodes[l]!.apply(Array("k\(w)-\(k)=\(big)".utf8)) } }
+            }
+            try await tg.waitForAll()
+        }
+        let target = await g.nodes[l]!.status().commit
+        try await g.start(lagging, bootstrap: false)
+        try await eventually("the lagging follower catches up") { await g.nodes[lagging]!.status().applied >= target }
+        #expect(g.stores[lagging].count == 640)
+        // Its snapshot and log are on disk: after a restart it has everything without asking.
+        await g.stop(lagging)
+        let snaps = try FileManager.default.contentsOfDirectory(atPath: "\(g.root)/n\(lagging)/snapshots")
+        #expect(snaps.contains { $0.hasSuffix(".snap") })
+        for i in 0..<3 where i != lagging { await g.stop(i) }
+        try await g.start(lagging, bootstrap: false)
+        #expect(await g.nodes[lagging]!.status().applied >= target - 20 || g.stores[lagging].count == 640)
+        #expect(g.stores[lagging].count == 640)
+        await g.stop(lagging)
+    }
+
+    @Test func garbageOnTheRPCPortIsDroppedAndTheGroupCarriesOn() async throws {
+        let g = try Group(subnet: 58)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        // Frames that fail to open (wrong key, random bytes, a huge length) are dropped.
+        let ch = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.58.\(l + 2)", port: 4681).get()
+        var buf = ch.allocator.buffer(capacity: 64)
+        buf.writeInteger(UInt32(10)); buf.writeBytes([0xCA, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        buf.writeInteger(UInt32(3)); buf.writeBytes([1, 2, 3])
+        buf.writeInteger(UInt32.max)
+        try await ch.writeAndFlush(buf)
+        try? await ch.closeFuture.get()
+        _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
+        #expect(try await g.nodes[(l + 1) % 3]!.read(Array("still".utf8)) == Array("alive".utf8))
+        #expect(await g.nodes[l]!.framesDropped >= 1)
+        for i in 0..<3 { await g.stop(i) }
+    }
+
+    @Test func bootstrappingTwiceIsRefused() async throws {
+        let g = try Group(subnet: 59)
+        try await g.start(0, bootstrap: true)
+        await #expect(throws: RaftError.self) { try await g.nodes[0]!.bootstrap(Configuration(servers: g.servers)) }
+        await g.stop(0)
+    }
+}
