@@ -9,7 +9,10 @@ Deploy/cluster.sh up "${1:-3}"
 cat <<MSG
 
 Try:
-  .build/debug/caravan members --address http://127.0.0.3:4680
-  kill -9 \$(cat run/cluster/agent-3/agent.pid); sleep 2; .build/debug/caravan members --address http://127.0.0.2:4680
+  export CARAVAN_ADDR=http://127.0.0.3:4680
+  .build/debug/caravan members
+  .build/debug/caravan operator raft peers
+  .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
+  kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan status   # another agent leads
   Deploy/cluster.sh down
 MSG
