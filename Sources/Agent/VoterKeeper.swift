@@ -74,6 +74,9 @@ struct VoterKeeper: Service {
     private func bootstrapIfAgreed(_ peers: [Peer], _ state: inout State) async {
         let me = agent.config.name
         let expect = agent.config.bootstrapExpect
+        // Decide only on a full view: a live agent whose metadata has not arrived yet could be
+        // one of the first N by name.
+        guard !peers.contains(where: { $0.alive && $0.meta == nil }) else { return }
         let live = peers.filter { $0.alive && $0.meta != nil }.sorted { $0.name < $1.name }
         let myIntent = state.published.0 == .intent ? state.published.1 : 0
         // Someone already runs a group we did not propose: wait to be added to it.

@@ -73,7 +73,7 @@ public struct RaftError: Error, Sendable, CustomStringConvertible, Equatable {
 /// Writes from any agent end up as ``apply(_:timeout:)`` on the leader (followers and
 /// non-members forward them over RPC); consistent reads use ReadIndex on the leader.
 public final class RaftNode: @unchecked Sendable {
-    enum Op: UInt8 { case apply = 1, read = 2, status = 3, transfer = 4 }
+    enum Op: UInt8 { case apply = 1, read = 2, status = 3, transfer = 4, staleRead = 5 }
 
     public let id: ServerID
     let config: RaftNodeConfiguration
@@ -214,6 +214,8 @@ public final class RaftNode: @unchecked Sendable {
                 return try self.fsm.query(request)
             }.get()
             if let local { return local }
+            // Not in the group: any member may answer a stale read.
+            return try await submit(.staleRead, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
         }
         return try await submit(.read, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
     }
@@ -229,10 +231,13 @@ public final class RaftNode: @unchecked Sendable {
     /// until the deadline while no leader is known.
     private func route(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
         guard !shuttingDown else { return loop.makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down")) }
+        if op == .staleRead, core.configuration.contains(id), applied > 0 {
+            do { return loop.makeSucceededFuture(try fsm.query(payload)) } catch { return loop.makeFailedFuture(error) }
+        }
         if core.role == .leader {
             switch op {
             case .apply: return proposeLocally(payload)
-            case .read: return readLocally(payload)
+            case .read, .staleRead: return readLocally(payload)
             case .status: return loop.makeSucceededFuture(GroupView(core.status).encode())
             case .transfer:
                 let target = payload.isEmpty ? nil : ServerID(String(decoding: payload, as: UTF8.self))
@@ -243,8 +248,9 @@ public final class RaftNode: @unchecked Sendable {
         }
         // The leader if we know it; otherwise any member gossip names (a server removed while it
         // was down still lists itself, and only the group can tell it where the leader is).
-        let target: String? = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
-            ?? memberHints.filter { $0 != config.advertise }.randomElement()
+        let leaderAddress = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
+        let anyMember = memberHints.filter { $0 != config.advertise }.randomElement()
+        let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? anyMember
         let remaining = ContinuousClock.now.duration(to: deadline)
         guard let target, hops < 3 else {
             guard remaining > .milliseconds(50) else {
