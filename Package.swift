@@ -86,6 +86,7 @@ let package = Package(
         .target(name: "RaftSimulation", dependencies: ["Raft", "CaravanTesting"], swiftSettings: strict),
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
+        .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting", "GossipSimulation",

@@ -1,0 +1,238 @@
+/// Walks a parsed job file with the field path in hand, collecting every problem instead of
+/// stopping at the first. Unknown keys are problems too, with a suggestion when one is close.
+final class Problems {
+    var list: [JobFileError.Problem] = []
+    func add(_ line: Int, _ path: String, _ message: String) { list.append(.init(line: line, path: path, message: message)) }
+}
+
+struct FieldReader {
+    let node: DocumentNode
+    let path: String
+    let problems: Problems
+
+    func child(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
+    func fail(_ message: String) { problems.add(node.line, path, message) }
+
+    /// The entries of a mapping; checks that no key outside `known` is present.
+    func mapping(known: [String]) -> MappingReader? {
+        switch node {
+        case .mapping(let entries, _):
+            for e in entries where !known.contains(e.key) {
+                let hint = Self.closest(e.key, in: known).map { " (did you mean \($0)?)" } ?? ""
+                problems.add(e.line, child(e.key), "unknown key\(hint)")
+            }
+            return MappingReader(entries: entries, reader: self)
+        case .null: return MappingReader(entries: [], reader: self)
+        default:
+            fail("expected a mapping of keys, found \(node.kindName)")
+            return nil
+        }
+    }
+
+    func list() -> [FieldReader] {
+        switch node {
+        case .sequence(let items, _):
+            return items.enumerated().map { FieldReader(node: $1, path: "\(path)[\($0)]", problems: problems) }
+        case .null: return []
+        default:
+            fail("expected a list, found \(node.kindName)")
+            return []
+        }
+    }
+
+    var scalar: String? {
+        switch node {
+        case .scalar(let s, _, _): return s
+        case .null: return nil
+        default:
+            fail("expected a single value, found \(node.kindName)")
+            return nil
+        }
+    }
+
+    func string(nonEmpty: Bool = true) -> String? {
+        guard let s = scalar else { return nil }
+        if nonEmpty && s.isEmpty { fail("must not be empty"); return nil }
+        return s
+    }
+
+    func int(_ range: ClosedRange<Int>) -> Int? {
+        guard let s = scalar else { return nil }
+        guard let v = Int(s) else { fail("\"\(s)\" is not a whole number"); return nil }
+        guard range.contains(v) else {
+            fail(range.upperBound == Int.max ? "must be ≥ \(range.lowerBound)" : "must be between \(range.lowerBound) and \(range.upperBound)")
+            return nil
+        }
+        return v
+    }
+
+    var bool: Bool? {
+        guard let s = scalar else { return nil }
+        switch s.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: fail("\"\(s)\" is not true or false"); return nil
+        }
+    }
+
+    func oneOf<E: RawRepresentable & CaseIterable>(_ type: E.Type) -> E? where E.RawValue == String {
+        guard let s = scalar else { return nil }
+        guard let v = E(rawValue: s) else {
+            fail("\"\(s)\" is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return v
+    }
+
+    var duration: Duration? {
+        guard let s = scalar else { return nil }
+        guard let d = Units.duration(s) else { fail("\"\(s)\" is not a duration such as 500ms, 10s, 5m, 1h30m"); return nil }
+        return d
+    }
+
+    var cpu: Int? {
+        guard let s = scalar else { return nil }
+        guard let v = Units.millicores(s) else { fail("\"\(s)\" is not a CPU amount such as 250m, 0.5 or 2"); return nil }
+        guard v > 0 else { fail("must be > 0"); return nil }
+        return v
+    }
+
+    var mebibytes: Int? {
+        guard let s = scalar else { return nil }
+        guard let v = Units.mebibytes(s) else { fail("\"\(s)\" is not a size such as 64Mi, 1Gi or 512 (MiB)"); return nil }
+        guard v > 0 else { fail("must be > 0"); return nil }
+        return v
+    }
+
+    func strings() -> [String] { list().compactMap { $0.string(nonEmpty: false) } }
+
+    func stringMap() -> [String: String] {
+        guard case .mapping(let entries, _) = node else {
+            if case .null = node { return [:] }
+            fail("expected a mapping of names to values, found \(node.kindName)")
+            return [:]
+        }
+        var out: [String: String] = [:]
+        for e in entries {
+            let r = FieldReader(node: e.value, path: child(e.key), problems: problems)
+            if let v = r.string(nonEmpty: false) { out[e.key] = v }
+        }
+        return out
+    }
+
+    /// The known key within edit distance 2, if any.
+    static func closest(_ key: String, in known: [String]) -> String? {
+        let k = Array(key.lowercased())
+        var best: (String, Int)?
+        for c in known {
+            let d = distance(k, Array(c.lowercased()))
+            if d <= 2, best == nil || d < best!.1 { best = (c, d) }
+        }
+        return best?.0
+    }
+
+    static func distance(_ a: [Character], _ b: [Character]) -> Int {
+        var prev = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var cur = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(1, b.count) where !b.isEmpty {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return a.isEmpty ? b.count : prev[b.count]
+    }
+}
+
+struct MappingReader {
+    let entries: [(key: String, value: DocumentNode, line: Int)]
+    let reader: FieldReader
+
+    subscript(_ key: String) -> FieldReader? {
+        entries.first { $0.key == key }.map { FieldReader(node: $0.value, path: reader.child(key), problems: reader.problems) }
+    }
+
+    func has(_ key: String) -> Bool { entries.contains { $0.key == key } }
+
+    func required(_ key: String) -> FieldReader? {
+        guard let r = self[key] else {
+            reader.problems.add(reader.node.line, reader.child(key), "is required")
+            return nil
+        }
+        if case .null = r.node { r.fail("is required"); return nil }
+        return r
+    }
+}
+
+/// Durations, CPU and sizes as people write them.
+public enum Units {
+    /// `500ms`, `10s`, `5m`, `1h30m`, `2h`, `1d`; a bare number is seconds.
+    public static func duration(_ s: String) -> Duration? {
+        if let n = Int(s), n >= 0 { return .seconds(n) }
+        var total = Duration.zero
+        var digits = ""
+        var i = s.startIndex
+        var any = false
+        while i < s.endIndex {
+            let c = s[i]
+            if c.isNumber { digits.append(c); i = s.index(after: i); continue }
+            guard let n = Int(digits) else { return nil }
+            var unit = String(c)
+            let next = s.index(after: i)
+            if c == "m", next < s.endIndex, s[next] == "s" { unit = "ms"; i = next }
+            switch unit {
+            case "ms": total += .milliseconds(n)
+            case "s": total += .seconds(n)
+            case "m": total += .seconds(n * 60)
+            case "h": total += .seconds(n * 3600)
+            case "d": total += .seconds(n * 86400)
+            default: return nil
+            }
+            digits = ""
+            any = true
+            i = s.index(after: i)
+        }
+        return any && digits.isEmpty ? total : nil
+    }
+
+    /// `250m` (millicores), `0.25` or `2` (cores).
+    public static func millicores(_ s: String) -> Int? {
+        if s.hasSuffix("m"), let v = Int(s.dropLast()), v >= 0 { return v }
+        let parts = s.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let whole = Int(parts[0].isEmpty ? "0" : parts[0]), whole >= 0 else { return nil }
+        var millis = whole * 1000
+        if parts.count == 2 {
+            let frac = parts[1]
+            guard !frac.isEmpty, frac.count <= 3, frac.allSatisfy(\.isNumber) else { return nil }
+            millis += Int(frac.padding(toLength: 3))!
+        }
+        return millis
+    }
+
+    /// `64Mi`, `1Gi`, `1024Ki`, or a number of MiB.
+    public static func mebibytes(_ s: String) -> Int? {
+        if let v = Int(s), v >= 0 { return v }
+        let units: [(String, Double)] = [("Ki", 1.0 / 1024), ("Mi", 1), ("Gi", 1024), ("Ti", 1024 * 1024), ("M", 1), ("G", 1024)]
+        for (u, f) in units where s.hasSuffix(u) {
+            guard let v = Double(s.dropLast(u.count)), v >= 0 else { return nil }
+            return Int((v * f).rounded(.up))
+        }
+        return nil
+    }
+
+    /// `1h30m`-style text for a duration (whole milliseconds).
+    public static func text(_ d: Duration) -> String {
+        var ms = Int(d.components.seconds) * 1000 + Int(d.components.attoseconds / 1_000_000_000_000_000)
+        if ms == 0 { return "0s" }
+        var out = ""
+        for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] where ms >= size {
+            out += "\(ms / size)\(unit)"
+            ms %= size
+        }
+        return out
+    }
+}
+
+extension Substring {
+    func padding(toLength n: Int) -> String { String(self) + String(repeating: "0", count: Swift.max(0, n - count)) }
+}

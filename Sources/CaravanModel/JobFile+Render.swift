@@ -1,0 +1,163 @@
+extension JobFile {
+    /// The job as canonical JSON in the job-file schema, every default written out; parsing it
+    /// gives the same job back.
+    public static func render(_ job: Job) -> String {
+        var o = JSONObject()
+        o["id"] = .string(job.id)
+        o["name"] = .string(job.name)
+        o["namespace"] = .string(job.namespace)
+        o["type"] = .string(job.type.rawValue)
+        o["priority"] = .number(job.priority)
+        o["datacenters"] = .array(job.datacenters.map { .string($0) })
+        if !job.meta.isEmpty { o["meta"] = .map(job.meta) }
+        if !job.constraints.isEmpty { o["constraints"] = .array(job.constraints.map(constraint)) }
+        if !job.affinities.isEmpty { o["affinities"] = .array(job.affinities.map(affinity)) }
+        if !job.spreads.isEmpty { o["spreads"] = .array(job.spreads.map(spread)) }
+        if let u = job.update {
+            o["update"] = .object([("maxParallel", .number(u.maxParallel)), ("canary", .number(u.canary)),
+                                   ("minHealthyTime", .duration(u.minHealthyTime)), ("healthyDeadline", .duration(u.healthyDeadline)),
+                                   ("progressDeadline", .duration(u.progressDeadline)), ("autoRevert", .bool(u.autoRevert))])
+        }
+        if let p = job.periodic {
+            o["periodic"] = .object([("cron", .string(p.cron)), ("timeZone", .string(p.timeZone)), ("prohibitOverlap", .bool(p.prohibitOverlap))])
+        }
+        o["groups"] = .array(job.groups.map(group))
+        return JSONValue.object(o.fields).text
+    }
+
+    static func constraint(_ c: Constraint) -> JSONValue {
+        .object([("attribute", .string(c.attribute)), ("operator", .string(c.operator.rawValue)), ("value", .string(c.value))])
+    }
+
+    static func affinity(_ a: Affinity) -> JSONValue {
+        .object([("attribute", .string(a.attribute)), ("operator", .string(a.operator.rawValue)), ("value", .string(a.value)),
+                 ("weight", .number(a.weight))])
+    }
+
+    static func spread(_ s: Spread) -> JSONValue {
+        var f: [(String, JSONValue)] = [("attribute", .string(s.attribute)), ("weight", .number(s.weight))]
+        if !s.targets.isEmpty {
+            f.append(("targets", .array(s.targets.map { .object([("value", .string($0.value)), ("percent", .number($0.percent))]) })))
+        }
+        return .object(f)
+    }
+
+    static func group(_ g: TaskGroup) -> JSONValue {
+        var o = JSONObject()
+        o["name"] = .string(g.name)
+        o["count"] = .number(g.count)
+        if !g.constraints.isEmpty { o["constraints"] = .array(g.constraints.map(constraint)) }
+        if !g.affinities.isEmpty { o["affinities"] = .array(g.affinities.map(affinity)) }
+        if !g.spreads.isEmpty { o["spreads"] = .array(g.spreads.map(spread)) }
+        o["restart"] = .object([("attempts", .number(g.restart.attempts)), ("interval", .duration(g.restart.interval)),
+                                ("delay", .duration(g.restart.delay)), ("mode", .string(g.restart.mode.rawValue))])
+        let r = g.reschedule
+        o["reschedule"] = .object([("attempts", .number(r.attempts)), ("interval", .duration(r.interval)), ("delay", .duration(r.delay)),
+                                   ("delayFunction", .string(r.delayFunction.rawValue)), ("maxDelay", .duration(r.maxDelay)),
+                                   ("unlimited", .bool(r.unlimited))])
+        o["migrate"] = .object([("maxParallel", .number(g.migrate.maxParallel)), ("minHealthyTime", .duration(g.migrate.minHealthyTime)),
+                                ("healthyDeadline", .duration(g.migrate.healthyDeadline))])
+        o["ephemeralDisk"] = .object([("size", .string("\(g.ephemeralDiskMiB)Mi"))])
+        if !g.ports.isEmpty {
+            o["network"] = .object([("ports", .array(g.ports.map { p in
+                var f: [(String, JSONValue)] = [("label", .string(p.label))]
+                if let s = p.staticPort { f.append(("static", .number(s))) }
+                if let t = p.to { f.append(("to", .number(t))) }
+                return .object(f)
+            }))])
+        }
+        if !g.services.isEmpty { o["services"] = .array(g.services.map(service)) }
+        if !g.meta.isEmpty { o["meta"] = .map(g.meta) }
+        o["tasks"] = .array(g.tasks.map(task))
+        return .object(o.fields)
+    }
+
+    static func service(_ s: Service) -> JSONValue {
+        var f: [(String, JSONValue)] = [("name", .string(s.name))]
+        if let p = s.port { f.append(("port", .string(p))) }
+        if !s.tags.isEmpty { f.append(("tags", .array(s.tags.map { .string($0) }))) }
+        if !s.checks.isEmpty {
+            f.append(("checks", .array(s.checks.map { c in
+                var cf: [(String, JSONValue)] = [("type", .string(c.type.rawValue))]
+                if let p = c.path { cf.append(("path", .string(p))) }
+                if let cmd = c.command { cf.append(("command", .string(cmd))) }
+                if !c.args.isEmpty { cf.append(("args", .array(c.args.map { .string($0) }))) }
+                if let p = c.port { cf.append(("port", .string(p))) }
+                cf += [("interval", .duration(c.interval)), ("timeout", .duration(c.timeout)), ("restartAfter", .number(c.restartAfter))]
+                return .object(cf)
+            })))
+        }
+        return .object(f)
+    }
+
+    static func task(_ t: Task) -> JSONValue {
+        var o = JSONObject()
+        o["name"] = .string(t.name)
+        o["driver"] = .string(t.driver.rawValue)
+        var c: [(String, JSONValue)] = []
+        if let i = t.config.image { c.append(("image", .string(i))) }
+        if let cmd = t.config.command { c.append(("command", .string(cmd))) }
+        if !t.config.args.isEmpty { c.append(("args", .array(t.config.args.map { .string($0) }))) }
+        if let e = t.config.entrypoint { c.append(("entrypoint", .array(e.map { .string($0) }))) }
+        if let w = t.config.workdir { c.append(("workdir", .string(w))) }
+        o["config"] = .object(c)
+        if !t.env.isEmpty { o["env"] = .map(t.env) }
+        var r: [(String, JSONValue)] = [("cpu", .string("\(t.resources.cpuMillicores)m")), ("memory", .string("\(t.resources.memoryMiB)Mi"))]
+        if let m = t.resources.memoryMaxMiB { r.append(("memoryMax", .string("\(m)Mi"))) }
+        o["resources"] = .object(r)
+        o["killTimeout"] = .duration(t.killTimeout)
+        o["killSignal"] = .string(t.killSignal)
+        if let l = t.lifecycle { o["lifecycle"] = .object([("hook", .string(l.hook.rawValue)), ("sidecar", .bool(l.sidecar))]) }
+        o["logs"] = .object([("maxFiles", .number(t.logs.maxFiles)), ("maxFileSize", .string("\(t.logs.maxFileSizeMiB)Mi"))])
+        if let u = t.user { o["user"] = .string(u) }
+        if !t.meta.isEmpty { o["meta"] = .map(t.meta) }
+        return .object(o.fields)
+    }
+}
+
+/// A minimal JSON writer (ordered keys, so output is stable).
+indirect enum JSONValue {
+    case string(String), number(Int), bool(Bool), array([JSONValue]), object([(String, JSONValue)])
+
+    static func duration(_ d: Duration) -> JSONValue { .string(Units.text(d)) }
+    static func map(_ m: [String: String]) -> JSONValue { .object(m.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }) }
+
+    var text: String {
+        switch self {
+        case .string(let s): return Self.quote(s)
+        case .number(let n): return String(n)
+        case .bool(let b): return b ? "true" : "false"
+        case .array(let a): return "[" + a.map(\.text).joined(separator: ",") + "]"
+        case .object(let f): return "{" + f.map { Self.quote($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 {
+                    let h = String(u.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
+
+struct JSONObject {
+    var fields: [(String, JSONValue)] = []
+    subscript(_ key: String) -> JSONValue? {
+        get { fields.first { $0.0 == key }?.1 }
+        set { if let v = newValue { fields.append((key, v)) } }
+    }
+}

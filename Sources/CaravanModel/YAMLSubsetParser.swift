@@ -1,0 +1,362 @@
+/// Reads the part of YAML job files use — block mappings and lists by indentation, flow
+/// mappings and lists (`{a: 1}`, `[x, y]`, also over several lines), plain, single- and
+/// double-quoted scalars, comments — and therefore JSON too. Anchors, aliases, tags, block
+/// scalars and several documents are refused with a clear message rather than misread.
+///
+/// Written for the job-file schema so the model needs no Foundation; every node keeps its line.
+public struct YAMLSubsetParser {
+    struct Line { var number: Int; var indent: Int; var text: Substring }
+
+    private var lines: [Line] = []
+    private var pos = 0
+    private let source: [Substring]
+
+    public static func parse(_ text: String) throws(SyntaxError) -> DocumentNode {
+        var p = YAMLSubsetParser(text)
+        return try p.document()
+    }
+
+    init(_ text: String) {
+        source = text.split(separator: "\n", omittingEmptySubsequences: false)
+        for (i, raw) in source.enumerated() {
+            var t = raw
+            if t.hasSuffix("\r") { t = t.dropLast() }
+            let stripped = Self.stripComment(t)
+            let content = stripped.drop { $0 == " " }
+            if content.isEmpty { continue }
+            lines.append(Line(number: i + 1, indent: stripped.count - content.count, text: Self.trimRight(content)))
+        }
+    }
+
+    static func trimRight(_ s: Substring) -> Substring {
+        var s = s
+        while let last = s.last, last == " " || last == "\t" { s = s.dropLast() }
+        return s
+    }
+
+    /// Removes a `#` comment that is not inside quotes (a `#` must follow a space or start the line).
+    static func stripComment(_ s: Substring) -> Substring {
+        var quote: Character? = nil
+        var prev: Character = " "
+        var i = s.startIndex
+        while i < s.endIndex {
+            let c = s[i]
+            if let q = quote {
+                if c == "\\" && q == "\"" { i = s.index(after: i); if i < s.endIndex { i = s.index(after: i) }; prev = "x"; continue }
+                if c == q { quote = nil }
+            } else if c == "\"" || c == "'" {
+                if prev == " " || prev == "[" || prev == "{" || prev == "," || prev == ":" || prev == "-" { quote = c }
+            } else if c == "#" && (prev == " " || prev == "\t" || i == s.startIndex) {
+                return s[s.startIndex..<i]
+            }
+            prev = c
+            i = s.index(after: i)
+        }
+        return s
+    }
+
+    mutating func document() throws(SyntaxError) -> DocumentNode {
+        if let first = lines.first, first.text == "---" { lines.removeFirst() }
+        guard let first = lines.first else { return .null(line: 1) }
+        if lines.contains(where: { $0.text == "---" || $0.text == "..." }) {
+            throw SyntaxError(line: lines.first { $0.text == "---" || $0.text == "..." }!.number, message: "only one document per job file")
+        }
+        if first.text.hasPrefix("{") || first.text.hasPrefix("[") {
+            // JSON, or a flow collection spanning the file.
+            var text = ""
+            var lineOf: [Int] = []
+            for l in lines {
+                for c in l.text { text.append(c); lineOf.append(l.number) }
+                text.append(" "); lineOf.append(l.number)
+            }
+            var f = FlowParser(chars: Array(text), lines: lineOf)
+            let node = try f.value()
+            f.skipSpace()
+            guard f.atEnd else { throw SyntaxError(line: f.line, message: "unexpected text after the end of the document") }
+            return node
+        }
+        let node = try block(indent: first.indent)
+        if pos < lines.count { throw SyntaxError(line: lines[pos].number, message: "bad indentation") }
+        return node
+    }
+
+    private mutating func block(indent: Int) throws(SyntaxError) -> DocumentNode {
+        let l = lines[pos]
+        if l.text.hasPrefix("- ") || l.text == "-" { return try sequence(indent: indent) }
+        return try mapping(indent: indent)
+    }
+
+    private mutating func sequence(indent: Int) throws(SyntaxError) -> DocumentNode {
+        let startLine = lines[pos].number
+        var items: [DocumentNode] = []
+        while pos < lines.count, lines[pos].indent == indent, lines[pos].text.hasPrefix("- ") || lines[pos].text == "-" {
+            let l = lines[pos]
+            let rest = l.text.dropFirst(1).drop { $0 == " " }
+            if rest.isEmpty {
+                pos += 1
+                if pos < lines.count, lines[pos].indent > indent {
+                    items.append(try block(indent: lines[pos].indent))
+                } else {
+                    items.append(.null(line: l.number))
+                }
+                continue
+            }
+            // "- key: value" starts a mapping whose keys line up with `key`.
+            let itemIndent = indent + (l.text.count - rest.count)
+            if Self.mappingKey(rest) != nil && !rest.hasPrefix("{") && !rest.hasPrefix("[") && !rest.hasPrefix("\"") && !rest.hasPrefix("'") {
+                lines[pos] = Line(number: l.number, indent: itemIndent, text: rest)
+                items.append(try mapping(indent: itemIndent))
+            } else {
+                pos += 1
+                items.append(try inlineValue(rest, line: l.number, parentIndent: indent))
+            }
+        }
+        if pos < lines.count, lines[pos].indent > indent {
+            throw SyntaxError(line: lines[pos].number, message: "bad indentation in a list")
+        }
+        return .sequence(items, line: startLine)
+    }
+
+    private mutating func mapping(indent: Int) throws(SyntaxError) -> DocumentNode {
+        let startLine = lines[pos].number
+        var entries: [(key: String, value: DocumentNode, line: Int)] = []
+        while pos < lines.count, lines[pos].indent == indent {
+            let l = lines[pos]
+            if l.text.hasPrefix("- ") || l.text == "-" {
+                throw SyntaxError(line: l.number, message: "a list item where a key was expected")
+            }
+            guard let (key, rest) = Self.mappingKey(l.text) else {
+                throw SyntaxError(line: l.number, message: "expected `key: value`, found \"\(l.text)\"")
+            }
+            if entries.contains(where: { $0.key == key }) {
+                throw SyntaxError(line: l.number, message: "duplicate key \"\(key)\"")
+            }
+            pos += 1
+            let value: DocumentNode
+            if rest.isEmpty {
+                if pos < lines.count, lines[pos].indent > indent {
+                    value = try block(indent: lines[pos].indent)
+                } else if pos < lines.count, lines[pos].indent == indent, lines[pos].text.hasPrefix("- ") || lines[pos].text == "-" {
+                    value = try sequence(indent: indent)  // a list may sit at its key's indentation
+                } else {
+                    value = .null(line: l.number)
+                }
+            } else {
+                value = try inlineValue(rest, line: l.number, parentIndent: indent)
+            }
+            entries.append((key, value, l.number))
+        }
+        if pos < lines.count, lines[pos].indent > indent {
+            throw SyntaxError(line: lines[pos].number, message: "bad indentation (this line is indented more than the key before it)")
+        }
+        return .mapping(entries, line: startLine)
+    }
+
+    /// A value on the same line as its key or dash; a flow collection may continue on the
+    /// following, more indented lines.
+    private mutating func inlineValue(_ text: Substring, line: Int, parentIndent: Int) throws(SyntaxError) -> DocumentNode {
+        if text.hasPrefix("&") || text.hasPrefix("*") { throw SyntaxError(line: line, message: "anchors and aliases are not supported") }
+        if text.hasPrefix("!") { throw SyntaxError(line: line, message: "tags are not supported") }
+        if text == "|" || text == ">" || text.hasPrefix("|-") || text.hasPrefix(">-") || text.hasPrefix("|+") || text.hasPrefix(">+") {
+            throw SyntaxError(line: line, message: "block scalars (| and >) are not supported; use a quoted string with \\n")
+        }
+        if text.hasPrefix("{") || text.hasPrefix("[") {
+            var s = String(text)
+            var lineOf = Array(repeating: line, count: s.count)
+            while !Self.balanced(s), pos < lines.count, lines[pos].indent > parentIndent {
+                s += " " + lines[pos].text
+                lineOf += Array(repeating: lines[pos].number, count: lines[pos].text.count + 1)
+                pos += 1
+            }
+            s += " "; lineOf.append(lineOf.last ?? line)
+            var f = FlowParser(chars: Array(s), lines: lineOf)
+            let node = try f.value()
+            f.skipSpace()
+            guard f.atEnd else { throw SyntaxError(line: f.line, message: "unexpected text after a flow collection") }
+            return node
+        }
+        var f = FlowParser(chars: Array(text), lines: Array(repeating: line, count: text.count), inFlow: false)
+        let node = try f.value()
+        f.skipSpace()
+        guard f.atEnd else { throw SyntaxError(line: line, message: "unexpected text after a value: \"\(text)\"") }
+        return node
+    }
+
+    static func balanced(_ s: String) -> Bool {
+        var depth = 0
+        var quote: Character? = nil
+        var escaped = false
+        for c in s {
+            if let q = quote {
+                if escaped { escaped = false; continue }
+                if c == "\\" && q == "\"" { escaped = true; continue }
+                if c == q { quote = nil }
+                continue
+            }
+            switch c {
+            case "\"", "'": quote = c
+            case "{", "[": depth += 1
+            case "}", "]": depth -= 1
+            default: break
+            }
+        }
+        return depth <= 0
+    }
+
+    /// Splits `key: rest` (the key may be quoted); nil if the line is not a mapping entry.
+    static func mappingKey(_ text: Substring) -> (String, Substring)? {
+        if text.hasPrefix("\"") || text.hasPrefix("'") {
+            var f = FlowParser(chars: Array(text), lines: Array(repeating: 0, count: text.count))
+            guard case .scalar(let k, _, _)? = try? f.quoted() else { return nil }
+            let rest = text.dropFirst(f.index)
+            guard rest.hasPrefix(":") else { return nil }
+            return (k, rest.dropFirst().drop { $0 == " " })
+        }
+        var i = text.startIndex
+        while i < text.endIndex {
+            if text[i] == ":" {
+                let next = text.index(after: i)
+                if next == text.endIndex || text[next] == " " {
+                    let key = trimRight(text[text.startIndex..<i])
+                    guard !key.isEmpty, !key.contains("{"), !key.contains("[") else { return nil }
+                    return (String(key), text[next...].drop { $0 == " " })
+                }
+            }
+            i = text.index(after: i)
+        }
+        return nil
+    }
+}
+
+/// Flow-style values: `{...}`, `[...]`, quoted and plain scalars.
+struct FlowParser {
+    let chars: [Character]
+    let lines: [Int]
+    var index = 0
+    var inFlow = true
+
+    init(chars: [Character], lines: [Int], inFlow: Bool = true) {
+        self.chars = chars
+        self.lines = lines
+        self.inFlow = inFlow
+    }
+
+    var atEnd: Bool { index >= chars.count }
+    var line: Int { lines.isEmpty ? 0 : lines[min(index, lines.count - 1)] }
+
+    mutating func skipSpace() { while index < chars.count, chars[index] == " " || chars[index] == "\t" { index += 1 } }
+
+    mutating func value() throws(SyntaxError) -> DocumentNode {
+        skipSpace()
+        guard index < chars.count else { return .null(line: line) }
+        switch chars[index] {
+        case "{": return try mapping()
+        case "[": return try sequence()
+        case "\"", "'": return try quoted()
+        default: return plain()
+        }
+    }
+
+    mutating func mapping() throws(SyntaxError) -> DocumentNode {
+        let start = line
+        index += 1
+        var entries: [(key: String, value: DocumentNode, line: Int)] = []
+        skipSpace()
+        if index < chars.count, chars[index] == "}" { index += 1; return .mapping([], line: start) }
+        while true {
+            skipSpace()
+            let keyLine = line
+            let keyNode = try (index < chars.count && (chars[index] == "\"" || chars[index] == "'")) ? quoted() : plain(stopAtColon: true)
+            guard case .scalar(let key, _, _) = keyNode, !key.isEmpty else { throw SyntaxError(line: keyLine, message: "expected a key in a {…} mapping") }
+            skipSpace()
+            guard index < chars.count, chars[index] == ":" else { throw SyntaxError(line: line, message: "expected ':' after key \"\(key)\"") }
+            index += 1
+            let v = try value()
+            if entries.contains(where: { $0.key == key }) { throw SyntaxError(line: keyLine, message: "duplicate key \"\(key)\"") }
+            entries.append((key, v, keyLine))
+            skipSpace()
+            guard index < chars.count else { throw SyntaxError(line: line, message: "a { mapping is not closed with }") }
+            if chars[index] == "," { index += 1; skipSpace(); if index < chars.count, chars[index] == "}" { index += 1; break }; continue }
+            if chars[index] == "}" { index += 1; break }
+            throw SyntaxError(line: line, message: "expected ',' or '}' in a mapping, found '\(chars[index])'")
+        }
+        return .mapping(entries, line: start)
+    }
+
+    mutating func sequence() throws(SyntaxError) -> DocumentNode {
+        let start = line
+        index += 1
+        var items: [DocumentNode] = []
+        skipSpace()
+        if index < chars.count, chars[index] == "]" { index += 1; return .sequence([], line: start) }
+        while true {
+            items.append(try value())
+            skipSpace()
+            guard index < chars.count else { throw SyntaxError(line: line, message: "a [ list is not closed with ]") }
+            if chars[index] == "," { index += 1; skipSpace(); if index < chars.count, chars[index] == "]" { index += 1; break }; continue }
+            if chars[index] == "]" { index += 1; break }
+            throw SyntaxError(line: line, message: "expected ',' or ']' in a list, found '\(chars[index])'")
+        }
+        return .sequence(items, line: start)
+    }
+
+    mutating func quoted() throws(SyntaxError) -> DocumentNode {
+        let start = line
+        let q = chars[index]
+        index += 1
+        var out = ""
+        while index < chars.count {
+            let c = chars[index]
+            if q == "'" && c == "'" {
+                if index + 1 < chars.count, chars[index + 1] == "'" { out.append("'"); index += 2; continue }
+                index += 1
+                return .scalar(out, quoted: true, line: start)
+            }
+            if q == "\"" && c == "\"" { index += 1; return .scalar(out, quoted: true, line: start) }
+            if q == "\"" && c == "\\" {
+                index += 1
+                guard index < chars.count else { break }
+                switch chars[index] {
+                case "n": out.append("\n")
+                case "t": out.append("\t")
+                case "r": out.append("\r")
+                case "0": out.append("\0")
+                case "\"": out.append("\"")
+                case "\\": out.append("\\")
+                case "/": out.append("/")
+                case "u":
+                    let hex = String(chars[min(index + 1, chars.count)..<min(index + 5, chars.count)])
+                    guard hex.count == 4, let v = UInt32(hex, radix: 16), let scalar = Unicode.Scalar(v) else {
+                        throw SyntaxError(line: start, message: "bad \\u escape")
+                    }
+                    out.unicodeScalars.append(scalar)
+                    index += 4
+                default: throw SyntaxError(line: start, message: "unknown escape \\\(chars[index])")
+                }
+                index += 1
+                continue
+            }
+            out.append(c)
+            index += 1
+        }
+        throw SyntaxError(line: start, message: "a quoted string is not closed")
+    }
+
+    mutating func plain(stopAtColon: Bool = false) -> DocumentNode {
+        let start = line
+        var out = ""
+        while index < chars.count {
+            let c = chars[index]
+            if inFlow && (c == "," || c == "}" || c == "]") { break }
+            if c == ":" && (stopAtColon || inFlow) {
+                let next = index + 1 < chars.count ? chars[index + 1] : " "
+                if stopAtColon || next == " " || next == "," || next == "}" { break }
+            }
+            out.append(c)
+            index += 1
+        }
+        while out.last == " " { out.removeLast() }
+        if out.isEmpty || out == "~" || out == "null" { return out.isEmpty && stopAtColon ? .scalar("", quoted: false, line: start) : .null(line: start) }
+        return .scalar(out, quoted: false, line: start)
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+import Testing
+@testable import CaravanModel
+
+/// Job files as users write them: the examples parse, defaults are Nomad's, every mistake is
+/// named with its line and field path, and a rendered job parses back to itself.
+@Suite struct JobFileTests {
+    static let examples: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Deploy/examples").standardized
+
+    static func example(_ name: String) throws -> String {
+        try String(contentsOf: examples.appendingPathComponent(name), encoding: .utf8)
+    }
+
+    static func problems(_ text: String) -> [String] {
+        do {
+            _ = try JobFile.parse(text, file: "t.yaml")
+            return []
+        } catch {
+            return error.problems.map(\.description)
+        }
+    }
+
+    @Test(arguments: ["hello.yaml", "web.yaml", "web.json", "report.yaml", "node-agent.yaml"])
+    func everyExampleParsesAndRoundTrips(name: String) throws {
+        let job = try JobFile.parse(try Self.example(name), file: name)
+        #expect(!job.groups.isEmpty)
+        let again = try JobFile.parse(JobFile.render(job), file: "rendered")
+        #expect(again == job)
+    }
+
+    @Test func theDesignExampleMeansWhatItSays() throws {
+        let job = try JobFile.parse(try Self.example("web.yaml"))
+        #expect(job.id == "web" && job.name == "web" && job.namespace == "default" && job.type == .service)
+        #expect(job.constraints == [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")])
+        #expect(job.update?.autoRevert == true && job.update?.minHealthyTime == .seconds(10))
+        let g = job.groups[0]
+        #expect(g.count == 4 && g.ports == [Port(label: "http", staticPort: nil, to: nil)])
+        #expect(g.services[0].checks[0].type == .http && g.services[0].checks[0].timeout == .seconds(2))
+        let t = g.tasks[0]
+        #expect(t.driver == .container && t.config.image == "127.0.0.1:5000/busybox:1.36")
+        #expect(t.config.args == ["-f", "-p", "${CARAVAN_PORT_http}"])
+        #expect(t.resources == Resources(cpuMillicores: 100, memoryMiB: 64))
+        #expect(t.env == ["GREETING": "hello"])
+    }
+
+    @Test func defaultsFollowNomad() throws {
+        let service = try JobFile.parse(try Self.example("hello.yaml"))
+        #expect(service.priority == 50 && service.datacenters == ["*"])
+        #expect(service.groups[0].restart == RestartPolicy(attempts: 2, interval: .seconds(1800), delay: .seconds(15), mode: .fail))
+        #expect(service.groups[0].reschedule.unlimited && service.groups[0].reschedule.delayFunction == .exponential)
+        #expect(service.groups[0].tasks[0].killTimeout == .seconds(5))
+        let batch = try JobFile.parse(try Self.example("report.yaml"))
+        #expect(batch.groups[0].restart.attempts == 3 && batch.groups[0].restart.interval == .seconds(86400))
+        #expect(batch.groups[0].reschedule.attempts == 1 && !batch.groups[0].reschedule.unlimited)
+        #expect(batch.periodic == Periodic(cron: "30 2 * * *", timeZone: "UTC", prohibitOverlap: true))
+    }
+
+    @Test func yamlAndJsonSpellingsAreTheSameJob() throws {
+        let yaml = """
+        id: a
+        groups:
+          - name: g
+            count: 2
+            tasks:
+              - name: t
+                driver: raw_exec
+                config: {command: /bin/true}
+                resources: {cpu: 0.5, memory: 1Gi}
+        """
+        let json = #"{"id": "a", "groups": [{"name": "g", "count": 2, "tasks": [{"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}, "resources": {"cpu": "500m", "memory": 1024}}]}]}"#
+        #expect(try JobFile.parse(yaml) == JobFile.parse(json))
+    }
+
+    @Test func errorsNameTheLineAndTheFieldPath() {
+        let text = """
+        id: web
+        groups:
+          - name: web
+            count: -1
+            tasks:
+              - name: a
+                driver: raw_exec
+                config: {command: /bin/true}
+              - name: b
+                driver: docker
+                resources: {cpu: 100m, memory: 0}
+        """
+        let p = Self.problems(text)
+        #expect(p.contains("line 4: groups[0].count: must be between 0 and 100000"), "\(p)")
+        #expect(p.contains("line 10: groups[0].tasks[1].driver: \"docker\" is not one of raw_exec, exec, container"), "\(p)")
+        #expect(p.contains("line 11: groups[0].tasks[1].resources.memory: must be > 0"), "\(p)")
+    }
+
+    @Test func unknownKeysAreErrorsWithASuggestion() {
+        let p = Self.problems("""
+        id: web
+        groups:
+          - name: web
+            taks: []
+        """)
+        #expect(p.contains("line 4: groups[0].taks: unknown key (did you mean tasks?)"), "\(p)")
+        #expect(p.contains { $0.contains("groups[0].tasks: is required") }, "\(p)")
+    }
+
+    @Test func rulesAcrossFieldsAreChecked() {
+        let p = Self.problems("""
+        id: sys
+        type: system
+        update: {maxParallel: 2}
+        groups:
+          - name: g
+            count: 3
+            network: {ports: [{label: http}, {label: http}]}
+            services: [{name: s, port: admin}]
+            tasks:
+              - {name: t, driver: container, config: {command: x}}
+              - {name: t, driver: raw_exec, config: {image: busybox}}
+        """)
+        let expected = [
+            "groups[0].count: system jobs run one per node",
+            "duplicate port label \"http\"",
+            "groups[0].services[0].port: no port labelled \"admin\"",
+            "groups[0].tasks[0].config.image: is required for the container driver",
+            "groups[0].tasks[1].name: duplicate task name",
+            "groups[0].tasks[1].config.command: is required for the raw_exec driver",
+            "groups[0].tasks[1].config.image: only the container driver runs images",
+        ]
+        for e in expected { #expect(p.contains { $0.contains(e) }, "missing \(e) in \(p)") }
+    }
+
+    @Test func syntaxErrorsAreReportedWithTheirLine() {
+        #expect(Self.problems("id: a\n  bad: indent\n") == ["line 2: bad indentation (this line is indented more than the key before it)"])
+        #expect(Self.problems("id: \"unclosed\n") == ["line 1: a quoted string is not closed"])
+        #expect(Self.problems("id: a\nid: b\n") == ["line 2: duplicate key \"id\""])
+        #expect(Self.problems("{\"id\": \"a\",\n \"groups\": [}") .first?.hasPrefix("line 2:") == true)
+        #expect(Self.problems("id: &x a\n") == ["line 1: anchors and aliases are not supported"])
+        #expect(Self.problems("") == ["line 1: id: is required", "line 1: groups: is required"])
+    }
+
+    @Test func unitsAreReadAsPeopleWriteThem() {
+        #expect(Units.millicores("250m") == 250 && Units.millicores("0.25") == 250 && Units.millicores("2") == 2000)
+        #expect(Units.millicores("1.5") == 1500 && Units.millicores("x") == nil && Units.millicores("0.0001") == nil)
+        #expect(Units.mebibytes("64Mi") == 64 && Units.mebibytes("1Gi") == 1024 && Units.mebibytes("512") == 512)
+        #expect(Units.mebibytes("1024Ki") == 1 && Units.mebibytes("lots") == nil)
+        #expect(Units.duration("1h30m") == .seconds(5400) && Units.duration("500ms") == .milliseconds(500))
+        #expect(Units.duration("10") == .seconds(10) && Units.duration("10x") == nil && Units.duration("m") == nil)
+        #expect(Units.text(.seconds(5400)) == "1h30m" && Units.text(.milliseconds(1500)) == "1s500ms")
+    }
+
+    @Test func cronExpressionsAreChecked() {
+        #expect(Cron.problem("*/5 * * * *") == nil)
+        #expect(Cron.problem("0 2 * * 1-5") == nil)
+        #expect(Cron.problem("61 * * * *") != nil)
+        #expect(Cron.problem("* * *") != nil)
+    }
+
+    @Test func garbageNeverCrashesTheParser() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("ab:- {}[],\"'#\n  \\1")
+        for _ in 0..<3000 {
+            let s = String((0..<Int.random(in: 0...60, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! })
+            _ = Self.problems(s)
+        }
+    }
+}
