@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "Primitives", swiftSettings: strict),
         .target(name: "Gossip", dependencies: ["Primitives"], swiftSettings: strict),
         .target(name: "Raft", dependencies: ["Primitives"], swiftSettings: strict),
-        .target(name: "ClusterState", dependencies: ["CaravanModel"], swiftSettings: strict),
+        .target(name: "ClusterState", dependencies: ["CaravanModel", "Primitives"], swiftSettings: strict),
         .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
 
         // Sealing.
@@ -87,6 +87,8 @@ let package = Package(
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "CaravanModel", "CaravanTesting",
+            .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting", "GossipSimulation",

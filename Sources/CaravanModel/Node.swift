@@ -1,0 +1,112 @@
+/// A machine in the cluster as the replicated state records it (`UpsertNode` when gossip shows
+/// it new or changed).
+public struct Node: Sendable, Equatable {
+    public enum Status: String, Sendable, CaseIterable { case ready, down }
+    public enum Eligibility: String, Sendable, CaseIterable { case eligible, ineligible }
+
+    public var id: String
+    public var address: String
+    public var datacenter: String = "dc1"
+    public var nodeClass: String = ""
+    /// `kernel.name`, `cpu.arch`, `os.name`, `driver.raw_exec`, … (read as `${attr.X}`).
+    public var attributes: [String: String] = [:]
+    /// Operator tags (read as `${meta.X}`).
+    public var meta: [String: String] = [:]
+    public var drivers: [String] = []
+    public var cpuMillicores: Int
+    public var memoryMiB: Int
+    public var diskMiB: Int
+    public var status: Status = .ready
+    public var eligibility: Eligibility = .eligible
+    /// Being drained: its allocations migrate away and it takes no new ones.
+    public var draining: Bool = false
+    public var createIndex: UInt64 = 0
+    public var modifyIndex: UInt64 = 0
+
+    public init(id: String, address: String, cpuMillicores: Int, memoryMiB: Int, diskMiB: Int) {
+        self.id = id
+        self.address = address
+        self.cpuMillicores = cpuMillicores
+        self.memoryMiB = memoryMiB
+        self.diskMiB = diskMiB
+    }
+
+    /// Whether the scheduler may place new work here.
+    public var isSchedulable: Bool { status == .ready && eligibility == .eligible && !draining }
+}
+
+/// One instance of a group placed on a node.
+public struct Allocation: Sendable, Equatable {
+    public enum DesiredStatus: String, Sendable, CaseIterable { case run, stop, evict }
+    public enum ClientStatus: String, Sendable, CaseIterable { case pending, running, complete, failed, lost }
+
+    public var id: String
+    public var namespace: String = "default"
+    public var jobID: String
+    public var jobVersion: Int
+    public var group: String
+    /// `job.group[index]`, stable across replacements.
+    public var name: String
+    public var nodeID: String
+    public var cpuMillicores: Int
+    public var memoryMiB: Int
+    public var diskMiB: Int
+    public var ports: [String: Int] = [:]
+    public var desiredStatus: DesiredStatus = .run
+    public var desiredDescription: String = ""
+    public var clientStatus: ClientStatus = .pending
+    public var clientDescription: String = ""
+    /// The allocation this one replaces, if any.
+    public var previousAllocation: String?
+    public var rescheduleAttempts: Int = 0
+    public var createIndex: UInt64 = 0
+    public var modifyIndex: UInt64 = 0
+
+    public init(id: String, jobID: String, jobVersion: Int, group: String, name: String, nodeID: String,
+                cpuMillicores: Int, memoryMiB: Int, diskMiB: Int) {
+        self.id = id
+        self.jobID = jobID
+        self.jobVersion = jobVersion
+        self.group = group
+        self.name = name
+        self.nodeID = nodeID
+        self.cpuMillicores = cpuMillicores
+        self.memoryMiB = memoryMiB
+        self.diskMiB = diskMiB
+    }
+
+    /// Whether it still holds resources on its node.
+    public var isLive: Bool {
+        desiredStatus == .run && (clientStatus == .pending || clientStatus == .running)
+    }
+    public var isTerminal: Bool { !isLive }
+}
+
+/// A reason to run the scheduler for one job.
+public struct Evaluation: Sendable, Equatable {
+    public enum Status: String, Sendable, CaseIterable { case pending, blocked, complete, failed, canceled }
+    public enum Trigger: String, Sendable, CaseIterable {
+        case jobRegister = "job-register", jobDeregister = "job-deregister", nodeUpdate = "node-update",
+             nodeDrain = "node-drain", allocFailure = "alloc-failure", periodic = "periodic-job", queued = "queued-allocs"
+    }
+
+    public var id: String
+    public var namespace: String = "default"
+    public var jobID: String
+    public var priority: Int
+    public var triggeredBy: Trigger
+    public var status: Status = .pending
+    public var statusDescription: String = ""
+    public var nodeID: String?
+    /// Why placements failed, per group (what `job status` and `job plan` explain).
+    public var failedPlacements: [String: String] = [:]
+    public var createIndex: UInt64 = 0
+    public var modifyIndex: UInt64 = 0
+
+    public init(id: String, jobID: String, priority: Int, triggeredBy: Trigger) {
+        self.id = id
+        self.jobID = jobID
+        self.priority = priority
+        self.triggeredBy = triggeredBy
+    }
+}

@@ -1,0 +1,255 @@
+import CaravanModel
+import Primitives
+
+/// The replicated record of the cluster: jobs (with their versions), nodes, allocations and
+/// evaluations. ``apply(_:index:)`` is deterministic — the same commands at the same indexes
+/// give the same state on every agent — and every table remembers the index of its last
+/// change, which is what blocking queries wait on.
+public struct ClusterState: Sendable, Equatable {
+    public struct JobKey: Hashable, Sendable, Comparable {
+        public var namespace: String
+        public var id: String
+        public init(_ namespace: String, _ id: String) {
+            self.namespace = namespace
+            self.id = id
+        }
+        public static func < (a: JobKey, b: JobKey) -> Bool { (a.namespace, a.id) < (b.namespace, b.id) }
+    }
+
+    public struct JobRecord: Sendable, Equatable {
+        public var job: Job
+        /// The canonical job-file JSON the job was registered with.
+        public var text: String
+        public var version: Int
+        public var stopped: Bool
+        public var createIndex: UInt64
+        public var modifyIndex: UInt64
+    }
+
+    public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations }
+
+    public enum Outcome: Sendable, Equatable {
+        case applied
+        case ignoredAsUnknown
+        case rejected(String)
+    }
+
+    /// Versions kept per job (the newest first), for `job history` and `job revert`.
+    public static let versionsKept = 6
+
+    public private(set) var jobs: [JobKey: JobRecord] = [:]
+    public private(set) var versions: [JobKey: [JobRecord]] = [:]
+    public private(set) var nodes: [String: Node] = [:]
+    public private(set) var allocations: [String: Allocation] = [:]
+    public private(set) var evaluations: [String: Evaluation] = [:]
+    public private(set) var tableIndex: [Table: UInt64] = [:]
+    public private(set) var lastIndex: UInt64 = 0
+
+    public init() {}
+
+    /// The index of the latest change to any of `tables`.
+    public func index(of tables: [Table]) -> UInt64 { tables.map { tableIndex[$0] ?? 0 }.max() ?? 0 }
+
+    /// Applies one committed command.
+    public mutating func apply(_ bytes: [UInt8], index: UInt64) -> Outcome {
+        lastIndex = max(lastIndex, index)
+        switch Command.decode(bytes) {
+        case .ignorable: return .ignoredAsUnknown
+        case .invalid(let why): return .rejected(why)
+        case .command(let c): return apply(c, index: index)
+        }
+    }
+
+    public mutating func apply(_ c: Command, index: UInt64) -> Outcome {
+        lastIndex = max(lastIndex, index)
+        switch c {
+        case .registerJob(let text):
+            let job: Job
+            do { job = try JobFile.parse(text, file: "job") } catch { return .rejected(error.description) }
+            let key = JobKey(job.namespace, job.id)
+            let canonical = JobFile.render(job)
+            if let cur = jobs[key], cur.text == canonical, !cur.stopped { return .applied }  // unchanged: no new version
+            let version = jobs[key].map { $0.version + 1 } ?? 0
+            let record = JobRecord(job: job, text: canonical, version: version, stopped: false,
+                                   createIndex: jobs[key]?.createIndex ?? index, modifyIndex: index)
+            jobs[key] = record
+            versions[key, default: []].insert(record, at: 0)
+            if versions[key]!.count > Self.versionsKept { versions[key]!.removeLast() }
+            touch(.jobs, index)
+        case .deregisterJob(let ns, let id, let purge):
+            let key = JobKey(ns, id)
+            guard var cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+            if purge {
+                jobs[key] = nil
+                versions[key] = nil
+            } else {
+                cur.stopped = true
+                cur.modifyIndex = index
+                jobs[key] = cur
+            }
+            touch(.jobs, index)
+        case .upsertNode(var n):
+            if let cur = nodes[n.id] {
+                n.createIndex = cur.createIndex
+                n.eligibility = cur.eligibility
+                n.draining = cur.draining
+            } else {
+                n.createIndex = index
+            }
+            n.modifyIndex = index
+            nodes[n.id] = n
+            touch(.nodes, index)
+        case .nodeStatus(let id, let status):
+            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+            n.status = status
+            n.modifyIndex = index
+            nodes[id] = n
+            touch(.nodes, index)
+            if status == .down {
+                // Its allocations are lost; the scheduler replaces them.
+                for (aid, a) in allocations where a.nodeID == id && a.isLive {
+                    var lost = a
+                    lost.clientStatus = .lost
+                    lost.clientDescription = "node \(id) is down"
+                    lost.modifyIndex = index
+                    allocations[aid] = lost
+                    touch(.allocations, index)
+                }
+            }
+        case .nodeEligibility(let id, let el):
+            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+            n.eligibility = el
+            n.modifyIndex = index
+            nodes[id] = n
+            touch(.nodes, index)
+        case .nodeDrain(let id, let d):
+            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+            n.draining = d
+            if d { n.eligibility = .ineligible }
+            n.modifyIndex = index
+            nodes[id] = n
+            touch(.nodes, index)
+        case .applyPlan(let allocs, let evals):
+            for var a in allocs {
+                a.createIndex = allocations[a.id]?.createIndex ?? index
+                a.modifyIndex = index
+                allocations[a.id] = a
+            }
+            if !allocs.isEmpty { touch(.allocations, index) }
+            upsert(evals, index)
+        case .clientUpdate(let updates):
+            for u in updates {
+                guard var a = allocations[u.allocationID] else { continue }
+                // A lost or finished allocation does not come back to life.
+                if a.clientStatus == .lost || a.clientStatus == .complete || a.clientStatus == .failed { continue }
+                a.clientStatus = u.clientStatus
+                a.clientDescription = u.description
+                a.modifyIndex = index
+                allocations[u.allocationID] = a
+                touch(.allocations, index)
+            }
+        case .upsertEvaluations(let evals):
+            upsert(evals, index)
+        }
+        return .applied
+    }
+
+    private mutating func upsert(_ evals: [Evaluation], _ index: UInt64) {
+        for var e in evals {
+            e.createIndex = evaluations[e.id]?.createIndex ?? index
+            e.modifyIndex = index
+            evaluations[e.id] = e
+        }
+        if !evals.isEmpty { touch(.evaluations, index) }
+    }
+
+    private mutating func touch(_ t: Table, _ index: UInt64) { tableIndex[t] = max(tableIndex[t] ?? 0, index) }
+
+    // MARK: - Queries
+
+    /// Allocations on a node that hold resources there.
+    public func liveAllocations(onNode id: String) -> [Allocation] {
+        allocations.values.filter { $0.nodeID == id && $0.isLive }.sorted { $0.id < $1.id }
+    }
+
+    public func allocations(ofJob key: JobKey) -> [Allocation] {
+        allocations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.sorted { $0.name < $1.name || ($0.name == $1.name && $0.createIndex < $1.createIndex) }
+    }
+
+    /// CPU and memory reserved on a node by its live allocations.
+    public func used(onNode id: String) -> (cpuMillicores: Int, memoryMiB: Int, diskMiB: Int) {
+        var cpu = 0, mem = 0, disk = 0
+        for a in allocations.values where a.nodeID == id && a.isLive {
+            cpu += a.cpuMillicores; mem += a.memoryMiB; disk += a.diskMiB
+        }
+        return (cpu, mem, disk)
+    }
+
+    // MARK: - Snapshot
+
+    static let snapshotVersion: UInt8 = 1
+
+    /// A compact, deterministic encoding of the whole state (sorted keys).
+    public func snapshot() -> [UInt8] {
+        var w = ByteWriter(capacity: 4096)
+        w.byte(Self.snapshotVersion)
+        w.varint(lastIndex)
+        w.varint(UInt64(tableIndex.count))
+        for (t, i) in tableIndex.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { w.byte(t.rawValue); w.varint(i) }
+        func job(_ r: JobRecord) {
+            w.string(r.text, max: 4 << 20); w.varint(UInt64(r.version)); w.byte(r.stopped ? 1 : 0); w.varint(r.createIndex); w.varint(r.modifyIndex)
+        }
+        w.varint(UInt64(jobs.count))
+        for k in jobs.keys.sorted() {
+            job(jobs[k]!)
+            let vs = versions[k] ?? []
+            w.varint(UInt64(vs.count))
+            for v in vs { job(v) }
+        }
+        w.varint(UInt64(nodes.count)); for k in nodes.keys.sorted() { RecordCodec.enc(nodes[k]!, &w) }
+        w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w) }
+        w.varint(UInt64(evaluations.count)); for k in evaluations.keys.sorted() { RecordCodec.enc(evaluations[k]!, &w) }
+        return w.bytes
+    }
+
+    public struct RestoreError: Error, Sendable, CustomStringConvertible { public let description: String }
+
+    public static func restore(_ bytes: [UInt8]) throws(RestoreError) -> ClusterState {
+        var r = ByteReader(bytes)
+        guard r.byte() == snapshotVersion, let last = r.varint(), let tn = r.count(max: 16) else {
+            throw RestoreError(description: "not a cluster-state snapshot (or a newer format)")
+        }
+        var s = ClusterState()
+        s.lastIndex = last
+        for _ in 0..<tn {
+            guard let t = r.byte().flatMap(Table.init(rawValue:)), let i = r.varint() else { throw RestoreError(description: "bad table index") }
+            s.tableIndex[t] = i
+        }
+        func job() throws(RestoreError) -> JobRecord {
+            guard let text = r.string(max: 4 << 20), let v = r.varint(), let st = r.byte(), let ci = r.varint(), let mi = r.varint() else {
+                throw RestoreError(description: "bad job record")
+            }
+            let j: Job
+            do { j = try JobFile.parse(text, file: "snapshot") } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
+            return JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
+        }
+        guard let jn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad job count") }
+        for _ in 0..<jn {
+            let rec = try job()
+            let key = JobKey(rec.job.namespace, rec.job.id)
+            s.jobs[key] = rec
+            guard let vn = r.count(max: 64) else { throw RestoreError(description: "bad version count") }
+            var vs: [JobRecord] = []
+            for _ in 0..<vn { vs.append(try job()) }
+            s.versions[key] = vs
+        }
+        guard let nn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad node count") }
+        for _ in 0..<nn { guard let n = RecordCodec.node(&r) else { throw RestoreError(description: "bad node") }; s.nodes[n.id] = n }
+        guard let an = r.count(max: 1 << 26) else { throw RestoreError(description: "bad allocation count") }
+        for _ in 0..<an { guard let a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }; s.allocations[a.id] = a }
+        guard let en = r.count(max: 1 << 26) else { throw RestoreError(description: "bad evaluation count") }
+        for _ in 0..<en { guard let e = RecordCodec.evaluation(&r) else { throw RestoreError(description: "bad evaluation") }; s.evaluations[e.id] = e }
+        guard r.atEnd else { throw RestoreError(description: "trailing bytes in snapshot") }
+        return s
+    }
+}

@@ -1,0 +1,134 @@
+import CaravanModel
+import Primitives
+
+/// A change to the cluster state, as one Raft entry: a type byte, then fields. Types with the
+/// high bit set (``ignorableFlag``) may be skipped by an agent that does not know them, so a
+/// newer leader can add commands without stopping older followers; any other unknown type is
+/// an error the same on every agent.
+public enum Command: Sendable, Equatable {
+    /// A job in canonical job-file JSON; every register makes a new version.
+    case registerJob(text: String)
+    case deregisterJob(namespace: String, id: String, purge: Bool)
+    case upsertNode(Node)
+    case nodeStatus(id: String, status: Node.Status)
+    case nodeEligibility(id: String, eligibility: Node.Eligibility)
+    case nodeDrain(id: String, draining: Bool)
+    /// The outcome of a plan the leader verified: allocations to create or update (placements,
+    /// stops, evictions), and evaluations to create or update.
+    case applyPlan(allocations: [Allocation], evaluations: [Evaluation])
+    /// Agents report what their allocations are doing.
+    case clientUpdate([ClientAllocationUpdate])
+    case upsertEvaluations([Evaluation])
+
+    public static let ignorableFlag: UInt8 = 0x80
+    /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
+    enum Tag: UInt8 {
+        case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations
+    }
+
+    public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
+        let t = firstByte & ~ignorableFlag
+        return t >= 0x01 && t <= 0x3F
+    }
+
+    public func encode() -> [UInt8] {
+        var w = ByteWriter(capacity: 256)
+        switch self {
+        case .registerJob(let text):
+            w.byte(Tag.registerJob.rawValue); w.string(text, max: 4 << 20)
+        case .deregisterJob(let ns, let id, let purge):
+            w.byte(Tag.deregisterJob.rawValue); w.string(ns); w.string(id); w.byte(purge ? 1 : 0)
+        case .upsertNode(let n):
+            w.byte(Tag.upsertNode.rawValue); RecordCodec.enc(n, &w)
+        case .nodeStatus(let id, let st):
+            w.byte(Tag.nodeStatus.rawValue); w.string(id); w.string(st.rawValue)
+        case .nodeEligibility(let id, let el):
+            w.byte(Tag.nodeEligibility.rawValue); w.string(id); w.string(el.rawValue)
+        case .nodeDrain(let id, let d):
+            w.byte(Tag.nodeDrain.rawValue); w.string(id); w.byte(d ? 1 : 0)
+        case .applyPlan(let allocs, let evals):
+            w.byte(Tag.applyPlan.rawValue)
+            w.varint(UInt64(allocs.count)); for a in allocs { RecordCodec.enc(a, &w) }
+            w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
+        case .clientUpdate(let updates):
+            w.byte(Tag.clientUpdate.rawValue)
+            w.varint(UInt64(updates.count))
+            for u in updates { w.string(u.allocationID); w.string(u.clientStatus.rawValue); w.string(u.description, max: 4096) }
+        case .upsertEvaluations(let evals):
+            w.byte(Tag.upsertEvaluations.rawValue)
+            w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
+        }
+        return w.bytes
+    }
+
+    public enum Decoded: Sendable, Equatable {
+        case command(Command)
+        /// A newer agent's command this one may skip.
+        case ignorable(UInt8)
+        case invalid(String)
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> Decoded {
+        var r = ByteReader(bytes)
+        guard let type = r.byte() else { return .invalid("empty command") }
+        guard let tag = Tag(rawValue: type) else {
+            return type & ignorableFlag != 0 ? .ignorable(type) : .invalid("unknown command type \(type)")
+        }
+        let c: Command?
+        switch tag {
+        case .registerJob: c = r.string(max: 4 << 20).map { .registerJob(text: $0) }
+        case .deregisterJob:
+            if let ns = r.string(), let id = r.string(), let p = r.byte() { c = .deregisterJob(namespace: ns, id: id, purge: p == 1) } else { c = nil }
+        case .upsertNode: c = RecordCodec.node(&r).map { .upsertNode($0) }
+        case .nodeStatus:
+            if let id = r.string(), let st = r.string().flatMap(Node.Status.init(rawValue:)) { c = .nodeStatus(id: id, status: st) } else { c = nil }
+        case .nodeEligibility:
+            if let id = r.string(), let el = r.string().flatMap(Node.Eligibility.init(rawValue:)) { c = .nodeEligibility(id: id, eligibility: el) } else { c = nil }
+        case .nodeDrain:
+            if let id = r.string(), let d = r.byte() { c = .nodeDrain(id: id, draining: d == 1) } else { c = nil }
+        case .applyPlan:
+            var allocs: [Allocation] = [], evals: [Evaluation] = []
+            var ok = false
+            if let n = r.count(max: 1 << 20) {
+                ok = true
+                for _ in 0..<n { guard let a = RecordCodec.allocation(&r) else { ok = false; break }; allocs.append(a) }
+                if ok, let m = r.count(max: 1 << 20) {
+                    for _ in 0..<m { guard let e = RecordCodec.evaluation(&r) else { ok = false; break }; evals.append(e) }
+                } else { ok = false }
+            }
+            c = ok ? .applyPlan(allocations: allocs, evaluations: evals) : nil
+        case .clientUpdate:
+            var ups: [ClientAllocationUpdate] = []
+            var ok = false
+            if let n = r.count(max: 1 << 20) {
+                ok = true
+                for _ in 0..<n {
+                    guard let id = r.string(), let st = r.string().flatMap(Allocation.ClientStatus.init(rawValue:)), let d = r.string(max: 4096) else { ok = false; break }
+                    ups.append(ClientAllocationUpdate(allocationID: id, clientStatus: st, description: d))
+                }
+            }
+            c = ok ? .clientUpdate(ups) : nil
+        case .upsertEvaluations:
+            var evals: [Evaluation] = []
+            var ok = false
+            if let n = r.count(max: 1 << 20) {
+                ok = true
+                for _ in 0..<n { guard let e = RecordCodec.evaluation(&r) else { ok = false; break }; evals.append(e) }
+            }
+            c = ok ? .upsertEvaluations(evals) : nil
+        }
+        guard let c, r.atEnd else { return .invalid("malformed \(tag) command") }
+        return .command(c)
+    }
+}
+
+public struct ClientAllocationUpdate: Sendable, Equatable {
+    public var allocationID: String
+    public var clientStatus: Allocation.ClientStatus
+    public var description: String
+    public init(allocationID: String, clientStatus: Allocation.ClientStatus, description: String) {
+        self.allocationID = allocationID
+        self.clientStatus = clientStatus
+        self.description = description
+    }
+}

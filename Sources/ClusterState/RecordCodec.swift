@@ -1,0 +1,87 @@
+import CaravanModel
+import Primitives
+
+/// Binary encoding of nodes, allocations and evaluations (Raft commands and snapshots).
+/// Jobs travel as their canonical job-file JSON, so one schema serves files, API and log.
+enum RecordCodec {
+    static func map(_ m: [String: String], _ w: inout ByteWriter) {
+        w.varint(UInt64(m.count))
+        for (k, v) in m.sorted(by: { $0.key < $1.key }) { w.string(k, max: 4096); w.string(v, max: 65536) }
+    }
+
+    static func map(_ r: inout ByteReader) -> [String: String]? {
+        guard let n = r.count(max: 100_000) else { return nil }
+        var out: [String: String] = [:]
+        for _ in 0..<n {
+            guard let k = r.string(max: 4096), let v = r.string(max: 65536) else { return nil }
+            out[k] = v
+        }
+        return out
+    }
+
+    static func int(_ v: Int, _ w: inout ByteWriter) { w.varint(UInt64(bitPattern: Int64(v))) }
+    static func int(_ r: inout ByteReader) -> Int? { r.varint().map { Int(Int64(bitPattern: $0)) } }
+
+    static func enc(_ n: Node, _ w: inout ByteWriter) {
+        w.string(n.id); w.string(n.address); w.string(n.datacenter); w.string(n.nodeClass)
+        map(n.attributes, &w); map(n.meta, &w)
+        w.varint(UInt64(n.drivers.count)); for d in n.drivers { w.string(d) }
+        int(n.cpuMillicores, &w); int(n.memoryMiB, &w); int(n.diskMiB, &w)
+        w.string(n.status.rawValue); w.string(n.eligibility.rawValue); w.byte(n.draining ? 1 : 0)
+        w.varint(n.createIndex); w.varint(n.modifyIndex)
+    }
+
+    static func node(_ r: inout ByteReader) -> Node? {
+        guard let id = r.string(), let addr = r.string(), let dc = r.string(), let cls = r.string(),
+              let attrs = map(&r), let meta = map(&r), let dn = r.count(max: 64) else { return nil }
+        var drivers: [String] = []
+        for _ in 0..<dn { guard let d = r.string() else { return nil }; drivers.append(d) }
+        guard let cpu = int(&r), let mem = int(&r), let disk = int(&r),
+              let st = r.string().flatMap(Node.Status.init(rawValue:)), let el = r.string().flatMap(Node.Eligibility.init(rawValue:)),
+              let dr = r.byte(), let ci = r.varint(), let mi = r.varint() else { return nil }
+        var n = Node(id: id, address: addr, cpuMillicores: cpu, memoryMiB: mem, diskMiB: disk)
+        n.datacenter = dc; n.nodeClass = cls; n.attributes = attrs; n.meta = meta; n.drivers = drivers
+        n.status = st; n.eligibility = el; n.draining = dr == 1; n.createIndex = ci; n.modifyIndex = mi
+        return n
+    }
+
+    static func enc(_ a: Allocation, _ w: inout ByteWriter) {
+        w.string(a.id); w.string(a.namespace); w.string(a.jobID); int(a.jobVersion, &w); w.string(a.group); w.string(a.name)
+        w.string(a.nodeID); int(a.cpuMillicores, &w); int(a.memoryMiB, &w); int(a.diskMiB, &w)
+        w.varint(UInt64(a.ports.count)); for (k, v) in a.ports.sorted(by: { $0.key < $1.key }) { w.string(k); int(v, &w) }
+        w.string(a.desiredStatus.rawValue); w.string(a.desiredDescription, max: 4096)
+        w.string(a.clientStatus.rawValue); w.string(a.clientDescription, max: 4096)
+        w.string(a.previousAllocation ?? ""); int(a.rescheduleAttempts, &w)
+        w.varint(a.createIndex); w.varint(a.modifyIndex)
+    }
+
+    static func allocation(_ r: inout ByteReader) -> Allocation? {
+        guard let id = r.string(), let ns = r.string(), let job = r.string(), let ver = int(&r), let g = r.string(), let name = r.string(),
+              let node = r.string(), let cpu = int(&r), let mem = int(&r), let disk = int(&r), let pn = r.count(max: 1024) else { return nil }
+        var ports: [String: Int] = [:]
+        for _ in 0..<pn { guard let k = r.string(), let v = int(&r) else { return nil }; ports[k] = v }
+        guard let ds = r.string().flatMap(Allocation.DesiredStatus.init(rawValue:)), let dd = r.string(max: 4096),
+              let cs = r.string().flatMap(Allocation.ClientStatus.init(rawValue:)), let cd = r.string(max: 4096),
+              let prev = r.string(), let attempts = int(&r), let ci = r.varint(), let mi = r.varint() else { return nil }
+        var a = Allocation(id: id, jobID: job, jobVersion: ver, group: g, name: name, nodeID: node, cpuMillicores: cpu, memoryMiB: mem, diskMiB: disk)
+        a.namespace = ns; a.ports = ports; a.desiredStatus = ds; a.desiredDescription = dd; a.clientStatus = cs; a.clientDescription = cd
+        a.previousAllocation = prev.isEmpty ? nil : prev; a.rescheduleAttempts = attempts; a.createIndex = ci; a.modifyIndex = mi
+        return a
+    }
+
+    static func enc(_ e: Evaluation, _ w: inout ByteWriter) {
+        w.string(e.id); w.string(e.namespace); w.string(e.jobID); int(e.priority, &w); w.string(e.triggeredBy.rawValue)
+        w.string(e.status.rawValue); w.string(e.statusDescription, max: 4096); w.string(e.nodeID ?? "")
+        map(e.failedPlacements, &w); w.varint(e.createIndex); w.varint(e.modifyIndex)
+    }
+
+    static func evaluation(_ r: inout ByteReader) -> Evaluation? {
+        guard let id = r.string(), let ns = r.string(), let job = r.string(), let pr = int(&r),
+              let trig = r.string().flatMap(Evaluation.Trigger.init(rawValue:)), let st = r.string().flatMap(Evaluation.Status.init(rawValue:)),
+              let sd = r.string(max: 4096), let node = r.string(), let fp = map(&r), let ci = r.varint(), let mi = r.varint() else { return nil }
+        var e = Evaluation(id: id, jobID: job, priority: pr, triggeredBy: trig)
+        e.namespace = ns; e.status = st; e.statusDescription = sd; e.nodeID = node.isEmpty ? nil : node; e.failedPlacements = fp
+        e.createIndex = ci; e.modifyIndex = mi
+        return e
+    }
+}

@@ -1,0 +1,142 @@
+import CaravanModel
+import CaravanTesting
+@testable import ClusterState
+import PropertyBased
+import Testing
+
+@Suite struct ClusterStateTests {
+    static func jobText(_ id: String, count: Int = 2, cpu: String = "100m") -> String {
+        """
+        id: \(id)
+        groups:
+          - name: g
+            count: \(count)
+            tasks:
+              - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: \(cpu), memory: 32Mi}}
+        """
+    }
+
+    static func node(_ id: String) -> Node { Node(id: id, address: "127.0.0.1", cpuMillicores: 2000, memoryMiB: 4096, diskMiB: 10000) }
+
+    static func alloc(_ id: String, node: String, job: String = "web") -> Allocation {
+        Allocation(id: id, jobID: job, jobVersion: 0, group: "g", name: "\(job).g[0]", nodeID: node, cpuMillicores: 100, memoryMiB: 32, diskMiB: 300)
+    }
+
+    @Test func everyRegisterThatChangesTheJobMakesAVersion() {
+        var s = ClusterState()
+        #expect(s.apply(Command.registerJob(text: Self.jobText("web")).encode(), index: 5) == .applied)
+        let key = ClusterState.JobKey("default", "web")
+        #expect(s.jobs[key]?.version == 0 && s.jobs[key]?.createIndex == 5)
+        _ = s.apply(.registerJob(text: Self.jobText("web")), index: 6)
+        #expect(s.jobs[key]?.version == 0, "an unchanged job is not a new version")
+        _ = s.apply(.registerJob(text: Self.jobText("web", count: 3)), index: 7)
+        #expect(s.jobs[key]?.version == 1 && s.jobs[key]?.modifyIndex == 7 && s.jobs[key]?.createIndex == 5)
+        #expect(s.versions[key]?.map(\.version) == [1, 0])
+        #expect(s.index(of: [.jobs]) == 7)
+        _ = s.apply(.deregisterJob(namespace: "default", id: "web", purge: false), index: 8)
+        #expect(s.jobs[key]?.stopped == true)
+        _ = s.apply(.deregisterJob(namespace: "default", id: "web", purge: true), index: 9)
+        #expect(s.jobs[key] == nil && s.versions[key] == nil)
+        #expect(s.apply(.deregisterJob(namespace: "default", id: "web", purge: true), index: 10) == .rejected("job web is not registered"))
+    }
+
+    @Test func aNodeGoingDownLosesItsLiveAllocations() {
+        var s = ClusterState()
+        _ = s.apply(.upsertNode(Self.node("n1")), index: 1)
+        _ = s.apply(.upsertNode(Self.node("n2")), index: 2)
+        var done = Self.alloc("a3", node: "n1")
+        done.clientStatus = .complete
+        _ = s.apply(.applyPlan(allocations: [Self.alloc("a1", node: "n1"), Self.alloc("a2", node: "n2"), done], evaluations: []), index: 3)
+        #expect(s.used(onNode: "n1") == (100, 32, 300))
+        _ = s.apply(.nodeStatus(id: "n1", status: .down), index: 4)
+        #expect(s.allocations["a1"]?.clientStatus == .lost)
+        #expect(s.allocations["a2"]?.clientStatus == .pending)
+        #expect(s.allocations["a3"]?.clientStatus == .complete)
+        #expect(s.used(onNode: "n1") == (0, 0, 0))
+        // A lost allocation stays lost whatever its old node reports later.
+        _ = s.apply(.clientUpdate([.init(allocationID: "a1", clientStatus: .running, description: "")]), index: 5)
+        #expect(s.allocations["a1"]?.clientStatus == .lost)
+        // Re-registering a node keeps the operator's eligibility and drain.
+        _ = s.apply(.nodeDrain(id: "n2", draining: true), index: 6)
+        _ = s.apply(.upsertNode(Self.node("n2")), index: 7)
+        #expect(s.nodes["n2"]?.draining == true && s.nodes["n2"]?.eligibility == .ineligible && s.nodes["n2"]?.createIndex == 2)
+    }
+
+    @Test func unknownCommandsAreIgnoredOnlyWhenMarkedIgnorable() {
+        var s = ClusterState()
+        #expect(s.apply([0xBE, 1, 2], index: 1) == .ignoredAsUnknown)
+        #expect(s.apply([0x3E, 1, 2], index: 2) == .rejected("unknown command type 62"))
+        #expect(s.apply([Command.Tag.upsertNode.rawValue, 9], index: 3) == .rejected("malformed upsertNode command"))
+        #expect(s.apply(Command.registerJob(text: "id: x").encode(), index: 4) != .applied)
+        #expect(s.jobs.isEmpty && s.nodes.isEmpty)
+    }
+
+    /// A random but valid sequence of commands.
+    static func commands(seed: UInt64) -> [Command] {
+        var r = SeededRandom(seed: seed)
+        var out: [Command] = []
+        var allocIDs: [String] = []
+        for i in 0..<Int.random(in: 1...40, using: &r) {
+            let nodeID = "n\(Int.random(in: 0..<4, using: &r))"
+            switch Int.random(in: 0..<8, using: &r) {
+            case 0: out.append(.registerJob(text: jobText("j\(Int.random(in: 0..<3, using: &r))", count: Int.random(in: 0...5, using: &r))))
+            case 1: out.append(.deregisterJob(namespace: "default", id: "j\(Int.random(in: 0..<3, using: &r))", purge: r.chance(0.3)))
+            case 2:
+                var n = node(nodeID)
+                n.attributes = ["kernel.name": "linux", "rack": "r\(i % 3)"]
+                n.meta = r.chance(0.5) ? ["zone": "a"] : [:]
+                n.drivers = ["raw_exec"]
+                out.append(.upsertNode(n))
+            case 3: out.append(.nodeStatus(id: nodeID, status: r.chance(0.5) ? .down : .ready))
+            case 4: out.append(r.chance(0.5) ? .nodeDrain(id: nodeID, draining: r.chance(0.5)) : .nodeEligibility(id: nodeID, eligibility: .ineligible))
+            case 5:
+                let id = "a\(i)"
+                allocIDs.append(id)
+                var a = alloc(id, node: nodeID, job: "j\(i % 3)")
+                a.ports = ["http": 20000 + i]
+                var e = Evaluation(id: "e\(i)", jobID: "j\(i % 3)", priority: 50, triggeredBy: .jobRegister)
+                e.failedPlacements = r.chance(0.5) ? ["g": "memory exhausted on 2 nodes"] : [:]
+                out.append(.applyPlan(allocations: [a], evaluations: [e]))
+            case 6:
+                if let id = allocIDs.randomElement(using: &r) {
+                    out.append(.clientUpdate([.init(allocationID: id, clientStatus: [.running, .complete, .failed].randomElement(using: &r)!, description: "x")]))
+                }
+            default:
+                var e = Evaluation(id: "e\(i % 5)", jobID: "j0", priority: 70, triggeredBy: .nodeUpdate)
+                e.status = .complete
+                e.nodeID = nodeID
+                out.append(.upsertEvaluations([e]))
+            }
+        }
+        return out
+    }
+
+    @Test func commandsRoundTripThroughTheirEncoding() async {
+        await propertyCheck(count: 200, input: Gen.uint64()) { seed in
+            for c in Self.commands(seed: seed) { #expect(Command.decode(c.encode()) == .command(c)) }
+        }
+    }
+
+    @Test func applyIsDeterministicAndSnapshotsRoundTripExactly() async {
+        await propertyCheck(count: 200, input: Gen.uint64()) { seed in
+            let cmds = Self.commands(seed: seed)
+            var a = ClusterState(), b = ClusterState()
+            for (i, c) in cmds.enumerated() {
+                _ = a.apply(c.encode(), index: UInt64(i + 1))
+                _ = b.apply(c.encode(), index: UInt64(i + 1))
+            }
+            #expect(a == b)
+            #expect(a.snapshot() == b.snapshot(), "the same state must encode to the same bytes")
+            let restored = try? ClusterState.restore(a.snapshot())
+            #expect(restored == a)
+        }
+    }
+
+    @Test func aDamagedSnapshotIsRefused() {
+        var s = ClusterState()
+        _ = s.apply(.upsertNode(Self.node("n1")), index: 1)
+        let bytes = s.snapshot()
+        #expect(throws: ClusterState.RestoreError.self) { try ClusterState.restore(Array(bytes.dropLast())) }
+        #expect(throws: ClusterState.RestoreError.self) { try ClusterState.restore([9] + bytes.dropFirst()) }
+    }
+}
