@@ -87,6 +87,8 @@ let package = Package(
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "CaravanTesting",
+            .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "CaravanModel", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",

@@ -121,16 +121,31 @@ public struct Affinity: Sendable, Equatable {
     public var value: String
     /// -100…100; negative weights repel.
     public var weight: Int = 50
+    public init(attribute: String, operator op: Constraint.Operator, value: String, weight: Int = 50) {
+        self.attribute = attribute
+        self.operator = op
+        self.value = value
+        self.weight = weight
+    }
 }
 
 public struct Spread: Sendable, Equatable {
     public struct Target: Sendable, Equatable {
         public var value: String
         public var percent: Int
+        public init(value: String, percent: Int) {
+            self.value = value
+            self.percent = percent
+        }
     }
     public var attribute: String
     public var weight: Int = 50
     public var targets: [Target] = []
+    public init(attribute: String, weight: Int = 50, targets: [Target] = []) {
+        self.attribute = attribute
+        self.weight = weight
+        self.targets = targets
+    }
 }
 
 public struct UpdateStrategy: Sendable, Equatable {

@@ -1,4 +1,0 @@
-// Feasibility, ranking, reconciliation and plans; pure functions. Built under the cluster state and scheduler issue.
-//
-// This module is declared so the layering of Package.swift is fixed from the start;
-// it holds no code until its issue is worked on.

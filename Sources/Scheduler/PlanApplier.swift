@@ -1,0 +1,41 @@
+import CaravanModel
+
+/// The leader's last check before a plan is committed (Nomad's plan applier): plans are
+/// computed on a snapshot that may be stale and several may race, so each node's part is
+/// re-checked against the latest state and only what still fits is accepted. A node whose
+/// placements no longer fit is rejected whole; its instances are re-evaluated.
+public enum PlanApplier {
+    public struct Verdict: Sendable, Equatable {
+        public var accepted: Plan
+        /// Nodes whose placements were refused (over capacity, port clash, not schedulable).
+        public var rejectedNodes: [String]
+    }
+
+    public static func verify(_ plan: Plan, nodes: [Node], allocations: [Allocation]) -> Verdict {
+        let byID = Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, $0) })
+        let stopping = Set(plan.stops.map(\.id))
+        var cpu: [String: Int] = [:], mem: [String: Int] = [:], disk: [String: Int] = [:]
+        var ports: [String: Set<Int>] = [:]
+        for a in allocations where a.isLive && !stopping.contains(a.id) {
+            cpu[a.nodeID, default: 0] += a.cpuMillicores
+            mem[a.nodeID, default: 0] += a.memoryMiB
+            disk[a.nodeID, default: 0] += a.diskMiB
+            ports[a.nodeID, default: []].formUnion(a.ports.values)
+        }
+        var rejected = Set<String>()
+        for (nodeID, placements) in Dictionary(grouping: plan.placements, by: \.nodeID) {
+            guard let node = byID[nodeID], node.isSchedulable else { rejected.insert(nodeID); continue }
+            var c = cpu[nodeID] ?? 0, m = mem[nodeID] ?? 0, d = disk[nodeID] ?? 0
+            var p = ports[nodeID] ?? []
+            var ok = true
+            for a in placements {
+                c += a.cpuMillicores; m += a.memoryMiB; d += a.diskMiB
+                for port in a.ports.values where !p.insert(port).inserted { ok = false }
+            }
+            if !ok || c > node.cpuMillicores || m > node.memoryMiB || d > node.diskMiB { rejected.insert(nodeID) }
+        }
+        var accepted = plan
+        accepted.placements = plan.placements.filter { !rejected.contains($0.nodeID) }
+        return Verdict(accepted: accepted, rejectedNodes: rejected.sorted())
+    }
+}

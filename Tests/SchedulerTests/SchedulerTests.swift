@@ -1,0 +1,225 @@
+import CaravanModel
+import CaravanTesting
+import PropertyBased
+@testable import Scheduler
+import Testing
+
+/// The scheduler as a pure function: plans applied to an in-memory cluster, checked for the
+/// properties users rely on.
+@Suite struct SchedulerTests {
+    final class IDs: @unchecked Sendable {
+        var n = 0
+        func next() -> String { n += 1; return "a\(n)" }
+    }
+
+    static func scheduler(_ algorithm: SchedulingAlgorithm = .binpack) -> Scheduler {
+        let ids = IDs()
+        return Scheduler(algorithm: algorithm, newID: { ids.next() })
+    }
+
+    static func node(_ id: String, cpu: Int = 2000, mem: Int = 4096, attrs: [String: String] = ["kernel.name": "linux"],
+                     drivers: [String] = ["raw_exec", "exec", "container"]) -> Node {
+        var n = Node(id: id, address: "127.0.0.1", cpuMillicores: cpu, memoryMiB: mem, diskMiB: 100_000)
+        n.attributes = attrs
+        n.drivers = drivers
+        return n
+    }
+
+    static func job(_ id: String = "web", type: Job.Kind = .service, count: Int = 3, cpu: Int = 500, mem: Int = 256,
+                    constraints: [Constraint] = [], driver: Task.Driver = .rawExec) -> Job {
+        var t = Task(name: "t", driver: driver, config: DriverConfig(image: driver == .container ? "img" : nil, command: "/bin/true"))
+        t.resources = Resources(cpuMillicores: cpu, memoryMiB: mem)
+        var g = TaskGroup(name: "g", count: type == .system || type == .sysbatch ? 1 : count, for: type, tasks: [t])
+        g.ephemeralDiskMiB = 10
+        var j = Job(id: id, groups: [g])
+        j.type = type
+        j.constraints = constraints
+        return j
+    }
+
+    /// Applies a plan to an allocation list (what the plan applier and Raft would do).
+    static func apply(_ plan: Plan, to allocs: inout [Allocation], index: inout UInt64) {
+        for s in plan.stops { if let i = allocs.firstIndex(where: { $0.id == s.id }) { allocs[i] = s } }
+        for var p in plan.placements { index += 1; p.createIndex = index; allocs.append(p) }
+    }
+
+    static func overCommitted(_ nodes: [Node], _ allocs: [Allocation]) -> [String] {
+        nodes.filter { n in
+            let live = allocs.filter { $0.nodeID == n.id && $0.isLive }
+            return live.reduce(0) { $0 + $1.cpuMillicores } > n.cpuMillicores || live.reduce(0) { $0 + $1.memoryMiB } > n.memoryMiB
+        }.map(\.id)
+    }
+
+    @Test func aServiceJobGetsExactlyCountInstancesAndThenNothingMoreToDo() {
+        let s = Self.scheduler()
+        let nodes = (0..<3).map { Self.node("n\($0)") }
+        let job = Self.job(count: 4)
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(plan.placements.count == 4 && plan.failures.isEmpty)
+        #expect(Set(plan.placements.map(\.name)) == ["web.g[0]", "web.g[1]", "web.g[2]", "web.g[3]"])
+        Self.apply(plan, to: &allocs, index: &index)
+        let again = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(again.isEmpty, "a stable cluster needs no changes")
+        // Instances of one group spread over the nodes (anti-affinity) while there is room.
+        #expect(Set(plan.placements.map(\.nodeID)).count == 3)
+    }
+
+    @Test func binPackingFillsTheFullestNodeThatFits() {
+        let s = Self.scheduler()
+        let nodes = [Self.node("empty"), Self.node("busy")]
+        var other = Allocation(id: "x", jobID: "other", jobVersion: 0, group: "g", name: "other.g[0]", nodeID: "busy",
+                               cpuMillicores: 1000, memoryMiB: 2048, diskMiB: 10)
+        other.clientStatus = .running
+        let plan = s.schedule(SchedulerInput(job: Self.job(count: 1), jobVersion: 0, jobStopped: false, nodes: nodes, allocations: [other]))
+        #expect(plan.placements.map(\.nodeID) == ["busy"])
+        let spread = Self.scheduler(.spread).schedule(SchedulerInput(job: Self.job(count: 1), jobVersion: 0, jobStopped: false, nodes: nodes, allocations: [other]))
+        #expect(spread.placements.map(\.nodeID) == ["empty"])
+    }
+
+    @Test func aFailedPlacementSaysWhyPerDimension() {
+        let s = Self.scheduler()
+        let nodes = [Self.node("a", mem: 512), Self.node("b", mem: 512), Self.node("mac", attrs: ["kernel.name": "darwin"]),
+                     Self.node("old", drivers: ["raw_exec"])]
+        let job = Self.job(count: 2, mem: 1024, constraints: [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")],
+                           driver: .container)
+        let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+        #expect(plan.placements.isEmpty)
+        let f = try! #require(plan.failures.first)
+        #expect(f.unplaced == 2 && f.nodesEvaluated == 4)
+        #expect(f.description == "2 of group g not placed: memory exhausted on 2 nodes, constraint ${attr.kernel.name} = linux filtered 1, missing driver container filtered 1 (4 nodes evaluated)")
+    }
+
+    @Test func lostAllocationsAreReplacedOnTheSurvivors() {
+        let s = Self.scheduler()
+        var nodes = (0..<3).map { Self.node("n\($0)") }
+        let job = Self.job(count: 3)
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        Self.apply(s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        let victim = allocs[0].nodeID
+        nodes[nodes.firstIndex { $0.id == victim }!].status = .down
+        for i in allocs.indices where allocs[i].nodeID == victim { allocs[i].clientStatus = .lost }
+        let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(plan.placements.count == 1)
+        #expect(plan.placements[0].nodeID != victim)
+        #expect(plan.placements[0].previousAllocation == allocs[0].id)
+        #expect(plan.placements[0].name == allocs[0].name)
+    }
+
+    @Test func batchWorkThatFinishedIsNotRunAgain() {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0")]
+        let job = Self.job(type: .batch, count: 2)
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        Self.apply(s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        for i in allocs.indices { allocs[i].clientStatus = .complete }
+        #expect(s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)).isEmpty)
+    }
+
+    @Test func systemJobsRunOncePerEligibleNodeIncludingNewOnes() {
+        let s = Self.scheduler()
+        var nodes = [Self.node("n0"), Self.node("n1"), Self.node("mac", attrs: ["kernel.name": "darwin"])]
+        nodes[1].eligibility = .ineligible
+        let job = Self.job(type: .system, constraints: [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")])
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(plan.placements.map(\.nodeID) == ["n0"])
+        #expect(plan.failures.isEmpty, "nodes a system job does not fit are not failures")
+        Self.apply(plan, to: &allocs, index: &index)
+        nodes.append(Self.node("n3"))
+        let next = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(next.placements.map(\.nodeID) == ["n3"])
+    }
+
+    @Test func stoppingAJobStopsItsAllocationsAndCountDownStopsTheHighest() {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        Self.apply(s.schedule(SchedulerInput(job: Self.job(count: 3), jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        let down = s.schedule(SchedulerInput(job: Self.job(count: 1), jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(Set(down.stops.filter { $0.desiredDescription.hasPrefix("count") }.map(\.name)) == ["web.g[1]", "web.g[2]"])
+        let stopped = s.schedule(SchedulerInput(job: Self.job(count: 3), jobVersion: 0, jobStopped: true, nodes: nodes, allocations: allocs))
+        #expect(stopped.stops.count == 3 && stopped.placements.isEmpty)
+    }
+
+    @Test func drainingMovesAllocationsAwayAtMostMaxParallelAtATime() {
+        let s = Self.scheduler()
+        var nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        var job = Self.job(count: 4, cpu: 100, mem: 64)
+        job.groups[0].migrate.maxParallel = 1
+        Self.apply(s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        nodes[0].draining = true
+        let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(plan.stops.count == 1 && plan.stops[0].desiredStatus == .evict)
+        #expect(plan.placements.count == 1 && plan.placements[0].nodeID == "n1")
+    }
+
+    @Test func thePlanApplierNeverOverCommitsWhenPlansRace() {
+        let nodes = [Self.node("n0", cpu: 1000, mem: 1024)]
+        // Two plans made from the same (empty) view, each fitting alone.
+        let p1 = Self.scheduler().schedule(SchedulerInput(job: Self.job("a", count: 1, cpu: 600), jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+        let p2 = Self.scheduler().schedule(SchedulerInput(job: Self.job("b", count: 1, cpu: 600), jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+        let v1 = PlanApplier.verify(p1, nodes: nodes, allocations: [])
+        #expect(v1.accepted.placements.count == 1)
+        let v2 = PlanApplier.verify(p2, nodes: nodes, allocations: v1.accepted.placements)
+        #expect(v2.accepted.placements.isEmpty && v2.rejectedNodes == ["n0"])
+    }
+
+    @Test func randomClustersAreNeverOverCommittedAndEveryPlacementSatisfiesItsConstraints() async {
+        await propertyCheck(count: 300, input: Gen.uint64()) { seed in
+            var r = SeededRandom(seed: seed)
+            let racks = ["r1", "r2", "r3"]
+            let nodes = (0..<Int.random(in: 1...20, using: &r)).map { i in
+                Self.node("n\(i)", cpu: [1000, 2000, 4000].randomElement(using: &r)!, mem: [1024, 4096, 8192].randomElement(using: &r)!,
+                          attrs: ["kernel.name": r.chance(0.8) ? "linux" : "darwin", "rack": racks.randomElement(using: &r)!])
+            }
+            var allocs: [Allocation] = []
+            var index: UInt64 = 0
+            let s = Self.scheduler()
+            for j in 0..<Int.random(in: 1...6, using: &r) {
+                let cons: [Constraint] = r.chance(0.5) ? [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")] : []
+                var job = Self.job("j\(j)", count: Int.random(in: 1...15, using: &r), cpu: Int.random(in: 1...8, using: &r) * 100,
+                                   mem: Int.random(in: 1...16, using: &r) * 128, constraints: cons)
+                if r.chance(0.3) { job.constraints.append(Constraint(attribute: "", operator: .distinctHosts, value: "")) }
+                if r.chance(0.3) { job.spreads = [Spread(attribute: "${attr.rack}")] }
+                let plan = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+                let verdict = PlanApplier.verify(plan, nodes: nodes, allocations: allocs)
+                #expect(verdict.rejectedNodes.isEmpty, "a fresh plan must fit (seed \(seed))")
+                Self.apply(verdict.accepted, to: &allocs, index: &index)
+                let byNode = Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, $0) })
+                for p in plan.placements {
+                    for c in job.constraints where c.operator == .equal {
+                        #expect(Feasibility.holds(c, on: byNode[p.nodeID]!), "seed \(seed): \(p.nodeID) violates \(c)")
+                    }
+                }
+                if job.constraints.contains(where: { $0.operator == .distinctHosts }) {
+                    let mine = plan.placements.map(\.nodeID)
+                    #expect(Set(mine).count == mine.count, "seed \(seed): distinct_hosts violated")
+                }
+                // Placed + unplaced = count.
+                #expect(plan.placements.count + plan.failures.reduce(0) { $0 + $1.unplaced } == job.groups[0].count)
+            }
+            #expect(Self.overCommitted(nodes, allocs).isEmpty, "seed \(seed)")
+        }
+    }
+
+    @Test func constraintOperators() {
+        let n = Self.node("n", attrs: ["kernel.name": "linux", "kernel.version": "6.1.0", "cpu.cores": "8", "features": "avx,sse4"])
+        func holds(_ a: String, _ op: Constraint.Operator, _ v: String) -> Bool { Feasibility.holds(Constraint(attribute: a, operator: op, value: v), on: n) }
+        #expect(holds("${attr.kernel.name}", .equal, "linux") && !holds("${attr.kernel.name}", .notEqual, "linux"))
+        #expect(holds("${attr.cpu.cores}", .greater, "4") && !holds("${attr.cpu.cores}", .less, "4"))
+        #expect(holds("${attr.kernel.version}", .version, ">= 5.10, < 7"))
+        #expect(!holds("${attr.kernel.version}", .version, "< 6"))
+        #expect(holds("${attr.kernel.name}", .regexp, "^lin"))
+        #expect(holds("${attr.features}", .setContains, "avx"))
+        #expect(holds("${attr.features}", .isSet, "") && holds("${attr.gpu}", .isNotSet, ""))
+        #expect(holds("${node.unique.name}", .equal, "n"))
+    }
+}
