@@ -62,7 +62,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "Agent", dependencies: [
-            "CaravanModel", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API",
+            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -218,6 +218,24 @@ public struct CaravanClient: Sendable {
         let _: [String: Bool] = try await request(.DELETE, "/v1/var/" + Self.escapePath(path))
     }
 
+    /// Registers a job from its file text (YAML or JSON).
+    public func registerJob(_ text: String) async throws(ClientError) -> JobRegisterView {
+        let r = try await send(.POST, "/v1/jobs", body: Array(text.utf8))
+        return try Self.decode(r, as: JobRegisterView.self)
+    }
+
+    public func jobs() async throws(ClientError) -> [JobStatusView] { try await request(.GET, "/v1/jobs") }
+
+    public func job(_ id: String) async throws(ClientError) -> JobStatusView { try await request(.GET, "/v1/job/" + Self.escape(id)) }
+
+    public func stopJob(_ id: String, purge: Bool) async throws(ClientError) -> JobRegisterView {
+        try await request(.DELETE, "/v1/job/" + Self.escape(id) + (purge ? "?purge=true" : ""))
+    }
+
+    public func nodes() async throws(ClientError) -> [NodeView] { try await request(.GET, "/v1/nodes") }
+
+    public func allocations() async throws(ClientError) -> [AllocationView] { try await request(.GET, "/v1/allocations") }
+
     /// Percent-encodes a query value.
     static func escape(_ s: String) -> String {
         var out = ""

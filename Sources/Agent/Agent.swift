@@ -20,19 +20,19 @@ public final class Agent: Sendable {
     public let config: AgentConfiguration
     public let gossip: GossipNode
     public let raft: RaftNode
-    let variables: VariableStore
+    let store: ClusterStore
     let logger: Logger
     let capacity: CapacityView
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
 
-    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, variables: VariableStore, logger: Logger,
+    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, logger: Logger,
                  capacity: CapacityView, metadata: NodeMetadata) {
         self.config = config
         self.gossip = gossip
         self.raft = raft
-        self.variables = variables
+        self.store = store
         self.logger = logger
         self.capacity = capacity
         self.metadata = Mutex(metadata)
@@ -77,8 +77,8 @@ public final class Agent: Sendable {
                                                keyring: keyring, keyringPath: keyring.isEncrypted ? config.keyringPath : nil,
                                                metadata: encoded, identity: identity, peersPath: config.dataDir + "/peers.json")
         gossipConfig.sharedKeyring = shared
-        let variables = VariableStore()
-        let raft = try await startRaft(config, keyring: shared, stateMachine: variables, logger: logger)
+        let store = ClusterStore()
+        let raft = try await startRaft(config, keyring: shared, stateMachine: store, logger: logger)
         let node: GossipNode
         do {
             node = try await GossipNode.start(gossipConfig, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
@@ -93,11 +93,11 @@ public final class Agent: Sendable {
         var join = config.join
         for a in await node.rememberedPeers() where !join.contains(a) { join.append(a) }
         if !join.isEmpty { await node.join(join) }
-        return Agent(config: config, gossip: node, raft: raft, variables: variables, logger: logger, capacity: capacity,
+        return Agent(config: config, gossip: node, raft: raft, store: store, logger: logger, capacity: capacity,
                      metadata: metadata)
     }
 
-    static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: VariableStore,
+    static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,
                           logger: Logger) async throws -> RaftNode {
         let tick = Duration.milliseconds(10)
         let settings = RaftSettings(heartbeatTicks: max(1, Int(config.raftHeartbeat / tick)),
@@ -150,6 +150,7 @@ public final class Agent: Sendable {
         AgentRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
+        JobRoutes(agent: self).register(on: router)
         return router
     }
 
@@ -161,6 +162,7 @@ public final class Agent: Sendable {
                               logger: logger)
         let lifecycle = GossipLifecycle(agent: self)
         let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: VoterKeeper(agent: self)),
+                                                                 .init(service: ClusterLeader(agent: self)),
                                                                  .init(service: app)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }

@@ -17,8 +17,15 @@ public final class VariableStore: ReplicatedStateMachine {
         public var modifyIndex: LogIndex
     }
 
-    enum Command: UInt8 { case put = 1, delete = 2 }
-    enum Query: UInt8 { case get = 1, list = 2 }
+    /// Variable commands and queries live in 0x41…0x7F (0xC1…0xFF ignorable); 0x01…0x3F belong
+    /// to the cluster state.
+    enum Command: UInt8 { case put = 0x41, delete = 0x42 }
+    enum Query: UInt8 { case get = 0x41, list = 0x42 }
+
+    static func owns(_ firstByte: UInt8) -> Bool {
+        let t = firstByte & ~ignorable
+        return t >= 0x41 && t <= 0x7F
+    }
     static let ignorable: UInt8 = 0x80
     public static let maxPathBytes = 512
     public static let maxValueBytes = 64 << 10

@@ -36,11 +36,11 @@ public struct TaskGroup: Sendable, Equatable {
     public var migrate = MigrateStrategy()
     public var ephemeralDiskMiB: Int = 300
     public var ports: [Port] = []
-    public var services: [Service] = []
-    public var tasks: [Task] = []
+    public var services: [ServiceSpec] = []
+    public var tasks: [TaskSpec] = []
     public var meta: [String: String] = [:]
 
-    public init(name: String, count: Int = 1, for kind: Job.Kind = .service, tasks: [Task] = []) {
+    public init(name: String, count: Int = 1, for kind: Job.Kind = .service, tasks: [TaskSpec] = []) {
         self.name = name
         self.count = count
         self.restart = .defaults(for: kind)
@@ -49,7 +49,7 @@ public struct TaskGroup: Sendable, Equatable {
     }
 }
 
-public struct Task: Sendable, Equatable {
+public struct TaskSpec: Sendable, Equatable {
     public enum Driver: String, Sendable, CaseIterable { case rawExec = "raw_exec", exec, container }
 
     public var name: String
@@ -219,7 +219,7 @@ public struct Port: Sendable, Equatable {
     public var to: Int?
 }
 
-public struct Service: Sendable, Equatable {
+public struct ServiceSpec: Sendable, Equatable {
     public var name: String
     public var port: String?
     public var tags: [String] = []

@@ -72,7 +72,7 @@ extension JobFile {
         return .object(o.fields)
     }
 
-    static func service(_ s: Service) -> JSONValue {
+    static func service(_ s: ServiceSpec) -> JSONValue {
         var f: [(String, JSONValue)] = [("name", .string(s.name))]
         if let p = s.port { f.append(("port", .string(p))) }
         if !s.tags.isEmpty { f.append(("tags", .array(s.tags.map { .string($0) }))) }
@@ -90,7 +90,7 @@ extension JobFile {
         return .object(f)
     }
 
-    static func task(_ t: Task) -> JSONValue {
+    static func task(_ t: TaskSpec) -> JSONValue {
         var o = JSONObject()
         o["name"] = .string(t.name)
         o["driver"] = .string(t.driver.rawValue)

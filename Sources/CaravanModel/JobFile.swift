@@ -96,11 +96,11 @@ public enum JobFile {
         return g
     }
 
-    static func decodeTask(_ r: FieldReader) -> Task? {
+    static func decodeTask(_ r: FieldReader) -> TaskSpec? {
         guard let m = r.mapping(known: ["name", "driver", "config", "env", "resources", "killTimeout", "killSignal", "lifecycle",
                                         "logs", "user", "meta"]) else { return nil }
         let n = name(m.required("name"))
-        let driver = m.required("driver")?.oneOf(Task.Driver.self)
+        let driver = m.required("driver")?.oneOf(TaskSpec.Driver.self)
         var config = DriverConfig()
         if let c = m["config"], let mm = c.mapping(known: ["image", "command", "args", "entrypoint", "workdir"]) {
             config.image = mm["image"]?.string()
@@ -109,7 +109,7 @@ public enum JobFile {
             config.entrypoint = mm["entrypoint"]?.strings()
             config.workdir = mm["workdir"]?.string()
         }
-        var t = Task(name: n ?? "", driver: driver ?? .rawExec, config: config)
+        var t = TaskSpec(name: n ?? "", driver: driver ?? .rawExec, config: config)
         if let e = m["env"] { t.env = e.stringMap() }
         if let res = m["resources"], let mm = res.mapping(known: ["cpu", "memory", "memoryMax"]) {
             if let v = mm["cpu"]?.cpu { t.resources.cpuMillicores = v }
@@ -118,7 +118,7 @@ public enum JobFile {
         }
         if let v = m["killTimeout"]?.duration { t.killTimeout = v }
         if let s = m["killSignal"], let v = s.string() {
-            if Task.signals.contains(v) { t.killSignal = v } else { s.fail("\"\(v)\" is not one of \(Task.signals.joined(separator: ", "))") }
+            if TaskSpec.signals.contains(v) { t.killSignal = v } else { s.fail("\"\(v)\" is not one of \(TaskSpec.signals.joined(separator: ", "))") }
         }
         if let l = m["lifecycle"], let mm = l.mapping(known: ["hook", "sidecar"]) {
             if let hook = mm.required("hook")?.oneOf(Lifecycle.Hook.self) {
@@ -199,10 +199,10 @@ public enum JobFile {
         return Port(label: label, staticPort: m["static"]?.int(1...65535), to: m["to"]?.int(1...65535))
     }
 
-    static func decodeService(_ r: FieldReader) -> Service? {
+    static func decodeService(_ r: FieldReader) -> ServiceSpec? {
         guard let m = r.mapping(known: ["name", "port", "tags", "checks"]) else { return nil }
         guard let n = name(m.required("name")) else { return nil }
-        var s = Service(name: n, port: m["port"]?.string(), tags: m["tags"]?.strings() ?? [])
+        var s = ServiceSpec(name: n, port: m["port"]?.string(), tags: m["tags"]?.strings() ?? [])
         for c in m["checks"]?.list() ?? [] {
             guard let cm = c.mapping(known: ["type", "path", "command", "args", "port", "interval", "timeout", "restartAfter"]),
                   let type = cm.required("type")?.oneOf(Check.Kind.self) else { continue }
@@ -302,7 +302,7 @@ public enum JobFile {
     }
 }
 
-extension Task {
+extension TaskSpec {
     static let signals = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2"]
 }
 

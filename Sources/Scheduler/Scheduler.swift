@@ -95,6 +95,18 @@ public struct Scheduler {
         return plan
     }
 
+    /// A plan that stops every live allocation of a job that no longer exists.
+    public static func stopAll(jobID: String, namespace: String, allocations: [Allocation]) -> Plan {
+        var plan = Plan()
+        for a in allocations where a.jobID == jobID && a.namespace == namespace && a.isLive {
+            var s = a
+            s.desiredStatus = .stop
+            s.desiredDescription = "job purged"
+            plan.stops.append(s)
+        }
+        return plan
+    }
+
     // MARK: - Reconcilers
 
     /// Service and batch: exactly `count` instances named `job.group[i]`.

@@ -1,3 +1,4 @@
+import API
 import ArgumentParser
 import CaravanModel
 import FoundationEssentials
@@ -7,7 +8,92 @@ import Glibc
 
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "job", abstract: "Work with job files.", subcommands: [Validate.self])
+        commandName: "job", abstract: "Run, inspect and stop jobs.",
+        subcommands: [Run.self, Status.self, Stop.self, Validate.self])
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "run",
+            abstract: "Register a job (YAML or JSON) on any agent and follow its placement.",
+            discussion: "The file is checked here first; the leader commits the job and places its instances. Without --detach, shows progress until every instance is placed or a placement fails.")
+
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job file.") var file: String
+        @Flag(name: .long, help: "Return once the job is registered.") var detach = false
+        @Flag(name: .long, help: "Print JSON.") var json = false
+        @Option(help: "Seconds to follow the placement.") var timeout: Double = 30
+
+        func run() async throws {
+            let job = try JobFileLoader.load(file)
+            let api = try client.client()
+            let reg: JobRegisterView = try await cli { () async throws(ClientError) in try await api.registerJob(JobFile.render(job)) }
+            if detach {
+                if json { return try printJSON(reg) }
+                print("Job \"\(reg.id)\" registered at index \(reg.index)")
+                return
+            }
+            if !json { print("Job \"\(reg.id)\" registered at index \(reg.index); placing…") }
+            let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+            var last = ""
+            while true {
+                let st: JobStatusView = try await cli { () async throws(ClientError) in try await api.job(reg.id) }
+                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
+                if line != last && !json { print("  " + line); last = line }
+                let done = st.modifyIndex >= reg.index && st.groups.allSatisfy { $0.placed >= $0.desired }
+                if done || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
+                    if json { return try printJSON(st) }
+                    for f in st.placementFailures { print("  ! " + f) }
+                    printAllocations(st.allocations.filter { $0.desiredStatus == "run" })
+                    if !st.placementFailures.isEmpty { throw CLIError.failed("not every instance of \(reg.id) could be placed") }
+                    if !done { throw CLIError.failed("\(reg.id) was not fully placed within \(Int(timeout))s") }
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "List jobs, or show one job's groups and allocations.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "A job id; all jobs if omitted.") var id: String?
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let api = try client.client()
+            guard let id else {
+                let all: [JobStatusView] = try await cli { () async throws(ClientError) in try await api.jobs() }
+                if json { return try printJSON(all) }
+                printTable(["ID", "TYPE", "PRIORITY", "STATUS", "VERSION"], all.map { [$0.id, $0.type, "\($0.priority)", $0.status, "\($0.version)"] })
+                return
+            }
+            let st: JobStatusView = try await cli { () async throws(ClientError) in try await api.job(id) }
+            if json { return try printJSON(st) }
+            print("ID       = \(st.id)\nType     = \(st.type)\nPriority = \(st.priority)\nStatus   = \(st.status)\nVersion  = \(st.version)\n")
+            printTable(["GROUP", "DESIRED", "PLACED", "PENDING", "RUNNING", "COMPLETE", "FAILED", "LOST"], st.groups.map {
+                [$0.name, "\($0.desired)", "\($0.placed)", "\($0.pending)", "\($0.running)", "\($0.complete)", "\($0.failed)", "\($0.lost)"]
+            })
+            if !st.placementFailures.isEmpty {
+                print("\nPlacement failures:")
+                for f in st.placementFailures { print("  " + f) }
+            }
+            print("")
+            printAllocations(st.allocations)
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop a job's allocations; --purge also forgets the job.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job id.") var id: String
+        @Flag(name: .long, help: "Remove the job and its history.") var purge = false
+
+        func run() async throws {
+            let api = try client.client()
+            _ = try await cli { () async throws(ClientError) in try await api.stopJob(id, purge: purge) }
+            print(purge ? "Job \"\(id)\" stopped and purged" : "Job \"\(id)\" stopped")
+        }
+    }
 
     struct Validate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -49,4 +135,16 @@ enum JobFileLoader {
             throw CLIError.usage("\(path) is not a valid job:\n" + error.description)
         }
     }
+}
+
+func printAllocations(_ allocs: [AllocationView]) {
+    printTable(["ALLOCATION", "NAME", "NODE", "VERSION", "DESIRED", "STATUS", "CPU", "MEMORY"], allocs.map {
+        [String($0.id.prefix(8)), $0.name, $0.node, "\($0.jobVersion)", $0.desiredStatus, $0.clientStatus,
+         "\($0.cpuMillicores)m", "\($0.memoryMiB)Mi"]
+    })
+}
+
+/// Runs an API call, turning its failure into the CLI's one-line error and exit status.
+func cli<T>(_ body: () async throws(ClientError) -> T) async throws -> T {
+    do { return try await body() } catch { throw CLIError.from(error) }
 }

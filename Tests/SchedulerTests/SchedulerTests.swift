@@ -26,8 +26,8 @@ import Testing
     }
 
     static func job(_ id: String = "web", type: Job.Kind = .service, count: Int = 3, cpu: Int = 500, mem: Int = 256,
-                    constraints: [Constraint] = [], driver: Task.Driver = .rawExec) -> Job {
-        var t = Task(name: "t", driver: driver, config: DriverConfig(image: driver == .container ? "img" : nil, command: "/bin/true"))
+                    constraints: [Constraint] = [], driver: TaskSpec.Driver = .rawExec) -> Job {
+        var t = TaskSpec(name: "t", driver: driver, config: DriverConfig(image: driver == .container ? "img" : nil, command: "/bin/true"))
         t.resources = Resources(cpuMillicores: cpu, memoryMiB: mem)
         var g = TaskGroup(name: "g", count: type == .system || type == .sysbatch ? 1 : count, for: type, tasks: [t])
         g.ephemeralDiskMiB = 10

@@ -1,0 +1,131 @@
+/// `POST /v1/jobs` answer.
+public struct JobRegisterView: Codable, Sendable, Equatable {
+    public var id: String
+    public var namespace: String
+    /// The Raft index the registration was committed at.
+    public var index: UInt64
+    public init(id: String, namespace: String, index: UInt64) {
+        self.id = id
+        self.namespace = namespace
+        self.index = index
+    }
+}
+
+/// One group's instances by state, for `job status` and `job run`'s progress view.
+public struct GroupSummaryView: Codable, Sendable, Equatable {
+    public var name: String
+    public var desired: Int
+    public var placed: Int
+    public var pending: Int
+    public var running: Int
+    public var complete: Int
+    public var failed: Int
+    public var lost: Int
+    public init(name: String, desired: Int, placed: Int, pending: Int, running: Int, complete: Int, failed: Int, lost: Int) {
+        self.name = name
+        self.desired = desired
+        self.placed = placed
+        self.pending = pending
+        self.running = running
+        self.complete = complete
+        self.failed = failed
+        self.lost = lost
+    }
+}
+
+public struct AllocationView: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var node: String
+    public var group: String
+    public var jobVersion: Int
+    public var desiredStatus: String
+    public var desiredDescription: String
+    public var clientStatus: String
+    public var clientDescription: String
+    public var cpuMillicores: Int
+    public var memoryMiB: Int
+    public var ports: [String: Int]
+    public var previousAllocation: String?
+    public var createIndex: UInt64
+    public var modifyIndex: UInt64
+    public init(id: String, name: String, node: String, group: String, jobVersion: Int, desiredStatus: String, desiredDescription: String,
+                clientStatus: String, clientDescription: String, cpuMillicores: Int, memoryMiB: Int, ports: [String: Int],
+                previousAllocation: String?, createIndex: UInt64, modifyIndex: UInt64) {
+        self.id = id
+        self.name = name
+        self.node = node
+        self.group = group
+        self.jobVersion = jobVersion
+        self.desiredStatus = desiredStatus
+        self.desiredDescription = desiredDescription
+        self.clientStatus = clientStatus
+        self.clientDescription = clientDescription
+        self.cpuMillicores = cpuMillicores
+        self.memoryMiB = memoryMiB
+        self.ports = ports
+        self.previousAllocation = previousAllocation
+        self.createIndex = createIndex
+        self.modifyIndex = modifyIndex
+    }
+}
+
+/// `GET /v1/job/{id}` and `caravan job status ID --json`.
+public struct JobStatusView: Codable, Sendable, Equatable {
+    public var id: String
+    public var namespace: String
+    public var type: String
+    public var priority: Int
+    /// pending (nothing placed yet), running, dead (stopped, or a batch job that finished).
+    public var status: String
+    public var version: Int
+    public var stopped: Bool
+    public var groups: [GroupSummaryView]
+    public var allocations: [AllocationView]
+    /// Why instances could not be placed, from the latest evaluation.
+    public var placementFailures: [String]
+    public var modifyIndex: UInt64
+    public init(id: String, namespace: String, type: String, priority: Int, status: String, version: Int, stopped: Bool,
+                groups: [GroupSummaryView], allocations: [AllocationView], placementFailures: [String], modifyIndex: UInt64) {
+        self.id = id
+        self.namespace = namespace
+        self.type = type
+        self.priority = priority
+        self.status = status
+        self.version = version
+        self.stopped = stopped
+        self.groups = groups
+        self.allocations = allocations
+        self.placementFailures = placementFailures
+        self.modifyIndex = modifyIndex
+    }
+}
+
+/// `GET /v1/nodes` entries (`caravan node status`).
+public struct NodeView: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var address: String
+    public var datacenter: String
+    public var status: String
+    public var eligibility: String
+    public var draining: Bool
+    public var drivers: [String]
+    public var capacity: ResourcesView
+    public var allocated: ResourcesView
+    public var allocations: Int
+    public init(id: String, name: String, address: String, datacenter: String, status: String, eligibility: String, draining: Bool,
+                drivers: [String], capacity: ResourcesView, allocated: ResourcesView, allocations: Int) {
+        self.id = id
+        self.name = name
+        self.address = address
+        self.datacenter = datacenter
+        self.status = status
+        self.eligibility = eligibility
+        self.draining = draining
+        self.drivers = drivers
+        self.capacity = capacity
+        self.allocated = allocated
+        self.allocations = allocations
+    }
+}

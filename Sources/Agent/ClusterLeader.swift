@@ -1,0 +1,129 @@
+import CaravanModel
+import ClusterState
+import Gossip
+import Logging
+import Raft
+import Scheduler
+import ServiceLifecycle
+
+/// The leader's duties towards the cluster state, every 200 ms while this agent leads:
+///
+/// 1. Nodes: an agent that gossip shows alive is registered (`UpsertNode`) when it is new or its
+///    capacity, address or tags changed; one that gossip declares dead or gone is marked down,
+///    which marks its allocations lost.
+/// 2. Jobs: each job is reconciled by the scheduler against the latest state; a plan that
+///    changes something is checked by the plan applier (never over-committing a node) and
+///    committed with an evaluation recording what was done and what could not be placed.
+///
+/// Level-triggered: whatever was missed (a leader change, a lost write) is redone on the next
+/// pass, so nothing is lost when leadership moves.
+struct ClusterLeader: Service {
+    let agent: Agent
+    var interval: Duration = .milliseconds(200)
+
+    func run() async throws {
+        var memory = Memory()
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            if await agent.raft.status().role == .leader {
+                await syncNodes()
+                await reconcileJobs(&memory)
+            } else {
+                memory = Memory()
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    struct Memory {
+        /// The last failure description recorded per job, so a job that cannot be placed does
+        /// not write the same evaluation every pass.
+        var lastFailures: [ClusterState.JobKey: [String: String]] = [:]
+    }
+
+    // MARK: - Nodes
+
+    func syncNodes() async {
+        let state = agent.store.current
+        for m in await agent.gossip.members() {
+            let alive = m.status == .alive || m.status == .suspect
+            let existing = state.nodes[m.name]
+            if alive, let meta = NodeMetadata.decode(m.metadata) {
+                var n = Node(id: m.name, address: m.address.host, cpuMillicores: meta.capacity.cpuMillicores,
+                             memoryMiB: meta.capacity.memoryMiB, diskMiB: meta.capacity.diskMiB)
+                n.meta = meta.tags
+                n.attributes = ["kernel.name": "linux", "os.name": "linux", "unique.hostname": m.name]
+                n.drivers = ["raw_exec", "exec", "container"]
+                let changed = existing.map { e in
+                    e.status != .ready || e.address != n.address || e.cpuMillicores != n.cpuMillicores || e.memoryMiB != n.memoryMiB
+                        || e.diskMiB != n.diskMiB || e.meta != n.meta || e.attributes != n.attributes || e.drivers != n.drivers
+                } ?? true
+                if changed { await commit(.upsertNode(n), "register node \(m.name)") }
+            } else if !alive, let e = existing, e.status == .ready {
+                agent.logger.info("marking node down", metadata: ["node": "\(m.name)", "gossip": "\(m.status)"])
+                await commit(.nodeStatus(id: m.name, status: .down), "mark node \(m.name) down")
+            }
+        }
+    }
+
+    // MARK: - Jobs
+
+    func reconcileJobs(_ memory: inout Memory) async {
+        var state = agent.store.current
+        let scheduler = Scheduler(algorithm: .binpack, newID: { AllocationID.make() })
+        var keys = Set(state.jobs.keys)
+        // Jobs purged while allocations still run are reconciled too (to stop them).
+        for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
+        for key in keys.sorted() {
+            let rec = state.jobs[key]
+            let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
+                                       nodes: Array(state.nodes.values), allocations: Array(state.allocations.values))
+            let plan = rec == nil
+                ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
+                : scheduler.schedule(input)
+            let failures = Dictionary(uniqueKeysWithValues: plan.failures.map { ($0.group, $0.description) })
+            guard !plan.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else { continue }
+            let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
+            var eval = Evaluation(id: AllocationID.make(), jobID: key.id, priority: rec?.job.priority ?? 50, triggeredBy: .queued)
+            eval.namespace = key.namespace
+            eval.failedPlacements = failures
+            eval.status = failures.isEmpty ? .complete : .blocked
+            eval.statusDescription = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count)"
+                + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
+            let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.placements, evaluations: [eval]),
+                                  "apply the plan for job \(key.id)")
+            if ok {
+                memory.lastFailures[key] = failures
+                if !verdict.accepted.isEmpty {
+                    agent.logger.info("plan committed", metadata: ["job": "\(key.id)", "placed": "\(verdict.accepted.placements.count)",
+                                                                   "stopped": "\(verdict.accepted.stops.count)"])
+                }
+                state = agent.store.current
+            }
+        }
+    }
+
+    @discardableResult
+    func commit(_ c: Command, _ what: String) async -> Bool {
+        do {
+            let answer = try await agent.raft.apply(c.encode(), timeout: .seconds(5))
+            if answer.first != 0 {
+                agent.logger.warning("cluster state refused a command", metadata: ["what": "\(what)", "why": "\(String(decoding: answer.dropFirst(), as: UTF8.self))"])
+                return false
+            }
+            return true
+        } catch {
+            agent.logger.debug("could not commit", metadata: ["what": "\(what)", "error": "\(error)"])
+            return false
+        }
+    }
+}
+
+/// Random 128-bit identifiers in the 8-4-4-4-12 hex form.
+enum AllocationID {
+    static func make() -> String {
+        var g = SystemRandomNumberGenerator()
+        let hex = (0..<16).map { _ in String(UInt8.random(in: 0...255, using: &g), radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined()
+        let c = Array(hex)
+        return String(c[0..<8]) + "-" + String(c[8..<12]) + "-" + String(c[12..<16]) + "-" + String(c[16..<20]) + "-" + String(c[20..<32])
+    }
+}

@@ -1,0 +1,132 @@
+import API
+import CaravanModel
+import ClusterState
+import FoundationEssentials
+import Primitives
+import Raft
+import RaftNIO
+import Synchronization
+
+/// Everything the Raft log carries, in one state machine: the cluster state (command bytes
+/// 0x01…0x3F) and the variable store (0x41…0x7F). Queries are answered from the local copy;
+/// cluster queries are JSON in, JSON out (the API's views), so they can be forwarded to the
+/// leader by agents that keep no copy.
+public final class ClusterStore: ReplicatedStateMachine {
+    let variables = VariableStore()
+    private let state = Mutex(ClusterState())
+
+    public init() {}
+
+    /// A copy of the current state (cheap: copy-on-write).
+    public var current: ClusterState { state.withLock { $0 } }
+
+    public func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
+        guard let first = command.first else { return [1] }
+        if VariableStore.owns(first) { return variables.apply(command, index: index) }
+        let outcome = state.withLock { $0.apply(command, index: index) }
+        switch outcome {
+        case .applied, .ignoredAsUnknown:
+            var w = ByteWriter()
+            w.byte(0)
+            w.varint(index)
+            return w.bytes
+        case .rejected(let why): return [1] + Array(why.utf8)
+        }
+    }
+
+    static let clusterQuery: UInt8 = 0x01
+
+    public func query(_ request: [UInt8]) throws -> [UInt8] {
+        guard let first = request.first else { throw RaftError(.rejected, "empty query") }
+        if first == Self.clusterQuery {
+            let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
+            return try Array(ClusterViews.answer(q, current))
+        }
+        return try variables.query(request)
+    }
+
+    public func snapshot() -> [UInt8] {
+        var w = ByteWriter()
+        w.blob(state.withLock { $0.snapshot() })
+        w.blob(variables.snapshot())
+        return w.bytes
+    }
+
+    public func restore(_ snapshot: [UInt8]) {
+        var r = ByteReader(snapshot)
+        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)) else { return }
+        if let restored = try? ClusterState.restore(cs) { state.withLock { $0 = restored } }
+        variables.restore(vs)
+    }
+}
+
+/// A read of the cluster state, as it travels to the leader.
+struct ClusterQuery: Codable, Sendable {
+    enum Kind: String, Codable { case jobs, job, nodes, allocations }
+    var kind: Kind
+    var namespace: String = "default"
+    var id: String = ""
+
+    func encode() -> [UInt8] { [ClusterStore.clusterQuery] + Array((try? JSONEncoder().encode(self)) ?? Data()) }
+}
+
+/// Turns the cluster state into the API's views.
+enum ClusterViews {
+    static func answer(_ q: ClusterQuery, _ s: ClusterState) throws -> Data {
+        let enc = JSONEncoder()
+        switch q.kind {
+        case .jobs:
+            return try enc.encode(s.jobs.keys.sorted().map { jobStatus($0, s, withAllocations: false) })
+        case .job:
+            let key = ClusterState.JobKey(q.namespace, q.id)
+            guard s.jobs[key] != nil else { return Data("null".utf8) }
+            return try enc.encode(jobStatus(key, s, withAllocations: true))
+        case .nodes:
+            return try enc.encode(s.nodes.keys.sorted().map { node(s.nodes[$0]!, s) })
+        case .allocations:
+            return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
+        }
+    }
+
+    static func allocation(_ a: Allocation) -> AllocationView {
+        AllocationView(id: a.id, name: a.name, node: a.nodeID, group: a.group, jobVersion: a.jobVersion,
+                       desiredStatus: a.desiredStatus.rawValue, desiredDescription: a.desiredDescription,
+                       clientStatus: a.clientStatus.rawValue, clientDescription: a.clientDescription,
+                       cpuMillicores: a.cpuMillicores, memoryMiB: a.memoryMiB, ports: a.ports,
+                       previousAllocation: a.previousAllocation, createIndex: a.createIndex, modifyIndex: a.modifyIndex)
+    }
+
+    static func jobStatus(_ key: ClusterState.JobKey, _ s: ClusterState, withAllocations: Bool) -> JobStatusView {
+        let rec = s.jobs[key]!
+        let allocs = s.allocations(ofJob: key)
+        let groups = rec.job.groups.map { g in
+            let mine = allocs.filter { $0.group == g.name && $0.jobVersion <= rec.version }
+            let current = mine.filter { $0.desiredStatus == .run }
+            func n(_ st: Allocation.ClientStatus) -> Int { current.filter { $0.clientStatus == st }.count }
+            return GroupSummaryView(name: g.name, desired: rec.stopped ? 0 : g.count,
+                                    placed: current.filter(\.isLive).count, pending: n(.pending), running: n(.running),
+                                    complete: n(.complete), failed: n(.failed), lost: n(.lost))
+        }
+        let live = allocs.contains { $0.isLive }
+        let status: String
+        if rec.stopped { status = live ? "stopping" : "dead" }
+        else if rec.job.type == .batch && !live && !allocs.isEmpty { status = "dead" }
+        else if allocs.contains(where: { $0.isLive && $0.clientStatus == .running }) { status = "running" }
+        else { status = "pending" }
+        let latestEval = s.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.max { $0.modifyIndex < $1.modifyIndex }
+        return JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
+                             status: status, version: rec.version, stopped: rec.stopped, groups: groups,
+                             allocations: withAllocations ? allocs.map(allocation) : [],
+                             placementFailures: latestEval.map { $0.failedPlacements.sorted { $0.key < $1.key }.map(\.value) } ?? [],
+                             modifyIndex: rec.modifyIndex)
+    }
+
+    static func node(_ n: Node, _ s: ClusterState) -> NodeView {
+        let used = s.used(onNode: n.id)
+        return NodeView(id: n.id, name: n.id, address: n.address, datacenter: n.datacenter, status: n.status.rawValue,
+                        eligibility: n.eligibility.rawValue, draining: n.draining, drivers: n.drivers,
+                        capacity: ResourcesView(cpuMillicores: n.cpuMillicores, memoryMiB: n.memoryMiB, diskMiB: n.diskMiB),
+                        allocated: ResourcesView(cpuMillicores: used.cpuMillicores, memoryMiB: used.memoryMiB, diskMiB: used.diskMiB),
+                        allocations: s.liveAllocations(onNode: n.id).count)
+    }
+}

@@ -1,0 +1,72 @@
+import API
+import CaravanModel
+import ClusterState
+import FoundationEssentials
+import Hummingbird
+import Primitives
+import RaftNIO
+
+/// `/v1/jobs`, `/v1/job/{id}`, `/v1/nodes`, `/v1/allocations`: jobs in, placements out.
+struct JobRoutes {
+    let agent: Agent
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v1/jobs") { request, context in
+            let body = try await request.body.collect(upTo: maxBodyBytes)
+            let text = String(buffer: body)
+            let job: Job
+            do { job = try JobFile.parse(text, file: "request") } catch let e as JobFileError {
+                throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
+            }
+            let index = try await commit(.registerJob(text: JobFile.render(job)))
+            return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index))
+        }
+        router.get("/v1/jobs") { request, _ in
+            let data = try await query(ClusterQuery(kind: .jobs), request)
+            return Self.raw(data)
+        }
+        router.get("/v1/job/:id") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let ns = request.uri.queryParameters.get("namespace") ?? "default"
+            let data = try await query(ClusterQuery(kind: .job, namespace: ns, id: id), request)
+            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+            return Self.raw(data)
+        }
+        router.delete("/v1/job/:id") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let ns = request.uri.queryParameters.get("namespace") ?? "default"
+            let purge = request.uri.queryParameters.get("purge").map { $0 != "false" } ?? false
+            let index = try await commit(.deregisterJob(namespace: ns, id: id, purge: purge), notFoundCode: "job_not_found")
+            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index))
+        }
+        router.get("/v1/nodes") { request, _ in
+            Self.raw(try await query(ClusterQuery(kind: .nodes), request))
+        }
+        router.get("/v1/allocations") { request, _ in
+            Self.raw(try await query(ClusterQuery(kind: .allocations), request))
+        }
+    }
+
+    static func raw(_ bytes: [UInt8]) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// Commits a cluster-state command through the leader; the Raft index it landed at.
+    func commit(_ c: Command, notFoundCode: String = "rejected") async throws -> UInt64 {
+        let answer: [UInt8]
+        do { answer = try await agent.raft.apply(c.encode()) } catch { throw APIError(raft: error) }
+        guard answer.first == 0 else {
+            let why = String(decoding: answer.dropFirst(), as: UTF8.self)
+            if why.contains("is not registered") { throw APIError(.notFound, notFoundCode, why) }
+            throw APIError(.badRequest, "rejected", why)
+        }
+        var r = ByteReader(Array(answer.dropFirst()))
+        return r.varint() ?? 0
+    }
+
+    /// Linearizable through the leader unless `?stale`.
+    func query(_ q: ClusterQuery, _ request: Request) async throws -> [UInt8] {
+        let stale = request.uri.queryParameters.get("stale") != nil
+        do { return try await agent.raft.read(q.encode(), stale: stale) } catch { throw APIError(raft: error) }
+    }
+}
