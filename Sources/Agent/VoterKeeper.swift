@@ -63,7 +63,7 @@ struct VoterKeeper: Service {
             if status.role == .leader { await keepVoters(status, peers, &state) }
             return
         }
-        guard status.lastIndex == 0, status.term == 0 else {
+        guard status.lastIndex == 0 else {
             // Removed from the group (or not yet re-added): an ordinary agent.
             await publish(.none, 0, role: "agent", &state)
             return

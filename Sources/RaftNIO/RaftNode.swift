@@ -185,13 +185,16 @@ public final class RaftNode: @unchecked Sendable {
     /// configuration. Refused if this server already has a log.
     public func bootstrap(_ configuration: Configuration) async throws {
         try await loop.submit {
-            guard self.core.lastIndex == 0, self.core.term == 0 else {
+            guard self.core.lastIndex == 0 else {
                 throw RaftError(.rejected, "this agent already belongs to a Raft group")
             }
+            // A peer that bootstrapped a moment earlier may already have asked for our vote and
+            // raised our term: keep that term and vote (never go back), add the same first entry.
             let entry = RaftCore.bootstrapEntry(configuration)
-            let hs = HardState(term: 1)
+            let hs = HardState(term: max(1, self.core.term), vote: self.core.vote)
             try self.wal.save(hardState: hs, entries: [entry], sync: true)
-            self.persistedTerm = 1
+            self.persistedTerm = hs.term
+            self.persistedVote = hs.vote
             self.core = RaftCore(id: self.id, settings: self.config.settings, seed: self.config.seed ^ 0x5eed, hardState: hs, entries: [entry])
             self.syncAddresses()
             self.logger.info("raft group bootstrapped", metadata: ["voters": "\(configuration.voters.map(\.rawValue).joined(separator: ","))"])

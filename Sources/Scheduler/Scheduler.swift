@@ -207,6 +207,7 @@ public struct Scheduler {
         guard !needs.isEmpty else { return }
         let ask = Ask(group)
         var failure = PlacementFailure(group: group.name, unplaced: 0, nodesEvaluated: 0, reasons: [:])
+        var spreads = (job.spreads + group.spreads).map { SpreadState($0, job: job, group: group, ctx: ctx) }
         for need in needs {
             var best: (node: Node, score: Double)?
             var reasons: [String: Int] = [:]
@@ -217,7 +218,7 @@ public struct Scheduler {
                     reasons[why, default: 0] += 1
                     continue
                 }
-                let s = ctx.score(node, job, group, ask, algorithm)
+                let s = ctx.score(node, job, group, ask, algorithm, spreads)
                 if best == nil || s > best!.score || (s == best!.score && node.id < best!.node.id) { best = (node, s) }
             }
             guard let chosen = best else {
@@ -237,6 +238,7 @@ public struct Scheduler {
             }
             plan.placements.append(a)
             ctx.take(a)
+            for i in spreads.indices { spreads[i].placed(on: chosen.node.id) }
         }
         if failure.unplaced > 0 && !(quietIfInfeasible && failure.reasons.keys.allSatisfy { !$0.hasSuffix("exhausted") }) {
             plan.failures.append(failure)
@@ -329,7 +331,7 @@ struct Context {
 
     /// Higher is better: bin-packing (or spreading) fit, then affinities, spreads, and a
     /// penalty for instances of the same group already on the node.
-    func score(_ node: Node, _ job: Job, _ group: TaskGroup, _ ask: Ask, _ algorithm: SchedulingAlgorithm) -> Double {
+    func score(_ node: Node, _ job: Job, _ group: TaskGroup, _ ask: Ask, _ algorithm: SchedulingAlgorithm, _ spreads: [SpreadState]) -> Double {
         let cpuFill = Double((cpu[node.id] ?? 0) + ask.cpu) / Double(max(1, node.cpuMillicores))
         let memFill = Double((memory[node.id] ?? 0) + ask.memory) / Double(max(1, node.memoryMiB))
         let fit = (cpuFill + memFill) / 2
@@ -341,20 +343,7 @@ struct Context {
         let key = job.namespace + "/" + job.id + "/" + group.name
         let here = instances[key]?[node.id] ?? 0
         score -= Double(here) / Double(max(1, group.count))
-        for s in job.spreads + group.spreads {
-            guard let value = Feasibility.resolve(s.attribute, on: node) else { score -= Double(s.weight) / 100; continue }
-            let counts = instances[key] ?? [:]
-            let total = counts.values.reduce(0, +)
-            let withValue = input.nodes.filter { Feasibility.resolve(s.attribute, on: $0) == value }.reduce(0) { $0 + (counts[$1.id] ?? 0) }
-            if let target = s.targets.first(where: { $0.value == value }) {
-                let desired = Double(target.percent) / 100 * Double(max(1, group.count))
-                score += Double(s.weight) / 100 * (desired - Double(withValue)) / max(1, desired)
-            } else if s.targets.isEmpty {
-                let values = Set(input.nodes.compactMap { Feasibility.resolve(s.attribute, on: $0) }).count
-                let even = Double(total + 1) / Double(max(1, values))
-                score += Double(s.weight) / 100 * (even - Double(withValue)) / max(1, even)
-            }
-        }
+        for sp in spreads { score += sp.score(node.id) }
         return score
     }
 
@@ -370,5 +359,46 @@ struct Context {
             used.insert(candidate)
         }
         return out
+    }
+}
+
+/// How one spread stands while a group is placed: each node's value of the attribute and the
+/// instances per value, kept up to date as instances are placed (so scoring a node is O(1)).
+struct SpreadState {
+    let spread: Spread
+    let groupCount: Int
+    var valueOf: [String: String] = [:]
+    var perValue: [String: Int] = [:]
+    var total = 0
+    let distinctValues: Int
+
+    init(_ s: Spread, job: Job, group: TaskGroup, ctx: Context) {
+        spread = s
+        groupCount = max(1, group.count)
+        for n in ctx.input.nodes { if let v = Feasibility.resolve(s.attribute, on: n) { valueOf[n.id] = v } }
+        distinctValues = max(1, Set(valueOf.values).count)
+        let key = job.namespace + "/" + job.id + "/" + group.name
+        for (node, count) in ctx.instances[key] ?? [:] where count > 0 {
+            if let v = valueOf[node] { perValue[v, default: 0] += count }
+            total += count
+        }
+    }
+
+    mutating func placed(on node: String) {
+        if let v = valueOf[node] { perValue[v, default: 0] += 1 }
+        total += 1
+    }
+
+    func score(_ node: String) -> Double {
+        let w = Double(spread.weight) / 100
+        guard let value = valueOf[node] else { return -w }
+        let have = Double(perValue[value] ?? 0)
+        if let target = spread.targets.first(where: { $0.value == value }) {
+            let desired = Double(target.percent) / 100 * Double(groupCount)
+            return w * (desired - have) / max(1, desired)
+        }
+        guard spread.targets.isEmpty else { return 0 }
+        let even = Double(total + 1) / Double(distinctValues)
+        return w * (even - have) / max(1, even)
     }
 }
