@@ -206,39 +206,60 @@ public struct Scheduler {
                        _ plan: inout Plan, _ ctx: inout Context, quietIfInfeasible: Bool = false) {
         guard !needs.isEmpty else { return }
         let ask = Ask(group)
+        let key = job.namespace + "/" + job.id + "/" + group.name
+        let nodes = ctx.input.nodes
+        let candidates: [Int] = only.map { id in ctx.nodeIndex[id].map { [$0] } ?? [] } ?? Array(nodes.indices)
+        // What depends on the node alone is decided once per group, not once per instance.
+        var staticReason = [String?](repeating: nil, count: nodes.count)
+        var affinity = [Double](repeating: 0, count: nodes.count)
+        let constraints = job.constraints + group.constraints
+        let distinctHosts = constraints.contains { $0.operator == .distinctHosts }
+        let distinctProperty = constraints.filter { $0.operator == .distinctProperty }
+        let affinities = job.affinities + group.affinities
+        for i in candidates {
+            staticReason[i] = Context.staticReason(nodes[i], job, constraints, ask)
+            for a in affinities where Feasibility.holds(Constraint(attribute: a.attribute, operator: a.operator, value: a.value), on: nodes[i]) {
+                affinity[i] += Double(a.weight) / 100
+            }
+        }
+        var here = ctx.counts(of: key)
+        var spreads = (job.spreads + group.spreads).map { SpreadState($0, nodes: nodes, here: here, groupCount: group.count) }
         var failure = PlacementFailure(group: group.name, unplaced: 0, nodesEvaluated: 0, reasons: [:])
-        var spreads = (job.spreads + group.spreads).map { SpreadState($0, job: job, group: group, ctx: ctx) }
         for need in needs {
-            var best: (node: Node, score: Double)?
+            var best: (index: Int, score: Double)?
             var reasons: [String: Int] = [:]
-            var evaluated = 0
-            for node in ctx.input.nodes where only == nil || node.id == only {
-                evaluated += 1
-                if let why = ctx.infeasible(node, job, group, ask) {
-                    reasons[why, default: 0] += 1
+            for i in candidates {
+                if let why = staticReason[i] { reasons[why, default: 0] += 1; continue }
+                if distinctHosts && here[i] > 0 { reasons["constraint distinct_hosts", default: 0] += 1; continue }
+                if let c = distinctProperty.first(where: { !ctx.distinctPropertyAllows($0, nodes[i], here) }) {
+                    reasons["constraint distinct_property \(c.attribute)", default: 0] += 1
                     continue
                 }
-                let s = ctx.score(node, job, group, ask, algorithm, spreads)
-                if best == nil || s > best!.score || (s == best!.score && node.id < best!.node.id) { best = (node, s) }
+                if let why = ctx.resourceReason(i, ask) { reasons[why, default: 0] += 1; continue }
+                var score = ctx.fit(i, ask, algorithm) + affinity[i] - Double(here[i]) / Double(max(1, group.count))
+                for sp in spreads { score += sp.score(i) }
+                if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
             }
             guard let chosen = best else {
                 failure.unplaced += 1
-                failure.nodesEvaluated = evaluated
+                failure.nodesEvaluated = candidates.count
                 failure.reasons = reasons
                 continue
             }
+            let node = nodes[chosen.index]
             var a = Allocation(id: newID(), jobID: job.id, jobVersion: ctx.input.jobVersion, group: group.name,
-                               name: "\(job.id).\(group.name)[\(need.index)]", nodeID: chosen.node.id,
+                               name: "\(job.id).\(group.name)[\(need.index)]", nodeID: node.id,
                                cpuMillicores: ask.cpu, memoryMiB: ask.memory, diskMiB: ask.disk)
             a.namespace = job.namespace
-            a.ports = ctx.assignPorts(group, on: chosen.node.id)
+            a.ports = ctx.assignPorts(group, on: chosen.index)
             if let prev = need.previous {
                 a.previousAllocation = prev.id
                 a.rescheduleAttempts = prev.clientStatus == .failed ? prev.rescheduleAttempts + 1 : prev.rescheduleAttempts
             }
             plan.placements.append(a)
             ctx.take(a)
-            for i in spreads.indices { spreads[i].placed(on: chosen.node.id) }
+            here[chosen.index] += 1
+            for k in spreads.indices { spreads[k].placed(on: chosen.index) }
         }
         if failure.unplaced > 0 && !(quietIfInfeasible && failure.reasons.keys.allSatisfy { !$0.hasSuffix("exhausted") }) {
             plan.failures.append(failure)
@@ -263,94 +284,101 @@ struct Ask {
     }
 }
 
-/// The cluster as the plan so far leaves it: resources and ports in use per node, instances
-/// of each group per node and per attribute value.
+/// The cluster as the plan so far leaves it: resources and ports in use per node (by index,
+/// so the inner loop does no hashing of node names), instances of each group per node.
 struct Context {
     let input: SchedulerInput
-    var cpu: [String: Int] = [:]
-    var memory: [String: Int] = [:]
-    var disk: [String: Int] = [:]
-    var ports: [String: Set<Int>] = [:]
-    /// (job, group) → node → live instances.
-    var instances: [String: [String: Int]] = [:]
+    let nodeIndex: [String: Int]
+    var cpu: [Int]
+    var memory: [Int]
+    var disk: [Int]
+    var ports: [Set<Int>]
+    /// (job, group) → node index → live instances.
+    var instances: [String: [Int: Int]] = [:]
     var migrations: [String: Int] = [:]
 
     init(input: SchedulerInput) {
         self.input = input
+        var idx: [String: Int] = [:]
+        for (i, n) in input.nodes.enumerated() { idx[n.id] = i }
+        nodeIndex = idx
+        cpu = Array(repeating: 0, count: input.nodes.count)
+        memory = cpu
+        disk = cpu
+        ports = Array(repeating: [], count: input.nodes.count)
         for a in input.allocations where a.isLive { take(a) }
     }
 
     static func key(_ a: Allocation) -> String { a.namespace + "/" + a.jobID + "/" + a.group }
 
     mutating func take(_ a: Allocation) {
-        cpu[a.nodeID, default: 0] += a.cpuMillicores
-        memory[a.nodeID, default: 0] += a.memoryMiB
-        disk[a.nodeID, default: 0] += a.diskMiB
-        ports[a.nodeID, default: []].formUnion(a.ports.values)
-        instances[Self.key(a), default: [:]][a.nodeID, default: 0] += 1
+        guard let i = nodeIndex[a.nodeID] else { return }
+        cpu[i] += a.cpuMillicores
+        memory[i] += a.memoryMiB
+        disk[i] += a.diskMiB
+        ports[i].formUnion(a.ports.values)
+        instances[Self.key(a), default: [:]][i, default: 0] += 1
     }
 
     mutating func release(_ a: Allocation) {
-        guard a.isLive else { return }
-        cpu[a.nodeID, default: 0] -= a.cpuMillicores
-        memory[a.nodeID, default: 0] -= a.memoryMiB
-        disk[a.nodeID, default: 0] -= a.diskMiB
-        ports[a.nodeID, default: []].subtract(a.ports.values)
-        instances[Self.key(a), default: [:]][a.nodeID, default: 0] -= 1
+        guard a.isLive, let i = nodeIndex[a.nodeID] else { return }
+        cpu[i] -= a.cpuMillicores
+        memory[i] -= a.memoryMiB
+        disk[i] -= a.diskMiB
+        ports[i].subtract(a.ports.values)
+        instances[Self.key(a), default: [:]][i, default: 0] -= 1
     }
 
-    /// The first reason the node cannot take one more instance, or nil.
-    func infeasible(_ node: Node, _ job: Job, _ group: TaskGroup, _ ask: Ask) -> String? {
+    /// Instances of a group per node index.
+    func counts(of key: String) -> [Int] {
+        var out = Array(repeating: 0, count: input.nodes.count)
+        for (i, c) in instances[key] ?? [:] { out[i] = c }
+        return out
+    }
+
+    /// Why a node can never take this group (whatever else is placed), or nil.
+    static func staticReason(_ node: Node, _ job: Job, _ constraints: [Constraint], _ ask: Ask) -> String? {
         if node.status == .down { return "node down" }
         if node.draining { return "node draining" }
         if node.eligibility == .ineligible { return "node ineligible" }
         if !job.datacenters.contains("*") && !job.datacenters.contains(node.datacenter) { return "datacenter \(node.datacenter)" }
         for d in ask.drivers.sorted() where !node.drivers.contains(d) { return "missing driver \(d)" }
-        for c in job.constraints + group.constraints {
-            switch c.operator {
-            case .distinctHosts:
-                let key = job.namespace + "/" + job.id + "/" + group.name
-                if (instances[key]?[node.id] ?? 0) > 0 { return Feasibility.describe(c) }
-            case .distinctProperty:
-                let limit = Int(c.value) ?? 1
-                let value = Feasibility.resolve(c.attribute, on: node)
-                let key = job.namespace + "/" + job.id + "/" + group.name
-                let used = input.nodes.filter { Feasibility.resolve(c.attribute, on: $0) == value }
-                    .reduce(0) { $0 + (instances[key]?[$1.id] ?? 0) }
-                if used >= limit { return "constraint distinct_property \(c.attribute)" }
-            default:
-                if !Feasibility.holds(c, on: node) { return Feasibility.describe(c) }
-            }
+        for c in constraints where c.operator != .distinctHosts && c.operator != .distinctProperty {
+            if !Feasibility.holds(c, on: node) { return Feasibility.describe(c) }
         }
-        if (cpu[node.id] ?? 0) + ask.cpu > node.cpuMillicores { return "cpu exhausted" }
-        if (memory[node.id] ?? 0) + ask.memory > node.memoryMiB { return "memory exhausted" }
-        if (disk[node.id] ?? 0) + ask.disk > node.diskMiB { return "disk exhausted" }
-        for p in ask.staticPorts where ports[node.id]?.contains(p) == true { return "port \(p) in use" }
+        if ask.cpu > node.cpuMillicores { return "cpu exhausted" }
+        if ask.memory > node.memoryMiB { return "memory exhausted" }
         return nil
     }
 
-    /// Higher is better: bin-packing (or spreading) fit, then affinities, spreads, and a
-    /// penalty for instances of the same group already on the node.
-    func score(_ node: Node, _ job: Job, _ group: TaskGroup, _ ask: Ask, _ algorithm: SchedulingAlgorithm, _ spreads: [SpreadState]) -> Double {
-        let cpuFill = Double((cpu[node.id] ?? 0) + ask.cpu) / Double(max(1, node.cpuMillicores))
-        let memFill = Double((memory[node.id] ?? 0) + ask.memory) / Double(max(1, node.memoryMiB))
-        let fit = (cpuFill + memFill) / 2
-        var score = algorithm == .binpack ? fit : 1 - fit
-        for a in job.affinities + group.affinities {
-            let c = Constraint(attribute: a.attribute, operator: a.operator, value: a.value)
-            if Feasibility.holds(c, on: node) { score += Double(a.weight) / 100 }
-        }
-        let key = job.namespace + "/" + job.id + "/" + group.name
-        let here = instances[key]?[node.id] ?? 0
-        score -= Double(here) / Double(max(1, group.count))
-        for sp in spreads { score += sp.score(node.id) }
-        return score
+    func distinctPropertyAllows(_ c: Constraint, _ node: Node, _ here: [Int]) -> Bool {
+        let limit = Int(c.value) ?? 1
+        let value = Feasibility.resolve(c.attribute, on: node)
+        var used = 0
+        for (i, n) in input.nodes.enumerated() where here[i] > 0 && Feasibility.resolve(c.attribute, on: n) == value { used += here[i] }
+        return used < limit
+    }
+
+    func resourceReason(_ i: Int, _ ask: Ask) -> String? {
+        let node = input.nodes[i]
+        if cpu[i] + ask.cpu > node.cpuMillicores { return "cpu exhausted" }
+        if memory[i] + ask.memory > node.memoryMiB { return "memory exhausted" }
+        if disk[i] + ask.disk > node.diskMiB { return "disk exhausted" }
+        for p in ask.staticPorts where ports[i].contains(p) { return "port \(p) in use" }
+        return nil
+    }
+
+    /// Bin-packing: how full the node would be (CPU and memory alike); spread: how empty.
+    func fit(_ i: Int, _ ask: Ask, _ algorithm: SchedulingAlgorithm) -> Double {
+        let node = input.nodes[i]
+        let f = (Double(cpu[i] + ask.cpu) / Double(max(1, node.cpuMillicores)) + Double(memory[i] + ask.memory) / Double(max(1, node.memoryMiB))) / 2
+        return algorithm == .binpack ? f : 1 - f
     }
 
     /// Dynamic ports from 20000–32000 not in use on the node, static ones as asked.
-    mutating func assignPorts(_ group: TaskGroup, on node: String) -> [String: Int] {
+    mutating func assignPorts(_ group: TaskGroup, on i: Int) -> [String: Int] {
         var out: [String: Int] = [:]
-        var used = ports[node] ?? []
+        var used = ports[i]
         for p in group.ports {
             if let s = p.staticPort { out[p.label] = s; used.insert(s); continue }
             var candidate = 20000
@@ -362,43 +390,52 @@ struct Context {
     }
 }
 
-/// How one spread stands while a group is placed: each node's value of the attribute and the
-/// instances per value, kept up to date as instances are placed (so scoring a node is O(1)).
+/// How one spread stands while a group is placed: each node's value of the attribute (as a
+/// small integer) and the instances per value, kept up to date as instances are placed, so
+/// scoring a node is a few array reads.
 struct SpreadState {
-    let spread: Spread
+    let weight: Double
     let groupCount: Int
-    var valueOf: [String: String] = [:]
-    var perValue: [String: Int] = [:]
+    /// Value number per node index; -1 when the node lacks the attribute.
+    var valueOf: [Int]
+    var perValue: [Int]
+    /// Desired share per value number (nil = no target: spread evenly).
+    var desired: [Double?]
+    let hasTargets: Bool
     var total = 0
-    let distinctValues: Int
 
-    init(_ s: Spread, job: Job, group: TaskGroup, ctx: Context) {
-        spread = s
-        groupCount = max(1, group.count)
-        for n in ctx.input.nodes { if let v = Feasibility.resolve(s.attribute, on: n) { valueOf[n.id] = v } }
-        distinctValues = max(1, Set(valueOf.values).count)
-        let key = job.namespace + "/" + job.id + "/" + group.name
-        for (node, count) in ctx.instances[key] ?? [:] where count > 0 {
-            if let v = valueOf[node] { perValue[v, default: 0] += count }
-            total += count
+    init(_ s: Spread, nodes: [Node], here: [Int], groupCount: Int) {
+        weight = Double(s.weight) / 100
+        self.groupCount = max(1, groupCount)
+        var numbers: [String: Int] = [:]
+        valueOf = nodes.map { n in
+            guard let v = Feasibility.resolve(s.attribute, on: n) else { return -1 }
+            if let k = numbers[v] { return k }
+            numbers[v] = numbers.count
+            return numbers.count - 1
+        }
+        perValue = Array(repeating: 0, count: numbers.count)
+        hasTargets = !s.targets.isEmpty
+        desired = Array(repeating: nil, count: numbers.count)
+        for t in s.targets { if let k = numbers[t.value] { desired[k] = Double(t.percent) / 100 * Double(max(1, groupCount)) } }
+        for (i, c) in here.enumerated() where c > 0 {
+            if valueOf[i] >= 0 { perValue[valueOf[i]] += c }
+            total += c
         }
     }
 
-    mutating func placed(on node: String) {
-        if let v = valueOf[node] { perValue[v, default: 0] += 1 }
+    mutating func placed(on i: Int) {
+        if valueOf[i] >= 0 { perValue[valueOf[i]] += 1 }
         total += 1
     }
 
-    func score(_ node: String) -> Double {
-        let w = Double(spread.weight) / 100
-        guard let value = valueOf[node] else { return -w }
-        let have = Double(perValue[value] ?? 0)
-        if let target = spread.targets.first(where: { $0.value == value }) {
-            let desired = Double(target.percent) / 100 * Double(groupCount)
-            return w * (desired - have) / max(1, desired)
-        }
-        guard spread.targets.isEmpty else { return 0 }
-        let even = Double(total + 1) / Double(distinctValues)
-        return w * (even - have) / max(1, even)
+    func score(_ i: Int) -> Double {
+        let v = valueOf[i]
+        guard v >= 0 else { return -weight }
+        let have = Double(perValue[v])
+        if let d = desired[v] { return weight * (d - have) / max(1, d) }
+        guard !hasTargets else { return 0 }
+        let even = Double(total + 1) / Double(max(1, perValue.count))
+        return weight * (even - have) / max(1, even)
     }
 }
