@@ -60,6 +60,10 @@ public enum SchedulingAlgorithm: String, Sendable, CaseIterable {
 /// between instances of a group).
 public struct Scheduler {
     public var algorithm: SchedulingAlgorithm
+    /// Feasible nodes ranked per placement at most. Clusters up to this size are ranked in
+    /// full; larger ones are walked from a rotating start, so each placement looks at this many
+    /// feasible nodes and the walk covers the whole cluster over successive placements.
+    public var maxCandidates: Int = 1024
     /// Makes allocation ids; deterministic in tests.
     public var newID: () -> String
 
@@ -228,7 +232,11 @@ public struct Scheduler {
         for need in needs {
             var best: (index: Int, score: Double)?
             var reasons: [String: Int] = [:]
-            for i in candidates {
+            var ranked = 0
+            let start = candidates.count > maxCandidates ? ctx.cursor % candidates.count : 0
+            for step in 0..<candidates.count {
+                if ranked >= maxCandidates { break }
+                let i = candidates[(start + step) % candidates.count]
                 if let why = staticReason[i] { reasons[why, default: 0] += 1; continue }
                 if distinctHosts && here[i] > 0 { reasons["constraint distinct_hosts", default: 0] += 1; continue }
                 if let c = distinctProperty.first(where: { !ctx.distinctPropertyAllows($0, nodes[i], here) }) {
@@ -236,10 +244,12 @@ public struct Scheduler {
                     continue
                 }
                 if let why = ctx.resourceReason(i, ask) { reasons[why, default: 0] += 1; continue }
+                ranked += 1
                 var score = ctx.fit(i, ask, algorithm) + affinity[i] - Double(here[i]) / Double(max(1, group.count))
                 for sp in spreads { score += sp.score(i) }
                 if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
             }
+            ctx.cursor += max(1, candidates.count / 16)
             guard let chosen = best else {
                 failure.unplaced += 1
                 failure.nodesEvaluated = candidates.count
@@ -296,6 +306,8 @@ struct Context {
     /// (job, group) → node index → live instances.
     var instances: [String: [Int: Int]] = [:]
     var migrations: [String: Int] = [:]
+    /// Where the next bounded walk over a large cluster starts.
+    var cursor = 0
 
     init(input: SchedulerInput) {
         self.input = input
