@@ -48,14 +48,15 @@ struct RaftRoutes {
                 }
             }
             do { try await agent.raft.requestLeadershipTransfer(to: target) } catch { throw APIError(raft: error) }
-            // Report where leadership went once the group has settled on it.
-            let deadline = ContinuousClock.now + .seconds(3)
-            var v = try await groupView()
-            while ContinuousClock.now < deadline, v.leader == nil || (target != nil && v.leader != target) {
+            // Report where leadership went once the group has settled on it (an election may be
+            // under way for a moment; that is not an error).
+            let deadline = ContinuousClock.now + .seconds(5)
+            var v = try? await agent.raft.groupView(timeout: .seconds(1))
+            while ContinuousClock.now < deadline, v?.leader == nil || (target != nil && v?.leader != target) {
                 try await Task.sleep(for: .milliseconds(20))
-                v = (try? await agent.raft.groupView()) ?? v
+                v = (try? await agent.raft.groupView(timeout: .seconds(1))) ?? v
             }
-            return JSONResponse.make(LeaderView(leader: v.leader?.rawValue, address: v.leader.flatMap { v.configuration.server($0)?.address }))
+            return JSONResponse.make(LeaderView(leader: v?.leader?.rawValue, address: v?.leader.flatMap { v?.configuration.server($0)?.address }))
         }
     }
 
