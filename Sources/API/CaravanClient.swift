@@ -234,6 +234,19 @@ public struct CaravanClient: Sendable {
 
     public func nodes() async throws(ClientError) -> [NodeView] { try await request(.GET, "/v1/nodes") }
 
+    public func planJob(_ text: String) async throws(ClientError) -> JobPlanView {
+        let r = try await send(.POST, "/v1/jobs/plan", body: Array(text.utf8))
+        return try Self.decode(r, as: JobPlanView.self)
+    }
+
+    public func drainNode(_ id: String, enable: Bool) async throws(ClientError) {
+        let _: [String: String] = try await request(.POST, "/v1/node/\(Self.escape(id))/drain?enable=\(enable)")
+    }
+
+    public func setEligibility(_ id: String, eligible: Bool) async throws(ClientError) {
+        let _: [String: String] = try await request(.POST, "/v1/node/\(Self.escape(id))/eligibility?eligible=\(eligible)")
+    }
+
     public func allocations() async throws(ClientError) -> [AllocationView] { try await request(.GET, "/v1/allocations") }
 
     /// Percent-encodes a query value.

@@ -129,3 +129,33 @@ public struct NodeView: Codable, Sendable, Equatable {
         self.allocations = allocations
     }
 }
+
+/// `POST /v1/jobs/plan`: what registering the job would do now, nothing committed.
+public struct JobPlanView: Codable, Sendable, Equatable {
+    public struct Change: Codable, Sendable, Equatable {
+        public var name: String
+        public var node: String
+        public var reason: String
+        public init(name: String, node: String, reason: String) {
+            self.name = name
+            self.node = node
+            self.reason = reason
+        }
+    }
+    public var id: String
+    /// The version the job would get (the current one when nothing changed).
+    public var version: Int
+    public var placements: [Change]
+    public var stops: [Change]
+    /// Instances updated in place (nothing they run changed).
+    public var inPlace: [Change]
+    public var failures: [String]
+    public init(id: String, version: Int, placements: [Change], stops: [Change], inPlace: [Change], failures: [String]) {
+        self.id = id
+        self.version = version
+        self.placements = placements
+        self.stops = stops
+        self.inPlace = inPlace
+        self.failures = failures
+    }
+}

@@ -75,8 +75,10 @@ struct ClusterLeader: Service {
         for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
         for key in keys.sorted() {
             let rec = state.jobs[key]
+            let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
             let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
-                                       nodes: Array(state.nodes.values), allocations: Array(state.allocations.values))
+                                       nodes: Array(state.nodes.values), allocations: Array(state.allocations.values),
+                                       previousVersions: previous)
             let plan = rec == nil
                 ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
                 : scheduler.schedule(input)
@@ -87,9 +89,10 @@ struct ClusterLeader: Service {
             eval.namespace = key.namespace
             eval.failedPlacements = failures
             eval.status = failures.isEmpty ? .complete : .blocked
-            eval.statusDescription = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count)"
+            eval.statusDescription = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
                 + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
-            let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.placements, evaluations: [eval]),
+            let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
+                                             evaluations: [eval]),
                                   "apply the plan for job \(key.id)")
             if ok {
                 memory.lastFailures[key] = failures

@@ -5,6 +5,7 @@ import FoundationEssentials
 import Primitives
 import Raft
 import RaftNIO
+import Scheduler
 import Synchronization
 
 /// Everything the Raft log carries, in one state machine: the cluster state (command bytes
@@ -62,10 +63,12 @@ public final class ClusterStore: ReplicatedStateMachine {
 
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
-    enum Kind: String, Codable { case jobs, job, nodes, allocations }
+    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan }
     var kind: Kind
     var namespace: String = "default"
     var id: String = ""
+    /// For `plan`: the job's canonical text.
+    var text: String = ""
 
     func encode() -> [UInt8] { [ClusterStore.clusterQuery] + Array((try? JSONEncoder().encode(self)) ?? Data()) }
 }
@@ -85,7 +88,29 @@ enum ClusterViews {
             return try enc.encode(s.nodes.keys.sorted().map { node(s.nodes[$0]!, s) })
         case .allocations:
             return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
+        case .plan:
+            return try enc.encode(plan(q.text, s))
         }
+    }
+
+    /// What registering this job would do against the state as it is (a dry run on the leader).
+    static func plan(_ text: String, _ s: ClusterState) throws -> JobPlanView {
+        let job = try JobFile.parse(text, file: "plan")
+        let key = ClusterState.JobKey(job.namespace, job.id)
+        let current = s.jobs[key]
+        let changed = current.map { $0.text != JobFile.render(job) || $0.stopped } ?? true
+        let version = current.map { changed ? $0.version + 1 : $0.version } ?? 0
+        var n = 0
+        let scheduler = Scheduler(algorithm: .binpack, newID: { n += 1; return "planned-\(n)" })
+        let previous = Dictionary((s.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
+        let plan = scheduler.schedule(SchedulerInput(job: job, jobVersion: version, jobStopped: false,
+                                                     nodes: Array(s.nodes.values), allocations: Array(s.allocations.values),
+                                                     previousVersions: previous))
+        return JobPlanView(id: job.id, version: version,
+                           placements: plan.placements.map { .init(name: $0.name, node: $0.nodeID, reason: $0.previousAllocation.map { "replaces \($0.prefix(8))" } ?? "new") },
+                           stops: plan.stops.map { .init(name: $0.name, node: $0.nodeID, reason: $0.desiredDescription) },
+                           inPlace: plan.updates.map { .init(name: $0.name, node: $0.nodeID, reason: "same tasks; moved to version \(version)") },
+                           failures: plan.failures.map(\.description))
     }
 
     static func allocation(_ a: Allocation) -> AllocationView {

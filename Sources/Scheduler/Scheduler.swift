@@ -9,13 +9,16 @@ public struct SchedulerInput: Sendable {
     public var nodes: [Node]
     /// Every allocation in the cluster (the job's own and others', which hold resources).
     public var allocations: [Allocation]
+    /// Earlier versions of the job still known, to tell in-place updates from destructive ones.
+    public var previousVersions: [Int: Job]
 
-    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation]) {
+    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:]) {
         self.job = job
         self.jobVersion = jobVersion
         self.jobStopped = jobStopped
         self.nodes = nodes
         self.allocations = allocations
+        self.previousVersions = previousVersions
     }
 }
 
@@ -42,9 +45,12 @@ public struct Plan: Sendable, Equatable {
     public var placements: [Allocation] = []
     /// Existing allocations with their new desired status (stop or evict) and a reason.
     public var stops: [Allocation] = []
+    /// Existing allocations moved to the new job version where they run (nothing about what
+    /// they run changed: only the count, metadata, or policies).
+    public var updates: [Allocation] = []
     public var failures: [PlacementFailure] = []
     public init() {}
-    public var isEmpty: Bool { placements.isEmpty && stops.isEmpty }
+    public var isEmpty: Bool { placements.isEmpty && stops.isEmpty && updates.isEmpty }
 }
 
 public enum SchedulingAlgorithm: String, Sendable, CaseIterable {
@@ -85,6 +91,11 @@ public struct Scheduler {
         let nodesByID = Dictionary(uniqueKeysWithValues: input.nodes.map { ($0.id, $0) })
         for group in job.groups {
             let existing = mine.filter { $0.group == group.name && $0.desiredStatus == .run }
+            // Evicted by a drain and not yet replaced by a running instance: migrations in flight.
+            ctx.migrations[group.name] = mine.filter { e in
+                e.group == group.name && e.desiredStatus == .evict && e.clientStatus != .lost
+                    && !mine.contains { $0.previousAllocation == e.id && $0.desiredStatus == .run && $0.clientStatus == .running }
+            }.count
             // Groups no longer in the job are stopped below.
             if job.type == .system || job.type == .sysbatch {
                 reconcileSystem(job, group, existing, nodesByID, &plan, &ctx)
@@ -146,10 +157,16 @@ public struct Scheduler {
                         stop(a, "node is draining", &plan, &ctx, desired: .evict)
                         needs.append((i, a))
                     }
-                } else if a.jobVersion < ctx.input.jobVersion && destructive < maxParallel {
-                    destructive += 1
-                    stop(a, "updated to job version \(ctx.input.jobVersion)", &plan, &ctx)
-                    needs.append((i, a))
+                } else if a.jobVersion < ctx.input.jobVersion {
+                    if Self.sameWork(ctx.input.previousVersions[a.jobVersion]?.groups.first { $0.name == group.name }, group) {
+                        var u = a
+                        u.jobVersion = ctx.input.jobVersion
+                        plan.updates.append(u)
+                    } else if destructive < maxParallel {
+                        destructive += 1
+                        stop(a, "updated to job version \(ctx.input.jobVersion)", &plan, &ctx)
+                        needs.append((i, a))
+                    }
                 }
             }
         }
@@ -184,6 +201,13 @@ public struct Scheduler {
         for node in ctx.input.nodes.sorted(by: { $0.id < $1.id }) where node.isSchedulable && !covered.contains(node.id) {
             place(job, group, needs: [(0, nil)], only: node.id, &plan, &ctx, quietIfInfeasible: true)
         }
+    }
+
+    /// Whether an instance of `old` runs exactly what `new` asks (so a new version can be applied
+    /// in place): the same tasks, ports, services and disk.
+    static func sameWork(_ old: TaskGroup?, _ new: TaskGroup) -> Bool {
+        guard let old else { return false }
+        return old.tasks == new.tasks && old.ports == new.ports && old.services == new.services && old.ephemeralDiskMiB == new.ephemeralDiskMiB
     }
 
     private func canReschedule(_ a: Allocation, _ p: ReschedulePolicy) -> Bool {

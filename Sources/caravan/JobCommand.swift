@@ -9,7 +9,33 @@ import Glibc
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "job", abstract: "Run, inspect and stop jobs.",
-        subcommands: [Run.self, Status.self, Stop.self, Validate.self])
+        subcommands: [Run.self, Plan.self, Status.self, Stop.self, Validate.self])
+
+    struct Plan: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "plan", abstract: "Dry run: what registering the job would place and stop now, and why anything would not fit.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job file.") var file: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let job = try JobFileLoader.load(file)
+            let api = try client.client()
+            let p: JobPlanView = try await cli { () async throws(ClientError) in try await api.planJob(JobFile.render(job)) }
+            if json { return try printJSON(p) }
+            print("Job \"\(p.id)\" (version \(p.version)): \(p.placements.count) to place, \(p.stops.count) to stop, \(p.inPlace.count) to update in place")
+            if !p.placements.isEmpty {
+                printTable(["PLACE", "NODE", "WHY"], p.placements.map { [$0.name, $0.node, $0.reason] })
+            }
+            if !p.stops.isEmpty {
+                printTable(["STOP", "NODE", "WHY"], p.stops.map { [$0.name, $0.node, $0.reason] })
+            }
+            if !p.inPlace.isEmpty {
+                printTable(["IN PLACE", "NODE", "WHY"], p.inPlace.map { [$0.name, $0.node, $0.reason] })
+            }
+            for f in p.failures { print("! " + f) }
+        }
+    }
 
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -81,5 +81,20 @@ import Testing
         let h = try c.cli(0, ["job", "run", huge, "--timeout", "10"])
         #expect(h.status == 1)
         #expect(h.stdout.contains("cpu exhausted on 1 node"), "\(h.stdout) \(h.stderr)")
+
+        // A dry run changes nothing and says what would happen.
+        let plan = try c.cli(0, ["job", "plan", Self.examples + "/hello.yaml"])
+        #expect(plan.status == 0, "\(plan.stderr)")
+        #expect(plan.stdout.contains("3 to place, 0 to stop"), "\(plan.stdout)")
+        #expect(Self.job(c, 0, "hello") == nil)
+
+        // Draining the only node evicts what runs there and takes no new work.
+        let drain = try c.cli(0, ["node", "drain", "agent-0"])
+        #expect(drain.status == 0, "\(drain.stderr)")
+        let nodes = try c.cli(0, ["node", "status", "--json"])
+        let view = try JSONDecoder().decode([NodeView].self, from: Data(nodes.stdout.utf8))
+        #expect(view.first?.draining == true && view.first?.eligibility == "ineligible")
+        let missing = try c.cli(0, ["node", "drain", "nobody"])
+        #expect(missing.status == 2 && missing.stderr.contains("node nobody is not registered"))
     }
 }

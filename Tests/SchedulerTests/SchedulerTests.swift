@@ -161,6 +161,46 @@ import Testing
         #expect(plan.placements.count == 1 && plan.placements[0].nodeID == "n1")
     }
 
+    @Test func aNewVersionThatRunsTheSameWorkIsAppliedInPlaceOtherwiseDestructively() {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        let v0 = Self.job(count: 2)
+        Self.apply(s.schedule(SchedulerInput(job: v0, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        var v1 = Self.job(count: 3)
+        v1.meta = ["owner": "ops"]
+        let inPlace = s.schedule(SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0]))
+        #expect(inPlace.updates.count == 2 && inPlace.updates.allSatisfy { $0.jobVersion == 1 })
+        #expect(inPlace.stops.isEmpty && inPlace.placements.count == 1)
+        var v2 = Self.job(count: 2)
+        v2.groups[0].tasks[0].config.args = ["--new"]
+        v2.update = UpdateStrategy()
+        let destructive = s.schedule(SchedulerInput(job: v2, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0]))
+        #expect(destructive.updates.isEmpty)
+        #expect(destructive.stops.count == 1 && destructive.placements.count == 1, "update.maxParallel = 1 replaces one at a time")
+    }
+
+    @Test func aDrainWaitsForMigratedInstancesToRunBeforeEvictingMore() {
+        let s = Self.scheduler()
+        var nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        var job = Self.job(count: 4, cpu: 100, mem: 64)
+        job.groups[0].migrate.maxParallel = 1
+        var first = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: [nodes[0]], allocations: allocs))
+        for i in first.placements.indices { first.placements[i].clientStatus = .running }
+        Self.apply(first, to: &allocs, index: &index)
+        nodes[0].draining = true
+        let step1 = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        Self.apply(step1, to: &allocs, index: &index)
+        let step2 = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(step2.stops.isEmpty, "the replacement is not running yet")
+        for i in allocs.indices where allocs[i].nodeID == "n1" { allocs[i].clientStatus = .running }
+        let step3 = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        #expect(step3.stops.count == 1 && step3.placements.count == 1)
+    }
+
     @Test func thePlanApplierNeverOverCommitsWhenPlansRace() {
         let nodes = [Self.node("n0", cpu: 1000, mem: 1024)]
         // Two plans made from the same (empty) view, each fitting alone.

@@ -21,6 +21,32 @@ struct JobRoutes {
             let index = try await commit(.registerJob(text: JobFile.render(job)))
             return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index))
         }
+        router.post("/v1/jobs/plan") { request, context in
+            let body = try await request.body.collect(upTo: maxBodyBytes)
+            let job: Job
+            do { job = try JobFile.parse(String(buffer: body), file: "request") } catch let e as JobFileError {
+                throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
+            }
+            var q = ClusterQuery(kind: .plan)
+            q.text = JobFile.render(job)
+            let data: [UInt8]
+            do { data = try await agent.raft.read(q.encode()) } catch { throw APIError(raft: error) }
+            return Self.raw(data)
+        }
+        router.post("/v1/node/:id/drain") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let enable = request.uri.queryParameters.get("enable").map { $0 != "false" } ?? true
+            _ = try await commit(.nodeDrain(id: id, draining: enable), notFoundCode: "node_not_found")
+            return JSONResponse.make(["node": id, "draining": enable ? "true" : "false"])
+        }
+        router.post("/v1/node/:id/eligibility") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            guard let raw = request.uri.queryParameters.get("eligible"), raw == "true" || raw == "false" else {
+                throw APIError(.badRequest, "invalid_parameter", "eligible must be true or false")
+            }
+            _ = try await commit(.nodeEligibility(id: id, eligibility: raw == "true" ? .eligible : .ineligible), notFoundCode: "node_not_found")
+            return JSONResponse.make(["node": id, "eligibility": raw == "true" ? "eligible" : "ineligible"])
+        }
         router.get("/v1/jobs") { request, _ in
             let data = try await query(ClusterQuery(kind: .jobs), request)
             return Self.raw(data)
