@@ -154,13 +154,23 @@ public struct ClusterState: Sendable, Equatable {
         return .applied
     }
 
+    /// Evaluations kept per job (the newest); older ones are dropped as new ones arrive.
+    public static let evaluationsKept = 10
+
     private mutating func upsert(_ evals: [Evaluation], _ index: UInt64) {
         for var e in evals {
             e.createIndex = evaluations[e.id]?.createIndex ?? index
             e.modifyIndex = index
             evaluations[e.id] = e
         }
-        if !evals.isEmpty { touch(.evaluations, index) }
+        guard !evals.isEmpty else { return }
+        touch(.evaluations, index)
+        for job in Set(evals.map { JobKey($0.namespace, $0.jobID) }) {
+            let mine = evaluations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace }
+            guard mine.count > Self.evaluationsKept else { continue }
+            let sorted = mine.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
+            for old in sorted.dropFirst(Self.evaluationsKept) { evaluations[old.id] = nil }
+        }
     }
 
     private mutating func touch(_ t: Table, _ index: UInt64) { tableIndex[t] = max(tableIndex[t] ?? 0, index) }

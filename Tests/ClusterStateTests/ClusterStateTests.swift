@@ -132,6 +132,16 @@ import Testing
         }
     }
 
+    @Test func onlyTheNewestEvaluationsOfAJobAreKept() {
+        var s = ClusterState()
+        for i in 0..<25 {
+            _ = s.apply(.upsertEvaluations([Evaluation(id: "e\(i)", jobID: "web", priority: 50, triggeredBy: .jobRegister)]), index: UInt64(i + 1))
+        }
+        _ = s.apply(.upsertEvaluations([Evaluation(id: "other", jobID: "db", priority: 50, triggeredBy: .jobRegister)]), index: 100)
+        #expect(s.evaluations.values.filter { $0.jobID == "web" }.count == ClusterState.evaluationsKept)
+        #expect(s.evaluations["e24"] != nil && s.evaluations["e0"] == nil && s.evaluations["other"] != nil)
+    }
+
     @Test func aDamagedSnapshotIsRefused() {
         var s = ClusterState()
         _ = s.apply(.upsertNode(Self.node("n1")), index: 1)
