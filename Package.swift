@@ -88,7 +88,7 @@ let package = Package(
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "CaravanTesting",
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "ClusterState", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "CaravanModel", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),

@@ -170,6 +170,11 @@ public struct Scheduler {
                 }
             }
         }
+        // Older live instances sharing a name with the one kept (left by a job that was a
+        // system job before, for instance) are stopped.
+        for a in existing where a.isLive {
+            if let i = Self.index(of: a.name), let kept = byIndex[i], kept.id != a.id { stop(a, "duplicate of \(a.name)", &plan, &ctx) }
+        }
         // Instances beyond the count are stopped, highest index first.
         for (i, a) in byIndex where i >= group.count && a.isLive { stop(a, "count reduced to \(group.count)", &plan, &ctx) }
         for a in existing where Self.index(of: a.name) == nil && a.isLive { stop(a, "unexpected name", &plan, &ctx) }

@@ -1,0 +1,153 @@
+import CaravanModel
+import CaravanTesting
+import ClusterState
+import Scheduler
+import Testing
+
+/// Seeded runs of a whole cluster's life: nodes join, die, come back and drain while jobs are
+/// registered, updated and stopped. After every event the leader's loop (schedule, verify,
+/// commit) runs until nothing changes, an executor stand-in marks new allocations running, and
+/// the properties users rely on are checked.
+@Suite struct ClusterSimulationTests {
+    struct World {
+        var state = ClusterState()
+        var index: UInt64 = 0
+        var ids = 0
+
+        mutating func apply(_ c: Command) {
+            index += 1
+            let outcome = state.apply(c.encode(), index: index)
+            precondition(outcome == .applied, "\(outcome)")
+        }
+
+        /// The leader's reconcile pass over every job; true if it changed something.
+        mutating func reconcile() -> Bool {
+            var changed = false
+            var keys = Set(state.jobs.keys)
+            for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
+            for key in keys.sorted() {
+                let rec = state.jobs[key]
+                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
+                let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
+                                           nodes: Array(state.nodes.values), allocations: Array(state.allocations.values),
+                                           previousVersions: previous)
+                var n = ids
+                let plan = rec == nil ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
+                    : Scheduler(newID: { n += 1; return "a\(n)" }).schedule(input)
+                ids = n
+                guard !plan.isEmpty else { continue }
+                let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
+                guard !verdict.accepted.isEmpty else { continue }
+                apply(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements, evaluations: []))
+                changed = true
+            }
+            return changed
+        }
+
+        /// What the executor will do: pending allocations that should run start running.
+        mutating func run() {
+            let starting = state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
+            if !starting.isEmpty {
+                apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
+            }
+        }
+
+        mutating func settle() {
+            for _ in 0..<20 {
+                let changed = reconcile()
+                run()
+                if !changed { return }
+            }
+        }
+    }
+
+    static func job(_ id: String, type: Job.Kind, count: Int, cpu: Int, mem: Int, args: [String] = []) -> String {
+        let countLine = type == .system || type == .sysbatch ? "" : "    count: \(count)\n"
+        return "id: \(id)\ntype: \(type.rawValue)\ngroups:\n  - name: g\n\(countLine)    ephemeralDisk: {size: 10Mi}\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/sleep, args: [\(args.map { "\"\($0)\"" }.joined(separator: ", "))]}, resources: {cpu: \(cpu)m, memory: \(mem)Mi}}\n"
+    }
+
+    @Test(arguments: 0..<10)
+    func aClusterLivesThroughJoinsDeathsDrainsAndJobChanges(batch: Int) {
+        for seed in UInt64(batch * 20)..<UInt64(batch * 20 + 20) {
+            var r = SeededRandom(seed: seed)
+            var w = World()
+            var nodeCount = 0
+            for _ in 0..<60 {
+                let roll = Double.random(in: 0..<1, using: &r)
+                let nodes = w.state.nodes.keys.sorted()
+                let jobs = w.state.jobs.keys.sorted()
+                if roll < 0.2 || nodes.isEmpty {
+                    var n = Node(id: "n\(nodeCount)", address: "10.0.0.\(nodeCount)", cpuMillicores: [2000, 4000].randomElement(using: &r)!,
+                                 memoryMiB: [2048, 8192].randomElement(using: &r)!, diskMiB: 100_000)
+                    n.drivers = ["raw_exec"]
+                    nodeCount += 1
+                    w.apply(.upsertNode(n))
+                } else if roll < 0.3 {
+                    w.apply(.nodeStatus(id: nodes.randomElement(using: &r)!, status: .down))
+                } else if roll < 0.35 {
+                    let id = nodes.randomElement(using: &r)!
+                    w.apply(.upsertNode(w.state.nodes[id]!))  // back from the dead
+                } else if roll < 0.42 {
+                    let id = nodes.randomElement(using: &r)!
+                    w.apply(.nodeDrain(id: id, draining: !(w.state.nodes[id]!.draining)))
+                    if !w.state.nodes[id]!.draining { w.apply(.nodeEligibility(id: id, eligibility: .eligible)) }
+                } else if roll < 0.7 || jobs.isEmpty {
+                    let type: Job.Kind = [.service, .service, .batch, .system].randomElement(using: &r)!
+                    w.apply(.registerJob(text: Self.job("j\(Int.random(in: 0..<6, using: &r))", type: type, count: Int.random(in: 1...8, using: &r),
+                                                        cpu: Int.random(in: 1...10, using: &r) * 100, mem: Int.random(in: 1...8, using: &r) * 128,
+                                                        args: r.chance(0.5) ? ["1"] : ["2"])))
+                } else if roll < 0.8 {
+                    let k = jobs.randomElement(using: &r)!
+                    w.apply(.deregisterJob(namespace: k.namespace, id: k.id, purge: r.chance(0.3)))
+                } else {
+                    // Some running work finishes or fails.
+                    if let a = w.state.allocations.values.filter({ $0.clientStatus == .running }).sorted(by: { $0.id < $1.id }).randomElement(using: &r) {
+                        w.apply(.clientUpdate([.init(allocationID: a.id, clientStatus: r.chance(0.5) ? .complete : .failed, description: "")]))
+                    }
+                }
+                w.settle()
+                Self.check(w.state, seed: seed)
+            }
+        }
+    }
+
+    static func check(_ s: ClusterState, seed: UInt64) {
+        for n in s.nodes.values {
+            let used = s.used(onNode: n.id)
+            #expect(used.cpuMillicores <= n.cpuMillicores && used.memoryMiB <= n.memoryMiB, "seed \(seed): \(n.id) over-committed")
+            if n.status == .down {
+                #expect(s.liveAllocations(onNode: n.id).isEmpty, "seed \(seed): live allocations on down node \(n.id)")
+            }
+        }
+        for (key, rec) in s.jobs {
+            let live = s.allocations(ofJob: key).filter { $0.isLive }
+            if rec.stopped {
+                #expect(live.isEmpty, "seed \(seed): stopped job \(key.id) still has live allocations")
+                continue
+            }
+            // (A drain in progress may keep an old version on its node until the move.)
+            let stale = live.filter { $0.jobVersion != rec.version && s.nodes[$0.nodeID]?.draining != true }
+            #expect(stale.isEmpty, "seed \(seed): \(key.id) (\(rec.job.type), v\(rec.version), count \(rec.job.groups[0].count)) runs an old version after settling: \(stale.map { "\($0.name) v\($0.jobVersion) on \($0.nodeID) draining=\(s.nodes[$0.nodeID]?.draining ?? false) \($0.clientStatus)" }) all: \(s.allocations(ofJob: key).map { "\($0.id) \($0.name) v\($0.jobVersion) \($0.desiredStatus)/\($0.clientStatus) prev=\($0.previousAllocation ?? "-") ci=\($0.createIndex)" })")
+            let g = rec.job.groups[0]
+            switch rec.job.type {
+            case .service:
+                let names = live.map(\.name)
+                #expect(Set(names).count == names.count, "seed \(seed): \(key.id) has two live instances with one name")
+                #expect(live.count <= g.count, "seed \(seed): \(key.id) has more than count instances")
+                // Fewer than count only when no node can take one more.
+                if live.count < g.count {
+                    let ask = (g.tasks[0].resources.cpuMillicores, g.tasks[0].resources.memoryMiB)
+                    let room = s.nodes.values.filter { n in
+                        let u = s.used(onNode: n.id)
+                        return n.isSchedulable && u.cpuMillicores + ask.0 <= n.cpuMillicores && u.memoryMiB + ask.1 <= n.memoryMiB
+                    }
+                    #expect(room.isEmpty, "seed \(seed): \(key.id) has \(live.count)/\(g.count) though \(room.map(\.id)) have room")
+                }
+            case .system:
+                let perNode = Dictionary(grouping: live, by: \.nodeID)
+                #expect(perNode.values.allSatisfy { $0.count == 1 }, "seed \(seed): \(key.id) runs twice on a node")
+            default: break
+            }
+        }
+    }
+}
