@@ -1,0 +1,107 @@
+import Agent
+import ArgumentParser
+import CaravanModel
+import CaravanTesting
+import ClusterState
+import Foundation
+import Keyring
+import Logging
+import NIOPosix
+import Raft
+import RaftNIO
+import Scheduler
+
+/// Placements committed end to end: the scheduler's plan for a big job, verified, committed
+/// through a 3-voter Raft group (real TCP, fsync) and applied to every server's cluster state.
+struct PlacementBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "placements",
+        abstract: "Placements committed per second through a 3-voter Raft group (in-process servers, real TCP and fsync).")
+
+    @Option(help: "Simulated nodes registered in the state.") var nodes: Int = 1000
+    @Option(help: "Instances of the job.") var count: Int = 10000
+    @Option(help: "Allocations per ApplyPlan command.") var chunk: Int = 500
+    @Option(help: "Directory on the disk to measure.") var dir: String = "/var/tmp"
+
+    func run() async throws {
+        say("# caravan-bench placements — \(Date())")
+        let root = "\(dir)/caravan-bench-placements-\(getpid())"
+        try? FileManager.default.removeItem(atPath: root)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let keyring = SharedKeyring(Keyring(primary: try SecretKey(base64: "YmVuY2htYXJrLWtleS1mb3ItY2FyYXZhbi1yYWZ0LjE=")))
+        let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
+        let servers = (0..<3).map { Configuration.Server(id: ServerID("p\($0)"), address: "127.0.64.\($0 + 2):4681", voter: true) }
+        var group: [(RaftNode, ClusterStore)] = []
+        for i in 0..<3 {
+            let store = ClusterStore()
+            let c = RaftNodeConfiguration(id: ServerID("p\(i)"), bindHost: "127.0.64.\(i + 2)", port: 4681, directory: "\(root)/p\(i)", keyring: keyring)
+            let n = try await RaftNode.start(c, stateMachine: store, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            try await n.bootstrap(Configuration(servers: servers))
+            group.append((n, store))
+        }
+        var leader: (RaftNode, ClusterStore)?
+        for _ in 0..<500 where leader == nil {
+            for g in group where await g.0.status().role == .leader { leader = g }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        guard let (raft, store) = leader else { throw ValidationError("no leader") }
+        // Register the nodes (8 commands in flight).
+        var r = SeededRandom(seed: 7)
+        var cmds: [Command] = []
+        for i in 0..<nodes {
+            var n = Node(id: "n\(i)", address: "10.0.\(i / 250).\(i % 250)", cpuMillicores: [4000, 8000, 16000].randomElement(using: &r)!,
+                         memoryMiB: [8192, 16384, 32768].randomElement(using: &r)!, diskMiB: 1_000_000)
+            n.attributes = ["kernel.name": "linux"]
+            n.meta = ["rack": "r\(i % 10)"]
+            n.drivers = ["raw_exec"]
+            cmds.append(.upsertNode(n))
+        }
+        try await Self.commit(cmds, raft, inFlight: 8)
+        let text = "id: big\ngroups:\n  - name: g\n    count: \(count)\n    ephemeralDisk: {size: 1Mi}\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 100m, memory: 128Mi}}\n"
+        try await Self.commit([.registerJob(text: text)], raft, inFlight: 1)
+
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        let state = store.current
+        let key = ClusterState.JobKey("default", "big")
+        var k = 0
+        let plan = Scheduler(newID: { k += 1; return "alloc-\(k)" }).schedule(SchedulerInput(
+            job: state.jobs[key]!.job, jobVersion: 0, jobStopped: false, nodes: Array(state.nodes.values), allocations: Array(state.allocations.values)))
+        let verdict = PlanApplier.verify(plan, nodes: Array(state.nodes.values), allocations: Array(state.allocations.values))
+        let scheduled = clock.now - t0
+        let placements = verdict.accepted.placements
+        var commands: [Command] = []
+        var i = 0
+        while i < placements.count {
+            commands.append(.applyPlan(allocations: Array(placements[i..<min(placements.count, i + chunk)]), evaluations: []))
+            i += chunk
+        }
+        try await Self.commit(commands, raft, inFlight: 8)
+        // Wait until every server has applied them.
+        for g in group {
+            while g.1.current.allocations.count < placements.count { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        let took = clock.now - t0
+        let secs = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+        let sched = Double(scheduled.components.seconds) + Double(scheduled.components.attoseconds) / 1e18
+        say("\(placements.count) placements of one job on \(nodes) nodes: scheduled and verified in \(String(format: "%.2f", sched)) s, committed through 3 voters and applied on all in \(String(format: "%.2f", secs)) s → \(Int(Double(placements.count) / secs)) placements/s (\(commands.count) commands of ≤ \(chunk))")
+        for g in group { await g.0.shutdown(transferTimeout: .zero) }
+    }
+
+    static func commit(_ cmds: [Command], _ raft: RaftNode, inFlight: Int) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { tg in
+            var next = 0
+            func add() {
+                guard next < cmds.count else { return }
+                let c = cmds[next]
+                next += 1
+                tg.addTask {
+                    let answer = try await raft.apply(c.encode(), timeout: .seconds(30))
+                    guard answer.first == 0 else { throw ValidationError("refused: \(String(decoding: answer.dropFirst(), as: UTF8.self))") }
+                }
+            }
+            for _ in 0..<inFlight { add() }
+            while try await tg.next() != nil { add() }
+        }
+    }
+}
