@@ -234,6 +234,14 @@ public struct CaravanClient: Sendable {
 
     public func nodes() async throws(ClientError) -> [NodeView] { try await request(.GET, "/v1/nodes") }
 
+    public func jobVersions(_ id: String) async throws(ClientError) -> [JobVersionView] {
+        try await request(.GET, "/v1/job/" + Self.escape(id) + "/versions")
+    }
+
+    public func revertJob(_ id: String, to version: Int) async throws(ClientError) -> JobRegisterView {
+        try await request(.POST, "/v1/job/" + Self.escape(id) + "/revert?version=\(version)")
+    }
+
     public func planJob(_ text: String) async throws(ClientError) -> JobPlanView {
         let r = try await send(.POST, "/v1/jobs/plan", body: Array(text.utf8))
         return try Self.decode(r, as: JobPlanView.self)

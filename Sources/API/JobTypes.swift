@@ -159,3 +159,18 @@ public struct JobPlanView: Codable, Sendable, Equatable {
         self.failures = failures
     }
 }
+
+/// One registered version of a job (`GET /v1/job/{id}/versions`, `caravan job history`).
+public struct JobVersionView: Codable, Sendable, Equatable {
+    public var version: Int
+    public var stopped: Bool
+    public var modifyIndex: UInt64
+    /// The job as registered, in canonical JSON.
+    public var job: String
+    public init(version: Int, stopped: Bool, modifyIndex: UInt64, job: String) {
+        self.version = version
+        self.stopped = stopped
+        self.modifyIndex = modifyIndex
+        self.job = job
+    }
+}

@@ -63,7 +63,7 @@ public final class ClusterStore: ReplicatedStateMachine {
 
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
-    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan }
+    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan, versions }
     var kind: Kind
     var namespace: String = "default"
     var id: String = ""
@@ -90,6 +90,12 @@ enum ClusterViews {
             return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
         case .plan:
             return try enc.encode(plan(q.text, s))
+        case .versions:
+            let key = ClusterState.JobKey(q.namespace, q.id)
+            guard s.jobs[key] != nil else { return Data("null".utf8) }
+            return try enc.encode((s.versions[key] ?? []).map {
+                JobVersionView(version: $0.version, stopped: $0.stopped, modifyIndex: $0.modifyIndex, job: $0.text)
+            })
         }
     }
 

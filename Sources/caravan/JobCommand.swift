@@ -9,7 +9,34 @@ import Glibc
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "job", abstract: "Run, inspect and stop jobs.",
-        subcommands: [Run.self, Plan.self, Status.self, Stop.self, Validate.self])
+        subcommands: [Run.self, Plan.self, Status.self, Stop.self, History.self, Revert.self, Validate.self])
+
+    struct History: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "history", abstract: "The job's kept versions, newest first.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job id.") var id: String
+        @Flag(name: .long, help: "Print JSON (with each version's job).") var json = false
+
+        func run() async throws {
+            let api = try client.client()
+            let versions: [JobVersionView] = try await cli { () async throws(ClientError) in try await api.jobVersions(id) }
+            if json { return try printJSON(versions) }
+            printTable(["VERSION", "STOPPED", "INDEX"], versions.map { ["\($0.version)", $0.stopped ? "true" : "false", "\($0.modifyIndex)"] })
+        }
+    }
+
+    struct Revert: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "revert", abstract: "Register an earlier version of a job again.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job id.") var id: String
+        @Argument(help: "The version to go back to.") var version: Int
+
+        func run() async throws {
+            let api = try client.client()
+            let r: JobRegisterView = try await cli { () async throws(ClientError) in try await api.revertJob(id, to: version) }
+            print("Job \"\(id)\" reverted to the definition of version \(version) (committed at index \(r.index))")
+        }
+    }
 
     struct Plan: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -86,7 +86,22 @@ import Testing
         let plan = try c.cli(0, ["job", "plan", Self.examples + "/hello.yaml"])
         #expect(plan.status == 0, "\(plan.stderr)")
         #expect(plan.stdout.contains("3 to place, 0 to stop"), "\(plan.stdout)")
-        #expect(Self.job(c, 0, "hello") == nil)
+        #expect(Self.job(c, 0, "hello") == nil, "a plan commits nothing")
+
+        // Versions: every changed registration is one; reverting registers an old one again.
+        #expect(try c.cli(0, ["job", "run", "--detach", Self.examples + "/hello.yaml"]).status == 0)
+        let five = NSTemporaryDirectory() + "hello5-\(getpid()).yaml"
+        try String(contentsOfFile: Self.examples + "/hello.yaml", encoding: .utf8).replacingOccurrences(of: "count: 3", with: "count: 5")
+            .write(toFile: five, atomically: true, encoding: .utf8)
+        #expect(try c.cli(0, ["job", "run", "--detach", five]).status == 0)
+        let history = try c.cli(0, ["job", "history", "hello", "--json"])
+        let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(history.stdout.utf8))
+        #expect(versions.map(\.version) == [1, 0])
+        #expect(try c.cli(0, ["job", "revert", "hello", "0"]).status == 0)
+        try await c.eventually(within: .seconds(10), "the reverted job is back to 3 instances") {
+            Self.job(c, 0, "hello").map { $0.version == 2 && $0.groups[0].desired == 3 && $0.groups[0].placed == 3 } ?? false
+        }
+        #expect(try c.cli(0, ["job", "revert", "hello", "9"]).status == 2)
 
         // Draining the only node evicts what runs there and takes no new work.
         let drain = try c.cli(0, ["node", "drain", "agent-0"])

@@ -58,6 +58,29 @@ struct JobRoutes {
             guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
             return Self.raw(data)
         }
+        router.get("/v1/job/:id/versions") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let ns = request.uri.queryParameters.get("namespace") ?? "default"
+            let data = try await query(ClusterQuery(kind: .versions, namespace: ns, id: id), request)
+            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+            return Self.raw(data)
+        }
+        router.post("/v1/job/:id/revert") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let ns = request.uri.queryParameters.get("namespace") ?? "default"
+            guard let raw = request.uri.queryParameters.get("version"), let version = Int(raw), version >= 0 else {
+                throw APIError(.badRequest, "invalid_parameter", "version must be a version number (see `caravan job history \(id)`)")
+            }
+            let data = try await query(ClusterQuery(kind: .versions, namespace: ns, id: id), request)
+            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+            let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(data))
+            guard let target = versions.first(where: { $0.version == version }) else {
+                throw APIError(.badRequest, "unknown_version", "job \(id) has no version \(version) (kept: \(versions.map { String($0.version) }.joined(separator: ", ")))")
+            }
+            // Registering the old definition again makes it the newest version.
+            let index = try await commit(.registerJob(text: target.job))
+            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index))
+        }
         router.delete("/v1/job/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let ns = request.uri.queryParameters.get("namespace") ?? "default"
