@@ -1,4 +1,7 @@
 import CaravanModel
+#if canImport(Glibc)
+import Glibc
+#endif
 import ClusterState
 import Gossip
 import Logging
@@ -26,6 +29,7 @@ struct ClusterLeader: Service {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if await agent.raft.status().role == .leader {
                 await syncNodes()
+                await launchPeriodicJobs()
                 await reconcileJobs(&memory)
             } else {
                 memory = Memory()
@@ -75,6 +79,7 @@ struct ClusterLeader: Service {
         for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
         for key in keys.sorted() {
             let rec = state.jobs[key]
+            if rec?.job.periodic != nil { continue }  // a template: its launches are the jobs that run
             let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
             let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
                                        nodes: Array(state.nodes.values), allocations: Array(state.allocations.values),
@@ -105,6 +110,35 @@ struct ClusterLeader: Service {
         }
     }
 
+    // MARK: - Periodic jobs
+
+    /// Launches each periodic job whose next cron time has come: registers a child batch job
+    /// `<id>-periodic-<time>` (skipped while an earlier child still runs, when overlap is
+    /// prohibited) and records the launch through Raft. A job seen for the first time starts
+    /// its schedule from now, so registering one does not replay the past.
+    func launchPeriodicJobs() async {
+        let state = agent.store.current
+        let now = Int64(ContinuousClock.now.unixSeconds)
+        for (key, rec) in state.jobs.sorted(by: { $0.key < $1.key }) where !rec.stopped {
+            guard let p = rec.job.periodic else { continue }
+            guard let last = state.periodicLaunches[key] else {
+                await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: now), "start the schedule of \(key.id)")
+                continue
+            }
+            guard let next = p.next(after: last), next <= now else { continue }
+            let children = state.jobs.values.filter { $0.job.meta["caravan.periodic.parent"] == key.id && $0.job.namespace == key.namespace }
+            let running = children.contains { c in state.allocations(ofJob: .init(c.job.namespace, c.job.id)).contains(where: \.isLive) }
+            if p.prohibitOverlap && running {
+                agent.logger.info("periodic launch skipped: the previous one still runs", metadata: ["job": "\(key.id)"])
+            } else {
+                let child = Periodic.child(of: rec.job, at: next)
+                agent.logger.info("periodic launch", metadata: ["job": "\(key.id)", "child": "\(child.id)"])
+                guard await commit(.registerJob(text: JobFile.render(child)), "launch \(child.id)") else { continue }
+            }
+            await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: next), "record the launch of \(key.id)")
+        }
+    }
+
     @discardableResult
     func commit(_ c: Command, _ what: String) async -> Bool {
         do {
@@ -128,5 +162,14 @@ enum AllocationID {
         let hex = (0..<16).map { _ in String(UInt8.random(in: 0...255, using: &g), radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined()
         let c = Array(hex)
         return String(c[0..<8]) + "-" + String(c[8..<12]) + "-" + String(c[12..<16]) + "-" + String(c[16..<20]) + "-" + String(c[20..<32])
+    }
+}
+
+extension ContinuousClock.Instant {
+    /// Wall-clock Unix seconds (the periodic schedule is in wall time, not in monotonic time).
+    var unixSeconds: Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return ts.tv_sec
     }
 }

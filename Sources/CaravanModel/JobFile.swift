@@ -188,7 +188,13 @@ public enum JobFile {
         guard let c = m.required("cron"), let cron = c.string() else { return nil }
         if let why = Cron.problem(cron) { c.fail(why); return nil }
         var p = Periodic(cron: cron)
-        if let tz = m["timeZone"]?.string() { p.timeZone = tz }
+        if let tzr = m["timeZone"], let tz = tzr.string() {
+            if Periodic.offsetSeconds(tz) == nil {
+                tzr.fail("\"\(tz)\" is not UTC or a fixed offset such as +02:00 (named time zones are not supported)")
+            } else {
+                p.timeZone = tz
+            }
+        }
         if let v = m["prohibitOverlap"]?.bool { p.prohibitOverlap = v }
         return p
     }

@@ -42,6 +42,8 @@ public struct ClusterState: Sendable, Equatable {
     public private(set) var nodes: [String: Node] = [:]
     public private(set) var allocations: [String: Allocation] = [:]
     public private(set) var evaluations: [String: Evaluation] = [:]
+    /// The last launch time (Unix seconds) of each periodic job.
+    public private(set) var periodicLaunches: [JobKey: Int64] = [:]
     public private(set) var tableIndex: [Table: UInt64] = [:]
     public private(set) var lastIndex: UInt64 = 0
 
@@ -82,6 +84,7 @@ public struct ClusterState: Sendable, Equatable {
             if purge {
                 jobs[key] = nil
                 versions[key] = nil
+                periodicLaunches[key] = nil
             } else {
                 cur.stopped = true
                 cur.modifyIndex = index
@@ -150,6 +153,10 @@ public struct ClusterState: Sendable, Equatable {
             }
         case .upsertEvaluations(let evals):
             upsert(evals, index)
+        case .periodicLaunch(let ns, let id, let time):
+            let key = JobKey(ns, id)
+            periodicLaunches[key] = max(periodicLaunches[key] ?? .min, time)
+            touch(.jobs, index)
         }
         return .applied
     }
@@ -197,7 +204,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 1
+    static let snapshotVersion: UInt8 = 2
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -219,6 +226,8 @@ public struct ClusterState: Sendable, Equatable {
         w.varint(UInt64(nodes.count)); for k in nodes.keys.sorted() { RecordCodec.enc(nodes[k]!, &w) }
         w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w) }
         w.varint(UInt64(evaluations.count)); for k in evaluations.keys.sorted() { RecordCodec.enc(evaluations[k]!, &w) }
+        w.varint(UInt64(periodicLaunches.count))
+        for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
         return w.bytes
     }
 
@@ -226,7 +235,7 @@ public struct ClusterState: Sendable, Equatable {
 
     public static func restore(_ bytes: [UInt8]) throws(RestoreError) -> ClusterState {
         var r = ByteReader(bytes)
-        guard r.byte() == snapshotVersion, let last = r.varint(), let tn = r.count(max: 16) else {
+        guard let format = r.byte(), format == 1 || format == snapshotVersion, let last = r.varint(), let tn = r.count(max: 16) else {
             throw RestoreError(description: "not a cluster-state snapshot (or a newer format)")
         }
         var s = ClusterState()
@@ -259,6 +268,13 @@ public struct ClusterState: Sendable, Equatable {
         for _ in 0..<an { guard let a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }; s.allocations[a.id] = a }
         guard let en = r.count(max: 1 << 26) else { throw RestoreError(description: "bad evaluation count") }
         for _ in 0..<en { guard let e = RecordCodec.evaluation(&r) else { throw RestoreError(description: "bad evaluation") }; s.evaluations[e.id] = e }
+        if format >= 2 {
+            guard let pn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad periodic count") }
+            for _ in 0..<pn {
+                guard let ns = r.string(), let id = r.string(), let t = RecordCodec.int(&r) else { throw RestoreError(description: "bad periodic launch") }
+                s.periodicLaunches[JobKey(ns, id)] = Int64(t)
+            }
+        }
         guard r.atEnd else { throw RestoreError(description: "trailing bytes in snapshot") }
         return s
     }

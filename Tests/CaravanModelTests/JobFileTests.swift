@@ -164,3 +164,37 @@ import Testing
         }
     }
 }
+
+@Suite struct PeriodicTests {
+    // 2026-11-25 17:50:00 UTC (a Wednesday).
+    static let t0: Int64 = 1_795_629_000
+
+    @Test func theNextLaunchFollowsTheCronFields() {
+        let nightly = Periodic(cron: "30 2 * * *")
+        let n = nightly.next(after: Self.t0)!
+        #expect(n == 1_795_660_200, "2026-11-26 02:30 UTC")
+        #expect(Periodic(cron: "*/15 * * * *").next(after: Self.t0) == Self.t0 + 600, "18:00 UTC")
+        #expect(Periodic(cron: "0 9 * * 1").next(after: Self.t0)! == 1_796_029_200, "Monday 2026-11-30 09:00 UTC")
+        // Both day fields restricted: either matches (the 1st of the month, or a Friday).
+        #expect(Periodic(cron: "0 0 1 * 5").next(after: Self.t0)! == 1_795_737_600, "Friday 2026-11-27 00:00 UTC")
+        var paris = Periodic(cron: "30 2 * * *")
+        paris.timeZone = "+01:00"
+        #expect(paris.next(after: Self.t0)! == 1_795_660_200 - 3600, "02:30 at +01:00 is 01:30 UTC")
+    }
+
+    @Test func timeZonesAreUTCOrFixedOffsets() {
+        #expect(Periodic.offsetSeconds("UTC") == 0 && Periodic.offsetSeconds("+02:00") == 7200)
+        #expect(Periodic.offsetSeconds("-0530") == -19800 && Periodic.offsetSeconds("UTC+2") == 7200)
+        #expect(Periodic.offsetSeconds("Europe/Paris") == nil && Periodic.offsetSeconds("+25") == nil)
+        let p = JobFileTests.problems("id: r\ntype: batch\nperiodic: {cron: \"0 * * * *\", timeZone: Europe/Paris}\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n")
+        #expect(p == ["line 3: periodic.timeZone: \"Europe/Paris\" is not UTC or a fixed offset such as +02:00 (named time zones are not supported)"], "\(p)")
+    }
+
+    @Test func aLaunchIsTheJobWithoutItsSchedule() throws {
+        let job = try JobFile.parse(try JobFileTests.example("report.yaml"))
+        let child = Periodic.child(of: job, at: 1_795_662_600)
+        #expect(child.id == "nightly-report-periodic-1795662600" && child.periodic == nil)
+        #expect(child.meta["caravan.periodic.parent"] == "nightly-report")
+        #expect(try JobFile.parse(JobFile.render(child)) == child)
+    }
+}

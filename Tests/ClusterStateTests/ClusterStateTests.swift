@@ -101,6 +101,8 @@ import Testing
                 if let id = allocIDs.randomElement(using: &r) {
                     out.append(.clientUpdate([.init(allocationID: id, clientStatus: [.running, .complete, .failed].randomElement(using: &r)!, description: "x")]))
                 }
+            case 7 where r.chance(0.3):
+                out.append(.periodicLaunch(namespace: "default", id: "j\(i % 3)", time: Int64(1_795_000_000 + i * 60)))
             default:
                 var e = Evaluation(id: "e\(i % 5)", jobID: "j0", priority: 70, triggeredBy: .nodeUpdate)
                 e.status = .complete

@@ -112,4 +112,29 @@ import Testing
         let missing = try c.cli(0, ["node", "drain", "nobody"])
         #expect(missing.status == 2 && missing.stderr.contains("node nobody is not registered"))
     }
+
+    @Test func aPeriodicJobLaunchesABatchJobOnItsSchedule() async throws {
+        let c = try LocalCluster(subnet: 53)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let file = NSTemporaryDirectory() + "tick-\(getpid()).yaml"
+        try "id: tick\ntype: batch\nperiodic: {cron: \"* * * * *\", prohibitOverlap: false}\ngroups:\n  - name: g\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 10m, memory: 8Mi}}\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let run = try c.cli(0, ["job", "run", "--detach", file])
+        #expect(run.status == 0, "\(run.stderr)")
+        // Within the next minute boundary (plus a pass of the leader's loop) a launch appears.
+        var child: JobStatusView?
+        try await c.eventually(within: .seconds(75), every: .milliseconds(500), "a periodic launch") {
+            guard let r = try? c.cli(0, ["job", "status", "--json"]), r.status == 0,
+                  let all = try? JSONDecoder().decode([JobStatusView].self, from: Data(r.stdout.utf8)) else { return false }
+            child = all.first { $0.id.hasPrefix("tick-periodic-") }
+            return child != nil
+        }
+        try await c.eventually(within: .seconds(10), "the launch is placed") {
+            Self.job(c, 0, child!.id).map { $0.groups[0].placed == 1 } ?? false
+        }
+        // The periodic job itself is a template: nothing of it is placed.
+        #expect(Self.job(c, 0, "tick")?.allocations.isEmpty == true)
+        #expect(c.log(0).contains("periodic launch"))
+    }
 }
