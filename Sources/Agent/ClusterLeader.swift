@@ -77,7 +77,12 @@ struct ClusterLeader: Service {
         var keys = Set(state.jobs.keys)
         // Jobs purged while allocations still run are reconciled too (to stop them).
         for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
-        for key in keys.sorted() {
+        // Higher priority first: when capacity is short, the more important job gets it.
+        let ordered = keys.sorted { a, b in
+            let pa = state.jobs[a]?.job.priority ?? 0, pb = state.jobs[b]?.job.priority ?? 0
+            return pa != pb ? pa > pb : a < b
+        }
+        for key in ordered {
             let rec = state.jobs[key]
             if rec?.job.periodic != nil { continue }  // a template: its launches are the jobs that run
             let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })

@@ -43,7 +43,9 @@ import Testing
             return true
         }
         try c.faults([])
-        let healed = try await c.eventually(within: .seconds(40), every: .milliseconds(200), "the partition heals") { await c.converged(Array(0..<5), alive: 5) }
+        // Usually 1–6 s; the bound is loose because the whole suite shares two cores with
+        // CPU-heavy simulations (one run under that load took over 40 s).
+        let healed = try await c.eventually(within: .seconds(90), every: .milliseconds(200), "the partition heals") { await c.converged(Array(0..<5), alive: 5) }
         print("partition healed in \(healed)")
     }
 }
