@@ -138,7 +138,10 @@ public struct ClusterState: Sendable, Equatable {
                 a.modifyIndex = index
                 allocations[a.id] = a
             }
-            if !allocs.isEmpty { touch(.allocations, index) }
+            if !allocs.isEmpty {
+                touch(.allocations, index)
+                collectGarbage(jobs: Set(allocs.map { JobKey($0.namespace, $0.jobID) }))
+            }
             upsert(evals, index)
         case .clientUpdate(let updates):
             for u in updates {
@@ -159,6 +162,21 @@ public struct ClusterState: Sendable, Equatable {
             touch(.jobs, index)
         }
         return .applied
+    }
+
+    /// Finished allocations (stopped, complete, failed, lost) kept per job, the newest; older
+    /// ones are dropped when a plan for the job is applied, so history stays bounded.
+    public static let finishedAllocationsKept = 50
+
+    private mutating func collectGarbage(jobs: Set<JobKey>) {
+        for job in jobs {
+            let finished = allocations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.isTerminal }
+            guard finished.count > Self.finishedAllocationsKept else { continue }
+            // Keep anything a live allocation still points back to.
+            let referenced = Set(allocations.values.filter { $0.isLive }.compactMap(\.previousAllocation))
+            let sorted = finished.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
+            for old in sorted.dropFirst(Self.finishedAllocationsKept) where !referenced.contains(old.id) { allocations[old.id] = nil }
+        }
     }
 
     /// Evaluations kept per job (the newest); older ones are dropped as new ones arrive.

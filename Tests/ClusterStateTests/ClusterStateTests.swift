@@ -144,6 +144,23 @@ import Testing
         #expect(s.evaluations["e24"] != nil && s.evaluations["e0"] == nil && s.evaluations["other"] != nil)
     }
 
+    @Test func finishedAllocationsAreCollectedButLiveOnesAndTheirPredecessorsStay() {
+        var s = ClusterState()
+        var index: UInt64 = 1
+        var live = Self.alloc("live", node: "n1")
+        live.previousAllocation = "a0"
+        _ = s.apply(.applyPlan(allocations: [live], evaluations: []), index: index)
+        for i in 0..<80 {
+            index += 1
+            var a = Self.alloc("a\(i)", node: "n1")
+            a.clientStatus = .complete
+            _ = s.apply(.applyPlan(allocations: [a], evaluations: []), index: index)
+        }
+        let finished = s.allocations.values.filter(\.isTerminal)
+        #expect(finished.count == ClusterState.finishedAllocationsKept + 1, "the newest 50, plus a0 which a live one replaces")
+        #expect(s.allocations["a0"] != nil && s.allocations["a79"] != nil && s.allocations["a5"] == nil && s.allocations["live"] != nil)
+    }
+
     @Test func aDamagedSnapshotIsRefused() {
         var s = ClusterState()
         _ = s.apply(.upsertNode(Self.node("n1")), index: 1)
