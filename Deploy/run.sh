@@ -13,6 +13,8 @@ Try:
   .build/debug/caravan members
   .build/debug/caravan operator raft peers
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
-  kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan status   # another agent leads
+  .build/debug/caravan job run Deploy/examples/hello.yaml; .build/debug/caravan node status
+  kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan job status hello   # its instance is replaced
+  .build/debug/caravan status                                                       # the leader (another one if agent-1 led)
   Deploy/cluster.sh down
 MSG
