@@ -211,16 +211,8 @@ public final class RaftNode: @unchecked Sendable {
     /// Answers `request` from state that reflects every write acknowledged before the call
     /// (ReadIndex on the leader); or, when `stale`, from this agent's own copy if it has one.
     public func read(_ request: [UInt8], stale: Bool = false, timeout: Duration = .seconds(10)) async throws -> [UInt8] {
-        if stale {
-            let local = try await loop.submit { () -> [UInt8]? in
-                guard self.core.configuration.contains(self.id), self.applied > 0 else { return nil }
-                return try self.fsm.query(request)
-            }.get()
-            if let local { return local }
-            // Not in the group: any member may answer a stale read.
-            return try await submit(.staleRead, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
-        }
-        return try await submit(.read, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
+        // A stale read is answered from this agent's copy when it has one, else by any member.
+        try await submit(stale ? .staleRead : .read, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
     }
 
     private func submit(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
@@ -255,23 +247,22 @@ public final class RaftNode: @unchecked Sendable {
         let anyMember = memberHints.filter { $0 != config.advertise }.randomElement()
         let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? anyMember
         let remaining = ContinuousClock.now.duration(to: deadline)
+        func retrySoon() -> EventLoopFuture<[UInt8]> {
+            loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
+        }
         guard let target, hops < 3 else {
             guard remaining > .milliseconds(50) else {
                 return loop.makeFailedFuture(RaftError(.noLeader, "no Raft leader is known; the cluster may be electing one or may have lost its quorum"))
             }
-            return loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
+            return retrySoon()
         }
         var w = ByteWriter(capacity: payload.count + 2)
         w.byte(hops + 1)
         w.raw(payload)
         let timeout = TimeAmount.nanoseconds(Int64(max(remaining, .milliseconds(1)) / .nanoseconds(1)))
         return transport.request(op.rawValue, w.bytes, to: target, timeout: timeout).hop(to: loop).flatMapError { error in
-            // The leader moved or went away: try again while time remains.
-            let left = ContinuousClock.now.duration(to: deadline)
-            if left > .milliseconds(100), "\(error)".contains("no Raft leader") || error is RaftTransport.RemoteFailure {
-                return self.loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
-            }
-            return self.loop.makeFailedFuture(error)
+            // The leader moved, went away or refused for now: try again while time remains.
+            ContinuousClock.now.duration(to: deadline) > .milliseconds(100) ? retrySoon() : self.loop.makeFailedFuture(error)
         }
     }
 
@@ -285,18 +276,24 @@ public final class RaftNode: @unchecked Sendable {
     private func proposeLocally(_ command: [UInt8]) -> EventLoopFuture<[UInt8]> {
         do {
             let (index, term) = try core.propose(command)
-            let p = loop.makePromise(of: [UInt8].self)
-            proposals[index] = (term, p)
-            loop.scheduleTask(in: .seconds(10)) {
-                guard let pending = self.proposals[index], pending.term == term else { return }
-                self.proposals[index] = nil
-                pending.promise.fail(RaftError(.timeout, "the write was not committed within 10s (no quorum?); it may or may not be applied"))
-            }
-            scheduleProcess()
-            return p.futureResult
+            return track(index: index, term: term)
         } catch {
             return loop.makeFailedFuture(RaftError(.rejected, "\(error)"))
         }
+    }
+
+    /// The answer for the entry proposed at (index, term): the state machine's result once it is
+    /// applied, a failure if another entry takes its place or it is not committed within 10 s.
+    private func track(index: LogIndex, term: Term) -> EventLoopFuture<[UInt8]> {
+        let p = loop.makePromise(of: [UInt8].self)
+        proposals[index] = (term, p)
+        loop.scheduleTask(in: .seconds(10)) {
+            guard let pending = self.proposals[index], pending.term == term else { return }
+            self.proposals[index] = nil
+            pending.promise.fail(RaftError(.timeout, "the write was not committed within 10s (no quorum?); it may or may not be applied"))
+        }
+        scheduleProcess()
+        return p.futureResult
     }
 
     private func readLocally(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
@@ -335,21 +332,13 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     public func change(_ change: ConfigurationChange) async throws {
-        let (index, term) = try await loop.submit { () throws -> (LogIndex, Term) in
-            do { return try self.core.proposeChange(change) } catch { throw RaftError(.rejected, "\(error)") }
-        }.get()
-        try await loop.submit {
-            let p = self.loop.makePromise(of: [UInt8].self)
-            self.proposals[index] = (term, p)
-            self.scheduleProcess()
-            return p.futureResult
-        }.get().get()
-    }
-
-    public func transferLeadership(to target: ServerID?) async throws {
-        try await loop.submit {
-            do { try self.core.transferLeadership(to: target) } catch { throw RaftError(.rejected, "\(error)") }
-            self.scheduleProcess()
+        _ = try await loop.flatSubmit {
+            do {
+                let (index, term) = try self.core.proposeChange(change)
+                return self.track(index: index, term: term)
+            } catch {
+                return self.loop.makeFailedFuture(RaftError(.rejected, "\(error)"))
+            }
         }.get()
     }
 

@@ -270,7 +270,12 @@ public final class RaftTransport: @unchecked Sendable {
                 w.uint64(rid)
                 switch result {
                 case .success(let bytes): w.byte(0); w.raw(bytes)
-                case .failure(let e): w.byte(1); w.string(String(describing: e), max: 4096)
+                case .failure(let e):
+                    // A RaftError keeps its code across the wire, so the asking agent answers
+                    // exactly as the leader would have.
+                    w.byte(1)
+                    w.string((e as? RaftError)?.code.rawValue ?? "", max: 64)
+                    w.string(String(describing: e), max: 4096)
                 }
                 var buf = channel.allocator.buffer(capacity: w.bytes.count + 64)
                 buf.writeFrame(self.seal(w.bytes))
@@ -285,7 +290,9 @@ public final class RaftTransport: @unchecked Sendable {
                     p.succeed(rest)
                 } else {
                     var e = ByteReader(rest)
-                    p.fail(RemoteFailure(description: e.string(max: 4096) ?? "the remote agent failed"))
+                    let code = e.string(max: 64).flatMap(RaftError.Code.init(rawValue:))
+                    let message = e.string(max: 4096) ?? "the remote agent failed"
+                    p.fail(code.map { RaftError($0, message) } ?? RemoteFailure(description: message))
                 }
             }
         }

@@ -76,14 +76,8 @@ extension APIError {
             case .remote: self.init(.badGateway, "remote_error", e.message)
             }
         } else if let e = error as? RaftTransport.RemoteFailure {
-            // The leader answered with an error or could not be reached.
-            if e.description.contains("no Raft leader") {
-                self.init(.serviceUnavailable, "no_leader", e.description)
-            } else if e.description.contains("not a voter") || e.description.contains("is not a member") {
-                self.init(.badRequest, "rejected", e.description)
-            } else {
-                self.init(.badGateway, "leader_unreachable", e.description)
-            }
+            // The leader could not be reached, or failed with something other than a RaftError.
+            self.init(.badGateway, "leader_unreachable", e.description)
         } else {
             self.init(.internalServerError, "internal", "\(error)")
         }
