@@ -72,7 +72,8 @@ struct ClusterLeader: Service {
     // MARK: - Jobs
 
     func reconcileJobs(_ memory: inout Memory) async {
-        var state = agent.store.current
+        let state = agent.store.current
+        var view = SchedulingView(state)
         let scheduler = Scheduler(algorithm: .binpack, newID: { AllocationID.make() })
         var keys = Set(state.jobs.keys)
         // Jobs purged while allocations still run are reconciled too (to stop them).
@@ -83,12 +84,9 @@ struct ClusterLeader: Service {
             return pa != pb ? pa > pb : a < b
         }
         for key in ordered {
-            let rec = state.jobs[key]
+            let rec = view.state.jobs[key]
             if rec?.job.periodic != nil { continue }  // a template: its launches are the jobs that run
-            let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-            let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
-                                       nodes: Array(state.nodes.values), allocations: Array(state.allocations.values),
-                                       previousVersions: previous)
+            let input = view.input(for: key, job: rec?.job, version: rec?.version ?? 0, stopped: rec?.stopped ?? true)
             let plan = rec == nil
                 ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
                 : scheduler.schedule(input)
@@ -110,7 +108,7 @@ struct ClusterLeader: Service {
                     agent.logger.info("plan committed", metadata: ["job": "\(key.id)", "placed": "\(verdict.accepted.placements.count)",
                                                                    "stopped": "\(verdict.accepted.stops.count)"])
                 }
-                state = agent.store.current
+                view = SchedulingView(agent.store.current)
             }
         }
     }

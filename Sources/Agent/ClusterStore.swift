@@ -108,10 +108,7 @@ enum ClusterViews {
         let version = current.map { changed ? $0.version + 1 : $0.version } ?? 0
         var n = 0
         let scheduler = Scheduler(algorithm: .binpack, newID: { n += 1; return "planned-\(n)" })
-        let previous = Dictionary((s.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-        let plan = scheduler.schedule(SchedulerInput(job: job, jobVersion: version, jobStopped: false,
-                                                     nodes: Array(s.nodes.values), allocations: Array(s.allocations.values),
-                                                     previousVersions: previous))
+        let plan = scheduler.schedule(SchedulingView(s).input(for: key, job: job, version: version, stopped: false))
         return JobPlanView(id: job.id, version: version,
                            placements: plan.placements.map { .init(name: $0.name, node: $0.nodeID, reason: $0.previousAllocation.map { "replaces \($0.prefix(8))" } ?? "new") },
                            stops: plan.stops.map { .init(name: $0.name, node: $0.nodeID, reason: $0.desiredDescription) },
