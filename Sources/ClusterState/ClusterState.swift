@@ -169,13 +169,14 @@ public struct ClusterState: Sendable, Equatable {
     public static let finishedAllocationsKept = 50
 
     private mutating func collectGarbage(jobs: Set<JobKey>) {
+        var referenced: Set<String>?
         for job in jobs {
             let finished = allocations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.isTerminal }
             guard finished.count > Self.finishedAllocationsKept else { continue }
-            // Keep anything a live allocation still points back to.
-            let referenced = Set(allocations.values.filter { $0.isLive }.compactMap(\.previousAllocation))
+            // Keep anything a live allocation still points back to (found once, when needed).
+            if referenced == nil { referenced = Set(allocations.values.filter { $0.isLive }.compactMap(\.previousAllocation)) }
             let sorted = finished.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
-            for old in sorted.dropFirst(Self.finishedAllocationsKept) where !referenced.contains(old.id) { allocations[old.id] = nil }
+            for old in sorted.dropFirst(Self.finishedAllocationsKept) where !referenced!.contains(old.id) { allocations[old.id] = nil }
         }
     }
 

@@ -473,17 +473,8 @@ final class SnapshotSpool {
             }
         }
         crc = CRC32C.checksum(body, seed: crc)
-        var off = 0
-        let ok = chunk.withUnsafeBytes { raw -> Bool in
-            while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
-            }
-            return true
-        }
         written += UInt64(chunk.count)
-        return ok
+        return (try? WriteAheadLog.writeAll(fd, chunk, path: path)) != nil
     }
 
     /// Closes the file; its path if the checksum matched, else nil (and the file is removed).

@@ -239,7 +239,7 @@ public struct Scheduler {
                        _ plan: inout Plan, _ ctx: inout Context, quietIfInfeasible: Bool = false) {
         guard !needs.isEmpty else { return }
         let ask = Ask(group)
-        let key = job.namespace + "/" + job.id + "/" + group.name
+        let key = Context.key(namespace: job.namespace, jobID: job.id, group: group.name)
         let nodes = ctx.input.nodes
         let candidates: [Int] = only.map { id in ctx.nodeIndex[id].map { [$0] } ?? [] } ?? Array(nodes.indices)
         // What depends on the node alone is decided once per group, not once per instance.
@@ -350,7 +350,8 @@ struct Context {
         for a in input.allocations where a.isLive { take(a) }
     }
 
-    static func key(_ a: Allocation) -> String { a.namespace + "/" + a.jobID + "/" + a.group }
+    static func key(namespace: String, jobID: String, group: String) -> String { namespace + "/" + jobID + "/" + group }
+    static func key(_ a: Allocation) -> String { key(namespace: a.namespace, jobID: a.jobID, group: a.group) }
 
     mutating func take(_ a: Allocation) {
         guard let i = nodeIndex[a.nodeID] else { return }

@@ -14,6 +14,15 @@ struct Bench: AsyncParsableCommand {
     )
 }
 
+/// Resident memory of a process in KiB (0 if it is gone).
+func rssKiB(_ pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
+    return 0
+}
+
 extension String {
     func resolvingSelf() -> String { URL(fileURLWithPath: self).resolvingSymlinksInPath().path }
 }
@@ -140,13 +149,6 @@ struct GossipBench: AsyncParsableCommand {
         return nil
     }
 
-    func rssKiB(_ pid: Int32) -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-        }
-        return 0
-    }
 
     func shell(_ args: [String], stdin: String? = nil) throws {
         let p = Process()

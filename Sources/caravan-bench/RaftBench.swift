@@ -180,7 +180,7 @@ struct RaftBench: AsyncParsableCommand {
         }
         let target = await leader.status().commit
         FileHandle.standardError.write(Data("restarting the follower; it must apply up to \(target)…\n".utf8))
-        let rssBefore = Self.rssKiB()
+        let rssBefore = rssKiB(getpid())
         let t2 = clock.now
         let store = BenchStore()
         let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -188,21 +188,13 @@ struct RaftBench: AsyncParsableCommand {
         g.nodes[follower] = restarted
         var peak = rssBefore
         while await restarted.status().applied < target {
-            peak = max(peak, Self.rssKiB())
+            peak = max(peak, rssKiB(getpid()))
             try await Task.sleep(for: .milliseconds(5))
         }
         let caught = clock.now - t2
         say("catch-up: a follower that missed \(catchUp) × 1 KiB commands applied them all \(String(format: "%.2f s", Self.ms(caught) / 1000)) after restart; process RSS grew \((peak - rssBefore) / 1024) MiB meanwhile")
         say("")
         for n in g.nodes { await n?.shutdown(transferTimeout: .zero) }
-    }
-
-    static func rssKiB() -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-        }
-        return 0
     }
 
     // MARK: - Real agents

@@ -52,27 +52,17 @@ struct JobRoutes {
             return Self.raw(data)
         }
         router.get("/v1/job/:id") { request, context in
-            let id = context.parameters.get("id") ?? ""
-            let ns = request.uri.queryParameters.get("namespace") ?? "default"
-            let data = try await query(ClusterQuery(kind: .job, namespace: ns, id: id), request)
-            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
-            return Self.raw(data)
+            Self.raw(try await jobQuery(.job, request, context).data)
         }
         router.get("/v1/job/:id/versions") { request, context in
-            let id = context.parameters.get("id") ?? ""
-            let ns = request.uri.queryParameters.get("namespace") ?? "default"
-            let data = try await query(ClusterQuery(kind: .versions, namespace: ns, id: id), request)
-            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
-            return Self.raw(data)
+            Self.raw(try await jobQuery(.versions, request, context).data)
         }
         router.post("/v1/job/:id/revert") { request, context in
-            let id = context.parameters.get("id") ?? ""
-            let ns = request.uri.queryParameters.get("namespace") ?? "default"
             guard let raw = request.uri.queryParameters.get("version"), let version = Int(raw), version >= 0 else {
+                let id = context.parameters.get("id") ?? ""
                 throw APIError(.badRequest, "invalid_parameter", "version must be a version number (see `caravan job history \(id)`)")
             }
-            let data = try await query(ClusterQuery(kind: .versions, namespace: ns, id: id), request)
-            guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+            let (data, ns, id) = try await jobQuery(.versions, request, context)
             let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(data))
             guard let target = versions.first(where: { $0.version == version }) else {
                 throw APIError(.badRequest, "unknown_version", "job \(id) has no version \(version) (kept: \(versions.map { String($0.version) }.joined(separator: ", ")))")
@@ -111,6 +101,16 @@ struct JobRoutes {
         }
         var r = ByteReader(Array(answer.dropFirst()))
         return r.varint() ?? 0
+    }
+
+    /// A query about the job named in the path (and `?namespace`); 404 when it is not registered.
+    func jobQuery(_ kind: ClusterQuery.Kind, _ request: Request, _ context: BasicRequestContext) async throws
+        -> (data: [UInt8], namespace: String, id: String) {
+        let id = context.parameters.get("id") ?? ""
+        let ns = request.uri.queryParameters.get("namespace") ?? "default"
+        let data = try await query(ClusterQuery(kind: kind, namespace: ns, id: id), request)
+        guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+        return (data, ns, id)
     }
 
     /// Linearizable through the leader unless `?stale`.
