@@ -33,20 +33,4 @@ public struct Message: Sendable, Equatable {
         /// Leadership transfer: campaign now, without waiting for an election timeout.
         case timeoutNow
     }
-
-    /// Name of the body's kind, for logs and metrics.
-    public var kind: String {
-        switch body {
-        case .vote(_, _, let pre, _): pre ? "pre-vote" : "vote"
-        case .voteResponse(_, let pre): pre ? "pre-vote-response" : "vote-response"
-        case .append: "append"
-        case .appendResponse: "append-response"
-        case .heartbeat: "heartbeat"
-        case .heartbeatResponse: "heartbeat-response"
-        case .snapshot: "snapshot"
-        case .readIndex: "read-index"
-        case .readIndexResponse: "read-index-response"
-        case .timeoutNow: "timeout-now"
-        }
-    }
 }

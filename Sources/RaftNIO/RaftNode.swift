@@ -102,8 +102,6 @@ public final class RaftNode: @unchecked Sendable {
     var spooled: [LogIndex: String] = [:]
     /// Set once the loop is about to go away; callbacks from other threads check it first.
     let stopped = Atomic<Bool>(false)
-    /// Commit latency samples and counters for the benchmark and metrics.
-    public private(set) var commits = 0
 
     private init(config: RaftNodeConfiguration, fsm: any ReplicatedStateMachine, group: any EventLoopGroup, logger: Logger,
                  recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) {
@@ -174,11 +172,6 @@ public final class RaftNode: @unchecked Sendable {
                                                          "snapshot": "\(recovered.snapshot?.metadata.index ?? 0)"])
         }
         return node
-    }
-
-    /// Whether this server has never been part of a group (nothing in its log).
-    public func isPristine() async -> Bool {
-        (try? await loop.submit { self.core.lastIndex == 0 && self.core.term == 0 }.get()) ?? false
     }
 
     /// Starts a new group with these servers; every one of them must do the same with the same
@@ -484,7 +477,6 @@ public final class RaftNode: @unchecked Sendable {
         var result: [UInt8] = []
         if e.kind == .command { result = fsm.apply(e.data, index: e.index) }
         applied = e.index
-        commits += 1
         if let p = proposals.removeValue(forKey: e.index) {
             if p.term == e.term {
                 p.promise.succeed(result)

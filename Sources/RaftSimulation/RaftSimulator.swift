@@ -318,8 +318,6 @@ public struct RaftSimulator: Sendable {
         }
     }
 
-    /// Marks every operation still pending as having an unknown outcome.
-    public var finishedHistory: [Operation] { history.filter { !$0.failed } }
 
     // MARK: - State machine encoding
 
