@@ -49,12 +49,8 @@ struct PlacementBench: AsyncParsableCommand {
         var r = SeededRandom(seed: 7)
         var cmds: [Command] = []
         for i in 0..<nodes {
-            var n = Node(id: "n\(i)", address: "10.0.\(i / 250).\(i % 250)", cpuMillicores: [4000, 8000, 16000].randomElement(using: &r)!,
-                         memoryMiB: [8192, 16384, 32768].randomElement(using: &r)!, diskMiB: 1_000_000)
-            n.attributes = ["kernel.name": "linux"]
-            n.meta = ["rack": "r\(i % 10)"]
-            n.drivers = ["raw_exec"]
-            cmds.append(.upsertNode(n))
+            cmds.append(.upsertNode(SchedulerBench.node(i, cpu: [4000, 8000, 16000].randomElement(using: &r)!,
+                                                        mem: [8192, 16384, 32768].randomElement(using: &r)!, rack: "r\(i % 10)")))
         }
         try await Self.commit(cmds, raft, inFlight: 8)
         let text = "id: big\ngroups:\n  - name: g\n    count: \(count)\n    ephemeralDisk: {size: 1Mi}\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 100m, memory: 128Mi}}\n"
