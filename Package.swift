@@ -62,7 +62,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "Agent", dependencies: [
-            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API",
+            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -88,6 +88,7 @@ let package = Package(
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
+        .testTarget(name: "ExecutorTests", dependencies: ["Executor", "CaravanModel"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "ClusterState", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "CaravanModel", "CaravanTesting",

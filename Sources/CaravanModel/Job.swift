@@ -178,6 +178,13 @@ public struct RestartPolicy: Sendable, Equatable {
     public var delay: Duration
     public var mode: Mode
 
+    public init(attempts: Int, interval: Duration, delay: Duration, mode: Mode) {
+        self.attempts = attempts
+        self.interval = interval
+        self.delay = delay
+        self.mode = mode
+    }
+
     /// Nomad's defaults: services 2 attempts in 30 min, batch 3 in 24 h; 15 s apart; then fail.
     public static func defaults(for kind: Job.Kind) -> RestartPolicy {
         switch kind {
@@ -243,6 +250,10 @@ public struct Lifecycle: Sendable, Equatable {
     public enum Hook: String, Sendable, CaseIterable { case prestart, poststart, poststop }
     public var hook: Hook
     public var sidecar: Bool = false
+    public init(hook: Hook, sidecar: Bool = false) {
+        self.hook = hook
+        self.sidecar = sidecar
+    }
 }
 
 public struct LogPolicy: Sendable, Equatable {

@@ -59,6 +59,8 @@ public struct Allocation: Sendable, Equatable {
     /// The allocation this one replaces, if any.
     public var previousAllocation: String?
     public var rescheduleAttempts: Int = 0
+    /// What each task is doing, as its node last reported (keyed by task name).
+    public var taskStates: [String: TaskState] = [:]
     public var createIndex: UInt64 = 0
     public var modifyIndex: UInt64 = 0
 
@@ -80,6 +82,42 @@ public struct Allocation: Sendable, Equatable {
         desiredStatus == .run && (clientStatus == .pending || clientStatus == .running)
     }
     public var isTerminal: Bool { !isLive }
+}
+
+/// One task of an allocation as its node reports it: Nomad's task state with its recent events.
+public struct TaskState: Sendable, Equatable, Codable {
+    public enum State: String, Sendable, CaseIterable, Codable { case pending, running, dead }
+    public var state: State = .pending
+    /// Dead because it failed (exit code ≠ 0, OOM, attempts exhausted, could not start).
+    public var failed: Bool = false
+    public var restarts: Int = 0
+    public var exitCode: Int?
+    /// Unix milliseconds; 0 = not yet.
+    public var startedAt: Int64 = 0
+    public var finishedAt: Int64 = 0
+    /// The most recent events, oldest first (at most ``maxEvents``).
+    public var events: [TaskEvent] = []
+
+    public static let maxEvents = 12
+    public init(state: State = .pending) { self.state = state }
+
+    public mutating func record(_ event: TaskEvent) {
+        events.append(event)
+        if events.count > Self.maxEvents { events.removeFirst(events.count - Self.maxEvents) }
+    }
+}
+
+/// Something that happened to a task: `Received`, `Image Pulled`, `Started`, `Terminated`, `Restarting`, …
+public struct TaskEvent: Sendable, Equatable, Codable {
+    /// Unix milliseconds.
+    public var time: Int64
+    public var type: String
+    public var message: String
+    public init(time: Int64, type: String, message: String = "") {
+        self.time = time
+        self.type = type
+        self.message = message
+    }
 }
 
 /// A reason to run the scheduler for one job.

@@ -150,6 +150,7 @@ public struct ClusterState: Sendable, Equatable {
                 if a.clientStatus == .lost || a.clientStatus == .complete || a.clientStatus == .failed { continue }
                 a.clientStatus = u.clientStatus
                 a.clientDescription = u.description
+                if let ts = u.taskStates { a.taskStates = ts }
                 a.modifyIndex = index
                 allocations[u.allocationID] = a
                 touch(.allocations, index)
@@ -223,7 +224,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 2
+    static let snapshotVersion: UInt8 = 3
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -243,7 +244,7 @@ public struct ClusterState: Sendable, Equatable {
             for v in vs { job(v) }
         }
         w.varint(UInt64(nodes.count)); for k in nodes.keys.sorted() { RecordCodec.enc(nodes[k]!, &w) }
-        w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w) }
+        w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w); RecordCodec.enc(allocations[k]!.taskStates, &w) }
         w.varint(UInt64(evaluations.count)); for k in evaluations.keys.sorted() { RecordCodec.enc(evaluations[k]!, &w) }
         w.varint(UInt64(periodicLaunches.count))
         for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
@@ -254,7 +255,7 @@ public struct ClusterState: Sendable, Equatable {
 
     public static func restore(_ bytes: [UInt8]) throws(RestoreError) -> ClusterState {
         var r = ByteReader(bytes)
-        guard let format = r.byte(), format == 1 || format == snapshotVersion, let last = r.varint(), let tn = r.count(max: 16) else {
+        guard let format = r.byte(), (1...snapshotVersion).contains(format), let last = r.varint(), let tn = r.count(max: 16) else {
             throw RestoreError(description: "not a cluster-state snapshot (or a newer format)")
         }
         var s = ClusterState()
@@ -284,7 +285,14 @@ public struct ClusterState: Sendable, Equatable {
         guard let nn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad node count") }
         for _ in 0..<nn { guard let n = RecordCodec.node(&r) else { throw RestoreError(description: "bad node") }; s.nodes[n.id] = n }
         guard let an = r.count(max: 1 << 26) else { throw RestoreError(description: "bad allocation count") }
-        for _ in 0..<an { guard let a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }; s.allocations[a.id] = a }
+        for _ in 0..<an {
+            guard var a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }
+            if format >= 3 {
+                guard let ts = RecordCodec.taskStates(&r) else { throw RestoreError(description: "bad task states") }
+                a.taskStates = ts
+            }
+            s.allocations[a.id] = a
+        }
         guard let en = r.count(max: 1 << 26) else { throw RestoreError(description: "bad evaluation count") }
         for _ in 0..<en { guard let e = RecordCodec.evaluation(&r) else { throw RestoreError(description: "bad evaluation") }; s.evaluations[e.id] = e }
         if format >= 2 {

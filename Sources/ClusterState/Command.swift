@@ -27,7 +27,7 @@ public enum Command: Sendable, Equatable {
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch
+             periodicLaunch, clientTaskUpdate
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -55,9 +55,14 @@ public enum Command: Sendable, Equatable {
             w.varint(UInt64(allocs.count)); for a in allocs { RecordCodec.enc(a, &w) }
             w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
         case .clientUpdate(let updates):
-            w.byte(Tag.clientUpdate.rawValue)
+            // Updates that carry task states use the newer type; the older one stays readable in old logs.
+            let withTasks = updates.contains { $0.taskStates != nil }
+            w.byte(withTasks ? Tag.clientTaskUpdate.rawValue : Tag.clientUpdate.rawValue)
             w.varint(UInt64(updates.count))
-            for u in updates { w.string(u.allocationID); w.string(u.clientStatus.rawValue); w.string(u.description, max: 4096) }
+            for u in updates {
+                w.string(u.allocationID); w.string(u.clientStatus.rawValue); w.string(u.description, max: 4096)
+                if withTasks { w.byte(u.taskStates == nil ? 0 : 1); RecordCodec.enc(u.taskStates ?? [:], &w) }
+            }
         case .upsertEvaluations(let evals):
             w.byte(Tag.upsertEvaluations.rawValue)
             w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
@@ -103,14 +108,19 @@ public enum Command: Sendable, Equatable {
                 } else { ok = false }
             }
             c = ok ? .applyPlan(allocations: allocs, evaluations: evals) : nil
-        case .clientUpdate:
+        case .clientUpdate, .clientTaskUpdate:
             var ups: [ClientAllocationUpdate] = []
             var ok = false
             if let n = r.count(max: 1 << 20) {
                 ok = true
                 for _ in 0..<n {
                     guard let id = r.string(), let st = r.string().flatMap(Allocation.ClientStatus.init(rawValue:)), let d = r.string(max: 4096) else { ok = false; break }
-                    ups.append(ClientAllocationUpdate(allocationID: id, clientStatus: st, description: d))
+                    var u = ClientAllocationUpdate(allocationID: id, clientStatus: st, description: d)
+                    if tag == .clientTaskUpdate {
+                        guard let has = r.byte(), let ts = RecordCodec.taskStates(&r) else { ok = false; break }
+                        u.taskStates = has == 1 ? ts : nil
+                    }
+                    ups.append(u)
                 }
             }
             c = ok ? .clientUpdate(ups) : nil
@@ -134,9 +144,12 @@ public struct ClientAllocationUpdate: Sendable, Equatable {
     public var allocationID: String
     public var clientStatus: Allocation.ClientStatus
     public var description: String
-    public init(allocationID: String, clientStatus: Allocation.ClientStatus, description: String) {
+    /// The tasks' states; nil leaves the recorded ones as they are.
+    public var taskStates: [String: TaskState]?
+    public init(allocationID: String, clientStatus: Allocation.ClientStatus, description: String, taskStates: [String: TaskState]? = nil) {
         self.allocationID = allocationID
         self.clientStatus = clientStatus
         self.description = description
+        self.taskStates = taskStates
     }
 }

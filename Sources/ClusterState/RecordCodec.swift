@@ -55,6 +55,35 @@ enum RecordCodec {
         w.varint(a.createIndex); w.varint(a.modifyIndex)
     }
 
+    static func enc(_ states: [String: TaskState], _ w: inout ByteWriter) {
+        w.varint(UInt64(states.count))
+        for (name, t) in states.sorted(by: { $0.key < $1.key }) {
+            w.string(name); w.string(t.state.rawValue); w.byte(t.failed ? 1 : 0); int(t.restarts, &w)
+            w.byte(t.exitCode == nil ? 0 : 1); int(t.exitCode ?? 0, &w); int(Int(t.startedAt), &w); int(Int(t.finishedAt), &w)
+            w.varint(UInt64(t.events.count))
+            for e in t.events { int(Int(e.time), &w); w.string(e.type, max: 256); w.string(e.message, max: 2048) }
+        }
+    }
+
+    static func taskStates(_ r: inout ByteReader) -> [String: TaskState]? {
+        guard let n = r.count(max: 1024) else { return nil }
+        var out: [String: TaskState] = [:]
+        for _ in 0..<n {
+            guard let name = r.string(), let st = r.string().flatMap(TaskState.State.init(rawValue:)), let failed = r.byte(),
+                  let restarts = int(&r), let hasCode = r.byte(), let code = int(&r), let started = int(&r), let finished = int(&r),
+                  let en = r.count(max: 1024) else { return nil }
+            var t = TaskState(state: st)
+            t.failed = failed == 1; t.restarts = restarts; t.exitCode = hasCode == 1 ? code : nil
+            t.startedAt = Int64(started); t.finishedAt = Int64(finished)
+            for _ in 0..<en {
+                guard let time = int(&r), let type = r.string(max: 256), let msg = r.string(max: 2048) else { return nil }
+                t.events.append(TaskEvent(time: Int64(time), type: type, message: msg))
+            }
+            out[name] = t
+        }
+        return out
+    }
+
     static func allocation(_ r: inout ByteReader) -> Allocation? {
         guard let id = r.string(), let ns = r.string(), let job = r.string(), let ver = int(&r), let g = r.string(), let name = r.string(),
               let node = r.string(), let cpu = int(&r), let mem = int(&r), let disk = int(&r), let pn = r.count(max: 1024) else { return nil }

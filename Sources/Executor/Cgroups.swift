@@ -1,0 +1,140 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The cgroup a task's processes live in: `caravan/<alloc>-<task>` in each controller (v1) or in
+/// the unified tree (v2). The memory limit is set here, on a group Caravan owns; runc puts its
+/// container one level below (`.../ctr`) and removes only that, so the OOM and limit counters
+/// are still readable after the task has ended.
+public struct TaskCgroup: Sendable, Equatable {
+    public enum Version: String, Sendable { case v1, v2, none }
+
+    public let version: Version
+    public let name: String
+    let root: String
+
+    /// What the machine offers: v2 when the unified hierarchy has the memory controller at the
+    /// top, v1 when a memory hierarchy is mounted (also in hybrid mode), else none.
+    public static func detect(root: String = "/sys/fs/cgroup") -> Version {
+        if let c = readSmallFile(root + "/cgroup.controllers"), c.split(separator: " ").contains(where: { $0.hasPrefix("memory") }) {
+            return .v2
+        }
+        if access(root + "/memory/memory.limit_in_bytes", F_OK) == 0 || access(root + "/memory", W_OK) == 0 { return .v1 }
+        return .none
+    }
+
+    public init(name: String, version: Version = TaskCgroup.detect(), root: String = "/sys/fs/cgroup") {
+        self.name = name
+        self.version = version
+        self.root = root
+    }
+
+    /// The path runc is given (relative to each hierarchy's root).
+    public var runcPath: String { "/caravan/\(name)/ctr" }
+
+    var controllers: [String] { version == .v1 ? ["memory", "cpu", "pids"] : [""] }
+    func dir(_ controller: String) -> String {
+        controller.isEmpty ? "\(root)/caravan/\(name)" : "\(root)/\(controller)/caravan/\(name)"
+    }
+
+    /// Creates the group with a memory hard limit, CPU weight and a pids limit. Returns what failed
+    /// (the task still runs, without that limit).
+    @discardableResult
+    public func create(memoryMiB: Int, cpuMillicores: Int, pids: Int = 4096) -> [String] {
+        guard version != .none else { return ["no cgroup hierarchy found; limits not applied"] }
+        var problems: [String] = []
+        for c in controllers {
+            let d = dir(c)
+            if mkdirAll(d) != 0 { problems.append("cannot create \(d): \(String(cString: strerror(errno)))") }
+        }
+        let bytes = String(memoryMiB << 20)
+        switch version {
+        case .v1:
+            if !write(dir("memory") + "/memory.limit_in_bytes", bytes) { problems.append("memory limit") }
+            // Swap would let a task go past its limit without an OOM kill.
+            _ = write(dir("memory") + "/memory.memsw.limit_in_bytes", bytes)
+            _ = write(dir("cpu") + "/cpu.shares", String(max(2, cpuMillicores * 1024 / 1000)))
+            _ = write(dir("pids") + "/pids.max", String(pids))
+        case .v2:
+            // Controllers must be enabled down the path first.
+            _ = write(root + "/cgroup.subtree_control", "+memory +cpu +pids")
+            _ = write(root + "/caravan/cgroup.subtree_control", "+memory +cpu +pids")
+            if !write(dir("") + "/memory.max", bytes) { problems.append("memory limit") }
+            _ = write(dir("") + "/memory.swap.max", "0")
+            _ = write(dir("") + "/cpu.weight", String(max(1, min(10000, cpuMillicores / 10))))
+            _ = write(dir("") + "/pids.max", String(pids))
+            _ = write(dir("") + "/cgroup.subtree_control", "+memory +cpu +pids")
+        case .none: break
+        }
+        return problems
+    }
+
+    /// Moves a process (raw_exec) into the group.
+    public func add(pid: Int32) {
+        for c in controllers { _ = write(dir(c) + "/cgroup.procs", String(pid)) }
+    }
+
+    /// Whether the kernel's OOM killer acted in this group, or the group hit its memory limit
+    /// (cgroup v1 counts kills only in the group of the victim, which runc has removed).
+    public func hitMemoryLimit() -> Bool {
+        switch version {
+        case .v1:
+            if let oc = readSmallFile(dir("memory") + "/memory.oom_control"), counter(oc, "oom_kill") > 0 { return true }
+            if let fc = readSmallFile(dir("memory") + "/memory.failcnt"), let n = Int(fc.filter(\.isNumber)), n > 0 { return true }
+            return false
+        case .v2:
+            guard let ev = readSmallFile(dir("") + "/memory.events") else { return false }
+            return counter(ev, "oom_kill") > 0 || counter(ev, "oom") > 0
+        case .none: return false
+        }
+    }
+
+    /// Peak memory use in bytes, if the kernel reports it.
+    public func peakMemoryBytes() -> Int? {
+        let f = version == .v1 ? dir("memory") + "/memory.max_usage_in_bytes" : dir("") + "/memory.peak"
+        return readSmallFile(f).flatMap { Int($0.filter(\.isNumber)) }
+    }
+
+    /// Removes the group (and runc's leftover child, if any); processes still in it keep it alive.
+    public func remove() {
+        // runc makes the path in every v1 hierarchy (cpuset, freezer, …), not only ours.
+        var all = Set(controllers)
+        if version == .v1, let d = opendir(root) {
+            while let e = readdir(d) {
+                let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if !n.hasPrefix(".") { all.insert(n) }
+            }
+            closedir(d)
+        }
+        for c in all {
+            _ = rmdir(dir(c) + "/ctr")
+            _ = rmdir(dir(c))
+        }
+    }
+
+    private func counter(_ text: String, _ key: String) -> Int {
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, parts[0] == key { return Int(parts[1]) ?? 0 }
+        }
+        return 0
+    }
+
+    private func write(_ path: String, _ value: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
+    }
+}
+
+/// `mkdir -p`; 0 on success.
+@discardableResult
+func mkdirAll(_ path: String, mode: mode_t = 0o755) -> Int32 {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, mode) != 0 && errno != EEXIST { return -1 }
+    }
+    return 0
+}

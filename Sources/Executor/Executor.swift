@@ -1,0 +1,605 @@
+import CaravanModel
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An allocation the cluster assigned to this node, with the job version it belongs to.
+public struct Assignment: Sendable {
+    public var allocation: Allocation
+    public var job: Job
+    public init(allocation: Allocation, job: Job) {
+        self.allocation = allocation
+        self.job = job
+    }
+}
+
+/// What this node tells the cluster about one allocation.
+public struct AllocationReport: Sendable, Equatable {
+    public var allocationID: String
+    public var clientStatus: Allocation.ClientStatus
+    public var description: String
+    public var taskStates: [String: TaskState]
+}
+
+/// Runs this node's allocations: starts their tasks through the drivers (prestart tasks first,
+/// poststop tasks last), restarts them by the group's restart policy, stops them with the task's
+/// kill signal and then SIGKILL after the kill timeout, reports every change, and keeps what it
+/// needs on disk (`<data-dir>/alloc/<id>/state.json`) to find its tasks again after a restart.
+public actor Executor {
+    public let root: String
+    public let nodeName: String
+    let drivers: [TaskSpec.Driver: any TaskDriver]
+    let report: @Sendable ([AllocationReport]) async -> Bool
+    let now: @Sendable () -> Int64
+    var allocs: [String: AllocRunner] = [:]
+    var outbox: [String: AllocationReport] = [:]
+    var flushing = false
+
+    public init(root: String, nodeName: String, drivers: [any TaskDriver],
+                report: @escaping @Sendable ([AllocationReport]) async -> Bool,
+                now: @escaping @Sendable () -> Int64 = { Executor.unixMillis() }) {
+        self.root = root
+        self.nodeName = nodeName
+        self.drivers = Dictionary(drivers.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
+        self.report = report
+        self.now = now
+    }
+
+    public static func unixMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+
+    /// The drivers that work here (for the node's attributes and the scheduler's feasibility).
+    public nonisolated func usableDrivers() -> [TaskSpec.Driver: (usable: Bool, detail: String)] {
+        drivers.mapValues { $0.fingerprint() }
+    }
+
+    // MARK: - State of one allocation
+
+    final class AllocRunner {
+        var allocation: Allocation
+        var job: Job
+        var group: TaskGroup
+        var tasks: [String: TaskRun] = [:]
+        /// Why it is being stopped, once it is.
+        var stopReason: String?
+        /// Failed because a task failed (siblings are then killed).
+        var failReason: String?
+        /// The cluster no longer lists it: forget it once its tasks are dead.
+        var forgotten = false
+        var lastReport: AllocationReport?
+
+        init(_ a: Allocation, job: Job, group: TaskGroup) {
+            allocation = a
+            self.job = job
+            self.group = group
+        }
+
+        var directory: String = ""
+        func main(_ f: (TaskRun) -> Bool) -> Bool { tasks.values.filter { $0.hook == nil || $0.hook == .poststart }.allSatisfy(f) }
+    }
+
+    struct TaskRun {
+        var spec: TaskSpec
+        var state = TaskState()
+        var handle: TaskHandle?
+        /// Unix ms of restarts inside the policy's interval.
+        var restartTimes: [Int64] = []
+        var generation = 0
+        var starting = false
+        var waitingToRestart = false
+        var killRequested = false
+        var hook: Lifecycle.Hook? { spec.lifecycle?.hook }
+        var sidecar: Bool { spec.lifecycle?.sidecar ?? false }
+        var isDead: Bool { state.state == .dead }
+        var isActive: Bool { handle != nil || starting }
+    }
+
+    // MARK: - Inputs
+
+    /// Makes this node run exactly the allocations the cluster assigns to it.
+    public func sync(_ assignments: [Assignment]) {
+        var seen = Set<String>()
+        for a in assignments {
+            seen.insert(a.allocation.id)
+            if let r = allocs[a.allocation.id] {
+                update(r, with: a)
+            } else if a.allocation.desiredStatus == .run && (a.allocation.clientStatus == .pending || a.allocation.clientStatus == .running) {
+                admit(a)
+            }
+        }
+        for (id, r) in allocs where !seen.contains(id) {
+            r.forgotten = true
+            if r.stopReason == nil { stop(r, reason: "allocation no longer exists") }
+            finishIfDone(r)
+        }
+    }
+
+    func admit(_ a: Assignment) {
+        guard let group = a.job.groups.first(where: { $0.name == a.allocation.group }) else { return }
+        let r = AllocRunner(a.allocation, job: a.job, group: group)
+        r.directory = root + "/" + a.allocation.id
+        for t in group.tasks {
+            var run = TaskRun(spec: t)
+            run.state.record(TaskEvent(time: now(), type: "Received", message: "Task received by node \(nodeName)"))
+            r.tasks[t.name] = run
+        }
+        allocs[a.allocation.id] = r
+        persist(r)
+        advance(r)
+    }
+
+    func update(_ r: AllocRunner, with a: Assignment) {
+        let wasVersion = r.allocation.jobVersion
+        r.allocation.desiredStatus = a.allocation.desiredStatus
+        r.allocation.desiredDescription = a.allocation.desiredDescription
+        r.allocation.clientStatus = a.allocation.clientStatus == .lost ? .lost : r.allocation.clientStatus
+        if a.allocation.jobVersion != wasVersion, let g = a.job.groups.first(where: { $0.name == r.group.name }) {
+            // An in-place update: new job version, same tasks; nothing restarts.
+            r.allocation.jobVersion = a.allocation.jobVersion
+            r.job = a.job
+            r.group = g
+            for t in g.tasks { r.tasks[t.name]?.spec = t }
+            persist(r)
+        }
+        if r.stopReason == nil {
+            if a.allocation.clientStatus == .lost {
+                stop(r, reason: "allocation lost: the cluster replaced it while this node was away")
+            } else if a.allocation.desiredStatus != .run {
+                stop(r, reason: a.allocation.desiredDescription.isEmpty ? "allocation stopped" : a.allocation.desiredDescription)
+            }
+        }
+    }
+
+    // MARK: - Driving tasks forward
+
+    /// Starts whatever may start now, in lifecycle order.
+    func advance(_ r: AllocRunner) {
+        let tasks = r.tasks
+        let prestartDone = tasks.values.filter { $0.hook == .prestart && !$0.sidecar }.allSatisfy { $0.isDead && !$0.state.failed }
+        let prestartUp = tasks.values.filter { $0.hook == .prestart && $0.sidecar }.allSatisfy { $0.state.state == .running }
+        let mainTasks = tasks.values.filter { $0.hook == nil }
+        let mainRunning = !mainTasks.isEmpty && mainTasks.allSatisfy { $0.state.state == .running }
+        let othersDead = tasks.values.filter { $0.hook != .poststop }.allSatisfy(\.isDead)
+        for (name, t) in tasks where t.state.state == .pending && !t.isActive && !t.waitingToRestart && !t.killRequested {
+            let mayStart: Bool
+            if r.stopReason != nil || r.failReason != nil {
+                mayStart = t.hook == .poststop && othersDead
+            } else {
+                switch t.hook {
+                case .prestart: mayStart = true
+                case nil: mayStart = prestartDone && prestartUp
+                case .poststart: mayStart = mainRunning
+                case .poststop: mayStart = othersDead
+                }
+            }
+            if mayStart { start(r, name) }
+        }
+        if (r.stopReason != nil || r.failReason != nil) {
+            // Tasks that never started will not now.
+            for (name, t) in r.tasks where t.state.state == .pending && !t.isActive && !(t.hook == .poststop && !othersDead) {
+                if t.hook == .poststop && othersDead && r.stopReason != nil { continue }
+                r.tasks[name]!.waitingToRestart = false
+                r.tasks[name]!.state.state = .dead
+                r.tasks[name]!.state.finishedAt = now()
+            }
+        }
+        refreshStatus(r)
+    }
+
+    func start(_ r: AllocRunner, _ name: String) {
+        guard var t = r.tasks[name], let driver = drivers[t.spec.driver] else {
+            let driverName = r.tasks[name]?.spec.driver.rawValue ?? "?"
+            let error = DriverError("driver \(driverName) is not available on this node", event: "Failed Validation")
+            r.tasks[name]?.state.record(TaskEvent(time: now(), type: "Driver Failure", message: error.description))
+            taskFailedToStart(r, name, error)
+            return
+        }
+        t.generation += 1
+        t.starting = true
+        r.tasks[name] = t
+        let gen = t.generation
+        let allocID = r.allocation.id
+        let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
+        let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
+                                        directories: dirs, isolated: t.spec.driver != .rawExec)
+        let cgroup = TaskCgroup(name: "\(allocID)-\(name)")
+        let memory = t.spec.resources.memoryMaxMiB ?? t.spec.resources.memoryMiB
+        let ctx = TaskContext(allocationID: allocID, task: t.spec, directories: dirs, environment: env,
+                              command: t.spec.config.command.map { TaskEnvironment.interpolate($0, env) },
+                              arguments: t.spec.config.args.map { TaskEnvironment.interpolate($0, env) }, cgroup: cgroup,
+                              onExit: { [weak self] status in
+                                  guard let self else { return }
+                                  Task { await self.exited(allocID, name, gen, status) }
+                              })
+        Task {
+            do throws(DriverError) {
+                try dirs.create()
+                if cgroup.version != .none && (t.spec.driver != .rawExec || (driver as? RawExecDriver)?.useCgroups == true) {
+                    cgroup.create(memoryMiB: memory, cpuMillicores: t.spec.resources.cpuMillicores)
+                }
+                let handle = try await driver.start(ctx, events: { e in Task { await self.record(allocID, name, e) } })
+                self.started(allocID, name, gen, handle)
+            } catch {
+                self.startFailed(allocID, name, gen, error)
+            }
+        }
+    }
+
+    func record(_ allocID: String, _ name: String, _ e: TaskEvent) {
+        guard let r = allocs[allocID] else { return }
+        r.tasks[name]?.state.record(e)
+        refreshStatus(r)
+    }
+
+    func started(_ allocID: String, _ name: String, _ gen: Int, _ handle: TaskHandle) {
+        guard let r = allocs[allocID], var t = r.tasks[name], t.generation == gen, t.starting else {
+            // Its exit came first (it ended at once); that path already decided what follows.
+            return
+        }
+        t.starting = false
+        t.handle = handle
+        t.state.state = .running
+        t.state.startedAt = now()
+        t.state.record(TaskEvent(time: now(), type: "Started", message: "Task started by \(t.spec.driver.rawValue) (pid \(handle.pid))"))
+        r.tasks[name] = t
+        persist(r)
+        if r.stopReason != nil || r.failReason != nil || t.killRequested { kill(r, name) }
+        advance(r)
+    }
+
+    func startFailed(_ allocID: String, _ name: String, _ gen: Int, _ error: DriverError) {
+        guard let r = allocs[allocID], let t = r.tasks[name], t.generation == gen else { return }
+        r.tasks[name]!.state.record(TaskEvent(time: now(), type: error.event, message: error.description))
+        taskFailedToStart(r, name, error)
+    }
+
+    func taskFailedToStart(_ r: AllocRunner, _ name: String, _ error: DriverError) {
+        r.tasks[name]?.starting = false
+        // A task that cannot be started will not start on retry either when its input is wrong.
+        let retryable = error.event != "Failed Validation"
+        ended(r, name, status: nil, retryable: retryable, reason: error.description)
+    }
+
+    func exited(_ allocID: String, _ name: String, _ gen: Int, _ status: ExitStatus) {
+        guard let r = allocs[allocID], var t = r.tasks[name], t.generation == gen else { return }
+        let cg = TaskCgroup(name: "\(allocID)-\(name)")
+        let oom = (status.signal == Int(SIGKILL) || status.code == 137) && !t.killRequested && cg.hitMemoryLimit()
+        if let h = t.handle { drivers[t.spec.driver]?.cleanup(h) }
+        t.handle = nil
+        t.starting = false
+        t.state.exitCode = status.known ? status.code : nil
+        if oom {
+            t.state.record(TaskEvent(time: now(), type: "OOM Killed",
+                                     message: "OOM killed: memory limit of \(t.spec.resources.memoryMaxMiB ?? t.spec.resources.memoryMiB) MiB reached"))
+        }
+        t.state.record(TaskEvent(time: now(), type: "Terminated", message: status.description + (oom ? ", OOM Killed: true" : "")))
+        r.tasks[name] = t
+        ended(r, name, status: status, retryable: true, reason: oom ? "OOM killed" : status.description)
+    }
+
+    /// Decides what follows a task's end: done, restart later, or failed for good.
+    func ended(_ r: AllocRunner, _ name: String, status: ExitStatus?, retryable: Bool, reason: String) {
+        guard var t = r.tasks[name] else { return }
+        let success = status.map { $0.known && $0.code == 0 } ?? false
+        let stopping = r.stopReason != nil || r.failReason != nil || t.killRequested
+        let batch = r.job.type == .batch || r.job.type == .sysbatch
+        let runsToCompletion = batch || (t.hook == .prestart && !t.sidecar) || t.hook == .poststop
+        if stopping || (success && runsToCompletion) {
+            t.state.state = .dead
+            t.state.failed = false
+            t.state.finishedAt = now()
+            r.tasks[name] = t
+            TaskCgroup(name: "\(r.allocation.id)-\(name)").remove()
+        } else if retryable, let delay = restartDelay(&t, r.group.restart) {
+            t.state.state = .pending
+            t.state.restarts += 1
+            t.waitingToRestart = true
+            t.state.record(TaskEvent(time: now(), type: "Restarting", message: "Task restarting in \(Units.text(delay))"))
+            r.tasks[name] = t
+            let allocID = r.allocation.id, gen = t.generation
+            Task {
+                try? await Task.sleep(for: delay)
+                self.restartDue(allocID, name, gen)
+            }
+        } else {
+            t.state.state = .dead
+            t.state.failed = true
+            t.state.finishedAt = now()
+            let p = r.group.restart
+            t.state.record(TaskEvent(time: now(), type: "Not Restarting",
+                                     message: retryable ? "Exceeded allowed attempts \(p.attempts) in interval \(Units.text(p.interval)) and mode is \"\(p.mode.rawValue)\""
+                                                        : "Error was unrecoverable: \(reason)"))
+            r.tasks[name] = t
+            TaskCgroup(name: "\(r.allocation.id)-\(name)").remove()
+            if t.hook != .poststop && !(t.hook == .poststart) && r.failReason == nil {
+                r.failReason = "task \(name) failed: \(reason)"
+                for other in r.tasks.keys where other != name { kill(r, other, event: "Sibling Task Failed") }
+            }
+        }
+        persist(r)
+        advance(r)
+        finishIfDone(r)
+    }
+
+    /// The delay before the next restart, or nil when the policy says stop (mode fail).
+    func restartDelay(_ t: inout TaskRun, _ p: RestartPolicy) -> Duration? {
+        let nowMs = now()
+        let intervalMs = Int64(p.interval / .milliseconds(1))
+        t.restartTimes.removeAll { nowMs - $0 >= intervalMs }
+        if t.restartTimes.count < p.attempts {
+            t.restartTimes.append(nowMs)
+            return p.delay
+        }
+        guard p.mode == .delay, let oldest = t.restartTimes.first else { return nil }
+        // Mode delay: wait out the interval, then start counting again.
+        t.restartTimes = [oldest + intervalMs]
+        return .milliseconds(max(p.delay / .milliseconds(1), Double(oldest + intervalMs - nowMs)))
+    }
+
+    func restartDue(_ allocID: String, _ name: String, _ gen: Int) {
+        guard let r = allocs[allocID], let t = r.tasks[name], t.generation == gen, t.waitingToRestart else { return }
+        r.tasks[name]!.waitingToRestart = false
+        if r.stopReason != nil || r.failReason != nil {
+            r.tasks[name]!.state.state = .dead
+            r.tasks[name]!.state.finishedAt = now()
+            advance(r)
+            finishIfDone(r)
+            return
+        }
+        start(r, name)
+        refreshStatus(r)
+    }
+
+    // MARK: - Stopping
+
+    func stop(_ r: AllocRunner, reason: String) {
+        guard r.stopReason == nil else { return }
+        r.stopReason = reason
+        for name in r.tasks.keys { kill(r, name, event: "Killing", message: reason) }
+        persist(r)
+        advance(r)
+        finishIfDone(r)
+    }
+
+    /// Sends the task its kill signal, then SIGKILL after its kill timeout.
+    func kill(_ r: AllocRunner, _ name: String, event: String = "Killing", message: String? = nil) {
+        guard var t = r.tasks[name], !t.isDead else { return }
+        t.killRequested = true
+        if t.waitingToRestart {
+            t.waitingToRestart = false
+            t.state.state = .dead
+            t.state.finishedAt = now()
+            r.tasks[name] = t
+            return
+        }
+        guard let handle = t.handle, let driver = drivers[t.spec.driver] else { r.tasks[name] = t; return }
+        let sig = Signals.number(t.spec.killSignal) ?? SIGTERM
+        t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "") + "sent \(t.spec.killSignal), SIGKILL after \(Units.text(t.spec.killTimeout))"))
+        r.tasks[name] = t
+        driver.signal(handle, sig)
+        let gen = t.generation, allocID = r.allocation.id, timeout = t.spec.killTimeout
+        Task {
+            try? await Task.sleep(for: timeout)
+            self.killTimedOut(allocID, name, gen)
+        }
+    }
+
+    func killTimedOut(_ allocID: String, _ name: String, _ gen: Int) {
+        guard let r = allocs[allocID], let t = r.tasks[name], t.generation == gen, let h = t.handle else { return }
+        r.tasks[name]!.state.record(TaskEvent(time: now(), type: "Killing", message: "kill timeout passed; sent SIGKILL"))
+        drivers[t.spec.driver]?.signal(h, SIGKILL)
+    }
+
+    /// Once every task is dead: the final report, and the directory removed if the cluster forgot it.
+    func finishIfDone(_ r: AllocRunner) {
+        refreshStatus(r)
+        guard r.tasks.values.allSatisfy(\.isDead) else { return }
+        if r.forgotten {
+            allocs[r.allocation.id] = nil
+            outbox[r.allocation.id] = nil
+            removeTree(r.directory)
+        }
+    }
+
+    // MARK: - Status and reports
+
+    func clientStatus(_ r: AllocRunner) -> (Allocation.ClientStatus, String) {
+        let all = r.tasks.values
+        if let why = r.failReason, all.allSatisfy(\.isDead) { return (.failed, why) }
+        if r.allocation.clientStatus == .lost { return (.lost, r.stopReason ?? "lost") }
+        if all.allSatisfy(\.isDead) {
+            return (.complete, r.stopReason ?? "All tasks have completed")
+        }
+        let main = all.filter { $0.hook == nil }
+        if !main.isEmpty && main.allSatisfy({ $0.state.state == .running }) { return (.running, "Tasks are running") }
+        if main.contains(where: { $0.state.state == .running || $0.state.state == .dead }) && r.job.type != .service && r.job.type != .system {
+            return (.running, "Tasks are running")
+        }
+        return (.pending, r.failReason ?? r.stopReason ?? "Tasks are starting")
+    }
+
+    func refreshStatus(_ r: AllocRunner) {
+        let (status, description) = clientStatus(r)
+        let rep = AllocationReport(allocationID: r.allocation.id, clientStatus: status, description: description,
+                                   taskStates: r.tasks.mapValues(\.state))
+        guard rep != r.lastReport else { return }
+        r.lastReport = rep
+        // A lost allocation's end is not reported: the cluster already replaced it.
+        if r.allocation.clientStatus == .lost || r.forgotten { return }
+        outbox[r.allocation.id] = rep
+        if !flushing {
+            flushing = true
+            Task { await self.flush() }
+        }
+    }
+
+    func flush() async {
+        // Gather what changes within a few milliseconds into one Raft entry.
+        try? await Task.sleep(for: .milliseconds(5))
+        while !outbox.isEmpty {
+            let batch = Array(outbox.values)
+            outbox.removeAll()
+            if await report(batch) { continue }
+            // Keep the newest of each, and try again shortly.
+            for b in batch where outbox[b.allocationID] == nil { outbox[b.allocationID] = b }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        flushing = false
+    }
+
+    /// What the executor holds now, for `alloc status` from this node and for tests.
+    public func reports() -> [AllocationReport] {
+        allocs.values.map { r in
+            let (s, d) = clientStatus(r)
+            return AllocationReport(allocationID: r.allocation.id, clientStatus: s, description: d, taskStates: r.tasks.mapValues(\.state))
+        }
+    }
+
+    public func handle(allocation: String, task: String) -> TaskHandle? { allocs[allocation]?.tasks[task]?.handle }
+
+    /// The log files of one task (rotated ones first), or nil if this node does not hold it.
+    public func logFiles(allocation: String, task: String, stderr: Bool) -> [String]? {
+        guard let r = allocs[allocation], r.tasks[task] != nil else {
+            // Forgotten allocations' logs are gone with their directory; finished ones stay readable.
+            let dirs = TaskDirectories(allocationDirectory: root + "/" + allocation, taskName: task)
+            return access(dirs.stdout, F_OK) == 0 ? LogRotation.files(stderr ? dirs.stderr : dirs.stdout) : nil
+        }
+        let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
+        return LogRotation.files(stderr ? dirs.stderr : dirs.stdout)
+    }
+
+    /// Size-rotates every task's log files (called every few seconds).
+    public func rotateLogs() {
+        for r in allocs.values {
+            for (name, t) in r.tasks where t.handle != nil {
+                let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
+                for f in [dirs.stdout, dirs.stderr] {
+                    LogRotation.rotateIfNeeded(f, maxBytes: t.spec.logs.maxFileSizeMiB << 20, maxFiles: t.spec.logs.maxFiles)
+                }
+            }
+        }
+    }
+
+    // MARK: - Persistence and recovery
+
+    struct Persisted: Codable {
+        struct PTask: Codable {
+            var state: TaskState
+            var handle: TaskHandle?
+            var restartTimes: [Int64]
+            var killRequested: Bool
+        }
+        var id: String
+        var namespace: String
+        var jobID: String
+        var jobVersion: Int
+        var group: String
+        var name: String
+        var nodeID: String
+        var cpu: Int
+        var memory: Int
+        var disk: Int
+        var ports: [String: Int]
+        var job: String
+        var stopReason: String?
+        var failReason: String?
+        var tasks: [String: PTask]
+    }
+
+    func persist(_ r: AllocRunner) {
+        let a = r.allocation
+        let p = Persisted(id: a.id, namespace: a.namespace, jobID: a.jobID, jobVersion: a.jobVersion, group: a.group, name: a.name,
+                          nodeID: a.nodeID, cpu: a.cpuMillicores, memory: a.memoryMiB, disk: a.diskMiB, ports: a.ports,
+                          job: JobFile.render(r.job), stopReason: r.stopReason, failReason: r.failReason,
+                          tasks: r.tasks.mapValues { .init(state: $0.state, handle: $0.handle, restartTimes: $0.restartTimes, killRequested: $0.killRequested) })
+        guard let data = try? JSONEncoder().encode(p) else { return }
+        mkdirAll(r.directory)
+        try? writeFile(r.directory + "/state.json", String(decoding: data, as: UTF8.self))
+    }
+
+    /// Loads what the previous run left and finds its tasks again: those still running are
+    /// watched, not restarted; those that ended meanwhile are handled by their restart policy.
+    /// Returns how many tasks were found running.
+    @discardableResult
+    public func recover() -> Int {
+        mkdirAll(root)
+        var found = 0
+        guard let d = opendir(root) else { return 0 }
+        var ids: [String] = []
+        while let e = readdir(d) {
+            let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !n.hasPrefix(".") { ids.append(n) }
+        }
+        closedir(d)
+        for id in ids {
+            guard let text = readSmallFile(root + "/" + id + "/state.json"),
+                  let p = try? JSONDecoder().decode(Persisted.self, from: Data(text.utf8)),
+                  let job = try? JobFile.parse(p.job, file: "state"), let group = job.groups.first(where: { $0.name == p.group }) else { continue }
+            var a = Allocation(id: p.id, jobID: p.jobID, jobVersion: p.jobVersion, group: p.group, name: p.name, nodeID: p.nodeID,
+                               cpuMillicores: p.cpu, memoryMiB: p.memory, diskMiB: p.disk)
+            a.namespace = p.namespace
+            a.ports = p.ports
+            let r = AllocRunner(a, job: job, group: group)
+            r.directory = root + "/" + id
+            r.stopReason = p.stopReason
+            r.failReason = p.failReason
+            allocs[id] = r
+            var lost: [String] = []
+            for t in group.tasks {
+                guard let pt = p.tasks[t.name] else { continue }
+                var run = TaskRun(spec: t)
+                run.state = pt.state
+                run.restartTimes = pt.restartTimes
+                run.killRequested = pt.killRequested
+                run.generation = 1
+                if let h = pt.handle, let driver = drivers[t.driver] {
+                    let allocID = id, name = t.name
+                    if driver.recover(h, onExit: { [weak self] (status: ExitStatus) in
+                        guard let self else { return }
+                        Task { await self.exited(allocID, name, 1, status) }
+                    }) {
+                        run.handle = h
+                        found += 1
+                    } else {
+                        lost.append(t.name)
+                        run.handle = h
+                    }
+                } else if run.state.state == .running {
+                    lost.append(t.name)
+                } else if run.state.state == .pending && run.state.restarts > 0 {
+                    // It was waiting to restart when the agent stopped.
+                    run.state.state = .pending
+                }
+                r.tasks[t.name] = run
+            }
+            for name in lost { exited(id, name, 1, .unknown) }
+            advance(r)
+            finishIfDone(r)
+        }
+        return found
+    }
+}
+
+func removeTree(_ path: String) {
+    guard !path.isEmpty, path != "/" else { return }
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+        if let d = opendir(path) {
+            var names: [String] = []
+            while let e = readdir(d) {
+                let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if n != "." && n != ".." { names.append(n) }
+            }
+            closedir(d)
+            for n in names { removeTree(path + "/" + n) }
+        }
+        if rmdir(path) != 0 && errno == EBUSY { _ = umount2(path, Int32(MNT_DETACH)); _ = rmdir(path) }
+    } else {
+        unlink(path)
+    }
+}

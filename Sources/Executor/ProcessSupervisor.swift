@@ -1,0 +1,238 @@
+import CUV
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// How a supervised process ended.
+public struct ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    /// The exit code, or 128 + the signal number when a signal ended it.
+    public var code: Int
+    /// The signal that ended it, 0 if it exited by itself.
+    public var signal: Int
+    /// False when the process was not this agent's child (found again after a restart):
+    /// its end was seen, its exit code was not.
+    public var known: Bool
+
+    public init(code: Int, signal: Int = 0, known: Bool = true) {
+        self.code = code
+        self.signal = signal
+        self.known = known
+    }
+
+    public static let unknown = ExitStatus(code: -1, signal: 0, known: false)
+
+    public var description: String {
+        guard known else { return "exit code unknown (it ended while the agent was not watching)" }
+        return signal != 0 ? "Exit Code: \(code), Signal: \(signal)" : "Exit Code: \(code)"
+    }
+}
+
+/// What to start: an executable, its arguments and environment, and where its output goes.
+public struct SpawnSpec: Sendable {
+    public var path: String
+    /// argv, including argv[0].
+    public var arguments: [String]
+    /// `KEY=VALUE` strings.
+    public var environment: [String]
+    public var workingDirectory: String?
+    public var stdoutPath: String?
+    public var stderrPath: String?
+
+    public init(path: String, arguments: [String], environment: [String], workingDirectory: String? = nil,
+                stdoutPath: String? = nil, stderrPath: String? = nil) {
+        self.path = path
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.stdoutPath = stdoutPath
+        self.stderrPath = stderrPath
+    }
+}
+
+public struct SpawnError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Starts and watches processes on one libuv loop running on its own thread: `uv_spawn` with
+/// an exit callback for the processes it starts, and a pidfd polled by the loop for processes
+/// found again after an agent restart. No helper process runs per task.
+///
+/// Processes are started in their own session (detached), so they outlive the agent; their
+/// output goes straight to files, so nothing breaks when the agent is gone.
+public final class ProcessSupervisor: @unchecked Sendable {
+    public static let shared = ProcessSupervisor()
+
+    typealias ExitHandler = @Sendable (ExitStatus) -> Void
+    private enum Request {
+        case spawn(SpawnSpec, ExitHandler, @Sendable (Result<Int32, SpawnError>) -> Void)
+        case watch(Int32, ExitHandler)
+    }
+
+    // Touched only on the loop thread, except `pending` (locked) and `wakeup` (uv_async_send is thread-safe).
+    private let loop: UnsafeMutablePointer<uv_loop_t>
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+    private let pending = Mutex<[Request]>([])
+
+    private init() {
+        loop = .allocate(capacity: 1)
+        uv_loop_init(loop)
+        wakeup = .allocate(capacity: 1)
+        wakeup.pointee.data = nil
+        uv_async_init(loop, wakeup) { handle in
+            guard let handle, let me = handle.pointee.data else { return }
+            Unmanaged<ProcessSupervisor>.fromOpaque(me).takeUnretainedValue().drain()
+        }
+        wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        var thread = pthread_t()
+        let me = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { arg in
+            let s = Unmanaged<ProcessSupervisor>.fromOpaque(arg!).takeRetainedValue()
+            uv_run(s.loop, UV_RUN_DEFAULT)
+            return nil
+        }, me)
+        pthread_detach(thread)
+    }
+
+    /// Starts a process; `onExit` is called once, on the loop thread, when it ends.
+    /// Returns its pid.
+    public func spawn(_ spec: SpawnSpec, onExit: @escaping @Sendable (ExitStatus) -> Void) async throws(SpawnError) -> Int32 {
+        let result: Result<Int32, SpawnError> = await withCheckedContinuation { c in
+            submit(.spawn(spec, onExit, { c.resume(returning: $0) }))
+        }
+        return try result.get()
+    }
+
+    /// Watches a process this agent did not start in this run (or no longer knows as a child);
+    /// `onExit` is called once when it ends (at once if it is already gone).
+    public func watch(pid: Int32, onExit: @escaping @Sendable (ExitStatus) -> Void) {
+        submit(.watch(pid, onExit))
+    }
+
+    private func submit(_ r: Request) {
+        pending.withLock { $0.append(r) }
+        uv_async_send(wakeup)
+    }
+
+    private func drain() {
+        let requests = pending.withLock { q -> [Request] in defer { q.removeAll() }; return q }
+        for r in requests {
+            switch r {
+            case .spawn(let spec, let onExit, let done): done(startProcess(spec, onExit))
+            case .watch(let pid, let onExit): startWatch(pid, onExit)
+            }
+        }
+    }
+
+    final class Box {
+        let onExit: ExitHandler
+        var fd: Int32 = -1
+        init(_ onExit: @escaping ExitHandler) { self.onExit = onExit }
+    }
+
+    private func startProcess(_ spec: SpawnSpec, _ onExit: @escaping ExitHandler) -> Result<Int32, SpawnError> {
+        func open(_ path: String?) -> Int32 {
+            guard let path else { return -1 }
+            return Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        }
+        let out = open(spec.stdoutPath), err = open(spec.stderrPath)
+        defer { if out >= 0 { close(out) }; if err >= 0 { close(err) } }
+        if spec.stdoutPath != nil && out < 0 || spec.stderrPath != nil && err < 0 {
+            return .failure(SpawnError("cannot open log file: \(String(cString: strerror(errno)))"))
+        }
+        let argv = spec.arguments.map { strdup($0) } + [nil]
+        let envp = spec.environment.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        let proc = UnsafeMutablePointer<uv_process_t>.allocate(capacity: 1)
+        let box = Unmanaged.passRetained(Box(onExit)).toOpaque()
+        proc.pointee.data = box
+        var argvCopy = argv, envCopy = envp
+        let rc = argvCopy.withUnsafeMutableBufferPointer { a in
+            envCopy.withUnsafeMutableBufferPointer { e in
+                caravan_uv_spawn(loop, proc, spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err) { p, status, signal in
+                    guard let p else { return }
+                    let box = Unmanaged<Box>.fromOpaque(p.pointee.data).takeRetainedValue()
+                    let s = signal != 0 ? ExitStatus(code: 128 + Int(signal), signal: Int(signal)) : ExitStatus(code: Int(status))
+                    box.onExit(s)
+                    p.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
+                        uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
+                    }
+                }
+            }
+        }
+        if rc != 0 {
+            Unmanaged<Box>.fromOpaque(box).release()
+            // A failed uv_spawn still initialised the handle; it must be closed before it is freed.
+            proc.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
+                uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
+            }
+            let why = String(cString: uv_strerror(rc))
+            if rc == -ENOENT { return .failure(SpawnError("executable not found: \(spec.path)")) }
+            if rc == -EACCES { return .failure(SpawnError("permission denied: \(spec.path)")) }
+            return .failure(SpawnError("cannot start \(spec.path): \(why)"))
+        }
+        return .success(proc.pointee.pid)
+    }
+
+    private func startWatch(_ pid: Int32, _ onExit: @escaping ExitHandler) {
+        let fd = caravan_pidfd_open(pid)
+        guard fd >= 0 else { onExit(.unknown); return }
+        let poll = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
+        let box = Box(onExit)
+        box.fd = fd
+        poll.pointee.data = Unmanaged.passRetained(box).toOpaque()
+        uv_poll_init(loop, poll, fd)
+        uv_poll_start(poll, Int32(UV_READABLE.rawValue)) { p, _, _ in
+            guard let p else { return }
+            let box = Unmanaged<Box>.fromOpaque(p.pointee.data).takeRetainedValue()
+            uv_poll_stop(p)
+            var code: Int32 = 0, sig: Int32 = 0
+            let status = caravan_pidfd_reap(box.fd, &code, &sig) == 0 ? ExitStatus(code: Int(code), signal: Int(sig)) : .unknown
+            close(box.fd)
+            box.onExit(status)
+            p.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
+                uv_close(h) { h in h?.withMemoryRebound(to: uv_poll_t.self, capacity: 1) { $0.deallocate() } }
+            }
+        }
+    }
+}
+
+/// Recognises a process again after a restart: pid plus its start time (pids are reused).
+public enum ProcessIdentity {
+    /// Field 22 of `/proc/PID/stat` (clock ticks since boot), or nil if there is no such process.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard pid > 0, let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is field 3 (state); start time is field 22.
+        guard fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Whether `pid` is still the process that started at `startTime` (and has not exited).
+    public static func isAlive(pid: Int32, startTime: UInt64) -> Bool {
+        guard let t = Self.startTime(of: pid), t == startTime else { return false }
+        // A zombie has ended.
+        if let text = readSmallFile("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") {
+            let state = text[text.index(after: close)...].dropFirst().first
+            return state != "Z" && state != "X"
+        }
+        return false
+    }
+}
+
+/// Reads a small file (proc, sys, cgroup) in one go; nil if it cannot be read.
+func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 8192)
+    while out.count < limit {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; return nil }
+        if n == 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return String(decoding: out, as: UTF8.self)
+}

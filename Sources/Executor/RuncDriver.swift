@@ -1,0 +1,190 @@
+import CaravanModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `exec`: the command isolated by runc — private PID, IPC, UTS and mount namespaces, a root of
+/// read-only host `/usr /etc /bin /lib…` plus the task's directories, cgroup limits, and a
+/// reduced set of capabilities. The host network is shared (ports are host ports).
+///
+/// runc runs in the foreground under the agent's libuv loop (`runc run`): its exit status is the
+/// task's, and it keeps running if the agent dies, so the task does too.
+public struct RuncDriver: TaskDriver {
+    public let name: TaskSpec.Driver
+    /// runc's state directory (`runc --root`).
+    public let stateRoot: String
+    public let runc: String?
+
+    /// Nomad's default for isolated tasks: enough to run ordinary programs, nothing that reaches
+    /// the host.
+    public static let capabilities = ["CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+                                      "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+                                      "CAP_SETUID", "CAP_SYS_CHROOT"]
+
+    public init(name: TaskSpec.Driver = .exec, stateRoot: String) {
+        self.name = name
+        self.stateRoot = stateRoot
+        self.runc = resolveCommand("runc", path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    }
+
+    public func fingerprint() -> (usable: Bool, detail: String) {
+        guard let runc else { return (false, "runc not found on PATH") }
+        guard geteuid() == 0 else { return (false, "needs root to create namespaces and cgroups") }
+        return (true, runc)
+    }
+
+    static func containerID(_ allocationID: String, _ task: String) -> String {
+        let safe = task.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
+        return "caravan-\(allocationID)-\(String(safe))"
+    }
+
+    public func start(_ ctx: TaskContext, events: @Sendable (TaskEvent) -> Void) async throws(DriverError) -> TaskHandle {
+        guard let runc else { throw DriverError("runc not found on PATH; the \(name.rawValue) driver cannot run here") }
+        guard let command = ctx.command, !command.isEmpty else {
+            throw DriverError("config.command is required for the exec driver", event: "Failed Validation")
+        }
+        if command.hasPrefix("/") || !command.contains("/") {
+            // The root inside mirrors the host's /usr, /bin and /lib, so a missing command is caught here.
+            guard resolveCommand(command, path: ctx.environment["PATH"]) != nil else {
+                throw DriverError("command \(command) not found in the task's root (PATH=\(ctx.environment["PATH"] ?? ""))")
+            }
+        }
+        let bundle = ctx.directories.task + "/bundle"
+        let rootfs = bundle + "/rootfs"
+        try prepareHostRoot(rootfs)
+        let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: (0, 0))
+        try writeFile(bundle + "/config.json", config.text)
+        return try await run(ctx, bundle: bundle, runc: runc)
+    }
+
+    /// Starts `runc run` for a prepared bundle (shared with the container driver).
+    func run(_ ctx: TaskContext, bundle: String, runc: String) async throws(DriverError) -> TaskHandle {
+        let id = Self.containerID(ctx.allocationID, ctx.directories.taskName)
+        // A container of the same name left by an earlier attempt would make runc refuse.
+        _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id])
+        unlink(bundle + "/init.pid")
+        let spec = SpawnSpec(path: runc, arguments: ["runc", "--root", stateRoot, "run", "--bundle", bundle, "--pid-file", bundle + "/init.pid", id],
+                             environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                             workingDirectory: bundle, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
+        let pid: Int32
+        do { pid = try await ProcessSupervisor.shared.spawn(spec, onExit: ctx.onExit) } catch { throw DriverError(error.description) }
+        return TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0, container: id)
+    }
+
+    public func signal(_ handle: TaskHandle, _ signal: Int32) {
+        // Signal the container's init directly: runc only forwards what it receives, and a
+        // SIGKILL to runc would leave the container behind.
+        if let text = readInitPid(handle), let pid = Int32(text), pid > 0, kill(pid, signal) == 0 { return }
+        if ProcessIdentity.isAlive(pid: handle.pid, startTime: handle.startTime) { kill(handle.pid, signal) }
+    }
+
+    /// The container's init pid from runc's state (`state.json` holds `"init_process_pid":N`).
+    func readInitPid(_ handle: TaskHandle) -> String? {
+        guard let id = handle.container, let state = readSmallFile("\(stateRoot)/\(id)/state.json"),
+              let r = state.firstRange(of: "\"init_process_pid\":") else { return nil }
+        return String(state[r.upperBound...].prefix { $0.isNumber })
+    }
+
+    public func cleanup(_ handle: TaskHandle) {
+        guard let runc, let id = handle.container else { return }
+        Task { _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id]) }
+    }
+
+    /// An empty root with the mount points, and symlinks where the host has them (`/bin → usr/bin`).
+    func prepareHostRoot(_ rootfs: String) throws(DriverError) {
+        guard mkdirAll(rootfs) == 0 else { throw DriverError("cannot create \(rootfs): \(String(cString: strerror(errno)))") }
+        for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            var buf = [CChar](repeating: 0, count: 4096)
+            let n = readlink("/" + d, &buf, buf.count - 1)
+            let target = rootfs + "/" + d
+            if n > 0 {
+                if access(target, F_OK) != 0 { symlink(String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self), target) }
+            } else if access("/" + d, F_OK) == 0 {
+                mkdirAll(target)
+            }
+        }
+        for d in ["usr", "etc", "alloc", "local", "secrets", "tmp", "proc", "dev", "sys"] { mkdirAll(rootfs + "/" + d) }
+    }
+
+    /// The OCI runtime config of a task.
+    static func config(_ ctx: TaskContext, args: [String], rootfs: String, hostMounts: Bool, cwd: String,
+                       user: (uid: Int, gid: Int)) -> JSONValue {
+        var mounts: [JSONValue] = [
+            ["destination": "/proc", "type": "proc", "source": "proc"],
+            ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]],
+            ["destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]],
+            ["destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]],
+            ["destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]],
+            ["destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]],
+            ["destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]],
+            bind(ctx.directories.shared, "/alloc", readOnly: false),
+            bind(ctx.directories.local, "/local", readOnly: false),
+            bind(ctx.directories.secrets, "/secrets", readOnly: false),
+        ]
+        if hostMounts {
+            for d in ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+                var isLink = [CChar](repeating: 0, count: 8)
+                if access(d, F_OK) == 0 && readlink(d, &isLink, isLink.count) < 0 { mounts.append(bind(d, d, readOnly: true)) }
+            }
+        } else {
+            // Name resolution for images: the host's resolver settings, read-only.
+            for f in ["/etc/resolv.conf", "/etc/hosts"] where access(f, F_OK) == 0 {
+                mounts.append(bind(f, f, readOnly: true))
+            }
+        }
+        let caps = JSONValue.strings(capabilities)
+        let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return [
+            "ociVersion": "1.0.2",
+            "process": [
+                "terminal": false,
+                "user": ["uid": .int(user.uid), "gid": .int(user.gid)],
+                "args": .strings(args),
+                "env": .strings(env),
+                "cwd": .string(cwd),
+                "capabilities": ["bounding": caps, "effective": caps, "permitted": caps],
+                "rlimits": [["type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536]],
+                "noNewPrivileges": true,
+            ],
+            "root": ["path": .string(rootfs), "readonly": false],
+            "hostname": .string(String(ctx.directories.taskName.prefix(63))),
+            "mounts": .array(mounts),
+            "linux": [
+                "cgroupsPath": .string(ctx.cgroup.runcPath),
+                // The memory limit is on the parent group Caravan owns (see TaskCgroup), so the
+                // limit and OOM counters outlive runc's own group.
+                "resources": [
+                    "cpu": ["shares": .int(max(2, ctx.task.resources.cpuMillicores * 1024 / 1000))],
+                    "pids": ["limit": 4096],
+                    "devices": [["allow": false, "access": "rwm"]],
+                ],
+                "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
+                "maskedPaths": .strings(["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                                         "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]),
+                "readonlyPaths": .strings(["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]),
+            ],
+        ]
+    }
+
+    static func bind(_ source: String, _ destination: String, readOnly: Bool) -> JSONValue {
+        ["destination": .string(destination), "type": "bind", "source": .string(source),
+         "options": .strings(readOnly ? ["rbind", "ro", "nosuid", "nodev"] : ["rbind", "rw"])]
+    }
+}
+
+func writeFile(_ path: String, _ text: String) throws(DriverError) {
+    let tmp = path + ".tmp"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    let bytes = Array(text.utf8)
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; close(fd); throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        off += n
+    }
+    fsync(fd)
+    close(fd)
+    guard rename(tmp, path) == 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+}

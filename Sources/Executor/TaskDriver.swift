@@ -1,0 +1,137 @@
+import CaravanModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything a driver needs to start one task.
+public struct TaskContext: Sendable {
+    public var allocationID: String
+    public var task: TaskSpec
+    public var directories: TaskDirectories
+    /// The task's environment, already interpolated.
+    public var environment: [String: String]
+    /// The command and arguments with `${VAR}` interpolated from the environment.
+    public var command: String?
+    public var arguments: [String]
+    public var cgroup: TaskCgroup
+    /// Called once when the task's process ends.
+    public var onExit: @Sendable (ExitStatus) -> Void
+}
+
+/// What the agent keeps on disk to find a running task again after a restart.
+public struct TaskHandle: Codable, Sendable, Equatable {
+    /// The process the agent started (the command for raw_exec, runc for exec/container).
+    public var pid: Int32
+    public var startTime: UInt64
+    /// The runc container id (exec and container drivers).
+    public var container: String?
+
+    public init(pid: Int32, startTime: UInt64, container: String? = nil) {
+        self.pid = pid
+        self.startTime = startTime
+        self.container = container
+    }
+}
+
+public struct DriverError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    /// The task event type to record (`Driver Failure`, `Failed Validation`, `Image Pull Failed`).
+    public var event: String
+    public init(_ description: String, event: String = "Driver Failure") {
+        self.description = description
+        self.event = event
+    }
+}
+
+/// A way to run a task: a plain process, an isolated process, or an OCI container.
+public protocol TaskDriver: Sendable {
+    var name: TaskSpec.Driver { get }
+    /// Whether it works on this machine, and if not, why.
+    func fingerprint() -> (usable: Bool, detail: String)
+    /// Prepares and starts the task; `events` receives progress worth a task event (image pulled, …).
+    func start(_ context: TaskContext, events: @Sendable (TaskEvent) -> Void) async throws(DriverError) -> TaskHandle
+    /// Finds a task started before an agent restart; false if it is gone.
+    func recover(_ handle: TaskHandle, onExit: @escaping @Sendable (ExitStatus) -> Void) -> Bool
+    /// Sends a signal to the task's main process.
+    func signal(_ handle: TaskHandle, _ signal: Int32)
+    /// Frees what the task held after it ended (runc state, mounts).
+    func cleanup(_ handle: TaskHandle)
+}
+
+extension TaskDriver {
+    public func recover(_ handle: TaskHandle, onExit: @escaping @Sendable (ExitStatus) -> Void) -> Bool {
+        guard ProcessIdentity.isAlive(pid: handle.pid, startTime: handle.startTime) else { return false }
+        ProcessSupervisor.shared.watch(pid: handle.pid, onExit: onExit)
+        return true
+    }
+
+    public func cleanup(_ handle: TaskHandle) {}
+}
+
+/// Signal names as job files write them.
+public enum Signals {
+    static let table: [String: Int32] = [
+        "SIGTERM": SIGTERM, "SIGINT": SIGINT, "SIGQUIT": SIGQUIT, "SIGHUP": SIGHUP, "SIGKILL": SIGKILL,
+        "SIGUSR1": SIGUSR1, "SIGUSR2": SIGUSR2,
+    ]
+    public static func number(_ name: String) -> Int32? {
+        let n = name.uppercased()
+        return table[n] ?? table["SIG" + n]
+    }
+}
+
+/// The per-allocation directory tree (Nomad's layout):
+///
+///     <data-dir>/alloc/<alloc-id>/alloc/        shared by the group's tasks (also logs/)
+///     <data-dir>/alloc/<alloc-id>/<task>/local/  private to the task
+///     <data-dir>/alloc/<alloc-id>/<task>/secrets/
+public struct TaskDirectories: Sendable, Equatable {
+    public var allocation: String
+    public var shared: String { allocation + "/alloc" }
+    public var logs: String { allocation + "/alloc/logs" }
+    public var task: String
+    public var local: String { task + "/local" }
+    public var secrets: String { task + "/secrets" }
+    public var taskName: String
+    public var stdout: String { logs + "/\(taskName).stdout" }
+    public var stderr: String { logs + "/\(taskName).stderr" }
+
+    public init(allocationDirectory: String, taskName: String) {
+        allocation = allocationDirectory
+        task = allocationDirectory + "/" + taskName
+        self.taskName = taskName
+    }
+
+    public func create() throws(DriverError) {
+        for d in [shared, logs, local, secrets] where mkdirAll(d) != 0 {
+            throw DriverError("cannot create \(d): \(String(cString: strerror(errno)))")
+        }
+        chmod(secrets, 0o700)
+    }
+}
+
+/// Resolves a command the way a shell would: a path as given, or the first match on PATH.
+func resolveCommand(_ command: String, path: String?) -> String? {
+    if command.contains("/") { return access(command, X_OK) == 0 ? command : nil }
+    for dir in (path ?? "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin").split(separator: ":") {
+        let candidate = "\(dir)/\(command)"
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    return nil
+}
+
+/// Runs a helper program to completion and returns its exit code and output (for `runc state`,
+/// `runc delete`): short-lived calls, not per-task helpers.
+func runHelper(_ path: String, _ args: [String]) async -> (code: Int, output: String) {
+    let out = "/tmp/caravan-helper-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    defer { unlink(out) }
+    let result: ExitStatus = await withCheckedContinuation { c in
+        Task {
+            do {
+                _ = try await ProcessSupervisor.shared.spawn(SpawnSpec(path: path, arguments: [path] + args, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                                                                       stdoutPath: out, stderrPath: out)) { c.resume(returning: $0) }
+            } catch { c.resume(returning: ExitStatus(code: 127)) }
+        }
+    }
+    return (result.code, readSmallFile(out) ?? "")
+}

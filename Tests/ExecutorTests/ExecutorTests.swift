@@ -1,0 +1,167 @@
+import CaravanModel
+@testable import Executor
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import Testing
+
+/// Collects what the executor reports, and waits for a condition on it with a deadline.
+final class ReportLog: Sendable {
+    let latest = Mutex<[String: AllocationReport]>([:])
+    let count = Mutex(0)
+
+    var sink: @Sendable ([AllocationReport]) async -> Bool {
+        { reports in
+            self.latest.withLock { m in for r in reports { m[r.allocationID] = r } }
+            self.count.withLock { $0 += reports.count }
+            return true
+        }
+    }
+
+    func report(_ id: String) -> AllocationReport? { latest.withLock { $0[id] } }
+
+    func wait(_ what: String, timeout: Duration = .seconds(20), _ check: (AllocationReport?) -> Bool, id: String) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if check(report(id)) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("timed out waiting for \(what); last report: \(String(describing: report(id)))")
+        throw CancellationError()
+    }
+}
+
+func tempDir(_ name: String) -> String {
+    let d = "/tmp/caravan-executor-tests/\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    mkdirAll(d)
+    return d
+}
+
+func assignment(_ id: String, type: Job.Kind = .service, tasks: [TaskSpec], restart: RestartPolicy? = nil,
+                ports: [String: Int] = [:]) -> Assignment {
+    var g = TaskGroup(name: "g", count: 1, for: type, tasks: tasks)
+    if let restart { g.restart = restart }
+    var job = Job(id: "job-\(id)", groups: [g])
+    job.type = type
+    var a = Allocation(id: id, jobID: job.id, jobVersion: 0, group: "g", name: "\(job.id).g[0]", nodeID: "n1",
+                       cpuMillicores: 100, memoryMiB: 64, diskMiB: 10)
+    a.ports = ports
+    return Assignment(allocation: a, job: job)
+}
+
+func shell(_ name: String, _ script: String, driver: TaskSpec.Driver = .rawExec, memory: Int = 64) -> TaskSpec {
+    var t = TaskSpec(name: name, driver: driver, config: DriverConfig(command: "/bin/sh", args: ["-c", script]))
+    t.resources = Resources(cpuMillicores: 100, memoryMiB: memory)
+    t.killTimeout = .seconds(2)
+    return t
+}
+
+let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .milliseconds(50), mode: .fail)
+
+@Suite("Executor: raw_exec") struct RawExecTests {
+    @Test("a task runs with Caravan's environment and its output lands in the task's log file")
+    func runsAndLogs() async throws {
+        let root = tempDir("raw")
+        let log = ReportLog()
+        let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        let a = assignment("a1", type: .batch, tasks: [shell("main", "echo id=$CARAVAN_ALLOC_ID port=$CARAVAN_PORT_http mem=$CARAVAN_MEMORY_LIMIT; echo oops >&2")],
+                           ports: ["http": 25123])
+        await ex.sync([a])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "a1")
+        let files = try #require(await ex.logFiles(allocation: "a1", task: "main", stderr: false))
+        let out = String(decoding: LogRotation.read(files, offset: 0, length: 1 << 16).bytes, as: UTF8.self)
+        #expect(out == "id=a1 port=25123 mem=64\n")
+        let err = try #require(await ex.logFiles(allocation: "a1", task: "main", stderr: true))
+        #expect(String(decoding: LogRotation.read(err, offset: 0, length: 100).bytes, as: UTF8.self) == "oops\n")
+        let st = try #require(log.report("a1")?.taskStates["main"])
+        #expect(st.state == .dead && !st.failed && st.exitCode == 0)
+        #expect(st.events.map(\.type) == ["Received", "Started", "Terminated"])
+    }
+
+    @Test("a crashing task restarts per policy, then stops with attempts exhausted and fails the allocation")
+    func restartsThenFails() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("crash"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        await ex.sync([assignment("a2", tasks: [shell("main", "exit 3")], restart: fastRestart)])
+        try await log.wait("failed", { $0?.clientStatus == .failed }, id: "a2")
+        let st = try #require(log.report("a2")?.taskStates["main"])
+        #expect(st.state == .dead && st.failed && st.restarts == 2 && st.exitCode == 3)
+        #expect(st.events.filter { $0.type == "Restarting" }.count == 2)
+        #expect(st.events.last?.type == "Not Restarting")
+        #expect(st.events.last?.message.contains("Exceeded allowed attempts 2") == true)
+    }
+
+    @Test("a missing command is a clear task event and fails only that allocation")
+    func missingCommand() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("missing"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        var bad = TaskSpec(name: "main", driver: .rawExec, config: DriverConfig(command: "no-such-command-here"))
+        bad.killTimeout = .seconds(1)
+        await ex.sync([assignment("a3", tasks: [bad], restart: fastRestart), assignment("ok", tasks: [shell("main", "sleep 30")])])
+        try await log.wait("failed", { $0?.clientStatus == .failed }, id: "a3")
+        try await log.wait("other running", { $0?.clientStatus == .running }, id: "ok")
+        let ev = try #require(log.report("a3")?.taskStates["main"]?.events)
+        #expect(ev.contains { $0.type == "Driver Failure" && $0.message.contains("command no-such-command-here not found") })
+        await ex.sync([])
+    }
+
+    @Test("stopping sends the kill signal, then SIGKILL after the kill timeout")
+    func killTimeout() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("kill"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        var a = assignment("a4", tasks: [shell("main", "trap '' TERM; echo ready; while true; do sleep 0.1; done")])
+        await ex.sync([a])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "a4")
+        a.allocation.desiredStatus = .stop
+        let t0 = ContinuousClock.now
+        await ex.sync([a])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "a4")
+        let took = ContinuousClock.now - t0
+        #expect(took >= .seconds(2) && took < .seconds(10))
+        let st = try #require(log.report("a4")?.taskStates["main"])
+        #expect(st.exitCode == 137 && !st.failed)
+        #expect(st.events.contains { $0.message.contains("sent SIGKILL") })
+    }
+
+    @Test("prestart tasks run before the main task, poststop after it")
+    func lifecycle() async throws {
+        let root = tempDir("hooks")
+        let log = ReportLog()
+        let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        var pre = shell("pre", "echo pre >> $CARAVAN_ALLOC_DIR/order")
+        pre.lifecycle = Lifecycle(hook: .prestart)
+        var post = shell("post", "echo post >> $CARAVAN_ALLOC_DIR/order")
+        post.lifecycle = Lifecycle(hook: .poststop)
+        let main = shell("main", "echo main >> $CARAVAN_ALLOC_DIR/order")
+        await ex.sync([assignment("a5", type: .batch, tasks: [post, main, pre])])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "a5")
+        #expect(readSmallFile(root + "/a5/alloc/order") == "pre\nmain\npost\n")
+    }
+
+    @Test("after an agent restart the same process is found again, not restarted; one that died meanwhile is restarted")
+    func recovers() async throws {
+        let root = tempDir("recover")
+        let log1 = ReportLog()
+        var ex: Executor? = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log1.sink)
+        await ex!.sync([assignment("keep", tasks: [shell("main", "sleep 60")]), assignment("dies", tasks: [shell("main", "sleep 60")], restart: fastRestart)])
+        try await log1.wait("running", { $0?.clientStatus == .running }, id: "keep")
+        try await log1.wait("running", { $0?.clientStatus == .running }, id: "dies")
+        let keepPid = try #require(await ex!.handle(allocation: "keep", task: "main")).pid
+        let diesPid = try #require(await ex!.handle(allocation: "dies", task: "main")).pid
+        ex = nil  // the agent goes away; its tasks do not
+        kill(diesPid, SIGKILL)
+        #expect(ProcessIdentity.startTime(of: keepPid) != nil)
+        let log2 = ReportLog()
+        let ex2 = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log2.sink)
+        #expect(await ex2.recover() == 1)
+        #expect(await ex2.handle(allocation: "keep", task: "main")?.pid == keepPid)
+        try await log2.wait("restarted", { ($0?.taskStates["main"]?.restarts ?? 0) == 1 && $0?.clientStatus == .running }, id: "dies")
+        let ev = try #require(log2.report("dies")?.taskStates["main"]?.events)
+        #expect(ev.contains { $0.message.contains("exit code unknown") })
+        #expect(log2.report("keep")?.taskStates["main"]?.restarts ?? 0 == 0)
+        await ex2.sync([])
+        try await log2.wait("gone", { _ in ProcessIdentity.startTime(of: keepPid) == nil }, id: "keep")
+    }
+}
