@@ -81,6 +81,10 @@ public struct TaskCgroup: Sendable, Equatable {
         case .v1:
             if let oc = readSmallFile(dir("memory") + "/memory.oom_control"), counter(oc, "oom_kill") > 0 { return true }
             if let fc = readSmallFile(dir("memory") + "/memory.failcnt"), let n = Int(fc.filter(\.isNumber)), n > 0 { return true }
+            // Newer kernels count failures only where the charge started (runc's removed group):
+            // the peak reaching the limit tells the same.
+            func number(_ f: String) -> Int? { readSmallFile(dir("memory") + "/" + f).flatMap { Int($0.filter(\.isNumber)) } }
+            if let peak = number("memory.max_usage_in_bytes"), let limit = number("memory.limit_in_bytes"), peak >= limit - (256 << 10) { return true }
             return false
         case .v2:
             guard let ev = readSmallFile(dir("") + "/memory.events") else { return false }

@@ -144,7 +144,6 @@ public struct RuncDriver: TaskDriver {
                 "env": .strings(env),
                 "cwd": .string(cwd),
                 "capabilities": ["bounding": caps, "effective": caps, "permitted": caps],
-                "rlimits": [["type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536]],
                 "noNewPrivileges": true,
             ],
             "root": ["path": .string(rootfs), "readonly": false],

@@ -1,0 +1,67 @@
+import CaravanModel
+@testable import Executor
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+
+/// The exec driver needs root and runc; CI runs as root with runc installed.
+let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerprint().usable
+
+@Suite("Executor: exec (runc)", .enabled(if: canRunContainers)) struct ExecDriverTests {
+    func executor(_ root: String, _ log: ReportLog) -> Executor {
+        Executor(root: root + "/alloc", nodeName: "n1", drivers: [RuncDriver(name: .exec, stateRoot: root + "/runc")], report: log.sink)
+    }
+
+    @Test("an exec task runs isolated: its own PID namespace and hostname, host /usr read-only, task dirs writable")
+    func isolated() async throws {
+        let root = tempDir("exec")
+        let log = ReportLog()
+        let ex = executor(root, log)
+        let script = "echo pid=$$ host=$(hostname); touch /usr/x 2>/dev/null && echo usr-writable || echo usr-ro; echo hi > /local/f && echo local-ok; echo dir=$CARAVAN_TASK_DIR"
+        await ex.sync([assignment("e1", type: .batch, tasks: [shell("main", script, driver: .exec)])])
+        try await log.wait("complete", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "e1")
+        let files = try #require(await ex.logFiles(allocation: "e1", task: "main", stderr: false))
+        let out = String(decoding: LogRotation.read(files, offset: 0, length: 4096).bytes, as: UTF8.self)
+        #expect(out == "pid=1 host=main\nusr-ro\nlocal-ok\ndir=/local\n", "\(log.report("e1")!)")
+        #expect(readSmallFile(root + "/alloc/e1/main/local/f") == "hi\n")
+    }
+
+    @Test("a task over its 32 MiB memory limit is OOM-killed and reported as such")
+    func oomKilled() async throws {
+        let root = tempDir("oom")
+        let log = ReportLog()
+        let ex = executor(root, log)
+        // dd's 128 MiB block buffer is filled from /dev/zero: the memory must really be used.
+        let hog = shell("hog", "exec dd if=/dev/zero of=/dev/null bs=128M count=1", driver: .exec, memory: 32)
+        await ex.sync([assignment("o1", type: .batch, tasks: [hog],
+                                  restart: RestartPolicy(attempts: 0, interval: .seconds(60), delay: .milliseconds(10), mode: .fail))])
+        try await log.wait("failed", { $0?.clientStatus == .failed }, id: "o1")
+        let st = try #require(log.report("o1")?.taskStates["hog"])
+        #expect(st.failed && st.exitCode == 137)
+        #expect(st.events.contains { $0.type == "OOM Killed" }, "\(st.events)")
+        // The task's cgroups are gone once it is dead.
+        #expect(access("/sys/fs/cgroup/memory/caravan/o1-hog", F_OK) != 0)
+    }
+
+    @Test("an exec task keeps running across an executor restart and is stopped afterwards")
+    func recovers() async throws {
+        let root = tempDir("exec-recover")
+        let log1 = ReportLog()
+        var ex: Executor? = executor(root, log1)
+        let a = assignment("r1", tasks: [shell("main", "exec sleep 60", driver: .exec)])
+        await ex!.sync([a])
+        try await log1.wait("running", { $0?.clientStatus == .running }, id: "r1")
+        let pid = try #require(await ex!.handle(allocation: "r1", task: "main")).pid
+        ex = nil
+        let log2 = ReportLog()
+        let ex2 = executor(root, log2)
+        #expect(await ex2.recover() == 1)
+        #expect(await ex2.handle(allocation: "r1", task: "main")?.pid == pid)
+        var stop = a
+        stop.allocation.desiredStatus = .stop
+        await ex2.sync([stop])
+        try await log2.wait("complete", { $0?.clientStatus == .complete }, id: "r1")
+        #expect(log2.report("r1")?.taskStates["main"]?.restarts == 0)
+    }
+}
