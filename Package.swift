@@ -22,6 +22,7 @@ let package = Package(
         // ICU and the full Foundation out of the agent's memory.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // System libraries (Debian: libsodium-dev, libuv1-dev).
@@ -64,6 +65,7 @@ let package = Package(
         .target(name: "Agent", dependencies: [
             "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

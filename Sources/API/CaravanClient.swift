@@ -257,6 +257,30 @@ public struct CaravanClient: Sendable {
 
     public func allocations() async throws(ClientError) -> [AllocationView] { try await request(.GET, "/v1/allocations") }
 
+    /// One allocation by id or unique prefix (at least 4 characters).
+    public func allocation(_ id: String) async throws(ClientError) -> AllocationView {
+        try await request(.GET, "/v1/allocation/" + Self.escape(id))
+    }
+
+    public struct LogChunk: Sendable {
+        public var bytes: [UInt8]
+        /// Where `bytes` start in the stream, and the stream's size when read.
+        public var offset: Int
+        public var size: Int
+        /// The task is dead: no more output will come.
+        public var finished: Bool
+    }
+
+    /// A piece of a task's stdout or stderr from `offset` (negative: that many bytes before the end).
+    public func logs(allocation: String, task: String, stderr: Bool, offset: Int, limit: Int = 1 << 20) async throws(ClientError) -> LogChunk {
+        let path = "/v1/client/allocation/\(Self.escape(allocation))/logs/\(Self.escape(task))?type=\(stderr ? "stderr" : "stdout")&offset=\(offset)&limit=\(limit)"
+        let r = try await send(.GET, path)
+        guard r.status == 200 else { _ = try Self.decode(r, as: [String: String].self); throw ClientError(.badResponse, "status \(r.status)") }
+        return LogChunk(bytes: r.body, offset: r.header("X-Caravan-Log-Offset").flatMap { Int($0) } ?? 0,
+                        size: r.header("X-Caravan-Log-Size").flatMap { Int($0) } ?? 0,
+                        finished: r.header("X-Caravan-Task-Finished") == "true")
+    }
+
     /// Percent-encodes a query value.
     static func escape(_ s: String) -> String {
         var out = ""

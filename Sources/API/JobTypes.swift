@@ -49,6 +49,11 @@ public struct AllocationView: Codable, Sendable, Equatable {
     public var previousAllocation: String?
     public var createIndex: UInt64
     public var modifyIndex: UInt64
+    public var namespace: String = "default"
+    public var jobID: String = ""
+    public var diskMiB: Int = 0
+    /// Per task: state, restarts, exit code and recent events.
+    public var taskStates: [String: TaskStateView] = [:]
     public init(id: String, name: String, node: String, group: String, jobVersion: Int, desiredStatus: String, desiredDescription: String,
                 clientStatus: String, clientDescription: String, cpuMillicores: Int, memoryMiB: Int, ports: [String: Int],
                 previousAllocation: String?, createIndex: UInt64, modifyIndex: UInt64) {
@@ -67,6 +72,50 @@ public struct AllocationView: Codable, Sendable, Equatable {
         self.previousAllocation = previousAllocation
         self.createIndex = createIndex
         self.modifyIndex = modifyIndex
+    }
+}
+
+/// One task of an allocation (`alloc status`).
+public struct TaskStateView: Codable, Sendable, Equatable {
+    /// pending, running or dead.
+    public var state: String
+    public var failed: Bool
+    public var restarts: Int
+    public var exitCode: Int?
+    /// Unix milliseconds (0 = not yet).
+    public var startedAt: Int64
+    public var finishedAt: Int64
+    public var events: [TaskEventView]
+    public init(state: String, failed: Bool, restarts: Int, exitCode: Int?, startedAt: Int64, finishedAt: Int64, events: [TaskEventView]) {
+        self.state = state
+        self.failed = failed
+        self.restarts = restarts
+        self.exitCode = exitCode
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.events = events
+    }
+}
+
+public struct TaskEventView: Codable, Sendable, Equatable {
+    public var time: Int64
+    public var type: String
+    public var message: String
+    public init(time: Int64, type: String, message: String) {
+        self.time = time
+        self.type = type
+        self.message = message
+    }
+}
+
+/// An allocation a node must run, with the job version it belongs to (what agents watch).
+public struct AssignmentView: Codable, Sendable, Equatable {
+    public var allocation: AllocationView
+    /// The job at the allocation's version, as canonical job-file JSON.
+    public var job: String
+    public init(allocation: AllocationView, job: String) {
+        self.allocation = allocation
+        self.job = job
     }
 }
 

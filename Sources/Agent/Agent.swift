@@ -1,4 +1,5 @@
 import API
+import Executor
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -21,18 +22,20 @@ public final class Agent: Sendable {
     public let gossip: GossipNode
     public let raft: RaftNode
     let store: ClusterStore
+    let executor: Executor
     let logger: Logger
     let capacity: CapacityView
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
 
-    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, logger: Logger,
+    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, logger: Logger,
                  capacity: CapacityView, metadata: NodeMetadata) {
         self.config = config
         self.gossip = gossip
         self.raft = raft
         self.store = store
+        self.executor = executor
         self.logger = logger
         self.capacity = capacity
         self.metadata = Mutex(metadata)
@@ -58,10 +61,18 @@ public final class Agent: Sendable {
         }
         let keyring = try loadKeyring(config, logger: logger)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
-        let metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
+        let drivers = makeDrivers(config)
+        var metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,
                                                         diskMiB: capacity.diskMiB),
                                     tags: config.tags, httpPort: config.httpPort, rpcPort: config.rpcPort)
+        metadata.attributes = HostFingerprint.attributes(cgroup: TaskCgroup.detect().rawValue)
+        for d in drivers {
+            let (usable, detail) = d.fingerprint()
+            if usable { metadata.drivers.append(d.name.rawValue) } else {
+                logger.info("task driver not available", metadata: ["driver": "\(d.name.rawValue)", "why": "\(detail)"])
+            }
+        }
         let encoded = metadata.encode()
         guard encoded.count + 33 <= config.gossip.maxMetadataSize else {
             throw AgentError("node metadata is \(encoded.count) bytes, over the \(config.gossip.maxMetadataSize)-byte bound: use fewer or shorter --tag values", usage: true)
@@ -93,8 +104,15 @@ public final class Agent: Sendable {
         var join = config.join
         for a in await node.rememberedPeers() where !join.contains(a) { join.append(a) }
         if !join.isEmpty { await node.join(join) }
-        return Agent(config: config, gossip: node, raft: raft, store: store, logger: logger, capacity: capacity,
+        let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, drivers: drivers,
+                                report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
+        return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, logger: logger, capacity: capacity,
                      metadata: metadata)
+    }
+
+    /// The task drivers of this agent; those whose fingerprint fails are not offered to the scheduler.
+    static func makeDrivers(_ config: AgentConfiguration) -> [any TaskDriver] {
+        [RawExecDriver(useCgroups: geteuid() == 0), RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc")]
     }
 
     static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,
@@ -151,6 +169,7 @@ public final class Agent: Sendable {
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
         JobRoutes(agent: self).register(on: router)
+        AllocationRoutes(agent: self).register(on: router)
         return router
     }
 
@@ -163,6 +182,7 @@ public final class Agent: Sendable {
         let lifecycle = GossipLifecycle(agent: self)
         let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: VoterKeeper(agent: self)),
                                                                  .init(service: ClusterLeader(agent: self)),
+                                                                 .init(service: NodeClient(agent: self)),
                                                                  .init(service: app)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }

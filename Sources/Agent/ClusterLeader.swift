@@ -55,8 +55,9 @@ struct ClusterLeader: Service {
                 var n = Node(id: m.name, address: m.address.host, cpuMillicores: meta.capacity.cpuMillicores,
                              memoryMiB: meta.capacity.memoryMiB, diskMiB: meta.capacity.diskMiB)
                 n.meta = meta.tags
-                n.attributes = ["kernel.name": "linux", "os.name": "linux", "unique.hostname": m.name]
-                n.drivers = ["raw_exec", "exec", "container"]
+                n.attributes = meta.attributes.merging(["kernel.name": "linux", "unique.hostname": m.name]) { old, _ in old }
+                for d in meta.drivers { n.attributes["driver.\(d)"] = "1" }
+                n.drivers = meta.drivers
                 let changed = existing.map { e in
                     e.status != .ready || e.address != n.address || e.cpuMillicores != n.cpuMillicores || e.memoryMiB != n.memoryMiB
                         || e.diskMiB != n.diskMiB || e.meta != n.meta || e.attributes != n.attributes || e.drivers != n.drivers

@@ -63,7 +63,7 @@ public final class ClusterStore: ReplicatedStateMachine {
 
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
-    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan, versions }
+    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan, versions, allocation, nodeAllocations }
     var kind: Kind
     var namespace: String = "default"
     var id: String = ""
@@ -90,6 +90,23 @@ enum ClusterViews {
             return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
         case .plan:
             return try enc.encode(plan(q.text, s))
+        case .allocation:
+            // An id or a unique prefix of one (as `alloc status` takes).
+            if let a = s.allocations[q.id] { return try enc.encode(allocation(a)) }
+            let matches = q.id.count >= 4 ? s.allocations.values.filter { $0.id.hasPrefix(q.id) } : []
+            if matches.count == 1 { return try enc.encode(allocation(matches[0])) }
+            if matches.count > 1 { throw RaftError(.rejected, "allocation prefix \(q.id) is ambiguous: \(matches.count) allocations match") }
+            return Data("null".utf8)
+        case .nodeAllocations:
+            let mine = s.allocations.values.filter { $0.nodeID == q.id }.sorted { $0.id < $1.id }
+            return try enc.encode(mine.compactMap { a -> AssignmentView? in
+                let key = ClusterState.JobKey(a.namespace, a.jobID)
+                let text = s.jobs[key].flatMap { $0.version == a.jobVersion ? $0.text : nil }
+                    ?? s.versions[key]?.first { $0.version == a.jobVersion }?.text
+                    // A version no longer kept: the current definition (the task runs on unchanged).
+                    ?? s.jobs[key]?.text
+                return text.map { AssignmentView(allocation: allocation(a), job: $0) }
+            })
         case .versions:
             let key = ClusterState.JobKey(q.namespace, q.id)
             guard s.jobs[key] != nil else { return Data("null".utf8) }
@@ -117,11 +134,19 @@ enum ClusterViews {
     }
 
     static func allocation(_ a: Allocation) -> AllocationView {
-        AllocationView(id: a.id, name: a.name, node: a.nodeID, group: a.group, jobVersion: a.jobVersion,
+        var v = AllocationView(id: a.id, name: a.name, node: a.nodeID, group: a.group, jobVersion: a.jobVersion,
                        desiredStatus: a.desiredStatus.rawValue, desiredDescription: a.desiredDescription,
                        clientStatus: a.clientStatus.rawValue, clientDescription: a.clientDescription,
                        cpuMillicores: a.cpuMillicores, memoryMiB: a.memoryMiB, ports: a.ports,
                        previousAllocation: a.previousAllocation, createIndex: a.createIndex, modifyIndex: a.modifyIndex)
+        v.namespace = a.namespace
+        v.jobID = a.jobID
+        v.diskMiB = a.diskMiB
+        v.taskStates = a.taskStates.mapValues { t in
+            TaskStateView(state: t.state.rawValue, failed: t.failed, restarts: t.restarts, exitCode: t.exitCode, startedAt: t.startedAt,
+                          finishedAt: t.finishedAt, events: t.events.map { TaskEventView(time: $0.time, type: $0.type, message: $0.message) })
+        }
+        return v
     }
 
     static func jobStatus(_ key: ClusterState.JobKey, _ s: ClusterState, withAllocations: Bool) -> JobStatusView {

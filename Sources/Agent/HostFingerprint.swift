@@ -25,3 +25,26 @@ public enum HostFingerprint {
         return CapacityView(cpuCores: cores, cpuMHz: mhz, cpuMillicores: cores * 1000, memoryMiB: memoryMiB, diskMiB: diskMiB)
     }
 }
+
+extension HostFingerprint {
+    /// Host attributes for constraints: kernel, architecture, OS and cgroup version.
+    public static func attributes(cgroup: String) -> [String: String] {
+        var u = utsname()
+        uname(&u)
+        func field<T>(_ v: T) -> String {
+            withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        }
+        var attrs = ["kernel.name": field(u.sysname).lowercased(), "kernel.version": field(u.release).split(separator: "-").first.map(String.init) ?? "",
+                     "cpu.arch": field(u.machine) == "x86_64" ? "amd64" : field(u.machine), "cgroup.version": cgroup]
+        if let os = try? String(contentsOfFile: "/etc/os-release", encoding: .utf8) {
+            for line in os.split(separator: "\n") {
+                let kv = line.split(separator: "=", maxSplits: 1)
+                guard kv.count == 2 else { continue }
+                let v = String(kv[1].filter { $0 != "\"" })
+                if kv[0] == "ID" { attrs["os.name"] = v }
+                if kv[0] == "VERSION_ID" { attrs["os.version"] = v }
+            }
+        }
+        return attrs
+    }
+}

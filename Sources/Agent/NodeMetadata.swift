@@ -18,6 +18,10 @@ public struct NodeMetadata: Sendable, Equatable {
     /// (`raftIntent` identifies the proposed set of voters), or a member.
     public var raft: RaftStanding
     public var raftIntent: UInt64
+    /// Task drivers that work on this node (`raw_exec`, `exec`, `container`).
+    public var drivers: [String] = []
+    /// Fingerprinted host attributes for constraints (`kernel.version`, `cpu.arch`, `os.name`, …).
+    public var attributes: [String: String] = [:]
 
     public enum RaftStanding: UInt8, Sendable { case none = 0, intent = 1, member = 2 }
 
@@ -48,6 +52,10 @@ public struct NodeMetadata: Sendable, Equatable {
         w.varint(UInt64(httpPort)); w.varint(UInt64(rpcPort)); w.byte(raft.rawValue); w.varint(raftIntent)
         w.varint(UInt64(tags.count))
         for (k, v) in tags.sorted(by: { $0.key < $1.key }) { w.string(k); w.string(v) }
+        // Later additions trail, so agents that predate them still read the rest.
+        w.varint(UInt64(drivers.count)); for d in drivers { w.string(d) }
+        w.varint(UInt64(attributes.count))
+        for (k, v) in attributes.sorted(by: { $0.key < $1.key }) { w.string(k); w.string(v) }
         return w.bytes
     }
 
@@ -66,10 +74,20 @@ public struct NodeMetadata: Sendable, Equatable {
             guard let k = r.string(), let v = r.string() else { return nil }
             tags[k] = v
         }
+        var m = NodeMetadata(role: role, version: version,
+                             capacity: CapacityView(cpuCores: cores, cpuMHz: mhz, cpuMillicores: millis, memoryMiB: mem, diskMiB: disk),
+                             free: ResourcesView(cpuMillicores: fcpu, memoryMiB: fmem, diskMiB: fdisk), tags: tags,
+                             httpPort: UInt16(http), rpcPort: UInt16(rpc), raft: standing, raftIntent: intent)
+        if !r.atEnd {
+            guard let dn = r.count(max: 16) else { return nil }
+            for _ in 0..<dn { guard let d = r.string() else { return nil }; m.drivers.append(d) }
+            guard let an = r.count(max: 32) else { return nil }
+            for _ in 0..<an {
+                guard let k = r.string(), let v = r.string() else { return nil }
+                m.attributes[k] = v
+            }
+        }
         guard r.atEnd else { return nil }
-        return NodeMetadata(role: role, version: version,
-                            capacity: CapacityView(cpuCores: cores, cpuMHz: mhz, cpuMillicores: millis, memoryMiB: mem, diskMiB: disk),
-                            free: ResourcesView(cpuMillicores: fcpu, memoryMiB: fmem, diskMiB: fdisk), tags: tags,
-                            httpPort: UInt16(http), rpcPort: UInt16(rpc), raft: standing, raftIntent: intent)
+        return m
     }
 }

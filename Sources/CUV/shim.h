@@ -9,6 +9,23 @@
 
 // Small C helpers so the Swift side need not build libuv's unions and flag sets by hand.
 
+/// Marks every descriptor from 3 up close-on-exec, so a task inherits none of the agent's
+/// sockets or files (the agent's listeners would otherwise outlive it in its tasks).
+static inline void caravan_cloexec_from(int lowfd) {
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536) max = 65536;
+    for (int fd = lowfd; fd < max; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+}
+
 /// Spawns `file` detached (own session) with stdin from /dev/null and stdout/stderr to the given fds.
 static inline int caravan_uv_spawn(uv_loop_t *loop, uv_process_t *proc, const char *file, char **args, char **env,
                                    const char *cwd, int out_fd, int err_fd, uv_exit_cb cb) {
@@ -30,6 +47,7 @@ static inline int caravan_uv_spawn(uv_loop_t *loop, uv_process_t *proc, const ch
     o.stdio_count = 3;
     o.stdio = io;
     o.exit_cb = cb;
+    caravan_cloexec_from(3);
     int rc = uv_spawn(loop, proc, &o);
     if (devnull >= 0) close(devnull);
     return rc;

@@ -23,7 +23,7 @@ public struct ExitStatus: Sendable, Equatable, CustomStringConvertible {
     public static let unknown = ExitStatus(code: -1, signal: 0, known: false)
 
     public var description: String {
-        guard known else { return "exit code unknown (it ended while the agent was not watching)" }
+        guard known else { return "exit code unknown (the task was found again after an agent restart, or ended while the agent was down)" }
         return signal != 0 ? "Exit Code: \(code), Signal: \(signal)" : "Exit Code: \(code)"
     }
 }

@@ -67,14 +67,14 @@ struct JobCommand: AsyncParsableCommand {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "run",
-            abstract: "Register a job (YAML or JSON) on any agent and follow its placement.",
-            discussion: "The file is checked here first; the leader commits the job and places its instances. Without --detach, shows progress until every instance is placed or a placement fails.")
+            abstract: "Register a job (YAML or JSON) on any agent and follow it until it runs.",
+            discussion: "The file is checked here first; the leader commits the job and places its instances, and their nodes start them. Without --detach, shows progress until every instance runs (batch: has run or is running), or one fails.")
 
         @OptionGroup var client: ClientOptions
         @Argument(help: "The job file.") var file: String
         @Flag(name: .long, help: "Return once the job is registered.") var detach = false
         @Flag(name: .long, help: "Print JSON.") var json = false
-        @Option(help: "Seconds to follow the placement.") var timeout: Double = 30
+        @Option(help: "Seconds to follow the job.") var timeout: Double = 60
 
         func run() async throws {
             let job = try JobFileLoader.load(file)
@@ -85,23 +85,32 @@ struct JobCommand: AsyncParsableCommand {
                 print("Job \"\(reg.id)\" registered at index \(reg.index)")
                 return
             }
-            if !json { print("Job \"\(reg.id)\" registered at index \(reg.index); placing…") }
+            if !json { print("Job \"\(reg.id)\" registered at index \(reg.index); following until it runs…") }
             let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
             var last = ""
             while true {
                 let st: JobStatusView = try await cli { () async throws(ClientError) in try await api.job(reg.id) }
-                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
+                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.complete) complete, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
                 if line != last && !json { print("  " + line); last = line }
-                let done = st.modifyIndex >= reg.index && st.groups.allSatisfy { $0.placed >= $0.desired }
-                if done || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
+                let batch = st.type == "batch" || st.type == "sysbatch"
+                let caughtUp = st.modifyIndex >= reg.index
+                let done = caughtUp && st.groups.allSatisfy { batch ? $0.running + $0.complete >= $0.desired : $0.running >= $0.desired }
+                let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
+                if done || !failed.isEmpty || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
                     if json { return try printJSON(st) }
                     for f in st.placementFailures { print("  ! " + f) }
                     printAllocations(st.allocations.filter { $0.desiredStatus == "run" })
+                    for a in failed {
+                        for (task, t) in a.taskStates.sorted(by: { $0.key < $1.key }) where t.failed {
+                            print("  ! \(a.name) task \(task): " + (t.events.suffix(3).map { "\($0.type): \($0.message)" }.joined(separator: "; ")))
+                        }
+                    }
                     if !st.placementFailures.isEmpty { throw CLIError.failed("not every instance of \(reg.id) could be placed") }
-                    if !done { throw CLIError.failed("\(reg.id) was not fully placed within \(Int(timeout))s") }
+                    if !failed.isEmpty { throw CLIError.failed("\(failed.count) allocation(s) of \(reg.id) failed (see `caravan alloc status ID`)") }
+                    if !done { throw CLIError.failed("\(reg.id) was not fully running within \(Int(timeout))s") }
                     return
                 }
-                try await Task.sleep(for: .milliseconds(250))
+                try await Task.sleep(for: .milliseconds(200))
             }
         }
     }

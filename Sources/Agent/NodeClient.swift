@@ -1,0 +1,83 @@
+import API
+import CaravanModel
+import ClusterState
+import Executor
+import FoundationEssentials
+import Logging
+import RaftNIO
+import ServiceLifecycle
+
+/// This agent's side of running work: watches the allocations the cluster assigns to this node,
+/// hands them to the executor, and commits what the executor reports (`clientUpdate`).
+///
+/// Allocations are read from the local state copy on Raft members and from the leader
+/// otherwise; the read repeats every `interval`, and at once when a report was committed.
+struct NodeClient: Service {
+    let agent: Agent
+    var interval: Duration = .milliseconds(250)
+
+    func run() async throws {
+        let executor = agent.executor
+        let found = await executor.recover()
+        if found > 0 { agent.logger.info("found running tasks again after a restart", metadata: ["tasks": "\(found)"]) }
+        var jobs: [String: Job] = [:]
+        var lastRotate = ContinuousClock.now
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                var q = ClusterQuery(kind: .nodeAllocations)
+                q.id = agent.config.name
+                let data = try await agent.raft.read(q.encode(), stale: true, timeout: .seconds(5))
+                let views = try JSONDecoder().decode([AssignmentView].self, from: Data(data))
+                var assignments: [Assignment] = []
+                var texts = Set<String>()
+                for v in views {
+                    texts.insert(v.job)
+                    let job: Job
+                    if let j = jobs[v.job] { job = j } else {
+                        guard let j = try? JobFile.parse(v.job, file: "cluster state") else { continue }
+                        jobs[v.job] = j
+                        job = j
+                    }
+                    assignments.append(Assignment(allocation: Self.allocation(v.allocation), job: job))
+                }
+                jobs = jobs.filter { texts.contains($0.key) }
+                await executor.sync(assignments)
+            } catch {
+                agent.logger.debug("cannot read this node's allocations yet", metadata: ["error": "\(error)"])
+            }
+            if ContinuousClock.now - lastRotate > .seconds(5) {
+                await executor.rotateLogs()
+                lastRotate = .now
+            }
+            try? await Task.sleep(for: interval)
+        }
+        // Tasks keep running when the agent stops; the next run finds them again.
+    }
+
+    static func allocation(_ v: AllocationView) -> Allocation {
+        var a = Allocation(id: v.id, jobID: v.jobID, jobVersion: v.jobVersion, group: v.group, name: v.name, nodeID: v.node,
+                           cpuMillicores: v.cpuMillicores, memoryMiB: v.memoryMiB, diskMiB: v.diskMiB)
+        a.namespace = v.namespace
+        a.ports = v.ports
+        a.desiredStatus = Allocation.DesiredStatus(rawValue: v.desiredStatus) ?? .stop
+        a.desiredDescription = v.desiredDescription
+        a.clientStatus = Allocation.ClientStatus(rawValue: v.clientStatus) ?? .pending
+        a.clientDescription = v.clientDescription
+        return a
+    }
+
+    /// Commits the executor's reports as one `clientUpdate`; false to have them retried.
+    static func commit(_ reports: [AllocationReport], raft: RaftNode, logger: Logger) async -> Bool {
+        let updates = reports.map {
+            ClientAllocationUpdate(allocationID: $0.allocationID, clientStatus: $0.clientStatus, description: $0.description,
+                                   taskStates: $0.taskStates)
+        }
+        do {
+            let answer = try await raft.apply(Command.clientUpdate(updates).encode(), timeout: .seconds(5))
+            return answer.first == 0
+        } catch {
+            logger.debug("could not report allocation status", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import API
+import Executor
+import FoundationEssentials
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+
+/// `/v1/allocation/{id}`, `/v1/job/{id}/allocations`, and the task logs an allocation's node
+/// serves (`/v1/client/allocation/{id}/logs/{task}`; any agent forwards to that node).
+struct AllocationRoutes {
+    let agent: Agent
+    var jobs: JobRoutes { JobRoutes(agent: agent) }
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/v1/allocation/:id") { request, context in
+            JobRoutes.raw(try await allocation(context.parameters.get("id") ?? "", request).data)
+        }
+        router.get("/v1/job/:id/allocations") { request, context in
+            let (data, _, _) = try await jobs.jobQuery(.job, request, context)
+            let job = try JSONDecoder().decode(JobStatusView.self, from: Data(data))
+            return JSONResponse.make(job.allocations)
+        }
+        router.get("/v1/client/allocation/:id/logs/:task") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let task = context.parameters.get("task") ?? ""
+            let q = request.uri.queryParameters
+            let stderr = q.get("type").map { $0 == "stderr" } ?? false
+            if let t = q.get("type"), t != "stdout" && t != "stderr" {
+                throw APIError(.badRequest, "invalid_parameter", "type must be stdout or stderr")
+            }
+            guard let offset = Int(q.get("offset") ?? "0") else { throw APIError(.badRequest, "invalid_parameter", "offset must be a number of bytes") }
+            guard let limit = Int(q.get("limit") ?? "1048576"), limit > 0 else { throw APIError(.badRequest, "invalid_parameter", "limit must be a positive number of bytes") }
+            let (data, view) = try await allocation(id, request)
+            guard view.taskStates[task] != nil || view.clientStatus == "pending" else {
+                throw APIError(.notFound, "task_not_found", "allocation \(view.id.prefix(8)) has no task \(task) (tasks: \(view.taskStates.keys.sorted().joined(separator: ", ")))")
+            }
+            _ = data
+            if view.node != agent.config.name {
+                return try await forward(to: view.node, request)
+            }
+            let finished = view.taskStates[task]?.state == "dead"
+            guard let files = await agent.executor.logFiles(allocation: view.id, task: task, stderr: stderr) else {
+                throw APIError(.notFound, "logs_not_found", "no logs of task \(task) of allocation \(view.id.prefix(8)) on node \(agent.config.name)")
+            }
+            let size = LogRotation.read(files, offset: Int.max, length: 0).total
+            let start = offset < 0 ? max(0, size + offset) : min(offset, size)
+            let (bytes, total) = LogRotation.read(files, offset: start, length: min(limit, 4 << 20))
+            var headers: HTTPFields = [.contentType: "application/octet-stream"]
+            headers[HTTPField.Name("X-Caravan-Log-Offset")!] = String(start)
+            headers[HTTPField.Name("X-Caravan-Log-Size")!] = String(total)
+            headers[HTTPField.Name("X-Caravan-Task-Finished")!] = finished ? "true" : "false"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+    }
+
+    /// The allocation by id or unique prefix; 404 when there is none.
+    func allocation(_ id: String, _ request: Request) async throws -> (data: [UInt8], view: AllocationView) {
+        var q = ClusterQuery(kind: .allocation)
+        q.id = id
+        let data = try await jobs.query(q, request)
+        guard data != Array("null".utf8) else { throw APIError(.notFound, "allocation_not_found", "no allocation \(id)") }
+        return (data, try JSONDecoder().decode(AllocationView.self, from: Data(data)))
+    }
+
+    /// Passes the request to the agent named `node` (its HTTP address comes from gossip).
+    func forward(to node: String, _ request: Request) async throws -> Response {
+        guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status == .alive || m.status == .suspect,
+              let meta = NodeMetadata.decode(m.metadata) else {
+            throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which holds the logs, is not alive")
+        }
+        let client: CaravanClient
+        do { client = try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10)) } catch {
+            throw APIError(.serviceUnavailable, "node_unreachable", error.message)
+        }
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let r: CaravanClient.Response
+        do { r = try await client.send(.GET, path) } catch {
+            throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
+        }
+        var headers = HTTPFields()
+        for (k, v) in r.headers {
+            if let name = HTTPField.Name(k), k.lowercased().hasPrefix("x-caravan") || k.lowercased() == "content-type" { headers[name] = v }
+        }
+        return Response(status: .init(code: r.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: r.body)))
+    }
+}

@@ -1,0 +1,92 @@
+import API
+import ArgumentParser
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct AllocCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "alloc", abstract: "Inspect allocations: their tasks' states and events, and their output.",
+        subcommands: [Status.self, Logs.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "An allocation's status, tasks and recent task events.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The allocation id (or a unique prefix of at least 4 characters).") var id: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let api = try client.client()
+            let a: AllocationView = try await cli { () async throws(ClientError) in try await api.allocation(id) }
+            if json { return try printJSON(a) }
+            print("""
+                ID            = \(a.id)
+                Name          = \(a.name)
+                Job           = \(a.jobID) (version \(a.jobVersion))
+                Node          = \(a.node)
+                Desired       = \(a.desiredStatus)\(a.desiredDescription.isEmpty ? "" : " (\(a.desiredDescription))")
+                Client Status = \(a.clientStatus)\(a.clientDescription.isEmpty ? "" : " (\(a.clientDescription))")
+                Resources     = \(a.cpuMillicores)m CPU, \(a.memoryMiB)Mi memory\(a.ports.isEmpty ? "" : ", ports " + a.ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+                """)
+            for (name, t) in a.taskStates.sorted(by: { $0.key < $1.key }) {
+                let exit = t.exitCode.map { ", last exit code \($0)" } ?? ""
+                print("\nTask \"\(name)\" is \"\(t.state)\"\(t.failed ? " (failed)" : ""), \(t.restarts) restart(s)\(exit)")
+                printTable(["TIME", "TYPE", "DESCRIPTION"], t.events.reversed().map { [formatTime($0.time), $0.type, $0.message] })
+            }
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "logs", abstract: "A task's stdout (or stderr), from whichever agent runs it.",
+            discussion: "TASK may be left out when the allocation has one task. With -f, keeps printing new output until the task ends or Ctrl-C.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The allocation id (or a unique prefix).") var id: String
+        @Argument(help: "The task name.") var task: String?
+        @Flag(name: [.short, .customLong("follow")], help: "Keep printing new output.") var follow = false
+        @Flag(name: .long, help: "Show stderr instead of stdout.") var stderr = false
+        @Option(name: .long, help: "Start this many bytes before the end.") var tail: Int?
+
+        func run() async throws {
+            let api = try client.client()
+            let a: AllocationView = try await cli { () async throws(ClientError) in try await api.allocation(id) }
+            let name: String
+            if let task { name = task } else {
+                guard a.taskStates.count == 1, let only = a.taskStates.keys.first else {
+                    throw CLIError.usage("allocation \(a.id.prefix(8)) has tasks \(a.taskStates.keys.sorted().joined(separator: ", ")): name one")
+                }
+                name = only
+            }
+            var offset = tail.map { -max(0, $0) } ?? 0
+            while true {
+                let chunk: CaravanClient.LogChunk = try await cli { () async throws(ClientError) in
+                    try await api.logs(allocation: a.id, task: name, stderr: stderr, offset: offset)
+                }
+                if !chunk.bytes.isEmpty {
+                    var off = 0
+                    while off < chunk.bytes.count {
+                        let n = chunk.bytes[off...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                        if n <= 0 { return }
+                        off += n
+                    }
+                }
+                offset = chunk.offset + chunk.bytes.count
+                // The file was truncated by rotation: carry on from its new end.
+                if chunk.size < offset && chunk.bytes.isEmpty { offset = chunk.size }
+                if offset < chunk.size { continue }
+                guard follow, !chunk.finished else { return }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+}
+
+func formatTime(_ unixMillis: Int64) -> String {
+    var t = time_t(unixMillis / 1000)
+    var tm = tm()
+    localtime_r(&t, &tm)
+    var buf = [CChar](repeating: 0, count: 32)
+    strftime(&buf, buf.count, "%Y-%m-%dT%H:%M:%S", &tm)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
