@@ -260,8 +260,7 @@ public actor Executor {
     func taskFailedToStart(_ r: AllocRunner, _ name: String, _ error: DriverError) {
         r.tasks[name]?.starting = false
         // A task that cannot be started will not start on retry either when its input is wrong.
-        let retryable = error.event != "Failed Validation"
-        ended(r, name, status: nil, retryable: retryable, reason: error.description)
+        ended(r, name, status: nil, retryable: error.recoverable, reason: error.description)
     }
 
     func exited(_ allocID: String, _ name: String, _ gen: Int, _ status: ExitStatus) {

@@ -19,7 +19,7 @@ public struct RawExecDriver: TaskDriver {
             throw DriverError("config.command is required for the raw_exec driver", event: "Failed Validation")
         }
         guard let path = resolveCommand(command, path: ctx.environment["PATH"]) else {
-            throw DriverError("command \(command) not found (PATH=\(ctx.environment["PATH"] ?? ""))", event: "Driver Failure")
+            throw DriverError("command \(command) not found (PATH=\(ctx.environment["PATH"] ?? ""))", recoverable: false)
         }
         let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let spec = SpawnSpec(path: path, arguments: [command] + ctx.arguments, environment: env,

@@ -46,7 +46,7 @@ public struct RuncDriver: TaskDriver {
         if command.hasPrefix("/") || !command.contains("/") {
             // The root inside mirrors the host's /usr, /bin and /lib, so a missing command is caught here.
             guard resolveCommand(command, path: ctx.environment["PATH"]) != nil else {
-                throw DriverError("command \(command) not found in the task's root (PATH=\(ctx.environment["PATH"] ?? ""))")
+                throw DriverError("command \(command) not found in the task's root (PATH=\(ctx.environment["PATH"] ?? ""))", recoverable: false)
             }
         }
         let bundle = ctx.directories.task + "/bundle"

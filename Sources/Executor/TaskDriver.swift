@@ -37,9 +37,12 @@ public struct DriverError: Error, Sendable, CustomStringConvertible {
     public var description: String
     /// The task event type to record (`Driver Failure`, `Failed Validation`, `Image Pull Failed`).
     public var event: String
-    public init(_ description: String, event: String = "Driver Failure") {
+    /// False when trying again cannot help (bad config, missing command): no restart.
+    public var recoverable: Bool
+    public init(_ description: String, event: String = "Driver Failure", recoverable: Bool = true) {
         self.description = description
         self.event = event
+        self.recoverable = recoverable && event != "Failed Validation"
     }
 }
 

@@ -42,7 +42,7 @@ import Testing
         try await c.eventually(within: .seconds(15), every: .milliseconds(200), "the lost instance is replaced") {
             guard let st = Self.job(c, survivors[0], "hello") else { return false }
             let lost = st.allocations.filter { $0.clientStatus == "lost" }
-            let current = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "pending" }
+            let current = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus != "lost" }
             return lost.count == 1 && lost[0].node == "agent-\(victim)" && current.count == 3
                 && current.allSatisfy { $0.node != "agent-\(victim)" }
         }

@@ -1,0 +1,115 @@
+import API
+import Foundation
+import Testing
+
+/// Allocations really run on the agents: output, task events, restarts by policy, and tasks
+/// that keep running (and are found again) when their agent is SIGKILLed and restarted.
+@Suite struct ExecutorEndToEndTests {
+    static func alloc(_ c: LocalCluster, _ i: Int, _ id: String) -> AllocationView? {
+        guard let r = try? c.cli(i, ["alloc", "status", id, "--json"]), r.status == 0 else { return nil }
+        return try? JSONDecoder().decode(AllocationView.self, from: Data(r.stdout.utf8))
+    }
+
+    static func write(_ text: String, _ name: String) throws -> String {
+        let path = NSTemporaryDirectory() + "\(name)-\(getpid()).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// The pid a task was started with, from its newest "Started" event.
+    static func startedPid(_ a: AllocationView, _ task: String) -> Int32? {
+        guard let e = a.taskStates[task]?.events.last(where: { $0.type == "Started" }),
+              let r = e.message.range(of: "pid ") else { return nil }
+        return Int32(e.message[r.upperBound...].prefix { $0.isNumber })
+    }
+
+    @Test func tasksRunLogAndSurviveTheirAgentBeingKilled() async throws {
+        let c = try LocalCluster(subnet: 54)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let job = try Self.write("""
+            id: ticker
+            groups:
+              - name: g
+                count: 1
+                network: {ports: [{label: http}]}
+                tasks:
+                  - name: tick
+                    driver: raw_exec
+                    config: {command: /bin/sh, args: ["-c", "echo port=$CARAVAN_PORT_http; echo err >&2; while true; do sleep 0.2; done"]}
+                    resources: {cpu: 50m, memory: 16Mi}
+            """, "ticker")
+        let run = try c.cli(0, ["job", "run", job])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("1 running"), "\(run.stdout)")
+        let st = try #require(JobEndToEndTests.job(c, 0, "ticker"))
+        let id = try #require(st.allocations.first?.id)
+        let a = try #require(Self.alloc(c, 0, String(id.prefix(8))))
+        #expect(a.clientStatus == "running" && a.taskStates["tick"]?.state == "running")
+        let port = try #require(a.ports["http"])
+        // Its output, through the CLI (stdout and stderr apart).
+        try await c.eventually(within: .seconds(5), "the task's output") {
+            (try? c.cli(0, ["alloc", "logs", id]))?.stdout == "port=\(port)\n"
+        }
+        #expect(try c.cli(0, ["alloc", "logs", "--stderr", id, "tick"]).stdout == "err\n")
+        let pid = try #require(Self.startedPid(a, "tick"))
+        #expect(Foundation.kill(pid, 0) == 0)
+
+        // SIGKILL the agent: the task keeps running; the restarted agent finds it and does not restart it.
+        c.kill(0)
+        #expect(Foundation.kill(pid, 0) == 0, "the task outlives its agent")
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        try await c.eventually(within: .seconds(10), "the agent found its task again") { c.log(0).contains("found running tasks again") }
+        let again = try #require(Self.alloc(c, 0, id))
+        #expect(again.clientStatus == "running")
+        #expect(again.taskStates["tick"]?.restarts == 0)
+        #expect(Self.startedPid(again, "tick") == pid)
+
+        // Stopping the job kills the task.
+        #expect(try c.cli(0, ["job", "stop", "ticker"]).status == 0)
+        try await c.eventually(within: .seconds(10), "the task is killed") { Foundation.kill(pid, 0) != 0 }
+        try await c.eventually(within: .seconds(10), "the allocation is complete") { Self.alloc(c, 0, id)?.clientStatus == "complete" }
+    }
+
+    @Test func aCrashingTaskRestartsThenFailsAndJobRunSaysWhy() async throws {
+        let c = try LocalCluster(subnet: 55)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let job = try Self.write("""
+            id: crasher
+            type: batch
+            groups:
+              - name: g
+                restart: {attempts: 2, interval: 1m, delay: 100ms, mode: fail}
+                reschedule: {attempts: 0, unlimited: false}
+                tasks:
+                  - name: boom
+                    driver: raw_exec
+                    config: {command: /bin/sh, args: ["-c", "echo crashing; exit 3"]}
+                    resources: {cpu: 50m, memory: 16Mi}
+            """, "crasher")
+        let run = try c.cli(0, ["job", "run", job])
+        #expect(run.status == 1, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("Exceeded allowed attempts 2"), "\(run.stdout)")
+        let st = try #require(JobEndToEndTests.job(c, 0, "crasher"))
+        let allocID = try #require(st.allocations.first?.id)
+        let a = try #require(Self.alloc(c, 0, allocID))
+        #expect(a.clientStatus == "failed")
+        let t = try #require(a.taskStates["boom"])
+        #expect(t.failed && t.restarts == 2 && t.exitCode == 3)
+        #expect(t.events.filter { $0.type == "Terminated" }.count == 3)
+        // A command that does not exist: a clear event, not a hang.
+        let missing = try Self.write("""
+            id: missing
+            type: batch
+            groups:
+              - name: g
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /no/such/program}, resources: {cpu: 50m, memory: 16Mi}}
+            """, "missing")
+        let r2 = try c.cli(0, ["job", "run", "--timeout", "40", missing])
+        #expect(r2.status == 1)
+        #expect(r2.stdout.contains("command /no/such/program not found"), "\(r2.stdout)")
+    }
+}
