@@ -28,6 +28,7 @@ let package = Package(
         // System libraries (Debian: libsodium-dev, libuv1-dev).
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // Pure cores: no sockets, no clocks, no files.
         .target(name: "CaravanModel", swiftSettings: strict),
@@ -55,7 +56,12 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
-        .target(name: "Executor", dependencies: ["CaravanModel", "CUV"], swiftSettings: strict),
+        .target(name: "Executor", dependencies: [
+            "CaravanModel", "CUV", "CSodium", "CZlib",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], swiftSettings: strict),
         .target(name: "API", dependencies: [
             "CaravanModel",
             .product(name: "NIOCore", package: "swift-nio"),

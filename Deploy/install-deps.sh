@@ -3,11 +3,14 @@
 # Usage: Deploy/install-deps.sh [--test]   (--test adds what the test suites use)
 set -euo pipefail
 
-need=(libsodium-dev libuv1-dev pkg-config)
+need=(libsodium-dev libuv1-dev zlib1g-dev pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
   # nftables and iproute2 for fault injection inside private network namespaces,
   # util-linux for unshare, procps for ps.
   need+=(nftables iproute2 util-linux procps)
+  # runc for the exec and container drivers; a registry, umoci, skopeo and a static busybox to
+  # build and serve the test image (Deploy/registry.sh); curl to wait for the registry.
+  need+=(runc busybox-static docker-registry skopeo umoci curl)
 fi
 
 missing=()

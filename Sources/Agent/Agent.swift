@@ -112,7 +112,9 @@ public final class Agent: Sendable {
 
     /// The task drivers of this agent; those whose fingerprint fails are not offered to the scheduler.
     static func makeDrivers(_ config: AgentConfiguration) -> [any TaskDriver] {
-        [RawExecDriver(useCgroups: geteuid() == 0), RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc")]
+        [RawExecDriver(useCgroups: geteuid() == 0), RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc"),
+         ContainerDriver(images: ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries),
+                         stateRoot: config.dataDir + "/runc")]
     }
 
     static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,

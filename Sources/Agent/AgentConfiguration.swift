@@ -17,6 +17,8 @@ public struct AgentConfiguration: Sendable {
     /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.
     public var keyringFile: String?
     public var tags: [String: String] = [:]
+    /// Registries (HOST:PORT) the container driver may reach over plain HTTP besides loopback ones.
+    public var insecureRegistries: [String] = []
     public var gossip: Settings = .lan
     public var version = CaravanVersion.current
     /// How many agents bootstrap the Raft group together (1 in `--dev`).

@@ -28,7 +28,7 @@ static inline void caravan_cloexec_from(int lowfd) {
 
 /// Spawns `file` detached (own session) with stdin from /dev/null and stdout/stderr to the given fds.
 static inline int caravan_uv_spawn(uv_loop_t *loop, uv_process_t *proc, const char *file, char **args, char **env,
-                                   const char *cwd, int out_fd, int err_fd, uv_exit_cb cb) {
+                                   const char *cwd, int out_fd, int err_fd) {
     uv_process_options_t o;
     memset(&o, 0, sizeof o);
     uv_stdio_container_t io[3];
@@ -46,9 +46,15 @@ static inline int caravan_uv_spawn(uv_loop_t *loop, uv_process_t *proc, const ch
     o.flags = UV_PROCESS_DETACHED;
     o.stdio_count = 3;
     o.stdio = io;
-    o.exit_cb = cb;
+    o.exit_cb = NULL;
     caravan_cloexec_from(3);
+    // libuv takes over SIGCHLD on its first spawn, which would starve anything else in the
+    // process that waits on children (Foundation's Process, libdispatch). Caravan learns of
+    // exits through pidfds instead, so the previous handler is put back at once.
+    struct sigaction previous;
+    sigaction(SIGCHLD, NULL, &previous);
     int rc = uv_spawn(loop, proc, &o);
+    sigaction(SIGCHLD, &previous, NULL);
     if (devnull >= 0) close(devnull);
     return rc;
 }

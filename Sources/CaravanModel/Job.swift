@@ -79,10 +79,21 @@ public struct DriverConfig: Sendable, Equatable {
     public var args: [String] = []
     public var entrypoint: [String]?
     public var workdir: String?
+    /// Registry credentials for the container driver (basic auth, or for the token service).
+    public var auth: RegistryAuth?
     public init(image: String? = nil, command: String? = nil, args: [String] = []) {
         self.image = image
         self.command = command
         self.args = args
+    }
+}
+
+public struct RegistryAuth: Sendable, Equatable {
+    public var username: String
+    public var password: String
+    public init(username: String, password: String) {
+        self.username = username
+        self.password = password
     }
 }
 

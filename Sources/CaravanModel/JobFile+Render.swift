@@ -100,6 +100,7 @@ extension JobFile {
         if !t.config.args.isEmpty { c.append(("args", .array(t.config.args.map { .string($0) }))) }
         if let e = t.config.entrypoint { c.append(("entrypoint", .array(e.map { .string($0) }))) }
         if let w = t.config.workdir { c.append(("workdir", .string(w))) }
+        if let a = t.config.auth { c.append(("auth", .object([("username", .string(a.username)), ("password", .string(a.password))]))) }
         o["config"] = .object(c)
         if !t.env.isEmpty { o["env"] = .map(t.env) }
         var r: [(String, JSONValue)] = [("cpu", .string("\(t.resources.cpuMillicores)m")), ("memory", .string("\(t.resources.memoryMiB)Mi"))]

@@ -102,7 +102,10 @@ public enum JobFile {
         let n = name(m.required("name"))
         let driver = m.required("driver")?.oneOf(TaskSpec.Driver.self)
         var config = DriverConfig()
-        if let c = m["config"], let mm = c.mapping(known: ["image", "command", "args", "entrypoint", "workdir"]) {
+        if let c = m["config"], let mm = c.mapping(known: ["image", "command", "args", "entrypoint", "workdir", "auth"]) {
+            if let a = mm["auth"], let am = a.mapping(known: ["username", "password"]) {
+                config.auth = RegistryAuth(username: am["username"]?.string() ?? "", password: am["password"]?.string() ?? "")
+            }
             config.image = mm["image"]?.string()
             config.command = mm["command"]?.string()
             config.args = mm["args"]?.strings() ?? []

@@ -55,9 +55,10 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Starts and watches processes on one libuv loop running on its own thread: `uv_spawn` with
-/// an exit callback for the processes it starts, and a pidfd polled by the loop for processes
-/// found again after an agent restart. No helper process runs per task.
+/// Starts and watches processes on one libuv loop running on its own thread: `uv_spawn` starts
+/// them, and a pidfd per process, polled by the loop, calls back when one exits (its status is
+/// reaped with `waitid(P_PIDFD)`; for a process found again after an agent restart, which is no
+/// longer this agent's child, the end is seen but not the code). No helper process runs per task.
 ///
 /// Processes are started in their own session (detached), so they outlive the agent; their
 /// output goes straight to files, so nothing breaks when the agent is gone.
@@ -145,34 +146,26 @@ public final class ProcessSupervisor: @unchecked Sendable {
         let envp = spec.environment.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
         let proc = UnsafeMutablePointer<uv_process_t>.allocate(capacity: 1)
-        let box = Unmanaged.passRetained(Box(onExit)).toOpaque()
-        proc.pointee.data = box
         var argvCopy = argv, envCopy = envp
         let rc = argvCopy.withUnsafeMutableBufferPointer { a in
             envCopy.withUnsafeMutableBufferPointer { e in
-                caravan_uv_spawn(loop, proc, spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err) { p, status, signal in
-                    guard let p else { return }
-                    let box = Unmanaged<Box>.fromOpaque(p.pointee.data).takeRetainedValue()
-                    let s = signal != 0 ? ExitStatus(code: 128 + Int(signal), signal: Int(signal)) : ExitStatus(code: Int(status))
-                    box.onExit(s)
-                    p.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
-                        uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
-                    }
-                }
+                caravan_uv_spawn(loop, proc, spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err)
             }
         }
+        let pid = proc.pointee.pid
+        // The exit is watched through a pidfd (below), not libuv's SIGCHLD handling, so the
+        // process handle is not needed past the spawn (closing it does not touch the process).
+        proc.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
+            uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
+        }
         if rc != 0 {
-            Unmanaged<Box>.fromOpaque(box).release()
-            // A failed uv_spawn still initialised the handle; it must be closed before it is freed.
-            proc.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
-                uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
-            }
             let why = String(cString: uv_strerror(rc))
             if rc == -ENOENT { return .failure(SpawnError("executable not found: \(spec.path)")) }
             if rc == -EACCES { return .failure(SpawnError("permission denied: \(spec.path)")) }
             return .failure(SpawnError("cannot start \(spec.path): \(why)"))
         }
-        return .success(proc.pointee.pid)
+        startWatch(pid, onExit)
+        return .success(pid)
     }
 
     private func startWatch(_ pid: Int32, _ onExit: @escaping ExitHandler) {

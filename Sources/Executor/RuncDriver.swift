@@ -68,7 +68,7 @@ public struct RuncDriver: TaskDriver {
                              workingDirectory: bundle, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         let pid: Int32
         do { pid = try await ProcessSupervisor.shared.spawn(spec, onExit: ctx.onExit) } catch { throw DriverError(error.description) }
-        return TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0, container: id)
+        return TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0, container: id, bundle: bundle)
     }
 
     public func signal(_ handle: TaskHandle, _ signal: Int32) {

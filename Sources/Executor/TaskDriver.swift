@@ -25,11 +25,14 @@ public struct TaskHandle: Codable, Sendable, Equatable {
     public var startTime: UInt64
     /// The runc container id (exec and container drivers).
     public var container: String?
+    /// The OCI bundle directory (exec and container drivers).
+    public var bundle: String?
 
-    public init(pid: Int32, startTime: UInt64, container: String? = nil) {
+    public init(pid: Int32, startTime: UInt64, container: String? = nil, bundle: String? = nil) {
         self.pid = pid
         self.startTime = startTime
         self.container = container
+        self.bundle = bundle
     }
 }
 

@@ -29,6 +29,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Base64 cluster key (see `caravan keygen`); seeds the keyring file on first start.") var encrypt: String?
     @Option(help: "Keyring file to use (default <data-dir>/keyring.json).") var keyringFile: String?
     @Option(help: "A KEY=VALUE tag published to the cluster. Repeatable.") var tag: [String] = []
+    @Option(name: .customLong("insecure-registry"), help: "HOST:PORT of a registry the container driver may use over plain HTTP (loopback registries always may). Repeatable.")
+    var insecureRegistry: [String] = []
     @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String = "lan"
     @Option(help: "HTTP API port.") var httpPort: Int = 4680
     @Option(help: "Gossip port (UDP and TCP).") var gossipPort: Int = 4682
@@ -115,6 +117,12 @@ struct AgentCommand: AsyncParsableCommand {
             let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, !parts[0].isEmpty else { throw CLIError.usage("--tag: \"\(t)\" is not KEY=VALUE") }
             config.tags[parts[0]] = parts[1]
+        }
+        for r in insecureRegistry {
+            guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {
+                throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT")
+            }
+            config.insecureRegistries.append(r)
         }
         switch gossipProfile {
         case "lan": config.gossip = .lan

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# A local OCI registry with a busybox image, for the container driver's examples and tests.
+#
+#   Deploy/registry.sh up [ADDR [DIR]]   start docker-registry on ADDR (default 127.0.0.1:5000),
+#                                        storing under DIR (default run/registry), and push
+#                                        ADDR/busybox:1.36 built from Debian's busybox-static
+#   Deploy/registry.sh down [DIR]        stop it
+#
+# Needs docker-registry, umoci, skopeo and busybox-static (Deploy/install-deps.sh --test).
+set -euo pipefail
+cmd="${1:-up}"
+addr="${2:-127.0.0.1:5000}"
+dir="${3:-$(cd "$(dirname "$0")/.." && pwd)/run/registry}"
+[[ "$cmd" == "down" ]] && dir="${2:-$(cd "$(dirname "$0")/.." && pwd)/run/registry}"
+
+case "$cmd" in
+up)
+  for tool in docker-registry umoci skopeo; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is missing (Deploy/install-deps.sh --test installs it)" >&2; exit 1; }
+  done
+  busybox=$(command -v busybox || true)
+  [[ -n "$busybox" ]] && file -L "$busybox" 2>/dev/null | grep -q "statically linked" || busybox=/bin/busybox
+  mkdir -p "$dir/storage"
+  cat >"$dir/config.yml" <<CFG
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $dir/storage}, delete: {enabled: true}}
+http: {addr: $addr}
+CFG
+  if ! curl -fsS "http://$addr/v2/" >/dev/null 2>&1; then
+    # The registry outlives this script: it must not hold any descriptor of the caller's
+    # (a caller waiting for this script's pipes to close would wait forever).
+    (
+      for fd in $(ls /proc/$BASHPID/fd); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
+      exec docker-registry serve "$dir/config.yml" </dev/null >"$dir/registry.log" 2>&1
+    ) &
+    echo $! >"$dir/registry.pid"
+    for _ in $(seq 100); do curl -fsS "http://$addr/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS "http://$addr/v2/" >/dev/null || { echo "error: the registry did not start on $addr (see $dir/registry.log)" >&2; exit 1; }
+  fi
+  # busybox:1.36 — one layer: the static busybox and its applet links, sh as the command.
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  umoci init --layout "$work/oci" >/dev/null
+  umoci new --image "$work/oci:1.36" >/dev/null
+  umoci unpack --image "$work/oci:1.36" "$work/bundle" >/dev/null
+  mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/etc" "$work/bundle/rootfs/tmp" "$work/bundle/rootfs/www"
+  cp "$busybox" "$work/bundle/rootfs/bin/busybox"
+  for applet in $("$busybox" --list); do [[ "$applet" == busybox ]] || ln -sf busybox "$work/bundle/rootfs/bin/$applet"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$work/bundle/rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/bundle/rootfs/etc/group"
+  echo "hello from a caravan container" >"$work/bundle/rootfs/www/index.html"
+  umoci repack --image "$work/oci:1.36" "$work/bundle" >/dev/null
+  umoci config --image "$work/oci:1.36" --config.cmd sh --config.env PATH=/bin --config.workingdir / >/dev/null
+  skopeo copy -q --dest-tls-verify=false "oci:$work/oci:1.36" "docker://$addr/busybox:1.36"
+  echo "registry on http://$addr with $addr/busybox:1.36"
+  ;;
+down)
+  if [[ -f "$dir/registry.pid" ]]; then kill "$(cat "$dir/registry.pid")" 2>/dev/null || true; rm -f "$dir/registry.pid"; fi
+  ;;
+*) echo "usage: $0 up [ADDR [DIR]] | down [DIR]" >&2; exit 2 ;;
+esac

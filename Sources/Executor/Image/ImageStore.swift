@@ -1,0 +1,396 @@
+import CaravanModel
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `registry[:port]/repository[:tag][@sha256:digest]`.
+public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var repository: String
+    public var tag: String
+    public var digest: String?
+
+    public init(_ text: String) throws(ImageError) {
+        var rest = Substring(text)
+        if let at = rest.firstIndex(of: "@") {
+            let d = String(rest[rest.index(after: at)...])
+            guard d.hasPrefix("sha256:"), d.count == 71, d.dropFirst(7).allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                throw ImageError("image \(text): the digest must be sha256: and 64 lowercase hex digits")
+            }
+            digest = d
+            rest = rest[..<at]
+        }
+        guard let slash = rest.firstIndex(of: "/"),
+              rest[..<slash].contains(where: { $0 == "." || $0 == ":" }) || rest[..<slash] == "localhost" else {
+            throw ImageError("image \(text) names no registry: write it as REGISTRY/REPOSITORY:TAG, e.g. 127.0.0.1:5000/busybox:1.36")
+        }
+        let hostPort = rest[..<slash]
+        var path = rest[rest.index(after: slash)...]
+        if let colon = path.lastIndex(of: ":") {
+            tag = String(path[path.index(after: colon)...])
+            path = path[..<colon]
+            guard !tag.isEmpty, tag.count <= 128, tag.allSatisfy({ $0.isLetter || $0.isNumber || "._-".contains($0) }) else {
+                throw ImageError("image \(text): invalid tag \(tag)")
+            }
+        } else {
+            tag = "latest"
+        }
+        guard !path.isEmpty, path.allSatisfy({ ($0.isLowercase || $0.isNumber || "._/-".contains($0)) && $0.isASCII }) else {
+            throw ImageError("image \(text): invalid repository name \(path) (lowercase letters, digits, . _ - /)")
+        }
+        repository = String(path)
+        if let c = hostPort.lastIndex(of: ":"), !hostPort.hasPrefix("[") {
+            host = String(hostPort[..<c])
+            guard let p = Int(hostPort[hostPort.index(after: c)...]), (1...65535).contains(p) else { throw ImageError("image \(text): invalid registry port") }
+            port = p
+        } else {
+            host = String(hostPort)
+            port = 443
+        }
+    }
+
+    public var description: String { "\(host):\(port)/\(repository)" + (digest.map { "@" + $0 } ?? ":" + tag) }
+    var registry: String { "\(host):\(port)" }
+}
+
+/// The parts of an image's config a task needs.
+public struct ImageConfig: Codable, Sendable, Equatable {
+    public var entrypoint: [String]?
+    public var cmd: [String]?
+    public var env: [String]?
+    public var workingDir: String?
+    public var user: String?
+}
+
+/// A pulled, unpacked image.
+public struct PulledImage: Sendable, Equatable {
+    /// The manifest digest (`sha256:…`).
+    public var digest: String
+    /// The unpacked root, shared read-only by every task of this image (each task writes to its own overlay).
+    public var rootfs: String
+    public var config: ImageConfig
+}
+
+/// Pulls images through the OCI distribution API and keeps them on disk:
+///
+///     <data-dir>/images/blobs/sha256/<hex>   every blob, verified against its digest
+///     <data-dir>/images/rootfs/<hex>/        the layers of manifest <hex> applied in order
+///     <data-dir>/images/rootfs/<hex>.json    its config
+///
+/// Plain HTTP is used for loopback registries and those on the insecure list.
+public actor ImageStore {
+    public let root: String
+    public let insecure: Set<String>
+    private var inFlight: [String: Task<PulledImage, any Error>] = [:]
+
+    public init(root: String, insecureRegistries: [String] = []) {
+        self.root = root
+        self.insecure = Set(insecureRegistries)
+        mkdirAll(root + "/blobs/sha256")
+        mkdirAll(root + "/rootfs")
+        mkdirAll(root + "/tags")
+    }
+
+    static let manifestTypes = [
+        "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+
+    /// The image, pulled unless already here; one pull at a time per reference.
+    public func pull(_ text: String, auth: RegistryAuth?, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws(ImageError) -> PulledImage {
+        let ref = try ImageReference(text)
+        let key = ref.description
+        let task: Task<PulledImage, any Error>
+        if let t = inFlight[key] { task = t } else {
+            let root = self.root, insecure = self.insecure
+            task = Task { try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, progress: progress) }
+            inFlight[key] = task
+        }
+        defer { inFlight[key] = nil }
+        do { return try await task.value } catch let e as ImageError { throw e } catch { throw ImageError("\(error)") }
+    }
+
+    struct Descriptor: Codable {
+        var mediaType: String?
+        var digest: String
+        var size: Int?
+        var platform: Platform?
+    }
+    struct Platform: Codable {
+        var architecture: String
+        var os: String
+    }
+    struct Manifest: Codable {
+        var schemaVersion: Int?
+        var mediaType: String?
+        var config: Descriptor?
+        var layers: [Descriptor]?
+        var manifests: [Descriptor]?
+    }
+    struct ConfigBlob: Codable {
+        struct Inner: Codable {
+            var Entrypoint: [String]?
+            var Cmd: [String]?
+            var Env: [String]?
+            var WorkingDir: String?
+            var User: String?
+        }
+        var config: Inner?
+    }
+
+    static var architecture: String {
+        var u = utsname()
+        uname(&u)
+        let m = withUnsafeBytes(of: u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch m {
+        case "x86_64": return "amd64"
+        case "aarch64": return "arm64"
+        default: return m
+        }
+    }
+
+    static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>,
+                      progress: @Sendable (String) -> Void) async throws(ImageError) -> PulledImage {
+        let loopback = ref.host == "localhost" || ref.host.hasPrefix("127.") || ref.host == "[::1]" || ref.host == "::1"
+        guard loopback || insecure.contains(ref.registry) || insecure.contains(ref.host) else {
+            throw ImageError("registry \(ref.registry) is not on loopback or the insecure-registry list; only plain-HTTP registries are supported")
+        }
+        var client = RegistryClient(ref: ref, auth: auth)
+        let tagFile = root + "/tags/" + SHA256.hex(Array(ref.description.utf8))
+        // The manifest, by digest if given, else by tag (then an index is narrowed to this platform).
+        var manifestBytes: [UInt8]
+        var digest: String
+        do {
+            (manifestBytes, digest) = try await client.manifest(ref.digest ?? ref.tag)
+        } catch {
+            // Unreachable registry: a tag pulled before still runs.
+            if ref.digest == nil, let known = readSmallFile(tagFile), let cached = cachedImage(root, known) {
+                progress("registry unreachable (\(error.description)); using the image pulled before (\(known.prefix(19)))")
+                return cached
+            }
+            throw error
+        }
+        var manifest = try decode(Manifest.self, manifestBytes, what: "manifest")
+        if let list = manifest.manifests {
+            let arch = architecture
+            guard let pick = list.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == arch }) else {
+                throw ImageError("image \(ref) has no linux/\(arch) variant (it has \(list.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }.joined(separator: ", ")))")
+            }
+            (manifestBytes, digest) = try await client.manifest(pick.digest)
+            manifest = try decode(Manifest.self, manifestBytes, what: "manifest")
+        }
+        if let cached = cachedImage(root, digest) {
+            try? writeFile(tagFile, digest)
+            return cached
+        }
+        guard manifest.schemaVersion == 2, let configDesc = manifest.config, let layers = manifest.layers else {
+            throw ImageError("image \(ref): unsupported manifest (only OCI and Docker v2 schema 2 images)")
+        }
+        let configBytes = try await client.blob(configDesc, root: root)
+        let cfg = try decode(ConfigBlob.self, readBytes(configBytes), what: "image config").config
+        var paths: [String] = []
+        for (i, l) in layers.enumerated() {
+            if let t = l.mediaType, t.contains("zstd") { throw ImageError("image \(ref): zstd-compressed layers are not supported") }
+            progress("layer \(i + 1)/\(layers.count) \(l.digest.prefix(19))")
+            paths.append(try await client.blob(l, root: root))
+        }
+        // Unpack into a temporary directory, then rename: a half-unpacked image is never used.
+        let hex = String(digest.dropFirst(7))
+        let final = root + "/rootfs/" + hex
+        let tmp = root + "/rootfs/.tmp-\(hex)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        mkdirAll(tmp)
+        do {
+            let unpacker = LayerUnpacker(root: tmp)
+            for p in paths { try unpacker.apply(layer: p) }
+        } catch {
+            removeTree(tmp)
+            throw error
+        }
+        let config = ImageConfig(entrypoint: cfg?.Entrypoint, cmd: cfg?.Cmd, env: cfg?.Env, workingDir: cfg?.WorkingDir, user: cfg?.User)
+        let json = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        if rename(tmp, final) != 0 {
+            removeTree(tmp)
+            if errno != ENOTEMPTY && errno != EEXIST { throw ImageError("cannot store image: \(String(cString: strerror(errno)))") }
+        }
+        try writeFileImage(final + ".json", json)
+        try? writeFile(tagFile, digest)
+        return PulledImage(digest: digest, rootfs: final, config: config)
+    }
+
+    static func cachedImage(_ root: String, _ digest: String) -> PulledImage? {
+        let hex = String(digest.dropFirst(7))
+        guard let json = readSmallFile(root + "/rootfs/\(hex).json"),
+              let config = try? JSONDecoder().decode(ImageConfig.self, from: Data(json.utf8)) else { return nil }
+        return PulledImage(digest: digest, rootfs: root + "/rootfs/" + hex, config: config)
+    }
+
+    static func decode<T: Decodable>(_ t: T.Type, _ bytes: [UInt8], what: String) throws(ImageError) -> T {
+        do { return try JSONDecoder().decode(T.self, from: Data(bytes)) } catch { throw ImageError("the registry sent an invalid \(what)") }
+    }
+
+    static func readBytes(_ path: String) throws(ImageError) -> [UInt8] {
+        guard let s = readSmallFile(path, limit: 8 << 20) else { throw ImageError("cannot read \(path)") }
+        return Array(s.utf8)
+    }
+
+    static func writeFileImage(_ path: String, _ text: String) throws(ImageError) {
+        do { try writeFile(path, text) } catch { throw ImageError(error.description) }
+    }
+}
+
+/// The registry conversation for one image: manifests and blobs, with anonymous or
+/// credentialed bearer tokens and basic auth as the registry asks (`WWW-Authenticate`).
+struct RegistryClient {
+    let ref: ImageReference
+    let auth: RegistryAuth?
+    var authorization: String?
+
+    init(ref: ImageReference, auth: RegistryAuth?) {
+        self.ref = ref
+        self.auth = auth
+    }
+
+    mutating func manifest(_ reference: String) async throws(ImageError) -> (bytes: [UInt8], digest: String) {
+        let r = try await get("/v2/\(ref.repository)/manifests/\(reference)", accept: ImageStore.manifestTypes.joined(separator: ", "))
+        guard r.status == 200 else { throw statusError(r, "manifest \(reference)") }
+        let digest = "sha256:" + r.sha256
+        if reference.hasPrefix("sha256:") && digest != reference {
+            throw ImageError("manifest digest mismatch for \(ref): expected \(reference), got \(digest)")
+        }
+        return (r.body, digest)
+    }
+
+    /// Downloads a blob into the content-addressed cache (unless there) and returns its path.
+    mutating func blob(_ d: ImageStore.Descriptor, root: String) async throws(ImageError) -> String {
+        guard d.digest.hasPrefix("sha256:"), d.digest.count == 71 else { throw ImageError("unsupported blob digest \(d.digest)") }
+        let path = root + "/blobs/sha256/" + d.digest.dropFirst(7)
+        if access(path, F_OK) == 0 { return path }
+        let part = path + ".part-\(UInt32.random(in: 0...UInt32.max))"
+        defer { unlink(part) }
+        var r = try await get("/v2/\(ref.repository)/blobs/\(d.digest)", accept: "*/*", toFile: part)
+        var redirects = 0
+        while (r.status == 307 || r.status == 302 || r.status == 301 || r.status == 303), let location = r.header("Location"), redirects < 5 {
+            redirects += 1
+            r = try await follow(location, toFile: part)
+        }
+        guard r.status == 200 else { throw statusError(r, "blob \(d.digest.prefix(19))") }
+        guard "sha256:" + r.sha256 == d.digest else {
+            throw ImageError("blob digest mismatch for \(ref): expected \(d.digest), got sha256:\(r.sha256); the download was discarded")
+        }
+        if let size = d.size, size != r.bytesWritten {
+            throw ImageError("blob \(d.digest.prefix(19)) of \(ref) is \(r.bytesWritten) bytes, the manifest says \(size)")
+        }
+        guard rename(part, path) == 0 else { throw ImageError("cannot store blob: \(String(cString: strerror(errno)))") }
+        return path
+    }
+
+    func statusError(_ r: RegistryHTTP.Result, _ what: String) -> ImageError {
+        let body = String(decoding: r.body.prefix(300), as: UTF8.self)
+        switch r.status {
+        case 404: return ImageError("image \(ref) not found in registry \(ref.registry) (\(what))")
+        case 401, 403: return ImageError("registry \(ref.registry) refused access to \(ref.repository) (HTTP \(r.status))")
+        default: return ImageError("registry \(ref.registry) answered HTTP \(r.status) for \(what): \(body)")
+        }
+    }
+
+    mutating func get(_ path: String, accept: String, toFile: String? = nil) async throws(ImageError) -> RegistryHTTP.Result {
+        var headers = [("Accept", accept)]
+        if let a = authorization { headers.append(("Authorization", a)) }
+        let host = ref.host.hasPrefix("[") ? String(ref.host.dropFirst().dropLast()) : ref.host
+        var r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile)
+        if r.status == 401, authorization == nil || r.header("WWW-Authenticate")?.contains("error=") == true,
+           let challenge = r.header("WWW-Authenticate") {
+            authorization = try await authorize(challenge)
+            headers = [("Accept", accept), ("Authorization", authorization!)]
+            r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile)
+        }
+        return r
+    }
+
+    func follow(_ location: String, toFile: String) async throws(ImageError) -> RegistryHTTP.Result {
+        if location.hasPrefix("/") {
+            return try await RegistryHTTP.get(host: ref.host, port: ref.port, path: location, headers: [], toFile: toFile)
+        }
+        guard let u = URLParts(location) else { throw ImageError("registry redirected to \(location), which is not a plain-HTTP URL") }
+        guard u.host == "localhost" || u.host.hasPrefix("127.") || u.host == ref.host else {
+            throw ImageError("registry redirected to \(u.host), which is not on loopback; refusing")
+        }
+        return try await RegistryHTTP.get(host: u.host, port: u.port, path: u.path, headers: [], toFile: toFile)
+    }
+
+    func basic() -> String? {
+        guard let auth else { return nil }
+        return "Basic " + Data("\(auth.username):\(auth.password)".utf8).base64EncodedString()
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: Basic with the task's credentials, or a Bearer
+    /// token from the realm (anonymous, or with the credentials).
+    func authorize(_ challenge: String) async throws(ImageError) -> String {
+        let lower = challenge.lowercased()
+        if lower.hasPrefix("basic") {
+            guard let b = basic() else { throw ImageError("registry \(ref.registry) needs credentials: set config.auth {username, password}") }
+            return b
+        }
+        guard lower.hasPrefix("bearer") else { throw ImageError("registry \(ref.registry) asks for unsupported authentication: \(challenge)") }
+        var params: [String: String] = [:]
+        for part in challenge.dropFirst(6).split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2 else { continue }
+            params[kv[0].filter { $0 != " " }.lowercased()] = String(kv[1].filter { $0 != "\"" })
+        }
+        guard let realm = params["realm"], let u = URLParts(realm) else {
+            throw ImageError("registry \(ref.registry) gave a token realm that is not a plain-HTTP URL: \(params["realm"] ?? "none")")
+        }
+        guard u.host == "localhost" || u.host.hasPrefix("127.") || u.host == ref.host else {
+            throw ImageError("token service \(u.host) is not on loopback; refusing")
+        }
+        var query: [String] = []
+        if let s = params["service"] { query.append("service=" + Self.escape(s)) }
+        query.append("scope=" + Self.escape(params["scope"] ?? "repository:\(ref.repository):pull"))
+        let path = u.path + (u.path.contains("?") ? "&" : "?") + query.joined(separator: "&")
+        var headers: [(String, String)] = []
+        if let b = basic() { headers.append(("Authorization", b)) }
+        let r = try await RegistryHTTP.get(host: u.host, port: u.port, path: path, headers: headers)
+        guard r.status == 200 else {
+            throw ImageError("token service for \(ref.registry) refused (HTTP \(r.status))\(auth == nil ? "; set config.auth if the image is private" : "")")
+        }
+        struct Token: Decodable { var token: String?; var access_token: String? }
+        guard let t = try? JSONDecoder().decode(Token.self, from: Data(r.body)), let token = t.token ?? t.access_token else {
+            throw ImageError("token service for \(ref.registry) sent no token")
+        }
+        return "Bearer " + token
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for b in s.utf8 {
+            let c = Character(Unicode.Scalar(b))
+            if c.isASCII && (c.isLetter || c.isNumber || "-._~:".contains(c)) { out.append(c) } else {
+                out += "%" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+}
+
+/// `http://host[:port]/path?query` split up.
+struct URLParts {
+    var host: String
+    var port: Int
+    var path: String
+    init?(_ s: String) {
+        guard s.hasPrefix("http://") else { return nil }
+        let rest = s.dropFirst(7)
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let hostPort = rest[..<slash]
+        path = slash == rest.endIndex ? "/" : String(rest[slash...])
+        if let c = hostPort.lastIndex(of: ":"), let p = Int(hostPort[hostPort.index(after: c)...]) {
+            host = String(hostPort[..<c]); port = p
+        } else {
+            host = String(hostPort); port = 80
+        }
+        guard !host.isEmpty else { return nil }
+    }
+}

@@ -1,0 +1,166 @@
+import CSodium
+#if canImport(Glibc)
+import Glibc
+#endif
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Why an image could not be pulled or unpacked; the message is the task event users see.
+public struct ImageError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    /// The registry could not be reached: trying again later may work.
+    public var transient: Bool
+    public init(_ description: String, transient: Bool = false) {
+        self.description = description
+        self.transient = transient
+    }
+}
+
+/// A streaming SHA-256 (libsodium), for verifying every blob against its digest.
+struct SHA256 {
+    private var state = crypto_hash_sha256_state()
+    init() {
+        _ = sodium_init()
+        crypto_hash_sha256_init(&state)
+    }
+    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress else { return }
+        crypto_hash_sha256_update(&state, base.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
+    }
+    mutating func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
+    mutating func hex() -> String {
+        var out = [UInt8](repeating: 0, count: 32)
+        crypto_hash_sha256_final(&state, &out)
+        return out.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+    static func hex(_ bytes: [UInt8]) -> String {
+        var h = SHA256()
+        h.update(bytes)
+        return h.hex()
+    }
+}
+
+/// One HTTP/1.1 GET against a registry on plain HTTP: headers in, status/headers/body out;
+/// the body goes to memory (bounded) or straight to a file, hashed on the way.
+struct RegistryHTTP {
+    struct Result {
+        var status: Int
+        var headers: [(String, String)]
+        var body: [UInt8]
+        var bytesWritten: Int
+        var sha256: String
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    static func get(host: String, port: Int, path: String, headers: [(String, String)], toFile: String? = nil,
+                    maxMemory: Int = 4 << 20, timeout: Duration = .seconds(120)) async throws(ImageError) -> Result {
+        let address: SocketAddress
+        do { address = try SocketAddress.makeAddressResolvingHost(host, port: port) } catch {
+            throw ImageError("cannot resolve registry host \(host)")
+        }
+        var fd: Int32 = -1
+        if let toFile {
+            fd = open(toFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ImageError("cannot write \(toFile): \(String(cString: strerror(errno)))") }
+        }
+        defer { if fd >= 0 { close(fd) } }
+        let group = MultiThreadedEventLoopGroup.singleton
+        let promise = group.next().makePromise(of: Result.self)
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: port == 80 ? host : "\(host):\(port)")
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "User-Agent", value: "caravan")
+        for (k, v) in headers { head.headers.add(name: k, value: v) }
+        let sink = fd
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                        try ch.pipeline.syncOperations.addHandler(Collector(promise: promise, fd: sink, maxMemory: maxMemory))
+                    }
+                }
+                .connect(to: address).get()
+            channel.writeAndFlush(HTTPClientRequestPart.head(head), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout / .nanoseconds(1)))) {
+                promise.fail(ImageError("registry \(host):\(port) did not answer within \(timeout)", transient: true))
+                channel.close(promise: nil)
+            }
+            defer { timer.cancel() }
+            let r = try await promise.futureResult.get()
+            channel.close(promise: nil)
+            return r
+        } catch let e as ImageError {
+            promise.fail(e)
+            throw e
+        } catch {
+            promise.fail(error)
+            if let io = error as? IOError { throw ImageError("cannot reach registry \(host):\(port): \(String(cString: strerror(io.errnoCode)).lowercased())", transient: true) }
+            throw ImageError("cannot reach registry \(host):\(port): connection failed", transient: true)
+        }
+    }
+
+    final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPClientResponsePart
+        let promise: EventLoopPromise<Result>
+        let fd: Int32
+        let maxMemory: Int
+        var result = Result(status: 0, headers: [], body: [], bytesWritten: 0, sha256: "")
+        var hash = SHA256()
+        var failed = false
+
+        init(promise: EventLoopPromise<Result>, fd: Int32, maxMemory: Int) {
+            self.promise = promise
+            self.fd = fd
+            self.maxMemory = maxMemory
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard !failed else { return }
+            switch unwrapInboundIn(data) {
+            case .head(let h):
+                result.status = Int(h.status.code)
+                result.headers = h.headers.map { ($0.name, $0.value) }
+            case .body(let b):
+                // Error bodies stay in memory; only a 200's body goes to the file.
+                b.withUnsafeReadableBytes { bytes in
+                    if fd >= 0 && result.status == 200 {
+                        hash.update(bytes)
+                        var off = 0
+                        while off < bytes.count {
+                            let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
+                            if n < 0 { if errno == EINTR { continue }; fail(context, "cannot write the blob: \(String(cString: strerror(errno)))"); return }
+                            off += n
+                        }
+                        result.bytesWritten += bytes.count
+                    } else {
+                        if result.body.count + bytes.count > maxMemory { fail(context, "registry answer larger than \(maxMemory) bytes"); return }
+                        hash.update(bytes)
+                        result.body.append(contentsOf: bytes)
+                    }
+                }
+            case .end:
+                result.sha256 = hash.hex()
+                promise.succeed(result)
+            }
+        }
+
+        func fail(_ context: ChannelHandlerContext, _ why: String) {
+            failed = true
+            promise.fail(ImageError(why))
+            context.close(promise: nil)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(ImageError("the registry closed the connection before the answer was complete"))
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.fail(ImageError("registry connection failed: \(error)"))
+            context.close(promise: nil)
+        }
+    }
+}

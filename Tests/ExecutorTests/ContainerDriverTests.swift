@@ -1,0 +1,211 @@
+import CaravanModel
+@testable import Executor
+import Foundation
+import Testing
+
+let registryFixtureDir = NSTemporaryDirectory() + "caravan-registry-\(getpid())"
+
+/// A real docker-registry on loopback holding busybox:1.36 (built by Deploy/registry.sh),
+/// stopped when the test process exits.
+final class RegistryFixture: @unchecked Sendable {
+    static let shared = RegistryFixture()
+    let address = "127.0.0.1:\(5190 + Int(getpid() % 50))"
+    let dir = registryFixtureDir
+    let ready: Bool
+    let problem: String
+
+    init() {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/registry.sh").standardized.path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = [script, "up", address, dir]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        do { try p.run(); p.waitUntilExit() } catch {}
+        ready = p.terminationStatus == 0
+        problem = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        atexit {
+            if let pid = (try? String(contentsOfFile: registryFixtureDir + "/registry.pid", encoding: .utf8)).flatMap({ Int32($0.filter(\.isNumber)) }) {
+                kill(pid, SIGTERM)
+            }
+            try? FileManager.default.removeItem(atPath: registryFixtureDir)
+        }
+    }
+
+    /// The storage file of a blob, to corrupt it.
+    func blobData(_ digest: String) -> String {
+        let hex = digest.dropFirst(7)
+        return "\(dir)/storage/docker/registry/v2/blobs/sha256/\(hex.prefix(2))/\(hex)/data"
+    }
+}
+
+@Suite("Executor: container (OCI images through runc)", .enabled(if: canRunContainers), .serialized)
+struct ContainerDriverTests {
+    func executor(_ root: String, _ log: ReportLog) -> (Executor, ImageStore) {
+        let images = ImageStore(root: root + "/images")
+        let ex = Executor(root: root + "/alloc", nodeName: "n1",
+                          drivers: [ContainerDriver(images: images, stateRoot: root + "/runc")], report: log.sink)
+        return (ex, images)
+    }
+
+    func container(_ name: String, image: String, command: String? = nil, args: [String] = [], memory: Int = 64) -> TaskSpec {
+        var t = TaskSpec(name: name, driver: .container, config: DriverConfig(image: image, command: command, args: args))
+        t.resources = Resources(cpuMillicores: 100, memoryMiB: memory)
+        t.killTimeout = .seconds(2)
+        return t
+    }
+
+    static let once = RestartPolicy(attempts: 0, interval: .seconds(60), delay: .milliseconds(10), mode: .fail)
+
+    @Test("an image is pulled from the registry, verified, unpacked and run with its config merged with the task's")
+    func pullsAndRuns() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let root = tempDir("container")
+        let log = ReportLog()
+        let (ex, images) = executor(root, log)
+        var t = container("web", image: "\(reg.address)/busybox:1.36", command: "sh",
+                          args: ["-c", "cat /www/index.html; echo path=$PATH greeting=$GREETING dir=$CARAVAN_TASK_DIR; id -u; touch /bin/x && echo writable"])
+        t.env = ["GREETING": "hi"]
+        await ex.sync([assignment("c1", type: .batch, tasks: [t], restart: Self.once)])
+        try await log.wait("complete", timeout: .seconds(60), { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "c1")
+        let files = try #require(await ex.logFiles(allocation: "c1", task: "web", stderr: false))
+        let out = String(decoding: LogRotation.read(files, offset: 0, length: 4096).bytes, as: UTF8.self)
+        #expect(out == "hello from a caravan container\npath=/bin greeting=hi dir=/local\n0\nwritable\n", "\(String(describing: log.report("c1")))")
+        let ev = try #require(log.report("c1")?.taskStates["web"]?.events)
+        #expect(ev.contains { $0.type == "Image Pulled" })
+        // The task's writes went to its own layer, not the shared image.
+        let image = try await images.pull("\(reg.address)/busybox:1.36", auth: nil)
+        #expect(access(image.rootfs + "/bin/x", F_OK) != 0)
+        // The image's own command runs when the task gives none.
+        await ex.sync([assignment("c2", type: .batch, tasks: [container("plain", image: "\(reg.address)/busybox:1.36@\(image.digest)", args: ["echo", "by", "args"])],
+                                  restart: Self.once)])
+        try await log.wait("complete", timeout: .seconds(30), { $0?.clientStatus == .complete }, id: "c2")
+        let f2 = try #require(await ex.logFiles(allocation: "c2", task: "plain", stderr: false))
+        #expect(String(decoding: LogRotation.read(f2, offset: 0, length: 100).bytes, as: UTF8.self) == "by args\n")
+    }
+
+    @Test("a container over its 32 MiB limit is OOM-killed and reported so")
+    func oom() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let log = ReportLog()
+        let (ex, _) = executor(tempDir("container-oom"), log)
+        await ex.sync([assignment("c3", type: .batch, tasks: [container("hog", image: "\(reg.address)/busybox:1.36", command: "dd",
+                                                                         args: ["if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"], memory: 32)],
+                                  restart: Self.once)])
+        try await log.wait("failed", timeout: .seconds(60), { $0?.clientStatus == .failed }, id: "c3")
+        let st = try #require(log.report("c3")?.taskStates["hog"])
+        #expect(st.exitCode == 137 && st.events.contains { $0.type == "OOM Killed" }, "\(st.events)")
+    }
+
+    @Test("unknown image, unreachable registry and a corrupted blob each fail their task with a clear event")
+    func badImages() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let root = tempDir("container-bad")
+        let log = ReportLog()
+        let (ex, _) = executor(root, log)
+        await ex.sync([
+            assignment("b1", type: .batch, tasks: [container("t", image: "\(reg.address)/nosuch:1.0", command: "true")], restart: Self.once),
+            assignment("b2", type: .batch, tasks: [container("t", image: "127.0.0.1:1/busybox:1.36", command: "true")], restart: Self.once),
+            assignment("b3", type: .batch, tasks: [container("t", image: "busybox:1.36", command: "true")], restart: Self.once),
+        ])
+        func event(_ id: String) -> String { log.report(id)?.taskStates["t"]?.events.first { $0.type == "Image Pull Failed" }?.message ?? "" }
+        for id in ["b1", "b2", "b3"] { try await log.wait("failed", timeout: .seconds(30), { $0?.clientStatus == .failed }, id: id) }
+        #expect(event("b1").contains("not found in registry"), "\(event("b1"))")
+        #expect(event("b2").contains("cannot reach registry 127.0.0.1:1"), "\(event("b2"))")
+        #expect(event("b3").contains("names no registry"), "\(event("b3"))")
+
+        // A blob whose bytes do not match its digest is refused and not kept.
+        let images = ImageStore(root: root + "/images2")
+        var client = RegistryClient(ref: try ImageReference("\(reg.address)/busybox:1.36"), auth: nil)
+        let (bytes, _) = try await client.manifest("1.36")
+        let manifest = try JSONDecoder().decode(ImageStore.Manifest.self, from: Data(bytes))
+        let layer = try #require(manifest.layers?.first)
+        let data = reg.blobData(layer.digest)
+        let original = try Data(contentsOf: URL(fileURLWithPath: data))
+        var corrupted = original
+        corrupted[corrupted.count / 2] ^= 0xff
+        try corrupted.write(to: URL(fileURLWithPath: data))
+        defer { try? original.write(to: URL(fileURLWithPath: data)) }
+        await #expect(throws: ImageError.self) { _ = try await images.pull("\(reg.address)/busybox:1.36", auth: nil) }
+        do { _ = try await images.pull("\(reg.address)/busybox:1.36", auth: nil) } catch {
+            #expect(error.description.contains("digest mismatch"), "\(error)")
+        }
+        #expect(access(root + "/images2/blobs/sha256/" + layer.digest.dropFirst(7), F_OK) != 0)
+    }
+}
+
+/// Layers are applied with whiteouts honoured and nothing written outside the root.
+@Suite("Executor: layer unpacking") struct LayerUnpackerTests {
+    /// A tar archive built by hand (ustar headers with checksums).
+    static func tar(_ entries: [(name: String, type: Character, body: String, link: String)]) -> [UInt8] {
+        var out: [UInt8] = []
+        for e in entries {
+            var h = [UInt8](repeating: 0, count: 512)
+            func put(_ s: String, _ at: Int, _ len: Int) { for (i, b) in s.utf8.prefix(len).enumerated() { h[at + i] = b } }
+            func octal(_ v: Int, _ at: Int, _ len: Int) {
+                let s = String(v, radix: 8)
+                put(String(repeating: "0", count: max(0, len - 1 - s.count)) + s, at, len - 1)
+            }
+            put(e.name, 0, 100)
+            octal(e.type == "5" ? 0o755 : 0o644, 100, 8)
+            octal(0, 108, 8); octal(0, 116, 8)
+            octal(e.body.utf8.count, 124, 12)
+            octal(0, 136, 12)
+            h[156] = UInt8(e.type.asciiValue!)
+            put(e.link, 157, 100)
+            put("ustar", 257, 6); put("00", 263, 2)
+            for i in 148..<156 { h[i] = 0x20 }
+            let sum = h.reduce(0) { $0 + Int($1) }
+            octal(sum, 148, 7)
+            out += h
+            var body = Array(e.body.utf8)
+            while body.count % 512 != 0 { body.append(0) }
+            out += body
+        }
+        return out + [UInt8](repeating: 0, count: 1024)
+    }
+
+    func layer(_ bytes: [UInt8]) throws -> String {
+        let p = tempDir("layer") + "/layer.tar"
+        try Data(bytes).write(to: URL(fileURLWithPath: p))
+        return p
+    }
+
+    @Test func whiteoutsRemoveLowerFiles() throws {
+        let root = tempDir("rootfs")
+        let u = LayerUnpacker(root: root)
+        try u.apply(layer: try layer(Self.tar([("etc/", "5", "", ""), ("etc/a", "0", "A", ""), ("etc/b", "0", "B", ""), ("keep/", "5", "", ""), ("keep/x", "0", "X", "")])))
+        try u.apply(layer: try layer(Self.tar([("etc/.wh.a", "0", "", ""), ("keep/.wh..wh..opq", "0", "", ""), ("keep/y", "0", "Y", "")])))
+        #expect(access(root + "/etc/a", F_OK) != 0)
+        #expect(readSmallFile(root + "/etc/b") == "B")
+        #expect(access(root + "/keep/x", F_OK) != 0)
+        #expect(readSmallFile(root + "/keep/y") == "Y")
+    }
+
+    @Test func pathsThatEscapeTheRootAreRefused() throws {
+        let root = tempDir("rootfs-escape")
+        let u = LayerUnpacker(root: root)
+        #expect(throws: ImageError.self) { try u.apply(layer: try layer(Self.tar([("../escaped", "0", "bad", "")]))) }
+        #expect(access(root + "/../escaped", F_OK) != 0)
+        // A symlink to / followed by a file under it lands inside the root, not on the host.
+        let marker = "caravan-unpack-test-\(getpid())"
+        try u.apply(layer: try layer(Self.tar([("up", "2", "", "/"), ("up/tmp/\(marker)", "0", "inside", ""), ("rel", "2", "", "../../.."), ("rel/tmp/\(marker)2", "0", "inside", "")])))
+        #expect(access("/tmp/\(marker)", F_OK) != 0 && access("/tmp/\(marker)2", F_OK) != 0)
+        #expect(readSmallFile(root + "/tmp/\(marker)") == "inside")
+        #expect(readSmallFile(root + "/tmp/\(marker)2") == "inside")
+    }
+
+    @Test func imageReferencesAreParsedOrRefusedClearly() throws {
+        let r = try ImageReference("127.0.0.1:5000/library/busybox:1.36")
+        #expect(r.host == "127.0.0.1" && r.port == 5000 && r.repository == "library/busybox" && r.tag == "1.36" && r.digest == nil)
+        let d = try ImageReference("localhost:5000/busybox@sha256:" + String(repeating: "a", count: 64))
+        #expect(d.digest?.count == 71 && d.tag == "latest")
+        #expect(throws: ImageError.self) { try ImageReference("busybox") }
+        #expect(throws: ImageError.self) { try ImageReference("127.0.0.1:5000/BusyBox") }
+        #expect(throws: ImageError.self) { try ImageReference("127.0.0.1:5000/busybox@sha256:12") }
+    }
+}
