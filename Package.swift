@@ -83,7 +83,7 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
             "Gossip", "GossipSimulation", "Raft", "RaftNIO", "RaftSimulation", "CaravanTesting", "API", "Keyring",
-            "CaravanModel", "Scheduler", "ClusterState", "Agent",
+            "CaravanModel", "Scheduler", "ClusterState", "Agent", "Executor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),

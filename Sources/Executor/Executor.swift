@@ -32,13 +32,17 @@ public actor Executor {
     let drivers: [TaskSpec.Driver: any TaskDriver]
     let report: @Sendable ([AllocationReport]) async -> Bool
     let now: @Sendable () -> Int64
+    /// Called as each task's process is up (for benchmarks).
+    let taskStarted: (@Sendable (_ allocation: String, _ task: String) -> Void)?
     var allocs: [String: AllocRunner] = [:]
     var outbox: [String: AllocationReport] = [:]
     var flushing = false
 
     public init(root: String, nodeName: String, drivers: [any TaskDriver],
                 report: @escaping @Sendable ([AllocationReport]) async -> Bool,
-                now: @escaping @Sendable () -> Int64 = { Executor.unixMillis() }) {
+                now: @escaping @Sendable () -> Int64 = { Executor.unixMillis() },
+                taskStarted: (@Sendable (_ allocation: String, _ task: String) -> Void)? = nil) {
+        self.taskStarted = taskStarted
         self.root = root
         self.nodeName = nodeName
         self.drivers = Dictionary(drivers.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
@@ -246,6 +250,7 @@ public actor Executor {
         t.state.startedAt = now()
         t.state.record(TaskEvent(time: now(), type: "Started", message: "Task started by \(t.spec.driver.rawValue) (pid \(handle.pid))"))
         r.tasks[name] = t
+        taskStarted?(allocID, name)
         persist(r)
         if r.stopReason != nil || r.failReason != nil || t.killRequested { kill(r, name) }
         advance(r)

@@ -68,7 +68,14 @@ public struct RuncDriver: TaskDriver {
                              workingDirectory: bundle, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         let pid: Int32
         do { pid = try await ProcessSupervisor.shared.spawn(spec, onExit: ctx.onExit) } catch { throw DriverError(error.description) }
-        return TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0, container: id, bundle: bundle)
+        let start = ProcessIdentity.startTime(of: pid) ?? 0
+        // Running means the container's process exists: runc writes its pid file once it has
+        // created it. If runc ends first, its exit (with the reason in the task's stderr) follows.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while access(bundle + "/init.pid", F_OK) != 0 && ProcessIdentity.isAlive(pid: pid, startTime: start) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return TaskHandle(pid: pid, startTime: start, container: id, bundle: bundle)
     }
 
     public func signal(_ handle: TaskHandle, _ signal: Int32) {
