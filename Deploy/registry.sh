@@ -50,6 +50,7 @@ CFG
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$work/bundle/rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/bundle/rootfs/etc/group"
   echo "hello from a caravan container" >"$work/bundle/rootfs/www/index.html"
+  cp "$work/bundle/rootfs/www/index.html" "$work/bundle/rootfs/index.html"
   umoci repack --image "$work/oci:1.36" "$work/bundle" >/dev/null
   umoci config --image "$work/oci:1.36" --config.cmd sh --config.env PATH=/bin --config.workingdir / >/dev/null
   skopeo copy -q --dest-tls-verify=false "oci:$work/oci:1.36" "docker://$addr/busybox:1.36"

@@ -21,6 +21,8 @@ public struct GroupSummaryView: Codable, Sendable, Equatable {
     public var complete: Int
     public var failed: Int
     public var lost: Int
+    /// Running with every service check passing.
+    public var healthy: Int = 0
     public init(name: String, desired: Int, placed: Int, pending: Int, running: Int, complete: Int, failed: Int, lost: Int) {
         self.name = name
         self.desired = desired
@@ -54,6 +56,8 @@ public struct AllocationView: Codable, Sendable, Equatable {
     public var diskMiB: Int = 0
     /// Per task: state, restarts, exit code and recent events.
     public var taskStates: [String: TaskStateView] = [:]
+    /// Service checks by `<service>.<index>.<type>`: pending, passing, warning or critical.
+    public var checks: [String: String] = [:]
     public init(id: String, name: String, node: String, group: String, jobVersion: Int, desiredStatus: String, desiredDescription: String,
                 clientStatus: String, clientDescription: String, cpuMillicores: Int, memoryMiB: Int, ports: [String: Int],
                 previousAllocation: String?, createIndex: UInt64, modifyIndex: UInt64) {

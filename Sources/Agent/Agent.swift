@@ -104,7 +104,7 @@ public final class Agent: Sendable {
         var join = config.join
         for a in await node.rememberedPeers() where !join.contains(a) { join.append(a) }
         if !join.isEmpty { await node.join(join) }
-        let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, drivers: drivers,
+        let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, address: config.bind, drivers: drivers,
                                 report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
         return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, logger: logger, capacity: capacity,
                      metadata: metadata)

@@ -140,6 +140,7 @@ enum ClusterViews {
                        cpuMillicores: a.cpuMillicores, memoryMiB: a.memoryMiB, ports: a.ports,
                        previousAllocation: a.previousAllocation, createIndex: a.createIndex, modifyIndex: a.modifyIndex)
         v.namespace = a.namespace
+        v.checks = a.checks
         v.jobID = a.jobID
         v.diskMiB = a.diskMiB
         v.taskStates = a.taskStates.mapValues { t in
@@ -156,9 +157,11 @@ enum ClusterViews {
             let mine = allocs.filter { $0.group == g.name && $0.jobVersion <= rec.version }
             let current = mine.filter { $0.desiredStatus == .run }
             func n(_ st: Allocation.ClientStatus) -> Int { current.filter { $0.clientStatus == st }.count }
-            return GroupSummaryView(name: g.name, desired: rec.stopped ? 0 : g.count,
-                                    placed: current.filter(\.isLive).count, pending: n(.pending), running: n(.running),
-                                    complete: n(.complete), failed: n(.failed), lost: n(.lost))
+            var v = GroupSummaryView(name: g.name, desired: rec.stopped ? 0 : g.count,
+                                     placed: current.filter(\.isLive).count, pending: n(.pending), running: n(.running),
+                                     complete: n(.complete), failed: n(.failed), lost: n(.lost))
+            v.healthy = current.filter(\.isHealthy).count
+            return v
         }
         let live = allocs.contains { $0.isLive }
         let status: String

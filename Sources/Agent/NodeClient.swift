@@ -70,7 +70,7 @@ struct NodeClient: Service {
     static func commit(_ reports: [AllocationReport], raft: RaftNode, logger: Logger) async -> Bool {
         let updates = reports.map {
             ClientAllocationUpdate(allocationID: $0.allocationID, clientStatus: $0.clientStatus, description: $0.description,
-                                   taskStates: $0.taskStates)
+                                   taskStates: $0.taskStates, checks: $0.checks.mapValues(\.rawValue))
         }
         do {
             let answer = try await raft.apply(Command.clientUpdate(updates).encode(), timeout: .seconds(5))

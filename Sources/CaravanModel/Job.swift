@@ -242,6 +242,12 @@ public struct ServiceSpec: Sendable, Equatable {
     public var port: String?
     public var tags: [String] = []
     public var checks: [Check] = []
+    public init(name: String, port: String? = nil, tags: [String] = [], checks: [Check] = []) {
+        self.name = name
+        self.port = port
+        self.tags = tags
+        self.checks = checks
+    }
 }
 
 public struct Check: Sendable, Equatable {
@@ -255,6 +261,17 @@ public struct Check: Sendable, Equatable {
     public var timeout: Duration = .seconds(2)
     /// Restart the task after this many consecutive failures (0 = never).
     public var restartAfter: Int = 0
+    public init(type: Kind, path: String? = nil, command: String? = nil, args: [String] = [], port: String? = nil,
+                interval: Duration = .seconds(10), timeout: Duration = .seconds(2), restartAfter: Int = 0) {
+        self.type = type
+        self.path = path
+        self.command = command
+        self.args = args
+        self.port = port
+        self.interval = interval
+        self.timeout = timeout
+        self.restartAfter = restartAfter
+    }
 }
 
 public struct Lifecycle: Sendable, Equatable {

@@ -61,6 +61,8 @@ public struct Allocation: Sendable, Equatable {
     public var rescheduleAttempts: Int = 0
     /// What each task is doing, as its node last reported (keyed by task name).
     public var taskStates: [String: TaskState] = [:]
+    /// Service checks by `<service>.<index>.<type>`: pending, passing, warning or critical.
+    public var checks: [String: String] = [:]
     public var createIndex: UInt64 = 0
     public var modifyIndex: UInt64 = 0
 
@@ -82,6 +84,9 @@ public struct Allocation: Sendable, Equatable {
         desiredStatus == .run && (clientStatus == .pending || clientStatus == .running)
     }
     public var isTerminal: Bool { !isLive }
+
+    /// Running, with every service check passing (no checks: running is enough).
+    public var isHealthy: Bool { clientStatus == .running && checks.values.allSatisfy { $0 == "passing" } }
 }
 
 /// One task of an allocation as its node reports it: Nomad's task state with its recent events.

@@ -151,6 +151,7 @@ public struct ClusterState: Sendable, Equatable {
                 a.clientStatus = u.clientStatus
                 a.clientDescription = u.description
                 if let ts = u.taskStates { a.taskStates = ts }
+                if let cs = u.checks { a.checks = cs }
                 a.modifyIndex = index
                 allocations[u.allocationID] = a
                 touch(.allocations, index)
@@ -244,7 +245,7 @@ public struct ClusterState: Sendable, Equatable {
             for v in vs { job(v) }
         }
         w.varint(UInt64(nodes.count)); for k in nodes.keys.sorted() { RecordCodec.enc(nodes[k]!, &w) }
-        w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w); RecordCodec.enc(allocations[k]!.taskStates, &w) }
+        w.varint(UInt64(allocations.count)); for k in allocations.keys.sorted() { RecordCodec.enc(allocations[k]!, &w); RecordCodec.enc(allocations[k]!.taskStates, &w); RecordCodec.map(allocations[k]!.checks, &w) }
         w.varint(UInt64(evaluations.count)); for k in evaluations.keys.sorted() { RecordCodec.enc(evaluations[k]!, &w) }
         w.varint(UInt64(periodicLaunches.count))
         for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
@@ -288,8 +289,9 @@ public struct ClusterState: Sendable, Equatable {
         for _ in 0..<an {
             guard var a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }
             if format >= 3 {
-                guard let ts = RecordCodec.taskStates(&r) else { throw RestoreError(description: "bad task states") }
+                guard let ts = RecordCodec.taskStates(&r), let checks = RecordCodec.map(&r) else { throw RestoreError(description: "bad task states") }
                 a.taskStates = ts
+                a.checks = checks
             }
             s.allocations[a.id] = a
         }

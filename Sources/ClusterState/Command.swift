@@ -56,12 +56,15 @@ public enum Command: Sendable, Equatable {
             w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
         case .clientUpdate(let updates):
             // Updates that carry task states use the newer type; the older one stays readable in old logs.
-            let withTasks = updates.contains { $0.taskStates != nil }
+            let withTasks = updates.contains { $0.taskStates != nil || $0.checks != nil }
             w.byte(withTasks ? Tag.clientTaskUpdate.rawValue : Tag.clientUpdate.rawValue)
             w.varint(UInt64(updates.count))
             for u in updates {
                 w.string(u.allocationID); w.string(u.clientStatus.rawValue); w.string(u.description, max: 4096)
-                if withTasks { w.byte(u.taskStates == nil ? 0 : 1); RecordCodec.enc(u.taskStates ?? [:], &w) }
+                if withTasks {
+                    w.byte(u.taskStates == nil ? 0 : 1); RecordCodec.enc(u.taskStates ?? [:], &w)
+                    w.byte(u.checks == nil ? 0 : 1); RecordCodec.map(u.checks ?? [:], &w)
+                }
             }
         case .upsertEvaluations(let evals):
             w.byte(Tag.upsertEvaluations.rawValue)
@@ -117,8 +120,9 @@ public enum Command: Sendable, Equatable {
                     guard let id = r.string(), let st = r.string().flatMap(Allocation.ClientStatus.init(rawValue:)), let d = r.string(max: 4096) else { ok = false; break }
                     var u = ClientAllocationUpdate(allocationID: id, clientStatus: st, description: d)
                     if tag == .clientTaskUpdate {
-                        guard let has = r.byte(), let ts = RecordCodec.taskStates(&r) else { ok = false; break }
+                        guard let has = r.byte(), let ts = RecordCodec.taskStates(&r), let hasChecks = r.byte(), let cs = RecordCodec.map(&r) else { ok = false; break }
                         u.taskStates = has == 1 ? ts : nil
+                        u.checks = hasChecks == 1 ? cs : nil
                     }
                     ups.append(u)
                 }
@@ -146,10 +150,14 @@ public struct ClientAllocationUpdate: Sendable, Equatable {
     public var description: String
     /// The tasks' states; nil leaves the recorded ones as they are.
     public var taskStates: [String: TaskState]?
-    public init(allocationID: String, clientStatus: Allocation.ClientStatus, description: String, taskStates: [String: TaskState]? = nil) {
+    /// Service check statuses; nil leaves the recorded ones as they are.
+    public var checks: [String: String]?
+    public init(allocationID: String, clientStatus: Allocation.ClientStatus, description: String, taskStates: [String: TaskState]? = nil,
+                checks: [String: String]? = nil) {
         self.allocationID = allocationID
         self.clientStatus = clientStatus
         self.description = description
         self.taskStates = taskStates
+        self.checks = checks
     }
 }

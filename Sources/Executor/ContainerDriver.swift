@@ -66,6 +66,11 @@ public struct ContainerDriver: TaskDriver {
 
     public func signal(_ handle: TaskHandle, _ signal: Int32) { runc.signal(handle, signal) }
 
+    public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                        timeout: Duration) async -> (code: Int, output: String) {
+        await runc.execute(handle, command: command, environment: environment, directory: directory, timeout: timeout)
+    }
+
     public func cleanup(_ handle: TaskHandle) {
         runc.cleanup(handle)
         if let b = handle.bundle { _ = umount2(b + "/rootfs", Int32(MNT_DETACH)) }

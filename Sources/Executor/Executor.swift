@@ -20,6 +20,8 @@ public struct AllocationReport: Sendable, Equatable {
     public var clientStatus: Allocation.ClientStatus
     public var description: String
     public var taskStates: [String: TaskState]
+    /// Service checks by `<service>.<index>.<type>`.
+    public var checks: [String: CheckStatus] = [:]
 }
 
 /// Runs this node's allocations: starts their tasks through the drivers (prestart tasks first,
@@ -29,6 +31,8 @@ public struct AllocationReport: Sendable, Equatable {
 public actor Executor {
     public let root: String
     public let nodeName: String
+    /// The address service checks probe (the agent's bind address: tasks share the host network).
+    public let address: String
     let drivers: [TaskSpec.Driver: any TaskDriver]
     let report: @Sendable ([AllocationReport]) async -> Bool
     let now: @Sendable () -> Int64
@@ -38,11 +42,12 @@ public actor Executor {
     var outbox: [String: AllocationReport] = [:]
     var flushing = false
 
-    public init(root: String, nodeName: String, drivers: [any TaskDriver],
+    public init(root: String, nodeName: String, address: String = "127.0.0.1", drivers: [any TaskDriver],
                 report: @escaping @Sendable ([AllocationReport]) async -> Bool,
                 now: @escaping @Sendable () -> Int64 = { Executor.unixMillis() },
                 taskStarted: (@Sendable (_ allocation: String, _ task: String) -> Void)? = nil) {
         self.taskStarted = taskStarted
+        self.address = address
         self.root = root
         self.nodeName = nodeName
         self.drivers = Dictionary(drivers.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
@@ -75,6 +80,11 @@ public actor Executor {
         /// The cluster no longer lists it: forget it once its tasks are dead.
         var forgotten = false
         var lastReport: AllocationReport?
+        var checks: [String: CheckStatus] = [:]
+        var checkFailures: [String: Int] = [:]
+        /// Bumped whenever checking starts or stops; a check loop of an older generation ends.
+        var checkGeneration = 0
+        var checking = false
 
         init(_ a: Allocation, job: Job, group: TaskGroup) {
             allocation = a
@@ -321,6 +331,7 @@ public actor Executor {
             TaskCgroup(name: "\(r.allocation.id)-\(name)").remove()
             if t.hook != .poststop && !(t.hook == .poststart) && r.failReason == nil {
                 r.failReason = "task \(name) failed: \(reason)"
+                stopChecks(r)
                 for other in r.tasks.keys where other != name { kill(r, other, event: "Sibling Task Failed") }
             }
         }
@@ -363,6 +374,7 @@ public actor Executor {
     func stop(_ r: AllocRunner, reason: String) {
         guard r.stopReason == nil else { return }
         r.stopReason = reason
+        stopChecks(r)
         for name in r.tasks.keys { kill(r, name, event: "Killing", message: reason) }
         persist(r)
         advance(r)
@@ -428,8 +440,9 @@ public actor Executor {
 
     func refreshStatus(_ r: AllocRunner) {
         let (status, description) = clientStatus(r)
+        if status == .running && !r.checking && r.stopReason == nil && r.failReason == nil && !r.group.services.isEmpty { startChecks(r) }
         let rep = AllocationReport(allocationID: r.allocation.id, clientStatus: status, description: description,
-                                   taskStates: r.tasks.mapValues(\.state))
+                                   taskStates: r.tasks.mapValues(\.state), checks: r.checks)
         guard rep != r.lastReport else { return }
         r.lastReport = rep
         // A lost allocation's end is not reported: the cluster already replaced it.
@@ -459,7 +472,8 @@ public actor Executor {
     public func reports() -> [AllocationReport] {
         allocs.values.map { r in
             let (s, d) = clientStatus(r)
-            return AllocationReport(allocationID: r.allocation.id, clientStatus: s, description: d, taskStates: r.tasks.mapValues(\.state))
+            return AllocationReport(allocationID: r.allocation.id, clientStatus: s, description: d, taskStates: r.tasks.mapValues(\.state),
+                                    checks: r.checks)
         }
     }
 
@@ -486,6 +500,95 @@ public actor Executor {
                 }
             }
         }
+    }
+
+    // MARK: - Service checks
+
+    func startChecks(_ r: AllocRunner) {
+        let runs = CheckRun.all(group: r.group, ports: r.allocation.ports)
+        guard !runs.isEmpty else { return }
+        r.checking = true
+        r.checkGeneration += 1
+        let gen = r.checkGeneration, allocID = r.allocation.id
+        for c in runs {
+            if r.checks[c.name] == nil { r.checks[c.name] = .pending }
+            Task {
+                while true {
+                    try? await Task.sleep(for: c.check.interval)
+                    guard let probe = self.probe(allocID, gen, c) else { return }
+                    let (status, output) = await probe()
+                    guard self.checkResult(allocID, gen, c, status, output) else { return }
+                }
+            }
+        }
+    }
+
+    func stopChecks(_ r: AllocRunner) {
+        r.checking = false
+        r.checkGeneration += 1
+    }
+
+    /// The probe to run now, or nil when checking this allocation has stopped.
+    func probe(_ allocID: String, _ gen: Int, _ c: CheckRun) -> (@Sendable () async -> (CheckStatus, String))? {
+        guard let r = allocs[allocID], r.checkGeneration == gen, r.checking else { return nil }
+        let timeout = c.check.timeout, host = address
+        switch c.check.type {
+        case .http:
+            guard let port = c.port else { return { (.critical, "no port") } }
+            let path = c.check.path ?? "/"
+            return { await Probe.http(host: host, port: port, path: path, timeout: timeout) }
+        case .tcp:
+            guard let port = c.port else { return { (.critical, "no port") } }
+            return { await Probe.tcp(host: host, port: port, timeout: timeout) }
+        case .script:
+            guard let t = r.tasks[c.task], let handle = t.handle, let driver = drivers[t.spec.driver], let cmd = c.check.command else {
+                return { (.critical, "task \(c.task) is not running") }
+            }
+            let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: c.task)
+            let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
+                                            directories: dirs, isolated: t.spec.driver != .rawExec)
+            let command = [cmd] + c.check.args.map { TaskEnvironment.interpolate($0, env) }
+            return {
+                let (code, output) = await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)
+                // Nomad's convention: 0 passing, 1 warning, anything else critical.
+                return (code == 0 ? .passing : code == 1 ? .warning : .critical, output)
+            }
+        }
+    }
+
+    /// Records a check's result; false when checking has stopped. After `restartAfter`
+    /// consecutive failures the task is restarted (its restart policy counts it).
+    func checkResult(_ allocID: String, _ gen: Int, _ c: CheckRun, _ status: CheckStatus, _ output: String) -> Bool {
+        guard let r = allocs[allocID], r.checkGeneration == gen, r.checking else { return false }
+        let was = r.checks[c.name]
+        r.checks[c.name] = status
+        if status == .critical {
+            r.checkFailures[c.name, default: 0] += 1
+        } else {
+            r.checkFailures[c.name] = 0
+        }
+        if was != status, let task = r.tasks[c.task] {
+            let line = output.split(separator: "\n").last.map(String.init) ?? ""
+            r.tasks[c.task]!.state.record(TaskEvent(time: now(), type: status == .passing ? "Check Passing" : "Check Failing",
+                                                    message: "\(c.name): \(status.rawValue)\(line.isEmpty ? "" : " (\(line.prefix(200)))")"))
+            _ = task
+        }
+        if c.check.restartAfter > 0, (r.checkFailures[c.name] ?? 0) >= c.check.restartAfter,
+           let t = r.tasks[c.task], let handle = t.handle, let driver = drivers[t.spec.driver] {
+            r.checkFailures[c.name] = 0
+            r.tasks[c.task]!.state.record(TaskEvent(time: now(), type: "Restart Signaled",
+                                                    message: "check \(c.name) failed \(c.check.restartAfter) times in a row"))
+            driver.signal(handle, Signals.number(t.spec.killSignal) ?? SIGTERM)
+            let taskGen = t.generation, timeout = t.spec.killTimeout, name = c.task
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.killTimedOut(allocID, name, taskGen)
+            }
+            // Checking starts again once the task runs again.
+            stopChecks(r)
+        }
+        refreshStatus(r)
+        return r.checking && r.checkGeneration == gen
     }
 
     // MARK: - Persistence and recovery

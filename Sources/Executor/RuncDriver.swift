@@ -92,6 +92,13 @@ public struct RuncDriver: TaskDriver {
         return String(state[r.upperBound...].prefix { $0.isNumber })
     }
 
+    /// `runc exec` in the task's container (its namespaces, root and environment).
+    public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                        timeout: Duration) async -> (code: Int, output: String) {
+        guard let runc, let id = handle.container else { return (127, "the task has no container") }
+        return await runCommand(runc, ["runc", "--root", stateRoot, "exec", id] + command, timeout: timeout)
+    }
+
     public func cleanup(_ handle: TaskHandle) {
         guard let runc, let id = handle.container else { return }
         Task { _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id]) }

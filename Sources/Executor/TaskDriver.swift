@@ -1,4 +1,5 @@
 import CaravanModel
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,6 +63,10 @@ public protocol TaskDriver: Sendable {
     func signal(_ handle: TaskHandle, _ signal: Int32)
     /// Frees what the task held after it ended (runc state, mounts).
     func cleanup(_ handle: TaskHandle)
+    /// Runs a command in the task's context (script checks, `alloc exec`): its exit code and
+    /// combined output (at most 64 KiB).
+    func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                 timeout: Duration) async -> (code: Int, output: String)
 }
 
 extension TaskDriver {
@@ -72,6 +77,15 @@ extension TaskDriver {
     }
 
     public func cleanup(_ handle: TaskHandle) {}
+
+    /// A plain process with the task's environment, in its directory.
+    public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                        timeout: Duration) async -> (code: Int, output: String) {
+        guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]) else {
+            return (127, "command \(command.first ?? "") not found")
+        }
+        return await runCommand(path, command, environment: environment.map { "\($0.key)=\($0.value)" }, directory: directory, timeout: timeout)
+    }
 }
 
 /// Signal names as job files write them.
@@ -126,18 +140,62 @@ func resolveCommand(_ command: String, path: String?) -> String? {
     return nil
 }
 
-/// Runs a helper program to completion and returns its exit code and output (for `runc state`,
-/// `runc delete`): short-lived calls, not per-task helpers.
-func runHelper(_ path: String, _ args: [String]) async -> (code: Int, output: String) {
-    let out = "/tmp/caravan-helper-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+/// Runs a program to completion (runc state/delete/exec, script checks) and returns its exit
+/// code and combined output; killed after `timeout`. Short-lived, not a per-task helper.
+func runCommand(_ path: String, _ argv: [String], environment: [String] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                directory: String? = nil, timeout: Duration = .seconds(30)) async -> (code: Int, output: String) {
+    let out = "/tmp/caravan-cmd-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
     defer { unlink(out) }
-    let result: ExitStatus = await withCheckedContinuation { c in
-        Task {
-            do {
-                _ = try await ProcessSupervisor.shared.spawn(SpawnSpec(path: path, arguments: [path] + args, environment: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                                                                       stdoutPath: out, stderrPath: out)) { c.resume(returning: $0) }
-            } catch { c.resume(returning: ExitStatus(code: 127)) }
+    let done = ExitLatch()
+    let pid: Int32
+    do {
+        pid = try await ProcessSupervisor.shared.spawn(SpawnSpec(path: path, arguments: argv, environment: environment, workingDirectory: directory,
+                                                                 stdoutPath: out, stderrPath: out)) { done.finish($0) }
+    } catch { return (127, error.description) }
+    let start = ProcessIdentity.startTime(of: pid) ?? 0
+    let status = await withTaskGroup(of: ExitStatus?.self) { g in
+        g.addTask { await done.wait() }
+        g.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await g.next()!
+        if first == nil {
+            // Timed out: kill its process group, then wait for the exit.
+            if ProcessIdentity.isAlive(pid: pid, startTime: start) { kill(-pid, SIGKILL); kill(pid, SIGKILL) }
+        }
+        g.cancelAll()
+        return first ?? ExitStatus(code: 124)
+    }
+    let text = readSmallFile(out, limit: 64 << 10) ?? ""
+    return (status.code, status.code == 124 ? text + "(timed out after \(timeout))" : text)
+}
+
+/// Runs a helper with the default environment (runc state, delete).
+func runHelper(_ path: String, _ args: [String]) async -> (code: Int, output: String) {
+    await runCommand(path, [path] + args)
+}
+
+/// One exit, awaited once.
+final class ExitLatch: Sendable {
+    private let state = Mutex<(status: ExitStatus?, waiter: CheckedContinuation<ExitStatus?, Never>?)>((nil, nil))
+
+    func finish(_ s: ExitStatus) {
+        let w = state.withLock { st -> CheckedContinuation<ExitStatus?, Never>? in
+            st.status = s
+            defer { st.waiter = nil }
+            return st.waiter
+        }
+        w?.resume(returning: s)
+    }
+
+    func wait() async -> ExitStatus? {
+        await withCheckedContinuation { c in
+            let ready = state.withLock { st -> ExitStatus? in
+                if st.status == nil { st.waiter = c }
+                return st.status
+            }
+            if let ready { c.resume(returning: ready) }
         }
     }
-    return (result.code, readSmallFile(out) ?? "")
 }

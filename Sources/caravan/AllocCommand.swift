@@ -29,6 +29,10 @@ struct AllocCommand: AsyncParsableCommand {
                 Client Status = \(a.clientStatus)\(a.clientDescription.isEmpty ? "" : " (\(a.clientDescription))")
                 Resources     = \(a.cpuMillicores)m CPU, \(a.memoryMiB)Mi memory\(a.ports.isEmpty ? "" : ", ports " + a.ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
                 """)
+            if !a.checks.isEmpty {
+                print("\nChecks:")
+                printTable(["CHECK", "STATUS"], a.checks.sorted { $0.key < $1.key }.map { [$0.key, $0.value] })
+            }
             for (name, t) in a.taskStates.sorted(by: { $0.key < $1.key }) {
                 let exit = t.exitCode.map { ", last exit code \($0)" } ?? ""
                 print("\nTask \"\(name)\" is \"\(t.state)\"\(t.failed ? " (failed)" : ""), \(t.restarts) restart(s)\(exit)")

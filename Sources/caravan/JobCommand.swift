@@ -68,7 +68,7 @@ struct JobCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "run",
             abstract: "Register a job (YAML or JSON) on any agent and follow it until it runs.",
-            discussion: "The file is checked here first; the leader commits the job and places its instances, and their nodes start them. Without --detach, shows progress until every instance runs (batch: has run or is running), or one fails.")
+            discussion: "The file is checked here first; the leader commits the job and places its instances, and their nodes start them. Without --detach, shows progress until every instance runs with its service checks passing (batch: has run or is running), or one fails.")
 
         @OptionGroup var client: ClientOptions
         @Argument(help: "The job file.") var file: String
@@ -90,11 +90,12 @@ struct JobCommand: AsyncParsableCommand {
             var last = ""
             while true {
                 let st: JobStatusView = try await cli { () async throws(ClientError) in try await api.job(reg.id) }
-                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.complete) complete, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
+                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.healthy) healthy, \($0.complete) complete, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
                 if line != last && !json { print("  " + line); last = line }
                 let batch = st.type == "batch" || st.type == "sysbatch"
                 let caughtUp = st.modifyIndex >= reg.index
-                let done = caughtUp && st.groups.allSatisfy { batch ? $0.running + $0.complete >= $0.desired : $0.running >= $0.desired }
+                // Healthy: running with every service check passing.
+                let done = caughtUp && st.groups.allSatisfy { batch ? $0.running + $0.complete >= $0.desired : $0.healthy >= $0.desired }
                 let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
                 if done || !failed.isEmpty || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
                     if json { return try printJSON(st) }

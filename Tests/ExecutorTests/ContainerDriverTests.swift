@@ -69,7 +69,7 @@ struct ContainerDriverTests {
                           args: ["-c", "cat /www/index.html; echo path=$PATH greeting=$GREETING dir=$CARAVAN_TASK_DIR; id -u; touch /bin/x && echo writable"])
         t.env = ["GREETING": "hi"]
         await ex.sync([assignment("c1", type: .batch, tasks: [t], restart: Self.once)])
-        try await log.wait("complete", timeout: .seconds(60), { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "c1")
+        try await log.wait("complete", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "c1")
         let files = try #require(await ex.logFiles(allocation: "c1", task: "web", stderr: false))
         let out = String(decoding: LogRotation.read(files, offset: 0, length: 4096).bytes, as: UTF8.self)
         #expect(out == "hello from a caravan container\npath=/bin greeting=hi dir=/local\n0\nwritable\n", "\(String(describing: log.report("c1")))")
@@ -81,7 +81,7 @@ struct ContainerDriverTests {
         // The image's own command runs when the task gives none.
         await ex.sync([assignment("c2", type: .batch, tasks: [container("plain", image: "\(reg.address)/busybox:1.36@\(image.digest)", args: ["echo", "by", "args"])],
                                   restart: Self.once)])
-        try await log.wait("complete", timeout: .seconds(30), { $0?.clientStatus == .complete }, id: "c2")
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "c2")
         let f2 = try #require(await ex.logFiles(allocation: "c2", task: "plain", stderr: false))
         #expect(String(decoding: LogRotation.read(f2, offset: 0, length: 100).bytes, as: UTF8.self) == "by args\n")
     }
@@ -95,7 +95,7 @@ struct ContainerDriverTests {
         await ex.sync([assignment("c3", type: .batch, tasks: [container("hog", image: "\(reg.address)/busybox:1.36", command: "dd",
                                                                          args: ["if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"], memory: 32)],
                                   restart: Self.once)])
-        try await log.wait("failed", timeout: .seconds(60), { $0?.clientStatus == .failed }, id: "c3")
+        try await log.wait("failed", { $0?.clientStatus == .failed }, id: "c3")
         let st = try #require(log.report("c3")?.taskStates["hog"])
         #expect(st.exitCode == 137 && st.events.contains { $0.type == "OOM Killed" }, "\(st.events)")
     }
@@ -113,7 +113,7 @@ struct ContainerDriverTests {
             assignment("b3", type: .batch, tasks: [container("t", image: "busybox:1.36", command: "true")], restart: Self.once),
         ])
         func event(_ id: String) -> String { log.report(id)?.taskStates["t"]?.events.first { $0.type == "Image Pull Failed" }?.message ?? "" }
-        for id in ["b1", "b2", "b3"] { try await log.wait("failed", timeout: .seconds(30), { $0?.clientStatus == .failed }, id: id) }
+        for id in ["b1", "b2", "b3"] { try await log.wait("failed", { $0?.clientStatus == .failed }, id: id) }
         #expect(event("b1").contains("not found in registry"), "\(event("b1"))")
         #expect(event("b2").contains("cannot reach registry 127.0.0.1:1"), "\(event("b2"))")
         #expect(event("b3").contains("names no registry"), "\(event("b3"))")
