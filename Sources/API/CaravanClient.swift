@@ -262,6 +262,12 @@ public struct CaravanClient: Sendable {
         try await request(.GET, "/v1/allocation/" + Self.escape(id))
     }
 
+    /// Runs a command inside a running task, on the node that runs it.
+    public func exec(allocation: String, task: String, command: [String], timeout: Double? = nil) async throws(ClientError) -> ExecResultView {
+        try await request(.POST, "/v1/client/allocation/\(Self.escape(allocation))/exec/\(Self.escape(task))",
+                          body: ExecRequest(command: command, timeout: timeout))
+    }
+
     public struct LogChunk: Sendable {
         public var bytes: [UInt8]
         /// Where `bytes` start in the stream, and the stream's size when read.

@@ -79,6 +79,27 @@ public struct AllocationView: Codable, Sendable, Equatable {
     }
 }
 
+/// `POST /v1/client/allocation/{id}/exec/{task}`: a command run inside a task.
+public struct ExecRequest: Codable, Sendable, Equatable {
+    public var command: [String]
+    /// Seconds before the command is killed (default 30, at most 300).
+    public var timeout: Double?
+    public init(command: [String], timeout: Double? = nil) {
+        self.command = command
+        self.timeout = timeout
+    }
+}
+
+public struct ExecResultView: Codable, Sendable, Equatable {
+    public var exitCode: Int
+    /// stdout and stderr together, at most 64 KiB.
+    public var output: String
+    public init(exitCode: Int, output: String) {
+        self.exitCode = exitCode
+        self.output = output
+    }
+}
+
 /// One task of an allocation (`alloc status`).
 public struct TaskStateView: Codable, Sendable, Equatable {
     /// pending, running or dead.

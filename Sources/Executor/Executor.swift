@@ -479,6 +479,18 @@ public actor Executor {
 
     public func handle(allocation: String, task: String) -> TaskHandle? { allocs[allocation]?.tasks[task]?.handle }
 
+    /// Runs a command inside a running task (`caravan alloc exec`): isolated and container tasks
+    /// through `runc exec`, raw_exec tasks as a process with the task's environment.
+    public func execute(allocation: String, task: String, command: [String], timeout: Duration) async throws(DriverError) -> (code: Int, output: String) {
+        guard let r = allocs[allocation], let t = r.tasks[task] else { throw DriverError("this node runs no task \(task) of allocation \(allocation)") }
+        guard let handle = t.handle, let driver = drivers[t.spec.driver] else { throw DriverError("task \(task) is not running (\(t.state.state.rawValue))") }
+        guard !command.isEmpty else { throw DriverError("no command given", event: "Failed Validation") }
+        let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
+        let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
+                                        directories: dirs, isolated: t.spec.driver != .rawExec)
+        return await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)
+    }
+
     /// The log files of one task (rotated ones first), or nil if this node does not hold it.
     public func logFiles(allocation: String, task: String, stderr: Bool) -> [String]? {
         guard let r = allocs[allocation], r.tasks[task] != nil else {

@@ -8,7 +8,7 @@ import Glibc
 struct AllocCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "alloc", abstract: "Inspect allocations: their tasks' states and events, and their output.",
-        subcommands: [Status.self, Logs.self])
+        subcommands: [Status.self, Logs.self, Exec.self])
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "status", abstract: "An allocation's status, tasks and recent task events.")
@@ -38,6 +38,28 @@ struct AllocCommand: AsyncParsableCommand {
                 print("\nTask \"\(name)\" is \"\(t.state)\"\(t.failed ? " (failed)" : ""), \(t.restarts) restart(s)\(exit)")
                 printTable(["TIME", "TYPE", "DESCRIPTION"], t.events.reversed().map { [formatTime($0.time), $0.type, $0.message] })
             }
+        }
+    }
+
+    struct Exec: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "exec", abstract: "Run a command inside a running task and print its output.",
+            discussion: "Runs in the task's container (exec and container drivers) or with its environment and directory (raw_exec). Not interactive: the output is printed when the command ends; the exit status is the command's.")
+        @OptionGroup var client: ClientOptions
+        @Option(help: "Seconds before the command is killed (at most 300).") var timeout: Double = 30
+        @Argument(help: "The allocation id (or a unique prefix).") var id: String
+        @Argument(help: "The task name.") var task: String
+        @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
+
+        func run() async throws {
+            let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+            guard !cmd.isEmpty else { throw CLIError.usage("name a command to run, e.g. caravan alloc exec \(id) \(task) ls /") }
+            let api = try client.client()
+            let r: ExecResultView = try await cli { () async throws(ClientError) in
+                try await api.exec(allocation: id, task: task, command: cmd, timeout: timeout)
+            }
+            print(r.output, terminator: "")
+            if r.exitCode != 0 { throw ExitCode(Int32(truncatingIfNeeded: r.exitCode)) }
         }
     }
 

@@ -27,6 +27,9 @@ struct Caravan: AsyncParsableCommand {
         } catch let e as CLIError {
             printError("error: \(e.message)")
             Glibc.exit(e.exitCode)
+        } catch let e as ExitCode where e.rawValue != 0 {
+            // A status handed through as it is (`alloc exec` ends with its command's).
+            Glibc.exit(e.rawValue)
         } catch {
             let code = exitCode(for: error)
             if code == .success {

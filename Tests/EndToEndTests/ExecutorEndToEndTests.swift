@@ -66,6 +66,14 @@ import Testing
         #expect(again.taskStates["tick"]?.restarts == 0)
         #expect(Self.startedPid(again, "tick") == pid)
 
+        // A command inside the task, through any agent: its environment, its output, its exit status.
+        // (The address goes first: everything after the task is the command.)
+        let ex = try LocalCluster.run(["alloc", "exec", "--address", "http://\(c.ip(0)):4680", String(id.prefix(8)), "tick",
+                                       "--", "/bin/sh", "-c", "echo $CARAVAN_TASK_NAME; exit 3"])
+        #expect(ex.stdout == "tick\n" && ex.status == 3, "\(ex.stdout)\(ex.stderr)")
+        let none = try LocalCluster.run(["alloc", "exec", "--address", "http://\(c.ip(0)):4680", id, "nosuch", "true"])
+        #expect(none.status == 2 && none.stderr.contains("no task nosuch"), "\(none.stderr)")
+
         // Stopping the job kills the task.
         #expect(try c.cli(0, ["job", "stop", "ticker"]).status == 0)
         try await c.eventually(within: .seconds(10), "the task is killed") { Foundation.kill(pid, 0) != 0 }

@@ -13,6 +13,7 @@ struct AllocationRoutes {
     var jobs: JobRoutes { JobRoutes(agent: agent) }
 
     func register(on router: Router<BasicRequestContext>) {
+        registerExec(on: router)
         router.get("/v1/allocation/:id") { request, context in
             JobRoutes.raw(try await allocation(context.parameters.get("id") ?? "", request).data)
         }
@@ -54,6 +55,30 @@ struct AllocationRoutes {
         }
     }
 
+    func registerExec(on router: Router<BasicRequestContext>) {
+        router.post("/v1/client/allocation/:id/exec/:task") { request, context in
+            let task = context.parameters.get("task") ?? ""
+            let body = try await request.body.collect(upTo: maxBodyBytes)
+            let req: ExecRequest
+            do { req = try JSONDecoder().decode(ExecRequest.self, from: Data(buffer: body)) } catch {
+                throw APIError(.badRequest, "invalid_body", "expected {\"command\": [\"program\", \"arg\", …], \"timeout\": seconds}")
+            }
+            guard !req.command.isEmpty, !req.command[0].isEmpty else { throw APIError(.badRequest, "invalid_body", "command must name a program") }
+            let timeout = min(300, max(1, req.timeout ?? 30))
+            let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
+            if view.node != agent.config.name {
+                return try await forward(to: view.node, request, body: Array(buffer: body))
+            }
+            do {
+                let (code, output) = try await agent.executor.execute(allocation: view.id, task: task, command: req.command,
+                                                                      timeout: .milliseconds(Int64(timeout * 1000)))
+                return JSONResponse.make(ExecResultView(exitCode: code, output: output))
+            } catch {
+                throw APIError(.badRequest, "task_not_running", "\(error)")
+            }
+        }
+    }
+
     /// The allocation by id or unique prefix; 404 when there is none.
     func allocation(_ id: String, _ request: Request) async throws -> (data: [UInt8], view: AllocationView) {
         var q = ClusterQuery(kind: .allocation)
@@ -64,7 +89,7 @@ struct AllocationRoutes {
     }
 
     /// Passes the request to the agent named `node` (its HTTP address comes from gossip).
-    func forward(to node: String, _ request: Request) async throws -> Response {
+    func forward(to node: String, _ request: Request, body: [UInt8]? = nil) async throws -> Response {
         guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status == .alive || m.status == .suspect,
               let meta = NodeMetadata.decode(m.metadata) else {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which holds the logs, is not alive")
@@ -75,7 +100,7 @@ struct AllocationRoutes {
         }
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let r: CaravanClient.Response
-        do { r = try await client.send(.GET, path) } catch {
+        do { r = try await client.send(body == nil ? .GET : .POST, path, body: body) } catch {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
         }
         var headers = HTTPFields()
