@@ -10,8 +10,8 @@ import ServiceLifecycle
 /// This agent's side of running work: watches the allocations the cluster assigns to this node,
 /// hands them to the executor, and commits what the executor reports (`clientUpdate`).
 ///
-/// Allocations are read from the local state copy on Raft members and from the leader
-/// otherwise; the read repeats every `interval`, and at once when a report was committed.
+/// Allocations are read through the leader (ReadIndex: linearizable, so an allocation absent
+/// from the answer is really gone); the read repeats every `interval`.
 struct NodeClient: Service {
     let agent: Agent
     var interval: Duration = .milliseconds(250)
@@ -26,7 +26,10 @@ struct NodeClient: Service {
             do {
                 var q = ClusterQuery(kind: .nodeAllocations)
                 q.id = agent.config.name
-                let data = try await agent.raft.read(q.encode(), stale: true, timeout: .seconds(5))
+                // Linearizable, never this agent's possibly lagging copy: an allocation missing from
+                // a stale view (a voter still replaying its log after a restart) would be killed.
+                // Without a leader the read fails and the tasks run on as they are.
+                let data = try await agent.raft.read(q.encode(), stale: false, timeout: .seconds(5))
                 let views = try JSONDecoder().decode([AssignmentView].self, from: Data(data))
                 var assignments: [Assignment] = []
                 var texts = Set<String>()
