@@ -54,7 +54,19 @@ CFG
   umoci repack --image "$work/oci:1.36" "$work/bundle" >/dev/null
   umoci config --image "$work/oci:1.36" --config.cmd sh --config.env PATH=/bin --config.workingdir / >/dev/null
   skopeo copy -q --dest-tls-verify=false "oci:$work/oci:1.36" "docker://$addr/busybox:1.36"
-  echo "registry on http://$addr with $addr/busybox:1.36"
+  # The same image as a Docker v2 schema 2 manifest, and behind an OCI image index (multi-arch).
+  skopeo copy -q --dest-tls-verify=false --format v2s2 "oci:$work/oci:1.36" "docker://$addr/busybox:1.36-v2s2"
+  manifest=$(sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p' "$work/oci/index.json")
+  size=$(stat -c %s "$work/oci/blobs/sha256/${manifest#sha256:}")
+  arch=$(uname -m); case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"%s","os":"linux"}}]}' \
+    "$manifest" "$size" "$arch" >"$work/index.json"
+  index=$(sha256sum "$work/index.json" | cut -d' ' -f1)
+  cp "$work/index.json" "$work/oci/blobs/sha256/$index"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"multi"}}]}' \
+    "$index" "$(stat -c %s "$work/index.json")" >"$work/oci/index.json"
+  skopeo copy -q --all --dest-tls-verify=false "oci:$work/oci:multi" "docker://$addr/busybox:1.36-multi"
+  echo "registry on http://$addr with $addr/busybox:1.36 (also :1.36-v2s2 and the index :1.36-multi)"
   ;;
 down)
   if [[ -f "$dir/registry.pid" ]]; then kill "$(cat "$dir/registry.pid")" 2>/dev/null || true; rm -f "$dir/registry.pid"; fi

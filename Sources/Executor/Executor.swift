@@ -384,14 +384,17 @@ public actor Executor {
     /// Sends the task its kill signal, then SIGKILL after its kill timeout.
     func kill(_ r: AllocRunner, _ name: String, event: String = "Killing", message: String? = nil) {
         guard var t = r.tasks[name], !t.isDead else { return }
-        t.killRequested = true
         if t.waitingToRestart {
+            t.killRequested = true
             t.waitingToRestart = false
             t.state.state = .dead
             t.state.finishedAt = now()
             r.tasks[name] = t
             return
         }
+        // A task that never started is left to `advance` (a poststop task still has to run).
+        guard t.handle != nil || t.starting else { return }
+        t.killRequested = true
         guard let handle = t.handle, let driver = drivers[t.spec.driver] else { r.tasks[name] = t; return }
         let sig = Signals.number(t.spec.killSignal) ?? SIGTERM
         t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "") + "sent \(t.spec.killSignal), SIGKILL after \(Units.text(t.spec.killTimeout))"))

@@ -130,8 +130,9 @@ import Testing
             child = all.first { $0.id.hasPrefix("tick-periodic-") }
             return child != nil
         }
-        try await c.eventually(within: .seconds(10), "the launch is placed") {
-            Self.job(c, 0, child!.id).map { $0.groups[0].placed == 1 } ?? false
+        // It is placed and runs to completion (/bin/true).
+        try await c.eventually(within: .seconds(30), "the launch runs") {
+            Self.job(c, 0, child!.id).map { $0.groups[0].complete == 1 && $0.status == "dead" } ?? false
         }
         // The periodic job itself is a template: nothing of it is placed.
         #expect(Self.job(c, 0, "tick")?.allocations.isEmpty == true)

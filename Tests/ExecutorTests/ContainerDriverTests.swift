@@ -86,6 +86,23 @@ struct ContainerDriverTests {
         #expect(String(decoding: LogRotation.read(f2, offset: 0, length: 100).bytes, as: UTF8.self) == "by args\n")
     }
 
+    @Test("Docker v2 schema 2 manifests and OCI image indexes resolve to the same runnable image")
+    func manifestKinds() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let images = ImageStore(root: tempDir("manifests") + "/images")
+        let oci = try await images.pull("\(reg.address)/busybox:1.36", auth: nil)
+        let multi = try await images.pull("\(reg.address)/busybox:1.36-multi", auth: nil)
+        #expect(multi.digest == oci.digest, "the index resolves to this platform's manifest")
+        let v2 = try await images.pull("\(reg.address)/busybox:1.36-v2s2", auth: nil)
+        #expect(v2.digest != oci.digest)
+        #expect(access(v2.rootfs + "/bin/busybox", X_OK) == 0)
+        #expect(v2.config.cmd == ["sh"])
+        // Pulled by digest, the manifest is verified against it.
+        let byDigest = try await images.pull("\(reg.address)/busybox@\(oci.digest)", auth: nil)
+        #expect(byDigest.rootfs == oci.rootfs)
+    }
+
     @Test("a container over its 32 MiB limit is OOM-killed and reported so")
     func oom() async throws {
         let reg = RegistryFixture.shared

@@ -144,6 +144,23 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         #expect(readSmallFile(root + "/a5/alloc/order") == "pre\nmain\npost\n")
     }
 
+    @Test("stopping a service runs its poststop task after the main task is killed")
+    func poststopOnStop() async throws {
+        let root = tempDir("poststop")
+        let log = ReportLog()
+        let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        var post = shell("post", "echo post >> $CARAVAN_ALLOC_DIR/order")
+        post.lifecycle = Lifecycle(hook: .poststop)
+        var a = assignment("p1", tasks: [shell("main", "echo main >> $CARAVAN_ALLOC_DIR/order; exec sleep 60"), post])
+        await ex.sync([a])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "p1")
+        a.allocation.desiredStatus = .stop
+        await ex.sync([a])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "p1")
+        #expect(readSmallFile(root + "/p1/alloc/order") == "main\npost\n")
+        #expect(log.report("p1")?.taskStates["post"]?.state == .dead)
+    }
+
     @Test("after an agent restart the same process is found again, not restarted; one that died meanwhile is restarted")
     func recovers() async throws {
         let root = tempDir("recover")
