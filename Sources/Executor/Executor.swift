@@ -219,7 +219,7 @@ public actor Executor {
         let allocID = r.allocation.id
         let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
         let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
-                                        directories: dirs, isolated: t.spec.driver != .rawExec)
+                                        directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
         let cgroup = TaskCgroup(name: "\(allocID)-\(name)")
         let memory = t.spec.resources.memoryMaxMiB ?? t.spec.resources.memoryMiB
         let ctx = TaskContext(allocationID: allocID, task: t.spec, directories: dirs, environment: env,
@@ -490,7 +490,7 @@ public actor Executor {
         guard !command.isEmpty else { throw DriverError("no command given", event: "Failed Validation") }
         let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
         let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
-                                        directories: dirs, isolated: t.spec.driver != .rawExec)
+                                        directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
         return await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)
     }
 
@@ -561,7 +561,7 @@ public actor Executor {
             }
             let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: c.task)
             let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
-                                            directories: dirs, isolated: t.spec.driver != .rawExec)
+                                            directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
             let command = [cmd] + c.check.args.map { TaskEnvironment.interpolate($0, env) }
             return {
                 let (code, output) = await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)

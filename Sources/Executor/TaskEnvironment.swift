@@ -5,7 +5,7 @@ import FoundationEssentials
 /// and ports, then the task's own `env`, whose values may refer to the others as `${NAME}`.
 public enum TaskEnvironment {
     public static func build(allocation a: Allocation, job: Job, group: TaskGroup, task: TaskSpec, node: String,
-                             directories d: TaskDirectories, isolated: Bool) -> [String: String] {
+                             directories d: TaskDirectories, isolated: Bool, address: String = "127.0.0.1") -> [String: String] {
         var env: [String: String] = [:]
         if !isolated {
             // raw_exec inherits the agent's environment, as Nomad's does.
@@ -33,9 +33,14 @@ public enum TaskEnvironment {
         for (label, port) in a.ports {
             let key = label.uppercased().map { $0.isLetter || $0.isNumber ? $0 : "_" }
             let k = String(key)
-            env["CARAVAN_PORT_\(k)"] = String(port)
-            env["CARAVAN_HOST_PORT_\(k)"] = String(port)
-            env["CARAVAN_PORT_\(label)"] = String(port)
+            for name in Set([k, label]) {
+                env["CARAVAN_PORT_\(name)"] = String(port)
+                env["CARAVAN_HOST_PORT_\(name)"] = String(port)
+                // Tasks share the host network: binding the node's address (not every
+                // interface) lets several agents on one machine use the same port numbers.
+                env["CARAVAN_IP_\(name)"] = address
+                env["CARAVAN_ADDR_\(name)"] = "\(address):\(port)"
+            }
         }
         for (k, v) in job.meta { env["CARAVAN_META_\(k)"] = v }
         for (k, v) in group.meta { env["CARAVAN_META_\(k)"] = v }

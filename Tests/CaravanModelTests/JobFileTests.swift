@@ -39,7 +39,9 @@ import Testing
         #expect(g.services[0].checks[0].type == .http && g.services[0].checks[0].timeout == .seconds(2))
         let t = g.tasks[0]
         #expect(t.driver == .container && t.config.image == "127.0.0.1:5000/busybox:1.36")
-        #expect(t.config.args == ["-f", "-p", "${CARAVAN_PORT_http}"])
+        // DESIGN.md's example binds every interface; several agents on one machine would then
+        // collide on a port, so the example binds the node's address.
+        #expect(t.config.args == ["-f", "-p", "${CARAVAN_ADDR_http}"])
         #expect(t.resources == Resources(cpuMillicores: 100, memoryMiB: 64))
         #expect(t.env == ["GREETING": "hello"])
     }

@@ -121,3 +121,66 @@ import Testing
         #expect(r2.stdout.contains("command /no/such/program not found"), "\(r2.stdout)")
     }
 }
+
+/// The container driver through real agents: an image from a registry on loopback, health-checked,
+/// reachable, and still the same container after its agent is SIGKILLed and restarted.
+@Suite struct ContainerEndToEndTests {
+    static var canRun: Bool { geteuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/runc") }
+
+    @Test(.enabled(if: canRun)) func aContainerServiceRunsHealthyAndSurvivesItsAgent() async throws {
+        // A registry of our own with busybox:1.36.
+        let registry = "127.0.0.1:\(5250 + Int(getpid() % 40))"
+        let dir = NSTemporaryDirectory() + "caravan-e2e-registry-\(getpid())"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/registry.sh").standardized.path
+        let up = try LocalCluster.run(["up", registry, dir], executable: script)
+        try #require(up.status == 0, "\(up.stderr)")
+        defer {
+            _ = try? LocalCluster.run(["down", dir], executable: script)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let c = try LocalCluster(subnet: 56)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let job = try ExecutorEndToEndTests.write("""
+            id: web
+            groups:
+              - name: web
+                count: 2
+                network: {ports: [{label: http}]}
+                services:
+                  - {name: web, port: http, checks: [{type: http, path: /, interval: 500ms, timeout: 400ms}]}
+                tasks:
+                  - name: server
+                    driver: container
+                    config:
+                      image: \(registry)/busybox:1.36
+                      command: httpd
+                      args: ["-f", "-p", "${CARAVAN_ADDR_http}"]
+                    resources: {cpu: 100m, memory: 32Mi}
+            """, "web-e2e")
+        let run = try c.cli(0, ["job", "run", job])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        #expect(run.stdout.contains("2 healthy"), "\(run.stdout)")
+        let st = try #require(JobEndToEndTests.job(c, 0, "web"))
+        let a = try #require(st.allocations.first { $0.desiredStatus == "run" })
+        let port = try #require(a.ports["http"])
+        // Reachable from inside another task's container too (host network).
+        let fetch = try LocalCluster.run(["alloc", "exec", "--address", "http://\(c.ip(0)):4680", a.id, "server",
+                                          "--", "wget", "-qO-", "http://\(c.ip(0)):\(port)/"])
+        #expect(fetch.stdout == "hello from a caravan container\n", "\(fetch.stdout)\(fetch.stderr)")
+        let view = try #require(ExecutorEndToEndTests.alloc(c, 0, a.id))
+        let pid = try #require(ExecutorEndToEndTests.startedPid(view, "server"))
+        #expect(view.checks.values.allSatisfy { $0 == "passing" })
+
+        c.kill(0)
+        #expect(Foundation.kill(pid, 0) == 0, "the container outlives its agent")
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        try await c.eventually(within: .seconds(15), "found again, not restarted") {
+            guard let v = ExecutorEndToEndTests.alloc(c, 0, a.id) else { return false }
+            return v.clientStatus == "running" && v.taskStates["server"]?.restarts == 0 && ExecutorEndToEndTests.startedPid(v, "server") == pid
+        }
+        #expect(try c.cli(0, ["job", "stop", "web"]).status == 0)
+        try await c.eventually(within: .seconds(20), "the containers are gone") { Foundation.kill(pid, 0) != 0 }
+    }
+}
