@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts or stops N agents on 127.0.0.2, 127.0.0.3, ... on this machine.
 #   Deploy/cluster.sh up [N]     (default 3) — data dirs and logs under ./run/cluster
-#   Deploy/cluster.sh down
+#   Deploy/cluster.sh down       stops the agents and every task they started
 #   Deploy/cluster.sh status
+# (`up` restarts agents that are already running; their tasks keep running and are found again.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
@@ -24,6 +25,22 @@ down() {
       rm -f "$pidfile"
     done
   fi
+}
+
+# Tasks outlive their agents by design; `down` takes them too: processes working under the run
+# directory (raw_exec tasks and runc), the containers runc recorded there, and their overlays.
+stop_tasks() {
+  [[ -d "$RUN" ]] || return 0
+  for proc in /proc/[0-9]*; do
+    cwd=$(readlink "$proc/cwd" 2>/dev/null || true)
+    [[ "$cwd" == "$RUN"/* ]] && kill -KILL "${proc#/proc/}" 2>/dev/null || true
+  done
+  for state in "$RUN"/*/data/runc/*/state.json; do
+    [[ -f "$state" ]] || continue
+    pid=$(grep -o '"init_process_pid":[0-9]*' "$state" | cut -d: -f2)
+    [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
+  done
+  grep -o " $RUN/[^ ]*/rootfs " /proc/mounts 2>/dev/null | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 
 up() {
@@ -72,7 +89,7 @@ up() {
 
 case "${1:-}" in
   up) up "${2:-3}" ;;
-  down) down; echo "cluster stopped" ;;
+  down) down; stop_tasks; echo "cluster stopped (agents and their tasks)" ;;
   status) "$BIN" members --address http://127.0.0.2:4680; "$BIN" operator raft peers --address http://127.0.0.2:4680 ;;
   *) echo "usage: $0 up [N] | down | status" >&2; exit 2 ;;
 esac

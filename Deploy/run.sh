@@ -14,6 +14,8 @@ Try:
   .build/debug/caravan operator raft peers
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
   .build/debug/caravan job run Deploy/examples/hello.yaml; .build/debug/caravan node status
+  .build/debug/caravan alloc status <ALLOC>; .build/debug/caravan alloc logs -f <ALLOC>   # from job status hello
+  Deploy/registry.sh up; .build/debug/caravan job run Deploy/examples/web.yaml           # containers (as root, runc)
   kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan job status hello   # its instance is replaced
   .build/debug/caravan status                                                       # the leader (another one if agent-1 led)
   Deploy/cluster.sh down

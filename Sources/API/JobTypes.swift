@@ -4,10 +4,16 @@ public struct JobRegisterView: Codable, Sendable, Equatable {
     public var namespace: String
     /// The Raft index the registration was committed at.
     public var index: UInt64
-    public init(id: String, namespace: String, index: UInt64) {
+    /// The job's version and modify index after it: a registration of an unchanged job makes no
+    /// new version and leaves the modify index where it was.
+    public var version: Int?
+    public var jobModifyIndex: UInt64?
+    public init(id: String, namespace: String, index: UInt64, version: Int? = nil, jobModifyIndex: UInt64? = nil) {
         self.id = id
         self.namespace = namespace
         self.index = index
+        self.version = version
+        self.jobModifyIndex = jobModifyIndex
     }
 }
 

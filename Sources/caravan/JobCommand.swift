@@ -93,9 +93,17 @@ struct JobCommand: AsyncParsableCommand {
                 let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.healthy) healthy, \($0.complete) complete, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
                 if line != last && !json { print("  " + line); last = line }
                 let batch = st.type == "batch" || st.type == "sysbatch"
-                let caughtUp = st.modifyIndex >= reg.index
+                // An unchanged job keeps its modify index: then what runs already is the answer.
+                let caughtUp = st.modifyIndex >= (reg.jobModifyIndex ?? reg.index)
                 // Healthy: running with every service check passing.
-                let done = caughtUp && st.groups.allSatisfy { batch ? $0.running + $0.complete >= $0.desired : $0.healthy >= $0.desired }
+                // Only instances of this version count: an update is done when its own instances are up.
+                let current = st.allocations.filter { $0.desiredStatus == "run" && $0.jobVersion == st.version }
+                let done = caughtUp && st.groups.allSatisfy { g in
+                    let mine = current.filter { $0.group == g.name }
+                    let up = batch ? mine.filter { $0.clientStatus == "running" || $0.clientStatus == "complete" }.count
+                                   : mine.filter { $0.clientStatus == "running" && $0.checks.values.allSatisfy { $0 == "passing" } }.count
+                    return up >= g.desired
+                }
                 let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
                 if done || !failed.isEmpty || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
                     if json { return try printJSON(st) }

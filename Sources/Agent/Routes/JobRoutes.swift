@@ -19,7 +19,11 @@ struct JobRoutes {
                 throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
             }
             let index = try await commit(.registerJob(text: JobFile.render(job)))
-            return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index))
+            // Read back what the registration left (a new version, or the unchanged job).
+            let after = try? await agent.raft.read(ClusterQuery(kind: .job, namespace: job.namespace, id: job.id).encode())
+            let st = after.flatMap { try? JSONDecoder().decode(JobStatusView.self, from: Data($0)) }
+            return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index, version: st?.version,
+                                                     jobModifyIndex: st?.modifyIndex))
         }
         router.post("/v1/jobs/plan") { request, context in
             let body = try await request.body.collect(upTo: maxBodyBytes)
