@@ -48,9 +48,10 @@ struct NodeCommand: AsyncParsableCommand {
             let nodes: [NodeView]
             do { nodes = try await client.client().nodes() } catch let e as ClientError { throw CLIError.from(e) }
             if json { return try printJSON(nodes) }
-            printTable(["ID", "ADDRESS", "STATUS", "ELIGIBILITY", "ALLOCS", "CPU USED/TOTAL", "MEMORY USED/TOTAL"], nodes.map {
+            printTable(["ID", "ADDRESS", "STATUS", "ELIGIBILITY", "ALLOCS", "CPU USED/TOTAL", "MEMORY USED/TOTAL", "DRIVERS"], nodes.map {
                 [$0.id, $0.address, $0.status + ($0.draining ? " (draining)" : ""), $0.eligibility, "\($0.allocations)",
-                 "\($0.allocated.cpuMillicores)m/\($0.capacity.cpuMillicores)m", "\($0.allocated.memoryMiB)Mi/\($0.capacity.memoryMiB)Mi"]
+                 "\($0.allocated.cpuMillicores)m/\($0.capacity.cpuMillicores)m", "\($0.allocated.memoryMiB)Mi/\($0.capacity.memoryMiB)Mi",
+                 $0.drivers.joined(separator: ",")]
             })
         }
     }
