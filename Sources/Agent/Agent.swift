@@ -66,7 +66,7 @@ public final class Agent: Sendable {
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,
                                                         diskMiB: capacity.diskMiB),
                                     tags: config.tags, httpPort: config.httpPort, rpcPort: config.rpcPort)
-        metadata.attributes = HostFingerprint.attributes(cgroup: TaskCgroup.detect().rawValue)
+        metadata.attributes = HostFingerprint.attributes(cgroup: TaskCgroup.detected.rawValue)
         for d in drivers {
             let (usable, detail) = d.fingerprint()
             if usable { metadata.drivers.append(d.name.rawValue) } else {

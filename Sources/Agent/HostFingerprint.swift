@@ -1,4 +1,5 @@
 import API
+import Executor
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -35,7 +36,7 @@ extension HostFingerprint {
             withUnsafeBytes(of: v) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         }
         var attrs = ["kernel.name": field(u.sysname).lowercased(), "kernel.version": field(u.release).split(separator: "-").first.map(String.init) ?? "",
-                     "cpu.arch": field(u.machine) == "x86_64" ? "amd64" : field(u.machine), "cgroup.version": cgroup]
+                     "cpu.arch": HostPlatform.architecture, "cgroup.version": cgroup]
         if let os = try? String(contentsOfFile: "/etc/os-release", encoding: .utf8) {
             for line in os.split(separator: "\n") {
                 let kv = line.split(separator: "=", maxSplits: 1)

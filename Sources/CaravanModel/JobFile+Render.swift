@@ -116,14 +116,25 @@ extension JobFile {
     }
 }
 
-/// A minimal JSON writer (ordered keys, so output is stable).
-indirect enum JSONValue {
+/// A minimal JSON writer (ordered keys, so output is stable): canonical job files here, OCI
+/// runtime configs in the executor.
+public indirect enum JSONValue: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+                                ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
     case string(String), number(Int), bool(Bool), array([JSONValue]), object([(String, JSONValue)])
+
+    public init(stringLiteral v: String) { self = .string(v) }
+    public init(integerLiteral v: Int) { self = .number(v) }
+    public init(booleanLiteral v: Bool) { self = .bool(v) }
+    public init(arrayLiteral v: JSONValue...) { self = .array(v) }
+    /// Keys stay in the order written.
+    public init(dictionaryLiteral v: (String, JSONValue)...) { self = .object(v) }
+
+    public static func strings(_ s: [String]) -> JSONValue { .array(s.map { .string($0) }) }
 
     static func duration(_ d: Duration) -> JSONValue { .string(Units.text(d)) }
     static func map(_ m: [String: String]) -> JSONValue { .object(m.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) }) }
 
-    var text: String {
+    public var text: String {
         switch self {
         case .string(let s): return Self.quote(s)
         case .number(let n): return String(n)

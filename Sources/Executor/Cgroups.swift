@@ -23,7 +23,13 @@ public struct TaskCgroup: Sendable, Equatable {
         return .none
     }
 
-    public init(name: String, version: Version = TaskCgroup.detect(), root: String = "/sys/fs/cgroup") {
+    /// The group of one task of an allocation.
+    public init(allocation: String, task: String) { self.init(name: "\(allocation)-\(task)") }
+
+    /// What ``detect()`` found when first asked (the hierarchy does not change while the agent runs).
+    public static let detected = detect()
+
+    public init(name: String, version: Version = TaskCgroup.detected, root: String = "/sys/fs/cgroup") {
         self.name = name
         self.version = version
         self.root = root
@@ -93,23 +99,11 @@ public struct TaskCgroup: Sendable, Equatable {
         }
     }
 
-    /// Peak memory use in bytes, if the kernel reports it.
-    public func peakMemoryBytes() -> Int? {
-        let f = version == .v1 ? dir("memory") + "/memory.max_usage_in_bytes" : dir("") + "/memory.peak"
-        return readSmallFile(f).flatMap { Int($0.filter(\.isNumber)) }
-    }
-
     /// Removes the group (and runc's leftover child, if any); processes still in it keep it alive.
     public func remove() {
         // runc makes the path in every v1 hierarchy (cpuset, freezer, …), not only ours.
         var all = Set(controllers)
-        if version == .v1, let d = opendir(root) {
-            while let e = readdir(d) {
-                let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if !n.hasPrefix(".") { all.insert(n) }
-            }
-            closedir(d)
-        }
+        if version == .v1 { all.formUnion(listDirectory(root).filter { !$0.hasPrefix(".") }) }
         for c in all {
             _ = rmdir(dir(c) + "/ctr")
             _ = rmdir(dir(c))
@@ -130,15 +124,4 @@ public struct TaskCgroup: Sendable, Equatable {
         defer { close(fd) }
         return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
     }
-}
-
-/// `mkdir -p`; 0 on success.
-@discardableResult
-func mkdirAll(_ path: String, mode: mode_t = 0o755) -> Int32 {
-    var current = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        current += "/" + part
-        if mkdir(current, mode) != 0 && errno != EEXIST { return -1 }
-    }
-    return 0
 }

@@ -61,11 +61,6 @@ public actor Executor {
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
-    /// The drivers that work here (for the node's attributes and the scheduler's feasibility).
-    public nonisolated func usableDrivers() -> [TaskSpec.Driver: (usable: Bool, detail: String)] {
-        drivers.mapValues { $0.fingerprint() }
-    }
-
     // MARK: - State of one allocation
 
     final class AllocRunner {
@@ -93,7 +88,6 @@ public actor Executor {
         }
 
         var directory: String = ""
-        func main(_ f: (TaskRun) -> Bool) -> Bool { tasks.values.filter { $0.hook == nil || $0.hook == .poststart }.allSatisfy(f) }
     }
 
     struct TaskRun {
@@ -220,7 +214,7 @@ public actor Executor {
         let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
         let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
                                         directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
-        let cgroup = TaskCgroup(name: "\(allocID)-\(name)")
+        let cgroup = TaskCgroup(allocation: allocID, task: name)
         let memory = t.spec.resources.memoryMaxMiB ?? t.spec.resources.memoryMiB
         let ctx = TaskContext(allocationID: allocID, task: t.spec, directories: dirs, environment: env,
                               command: t.spec.config.command.map { TaskEnvironment.interpolate($0, env) },
@@ -280,7 +274,7 @@ public actor Executor {
 
     func exited(_ allocID: String, _ name: String, _ gen: Int, _ status: ExitStatus) {
         guard let r = allocs[allocID], var t = r.tasks[name], t.generation == gen else { return }
-        let cg = TaskCgroup(name: "\(allocID)-\(name)")
+        let cg = TaskCgroup(allocation: allocID, task: name)
         let oom = (status.signal == Int(SIGKILL) || status.code == 137) && !t.killRequested && cg.hitMemoryLimit()
         if let h = t.handle { drivers[t.spec.driver]?.cleanup(h) }
         t.handle = nil
@@ -307,7 +301,7 @@ public actor Executor {
             t.state.failed = false
             t.state.finishedAt = now()
             r.tasks[name] = t
-            TaskCgroup(name: "\(r.allocation.id)-\(name)").remove()
+            TaskCgroup(allocation: r.allocation.id, task: name).remove()
         } else if retryable, let delay = restartDelay(&t, r.group.restart) {
             t.state.state = .pending
             t.state.restarts += 1
@@ -328,7 +322,7 @@ public actor Executor {
                                      message: retryable ? "Exceeded allowed attempts \(p.attempts) in interval \(Units.text(p.interval)) and mode is \"\(p.mode.rawValue)\""
                                                         : "Error was unrecoverable: \(reason)"))
             r.tasks[name] = t
-            TaskCgroup(name: "\(r.allocation.id)-\(name)").remove()
+            TaskCgroup(allocation: r.allocation.id, task: name).remove()
             if t.hook != .poststop && !(t.hook == .poststart) && r.failReason == nil {
                 r.failReason = "task \(name) failed: \(reason)"
                 stopChecks(r)
@@ -471,15 +465,6 @@ public actor Executor {
         flushing = false
     }
 
-    /// What the executor holds now, for `alloc status` from this node and for tests.
-    public func reports() -> [AllocationReport] {
-        allocs.values.map { r in
-            let (s, d) = clientStatus(r)
-            return AllocationReport(allocationID: r.allocation.id, clientStatus: s, description: d, taskStates: r.tasks.mapValues(\.state),
-                                    checks: r.checks)
-        }
-    }
-
     public func handle(allocation: String, task: String) -> TaskHandle? { allocs[allocation]?.tasks[task]?.handle }
 
     /// Runs a command inside a running task (`caravan alloc exec`): isolated and container tasks
@@ -582,11 +567,10 @@ public actor Executor {
         } else {
             r.checkFailures[c.name] = 0
         }
-        if was != status, let task = r.tasks[c.task] {
+        if was != status, r.tasks[c.task] != nil {
             let line = output.split(separator: "\n").last.map(String.init) ?? ""
             r.tasks[c.task]!.state.record(TaskEvent(time: now(), type: status == .passing ? "Check Passing" : "Check Failing",
                                                     message: "\(c.name): \(status.rawValue)\(line.isEmpty ? "" : " (\(line.prefix(200)))")"))
-            _ = task
         }
         if c.check.restartAfter > 0, (r.checkFailures[c.name] ?? 0) >= c.check.restartAfter,
            let t = r.tasks[c.task], let handle = t.handle, let driver = drivers[t.spec.driver] {
@@ -650,14 +634,7 @@ public actor Executor {
     public func recover() -> Int {
         mkdirAll(root)
         var found = 0
-        guard let d = opendir(root) else { return 0 }
-        var ids: [String] = []
-        while let e = readdir(d) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if !n.hasPrefix(".") { ids.append(n) }
-        }
-        closedir(d)
-        for id in ids {
+        for id in listDirectory(root) where !id.hasPrefix(".") {
             guard let text = readSmallFile(root + "/" + id + "/state.json"),
                   let p = try? JSONDecoder().decode(Persisted.self, from: Data(text.utf8)),
                   let job = try? JobFile.parse(p.job, file: "state"), let group = job.groups.first(where: { $0.name == p.group }) else { continue }
@@ -703,25 +680,5 @@ public actor Executor {
             finishIfDone(r)
         }
         return found
-    }
-}
-
-func removeTree(_ path: String) {
-    guard !path.isEmpty, path != "/" else { return }
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if (st.st_mode & S_IFMT) == S_IFDIR {
-        if let d = opendir(path) {
-            var names: [String] = []
-            while let e = readdir(d) {
-                let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if n != "." && n != ".." { names.append(n) }
-            }
-            closedir(d)
-            for n in names { removeTree(path + "/" + n) }
-        }
-        if rmdir(path) != 0 && errno == EBUSY { _ = umount2(path, Int32(MNT_DETACH)); _ = rmdir(path) }
-    } else {
-        unlink(path)
     }
 }

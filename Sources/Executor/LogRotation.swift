@@ -15,14 +15,7 @@ public enum LogRotation {
     static func rotated(_ live: String) -> [Int] {
         let slash = live.lastIndex(of: "/")!
         let dir = String(live[..<slash]), base = String(live[live.index(after: slash)...]) + "."
-        guard let d = opendir(dir) else { return [] }
-        defer { closedir(d) }
-        var out: [Int] = []
-        while let e = readdir(d) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if n.hasPrefix(base), let i = Int(n.dropFirst(base.count)) { out.append(i) }
-        }
-        return out.sorted()
+        return listDirectory(dir).compactMap { $0.hasPrefix(base) ? Int($0.dropFirst(base.count)) : nil }.sorted()
     }
 
     public static func rotateIfNeeded(_ live: String, maxBytes: Int, maxFiles: Int) {
@@ -58,14 +51,16 @@ public enum LogRotation {
         }
     }
 
-    /// Reads `length` bytes from `offset` across a stream's files as if they were one.
-    public static func read(_ files: [String], offset: Int, length: Int) -> (bytes: [UInt8], total: Int) {
+    /// Reads `length` bytes from `offset` across a stream's files as if they were one; a
+    /// negative offset counts from the end. Returns the bytes, where they start, and the size.
+    public static func read(_ files: [String], offset requested: Int, length: Int) -> (bytes: [UInt8], offset: Int, total: Int) {
         var sizes: [Int] = []
         for f in files {
             var st = stat()
             sizes.append(stat(f, &st) == 0 ? Int(st.st_size) : 0)
         }
         let total = sizes.reduce(0, +)
+        let offset = requested < 0 ? max(0, total + requested) : min(requested, total)
         var out: [UInt8] = []
         var pos = 0
         for (f, size) in zip(files, sizes) {
@@ -86,6 +81,6 @@ public enum LogRotation {
             }
             out += buf[0..<(at - start)]
         }
-        return (out, total)
+        return (out, offset, total)
     }
 }

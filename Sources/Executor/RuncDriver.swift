@@ -153,7 +153,7 @@ public struct RuncDriver: TaskDriver {
             "ociVersion": "1.0.2",
             "process": [
                 "terminal": false,
-                "user": ["uid": .int(user.uid), "gid": .int(user.gid)],
+                "user": ["uid": .number(user.uid), "gid": .number(user.gid)],
                 "args": .strings(args),
                 "env": .strings(env),
                 "cwd": .string(cwd),
@@ -168,7 +168,7 @@ public struct RuncDriver: TaskDriver {
                 // The memory limit is on the parent group Caravan owns (see TaskCgroup), so the
                 // limit and OOM counters outlive runc's own group.
                 "resources": [
-                    "cpu": ["shares": .int(max(2, ctx.task.resources.cpuMillicores * 1024 / 1000))],
+                    "cpu": ["shares": .number(max(2, ctx.task.resources.cpuMillicores * 1024 / 1000))],
                     "pids": ["limit": 4096],
                     "devices": [["allow": false, "access": "rwm"]],
                 ],
@@ -184,20 +184,4 @@ public struct RuncDriver: TaskDriver {
         ["destination": .string(destination), "type": "bind", "source": .string(source),
          "options": .strings(readOnly ? ["rbind", "ro", "nosuid", "nodev"] : ["rbind", "rw"])]
     }
-}
-
-func writeFile(_ path: String, _ text: String) throws(DriverError) {
-    let tmp = path + ".tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
-    let bytes = Array(text.utf8)
-    var off = 0
-    while off < bytes.count {
-        let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n < 0 { if errno == EINTR { continue }; close(fd); throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        off += n
-    }
-    fsync(fd)
-    close(fd)
-    guard rename(tmp, path) == 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
 }

@@ -32,11 +32,10 @@ struct AllocationRoutes {
             }
             guard let offset = Int(q.get("offset") ?? "0") else { throw APIError(.badRequest, "invalid_parameter", "offset must be a number of bytes") }
             guard let limit = Int(q.get("limit") ?? "1048576"), limit > 0 else { throw APIError(.badRequest, "invalid_parameter", "limit must be a positive number of bytes") }
-            let (data, view) = try await allocation(id, request)
+            let view = try await allocation(id, request).view
             guard view.taskStates[task] != nil || view.clientStatus == "pending" else {
                 throw APIError(.notFound, "task_not_found", "allocation \(view.id.prefix(8)) has no task \(task) (tasks: \(view.taskStates.keys.sorted().joined(separator: ", ")))")
             }
-            _ = data
             if view.node != agent.config.name {
                 return try await forward(to: view.node, request)
             }
@@ -44,9 +43,7 @@ struct AllocationRoutes {
             guard let files = await agent.executor.logFiles(allocation: view.id, task: task, stderr: stderr) else {
                 throw APIError(.notFound, "logs_not_found", "no logs of task \(task) of allocation \(view.id.prefix(8)) on node \(agent.config.name)")
             }
-            let size = LogRotation.read(files, offset: Int.max, length: 0).total
-            let start = offset < 0 ? max(0, size + offset) : min(offset, size)
-            let (bytes, total) = LogRotation.read(files, offset: start, length: min(limit, 4 << 20))
+            let (bytes, start, total) = LogRotation.read(files, offset: offset, length: min(limit, 4 << 20))
             var headers: HTTPFields = [.contentType: "application/octet-stream"]
             headers[HTTPField.Name("X-Caravan-Log-Offset")!] = String(start)
             headers[HTTPField.Name("X-Caravan-Log-Size")!] = String(total)

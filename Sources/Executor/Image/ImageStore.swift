@@ -55,6 +55,22 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     var registry: String { "\(host):\(port)" }
 }
 
+/// This machine as images and constraints name it.
+public enum HostPlatform {
+    /// The CPU architecture in Go/OCI spelling (`amd64`, `arm64`), as image indexes and Nomad's
+    /// `cpu.arch` use it.
+    public static var architecture: String {
+        var u = utsname()
+        uname(&u)
+        let m = withUnsafeBytes(of: u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        switch m {
+        case "x86_64": return "amd64"
+        case "aarch64": return "arm64"
+        default: return m
+        }
+    }
+}
+
 /// The parts of an image's config a task needs.
 public struct ImageConfig: Codable, Sendable, Equatable {
     public var entrypoint: [String]?
@@ -140,17 +156,6 @@ public actor ImageStore {
         var config: Inner?
     }
 
-    static var architecture: String {
-        var u = utsname()
-        uname(&u)
-        let m = withUnsafeBytes(of: u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        switch m {
-        case "x86_64": return "amd64"
-        case "aarch64": return "arm64"
-        default: return m
-        }
-    }
-
     static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>,
                       progress: @Sendable (String) -> Void) async throws(ImageError) -> PulledImage {
         let loopback = ref.host == "localhost" || ref.host.hasPrefix("127.") || ref.host == "[::1]" || ref.host == "::1"
@@ -174,7 +179,7 @@ public actor ImageStore {
         }
         var manifest = try decode(Manifest.self, manifestBytes, what: "manifest")
         if let list = manifest.manifests {
-            let arch = architecture
+            let arch = HostPlatform.architecture
             guard let pick = list.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == arch }) else {
                 throw ImageError("image \(ref) has no linux/\(arch) variant (it has \(list.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }.joined(separator: ", ")))")
             }

@@ -321,14 +321,3 @@ struct TarStream {
 extension String {
     var trimmingSpaces: String { String(drop { $0 == " " }.prefix { $0 != " " }) }
 }
-
-func listDirectory(_ path: String) -> [String] {
-    guard let d = opendir(path) else { return [] }
-    defer { closedir(d) }
-    var out: [String] = []
-    while let e = readdir(d) {
-        let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if n != "." && n != ".." { out.append(n) }
-    }
-    return out
-}

@@ -1,0 +1,74 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The small file-system helpers the executor uses everywhere (it links no Foundation FileManager).
+
+/// Reads a small file (proc, sys, cgroup) in one go; nil if it cannot be read.
+func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 8192)
+    while out.count < limit {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; return nil }
+        if n == 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// `mkdir -p`; 0 on success.
+@discardableResult
+func mkdirAll(_ path: String, mode: mode_t = 0o755) -> Int32 {
+    var current = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        current += "/" + part
+        if mkdir(current, mode) != 0 && errno != EEXIST { return -1 }
+    }
+    return 0
+}
+
+/// Removes a file or a directory tree; a directory still mounted is detached when it will not go.
+func removeTree(_ path: String) {
+    guard !path.isEmpty, path != "/" else { return }
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return }
+    if (st.st_mode & S_IFMT) == S_IFDIR {
+        for n in listDirectory(path) { removeTree(path + "/" + n) }
+        if rmdir(path) != 0 && errno == EBUSY { _ = umount2(path, Int32(MNT_DETACH)); _ = rmdir(path) }
+    } else {
+        unlink(path)
+    }
+}
+
+/// The names in a directory (without `.` and `..`); empty if it cannot be read.
+func listDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if n != "." && n != ".." { out.append(n) }
+    }
+    return out
+}
+
+/// Writes a file atomically (temporary file, fsync, rename).
+func writeFile(_ path: String, _ text: String) throws(DriverError) {
+    let tmp = path + ".tmp"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    let bytes = Array(text.utf8)
+    var off = 0
+    while off < bytes.count {
+        let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; close(fd); throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        off += n
+    }
+    fsync(fd)
+    close(fd)
+    guard rename(tmp, path) == 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+}
