@@ -173,8 +173,11 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         try await log1.wait("running", { $0?.clientStatus == .running }, id: "dies")
         let keepPid = try #require(await ex!.handle(allocation: "keep", task: "main")).pid
         let diesPid = try #require(await ex!.handle(allocation: "dies", task: "main")).pid
+        let diesStart = try #require(ProcessIdentity.startTime(of: diesPid))
         ex = nil  // the agent goes away; its tasks do not
         kill(diesPid, SIGKILL)
+        // The signal lands asynchronously: the new executor must look once the process has ended.
+        for _ in 0..<5000 where ProcessIdentity.isAlive(pid: diesPid, startTime: diesStart) { try await Task.sleep(for: .milliseconds(2)) }
         #expect(ProcessIdentity.startTime(of: keepPid) != nil)
         let log2 = ReportLog()
         let ex2 = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log2.sink)
