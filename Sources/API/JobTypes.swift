@@ -8,12 +8,48 @@ public struct JobRegisterView: Codable, Sendable, Equatable {
     /// new version and leaves the modify index where it was.
     public var version: Int?
     public var jobModifyIndex: UInt64?
-    public init(id: String, namespace: String, index: UInt64, version: Int? = nil, jobModifyIndex: UInt64? = nil) {
+    /// The evaluation the change created (`caravan job run --detach` prints it).
+    public var evaluationID: String?
+    public init(id: String, namespace: String, index: UInt64, version: Int? = nil, jobModifyIndex: UInt64? = nil,
+                evaluationID: String? = nil) {
         self.id = id
         self.namespace = namespace
         self.index = index
         self.version = version
         self.jobModifyIndex = jobModifyIndex
+        self.evaluationID = evaluationID
+    }
+}
+
+/// One evaluation: why the scheduler looked at a job, and what came of it.
+public struct EvaluationView: Codable, Sendable, Equatable {
+    public var id: String
+    public var namespace: String
+    public var jobID: String
+    public var priority: Int
+    /// job-register, job-deregister, node-update, node-drain, alloc-failure, periodic-job, queued-allocs.
+    public var triggeredBy: String
+    /// pending, blocked (some instances could not be placed), complete, failed, canceled.
+    public var status: String
+    public var statusDescription: String
+    public var nodeID: String?
+    /// Why placements failed, per group.
+    public var failedPlacements: [String: String]
+    public var createIndex: UInt64
+    public var modifyIndex: UInt64
+    public init(id: String, namespace: String, jobID: String, priority: Int, triggeredBy: String, status: String,
+                statusDescription: String, nodeID: String?, failedPlacements: [String: String], createIndex: UInt64, modifyIndex: UInt64) {
+        self.id = id
+        self.namespace = namespace
+        self.jobID = jobID
+        self.priority = priority
+        self.triggeredBy = triggeredBy
+        self.status = status
+        self.statusDescription = statusDescription
+        self.nodeID = nodeID
+        self.failedPlacements = failedPlacements
+        self.createIndex = createIndex
+        self.modifyIndex = modifyIndex
     }
 }
 
@@ -252,5 +288,20 @@ public struct JobVersionView: Codable, Sendable, Equatable {
         self.stopped = stopped
         self.modifyIndex = modifyIndex
         self.job = job
+    }
+}
+
+/// `GET /v1/node/{id}`: the node's summary, its attributes and tags (what constraints read),
+/// and every allocation it holds or held (live ones first).
+public struct NodeDetailView: Codable, Sendable, Equatable {
+    public var node: NodeView
+    public var attributes: [String: String]
+    public var meta: [String: String]
+    public var allocations: [AllocationView]
+    public init(node: NodeView, attributes: [String: String], meta: [String: String], allocations: [AllocationView]) {
+        self.node = node
+        self.attributes = attributes
+        self.meta = meta
+        self.allocations = allocations
     }
 }

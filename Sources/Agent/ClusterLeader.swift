@@ -9,7 +9,8 @@ import Raft
 import Scheduler
 import ServiceLifecycle
 
-/// The leader's duties towards the cluster state, every 200 ms while this agent leads:
+/// The leader's duties towards the cluster state, after every commit and at least every 200 ms
+/// while this agent leads:
 ///
 /// 1. Nodes: an agent that gossip shows alive is registered (`UpsertNode`) when it is new or its
 ///    capacity, address or tags changed; one that gossip declares dead or gone is marked down,
@@ -26,15 +27,19 @@ struct ClusterLeader: Service {
 
     func run() async throws {
         var memory = Memory()
+        var seen: UInt64 = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if await agent.raft.status().role == .leader {
                 await syncNodes()
                 await launchPeriodicJobs()
                 await reconcileJobs(&memory)
+                // Again as soon as anything is committed (a job registered, an allocation
+                // stopped), or after `interval` for what gossip and the clock bring.
+                seen = await agent.raft.waitApplied(after: seen, wait: interval)
             } else {
                 memory = Memory()
+                try? await Task.sleep(for: interval)
             }
-            try? await Task.sleep(for: interval)
         }
     }
 
@@ -86,22 +91,38 @@ struct ClusterLeader: Service {
         }
         for key in ordered {
             let rec = view.state.jobs[key]
-            if rec?.job.periodic != nil { continue }  // a template: its launches are the jobs that run
+            if rec?.job.periodic != nil {
+                // A template: its launches are the jobs that run.
+                var done = view.state.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace && $0.status == .pending }
+                guard !done.isEmpty else { continue }
+                for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
+                await commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
+                continue
+            }
             let input = view.input(for: key, job: rec?.job, version: rec?.version ?? 0, stopped: rec?.stopped ?? true)
             let plan = rec == nil
                 ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
                 : scheduler.schedule(input)
             let failures = Dictionary(uniqueKeysWithValues: plan.failures.map { ($0.group, $0.description) })
-            guard !plan.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else { continue }
+            // Evaluations the API created (a register, a stop) are answered by this pass.
+            let pending = view.state.evaluations.values
+                .filter { $0.jobID == key.id && $0.namespace == key.namespace && $0.status == .pending }
+                .sorted { $0.createIndex < $1.createIndex }
+            guard !plan.isEmpty || !pending.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else { continue }
             let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
-            var eval = Evaluation(id: AllocationID.make(), jobID: key.id, priority: rec?.job.priority ?? 50, triggeredBy: .queued)
-            eval.namespace = key.namespace
-            eval.failedPlacements = failures
-            eval.status = failures.isEmpty ? .complete : .blocked
-            eval.statusDescription = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
+            let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
                 + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
+            var evals = pending.isEmpty
+                ? [Evaluation(id: AllocationID.make(), jobID: key.id, priority: rec?.job.priority ?? 50, triggeredBy: .queued)]
+                : pending
+            for i in evals.indices {
+                evals[i].namespace = key.namespace
+                evals[i].failedPlacements = failures
+                evals[i].status = failures.isEmpty ? .complete : .blocked
+                evals[i].statusDescription = outcome
+            }
             let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
-                                             evaluations: [eval]),
+                                             evaluations: evals),
                                   "apply the plan for job \(key.id)")
             if ok {
                 memory.lastFailures[key] = failures

@@ -41,7 +41,13 @@ public final class ClusterStore: ReplicatedStateMachine {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
         if first == Self.clusterQuery {
             let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
-            return try Array(ClusterViews.answer(q, current))
+            let s = current
+            // The answer leads with the index of the last change to what it shows (at least 1,
+            // so `?index=0` never blocks).
+            var w = ByteWriter()
+            w.varint(max(1, q.kind.tables.isEmpty ? s.lastIndex : s.index(of: q.kind.tables)))
+            w.raw(try ClusterViews.answer(q, s))
+            return w.bytes
         }
         return try variables.query(request)
     }
@@ -63,7 +69,21 @@ public final class ClusterStore: ReplicatedStateMachine {
 
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
-    enum Kind: String, Codable { case jobs, job, nodes, allocations, plan, versions, allocation, nodeAllocations }
+    enum Kind: String, Codable {
+        case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations
+
+        /// The tables an answer is made from: its index is the latest change to any of them.
+        var tables: [ClusterState.Table] {
+            switch self {
+            case .jobs, .job, .versions: [.jobs, .allocations, .evaluations]
+            case .nodes, .node: [.nodes, .allocations]
+            case .allocations, .allocation: [.allocations]
+            case .nodeAllocations: [.allocations, .jobs]
+            case .evaluations, .jobEvaluations: [.evaluations]
+            case .plan: []
+            }
+        }
+    }
     var kind: Kind
     var namespace: String = "default"
     var id: String = ""
@@ -86,6 +106,18 @@ enum ClusterViews {
             return try enc.encode(jobStatus(key, s, withAllocations: true))
         case .nodes:
             return try enc.encode(s.nodes.keys.sorted().map { node(s.nodes[$0]!, s) })
+        case .node:
+            guard let n = s.nodes[q.id] else { return Data("null".utf8) }
+            return try enc.encode(NodeDetailView(node: node(n, s), attributes: n.attributes, meta: n.meta,
+                                                 allocations: s.allocations.values.filter { $0.nodeID == n.id }
+                                                     .sorted { ($0.isLive ? 0 : 1, $0.name) < ($1.isLive ? 0 : 1, $1.name) }.map(allocation)))
+        case .evaluations:
+            return try enc.encode(s.evaluations.values.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
+        case .jobEvaluations:
+            let key = ClusterState.JobKey(q.namespace, q.id)
+            guard s.jobs[key] != nil else { return Data("null".utf8) }
+            return try enc.encode(s.evaluations.values.filter { $0.jobID == q.id && $0.namespace == q.namespace }
+                .sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
         case .allocations:
             return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
         case .plan:
@@ -131,6 +163,12 @@ enum ClusterViews {
                            stops: plan.stops.map { .init(name: $0.name, node: $0.nodeID, reason: $0.desiredDescription) },
                            inPlace: plan.updates.map { .init(name: $0.name, node: $0.nodeID, reason: "same tasks; moved to version \(version)") },
                            failures: plan.failures.map(\.description))
+    }
+
+    static func evaluation(_ e: Evaluation) -> EvaluationView {
+        EvaluationView(id: e.id, namespace: e.namespace, jobID: e.jobID, priority: e.priority, triggeredBy: e.triggeredBy.rawValue,
+                       status: e.status.rawValue, statusDescription: e.statusDescription, nodeID: e.nodeID,
+                       failedPlacements: e.failedPlacements, createIndex: e.createIndex, modifyIndex: e.modifyIndex)
     }
 
     static func allocation(_ a: Allocation) -> AllocationView {

@@ -11,10 +11,13 @@ import ServiceLifecycle
 /// hands them to the executor, and commits what the executor reports (`clientUpdate`).
 ///
 /// Allocations are read through the leader (ReadIndex: linearizable, so an allocation absent
-/// from the answer is really gone); the read repeats every `interval`.
+/// from the answer is really gone) as a blocking query: the leader answers as soon as an
+/// allocation or job changes, or after `wait` (the executor syncs then as well).
 struct NodeClient: Service {
     let agent: Agent
-    var interval: Duration = .milliseconds(250)
+    var wait: Duration = .seconds(5)
+    /// The pause after a failed read (no leader yet, the leader unreachable).
+    var retry: Duration = .milliseconds(250)
 
     func run() async throws {
         let executor = agent.executor
@@ -22,15 +25,16 @@ struct NodeClient: Service {
         if found > 0 { agent.logger.info("found running tasks again after a restart", metadata: ["tasks": "\(found)"]) }
         var jobs: [String: Job] = [:]
         var lastRotate = ContinuousClock.now
+        var index: UInt64 = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                var q = ClusterQuery(kind: .nodeAllocations)
-                q.id = agent.config.name
+                let q = ClusterQuery(kind: .nodeAllocations, id: agent.config.name)
                 // Linearizable, never this agent's possibly lagging copy: an allocation missing from
                 // a stale view (a voter still replaying its log after a restart) would be killed.
                 // Without a leader the read fails and the tasks run on as they are.
-                let data = try await agent.raft.read(q.encode(), stale: false, timeout: .seconds(5))
-                let views = try JSONDecoder().decode([AssignmentView].self, from: Data(data))
+                let read = try await agent.read(q, after: index, wait: wait)
+                index = read.index
+                let views = try read.decode([AssignmentView].self)
                 var assignments: [Assignment] = []
                 var texts = Set<String>()
                 for v in views {
@@ -47,12 +51,13 @@ struct NodeClient: Service {
                 await executor.sync(assignments)
             } catch {
                 agent.logger.debug("cannot read this node's allocations yet", metadata: ["error": "\(error)"])
+                index = 0
+                try? await Task.sleep(for: retry)
             }
             if ContinuousClock.now - lastRotate > .seconds(5) {
                 await executor.rotateLogs()
                 lastRotate = .now
             }
-            try? await Task.sleep(for: interval)
         }
         // Tasks keep running when the agent stops; the next run finds them again.
     }

@@ -70,6 +70,9 @@ public struct ClusterState: Sendable, Equatable {
             do { job = try JobFile.parse(text, file: "job") } catch { return .rejected(error.description) }
             let key = JobKey(job.namespace, job.id)
             let canonical = JobFile.render(job)
+            // Every registration asks the scheduler to look at the job (its evaluation id follows
+            // from the index, so the API can name it).
+            upsert([Evaluation.pending(for: key, priority: job.priority, .jobRegister, index: index)], index)
             if let cur = jobs[key], cur.text == canonical, !cur.stopped { return .applied }  // unchanged: no new version
             let version = jobs[key].map { $0.version + 1 } ?? 0
             let record = JobRecord(job: job, text: canonical, version: version, stopped: false,
@@ -89,6 +92,7 @@ public struct ClusterState: Sendable, Equatable {
                 cur.stopped = true
                 cur.modifyIndex = index
                 jobs[key] = cur
+                upsert([Evaluation.pending(for: key, priority: cur.job.priority, .jobDeregister, index: index)], index)
             }
             touch(.jobs, index)
         case .upsertNode(var n):

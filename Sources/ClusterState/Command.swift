@@ -161,3 +161,26 @@ public struct ClientAllocationUpdate: Sendable, Equatable {
         self.checks = checks
     }
 }
+
+extension Evaluation {
+    /// The id of the evaluation a job registration or stop committed at `index` creates:
+    /// derived from the index and the job, so every agent applies the same and the API can
+    /// tell the caller.
+    public static func id(at index: UInt64, for key: ClusterState.JobKey) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in (key.namespace + "/" + key.id).utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        func hex(_ v: UInt64, _ n: Int) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: max(0, n - s.count)) + s
+        }
+        let a = hex(index, 16), b = hex(h, 16)
+        let all = Array(a + b)
+        return String(all[0..<8]) + "-" + String(all[8..<12]) + "-" + String(all[12..<16]) + "-" + String(all[16..<20]) + "-" + String(all[20..<32])
+    }
+
+    static func pending(for key: ClusterState.JobKey, priority: Int, _ trigger: Trigger, index: UInt64) -> Evaluation {
+        var e = Evaluation(id: id(at: index, for: key), jobID: key.id, priority: priority, triggeredBy: trigger)
+        e.namespace = key.namespace
+        return e
+    }
+}

@@ -73,7 +73,7 @@ public struct RaftError: Error, Sendable, CustomStringConvertible, Equatable {
 /// Writes from any agent end up as ``apply(_:timeout:)`` on the leader (followers and
 /// non-members forward them over RPC); consistent reads use ReadIndex on the leader.
 public final class RaftNode: @unchecked Sendable {
-    enum Op: UInt8 { case apply = 1, read = 2, status = 3, transfer = 4, staleRead = 5 }
+    enum Op: UInt8 { case apply = 1, read = 2, status = 3, transfer = 4, staleRead = 5, waitRead = 6 }
 
     public let id: ServerID
     let config: RaftNodeConfiguration
@@ -95,6 +95,11 @@ public final class RaftNode: @unchecked Sendable {
     var readContext: UInt64 = 0
     var reads: [UInt64: EventLoopPromise<Void>] = [:]
     var readsWaitingApply: [(index: LogIndex, promise: EventLoopPromise<Void>)] = []
+    /// Blocking reads waiting for the applied index to pass theirs, by ticket.
+    var applyWatchers: [UInt64: (after: LogIndex, promise: EventLoopPromise<Void>)] = [:]
+    var nextWatcher: UInt64 = 0
+    /// When a message from the current leader last arrived (followers).
+    var lastLeaderContact: ContinuousClock.Instant?
     /// RPC addresses of agents that are Raft members, from gossip; where non-members forward to.
     var memberHints: [String] = []
     var shuttingDown = false
@@ -136,7 +141,11 @@ public final class RaftNode: @unchecked Sendable {
         let t = node.transport
         t.onMessage = { m in
             guard !node.stopped.load(ordering: .relaxed) else { return }
-            node.loop.execute { node.core.step(m); node.scheduleProcess() }
+            node.loop.execute {
+                node.core.step(m)
+                if m.from == node.core.leader { node.lastLeaderContact = .now }
+                node.scheduleProcess()
+            }
         }
         t.onSnapshotFile = { meta, path in
             guard !node.stopped.load(ordering: .relaxed) else { return }
@@ -208,6 +217,87 @@ public final class RaftNode: @unchecked Sendable {
         try await submit(stale ? .staleRead : .read, request, hops: 0, deadline: ContinuousClock.now + timeout).get()
     }
 
+    /// A blocking read: waits (up to `wait`) until this group has applied an entry past `after`,
+    /// then answers like ``read(_:stale:timeout:)``, together with the applied index the answer
+    /// reflects. Returns at the end of `wait` even if nothing was applied (the caller compares).
+    public func read(_ request: [UInt8], stale: Bool = false, after: LogIndex, wait: Duration,
+                     timeout: Duration = .seconds(10)) async throws -> (applied: LogIndex, answer: [UInt8]) {
+        let until = ContinuousClock.now + wait
+        let bytes = try await submit(.waitRead, Self.waitPayload(request, stale: stale, after: after, until: until),
+                                     hops: 0, deadline: until + timeout).get()
+        var r = ByteReader(bytes)
+        guard let applied = r.varint() else { throw RaftError(.remote, "unreadable blocking-read answer") }
+        return (applied, Array(r.raw(r.remaining) ?? []))
+    }
+
+    /// Waits (up to `wait`) until this agent has applied an entry past `after`; the applied index then.
+    public func waitApplied(after: LogIndex, wait: Duration) async -> LogIndex {
+        guard !stopped.load(ordering: .relaxed) else { return after }
+        let until = ContinuousClock.now + wait
+        return (try? await loop.flatSubmit { self.watch(after: after, until: until).map { self.applied } }.get()) ?? after
+    }
+
+    static func waitPayload(_ request: [UInt8], stale: Bool, after: LogIndex, until: ContinuousClock.Instant) -> [UInt8] {
+        var w = ByteWriter(capacity: request.count + 12)
+        w.byte(stale ? 1 : 0)
+        w.varint(after)
+        let left = max(.zero, ContinuousClock.now.duration(to: until))
+        w.varint(UInt64(left / .milliseconds(1)))
+        w.raw(request)
+        return w.bytes
+    }
+
+    static func parseWait(_ payload: [UInt8]) -> (stale: Bool, after: LogIndex, wait: Duration, request: [UInt8])? {
+        var r = ByteReader(payload)
+        guard let flags = r.byte(), let after = r.varint(), let ms = r.varint(), ms <= 3_600_000 else { return nil }
+        return (flags == 1, after, .milliseconds(Int64(ms)), Array(r.raw(r.remaining) ?? []))
+    }
+
+    /// On the loop: a blocking read served here (the leader, or a member for a stale one) —
+    /// wait for the applied index, then answer with it; anywhere else, forwarded.
+    private func waitRead(_ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]>? {
+        guard let (stale, after, wait, request) = Self.parseWait(payload) else {
+            return loop.makeFailedFuture(RaftError(.rejected, "malformed blocking read"))
+        }
+        let member = stale && core.configuration.contains(id) && applied > 0
+        guard member || core.role == .leader else { return nil }
+        let until = ContinuousClock.now + wait
+        return watch(after: after, until: until).flatMap {
+            func answer() throws -> [UInt8] {
+                var w = ByteWriter()
+                w.varint(self.applied)
+                w.raw(try self.fsm.query(request))
+                return w.bytes
+            }
+            if member { return self.loop.makeCompletedFuture { try answer() } }
+            if self.core.role == .leader { return self.confirmRead().flatMapThrowing { try answer() } }
+            // Leadership moved while waiting: ask the new leader, without waiting again.
+            return self.route(.waitRead, Self.waitPayload(request, stale: false, after: after, until: .now), hops: hops, deadline: deadline)
+        }
+    }
+
+    /// Succeeds once an entry past `after` is applied, or at `until`, whichever comes first.
+    private func watch(after: LogIndex, until: ContinuousClock.Instant) -> EventLoopFuture<Void> {
+        guard applied <= after, ContinuousClock.now < until else { return loop.makeSucceededVoidFuture() }
+        nextWatcher += 1
+        let ticket = nextWatcher
+        let p = loop.makePromise(of: Void.self)
+        applyWatchers[ticket] = (after, p)
+        let left = ContinuousClock.now.duration(to: until)
+        loop.scheduleTask(in: .nanoseconds(Int64(left / .nanoseconds(1)))) {
+            self.applyWatchers.removeValue(forKey: ticket)?.promise.succeed(())
+        }
+        return p.futureResult
+    }
+
+    private func wakeWatchers() {
+        guard !applyWatchers.isEmpty else { return }
+        for (ticket, w) in applyWatchers where w.after < applied {
+            applyWatchers[ticket] = nil
+            w.promise.succeed(())
+        }
+    }
+
     private func submit(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
         guard !stopped.load(ordering: .relaxed) else {
             return MultiThreadedEventLoopGroup.singleton.next().makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down"))
@@ -222,8 +312,10 @@ public final class RaftNode: @unchecked Sendable {
         if op == .staleRead, core.configuration.contains(id), applied > 0 {
             do { return loop.makeSucceededFuture(try fsm.query(payload)) } catch { return loop.makeFailedFuture(error) }
         }
+        if op == .waitRead, let served = waitRead(payload, hops: hops, deadline: deadline) { return served }
         if core.role == .leader {
             switch op {
+            case .waitRead: break  // served above
             case .apply: return proposeLocally(payload)
             case .read, .staleRead: return readLocally(payload)
             case .status: return loop.makeSucceededFuture(GroupView(core.status).encode())
@@ -251,7 +343,13 @@ public final class RaftNode: @unchecked Sendable {
         }
         var w = ByteWriter(capacity: payload.count + 2)
         w.byte(hops + 1)
-        w.raw(payload)
+        if op == .waitRead, let p = Self.parseWait(payload) {
+            // What is left of the wait travels, not the wait first asked for.
+            let until = ContinuousClock.now + p.wait
+            w.raw(Self.waitPayload(p.request, stale: p.stale, after: p.after, until: until))
+        } else {
+            w.raw(payload)
+        }
         let timeout = TimeAmount.nanoseconds(Int64(max(remaining, .milliseconds(1)) / .nanoseconds(1)))
         return transport.request(op.rawValue, w.bytes, to: target, timeout: timeout).hop(to: loop).flatMapError { error in
             // The leader moved, went away or refused for now: try again while time remains.
@@ -263,7 +361,9 @@ public final class RaftNode: @unchecked Sendable {
         guard let op = Op(rawValue: op), let hops = payload.first else {
             return loop.makeFailedFuture(RaftError(.rejected, "unknown request"))
         }
-        return submit(op, Array(payload.dropFirst()), hops: hops, deadline: ContinuousClock.now + .seconds(5))
+        let rest = Array(payload.dropFirst())
+        let wait = op == .waitRead ? Self.parseWait(rest)?.wait ?? .zero : .zero
+        return submit(op, rest, hops: hops, deadline: ContinuousClock.now + wait + .seconds(5))
     }
 
     private func proposeLocally(_ command: [UInt8]) -> EventLoopFuture<[UInt8]> {
@@ -290,6 +390,12 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     private func readLocally(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        confirmRead().flatMapThrowing { try self.fsm.query(request) }
+    }
+
+    /// Succeeds once this leader has confirmed it still leads and has applied everything
+    /// committed before the call (ReadIndex).
+    private func confirmRead() -> EventLoopFuture<Void> {
         readContext += 1
         let p = loop.makePromise(of: Void.self)
         do {
@@ -303,7 +409,7 @@ public final class RaftNode: @unchecked Sendable {
             self.reads.removeValue(forKey: ctx)?.fail(RaftError(.timeout, "the read was not confirmed by a quorum in time"))
         }
         scheduleProcess()
-        return p.futureResult.flatMapThrowing { try self.fsm.query(request) }
+        return p.futureResult
     }
 
     // MARK: - Operator actions
@@ -318,6 +424,15 @@ public final class RaftNode: @unchecked Sendable {
     /// Asks the leader, wherever it is, to hand leadership to `target` (or the best voter).
     public func requestLeadershipTransfer(to target: ServerID?, timeout: Duration = .seconds(5)) async throws {
         _ = try await submit(.transfer, Array((target?.rawValue ?? "").utf8), hops: 0, deadline: ContinuousClock.now + timeout).get()
+    }
+
+    /// Whether this agent knows a leader, and how long ago it last heard from it (zero on the
+    /// leader; nil when it never did) — what a stale read's answer may lag by.
+    public func leaderContact() async -> (known: Bool, lastContact: Duration?) {
+        (try? await loop.submit { () -> (Bool, Duration?) in
+            if self.core.role == .leader { return (true, .zero) }
+            return (self.core.leader != nil, self.lastLeaderContact.map { ContinuousClock.now - $0 })
+        }.get()) ?? (false, nil)
     }
 
     public func status() async -> RaftStatus {
@@ -368,6 +483,8 @@ public final class RaftNode: @unchecked Sendable {
             self.ticker?.cancel()
             for (_, p) in self.proposals { p.promise.fail(RaftError(.shuttingDown, "the agent is shutting down")) }
             self.proposals = [:]
+            for (_, w) in self.applyWatchers { w.promise.succeed(()) }
+            self.applyWatchers = [:]
         }.get()
         await transport.close()
         stopped.store(true, ordering: .relaxed)
@@ -436,6 +553,7 @@ public final class RaftNode: @unchecked Sendable {
             }
             core.advance(r)
             answerReads()
+            wakeWatchers()
         }
         syncAddresses()
         failStaleProposals()

@@ -15,12 +15,11 @@ struct AllocationRoutes {
     func register(on router: Router<BasicRequestContext>) {
         registerExec(on: router)
         router.get("/v1/allocation/:id") { request, context in
-            JobRoutes.raw(try await allocation(context.parameters.get("id") ?? "", request).data)
+            try await allocation(context.parameters.get("id") ?? "", request).read.response
         }
         router.get("/v1/job/:id/allocations") { request, context in
-            let (data, _, _) = try await jobs.jobQuery(.job, request, context)
-            let job = try JSONDecoder().decode(JobStatusView.self, from: Data(data))
-            return JSONResponse.make(job.allocations)
+            let read = try await jobs.jobQuery(.job, request, context).read
+            return read.response(try read.decode(JobStatusView.self).allocations)
         }
         router.get("/v1/client/allocation/:id/logs/:task") { request, context in
             let id = context.parameters.get("id") ?? ""
@@ -77,12 +76,10 @@ struct AllocationRoutes {
     }
 
     /// The allocation by id or unique prefix; 404 when there is none.
-    func allocation(_ id: String, _ request: Request) async throws -> (data: [UInt8], view: AllocationView) {
-        var q = ClusterQuery(kind: .allocation)
-        q.id = id
-        let data = try await jobs.query(q, request)
-        guard data != Array("null".utf8) else { throw APIError(.notFound, "allocation_not_found", "no allocation \(id)") }
-        return (data, try JSONDecoder().decode(AllocationView.self, from: Data(data)))
+    func allocation(_ id: String, _ request: Request) async throws -> (read: ClusterRead, view: AllocationView) {
+        let read = try await agent.read(ClusterQuery(kind: .allocation, id: id), request)
+        guard !read.isNull else { throw APIError(.notFound, "allocation_not_found", "no allocation \(id)") }
+        return (read, try read.decode(AllocationView.self))
     }
 
     /// Passes the request to the agent named `node` (its HTTP address comes from gossip).

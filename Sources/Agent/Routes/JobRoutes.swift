@@ -11,31 +11,17 @@ struct JobRoutes {
     let agent: Agent
 
     func register(on router: Router<BasicRequestContext>) {
-        router.post("/v1/jobs") { request, context in
-            let body = try await request.body.collect(upTo: maxBodyBytes)
-            let text = String(buffer: body)
-            let job: Job
-            do { job = try JobFile.parse(text, file: "request") } catch let e as JobFileError {
-                throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
-            }
-            let index = try await commit(.registerJob(text: JobFile.render(job)))
-            // Read back what the registration left (a new version, or the unchanged job).
-            let after = try? await agent.raft.read(ClusterQuery(kind: .job, namespace: job.namespace, id: job.id).encode())
-            let st = after.flatMap { try? JSONDecoder().decode(JobStatusView.self, from: Data($0)) }
-            return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index, version: st?.version,
-                                                     jobModifyIndex: st?.modifyIndex))
+        router.post("/v1/jobs") { request, _ in
+            try await registerJob(request, expectedID: nil)
         }
-        router.post("/v1/jobs/plan") { request, context in
-            let body = try await request.body.collect(upTo: maxBodyBytes)
-            let job: Job
-            do { job = try JobFile.parse(String(buffer: body), file: "request") } catch let e as JobFileError {
-                throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
-            }
-            var q = ClusterQuery(kind: .plan)
-            q.text = JobFile.render(job)
-            let data: [UInt8]
-            do { data = try await agent.raft.read(q.encode()) } catch { throw APIError(raft: error) }
-            return Self.raw(data)
+        router.post("/v1/jobs/plan") { request, _ in
+            try await plan(request, expectedID: nil)
+        }
+        router.post("/v1/job/:id/plan") { request, context in
+            try await plan(request, expectedID: context.parameters.get("id"))
+        }
+        router.post("/v1/job/:id") { request, context in
+            try await registerJob(request, expectedID: context.parameters.get("id"))
         }
         router.post("/v1/node/:id/drain") { request, context in
             let id = context.parameters.get("id") ?? ""
@@ -52,47 +38,93 @@ struct JobRoutes {
             return JSONResponse.make(["node": id, "eligibility": raw == "true" ? "eligible" : "ineligible"])
         }
         router.get("/v1/jobs") { request, _ in
-            let data = try await query(ClusterQuery(kind: .jobs), request)
-            return Self.raw(data)
+            try await agent.read(ClusterQuery(kind: .jobs), request).response
         }
         router.get("/v1/job/:id") { request, context in
-            Self.raw(try await jobQuery(.job, request, context).data)
+            try await jobQuery(.job, request, context).read.response
         }
         router.get("/v1/job/:id/versions") { request, context in
-            Self.raw(try await jobQuery(.versions, request, context).data)
+            try await jobQuery(.versions, request, context).read.response
+        }
+        router.get("/v1/job/:id/evaluations") { request, context in
+            try await jobQuery(.jobEvaluations, request, context).read.response
         }
         router.post("/v1/job/:id/revert") { request, context in
             guard let raw = request.uri.queryParameters.get("version"), let version = Int(raw), version >= 0 else {
                 let id = context.parameters.get("id") ?? ""
                 throw APIError(.badRequest, "invalid_parameter", "version must be a version number (see `caravan job history \(id)`)")
             }
-            let (data, ns, id) = try await jobQuery(.versions, request, context)
-            let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(data))
+            let (read, ns, id) = try await jobQuery(.versions, request, context)
+            let versions = try read.decode([JobVersionView].self)
             guard let target = versions.first(where: { $0.version == version }) else {
                 throw APIError(.badRequest, "unknown_version", "job \(id) has no version \(version) (kept: \(versions.map { String($0.version) }.joined(separator: ", ")))")
             }
             // Registering the old definition again makes it the newest version.
             let index = try await commit(.registerJob(text: target.job))
-            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index))
+            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
+                                                     evaluationID: Evaluation.id(at: index, for: .init(ns, id))))
         }
         router.delete("/v1/job/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let ns = request.uri.queryParameters.get("namespace") ?? "default"
             let purge = request.uri.queryParameters.get("purge").map { $0 != "false" } ?? false
             let index = try await commit(.deregisterJob(namespace: ns, id: id, purge: purge), notFoundCode: "job_not_found")
-            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index))
+            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
+                                                     evaluationID: purge ? nil : Evaluation.id(at: index, for: .init(ns, id))))
         }
         router.get("/v1/nodes") { request, _ in
-            Self.raw(try await query(ClusterQuery(kind: .nodes), request))
+            try await agent.read(ClusterQuery(kind: .nodes), request).response
+        }
+        router.get("/v1/node/:id") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let read = try await agent.read(ClusterQuery(kind: .node, id: id), request)
+            guard !read.isNull else { throw APIError(.notFound, "node_not_found", "no node \(id) (see `caravan node status`)") }
+            return read.response
         }
         router.get("/v1/allocations") { request, _ in
-            Self.raw(try await query(ClusterQuery(kind: .allocations), request))
+            try await agent.read(ClusterQuery(kind: .allocations), request).response
+        }
+        router.get("/v1/evaluations") { request, _ in
+            try await agent.read(ClusterQuery(kind: .evaluations), request).response
         }
     }
 
-    static func raw(_ bytes: [UInt8]) -> Response {
-        Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    /// `POST /v1/jobs` (and `/v1/job/{id}`, which must name the same job): parse, commit, and
+    /// create the evaluation the leader answers with placements.
+    func registerJob(_ request: Request, expectedID: String?) async throws -> Response {
+        let job = try await Self.parseJob(request, expectedID: expectedID)
+        let index = try await commit(.registerJob(text: JobFile.render(job)))
+        let eval = Evaluation.id(at: index, for: .init(job.namespace, job.id))
+        // Read back what the registration left (a new version, or the unchanged job).
+        let st = try? await agent.read(ClusterQuery(kind: .job, namespace: job.namespace, id: job.id)).decode(JobStatusView.self)
+        return JSONResponse.make(JobRegisterView(id: job.id, namespace: job.namespace, index: index, version: st?.version,
+                                                 jobModifyIndex: st?.modifyIndex, evaluationID: eval))
     }
+
+    func plan(_ request: Request, expectedID: String?) async throws -> Response {
+        let job = try await Self.parseJob(request, expectedID: expectedID)
+        var q = ClusterQuery(kind: .plan)
+        q.text = JobFile.render(job)
+        return try await agent.read(q).response
+    }
+
+    static func parseJob(_ request: Request, expectedID: String?) async throws -> Job {
+        let text: String
+        do { text = String(buffer: try await request.body.collect(upTo: maxBodyBytes)) } catch {
+            throw APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes")
+        }
+        let job: Job
+        do { job = try JobFile.parse(text, file: "request") } catch let e as JobFileError {
+            throw APIError(.badRequest, "invalid_job", e.problems.map(\.description).joined(separator: "\n"))
+        } catch {
+            throw APIError(.badRequest, "invalid_job", "\(error)")
+        }
+        if let expectedID, expectedID != job.id {
+            throw APIError(.badRequest, "invalid_job", "the path names job \(expectedID) but the job file defines \(job.id)")
+        }
+        return job
+    }
+
 
     /// Commits a cluster-state command through the leader; the Raft index it landed at.
     func commit(_ c: Command, notFoundCode: String = "rejected") async throws -> UInt64 {
@@ -109,17 +141,11 @@ struct JobRoutes {
 
     /// A query about the job named in the path (and `?namespace`); 404 when it is not registered.
     func jobQuery(_ kind: ClusterQuery.Kind, _ request: Request, _ context: BasicRequestContext) async throws
-        -> (data: [UInt8], namespace: String, id: String) {
+        -> (read: ClusterRead, namespace: String, id: String) {
         let id = context.parameters.get("id") ?? ""
         let ns = request.uri.queryParameters.get("namespace") ?? "default"
-        let data = try await query(ClusterQuery(kind: kind, namespace: ns, id: id), request)
-        guard data != Array("null".utf8) else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
-        return (data, ns, id)
-    }
-
-    /// Linearizable through the leader unless `?stale`.
-    func query(_ q: ClusterQuery, _ request: Request) async throws -> [UInt8] {
-        let stale = request.uri.queryParameters.get("stale") != nil
-        do { return try await agent.raft.read(q.encode(), stale: stale) } catch { throw APIError(raft: error) }
+        let read = try await agent.read(ClusterQuery(kind: kind, namespace: ns, id: id), request)
+        guard !read.isNull else { throw APIError(.notFound, "job_not_found", "no job \(id) in namespace \(ns)") }
+        return (read, ns, id)
     }
 }

@@ -1,0 +1,116 @@
+import API
+import FoundationEssentials
+import HTTPTypes
+import Hummingbird
+import Primitives
+import RaftNIO
+
+/// One read of the cluster state as the API serves it: the answer, the index of the last
+/// change it reflects, and how fresh it is — sent back as `X-Caravan-Index`,
+/// `X-Caravan-KnownLeader` and `X-Caravan-LastContact` (milliseconds).
+struct ClusterRead: Sendable {
+    var index: UInt64
+    var data: [UInt8]
+    var knownLeader: Bool
+    var lastContact: Duration
+
+    var headers: HTTPFields {
+        var h: HTTPFields = [.contentType: "application/json"]
+        h[ClusterRead.indexHeader] = String(index)
+        h[HTTPField.Name("X-Caravan-KnownLeader")!] = knownLeader ? "true" : "false"
+        h[HTTPField.Name("X-Caravan-LastContact")!] = String(Int(lastContact / .milliseconds(1)))
+        return h
+    }
+
+    static let indexHeader = HTTPField.Name("X-Caravan-Index")!
+
+    /// The answer as it came, with the read's headers.
+    var response: Response {
+        Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Something derived from the answer, with the read's headers.
+    func response(_ value: some Encodable) -> Response {
+        JSONResponse.make(value, headers: headers)
+    }
+
+    func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: Data(data)) } catch {
+            throw APIError(.badGateway, "bad_answer", "the leader sent an unreadable answer")
+        }
+    }
+
+    var isNull: Bool { data == Array("null".utf8) }
+
+    /// Splits a cluster query's answer: the index, then the JSON.
+    static func split(_ bytes: [UInt8]) throws -> (index: UInt64, json: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let index = r.varint() else { throw APIError(.badGateway, "bad_answer", "the leader sent an unreadable answer") }
+        return (index, Array(r.raw(r.remaining) ?? []))
+    }
+
+    /// The longest and the default wait of a blocking query.
+    static let maxWait: Duration = .seconds(600)
+    static let defaultWait: Duration = .seconds(300)
+
+    /// `?wait=`: `30s`, `5m`, `250ms`, or plain seconds.
+    static func parseWait(_ raw: String) -> Duration? {
+        let units: [(String, Duration)] = [("ms", .milliseconds(1)), ("s", .seconds(1)), ("m", .seconds(60)), ("h", .seconds(3600))]
+        for (suffix, unit) in units where raw.hasSuffix(suffix) {
+            guard let n = Int(raw.dropLast(suffix.count)), n >= 0 else { return nil }
+            return unit * n
+        }
+        return Int(raw).flatMap { $0 >= 0 ? .seconds($0) : nil }
+    }
+}
+
+extension Agent {
+    /// Reads the cluster state the way the request asks: through the leader (linearizable) or
+    /// from this agent's copy (`?stale`), and — with `?index=N` — not before something newer
+    /// than N exists or `?wait` (default 5 minutes, at most 10) has passed.
+    func read(_ q: ClusterQuery, _ request: Request) async throws -> ClusterRead {
+        let params = request.uri.queryParameters
+        let stale = params.get("stale").map { $0 != "false" } ?? false
+        var minIndex: UInt64 = 0
+        if let raw = params.get("index") {
+            guard let n = UInt64(raw) else { throw APIError(.badRequest, "invalid_parameter", "index must be a non-negative integer (an X-Caravan-Index)") }
+            minIndex = n
+        }
+        var wait = ClusterRead.defaultWait
+        if let raw = params.get("wait") {
+            guard let w = ClusterRead.parseWait(raw) else {
+                throw APIError(.badRequest, "invalid_parameter", "wait must be a duration such as 30s, 5m or 500ms")
+            }
+            wait = min(w, ClusterRead.maxWait)
+        }
+        return try await read(q, stale: stale, after: minIndex, wait: wait)
+    }
+
+    /// The same without a request: `after` 0 answers at once.
+    func read(_ q: ClusterQuery, stale: Bool = false, after minIndex: UInt64 = 0, wait: Duration = .zero) async throws -> ClusterRead {
+        var (index, json): (UInt64, [UInt8])
+        do {
+            if minIndex == 0 {
+                (index, json) = try ClusterRead.split(try await raft.read(q.encode(), stale: stale))
+            } else {
+                let until = ContinuousClock.now + wait
+                var after = minIndex
+                while true {
+                    let left = max(.zero, ContinuousClock.now.duration(to: until))
+                    let (applied, bytes) = try await raft.read(q.encode(), stale: stale, after: after, wait: left)
+                    (index, json) = try ClusterRead.split(bytes)
+                    // Something this answer shows changed, or time is up; otherwise the group
+                    // applied something unrelated: wait past that.
+                    if index > minIndex || ContinuousClock.now >= until { break }
+                    after = max(after, applied)
+                }
+            }
+        } catch let e as APIError {
+            throw e
+        } catch {
+            throw APIError(raft: error)
+        }
+        let contact = stale ? await raft.leaderContact() : (true, .zero)
+        return ClusterRead(index: index, data: json, knownLeader: contact.known, lastContact: contact.lastContact ?? .zero)
+    }
+}
