@@ -228,6 +228,25 @@ public struct CaravanClient: Sendable {
 
     public func job(_ id: String) async throws(ClientError) -> JobStatusView { try await request(.GET, "/v1/job/" + Self.escape(id)) }
 
+    /// A blocking read: answers once something newer than `index` exists, or after `wait`; the
+    /// answer's `X-Caravan-Index` comes with it (pass it back as the next `index`).
+    public func blocking<T: Decodable>(_ path: String, index: UInt64, wait: Duration, as: T.Type = T.self) async throws(ClientError) -> (T, UInt64) {
+        let sep = path.contains("?") ? "&" : "?"
+        let ms = Int(wait / .milliseconds(1))
+        let r = try await send(.GET, path + "\(sep)index=\(index)&wait=\(ms)ms")
+        return (try Self.decode(r, as: T.self), r.header("X-Caravan-Index").flatMap { UInt64($0) } ?? index)
+    }
+
+    public func job(_ id: String, index: UInt64, wait: Duration) async throws(ClientError) -> (JobStatusView, UInt64) {
+        try await blocking("/v1/job/" + Self.escape(id), index: index, wait: wait)
+    }
+
+    public func evaluations(job id: String) async throws(ClientError) -> [EvaluationView] {
+        try await request(.GET, "/v1/job/" + Self.escape(id) + "/evaluations")
+    }
+
+    public func node(_ id: String) async throws(ClientError) -> NodeDetailView { try await request(.GET, "/v1/node/" + Self.escape(id)) }
+
     public func stopJob(_ id: String, purge: Bool) async throws(ClientError) -> JobRegisterView {
         try await request(.DELETE, "/v1/job/" + Self.escape(id) + (purge ? "?purge=true" : ""))
     }

@@ -83,14 +83,21 @@ struct JobCommand: AsyncParsableCommand {
             if detach {
                 if json { return try printJSON(reg) }
                 print("Job \"\(reg.id)\" registered at index \(reg.index)")
+                if let e = reg.evaluationID { print("Evaluation ID: \(e)") }
                 return
             }
-            if !json { print("Job \"\(reg.id)\" registered at index \(reg.index); following until it runs…") }
+            if !json { print("Job \"\(reg.id)\" registered at index \(reg.index)" + (reg.evaluationID.map { " (evaluation \($0.prefix(8)))" } ?? "") + "; following until it runs…") }
             let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
             var last = ""
+            var index: UInt64 = 0
             while true {
-                let st: JobStatusView = try await cli { () async throws(ClientError) in try await api.job(reg.id) }
-                let line = st.groups.map { "\($0.name): \($0.placed)/\($0.desired) placed, \($0.running) running, \($0.healthy) healthy, \($0.complete) complete, \($0.failed) failed, \($0.lost) lost" }.joined(separator: "; ")
+                // A blocking read: back as soon as anything about the job changes.
+                let left = max(.milliseconds(1), ContinuousClock.now.duration(to: deadline))
+                let (st, next): (JobStatusView, UInt64) = try await cli { () async throws(ClientError) in
+                    try await api.job(reg.id, index: index, wait: min(left, .seconds(5)))
+                }
+                index = next
+                let line = Self.progress(st)
                 if line != last && !json { print("  " + line); last = line }
                 let batch = st.type == "batch" || st.type == "sysbatch"
                 // An unchanged job keeps its modify index: then what runs already is the answer.
@@ -119,8 +126,21 @@ struct JobCommand: AsyncParsableCommand {
                     if !done { throw CLIError.failed("\(reg.id) was not fully running within \(Int(timeout))s") }
                     return
                 }
-                try await Task.sleep(for: .milliseconds(200))
             }
+        }
+
+        /// One line per change: each group's instances by state, and the latest event of any
+        /// instance that is failing or restarting.
+        static func progress(_ st: JobStatusView) -> String {
+            st.groups.map { g in
+                var s = "\(g.name): \(g.placed)/\(g.desired) placed, \(g.running) running, \(g.healthy) healthy, \(g.failed) failed"
+                if g.complete > 0 { s += ", \(g.complete) complete" }
+                if g.lost > 0 { s += ", \(g.lost) lost" }
+                let troubled = st.allocations.filter { $0.group == g.name && $0.desiredStatus == "run" && $0.jobVersion == st.version }
+                    .flatMap { a in a.taskStates.values.filter { $0.failed || $0.restarts > 0 }.compactMap(\.events.last) }
+                if let e = troubled.max(by: { $0.time < $1.time }) { s += " (\(e.type): \(e.message))" }
+                return s
+            }.joined(separator: "; ")
         }
     }
 
@@ -150,6 +170,15 @@ struct JobCommand: AsyncParsableCommand {
             }
             print("")
             printAllocations(st.allocations)
+            // The latest task events across the job's allocations.
+            let events = st.allocations.flatMap { a in
+                a.taskStates.flatMap { task, t in t.events.map { (a, task, $0) } }
+            }.sorted { $0.2.time > $1.2.time }.prefix(10)
+            if !events.isEmpty {
+                print("\nRecent events:")
+                printTable(["TIME", "ALLOCATION", "TASK", "TYPE", "DESCRIPTION"],
+                           events.map { [formatTime($0.2.time), String($0.0.id.prefix(8)), $0.1, $0.2.type, $0.2.message] })
+            }
         }
     }
 

@@ -40,19 +40,43 @@ struct NodeCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "status", abstract: "Every node's status, eligibility, capacity and what is allocated on it.")
+            commandName: "status",
+            abstract: "Every node's status, eligibility, capacity, what is allocated and what is free; or one node in detail.")
         @OptionGroup var client: ClientOptions
+        @Argument(help: "A node id: its attributes and allocations.") var id: String?
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            let nodes: [NodeView]
-            do { nodes = try await client.client().nodes() } catch let e as ClientError { throw CLIError.from(e) }
+            let api = try client.client()
+            if let id {
+                let d: NodeDetailView = try await cli { () async throws(ClientError) in try await api.node(id) }
+                if json { return try printJSON(d) }
+                let n = d.node
+                print("ID          = \(n.id)\nAddress     = \(n.address)\nStatus      = \(n.status)\(n.draining ? " (draining)" : "")")
+                print("Eligibility = \(n.eligibility)\nDrivers     = \(n.drivers.joined(separator: ", "))\n")
+                printTable(["RESOURCE", "CAPACITY", "ALLOCATED", "FREE"], Self.resources(n))
+                print("\nAttributes:")
+                printTable(["NAME", "VALUE"], d.attributes.sorted { $0.key < $1.key }.map { [$0.key, $0.value] }
+                    + d.meta.sorted { $0.key < $1.key }.map { ["meta.\($0.key)", $0.value] })
+                print("")
+                printAllocations(d.allocations)
+                return
+            }
+            let nodes: [NodeView] = try await cli { () async throws(ClientError) in try await api.nodes() }
             if json { return try printJSON(nodes) }
-            printTable(["ID", "ADDRESS", "STATUS", "ELIGIBILITY", "ALLOCS", "CPU USED/TOTAL", "MEMORY USED/TOTAL", "DRIVERS"], nodes.map {
+            printTable(["ID", "ADDRESS", "STATUS", "ELIGIBILITY", "ALLOCS", "CPU USED/TOTAL", "CPU FREE", "MEMORY USED/TOTAL", "MEMORY FREE", "DRIVERS"], nodes.map {
                 [$0.id, $0.address, $0.status + ($0.draining ? " (draining)" : ""), $0.eligibility, "\($0.allocations)",
-                 "\($0.allocated.cpuMillicores)m/\($0.capacity.cpuMillicores)m", "\($0.allocated.memoryMiB)Mi/\($0.capacity.memoryMiB)Mi",
+                 "\($0.allocated.cpuMillicores)m/\($0.capacity.cpuMillicores)m", "\($0.capacity.cpuMillicores - $0.allocated.cpuMillicores)m",
+                 "\($0.allocated.memoryMiB)Mi/\($0.capacity.memoryMiB)Mi", "\($0.capacity.memoryMiB - $0.allocated.memoryMiB)Mi",
                  $0.drivers.joined(separator: ",")]
             })
+        }
+
+        static func resources(_ n: NodeView) -> [[String]] {
+            let c = n.capacity, a = n.allocated
+            return [["cpu", "\(c.cpuMillicores)m", "\(a.cpuMillicores)m", "\(c.cpuMillicores - a.cpuMillicores)m"],
+                    ["memory", "\(c.memoryMiB)Mi", "\(a.memoryMiB)Mi", "\(c.memoryMiB - a.memoryMiB)Mi"],
+                    ["disk", "\(c.diskMiB)Mi", "\(a.diskMiB)Mi", "\(c.diskMiB - a.diskMiB)Mi"]]
         }
     }
 }

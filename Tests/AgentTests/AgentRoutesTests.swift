@@ -19,7 +19,7 @@ import Testing
     }
 
     @Test func membersAndSelfAnswerJSON() async throws {
-        let agent = try await Self.agent("127.0.52.2", key: .generate())
+        let agent = try await Self.agent("127.0.62.2", key: .generate())
         defer { Task { await agent.gossip.shutdown() } }
         let app = Application(router: agent.makeRouter())
         try await app.test(.router) { client in
@@ -38,7 +38,7 @@ import Testing
 
     @Test func badRequestsGetJSONErrorsWithStableCodes() async throws {
         let key = SecretKey.generate()
-        let agent = try await Self.agent("127.0.52.3", key: key)
+        let agent = try await Self.agent("127.0.62.3", key: key)
         defer { Task { await agent.gossip.shutdown() } }
         let app = Application(router: agent.makeRouter())
         try await app.test(.router) { client in
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func keyringNeedsEncryption() async throws {
-        let agent = try await Self.agent("127.0.52.4")
+        let agent = try await Self.agent("127.0.62.4")
         defer { Task { await agent.gossip.shutdown() } }
         let app = Application(router: agent.makeRouter())
         try await app.test(.router) { client in

@@ -138,7 +138,7 @@ import Testing
             _ = try? LocalCluster.run(["down", dir], executable: script)
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let c = try LocalCluster(subnet: 56)
+        let c = try LocalCluster(subnet: 60)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let job = try ExecutorEndToEndTests.write("""

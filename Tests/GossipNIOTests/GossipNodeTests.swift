@@ -28,15 +28,15 @@ import Testing
 
     @Test func garbageNeverStopsTheReceiveLoop() async throws {
         let ring = Keyring(primary: .generate())
-        let a = try await Self.node("a", "127.0.53.2", ring: ring)
-        let b = try await Self.node("b", "127.0.53.3", ring: ring)
+        let a = try await Self.node("a", "127.0.64.2", ring: ring)
+        let b = try await Self.node("b", "127.0.64.3", ring: ring)
         await b.join([a.advertised])
         try await Self.waitUntil("a and b see each other") { let x = await a.members().count; let y = await b.members().count; return x == 2 && y == 2 }
 
         // Random datagrams, truncated and forged sealed frames, a wrong key, plaintext.
         let sender = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.53.9", port: 0).get()
-        let target = try SocketAddress(ipAddress: "127.0.53.2", port: 4682)
+            .bind(host: "127.0.64.9", port: 0).get()
+        let target = try SocketAddress(ipAddress: "127.0.64.2", port: 4682)
         var rng = SystemRandomNumberGenerator()
         let other = Keyring(primary: .generate())
         for i in 0..<600 {
@@ -46,7 +46,7 @@ import Testing
             case 1: bytes = Array(ring.seal(Codec.encodePacket([.ping(seq: 1, target: "a")])).prefix(Int.random(in: 0...40, using: &rng)))
             case 2: var f = ring.seal([1, 2, 3]); f[f.count - 1] ^= 0xFF; bytes = f
             case 3: bytes = other.seal(Codec.encodePacket([.ping(seq: 1, target: "a")]))
-            default: bytes = Keyring().seal(Codec.encodePacket([.alive(name: "evil", address: Address(host: "127.0.53.9", port: 1),
+            default: bytes = Keyring().seal(Codec.encodePacket([.alive(name: "evil", address: Address(host: "127.0.64.9", port: 1),
                                                                         incarnation: Incarnation(9), metadata: [])]))
             }
             var buf = sender.allocator.buffer(capacity: bytes.count)
@@ -68,7 +68,7 @@ import Testing
         #expect((t.dropped["unknown_key"] ?? 0) > 0 && (t.dropped["plaintext_refused"] ?? 0) > 0 && (t.dropped["forged"] ?? 0) > 0)
         #expect(!(await a.members()).contains { $0.name == "evil" })
         // Still serving: a third node can join through a.
-        let c = try await Self.node("c", "127.0.53.4", ring: ring)
+        let c = try await Self.node("c", "127.0.64.4", ring: ring)
         await c.join([a.advertised])
         try await Self.waitUntil("c joined") { let x = await a.members().count; let y = await c.members().count; return x == 3 && y == 3 }
         for n in [a, b, c] { await n.shutdown() }
@@ -77,8 +77,8 @@ import Testing
     @Test func keyringQueriesAggregateAndRefuseThePrimary() async throws {
         let k1 = SecretKey.generate(), k2 = SecretKey.generate()
         let ring = Keyring(primary: k1)
-        let a = try await Self.node("a", "127.0.54.2", ring: ring)
-        let b = try await Self.node("b", "127.0.54.3", ring: ring)
+        let a = try await Self.node("a", "127.0.65.2", ring: ring)
+        let b = try await Self.node("b", "127.0.65.3", ring: ring)
         await b.join([a.advertised])
         try await Self.waitUntil("joined") { await a.members().count == 2 }
         var r = await a.keyringOperation(.install(k2))

@@ -117,6 +117,33 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         for i in 0..<3 { await g.stop(i) }
     }
 
+    @Test func aBlockingReadWakesOnTheNextCommitAndOtherwiseWaitsItsTime() async throws {
+        let g = try Group(subnet: 66)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        _ = try await g.nodes[l]!.apply(Array("color=red".utf8))
+        let follower = (l + 1) % 3
+        // Nothing new: the read comes back when its wait is over, with the index it waited past.
+        let now = try await g.nodes[follower]!.read(Array("color".utf8), after: 0, wait: .zero)
+        let start = ContinuousClock.now
+        let idle = try await g.nodes[follower]!.read(Array("color".utf8), after: now.applied, wait: .milliseconds(300))
+        #expect(ContinuousClock.now - start >= .milliseconds(290))
+        #expect(idle.applied == now.applied && idle.answer == Array("red".utf8))
+        // A write while a follower's read waits on the leader: the read answers with it at once.
+        for stale in [false, true] {
+            let before = try await g.nodes[follower]!.read(Array("color".utf8), after: 0, wait: .zero)
+            async let woken = g.nodes[follower]!.read(Array("color".utf8), stale: stale, after: before.applied, wait: .seconds(30))
+            try await Task.sleep(for: .milliseconds(100))
+            let t0 = ContinuousClock.now
+            _ = try await g.nodes[l]!.apply(Array("color=\(stale ? "green" : "blue")".utf8))
+            let got = try await woken
+            #expect(ContinuousClock.now - t0 < .seconds(5))
+            #expect(got.applied > before.applied)
+            #expect(got.answer == Array((stale ? "green" : "blue").utf8))
+        }
+        for i in 0..<3 { await g.stop(i) }
+    }
+
     @Test func aFollowerThatMissedManyWritesCatchesUpFromAChunkedSnapshotAndSurvivesARestart() async throws {
         let g = try Group(subnet: 57, snapshotEvery: 200, keep: 20)
         for i in 0..<3 { try await g.start(i, bootstrap: true) }
