@@ -166,12 +166,14 @@ public final class Agent: Sendable {
     /// The HTTP routes of this agent (tests drive them without a socket).
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
+        router.middlewares.add(RequestMetricsMiddleware())
         router.middlewares.add(ErrorMiddleware())
         AgentRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
         JobRoutes(agent: self).register(on: router)
         AllocationRoutes(agent: self).register(on: router)
+        MetricsRoutes(agent: self).register(on: router)
         return router
     }
 

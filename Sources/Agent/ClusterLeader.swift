@@ -5,6 +5,7 @@ import Glibc
 import ClusterState
 import Gossip
 import Logging
+import Metrics
 import Raft
 import Scheduler
 import ServiceLifecycle
@@ -124,7 +125,15 @@ struct ClusterLeader: Service {
             let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
                                              evaluations: evals),
                                   "apply the plan for job \(key.id)")
+            Counter(label: "caravan_scheduler_evaluations_total").increment()
+            if !verdict.rejectedNodes.isEmpty { Counter(label: "caravan_scheduler_plan_rejections_total").increment() }
+            for f in plan.failures {
+                for (reason, _) in f.reasons {
+                    Counter(label: "caravan_scheduler_failed_placements_total", dimensions: [("reason", Self.reasonClass(reason))]).increment(by: f.unplaced)
+                }
+            }
             if ok {
+                Counter(label: "caravan_scheduler_placements_total").increment(by: verdict.accepted.placements.count)
                 memory.lastFailures[key] = failures
                 if !verdict.accepted.isEmpty {
                     agent.logger.info("plan committed", metadata: ["job": "\(key.id)", "placed": "\(verdict.accepted.placements.count)",
@@ -133,6 +142,13 @@ struct ClusterLeader: Service {
                 view = SchedulingView(agent.store.current)
             }
         }
+    }
+
+    /// A placement failure's reason without the job's own values ("constraint ${attr.x} = y" →
+    /// "constraint"), so the metric has few series.
+    static func reasonClass(_ reason: String) -> String {
+        if reason.hasSuffix("exhausted") { return reason.replacing(" ", with: "_") }
+        return String(reason.prefix { $0 != " " })
     }
 
     // MARK: - Periodic jobs

@@ -1,5 +1,6 @@
 import CaravanModel
 import FoundationEssentials
+import Metrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,6 +54,21 @@ public actor Executor {
         self.drivers = Dictionary(drivers.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
         self.report = report
         self.now = now
+    }
+
+    /// Tasks by state on this node, for the agent's metrics.
+    public func taskCounts() -> (running: Int, pending: Int, dead: Int) {
+        var c = (running: 0, pending: 0, dead: 0)
+        for r in allocs.values {
+            for t in r.tasks.values {
+                switch t.state.state {
+                case .running: c.running += 1
+                case .pending: c.pending += 1
+                case .dead: c.dead += 1
+                }
+            }
+        }
+        return c
     }
 
     public static func unixMillis() -> Int64 {
@@ -281,6 +297,7 @@ public actor Executor {
         t.starting = false
         t.state.exitCode = status.known ? status.code : nil
         if oom {
+            Counter(label: "caravan_executor_oom_kills_total").increment()
             t.state.record(TaskEvent(time: now(), type: "OOM Killed",
                                      message: "OOM killed: memory limit of \(t.spec.resources.memoryMaxMiB ?? t.spec.resources.memoryMiB) MiB reached"))
         }
@@ -305,6 +322,7 @@ public actor Executor {
         } else if retryable, let delay = restartDelay(&t, r.group.restart) {
             t.state.state = .pending
             t.state.restarts += 1
+            Counter(label: "caravan_executor_task_restarts_total", dimensions: [("driver", t.spec.driver.rawValue)]).increment()
             t.waitingToRestart = true
             t.state.record(TaskEvent(time: now(), type: "Restarting", message: "Task restarting in \(Units.text(delay))"))
             r.tasks[name] = t

@@ -2,7 +2,6 @@ import Framing
 import Gossip
 import Keyring
 import Logging
-import Metrics
 import NIOCore
 import NIOPosix
 
@@ -85,9 +84,6 @@ public final class GossipNode: @unchecked Sendable {
     var rekeyReplies: [NIODeadline] = []
     var nextPeersSave = NIODeadline.now()
 
-    private let droppedCounter: Counter
-    private let bytesOutCounter: Counter
-    private let bytesInCounter: Counter
 
     private init(config: GossipConfiguration, loop: any EventLoop, logger: Logger) {
         self.name = config.name
@@ -107,9 +103,6 @@ public final class GossipNode: @unchecked Sendable {
         self.sharedKeyring = config.sharedKeyring
         config.sharedKeyring?.current = config.keyring
         self.keyringPath = config.keyringPath
-        self.droppedCounter = Counter(label: "caravan_gossip_dropped_total")
-        self.bytesOutCounter = Counter(label: "caravan_gossip_bytes_sent_total")
-        self.bytesInCounter = Counter(label: "caravan_gossip_bytes_received_total")
     }
 
     /// Binds UDP and TCP on the configured address and starts the protocol.
@@ -239,14 +232,12 @@ public final class GossipNode: @unchecked Sendable {
 
     func drop(_ reason: String, from: String) {
         traffic.dropped[reason, default: 0] += 1
-        droppedCounter.increment()
         logger.debug("dropped gossip input", metadata: ["reason": "\(reason)", "from": "\(from)"])
     }
 
     func onDatagram(_ bytes: ByteBuffer, from remote: SocketAddress) {
         traffic.packetsReceived += 1
         traffic.bytesReceived += bytes.readableBytes
-        bytesInCounter.increment(by: bytes.readableBytes)
         guard let ip = remote.ipAddress, let port = remote.port else { return }
         let opened = bytes.withUnsafeReadableBytes { raw in
             keyring.open(UnsafeBufferPointer(start: raw.bindMemory(to: UInt8.self).baseAddress, count: raw.count))
@@ -331,7 +322,6 @@ public final class GossipNode: @unchecked Sendable {
         let sealed = keyring.seal(Codec.encodePacket(messages))
         traffic.packetsSent += 1
         traffic.bytesSent += sealed.count
-        bytesOutCounter.increment(by: sealed.count)
         var buf = udp.allocator.buffer(capacity: sealed.count)
         buf.writeBytes(sealed)
         udp.writeAndFlush(AddressedEnvelope(remoteAddress: sa, data: buf), promise: nil)

@@ -1,5 +1,6 @@
 import Keyring
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import Primitives
@@ -92,6 +93,9 @@ public final class RaftNode: @unchecked Sendable {
     var applied: LogIndex = 0
     var lastSnapshotIndex: LogIndex = 0
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
+    let commitTimer = Timer(label: "caravan_raft_commit_seconds")
+    let electionsCounter = Counter(label: "caravan_raft_elections_total")
+    let leaderChangesCounter = Counter(label: "caravan_raft_leader_changes_total")
     var readContext: UInt64 = 0
     var reads: [UInt64: EventLoopPromise<Void>] = [:]
     var readsWaitingApply: [(index: LogIndex, promise: EventLoopPromise<Void>)] = []
@@ -380,6 +384,8 @@ public final class RaftNode: @unchecked Sendable {
     private func track(index: LogIndex, term: Term) -> EventLoopFuture<[UInt8]> {
         let p = loop.makePromise(of: [UInt8].self)
         proposals[index] = (term, p)
+        let proposed = ContinuousClock.now
+        p.futureResult.whenSuccess { [commitTimer] _ in commitTimer.record(duration: ContinuousClock.now - proposed) }
         loop.scheduleTask(in: .seconds(10)) {
             guard let pending = self.proposals[index], pending.term == term else { return }
             self.proposals[index] = nil
@@ -566,6 +572,8 @@ public final class RaftNode: @unchecked Sendable {
 
     private func noteRoleChange() {
         guard core.role != lastRole || core.leader != lastLeader else { return }
+        if core.role == .candidate && lastRole != .candidate { electionsCounter.increment() }
+        if core.leader != lastLeader && core.leader != nil { leaderChangesCounter.increment() }
         lastRole = core.role
         lastLeader = core.leader
         if core.role == .leader {

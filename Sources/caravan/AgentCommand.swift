@@ -58,6 +58,7 @@ struct AgentCommand: AsyncParsableCommand {
         logger[metadataKey: "node"] = "\(config.name)"
         let agent: Agent
         do {
+            AgentMetrics.bootstrap()
             agent = try await Agent.start(config, logger: logger)
             try await agent.run()
         } catch let e as AgentError {

@@ -1,9 +1,12 @@
 import API
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Keyring
 import Logging
+import Metrics
+import Raft
 import Testing
 @testable import Agent
 
@@ -93,6 +96,131 @@ import Testing
             try await client.execute(uri: "/v1/agent/keyring", method: .get) { r in
                 #expect(r.status == .badRequest)
                 #expect(String(buffer: r.body).contains("encryption_disabled"))
+            }
+        }
+    }
+
+    /// A one-agent Raft group (the services that would bootstrap it do not run in router tests).
+    static func leader(_ ip: String) async throws -> Agent {
+        let agent = try await Self.agent(ip)
+        try await agent.raft.bootstrap(Configuration(servers: [.init(id: ServerID("routes"), address: "\(ip):4681", voter: true)]))
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await agent.raft.status().role != .leader {
+            guard ContinuousClock.now < deadline else { throw AgentError("no leader") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return agent
+    }
+
+    static let job = """
+        id: web
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: raw_exec
+                config: {command: /bin/true}
+        """
+
+    @Test func clusterReadsCarryTheirIndexAndBlockUntilSomethingNewer() async throws {
+        let agent = try await Self.leader("127.0.62.5")
+        defer { Task { await agent.raft.shutdown(); await agent.gossip.shutdown() } }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { client in
+            var evaluation = ""
+            try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: Self.job)) { r in
+                #expect(r.status == .ok)
+                let reg = try JSONDecoder().decode(JobRegisterView.self, from: Data(buffer: r.body))
+                evaluation = reg.evaluationID ?? ""
+            }
+            var index: UInt64 = 0
+            try await client.execute(uri: "/v1/job/web", method: .get) { r in
+                #expect(r.status == .ok)
+                index = UInt64(r.headers[ClusterRead.indexHeader] ?? "") ?? 0
+                #expect(r.headers[HTTPField.Name("X-Caravan-KnownLeader")!] == "true")
+                #expect(r.headers[HTTPField.Name("X-Caravan-LastContact")!] == "0")
+            }
+            #expect(index > 0)
+            let base = index
+            // The registration's evaluation is listed under the job, pending (no leader loop runs here).
+            try await client.execute(uri: "/v1/job/web/evaluations", method: .get) { r in
+                let evals = try JSONDecoder().decode([EvaluationView].self, from: Data(buffer: r.body))
+                #expect(evals.map(\.id) == [evaluation] && evals.first?.triggeredBy == "job-register" && evals.first?.status == "pending")
+            }
+            // Nothing changes: the read waits its time and answers with the same index.
+            let start = ContinuousClock.now
+            try await client.execute(uri: "/v1/job/web?index=\(index)&wait=300ms", method: .get) { r in
+                #expect(r.status == .ok)
+                #expect(r.headers[ClusterRead.indexHeader] == String(index))
+            }
+            #expect(ContinuousClock.now - start >= .milliseconds(290))
+            // A change while a read waits: it answers with the newer index, well before its wait.
+            async let woken: (UInt64, Duration) = {
+                let t0 = ContinuousClock.now
+                var got: UInt64 = 0
+                try await client.execute(uri: "/v1/job/web?index=\(base)&wait=60s", method: .get) { r in
+                    got = UInt64(r.headers[ClusterRead.indexHeader] ?? "") ?? 0
+                }
+                return (got, ContinuousClock.now - t0)
+            }()
+            try await Task.sleep(for: .milliseconds(200))
+            try await client.execute(uri: "/v1/job/web", method: .delete) { r in #expect(r.status == .ok) }
+            let (newer, took) = try await woken
+            #expect(newer > base)
+            #expect(took < .seconds(30))
+            // A stale read from this agent's copy says so in its headers.
+            try await client.execute(uri: "/v1/jobs?stale", method: .get) { r in
+                #expect(r.status == .ok && r.headers[ClusterRead.indexHeader] == String(newer))
+            }
+            // Bad parameters are refused by name; unknown things are 404s with their own codes.
+            for (uri, code) in [("/v1/job/web?index=abc", "invalid_parameter"), ("/v1/jobs?index=5&wait=soon", "invalid_parameter")] {
+                try await client.execute(uri: uri, method: .get) { r in
+                    #expect(r.status == .badRequest)
+                    let c = try Self.code(r)
+                    #expect(c == code)
+                }
+            }
+            for (uri, code) in [("/v1/node/nowhere", "node_not_found"), ("/v1/job/nope/evaluations", "job_not_found"),
+                                ("/v1/allocation/ffffffff", "allocation_not_found")] {
+                try await client.execute(uri: uri, method: .get) { r in
+                    #expect(r.status == .notFound)
+                    let c = try Self.code(r)
+                    #expect(c == code)
+                }
+            }
+            // A job file under another job's path is refused, and nothing is registered.
+            try await client.execute(uri: "/v1/job/other", method: .post, body: ByteBuffer(string: Self.job)) { r in
+                #expect(r.status == .badRequest)
+                #expect(String(buffer: r.body).contains("the path names job other"))
+            }
+            try await client.execute(uri: "/v1/job/other", method: .get) { r in #expect(r.status == .notFound) }
+        }
+    }
+
+    @Test func metricsArePrometheusTextWithEveryLayer() async throws {
+        AgentMetrics.bootstrap()
+        let agent = try await Self.agent("127.0.62.6")
+        defer { Task { await agent.gossip.shutdown() } }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/v1/agent/members", method: .get) { _ in }
+            try await client.execute(uri: "/v1/no/route", method: .get) { _ in }
+            try await client.execute(uri: "/v1/metrics", method: .get) { r in
+                #expect(r.status == .ok)
+                #expect(r.headers[.contentType]?.hasPrefix("text/plain") == true)
+                let text = String(buffer: r.body)
+                for needle in ["caravan_http_requests_total{method=\"GET\",route=\"/v1/agent/members\",status=\"200\"} ",
+                               "caravan_http_request_errors_total{route=\"unmatched\",status=\"404\"}",
+                               "caravan_http_request_seconds_bucket", "caravan_gossip_members{status=\"alive\"} 1",
+                               "caravan_gossip_probes_total ", "caravan_raft_term ", "caravan_raft_commit_index ",
+                               "caravan_executor_tasks{state=\"running\"} 0", "caravan_state_jobs 0"] {
+                    #expect(text.contains(needle), "missing \(needle)")
+                }
+                // Every sample line is `name{labels} value`.
+                for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                    let parts = line.split(separator: " ")
+                    #expect(parts.count == 2 && Double(parts[1]) != nil && parts[0].first!.isLetter, "bad sample line: \(line)")
+                }
             }
         }
     }
