@@ -62,7 +62,7 @@ up() {
     fi
     nohup "$BIN" agent --name "agent-$i" --bind "$ip" --data-dir "$dir/data" \
       --join 127.0.0.2 --join 127.0.0.3 --bootstrap-expect "$expect" --tag "rack=r$(( (i - 1) % 2 + 1 ))" \
-      > "$dir/agent.log" 2>&1 < /dev/null &
+      ${CARAVAN_AGENT_ARGS:-} > "$dir/agent.log" 2>&1 < /dev/null &
     echo $! > "$dir/agent.pid"
   done
   # Wait (with a deadline) until every agent lists every agent alive and knows the Raft leader.

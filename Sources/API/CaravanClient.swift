@@ -133,6 +133,62 @@ public struct CaravanClient: Sendable {
         }
     }
 
+    /// A response whose body arrives as it is written (`?follow=true` logs): the status and
+    /// headers, then the body's pieces until the agent ends it. No overall timeout applies.
+    public struct Stream: Sendable {
+        public var status: Int
+        public var headers: [(String, String)]
+        public var body: AsyncThrowingStream<[UInt8], any Error>
+
+        public func header(_ name: String) -> String? {
+            headers.first { $0.0.lowercased() == name.lowercased() }?.1
+        }
+    }
+
+    /// Sends a GET and hands the body over piece by piece; an error status is thrown as
+    /// ``ClientError`` with the agent's message.
+    public func stream(_ path: String) async throws(ClientError) -> Stream {
+        let address: SocketAddress
+        do { address = try SocketAddress(ipAddress: host, port: port) } catch {
+            throw ClientError(.badAddress, "\(host) is not an IP address")
+        }
+        let (body, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        let head = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (Int, [(String, String)]).self)
+        var request = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        request.headers.add(name: "Host", value: "\(host):\(port)")
+        request.headers.add(name: "Connection", value: "close")
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                        try ch.pipeline.syncOperations.addHandler(StreamingCollector(head: head, body: continuation))
+                    }
+                }
+                .connect(to: address).get()
+        } catch {
+            head.fail(error)
+            throw ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
+        }
+        continuation.onTermination = { _ in channel.close(promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.head(request), promise: nil)
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let (status, headers): (Int, [(String, String)])
+        do { (status, headers) = try await head.futureResult.get() } catch {
+            channel.close(promise: nil)
+            throw (error as? ClientError) ?? ClientError(.unreachable, "\(baseURL): \(Self.describe(error))")
+        }
+        guard (200..<300).contains(status) else {
+            var bytes: [UInt8] = []
+            do { for try await piece in body { bytes += piece } } catch {}
+            _ = try Self.decode(Response(status: status, headers: headers, body: bytes), as: [String: String].self)
+            throw ClientError(.badResponse, "the agent answered HTTP \(status)")
+        }
+        return Stream(status: status, headers: headers, body: body)
+    }
+
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
         if let c = error as? NIOConnectionError, let first = c.connectionErrors.first { return describe(first.error) }
@@ -306,6 +362,12 @@ public struct CaravanClient: Sendable {
                         finished: r.header("X-Caravan-Task-Finished") == "true")
     }
 
+    /// A task's output as it is written, from `offset` (negative: that many bytes before the
+    /// end), until the task ends.
+    public func followLogs(allocation: String, task: String, stderr: Bool, offset: Int) async throws(ClientError) -> Stream {
+        try await stream("/v1/client/allocation/\(Self.escape(allocation))/logs/\(Self.escape(task))?type=\(stderr ? "stderr" : "stdout")&offset=\(offset)&follow=true")
+    }
+
     /// Percent-encodes a query value.
     static func escape(_ s: String) -> String {
         var out = ""
@@ -354,6 +416,39 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         promise.fail(ClientError(.badResponse, "bad HTTP answer: \(error)"))
+        context.close(promise: nil)
+    }
+}
+
+/// Hands a response's head to a promise and its body pieces to a stream as they arrive.
+final class StreamingCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    let head: EventLoopPromise<(Int, [(String, String)])>
+    let body: AsyncThrowingStream<[UInt8], any Error>.Continuation
+
+    init(head: EventLoopPromise<(Int, [(String, String)])>, body: AsyncThrowingStream<[UInt8], any Error>.Continuation) {
+        self.head = head
+        self.body = body
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h): head.succeed((Int(h.status.code), h.headers.map { ($0.name, $0.value) }))
+        case .body(var b): body.yield(b.readBytes(length: b.readableBytes) ?? [])
+        case .end:
+            body.finish()
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        head.fail(ClientError(.unreachable, "the agent closed the connection without an answer"))
+        body.finish(throwing: ClientError(.unreachable, "the agent closed the connection"))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        head.fail(ClientError(.badResponse, "bad HTTP answer: \(error)"))
+        body.finish(throwing: ClientError(.badResponse, "bad HTTP answer: \(error)"))
         context.close(promise: nil)
     }
 }

@@ -88,6 +88,15 @@ public struct ClusterState: Sendable, Equatable {
                 jobs[key] = nil
                 versions[key] = nil
                 periodicLaunches[key] = nil
+                // Its finished allocations and its evaluations go with it: a job registered again
+                // under the same id starts afresh (a batch job runs again). Live allocations stay
+                // until the leader has stopped them.
+                let finished = allocations.values.filter { $0.jobID == id && $0.namespace == ns && !$0.isLive }
+                for a in finished { allocations[a.id] = nil }
+                if !finished.isEmpty { touch(.allocations, index) }
+                let evals = evaluations.values.filter { $0.jobID == id && $0.namespace == ns }
+                for e in evals { evaluations[e.id] = nil }
+                if !evals.isEmpty { touch(.evaluations, index) }
             } else {
                 cur.stopped = true
                 cur.modifyIndex = index

@@ -508,6 +508,12 @@ public actor Executor {
         return LogRotation.files(stderr ? dirs.stderr : dirs.stdout)
     }
 
+    /// Whether the task has ended for good (dead, not waiting to restart), or is unknown here.
+    public func taskHasEnded(allocation: String, task: String) -> Bool {
+        guard let t = allocs[allocation]?.tasks[task] else { return true }
+        return t.isDead && !t.waitingToRestart
+    }
+
     /// Size-rotates every task's log files (called every few seconds).
     public func rotateLogs() {
         for r in allocs.values {

@@ -267,7 +267,7 @@ public final class RaftNode: @unchecked Sendable {
         guard member || core.role == .leader else { return nil }
         let until = ContinuousClock.now + wait
         return watch(after: after, until: until).flatMap {
-            func answer() throws -> [UInt8] {
+            @Sendable func answer() throws -> [UInt8] {
                 var w = ByteWriter()
                 w.varint(self.applied)
                 w.raw(try self.fsm.query(request))
@@ -334,9 +334,13 @@ public final class RaftNode: @unchecked Sendable {
         // was down still lists itself, and only the group can tell it where the leader is).
         let leaderAddress = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
         let anyMember = memberHints.filter { $0 != config.advertise }.randomElement()
-        let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? anyMember
+        // A member without a leader waits for the election here rather than sending the
+        // request around the group: a member asked in its place knows no more, and once the
+        // request has used up its hops it could not reach the new leader at all.
+        let member = core.configuration.contains(id)
+        let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? (member ? nil : anyMember)
         let remaining = ContinuousClock.now.duration(to: deadline)
-        func retrySoon() -> EventLoopFuture<[UInt8]> {
+        @Sendable func retrySoon() -> EventLoopFuture<[UInt8]> {
             loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
         }
         guard let target, hops < 3 else {

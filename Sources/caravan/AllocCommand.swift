@@ -85,25 +85,38 @@ struct AllocCommand: AsyncParsableCommand {
                 name = only
             }
             var offset = tail.map { -max(0, $0) } ?? 0
+            if follow {
+                // One streamed answer: the agent running the task sends output as it is written
+                // and ends the stream once the task has ended.
+                let stream: CaravanClient.Stream = try await cli { () async throws(ClientError) in
+                    try await api.followLogs(allocation: a.id, task: name, stderr: stderr, offset: offset)
+                }
+                do {
+                    for try await piece in stream.body where !Self.writeOut(piece) { return }
+                } catch {
+                    throw CLIError.failed("the log stream broke off: \(error)")
+                }
+                return
+            }
             while true {
                 let chunk: CaravanClient.LogChunk = try await cli { () async throws(ClientError) in
                     try await api.logs(allocation: a.id, task: name, stderr: stderr, offset: offset)
                 }
-                if !chunk.bytes.isEmpty {
-                    var off = 0
-                    while off < chunk.bytes.count {
-                        let n = chunk.bytes[off...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-                        if n <= 0 { return }
-                        off += n
-                    }
-                }
+                guard Self.writeOut(chunk.bytes) else { return }
                 offset = chunk.offset + chunk.bytes.count
-                // The file was truncated by rotation: carry on from its new end.
-                if chunk.size < offset && chunk.bytes.isEmpty { offset = chunk.size }
-                if offset < chunk.size { continue }
-                guard follow, !chunk.finished else { return }
-                try await Task.sleep(for: .milliseconds(250))
+                if offset >= chunk.size || chunk.bytes.isEmpty { return }
             }
+        }
+
+        /// Writes to stdout; false once stdout is gone (a closed pipe).
+        static func writeOut(_ bytes: [UInt8]) -> Bool {
+            var off = 0
+            while off < bytes.count {
+                let n = bytes[off...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                if n <= 0 { return false }
+                off += n
+            }
+            return true
         }
     }
 }

@@ -31,14 +31,14 @@ struct AllocationRoutes {
             }
             guard let offset = Int(q.get("offset") ?? "0") else { throw APIError(.badRequest, "invalid_parameter", "offset must be a number of bytes") }
             guard let limit = Int(q.get("limit") ?? "1048576"), limit > 0 else { throw APIError(.badRequest, "invalid_parameter", "limit must be a positive number of bytes") }
+            let follow = q.get("follow").map { $0 != "false" } ?? false
             let view = try await allocation(id, request).view
             guard view.taskStates[task] != nil || view.clientStatus == "pending" else {
                 throw APIError(.notFound, "task_not_found", "allocation \(view.id.prefix(8)) has no task \(task) (tasks: \(view.taskStates.keys.sorted().joined(separator: ", ")))")
             }
             if view.node != agent.config.name {
-                return try await forward(to: view.node, request)
+                return try await follow ? forwardStream(to: view.node, request) : forward(to: view.node, request)
             }
-            let finished = view.taskStates[task]?.state == "dead"
             guard let files = await agent.executor.logFiles(allocation: view.id, task: task, stderr: stderr) else {
                 throw APIError(.notFound, "logs_not_found", "no logs of task \(task) of allocation \(view.id.prefix(8)) on node \(agent.config.name)")
             }
@@ -46,8 +46,36 @@ struct AllocationRoutes {
             var headers: HTTPFields = [.contentType: "application/octet-stream"]
             headers[HTTPField.Name("X-Caravan-Log-Offset")!] = String(start)
             headers[HTTPField.Name("X-Caravan-Log-Size")!] = String(total)
-            headers[HTTPField.Name("X-Caravan-Task-Finished")!] = finished ? "true" : "false"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            guard follow else {
+                headers[HTTPField.Name("X-Caravan-Task-Finished")!] = view.taskStates[task]?.state == "dead" ? "true" : "false"
+                return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            }
+            return Response(status: .ok, headers: headers, body: followBody(view.id, task, stderr: stderr, first: bytes, at: start))
+        }
+    }
+
+    /// The output from `first` on, then whatever the task writes, until it has ended and all
+    /// is sent (or the client goes away).
+    func followBody(_ allocation: String, _ task: String, stderr: Bool, first: [UInt8], at start: Int) -> ResponseBody {
+        let executor = agent.executor
+        return ResponseBody { writer in
+            var position = start + first.count
+            if !first.isEmpty { try await writer.write(ByteBuffer(bytes: first)) }
+            while !Task.isCancelled {
+                let files = await executor.logFiles(allocation: allocation, task: task, stderr: stderr) ?? []
+                let ended = await executor.taskHasEnded(allocation: allocation, task: task)
+                let (bytes, at, total) = LogRotation.read(files, offset: position, length: 256 << 10)
+                if !bytes.isEmpty {
+                    try await writer.write(ByteBuffer(bytes: bytes))
+                    position = at + bytes.count
+                    continue
+                }
+                // Truncated by rotation: carry on from its new end.
+                if total < position { position = total }
+                if ended { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try await writer.finish(nil)
         }
     }
 
@@ -82,16 +110,40 @@ struct AllocationRoutes {
         return (read, try read.decode(AllocationView.self))
     }
 
-    /// Passes the request to the agent named `node` (its HTTP address comes from gossip).
-    func forward(to node: String, _ request: Request, body: [UInt8]? = nil) async throws -> Response {
+    /// A client for the agent named `node` (its HTTP address comes from gossip).
+    func client(for node: String) async throws -> CaravanClient {
         guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status == .alive || m.status == .suspect,
               let meta = NodeMetadata.decode(m.metadata) else {
-            throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which holds the logs, is not alive")
+            throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which runs the allocation, is not alive")
         }
-        let client: CaravanClient
-        do { client = try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10)) } catch {
+        do { return try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10)) } catch {
             throw APIError(.serviceUnavailable, "node_unreachable", error.message)
         }
+    }
+
+    /// The same request, streamed through from the allocation's node as it answers.
+    func forwardStream(to node: String, _ request: Request) async throws -> Response {
+        let client = try await client(for: node)
+        let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let upstream: CaravanClient.Stream
+        do { upstream = try await client.stream(path) } catch {
+            if case .api(let status, let code) = error.code { throw APIError(.init(code: status), code, error.message) }
+            throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
+        }
+        var headers = HTTPFields()
+        for (k, v) in upstream.headers {
+            if let name = HTTPField.Name(k), k.lowercased().hasPrefix("x-caravan") || k.lowercased() == "content-type" { headers[name] = v }
+        }
+        let body = upstream.body
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            for try await piece in body { try await writer.write(ByteBuffer(bytes: piece)) }
+            try await writer.finish(nil)
+        })
+    }
+
+    /// Passes the request to the agent named `node` and its answer back.
+    func forward(to node: String, _ request: Request, body: [UInt8]? = nil) async throws -> Response {
+        let client = try await client(for: node)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let r: CaravanClient.Response
         do { r = try await client.send(body == nil ? .GET : .POST, path, body: body) } catch {
