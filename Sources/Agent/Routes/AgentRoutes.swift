@@ -15,31 +15,38 @@ struct AgentRoutes {
         router.get("/v1/agent/self") { _, _ in
             JSONResponse.make(await agent.selfView())
         }
-        router.get("/v1/agent/keyring") { _, _ in
-            try await keyring(.list)
-        }
-        router.post("/v1/agent/keyring/:operation") { request, context in
-            var request = request
-            let op = context.parameters.get("operation") ?? ""
-            guard ["install", "use", "remove"].contains(op) else {
-                throw APIError(.notFound, "not_found", "unknown keyring operation \"\(op)\" (install, use, remove)")
+        // The cluster keyring, under the agent (as first built) and under the operator API.
+        for prefix in ["/v1/agent/keyring", "/v1/operator/keyring"] {
+            router.get(RouterPath(prefix)) { _, _ in
+                try await keyring(.list)
             }
-            let body = try await request.decodeJSON(KeyringRequest.self)
-            let key: SecretKey
-            do {
-                key = try SecretKey(base64: body.key)
-            } catch {
-                throw APIError(.badRequest, "invalid_key", (error as? KeyringError)?.message ?? "invalid key")
-            }
-            switch op {
-            case "install": return try await keyring(.install(key))
-            case "use": return try await keyring(.use(key))
-            default: return try await keyring(.remove(key))
+            router.post(RouterPath(prefix + "/:operation")) { request, context in
+                try await keyringChange(request, operation: context.parameters.get("operation") ?? "")
             }
         }
         router.post("/v1/agent/leave") { _, _ in
             agent.requestShutdown()
             return JSONResponse.make(["status": "leaving"])
+        }
+    }
+
+    /// `install`, `use` or `remove` a key on every member.
+    func keyringChange(_ request: Request, operation op: String) async throws -> Response {
+        var request = request
+        guard ["install", "use", "remove"].contains(op) else {
+            throw APIError(.notFound, "not_found", "unknown keyring operation \"\(op)\" (install, use, remove)")
+        }
+        let body = try await request.decodeJSON(KeyringRequest.self)
+        let key: SecretKey
+        do {
+            key = try SecretKey(base64: body.key)
+        } catch {
+            throw APIError(.badRequest, "invalid_key", error.message)
+        }
+        switch op {
+        case "install": return try await keyring(.install(key))
+        case "use": return try await keyring(.use(key))
+        default: return try await keyring(.remove(key))
         }
     }
 
