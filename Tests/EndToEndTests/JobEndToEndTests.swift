@@ -2,8 +2,8 @@ import API
 import Foundation
 import Testing
 
-/// Jobs submitted to real agents: placed by the leader over the nodes gossip knows, replaced
-/// when a node dies, still registered after the leader dies.
+/// Jobs submitted to real agents: bad job files and unplaceable jobs explained, periodic jobs
+/// launched (placement, replacement and leader loss are in HeadlineEndToEndTests).
 @Suite struct JobEndToEndTests {
     static var examples: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/examples").standardized.path
@@ -12,54 +12,6 @@ import Testing
     static func job(_ c: LocalCluster, _ i: Int, _ id: String) -> JobStatusView? {
         guard let r = try? c.cli(i, ["job", "status", id, "--json"]), r.status == 0 else { return nil }
         return try? JSONDecoder().decode(JobStatusView.self, from: Data(r.stdout.utf8))
-    }
-
-    @Test func aJobSubmittedAnywhereIsPlacedAndItsInstancesAreReplacedWhenANodeDies() async throws {
-        let c = try LocalCluster(subnet: 51)
-        try c.start(0)
-        for i in 1...2 { try c.start(i, join: [0]) }
-        let leader = try await RaftEndToEndTests.agreedLeader(c, [0, 1, 2])
-        // Every node is registered from gossip.
-        try await c.eventually(within: .seconds(10), "three nodes registered") {
-            guard let r = try? c.cli(0, ["node", "status", "--json"]), r.status == 0,
-                  let nodes = try? JSONDecoder().decode([NodeView].self, from: Data(r.stdout.utf8)) else { return false }
-            return nodes.filter { $0.status == "ready" }.count == 3
-        }
-        // Submit on a follower.
-        let follower = (0...2).first { $0 != leader }!
-        let run = try c.cli(follower, ["job", "run", Self.examples + "/hello.yaml"])
-        #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("3/3 placed"))
-        let placed = try #require(Self.job(c, leader, "hello"))
-        let live = placed.allocations.filter { $0.desiredStatus == "run" }
-        #expect(live.count == 3)
-        #expect(Set(live.map(\.node)).count == 3, "instances of one group spread over the nodes while there is room")
-
-        // SIGKILL a node that is neither the leader nor where we ask: its instance is lost and replaced.
-        let victim = (0...2).first { $0 != leader && $0 != follower }!
-        c.kill(victim)
-        let survivors = (0...2).filter { $0 != victim }
-        try await c.eventually(within: .seconds(15), every: .milliseconds(200), "the lost instance is replaced") {
-            guard let st = Self.job(c, survivors[0], "hello") else { return false }
-            let lost = st.allocations.filter { $0.clientStatus == "lost" }
-            let current = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus != "lost" }
-            return lost.count == 1 && lost[0].node == "agent-\(victim)" && current.count == 3
-                && current.allSatisfy { $0.node != "agent-\(victim)" }
-        }
-
-        // SIGKILL the leader: the job is still registered and its placements are intact.
-        c.kill(leader)
-        try c.start(victim, join: [follower])
-        _ = try await RaftEndToEndTests.agreedLeader(c, [follower, victim], within: .seconds(20), not: leader)
-        let after = try #require(Self.job(c, follower, "hello"))
-        #expect(after.groups.first?.placed == 3)
-
-        // Stopping it stops every instance.
-        let stop = try c.cli(follower, ["job", "stop", "hello"])
-        #expect(stop.status == 0, "\(stop.stderr)")
-        try await c.eventually(within: .seconds(10), every: .milliseconds(200), "every instance is stopped") {
-            Self.job(c, follower, "hello").map { $0.allocations.allSatisfy { $0.desiredStatus != "run" || $0.clientStatus == "lost" } } ?? false
-        }
     }
 
     @Test func badJobFilesAndUnplaceableJobsAreExplained() async throws {
