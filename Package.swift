@@ -119,6 +119,6 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird")]),
-        .testTarget(name: "EndToEndTests", dependencies: ["API", "Keyring"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["API", "Keyring", "CaravanTesting"]),
     ]
 )

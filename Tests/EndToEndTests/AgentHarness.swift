@@ -1,4 +1,5 @@
 import API
+import CaravanTesting
 import Foundation
 import Testing
 
@@ -51,22 +52,8 @@ final class LocalCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: root)
     }
 
-    /// Tasks outlive their agents by design; a test's cluster takes its tasks with it: every
-    /// process working under `root` (raw_exec tasks, runc) and every container runc recorded there.
-    static func killTasks(under root: String) {
-        let fm = FileManager.default
-        for pid in (try? fm.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(pid) != nil {
-            if let cwd = try? fm.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"), cwd.hasPrefix(root) {
-                Foundation.kill(Int32(pid)!, SIGKILL)
-            }
-        }
-        guard let e = fm.enumerator(atPath: root) else { return }
-        while let f = e.nextObject() as? String {
-            guard f.hasSuffix("/state.json") && f.contains("runc/"), let text = try? String(contentsOfFile: root + "/" + f, encoding: .utf8),
-                  let r = text.range(of: "\"init_process_pid\":") else { continue }
-            if let pid = Int32(text[r.upperBound...].prefix { $0.isNumber }) { Foundation.kill(pid, SIGKILL) }
-        }
-    }
+    /// Tasks outlive their agents by design; a test's cluster takes its tasks with it.
+    static func killTasks(under root: String) { TaskSweeper.killTasks(under: root) }
 
     func ip(_ i: Int) -> String { "127.0.\(subnet).\(i + 1)" }
 

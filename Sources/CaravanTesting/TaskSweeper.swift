@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+
+/// Tasks outlive their agents by design; a test cluster or a benchmark takes its own with it:
+/// every process whose working directory is under `root` (raw_exec tasks, runc) and every
+/// container runc recorded there (`…/runc/<id>/state.json`).
+public enum TaskSweeper {
+    public static func killTasks(under root: String) {
+        for entry in listDirectory("/proc") {
+            guard let pid = Int32(entry), let cwd = readLink("/proc/\(entry)/cwd"), cwd.hasPrefix(root) else { continue }
+            kill(pid, SIGKILL)
+        }
+        for state in find(root, depth: 6) where state.hasSuffix("/state.json") && state.contains("/runc/") {
+            guard let text = read(state), let r = text.firstRange(of: "\"init_process_pid\":") else { continue }
+            if let pid = Int32(String(text[r.upperBound...].prefix { $0.isNumber })) { kill(pid, SIGKILL) }
+        }
+    }
+
+    static func listDirectory(_ path: String) -> [String] {
+        guard let d = opendir(path) else { return [] }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func find(_ root: String, depth: Int) -> [String] {
+        guard depth > 0 else { return [] }
+        var out: [String] = []
+        for name in listDirectory(root) {
+            let p = root + "/" + name
+            if isDirectory(p) { out += find(p, depth: depth - 1) } else { out.append(p) }
+        }
+        return out
+    }
+
+    static func read(_ path: String) -> String? {
+        guard let f = fopen(path, "r") else { return nil }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n <= 0 { break }
+            bytes += buf.prefix(n)
+            if bytes.count > 1 << 20 { break }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+#endif
