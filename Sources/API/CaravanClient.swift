@@ -242,8 +242,9 @@ public struct CaravanClient: Sendable {
         try await request(.POST, "/v1/agent/keyring/\(operation)", body: KeyringRequest(key: key))
     }
 
-    public func leave() async throws(ClientError) {
-        let _: [String: String] = try await request(.POST, "/v1/agent/leave")
+    @discardableResult
+    public func leave() async throws(ClientError) -> [String: String] {
+        try await request(.POST, "/v1/agent/leave")
     }
 
     public func status() async throws(ClientError) -> StatusView {
@@ -270,8 +271,9 @@ public struct CaravanClient: Sendable {
         try await request(.GET, "/v1/vars?prefix=" + Self.escape(prefix) + (stale ? "&stale" : ""))
     }
 
-    public func deleteVariable(_ path: String) async throws(ClientError) {
-        let _: [String: Bool] = try await request(.DELETE, "/v1/var/" + Self.escapePath(path))
+    @discardableResult
+    public func deleteVariable(_ path: String) async throws(ClientError) -> [String: Bool] {
+        try await request(.DELETE, "/v1/var/" + Self.escapePath(path))
     }
 
     /// Registers a job from its file text (YAML or JSON).
@@ -322,12 +324,14 @@ public struct CaravanClient: Sendable {
         return try Self.decode(r, as: JobPlanView.self)
     }
 
-    public func drainNode(_ id: String, enable: Bool) async throws(ClientError) {
-        let _: [String: String] = try await request(.POST, "/v1/node/\(Self.escape(id))/drain?enable=\(enable)")
+    @discardableResult
+    public func drainNode(_ id: String, enable: Bool) async throws(ClientError) -> [String: String] {
+        try await request(.POST, "/v1/node/\(Self.escape(id))/drain?enable=\(enable)")
     }
 
-    public func setEligibility(_ id: String, eligible: Bool) async throws(ClientError) {
-        let _: [String: String] = try await request(.POST, "/v1/node/\(Self.escape(id))/eligibility?eligible=\(eligible)")
+    @discardableResult
+    public func setEligibility(_ id: String, eligible: Bool) async throws(ClientError) -> [String: String] {
+        try await request(.POST, "/v1/node/\(Self.escape(id))/eligibility?eligible=\(eligible)")
     }
 
     public func allocations() async throws(ClientError) -> [AllocationView] { try await request(.GET, "/v1/allocations") }

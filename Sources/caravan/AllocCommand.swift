@@ -47,6 +47,7 @@ struct AllocCommand: AsyncParsableCommand {
             discussion: "Runs in the task's container (exec and container drivers) or with its environment and directory (raw_exec). Not interactive: the output is printed when the command ends; the exit status is the command's.")
         @OptionGroup var client: ClientOptions
         @Option(help: "Seconds before the command is killed (at most 300).") var timeout: Double = 30
+        @Flag(name: .long, help: "Print JSON ({exitCode, output}) instead of the output.") var json = false
         @Argument(help: "The allocation id (or a unique prefix).") var id: String
         @Argument(help: "The task name.") var task: String
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String] = []
@@ -58,7 +59,7 @@ struct AllocCommand: AsyncParsableCommand {
             let r: ExecResultView = try await cli { () async throws(ClientError) in
                 try await api.exec(allocation: id, task: task, command: cmd, timeout: timeout)
             }
-            print(r.output, terminator: "")
+            if json { try printJSON(r) } else { print(r.output, terminator: "") }
             if r.exitCode != 0 { throw ExitCode(Int32(truncatingIfNeeded: r.exitCode)) }
         }
     }

@@ -30,10 +30,12 @@ struct JobCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         @Argument(help: "The job id.") var id: String
         @Argument(help: "The version to go back to.") var version: Int
+        @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
             let api = try client.client()
             let r: JobRegisterView = try await cli { () async throws(ClientError) in try await api.revertJob(id, to: version) }
+            if json { return try printJSON(r) }
             print("Job \"\(id)\" reverted to the definition of version \(version) (committed at index \(r.index))")
         }
     }
@@ -187,10 +189,12 @@ struct JobCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         @Argument(help: "The job id.") var id: String
         @Flag(name: .long, help: "Remove the job and its history.") var purge = false
+        @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
             let api = try client.client()
-            _ = try await cli { () async throws(ClientError) in try await api.stopJob(id, purge: purge) }
+            let r: JobRegisterView = try await cli { () async throws(ClientError) in try await api.stopJob(id, purge: purge) }
+            if json { return try printJSON(r) }
             print(purge ? "Job \"\(id)\" stopped and purged" : "Job \"\(id)\" stopped")
         }
     }

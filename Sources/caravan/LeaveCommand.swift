@@ -6,9 +6,12 @@ struct LeaveCommand: AsyncParsableCommand {
         commandName: "leave", abstract: "Make the agent leave the cluster gracefully and stop.")
 
     @OptionGroup var client: ClientOptions
+    @Flag(name: .long, help: "Print JSON.") var json = false
 
     func run() async throws {
-        do { try await client.client().leave() } catch let e as ClientError { throw CLIError.from(e) }
+        let api = try client.client()
+        let r: [String: String] = try await cli { () async throws(ClientError) in try await api.leave() }
+        if json { return try printJSON(r) }
         print("Leaving the cluster; the agent stops once its leave notice is out.")
     }
 }

@@ -11,10 +11,12 @@ struct NodeCommand: AsyncParsableCommand {
         @OptionGroup var client: ClientOptions
         @Argument(help: "The node id.") var id: String
         @Flag(name: .long, help: "Stop draining (the node stays ineligible until `node eligibility --enable`).") var disable = false
+        @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
             let api = try client.client()
-            try await cli { () async throws(ClientError) in try await api.drainNode(id, enable: !disable) }
+            let r = try await cli { () async throws(ClientError) in try await api.drainNode(id, enable: !disable) }
+            if json { return try printJSON(r) }
             print(disable ? "Node \(id) is no longer draining" : "Node \(id) is draining")
         }
     }
@@ -26,6 +28,7 @@ struct NodeCommand: AsyncParsableCommand {
         @Argument(help: "The node id.") var id: String
         @Flag(name: .long, help: "Allow new placements.") var enable = false
         @Flag(name: .long, help: "Forbid new placements.") var disable = false
+        @Flag(name: .long, help: "Print JSON.") var json = false
 
         func validate() throws {
             guard enable != disable else { throw ValidationError("give exactly one of --enable or --disable") }
@@ -33,7 +36,8 @@ struct NodeCommand: AsyncParsableCommand {
 
         func run() async throws {
             let api = try client.client()
-            try await cli { () async throws(ClientError) in try await api.setEligibility(id, eligible: enable) }
+            let r = try await cli { () async throws(ClientError) in try await api.setEligibility(id, eligible: enable) }
+            if json { return try printJSON(r) }
             print("Node \(id) is \(enable ? "eligible" : "ineligible")")
         }
     }

@@ -55,9 +55,12 @@ struct VarCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete the variable at PATH.")
         @OptionGroup var client: ClientOptions
         @Argument(help: "Path to delete.") var path: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            do { try await client.client().deleteVariable(path) } catch let e as ClientError { throw CLIError.from(e) }
+            let api = try client.client()
+            let r: [String: Bool] = try await cli { () async throws(ClientError) in try await api.deleteVariable(path) }
+            if json { return try printJSON(r) }
             print("deleted \(path)")
         }
     }
