@@ -147,7 +147,11 @@ struct ClusterLeader: Service {
     /// A placement failure's reason without the job's own values ("constraint ${attr.x} = y" →
     /// "constraint"), so the metric has few series.
     static func reasonClass(_ reason: String) -> String {
-        if reason.hasSuffix("exhausted") { return reason.replacing(" ", with: "_") }
+        if reason.hasSuffix("exhausted") || reason.hasPrefix("node ") { return reason.replacing(" ", with: "_") }
+        if reason.hasPrefix("missing driver") { return "missing_driver" }
+        if reason.hasPrefix("port ") { return "port_in_use" }
+        if reason.hasPrefix("constraint distinct_hosts") { return "distinct_hosts" }
+        if reason.hasPrefix("constraint distinct_property") { return "distinct_property" }
         return String(reason.prefix { $0 != " " })
     }
 
