@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# README command 1: install what is missing, build, start a 3-agent cluster on 127.0.0.2-4.
+# README command 1: install what is missing, build, start a 3-agent cluster on 127.0.0.2-4 and
+# run the example job Deploy/examples/hello.yaml on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 Deploy/install-deps.sh
 swift build --product caravan
 Deploy/cluster.sh up "${1:-3}"
+# The cluster is ready: run the example job through a follower-or-leader agent and follow it.
+.build/debug/caravan job run --address http://127.0.0.3:4680 Deploy/examples/hello.yaml
 cat <<MSG
 
 Try:
@@ -13,7 +16,7 @@ Try:
   .build/debug/caravan members
   .build/debug/caravan operator raft peers
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
-  .build/debug/caravan job run Deploy/examples/hello.yaml; .build/debug/caravan node status
+  .build/debug/caravan job status hello; .build/debug/caravan node status
   .build/debug/caravan alloc status <ALLOC>; .build/debug/caravan alloc logs -f <ALLOC>   # from job status hello
   Deploy/registry.sh up; .build/debug/caravan job run Deploy/examples/web.yaml           # containers (as root, runc)
   kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan job status hello   # its instance is replaced
