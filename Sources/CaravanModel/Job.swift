@@ -103,10 +103,14 @@ public struct Resources: Sendable, Equatable {
     public var memoryMiB: Int = 300
     /// A hard memory ceiling above the reservation (Nomad's memory_max); nil = the reservation.
     public var memoryMaxMiB: Int?
-    public init(cpuMillicores: Int = 100, memoryMiB: Int = 300, memoryMaxMiB: Int? = nil) {
+    /// Caps the task's CPU at its reservation (a CFS quota) instead of letting it use idle CPU
+    /// beyond its share (Nomad's cpu_hard_limit).
+    public var cpuHardLimit: Bool = false
+    public init(cpuMillicores: Int = 100, memoryMiB: Int = 300, memoryMaxMiB: Int? = nil, cpuHardLimit: Bool = false) {
         self.cpuMillicores = cpuMillicores
         self.memoryMiB = memoryMiB
         self.memoryMaxMiB = memoryMaxMiB
+        self.cpuHardLimit = cpuHardLimit
     }
 }
 

@@ -105,6 +105,7 @@ extension JobFile {
         if !t.env.isEmpty { o["env"] = .map(t.env) }
         var r: [(String, JSONValue)] = [("cpu", .string("\(t.resources.cpuMillicores)m")), ("memory", .string("\(t.resources.memoryMiB)Mi"))]
         if let m = t.resources.memoryMaxMiB { r.append(("memoryMax", .string("\(m)Mi"))) }
+        if t.resources.cpuHardLimit { r.append(("cpuHardLimit", .bool(true))) }
         o["resources"] = .object(r)
         o["killTimeout"] = .duration(t.killTimeout)
         o["killSignal"] = .string(t.killSignal)

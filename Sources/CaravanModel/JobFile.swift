@@ -114,7 +114,8 @@ public enum JobFile {
         }
         var t = TaskSpec(name: n ?? "", driver: driver ?? .rawExec, config: config)
         if let e = m["env"] { t.env = e.stringMap() }
-        if let res = m["resources"], let mm = res.mapping(known: ["cpu", "memory", "memoryMax"]) {
+        if let res = m["resources"], let mm = res.mapping(known: ["cpu", "memory", "memoryMax", "cpuHardLimit"]) {
+            if let v = mm["cpuHardLimit"]?.bool { t.resources.cpuHardLimit = v }
             if let v = mm["cpu"]?.cpu { t.resources.cpuMillicores = v }
             if let v = mm["memory"]?.mebibytes { t.resources.memoryMiB = v }
             if let v = mm["memoryMax"]?.mebibytes { t.resources.memoryMaxMiB = v }

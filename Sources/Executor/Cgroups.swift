@@ -43,10 +43,17 @@ public struct TaskCgroup: Sendable, Equatable {
         controller.isEmpty ? "\(root)/caravan/\(name)" : "\(root)/\(controller)/caravan/\(name)"
     }
 
-    /// Creates the group with a memory hard limit, CPU weight and a pids limit. Returns what failed
-    /// (the task still runs, without that limit).
+    /// The CFS period quotas are expressed in (100 ms, the kernel's default).
+    static let cpuPeriodMicroseconds = 100_000
+
+    /// The CFS quota for a reservation: 1000 millicores is one CPU's whole period.
+    static func cpuQuotaMicroseconds(_ millicores: Int) -> Int { max(1000, millicores * cpuPeriodMicroseconds / 1000) }
+
+    /// Creates the group with a memory hard limit, CPU weight (and, with `cpuHardLimit`, a CFS
+    /// quota equal to the reservation) and a pids limit. Returns what failed (the task still
+    /// runs, without that limit).
     @discardableResult
-    public func create(memoryMiB: Int, cpuMillicores: Int, pids: Int = 4096) -> [String] {
+    public func create(memoryMiB: Int, cpuMillicores: Int, cpuHardLimit: Bool = false, pids: Int = 4096) -> [String] {
         guard version != .none else { return ["no cgroup hierarchy found; limits not applied"] }
         var problems: [String] = []
         for c in controllers {
@@ -60,6 +67,10 @@ public struct TaskCgroup: Sendable, Equatable {
             // Swap would let a task go past its limit without an OOM kill.
             _ = write(dir("memory") + "/memory.memsw.limit_in_bytes", bytes)
             _ = write(dir("cpu") + "/cpu.shares", String(max(2, cpuMillicores * 1024 / 1000)))
+            if cpuHardLimit {
+                _ = write(dir("cpu") + "/cpu.cfs_period_us", String(Self.cpuPeriodMicroseconds))
+                if !write(dir("cpu") + "/cpu.cfs_quota_us", String(Self.cpuQuotaMicroseconds(cpuMillicores))) { problems.append("cpu quota") }
+            }
             _ = write(dir("pids") + "/pids.max", String(pids))
         case .v2:
             // Controllers must be enabled down the path first.
@@ -68,6 +79,9 @@ public struct TaskCgroup: Sendable, Equatable {
             if !write(dir("") + "/memory.max", bytes) { problems.append("memory limit") }
             _ = write(dir("") + "/memory.swap.max", "0")
             _ = write(dir("") + "/cpu.weight", String(max(1, min(10000, cpuMillicores / 10))))
+            if cpuHardLimit, !write(dir("") + "/cpu.max", "\(Self.cpuQuotaMicroseconds(cpuMillicores)) \(Self.cpuPeriodMicroseconds)") {
+                problems.append("cpu quota")
+            }
             _ = write(dir("") + "/pids.max", String(pids))
             _ = write(dir("") + "/cgroup.subtree_control", "+memory +cpu +pids")
         case .none: break

@@ -243,7 +243,11 @@ public actor Executor {
             do throws(DriverError) {
                 try dirs.create()
                 if cgroup.version != .none && (t.spec.driver != .rawExec || (driver as? RawExecDriver)?.useCgroups == true) {
-                    cgroup.create(memoryMiB: memory, cpuMillicores: t.spec.resources.cpuMillicores)
+                    let missing = cgroup.create(memoryMiB: memory, cpuMillicores: t.spec.resources.cpuMillicores,
+                                                cpuHardLimit: t.spec.resources.cpuHardLimit)
+                    if !missing.isEmpty {
+                        self.record(allocID, name, TaskEvent(time: self.now(), type: "Limits", message: "not applied: " + missing.joined(separator: "; ")))
+                    }
                 }
                 let handle = try await driver.start(ctx, events: { e in Task { await self.record(allocID, name, e) } })
                 self.started(allocID, name, gen, handle)

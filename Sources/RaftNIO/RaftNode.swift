@@ -334,16 +334,15 @@ public final class RaftNode: @unchecked Sendable {
         // was down still lists itself, and only the group can tell it where the leader is).
         let leaderAddress = core.leader.flatMap { core.configuration.server($0)?.address ?? transport.addressBook[$0] }
         let anyMember = memberHints.filter { $0 != config.advertise }.randomElement()
-        // A member without a leader waits for the election here rather than sending the
-        // request around the group: a member asked in its place knows no more, and once the
-        // request has used up its hops it could not reach the new leader at all.
-        let member = core.configuration.contains(id)
-        let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? (member ? nil : anyMember)
+        let target: String? = op == .staleRead ? anyMember ?? leaderAddress : leaderAddress ?? anyMember
         let remaining = ContinuousClock.now.duration(to: deadline)
         @Sendable func retrySoon() -> EventLoopFuture<[UInt8]> {
             loop.scheduleTask(in: .milliseconds(25)) {}.futureResult.flatMap { self.route(op, payload, hops: hops, deadline: deadline) }
         }
-        guard let target, hops < 3 else {
+        // A request passed around while no one knew the leader (an election) has used up its
+        // hops; it may still go to the leader once one is known: that is its last stop.
+        let towardLeader = target != nil && target == leaderAddress
+        guard let target, hops < 3 || (towardLeader && hops < 6) else {
             guard remaining > .milliseconds(50) else {
                 return loop.makeFailedFuture(RaftError(.noLeader, "no Raft leader is known; the cluster may be electing one or may have lost its quorum"))
             }

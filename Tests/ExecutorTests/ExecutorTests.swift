@@ -234,3 +234,35 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         await ex.sync([])
     }
 }
+
+@Suite("Executor: CPU hard limit", .enabled(if: geteuid() == 0 && TaskCgroup.detected != .none)) struct CPUQuotaTests {
+    @Test("cpuHardLimit caps a busy task at its reservation with a CFS quota")
+    func quota() async throws {
+        let root = tempDir("quota")
+        let log = ReportLog()
+        let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: true)], report: log.sink)
+        var busy = shell("spin", "while :; do :; done")
+        busy.resources.cpuHardLimit = true  // 100m: a tenth of one CPU
+        await ex.sync([assignment("q1", tasks: [busy])])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "q1")
+        let pid = try #require(await ex.handle(allocation: "q1", task: "spin")).pid
+        let group = TaskCgroup(allocation: "q1", task: "spin")
+        if group.version == .v1 {
+            #expect(readSmallFile(group.dir("cpu") + "/cpu.cfs_quota_us")?.filter(\.isNumber) == "10000")
+        } else {
+            #expect(readSmallFile(group.dir("") + "/cpu.max")?.hasPrefix("10000 100000") == true)
+        }
+        // Over a second of wall time it gets at most about a tenth of a CPU (ticks are 1/100 s).
+        func cpuTicks() -> Int {
+            let fields = (readSmallFile("/proc/\(pid)/stat") ?? "").split(separator: ")").last?.split(separator: " ") ?? []
+            return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : 0
+        }
+        let before = cpuTicks()
+        try await Task.sleep(for: .seconds(1))
+        let used = cpuTicks() - before
+        #expect(used <= 20, "the task used \(used) ticks of CPU in 1 s")
+        await ex.sync([])
+        for _ in 0..<500 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(kill(pid, 0) != 0, "the task is stopped with its allocation")
+    }
+}
