@@ -100,6 +100,8 @@ public struct AllocationView: Codable, Sendable, Equatable {
     public var taskStates: [String: TaskStateView] = [:]
     /// Service checks by `<service>.<index>.<type>`: pending, passing, warning or critical.
     public var checks: [String: String] = [:]
+    /// A failed instance the leader will replace: when (Unix ms), by the group's reschedule policy.
+    public var rescheduleAt: Int64?
     public init(id: String, name: String, node: String, group: String, jobVersion: Int, desiredStatus: String, desiredDescription: String,
                 clientStatus: String, clientDescription: String, cpuMillicores: Int, memoryMiB: Int, ports: [String: Int],
                 previousAllocation: String?, createIndex: UInt64, modifyIndex: UInt64) {

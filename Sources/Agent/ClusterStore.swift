@@ -124,9 +124,13 @@ enum ClusterViews {
             return try enc.encode(plan(q.text, s))
         case .allocation:
             // An id or a unique prefix of one (as `alloc status` takes).
-            if let a = s.allocations[q.id] { return try enc.encode(allocation(a)) }
+            func view(_ a: Allocation) -> AllocationView {
+                let replaced = Set(s.allocations(ofJob: .init(a.namespace, a.jobID)).compactMap(\.previousAllocation))
+                return allocation(a, rescheduleAt: rescheduleAt(a, s, replaced: replaced))
+            }
+            if let a = s.allocations[q.id] { return try enc.encode(view(a)) }
             let matches = q.id.count >= 4 ? s.allocations.values.filter { $0.id.hasPrefix(q.id) } : []
-            if matches.count == 1 { return try enc.encode(allocation(matches[0])) }
+            if matches.count == 1 { return try enc.encode(view(matches[0])) }
             if matches.count > 1 { throw RaftError(.rejected, "allocation prefix \(q.id) is ambiguous: \(matches.count) allocations match") }
             return Data("null".utf8)
         case .nodeAllocations:
@@ -171,6 +175,22 @@ enum ClusterViews {
                        failedPlacements: e.failedPlacements, createIndex: e.createIndex, modifyIndex: e.modifyIndex)
     }
 
+    /// When the leader will replace this failed instance (nil: it is not failed, already
+    /// replaced, out of reschedule attempts, or its failure time is unknown).
+    static func rescheduleAt(_ a: Allocation, _ s: ClusterState, replaced: Set<String>) -> Int64? {
+        guard a.clientStatus == .failed, a.desiredStatus == .run, !replaced.contains(a.id),
+              let rec = s.jobs[.init(a.namespace, a.jobID)], !rec.stopped,
+              let group = rec.job.groups.first(where: { $0.name == a.group }), rec.job.type == .service || rec.job.type == .batch,
+              group.reschedule.unlimited || a.rescheduleAttempts < group.reschedule.attempts else { return nil }
+        return Scheduler.rescheduleDue(a, group.reschedule)
+    }
+
+    static func allocation(_ a: Allocation, rescheduleAt: Int64?) -> AllocationView {
+        var v = allocation(a)
+        v.rescheduleAt = rescheduleAt
+        return v
+    }
+
     static func allocation(_ a: Allocation) -> AllocationView {
         var v = AllocationView(id: a.id, name: a.name, node: a.nodeID, group: a.group, jobVersion: a.jobVersion,
                        desiredStatus: a.desiredStatus.rawValue, desiredDescription: a.desiredDescription,
@@ -191,6 +211,7 @@ enum ClusterViews {
     static func jobStatus(_ key: ClusterState.JobKey, _ s: ClusterState, withAllocations: Bool) -> JobStatusView {
         let rec = s.jobs[key]!
         let allocs = s.allocations(ofJob: key)
+        let replaced = Set(allocs.compactMap(\.previousAllocation))
         let groups = rec.job.groups.map { g in
             let mine = allocs.filter { $0.group == g.name && $0.jobVersion <= rec.version }
             let current = mine.filter { $0.desiredStatus == .run }
@@ -210,7 +231,7 @@ enum ClusterViews {
         let latestEval = s.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.max { $0.modifyIndex < $1.modifyIndex }
         return JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
                              status: status, version: rec.version, stopped: rec.stopped, groups: groups,
-                             allocations: withAllocations ? allocs.map(allocation) : [],
+                             allocations: withAllocations ? allocs.map { allocation($0, rescheduleAt: rescheduleAt($0, s, replaced: replaced)) } : [],
                              placementFailures: latestEval.map { $0.failedPlacements.sorted { $0.key < $1.key }.map(\.value) } ?? [],
                              modifyIndex: rec.modifyIndex)
     }

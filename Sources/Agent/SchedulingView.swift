@@ -1,5 +1,6 @@
 import CaravanModel
 import ClusterState
+import Executor
 import Scheduler
 
 /// The cluster state as the scheduler reads it: the node and allocation lists are built once
@@ -17,9 +18,9 @@ struct SchedulingView {
 
     /// What the scheduler needs to reconcile `job` (nil when purged) as version `version`; the
     /// job's kept versions let it tell in-place updates from destructive ones.
-    func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool) -> SchedulerInput {
+    func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64? = Executor.unixMillis()) -> SchedulerInput {
         let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
         return SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
-                              previousVersions: previous)
+                              previousVersions: previous, now: now)
     }
 }

@@ -219,6 +219,15 @@ public struct ReschedulePolicy: Sendable, Equatable {
     public var maxDelay: Duration
     public var unlimited: Bool
 
+    public init(attempts: Int, interval: Duration, delay: Duration, delayFunction: DelayFunction, maxDelay: Duration, unlimited: Bool) {
+        self.attempts = attempts
+        self.interval = interval
+        self.delay = delay
+        self.delayFunction = delayFunction
+        self.maxDelay = maxDelay
+        self.unlimited = unlimited
+    }
+
     /// Nomad's defaults: services forever, 30 s growing exponentially to 1 h; batch once in 24 h
     /// after 5 s. System jobs are never rescheduled (they run on every node).
     public static func defaults(for kind: Job.Kind) -> ReschedulePolicy {

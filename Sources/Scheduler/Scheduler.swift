@@ -12,7 +12,12 @@ public struct SchedulerInput: Sendable {
     /// Earlier versions of the job still known, to tell in-place updates from destructive ones.
     public var previousVersions: [Int: Job]
 
-    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:]) {
+    /// Wall-clock Unix milliseconds, for reschedule delays; nil replaces failed instances at once.
+    public var now: Int64?
+
+    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:],
+                now: Int64? = nil) {
+        self.now = now
         self.job = job
         self.jobVersion = jobVersion
         self.jobStopped = jobStopped
@@ -49,6 +54,9 @@ public struct Plan: Sendable, Equatable {
     /// they run changed: only the count, metadata, or policies).
     public var updates: [Allocation] = []
     public var failures: [PlacementFailure] = []
+    /// Failed instances whose replacement waits for the group's reschedule delay: instance name
+    /// → when (Unix ms) it is due. The leader's next pass after that time places it.
+    public var delayed: [String: Int64] = [:]
     public init() {}
     public var isEmpty: Bool { placements.isEmpty && stops.isEmpty && updates.isEmpty }
 }
@@ -145,7 +153,12 @@ public struct Scheduler {
             case .lost:
                 needs.append((i, a))  // lost allocations are always replaced
             case .failed:
-                if canReschedule(a, group.reschedule) { needs.append((i, a)) }
+                guard canReschedule(a, group.reschedule) else { continue }
+                if let now = ctx.input.now, let due = Self.rescheduleDue(a, group.reschedule), now < due {
+                    plan.delayed[a.name] = due
+                    continue
+                }
+                needs.append((i, a))
             case .pending, .running:
                 let node = nodes[a.nodeID]
                 if node == nil || node!.status == .down {
@@ -217,6 +230,30 @@ public struct Scheduler {
 
     private func canReschedule(_ a: Allocation, _ p: ReschedulePolicy) -> Bool {
         p.unlimited || a.rescheduleAttempts < p.attempts
+    }
+
+    /// When a failed instance may be replaced: its tasks' last finish plus the policy's delay for
+    /// the attempt it would be (constant, doubling, or Fibonacci-growing, capped at maxDelay).
+    /// Nil when the failure time is unknown (replaced at once).
+    public static func rescheduleDue(_ a: Allocation, _ p: ReschedulePolicy) -> Int64? {
+        guard let failedAt = a.taskStates.values.map(\.finishedAt).max(), failedAt > 0 else { return nil }
+        return failedAt + Int64(rescheduleDelay(attempt: a.rescheduleAttempts, p) / .milliseconds(1))
+    }
+
+    /// The delay before reschedule number `attempt` (0 for the first).
+    public static func rescheduleDelay(attempt: Int, _ p: ReschedulePolicy) -> Duration {
+        let n = min(attempt, 62)
+        let factor: Double
+        switch p.delayFunction {
+        case .constant: factor = 1
+        case .exponential: factor = Double(1 << min(n, 40))
+        case .fibonacci:
+            var (a, b) = (1.0, 1.0)
+            for _ in 0..<n { (a, b) = (b, a + b) }
+            factor = a
+        }
+        let delay = p.delay * factor
+        return p.delayFunction == .constant ? delay : min(delay, max(p.maxDelay, p.delay))
     }
 
     static func index(of name: String) -> Int? {

@@ -29,6 +29,10 @@ struct AllocCommand: AsyncParsableCommand {
                 Client Status = \(a.clientStatus)\(a.clientDescription.isEmpty ? "" : " (\(a.clientDescription))")
                 Resources     = \(a.cpuMillicores)m CPU, \(a.memoryMiB)Mi memory\(a.ports.isEmpty ? "" : ", ports " + a.ports.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
                 """)
+            if let at = a.rescheduleAt {
+                let left = max(0, (at - Int64(Date().timeIntervalSince1970 * 1000)) / 1000)
+                print("Reschedule    = a replacement is placed at \(formatTime(at))\(left > 0 ? " (in \(left)s)" : " (now)")")
+            }
             if !a.checks.isEmpty {
                 print("\nChecks:")
                 printTable(["CHECK", "STATUS"], a.checks.sorted { $0.key < $1.key }.map { [$0.key, $0.value] })

@@ -85,6 +85,7 @@ import Testing
         var alloc = AllocationView(id: "a", name: "a", node: "n", group: "g", jobVersion: 0, desiredStatus: "run", desiredDescription: "",
                                    clientStatus: "running", clientDescription: "", cpuMillicores: 1, memoryMiB: 1, ports: [:],
                                    previousAllocation: "p", createIndex: 1, modifyIndex: 1)
+        alloc.rescheduleAt = 1
         alloc.taskStates = ["t": TaskStateView(state: "running", failed: false, restarts: 0, exitCode: 0, startedAt: 1, finishedAt: 0,
                                                events: [TaskEventView(time: 1, type: "Started", message: "")])]
         let node = NodeView(id: "n", name: "n", address: "a", datacenter: "dc1", status: "ready", eligibility: "eligible", draining: false,

@@ -108,6 +108,45 @@ import Testing
         #expect(plan.placements[0].name == allocs[0].name)
     }
 
+    @Test func aFailedInstanceIsReplacedAfterItsRescheduleDelayGrowingPerAttemptUntilAttemptsRunOut() throws {
+        let s = Self.scheduler()
+        let nodes = (0..<2).map { Self.node("n\($0)") }
+        var job = Self.job(count: 1)
+        job.groups[0].reschedule = ReschedulePolicy(attempts: 3, interval: .seconds(3600), delay: .seconds(10), delayFunction: .exponential,
+                                                    maxDelay: .seconds(25), unlimited: false)
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        Self.apply(s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs)), to: &allocs, index: &index)
+        let failedAt: Int64 = 1_000_000
+        func fail(_ i: Int) {
+            allocs[i].clientStatus = .failed
+            var t = TaskState()
+            t.state = .dead
+            t.failed = true
+            t.finishedAt = failedAt
+            allocs[i].taskStates = ["t": t]
+        }
+        fail(0)
+        // Delays 10 s, 20 s, then 25 s (capped); nothing before, a replacement when due.
+        for (attempt, delay) in [(0, 10_000), (1, 20_000), (2, 25_000)] as [(Int, Int64)] {
+            let last = allocs.count - 1
+            let early = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + delay - 1))
+            #expect(early.placements.isEmpty, "attempt \(attempt) placed before its delay")
+            #expect(early.delayed[allocs[last].name] == failedAt + delay)
+            let due = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + delay))
+            let replacement = try #require(due.placements.first)
+            #expect(replacement.previousAllocation == allocs[last].id && replacement.rescheduleAttempts == attempt + 1)
+            Self.apply(due, to: &allocs, index: &index)
+            fail(allocs.count - 1)
+        }
+        // Three attempts used: the last failure stays failed.
+        let done = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + 10_000_000))
+        #expect(done.placements.isEmpty && done.delayed.isEmpty)
+        // Fibonacci growth: 5 s, 5 s, 10 s, 15 s, …
+        #expect(Scheduler.rescheduleDelay(attempt: 3, .init(attempts: 0, interval: .zero, delay: .seconds(5), delayFunction: .fibonacci,
+                                                            maxDelay: .seconds(60), unlimited: true)) == .seconds(15))
+    }
+
     @Test func batchWorkThatFinishedIsNotRunAgain() {
         let s = Self.scheduler()
         let nodes = [Self.node("n0")]
