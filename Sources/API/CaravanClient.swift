@@ -303,6 +303,14 @@ public struct CaravanClient: Sendable {
         try await request(.GET, "/v1/job/" + Self.escape(id) + "/evaluations")
     }
 
+    public func schedulerConfiguration() async throws(ClientError) -> SchedulerConfigView {
+        try await request(.GET, "/v1/operator/scheduler/configuration")
+    }
+
+    public func setSchedulerConfiguration(algorithm: String) async throws(ClientError) -> SchedulerConfigView {
+        try await request(.PUT, "/v1/operator/scheduler/configuration", body: SchedulerConfigRequest(algorithm: algorithm))
+    }
+
     public func node(_ id: String) async throws(ClientError) -> NodeDetailView { try await request(.GET, "/v1/node/" + Self.escape(id)) }
 
     public func stopJob(_ id: String, purge: Bool) async throws(ClientError) -> JobRegisterView {

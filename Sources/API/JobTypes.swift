@@ -307,3 +307,21 @@ public struct NodeDetailView: Codable, Sendable, Equatable {
         self.allocations = allocations
     }
 }
+
+/// `GET|PUT /v1/operator/scheduler/configuration`: how the leader ranks nodes, cluster-wide.
+public struct SchedulerConfigView: Codable, Sendable, Equatable {
+    /// `binpack` (fill the fullest node that fits) or `spread` (prefer the emptiest).
+    public var algorithm: String
+    /// The Raft index of the last change (0: never changed, the default).
+    public var modifyIndex: UInt64
+    public init(algorithm: String, modifyIndex: UInt64) {
+        self.algorithm = algorithm
+        self.modifyIndex = modifyIndex
+    }
+}
+
+/// The body of `PUT /v1/operator/scheduler/configuration`.
+public struct SchedulerConfigRequest: Codable, Sendable, Equatable {
+    public var algorithm: String
+    public init(algorithm: String) { self.algorithm = algorithm }
+}

@@ -81,7 +81,7 @@ struct ClusterLeader: Service {
     func reconcileJobs(_ memory: inout Memory) async {
         let state = agent.store.current
         var view = SchedulingView(state)
-        let scheduler = Scheduler(algorithm: .binpack, newID: { AllocationID.make() })
+        let scheduler = Scheduler(algorithm: SchedulingAlgorithm(rawValue: state.schedulerAlgorithm) ?? .binpack, newID: { AllocationID.make() })
         var keys = Set(state.jobs.keys)
         // Jobs purged while allocations still run are reconciled too (to stop them).
         for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }

@@ -70,7 +70,7 @@ public final class ClusterStore: ReplicatedStateMachine {
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
     enum Kind: String, Codable {
-        case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations
+        case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations, schedulerConfig
 
         /// The tables an answer is made from: its index is the latest change to any of them.
         var tables: [ClusterState.Table] {
@@ -80,6 +80,7 @@ struct ClusterQuery: Codable, Sendable {
             case .allocations, .allocation: [.allocations]
             case .nodeAllocations: [.allocations, .jobs]
             case .evaluations, .jobEvaluations: [.evaluations]
+            case .schedulerConfig: [.config]
             case .plan: []
             }
         }
@@ -111,6 +112,8 @@ enum ClusterViews {
             return try enc.encode(NodeDetailView(node: node(n, s), attributes: n.attributes, meta: n.meta,
                                                  allocations: s.allocations.values.filter { $0.nodeID == n.id }
                                                      .sorted { ($0.isLive ? 0 : 1, $0.name) < ($1.isLive ? 0 : 1, $1.name) }.map(allocation)))
+        case .schedulerConfig:
+            return try enc.encode(SchedulerConfigView(algorithm: s.schedulerAlgorithm, modifyIndex: s.tableIndex[.config] ?? 0))
         case .evaluations:
             return try enc.encode(s.evaluations.values.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
         case .jobEvaluations:
@@ -160,7 +163,7 @@ enum ClusterViews {
         let changed = current.map { $0.text != JobFile.render(job) || $0.stopped } ?? true
         let version = current.map { changed ? $0.version + 1 : $0.version } ?? 0
         var n = 0
-        let scheduler = Scheduler(algorithm: .binpack, newID: { n += 1; return "planned-\(n)" })
+        let scheduler = Scheduler(algorithm: SchedulingAlgorithm(rawValue: s.schedulerAlgorithm) ?? .binpack, newID: { n += 1; return "planned-\(n)" })
         let plan = scheduler.schedule(SchedulingView(s).input(for: key, job: job, version: version, stopped: false))
         return JobPlanView(id: job.id, version: version,
                            placements: plan.placements.map { .init(name: $0.name, node: $0.nodeID, reason: $0.previousAllocation.map { "replaces \($0.prefix(8))" } ?? "new") },

@@ -26,7 +26,7 @@ public struct ClusterState: Sendable, Equatable {
         public var modifyIndex: UInt64
     }
 
-    public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations }
+    public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations, config }
 
     public enum Outcome: Sendable, Equatable {
         case applied
@@ -45,6 +45,10 @@ public struct ClusterState: Sendable, Equatable {
     /// The last launch time (Unix seconds) of each periodic job.
     public private(set) var periodicLaunches: [JobKey: Int64] = [:]
     public private(set) var tableIndex: [Table: UInt64] = [:]
+    /// How the leader ranks nodes, cluster-wide: `binpack` (the default) or `spread`.
+    public private(set) var schedulerAlgorithm: String = ClusterState.defaultAlgorithm
+    public static let defaultAlgorithm = "binpack"
+    public static let algorithms = ["binpack", "spread"]
     public private(set) var lastIndex: UInt64 = 0
 
     public init() {}
@@ -171,6 +175,12 @@ public struct ClusterState: Sendable, Equatable {
             }
         case .upsertEvaluations(let evals):
             upsert(evals, index)
+        case .schedulerConfig(let algorithm):
+            guard Self.algorithms.contains(algorithm) else {
+                return .rejected("scheduler algorithm \(algorithm) is not one of \(Self.algorithms.joined(separator: ", "))")
+            }
+            schedulerAlgorithm = algorithm
+            touch(.config, index)
         case .periodicLaunch(let ns, let id, let time):
             let key = JobKey(ns, id)
             periodicLaunches[key] = max(periodicLaunches[key] ?? .min, time)
@@ -238,7 +248,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 3
+    static let snapshotVersion: UInt8 = 4
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -262,6 +272,7 @@ public struct ClusterState: Sendable, Equatable {
         w.varint(UInt64(evaluations.count)); for k in evaluations.keys.sorted() { RecordCodec.enc(evaluations[k]!, &w) }
         w.varint(UInt64(periodicLaunches.count))
         for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
+        w.string(schedulerAlgorithm)
         return w.bytes
     }
 
@@ -316,6 +327,10 @@ public struct ClusterState: Sendable, Equatable {
                 guard let ns = r.string(), let id = r.string(), let t = RecordCodec.int(&r) else { throw RestoreError(description: "bad periodic launch") }
                 s.periodicLaunches[JobKey(ns, id)] = Int64(t)
             }
+        }
+        if format >= 4 {
+            guard let algorithm = r.string(), algorithms.contains(algorithm) else { throw RestoreError(description: "bad scheduler configuration") }
+            s.schedulerAlgorithm = algorithm
         }
         guard r.atEnd else { throw RestoreError(description: "trailing bytes in snapshot") }
         return s

@@ -22,12 +22,14 @@ public enum Command: Sendable, Equatable {
     /// A periodic job launched (or decided not to launch) at this Unix time; the next launch
     /// is computed from here, so a new leader neither repeats nor skips one.
     case periodicLaunch(namespace: String, id: String, time: Int64)
+    /// The cluster-wide scheduler configuration: how the leader ranks nodes.
+    case schedulerConfig(algorithm: String)
 
     public static let ignorableFlag: UInt8 = 0x80
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate
+             periodicLaunch, clientTaskUpdate, schedulerConfig
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -71,6 +73,8 @@ public enum Command: Sendable, Equatable {
             w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
         case .periodicLaunch(let ns, let id, let time):
             w.byte(Tag.periodicLaunch.rawValue); w.string(ns); w.string(id); RecordCodec.int(Int(time), &w)
+        case .schedulerConfig(let algorithm):
+            w.byte(Tag.schedulerConfig.rawValue); w.string(algorithm)
         }
         return w.bytes
     }
@@ -130,6 +134,7 @@ public enum Command: Sendable, Equatable {
             c = ok ? .clientUpdate(ups) : nil
         case .periodicLaunch:
             if let ns = r.string(), let id = r.string(), let t = RecordCodec.int(&r) { c = .periodicLaunch(namespace: ns, id: id, time: Int64(t)) } else { c = nil }
+        case .schedulerConfig: c = r.string().map { .schedulerConfig(algorithm: $0) }
         case .upsertEvaluations:
             var evals: [Evaluation] = []
             var ok = false

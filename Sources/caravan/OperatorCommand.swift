@@ -3,7 +3,7 @@ import ArgumentParser
 
 struct OperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "operator", abstract: "Operate the cluster's internals.", subcommands: [RaftCommand.self])
+        commandName: "operator", abstract: "Operate the cluster's internals.", subcommands: [RaftCommand.self, SchedulerCommand.self])
 }
 
 struct RaftCommand: AsyncParsableCommand {
@@ -41,6 +41,45 @@ struct RaftCommand: AsyncParsableCommand {
             do { v = try await client.client().transferLeadership(to: id) } catch let e as ClientError { throw CLIError.from(e) }
             if json { return try printJSON(v) }
             print("leader is now \(v.leader ?? "(electing)")\(v.address.map { " at \($0)" } ?? "")")
+        }
+    }
+}
+
+struct SchedulerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler", abstract: "The cluster-wide scheduler configuration.", subcommands: [GetConfig.self, SetConfig.self])
+
+    struct GetConfig: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "get-config", abstract: "How the leader ranks nodes: binpack or spread.")
+        @OptionGroup var client: ClientOptions
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let api = try client.client()
+            let c: SchedulerConfigView = try await cli { () async throws(ClientError) in try await api.schedulerConfiguration() }
+            if json { return try printJSON(c) }
+            print("Algorithm = \(c.algorithm)")
+        }
+    }
+
+    struct SetConfig: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-config",
+            abstract: "Choose how the leader ranks nodes for new placements, cluster-wide.",
+            discussion: "binpack fills the fullest node that fits (fewer machines busy); spread prefers the emptiest (even load). Running allocations stay where they are.")
+        @OptionGroup var client: ClientOptions
+        @Option(help: "binpack or spread.") var algorithm: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func validate() throws {
+            guard ["binpack", "spread"].contains(algorithm) else { throw ValidationError("--algorithm must be binpack or spread, not \(algorithm)") }
+        }
+
+        func run() async throws {
+            let api = try client.client()
+            let c: SchedulerConfigView = try await cli { () async throws(ClientError) in try await api.setSchedulerConfiguration(algorithm: algorithm) }
+            if json { return try printJSON(c) }
+            print("Scheduler algorithm set to \(c.algorithm) (index \(c.modifyIndex))")
         }
     }
 }

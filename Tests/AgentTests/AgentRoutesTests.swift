@@ -194,6 +194,22 @@ import Testing
                 #expect(String(buffer: r.body).contains("the path names job other"))
             }
             try await client.execute(uri: "/v1/job/other", method: .get) { r in #expect(r.status == .notFound) }
+            // The scheduler configuration: binpack until changed, validated, read back.
+            try await client.execute(uri: "/v1/operator/scheduler/configuration", method: .get) { r in
+                let c = try JSONDecoder().decode(SchedulerConfigView.self, from: Data(buffer: r.body))
+                #expect(c.algorithm == "binpack" && c.modifyIndex == 0)
+            }
+            try await client.execute(uri: "/v1/operator/scheduler/configuration", method: .put, body: ByteBuffer(string: #"{"algorithm": "fastest"}"#)) { r in
+                #expect(r.status == .badRequest)
+                #expect(String(buffer: r.body).contains("binpack, spread"))
+            }
+            try await client.execute(uri: "/v1/operator/scheduler/configuration", method: .put, body: ByteBuffer(string: #"{"algorithm": "spread"}"#)) { r in
+                #expect(r.status == .ok)
+            }
+            try await client.execute(uri: "/v1/operator/scheduler/configuration", method: .get) { r in
+                let c = try JSONDecoder().decode(SchedulerConfigView.self, from: Data(buffer: r.body))
+                #expect(c.algorithm == "spread" && c.modifyIndex > 0)
+            }
         }
     }
 

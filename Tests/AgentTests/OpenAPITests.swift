@@ -114,6 +114,7 @@ import Testing
             ("NodeDetail", NodeDetailView(node: node, attributes: [:], meta: [:], allocations: [])),
             ("ExecRequest", ExecRequest(command: ["ls"], timeout: 1)), ("ExecResult", ExecResultView(exitCode: 0, output: "")),
             ("Error", ErrorBody(code: "c", message: "m")),
+            ("SchedulerConfig", SchedulerConfigView(algorithm: "spread", modifyIndex: 1)),
         ]
         for (schema, view) in views {
             let documented = Self.properties(of: schema)

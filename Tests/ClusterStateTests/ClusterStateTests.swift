@@ -103,6 +103,8 @@ import Testing
                 }
             case 7 where r.chance(0.3):
                 out.append(.periodicLaunch(namespace: "default", id: "j\(i % 3)", time: Int64(1_795_000_000 + i * 60)))
+            case 7 where r.chance(0.3):
+                out.append(.schedulerConfig(algorithm: r.chance(0.5) ? "spread" : "binpack"))
             default:
                 var e = Evaluation(id: "e\(i % 5)", jobID: "j0", priority: 70, triggeredBy: .nodeUpdate)
                 e.status = .complete
@@ -159,6 +161,16 @@ import Testing
         let finished = s.allocations.values.filter(\.isTerminal)
         #expect(finished.count == ClusterState.finishedAllocationsKept + 1, "the newest 50, plus a0 which a live one replaces")
         #expect(s.allocations["a0"] != nil && s.allocations["a79"] != nil && s.allocations["a5"] == nil && s.allocations["live"] != nil)
+    }
+
+    @Test func theSchedulerAlgorithmIsClusterWideValidatedAndKeptInSnapshots() throws {
+        var s = ClusterState()
+        #expect(s.schedulerAlgorithm == "binpack")
+        #expect(s.apply(Command.schedulerConfig(algorithm: "spread").encode(), index: 1) == .applied)
+        #expect(s.schedulerAlgorithm == "spread" && s.index(of: [.config]) == 1)
+        #expect(s.apply(Command.schedulerConfig(algorithm: "fastest").encode(), index: 2) != .applied)
+        #expect(s.schedulerAlgorithm == "spread", "a refused change leaves the configuration as it was")
+        #expect(try ClusterState.restore(s.snapshot()).schedulerAlgorithm == "spread")
     }
 
     @Test func aDamagedSnapshotIsRefused() {

@@ -20,7 +20,8 @@ import Testing
             ["alloc", "status"], ["alloc", "exec"], ["node", "status"], ["node", "drain"], ["node", "eligibility"], ["members"], ["status"],
             ["keyring", "list"], ["keyring", "install"], ["keyring", "use"], ["keyring", "remove"],
             ["var", "put"], ["var", "get"], ["var", "list"], ["var", "delete"],
-            ["operator", "raft", "peers"], ["operator", "raft", "transfer-leader"], ["leave"],
+            ["operator", "raft", "peers"], ["operator", "raft", "transfer-leader"], ["operator", "scheduler", "get-config"],
+            ["operator", "scheduler", "set-config"], ["leave"],
         ]
         for c in commands {
             let r = try LocalCluster.run(c + ["--help"])

@@ -1,4 +1,5 @@
 import API
+import ClusterState
 import Hummingbird
 import Raft
 import RaftNIO
@@ -38,6 +39,18 @@ struct RaftRoutes {
                     RaftPeerView(id: $0.id.rawValue, address: $0.address, voter: $0.voter, leader: $0.id == v.leader,
                                  matchIndex: v.matches[$0.id] ?? 0)
                 }))
+        }
+        router.get("/v1/operator/scheduler/configuration") { request, _ in
+            try await agent.read(ClusterQuery(kind: .schedulerConfig), request).response
+        }
+        router.put("/v1/operator/scheduler/configuration") { request, _ in
+            var request = request
+            let body = try await request.decodeJSON(SchedulerConfigRequest.self)
+            guard ClusterState.algorithms.contains(body.algorithm) else {
+                throw APIError(.badRequest, "invalid_body", "algorithm must be one of \(ClusterState.algorithms.joined(separator: ", ")), not \(body.algorithm)")
+            }
+            let index = try await JobRoutes(agent: agent).commit(.schedulerConfig(algorithm: body.algorithm))
+            return JSONResponse.make(SchedulerConfigView(algorithm: body.algorithm, modifyIndex: index))
         }
         router.post("/v1/operator/raft/transfer-leader") { request, _ in
             let target = request.uri.queryParameters.get("id").flatMap { $0.isEmpty ? nil : ServerID($0) }
