@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Raft", .product(name: "HTTPTypes", package: "swift-http-types"),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Raft", "Scheduler", "ClusterState", "CaravanModel", .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird")]),

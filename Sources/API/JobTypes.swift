@@ -325,3 +325,31 @@ public struct SchedulerConfigRequest: Codable, Sendable, Equatable {
     public var algorithm: String
     public init(algorithm: String) { self.algorithm = algorithm }
 }
+
+/// Rows as aligned columns, the way the CLI prints tables.
+public enum TextTable {
+    public static func render(_ header: [String], _ rows: [[String]]) -> String {
+        let all = [header] + rows
+        var widths = Array(repeating: 0, count: header.count)
+        for r in all { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        var out = ""
+        for r in all {
+            let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c + String(repeating: " ", count: widths[i] + 2 - c.count) }
+            out += line.joined() + "\n"
+        }
+        return out
+    }
+}
+
+extension JobPlanView {
+    /// What `caravan job plan` prints: the counts, each change with its node and reason, and
+    /// why anything could not be placed.
+    public var text: String {
+        var out = "Job \"\(id)\" (version \(version)): \(placements.count) to place, \(stops.count) to stop, \(inPlace.count) to update in place\n"
+        if !placements.isEmpty { out += TextTable.render(["PLACE", "NODE", "WHY"], placements.map { [$0.name, $0.node, $0.reason] }) }
+        if !stops.isEmpty { out += TextTable.render(["STOP", "NODE", "WHY"], stops.map { [$0.name, $0.node, $0.reason] }) }
+        if !inPlace.isEmpty { out += TextTable.render(["IN PLACE", "NODE", "WHY"], inPlace.map { [$0.name, $0.node, $0.reason] }) }
+        for f in failures { out += "! " + f + "\n" }
+        return out
+    }
+}

@@ -83,11 +83,5 @@ func printJSON(_ value: some Encodable) throws {
 
 /// Prints rows as aligned columns.
 func printTable(_ header: [String], _ rows: [[String]]) {
-    let all = [header] + rows
-    var widths = Array(repeating: 0, count: header.count)
-    for r in all { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
-    for r in all {
-        let line = r.enumerated().map { i, c in i == r.count - 1 ? c : c + String(repeating: " ", count: widths[i] + 2 - c.count) }
-        print(line.joined())
-    }
+    print(TextTable.render(header, rows), terminator: "")
 }

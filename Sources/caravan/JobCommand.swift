@@ -52,17 +52,7 @@ struct JobCommand: AsyncParsableCommand {
             let api = try client.client()
             let p: JobPlanView = try await cli { () async throws(ClientError) in try await api.planJob(JobFile.render(job)) }
             if json { return try printJSON(p) }
-            print("Job \"\(p.id)\" (version \(p.version)): \(p.placements.count) to place, \(p.stops.count) to stop, \(p.inPlace.count) to update in place")
-            if !p.placements.isEmpty {
-                printTable(["PLACE", "NODE", "WHY"], p.placements.map { [$0.name, $0.node, $0.reason] })
-            }
-            if !p.stops.isEmpty {
-                printTable(["STOP", "NODE", "WHY"], p.stops.map { [$0.name, $0.node, $0.reason] })
-            }
-            if !p.inPlace.isEmpty {
-                printTable(["IN PLACE", "NODE", "WHY"], p.inPlace.map { [$0.name, $0.node, $0.reason] })
-            }
-            for f in p.failures { print("! " + f) }
+            print(p.text, terminator: "")
         }
     }
 
