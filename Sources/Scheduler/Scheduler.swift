@@ -141,8 +141,14 @@ public struct Scheduler {
             guard let i = Self.index(of: a.name) else { continue }
             if byIndex[i] == nil { byIndex[i] = a }
         }
-        var destructive = 0
         let maxParallel = job.update.map { max(1, $0.maxParallel) } ?? Int.max
+        // A rolling update (with an `update` policy) replaces at most maxParallel instances at a
+        // time: instances of the new version that are not yet healthy — pending, failing their
+        // checks, failed, or healthy for less than minHealthyTime — hold the next ones back.
+        var destructive = 0
+        if let u = job.update, existing.contains(where: { $0.jobVersion < ctx.input.jobVersion && $0.isLive }) {
+            destructive = existing.filter { $0.jobVersion == ctx.input.jobVersion && !Self.settled($0, u.minHealthyTime, now: ctx.input.now) }.count
+        }
         for i in 0..<group.count {
             guard let a = byIndex[i] else { needs.append((i, nil)); continue }
             switch a.clientStatus {
@@ -219,6 +225,14 @@ public struct Scheduler {
         for node in ctx.input.nodes.sorted(by: { $0.id < $1.id }) where node.isSchedulable && !covered.contains(node.id) {
             place(job, group, needs: [(0, nil)], only: node.id, &plan, &ctx, quietIfInfeasible: true)
         }
+    }
+
+    /// Healthy (running, every check passing) and, when the time is known, running for at
+    /// least `minHealthyTime`.
+    static func settled(_ a: Allocation, _ minHealthyTime: Duration, now: Int64?) -> Bool {
+        guard a.isHealthy else { return false }
+        guard let now, let started = a.taskStates.values.map(\.startedAt).max(), started > 0 else { return true }
+        return now - started >= Int64(minHealthyTime / .milliseconds(1))
     }
 
     /// Whether an instance of `old` runs exactly what `new` asks (so a new version can be applied

@@ -220,6 +220,46 @@ import Testing
         #expect(destructive.stops.count == 1 && destructive.placements.count == 1, "update.maxParallel = 1 replaces one at a time")
     }
 
+    @Test func aRollingUpdateWaitsForEachReplacementToBeHealthyForMinHealthyTime() throws {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        let v0 = Self.job(count: 3)
+        var first = s.schedule(SchedulerInput(job: v0, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        for i in first.placements.indices { first.placements[i].clientStatus = .running }
+        Self.apply(first, to: &allocs, index: &index)
+        var v1 = Self.job(count: 3)
+        v1.groups[0].tasks[0].config.args = ["--v1"]
+        var u = UpdateStrategy()
+        u.maxParallel = 1
+        u.minHealthyTime = .seconds(10)
+        v1.update = u
+        func pass(now: Int64) -> Plan {
+            s.schedule(SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0], now: now))
+        }
+        let step1 = pass(now: 0)
+        #expect(step1.stops.count == 1 && step1.placements.count == 1)
+        Self.apply(step1, to: &allocs, index: &index)
+        #expect(pass(now: 1_000).stops.isEmpty, "the replacement is still pending")
+        let new = try #require(allocs.firstIndex { $0.id == step1.placements[0].id })
+        allocs[new].clientStatus = .running
+        allocs[new].checks = ["web.0.http": "critical"]
+        var t = TaskState(state: .running)
+        t.startedAt = 2_000
+        allocs[new].taskStates = ["t": t]
+        #expect(pass(now: 60_000).stops.isEmpty, "its check fails")
+        allocs[new].checks = ["web.0.http": "passing"]
+        #expect(pass(now: 11_999).stops.isEmpty, "healthy for less than minHealthyTime")
+        let step2 = pass(now: 12_000)
+        #expect(step2.stops.count == 1 && step2.placements.count == 1, "healthy long enough: the next one goes")
+        // A replacement that fails holds the update where it is.
+        Self.apply(step2, to: &allocs, index: &index)
+        let second = try #require(allocs.firstIndex { $0.id == step2.placements[0].id })
+        allocs[second].clientStatus = .failed
+        #expect(pass(now: 100_000).stops.isEmpty)
+    }
+
     @Test func aDrainWaitsForMigratedInstancesToRunBeforeEvictingMore() {
         let s = Self.scheduler()
         var nodes = [Self.node("n0"), Self.node("n1")]
