@@ -3,7 +3,7 @@
 # Usage: Deploy/install-deps.sh [--test]   (--test adds what the test suites use)
 set -euo pipefail
 
-need=(libsodium-dev libuv1-dev zlib1g-dev pkg-config)
+need=(libsodium-dev libuv1-dev zlib1g-dev pkg-config tzdata)
 if [[ "${1:-}" == "--test" ]]; then
   # nftables and iproute2 for fault injection inside private network namespaces,
   # util-linux for unshare, procps for ps.

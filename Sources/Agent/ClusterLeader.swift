@@ -9,6 +9,8 @@ import Metrics
 import Raft
 import Scheduler
 import ServiceLifecycle
+import Synchronization
+import FoundationEssentials
 
 /// The leader's duties towards the cluster state, after every commit and at least every 200 ms
 /// while this agent leads:
@@ -170,7 +172,15 @@ struct ClusterLeader: Service {
                 await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: now), "start the schedule of \(key.id)")
                 continue
             }
-            guard let next = p.next(after: last), next <= now else { continue }
+            let (zone, firstLook) = p.hasNamedZone ? Self.zoneRules(p.timeZone) : (nil, false)
+            if p.hasNamedZone && zone == nil {
+                if firstLook {
+                    agent.logger.warning("periodic job not launched: this leader's tz database has no such time zone",
+                                         metadata: ["job": "\(key.id)", "zone": "\(p.timeZone)"])
+                }
+                continue
+            }
+            guard let next = p.next(after: last, zone: zone), next <= now else { continue }
             let children = state.jobs.values.filter { $0.job.meta["caravan.periodic.parent"] == key.id && $0.job.namespace == key.namespace }
             let running = children.contains { c in state.allocations(ofJob: .init(c.job.namespace, c.job.id)).contains(where: \.isLive) }
             if p.prohibitOverlap && running {
@@ -183,6 +193,20 @@ struct ClusterLeader: Service {
             await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: next), "record the launch of \(key.id)")
         }
     }
+
+    /// The rules of a named time zone from this machine's tz database (`tzdata`), read once.
+    /// `firstLook` is true when the database was read for this call.
+    static func zoneRules(_ name: String) -> (rules: ZoneRules?, firstLook: Bool) {
+        guard ZoneRules.isZoneName(name) else { return (nil, false) }
+        return zoneCache.withLock { cache in
+            if let known = cache[name] { return (known, false) }
+            let rules = FileManager.default.contents(atPath: "/usr/share/zoneinfo/" + name).flatMap { ZoneRules.parse(tzif: Array($0)) }
+            cache[name] = rules
+            return (rules, true)
+        }
+    }
+
+    private static let zoneCache = Mutex<[String: ZoneRules?]>([:])
 
     @discardableResult
     func commit(_ c: Command, _ what: String) async -> Bool {

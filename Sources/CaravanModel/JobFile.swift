@@ -193,8 +193,8 @@ public enum JobFile {
         if let why = Cron.problem(cron) { c.fail(why); return nil }
         var p = Periodic(cron: cron)
         if let tzr = m["timeZone"], let tz = tzr.string() {
-            if Periodic.offsetSeconds(tz) == nil {
-                tzr.fail("\"\(tz)\" is not UTC or a fixed offset such as +02:00 (named time zones are not supported)")
+            if Periodic.offsetSeconds(tz) == nil && !ZoneRules.isZoneName(tz) {
+                tzr.fail("\"\(tz)\" is not UTC, a fixed offset such as +02:00, or a time zone name such as Europe/Paris")
             } else {
                 p.timeZone = tz
             }

@@ -1,8 +1,8 @@
-/// When periodic jobs launch: five-field cron in UTC or a fixed offset, evaluated on whole
-/// minutes of Unix time, and the child job each launch registers.
+/// When periodic jobs launch: five-field cron in UTC, a fixed offset or a named time zone,
+/// evaluated on whole minutes of Unix time, and the child job each launch registers.
 extension Periodic {
     /// The time zone as an offset from UTC in seconds: `UTC`, `Z`, `+02:00`, `-0530`, `UTC+2`.
-    /// Named zones (Europe/Paris) are refused: the agent carries no time-zone database.
+    /// Nil for anything else, such as a named zone (`Europe/Paris`; see ``ZoneRules``).
     public static func offsetSeconds(_ zone: String) -> Int? {
         var z = Substring(zone)
         if z == "UTC" || z == "Z" || z == "GMT" { return 0 }
@@ -16,12 +16,25 @@ extension Periodic {
         return (sign == "-" ? -1 : 1) * (h * 3600 + m * 60)
     }
 
+    /// Whether the time zone is a name for the tz database rather than UTC or a fixed offset.
+    public var hasNamedZone: Bool { Self.offsetSeconds(timeZone) == nil && ZoneRules.isZoneName(timeZone) }
+
     /// The first launch strictly after `after` (Unix seconds), or nil if none within a year.
-    public func next(after: Int64) -> Int64? {
-        guard let offset = Self.offsetSeconds(timeZone), let fields = Cron.fields(cron) else { return nil }
+    /// A named time zone needs its rules (`zone`, read from the tz database); without them there
+    /// is no answer.
+    public func next(after: Int64, zone: ZoneRules? = nil) -> Int64? {
+        let offsetAt: (Int64) -> Int
+        if let fixed = Self.offsetSeconds(timeZone) {
+            offsetAt = { _ in fixed }
+        } else if let zone {
+            offsetAt = { zone.offset(at: $0) }
+        } else {
+            return nil
+        }
+        guard let fields = Cron.fields(cron) else { return nil }
         var t = (after / 60 + 1) * 60
         for _ in 0..<(366 * 24 * 60) {
-            let local = t + Int64(offset)
+            let local = t + Int64(offsetAt(t))
             let c = CivilTime(unix: local)
             if fields[3].contains(c.month) && fields[1].contains(c.hour) && fields[0].contains(c.minute)
                 && Cron.dayMatches(fields, day: c.day, weekday: c.weekday) {
@@ -64,6 +77,16 @@ struct CivilTime {
         day = doy - (153 * mp + 2) / 5 + 1
         month = mp < 10 ? mp + 3 : mp - 9
         year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+    }
+
+    /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
     }
 }
 

@@ -184,12 +184,54 @@ import Testing
         #expect(paris.next(after: Self.t0)! == 1_795_660_200 - 3600, "02:30 at +01:00 is 01:30 UTC")
     }
 
-    @Test func timeZonesAreUTCOrFixedOffsets() {
+    @Test func timeZonesAreUTCFixedOffsetsOrNames() {
         #expect(Periodic.offsetSeconds("UTC") == 0 && Periodic.offsetSeconds("+02:00") == 7200)
         #expect(Periodic.offsetSeconds("-0530") == -19800 && Periodic.offsetSeconds("UTC+2") == 7200)
         #expect(Periodic.offsetSeconds("Europe/Paris") == nil && Periodic.offsetSeconds("+25") == nil)
-        let p = JobFileTests.problems("id: r\ntype: batch\nperiodic: {cron: \"0 * * * *\", timeZone: Europe/Paris}\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n")
-        #expect(p == ["line 3: periodic.timeZone: \"Europe/Paris\" is not UTC or a fixed offset such as +02:00 (named time zones are not supported)"], "\(p)")
+        func problems(_ zone: String) -> [String] {
+            JobFileTests.problems("id: r\ntype: batch\nperiodic: {cron: \"0 * * * *\", timeZone: \"\(zone)\"}\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n")
+        }
+        for ok in ["Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+3", "EST5EDT"] { #expect(problems(ok).isEmpty, "\(ok)") }
+        for bad in ["../etc/passwd", "Mars Base", "/etc/x", "+25"] {
+            #expect(problems(bad) == ["line 3: periodic.timeZone: \"\(bad)\" is not UTC, a fixed offset such as +02:00, or a time zone name such as Europe/Paris"],
+                    "\(problems(bad))")
+        }
+    }
+
+    static func zone(_ name: String) throws -> ZoneRules {
+        let bytes = try #require(FileManager.default.contents(atPath: "/usr/share/zoneinfo/" + name), "tzdata is installed")
+        return try #require(ZoneRules.parse(tzif: Array(bytes)), "\(name) parses")
+    }
+
+    @Test func namedZonesFollowTheirTransitionsAndTheirRuleAfterwards() throws {
+        let paris = try Self.zone("Europe/Paris"), sydney = try Self.zone("Australia/Sydney"), newYork = try Self.zone("America/New_York")
+        // Recorded transitions (2026) and the POSIX rule past the last one (2045, 2046).
+        for (t, p, s) in [(1_768_478_400, 3600, 39600), (1_784_116_800, 7200, 36000), (2_368_094_400, 3600, 39600), (2_383_732_800, 7200, 36000)]
+            as [(Int64, Int, Int)] {
+            #expect(paris.offset(at: t) == p, "Paris at \(t)")
+            #expect(sydney.offset(at: t) == s, "Sydney at \(t)")
+        }
+        // The rule's transition instant: New York springs forward at 07:00 UTC on 2046-03-11.
+        #expect(newYork.offset(at: 2_404_362_600) == -18000 && newYork.offset(at: 2_404_366_200) == -14400)
+        #expect(try Self.zone("Asia/Kolkata").offset(at: 1_784_116_800) == 19800)
+        #expect(ZoneRules.parse(tzif: Array("not a zone file".utf8)) == nil)
+        // 09:00 in Paris, on either side of the switch to summer time (2026-03-29).
+        var daily = Periodic(cron: "0 9 * * *")
+        daily.timeZone = "Europe/Paris"
+        #expect(daily.hasNamedZone)
+        #expect(daily.next(after: 1_774_656_000, zone: paris) == 1_774_684_800, "08:00 UTC on the 28th (UTC+1)")
+        #expect(daily.next(after: 1_774_688_400, zone: paris) == 1_774_767_600, "07:00 UTC on the 29th (UTC+2)")
+        #expect(daily.next(after: 1_774_656_000) == nil, "without its rules a named zone has no answer")
+    }
+
+    @Test func posixRules() throws {
+        let cet = try #require(PosixRule("CET-1CEST,M3.5.0,M10.5.0/3"))
+        #expect(cet.standard == 3600 && cet.daylight == 7200)
+        #expect(cet.start == .init(day: .monthWeekDay(3, 5, 0), time: 7200) && cet.end == .init(day: .monthWeekDay(10, 5, 0), time: 10800))
+        let india = try #require(PosixRule("<+0530>-5:30"))
+        #expect(india.standard == 19800 && india.daylight == nil && india.offset(at: 0) == 19800)
+        #expect(PosixRule("AEST-10AEDT,M10.1.0,M4.1.0/3")?.offset(at: 2_368_094_400) == 39600)
+        for bad in ["", "X", "CET", "CET-1CEST,M13.1.0,M10.5.0", "CET-1CEST,M3.5.0"] { #expect(PosixRule(bad) == nil, "\(bad)") }
     }
 
     @Test func aLaunchIsTheJobWithoutItsSchedule() throws {

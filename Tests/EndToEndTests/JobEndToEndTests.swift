@@ -70,7 +70,7 @@ import Testing
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let file = NSTemporaryDirectory() + "tick-\(getpid()).yaml"
-        try "id: tick\ntype: batch\nperiodic: {cron: \"* * * * *\", prohibitOverlap: false}\ngroups:\n  - name: g\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 10m, memory: 8Mi}}\n"
+        try "id: tick\ntype: batch\nperiodic: {cron: \"* * * * *\", timeZone: Asia/Kolkata, prohibitOverlap: false}\ngroups:\n  - name: g\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 10m, memory: 8Mi}}\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
         let run = try c.cli(0, ["job", "run", "--detach", file])
         #expect(run.status == 0, "\(run.stderr)")
