@@ -166,6 +166,10 @@ struct ClusterLeader: Service {
     func launchPeriodicJobs() async {
         let state = agent.store.current
         let now = Int64(ContinuousClock.now.unixSeconds)
+        for old in Self.expiredLaunches(state) {
+            agent.logger.info("forgetting a finished periodic launch", metadata: ["job": "\(old.id)"])
+            await commit(.deregisterJob(namespace: old.namespace, id: old.id, purge: true), "purge the finished launch \(old.id)")
+        }
         for (key, rec) in state.jobs.sorted(by: { $0.key < $1.key }) where !rec.stopped {
             guard let p = rec.job.periodic else { continue }
             guard let last = state.periodicLaunches[key] else {
@@ -192,6 +196,30 @@ struct ClusterLeader: Service {
             }
             await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: next), "record the launch of \(key.id)")
         }
+    }
+
+    /// Launches kept per periodic job; older ones that have finished are purged.
+    static let launchesKept = 5
+
+    /// Finished launches (no live allocation) beyond the newest `launchesKept` of their
+    /// periodic job — or of a periodic job that no longer exists.
+    static func expiredLaunches(_ state: ClusterState) -> [ClusterState.JobKey] {
+        var byParent: [ClusterState.JobKey: [ClusterState.JobRecord]] = [:]
+        for rec in state.jobs.values {
+            guard let parent = rec.job.meta["caravan.periodic.parent"] else { continue }
+            byParent[.init(rec.job.namespace, parent), default: []].append(rec)
+        }
+        var out: [ClusterState.JobKey] = []
+        for (parent, children) in byParent {
+            let keep = state.jobs[parent]?.job.periodic == nil ? 0 : launchesKept
+            for c in children.sorted(by: { $0.createIndex > $1.createIndex }).dropFirst(keep) {
+                let key = ClusterState.JobKey(c.job.namespace, c.job.id)
+                let allocs = state.allocations(ofJob: key)
+                // Finished: stopped, or run with nothing live left (one still being placed stays).
+                if (c.stopped || !allocs.isEmpty) && !allocs.contains(where: \.isLive) { out.append(key) }
+            }
+        }
+        return out.sorted()
     }
 
     /// The rules of a named time zone from this machine's tz database (`tzdata`), read once.

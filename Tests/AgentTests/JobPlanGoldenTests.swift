@@ -12,6 +12,8 @@ import Testing
     struct Cluster {
         var state = ClusterState()
         var index: UInt64 = 0
+        /// Allocation ids handed out so far (`a1`, `a2`, …).
+        var allocations = 0
 
         mutating func apply(_ c: Command) {
             index += 1
@@ -34,9 +36,10 @@ import Testing
             let job = try JobFile.parse(text, file: "job")
             apply(.registerJob(text: JobFile.render(job)))
             let key = ClusterState.JobKey(job.namespace, job.id)
-            var n = 0
+            var n = allocations
             let plan = Scheduler(algorithm: .binpack, newID: { n += 1; return "a\(n)" })
                 .schedule(SchedulingView(state).input(for: key, job: job, version: state.jobs[key]!.version, stopped: false, now: nil))
+            allocations = n
             apply(.applyPlan(allocations: plan.placements, evaluations: []))
             apply(.clientUpdate(plan.placements.map { ClientAllocationUpdate(allocationID: $0.id, clientStatus: .running, description: "") }))
         }
