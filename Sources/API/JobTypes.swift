@@ -285,11 +285,14 @@ public struct JobVersionView: Codable, Sendable, Equatable {
     public var modifyIndex: UInt64
     /// The job as registered, in canonical JSON.
     public var job: String
-    public init(version: Int, stopped: Bool, modifyIndex: UInt64, job: String) {
+    /// Every instance of this version has been healthy (what `update.autoRevert` goes back to).
+    public var stable: Bool = false
+    public init(version: Int, stopped: Bool, modifyIndex: UInt64, job: String, stable: Bool = false) {
         self.version = version
         self.stopped = stopped
         self.modifyIndex = modifyIndex
         self.job = job
+        self.stable = stable
     }
 }
 

@@ -1,4 +1,5 @@
 import CaravanModel
+import Executor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,6 +37,10 @@ struct ClusterLeader: Service {
                 await syncNodes()
                 await launchPeriodicJobs()
                 await reconcileJobs(&memory)
+                for (c, what) in Self.rolloutActions(agent.store.current, now: Executor.unixMillis()) {
+                    agent.logger.info("\(what)")
+                    await commit(c, what)
+                }
                 // Again as soon as anything is committed (a job registered, an allocation
                 // stopped), or after `interval` for what gossip and the clock bring.
                 seen = await agent.raft.waitApplied(after: seen, wait: interval)
@@ -155,6 +160,34 @@ struct ClusterLeader: Service {
         if reason.hasPrefix("constraint distinct_hosts") { return "distinct_hosts" }
         if reason.hasPrefix("constraint distinct_property") { return "distinct_property" }
         return String(reason.prefix { $0 != " " })
+    }
+
+    // MARK: - Rollouts
+
+    /// What the leader does about jobs with an `update` policy: a version whose instances have
+    /// all been healthy for `minHealthyTime` (and no older ones run) is marked stable; with
+    /// `autoRevert`, a version that is not stable and has a failed instance is replaced by the
+    /// newest stable version's definition.
+    static func rolloutActions(_ state: ClusterState, now: Int64) -> [(Command, String)] {
+        var out: [(Command, String)] = []
+        for (key, rec) in state.jobs.sorted(by: { $0.key < $1.key }) {
+            guard let u = rec.job.update, !rec.stopped, !rec.stable, rec.job.periodic == nil else { continue }
+            let current = state.allocations(ofJob: key).filter { $0.desiredStatus == .run }
+            if u.autoRevert, current.contains(where: { $0.jobVersion == rec.version && $0.clientStatus == .failed }),
+               let target = (state.versions[key] ?? []).first(where: { $0.stable && $0.version < rec.version && $0.text != rec.text }) {
+                out.append((.registerJob(text: target.text),
+                            "auto-revert: job \(key.id) version \(rec.version) has a failed instance; registering stable version \(target.version) again"))
+                continue
+            }
+            let settled = rec.job.groups.allSatisfy { g in
+                current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count >= g.count
+            }
+            let older = current.contains { $0.jobVersion < rec.version && $0.isLive }
+            if settled && !older {
+                out.append((.markStable(namespace: key.namespace, id: key.id, version: rec.version), "job \(key.id) version \(rec.version) is stable"))
+            }
+        }
+        return out
     }
 
     // MARK: - Periodic jobs

@@ -150,7 +150,7 @@ enum ClusterViews {
             let key = ClusterState.JobKey(q.namespace, q.id)
             guard s.jobs[key] != nil else { return Data("null".utf8) }
             return try enc.encode((s.versions[key] ?? []).map {
-                JobVersionView(version: $0.version, stopped: $0.stopped, modifyIndex: $0.modifyIndex, job: $0.text)
+                JobVersionView(version: $0.version, stopped: $0.stopped, modifyIndex: $0.modifyIndex, job: $0.text, stable: $0.stable)
             })
         }
     }

@@ -24,6 +24,9 @@ public struct ClusterState: Sendable, Equatable {
         public var stopped: Bool
         public var createIndex: UInt64
         public var modifyIndex: UInt64
+        /// Every instance of this version has been healthy at once (a rollout that finished): what
+        /// `update.autoRevert` goes back to.
+        public var stable: Bool = false
     }
 
     public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations, config }
@@ -175,6 +178,15 @@ public struct ClusterState: Sendable, Equatable {
             }
         case .upsertEvaluations(let evals):
             upsert(evals, index)
+        case .markStable(let ns, let id, let version):
+            let key = JobKey(ns, id)
+            guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+            guard let i = versions[key]?.firstIndex(where: { $0.version == version }) else {
+                return .rejected("job \(id) has no version \(version)")
+            }
+            versions[key]![i].stable = true
+            if cur.version == version { jobs[key]!.stable = true }
+            touch(.jobs, index)
         case .schedulerConfig(let algorithm):
             guard Self.algorithms.contains(algorithm) else {
                 return .rejected("scheduler algorithm \(algorithm) is not one of \(Self.algorithms.joined(separator: ", "))")
@@ -248,7 +260,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 4
+    static let snapshotVersion: UInt8 = 5
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -259,6 +271,7 @@ public struct ClusterState: Sendable, Equatable {
         for (t, i) in tableIndex.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { w.byte(t.rawValue); w.varint(i) }
         func job(_ r: JobRecord) {
             w.string(r.text, max: 4 << 20); w.varint(UInt64(r.version)); w.byte(r.stopped ? 1 : 0); w.varint(r.createIndex); w.varint(r.modifyIndex)
+            w.byte(r.stable ? 1 : 0)
         }
         w.varint(UInt64(jobs.count))
         for k in jobs.keys.sorted() {
@@ -295,7 +308,12 @@ public struct ClusterState: Sendable, Equatable {
             }
             let j: Job
             do { j = try JobFile.parse(text, file: "snapshot") } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
-            return JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
+            var rec = JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
+            if format >= 5 {
+                guard let stable = r.byte() else { throw RestoreError(description: "bad job record") }
+                rec.stable = stable == 1
+            }
+            return rec
         }
         guard let jn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad job count") }
         for _ in 0..<jn {

@@ -24,12 +24,14 @@ public enum Command: Sendable, Equatable {
     case periodicLaunch(namespace: String, id: String, time: Int64)
     /// The cluster-wide scheduler configuration: how the leader ranks nodes.
     case schedulerConfig(algorithm: String)
+    /// A job version whose instances all became healthy: a rollout that finished.
+    case markStable(namespace: String, id: String, version: Int)
 
     public static let ignorableFlag: UInt8 = 0x80
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate, schedulerConfig
+             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -75,6 +77,8 @@ public enum Command: Sendable, Equatable {
             w.byte(Tag.periodicLaunch.rawValue); w.string(ns); w.string(id); RecordCodec.int(Int(time), &w)
         case .schedulerConfig(let algorithm):
             w.byte(Tag.schedulerConfig.rawValue); w.string(algorithm)
+        case .markStable(let ns, let id, let version):
+            w.byte(Tag.markStable.rawValue); w.string(ns); w.string(id); w.varint(UInt64(version))
         }
         return w.bytes
     }
@@ -135,6 +139,8 @@ public enum Command: Sendable, Equatable {
         case .periodicLaunch:
             if let ns = r.string(), let id = r.string(), let t = RecordCodec.int(&r) { c = .periodicLaunch(namespace: ns, id: id, time: Int64(t)) } else { c = nil }
         case .schedulerConfig: c = r.string().map { .schedulerConfig(algorithm: $0) }
+        case .markStable:
+            if let ns = r.string(), let id = r.string(), let v = r.varint(), v < 1 << 31 { c = .markStable(namespace: ns, id: id, version: Int(v)) } else { c = nil }
         case .upsertEvaluations:
             var evals: [Evaluation] = []
             var ok = false

@@ -229,7 +229,7 @@ public struct Scheduler {
 
     /// Healthy (running, every check passing) and, when the time is known, running for at
     /// least `minHealthyTime`.
-    static func settled(_ a: Allocation, _ minHealthyTime: Duration, now: Int64?) -> Bool {
+    public static func settled(_ a: Allocation, _ minHealthyTime: Duration, now: Int64?) -> Bool {
         guard a.isHealthy else { return false }
         guard let now, let started = a.taskStates.values.map(\.startedAt).max(), started > 0 else { return true }
         return now - started >= Int64(minHealthyTime / .milliseconds(1))

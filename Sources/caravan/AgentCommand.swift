@@ -31,24 +31,28 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A KEY=VALUE tag published to the cluster. Repeatable.") var tag: [String] = []
     @Option(name: .customLong("insecure-registry"), help: "HOST:PORT of a registry the container driver may use over plain HTTP (loopback registries always may). Repeatable.")
     var insecureRegistry: [String] = []
-    @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String = "lan"
-    @Option(help: "HTTP API port.") var httpPort: Int = 4680
-    @Option(help: "Gossip port (UDP and TCP).") var gossipPort: Int = 4682
-    @Option(help: "Raft RPC port (TCP).") var rpcPort: Int = 4681
-    @Option(help: "How many agents form the Raft group together at first (1 with --dev).") var bootstrapExpect: Int?
-    @Option(help: "Most Raft voters the leader keeps: 3, or 5 once 5 agents are live.") var raftVoters: Int = 5
-    @Option(help: "Seconds gossip must report a voter dead before it is replaced.") var raftDeadGrace: Double = 10
-    @Option(help: "Raft election timeout in milliseconds (heartbeat is a tenth).") var raftElectionMs: Int = 1000
-    @Option(help: "trace, debug, info, warning or error.") var logLevel: String = "info"
+    @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String?
+    @Option(help: "HTTP API port (default 4680).") var httpPort: Int?
+    @Option(help: "Gossip port, UDP and TCP (default 4682).") var gossipPort: Int?
+    @Option(help: "Raft RPC port, TCP (default 4681).") var rpcPort: Int?
+    @Option(help: "How many agents form the Raft group together at first (default 3; 1 with --dev).") var bootstrapExpect: Int?
+    @Option(help: "Most Raft voters the leader keeps: 3, or 5 once 5 agents are live (default 5).") var raftVoters: Int?
+    @Option(help: "Seconds gossip must report a voter dead before it is replaced (default 10).") var raftDeadGrace: Double?
+    @Option(help: "Raft election timeout in milliseconds; heartbeat is a tenth (default 1000).") var raftElectionMs: Int?
+    @Option(help: "trace, debug, info, warning or error (default info).") var logLevel: String?
+    @Option(help: "A YAML or JSON file of these settings (name, bind, join, dataDir, tags, ports, …); flags win over it.")
+    var config: String?
     @Flag(help: "Development mode: one agent on 127.0.0.1 with a throw-away data dir.") var dev = false
 
     func run() async throws {
         // Keys given on the command line must not stay visible in `ps`.
         ArgvScrubber.scrubValue(of: "--encrypt")
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw CLIError.usage("--log-level: \"\(logLevel)\" is not one of trace, debug, info, notice, warning, error")
+        let file = try config.map(AgentConfigFile.load)
+        let levelName = try logLevel ?? file?.string("logLevel") ?? "info"
+        guard let level = Logger.Level(rawValue: levelName) else {
+            throw CLIError.usage("--log-level: \"\(levelName)\" is not one of trace, debug, info, notice, warning, error")
         }
-        let config = try configuration()
+        let config = try configuration(file)
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
@@ -66,7 +70,32 @@ struct AgentCommand: AsyncParsableCommand {
         }
     }
 
-    func configuration() throws -> AgentConfiguration {
+    func configuration(_ file: AgentConfigFile? = nil) throws -> AgentConfiguration {
+        // Each setting: the flag, else the config file, else the default.
+        let bind = try self.bind ?? file?.string("bind")
+        let advertise = try self.advertise ?? file?.string("advertise")
+        let dataDir = try self.dataDir ?? file?.string("dataDir")
+        let name = try self.name ?? file?.string("name")
+        let encrypt = try self.encrypt ?? file?.string("encrypt")
+        let keyringFile = try self.keyringFile ?? file?.string("keyringFile")
+        let join = try self.join.isEmpty ? file?.strings("join") ?? [] : self.join
+        let insecureRegistry = try self.insecureRegistry.isEmpty ? file?.strings("insecureRegistries") ?? [] : self.insecureRegistry
+        let ports = try file?.map("ports") ?? [:]
+        func port(_ flag: Int?, _ key: String, _ fallback: Int) throws -> Int {
+            if let flag { return flag }
+            guard let raw = ports[key] else { return fallback }
+            guard let p = Int(raw) else { throw CLIError.usage("\(file!.path): ports.\(key): \"\(raw)\" is not a port") }
+            return p
+        }
+        let httpPort = try port(self.httpPort, "http", 4680)
+        let gossipPort = try port(self.gossipPort, "gossip", 4682)
+        let rpcPort = try port(self.rpcPort, "rpc", 4681)
+        let bootstrapExpect = try self.bootstrapExpect ?? file?.int("bootstrapExpect")
+        let raftVoters = try self.raftVoters ?? file?.int("raftVoters") ?? 5
+        let raftDeadGrace = try self.raftDeadGrace ?? file?.double("raftDeadGrace") ?? 10
+        let raftElectionMs = try self.raftElectionMs ?? file?.int("raftElectionMs") ?? 1000
+        let gossipProfile = try self.gossipProfile ?? file?.string("gossipProfile") ?? "lan"
+        var tags = try file?.map("tags") ?? [:]
         let bindIP = bind ?? (dev ? "127.0.0.1" : nil)
         guard let bindIP else { throw CLIError.usage("--bind is required: the IP address to listen on (or use --dev)") }
         guard (try? SocketAddress(ipAddress: bindIP, port: 0)) != nil else {
@@ -117,8 +146,9 @@ struct AgentCommand: AsyncParsableCommand {
         for t in tag {
             let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, !parts[0].isEmpty else { throw CLIError.usage("--tag: \"\(t)\" is not KEY=VALUE") }
-            config.tags[parts[0]] = parts[1]
+            tags[parts[0]] = parts[1]
         }
+        config.tags = tags
         for r in insecureRegistry {
             guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {
                 throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT")

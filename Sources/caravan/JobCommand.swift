@@ -21,7 +21,9 @@ struct JobCommand: AsyncParsableCommand {
             let api = try client.client()
             let versions: [JobVersionView] = try await cli { () async throws(ClientError) in try await api.jobVersions(id) }
             if json { return try printJSON(versions) }
-            printTable(["VERSION", "STOPPED", "INDEX"], versions.map { ["\($0.version)", $0.stopped ? "true" : "false", "\($0.modifyIndex)"] })
+            printTable(["VERSION", "STABLE", "STOPPED", "INDEX"], versions.map {
+                ["\($0.version)", $0.stable ? "true" : "false", $0.stopped ? "true" : "false", "\($0.modifyIndex)"]
+            })
         }
     }
 

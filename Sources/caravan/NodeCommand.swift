@@ -10,7 +10,12 @@ struct NodeCommand: AsyncParsableCommand {
             commandName: "drain", abstract: "Move a node's allocations elsewhere (migrate.maxParallel at a time) and take no new ones.")
         @OptionGroup var client: ClientOptions
         @Argument(help: "The node id.") var id: String
+        @Flag(name: .long, help: "Start draining (the default).") var enable = false
         @Flag(name: .long, help: "Stop draining (the node stays ineligible until `node eligibility --enable`).") var disable = false
+
+        func validate() throws {
+            guard !(enable && disable) else { throw ValidationError("give --enable or --disable, not both") }
+        }
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {

@@ -31,3 +31,49 @@ import Testing
         #expect(ClusterLeader.expiredLaunches(c.state).count == 7)
     }
 }
+
+/// Rollouts with an update policy: a version all of whose instances have been healthy long
+/// enough is marked stable, and with autoRevert a failing new version goes back to it.
+@Suite struct RolloutTests {
+    static func job(_ command: String) -> String {
+        """
+        id: web
+        update: {maxParallel: 1, minHealthyTime: 10s, autoRevert: true}
+        groups:
+          - name: g
+            count: 2
+            tasks: [{name: t, driver: raw_exec, config: {command: \(command)}, resources: {cpu: 10m, memory: 8Mi}}]
+        """
+    }
+
+    @Test func aHealthyVersionBecomesStableAndAFailingOneIsRevertedToIt() throws {
+        var c = JobPlanGoldenTests.Cluster()
+        c.node("n1", cpu: 4000, memory: 4096)
+        try c.run(Self.job("/bin/v0"))
+        var running = TaskState(state: .running)
+        running.startedAt = 1_000_000
+        let v0 = c.state.allocations(ofJob: .init("default", "web"))
+        c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
+        #expect(ClusterLeader.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
+        let stable = ClusterLeader.rolloutActions(c.state, now: 1_010_000)
+        #expect(stable.map(\.0) == [.markStable(namespace: "default", id: "web", version: 0)])
+        for (cmd, _) in stable { c.apply(cmd) }
+        #expect(c.state.versions[.init("default", "web")]?.first?.stable == true)
+        #expect(ClusterLeader.rolloutActions(c.state, now: 2_000_000).isEmpty, "nothing more to do")
+
+        // Version 1 starts rolling out and its first replacement fails: back to version 0's definition.
+        let v1 = try JobFile.parse(Self.job("/bin/v1"))
+        c.apply(.registerJob(text: JobFile.render(v1)))
+        var failed = Allocation(id: "f1", jobID: "web", jobVersion: 1, group: "g", name: "web.g[0]", nodeID: "n1", cpuMillicores: 10, memoryMiB: 8, diskMiB: 300)
+        failed.createIndex = c.index
+        c.apply(.applyPlan(allocations: [failed], evaluations: []))
+        c.apply(.clientUpdate([.init(allocationID: "f1", clientStatus: .failed, description: "exit 1")]))
+        let revert = ClusterLeader.rolloutActions(c.state, now: 3_000_000)
+        #expect(revert.count == 1)
+        guard case .registerJob(let text)? = revert.first?.0 else { Issue.record("expected a register, got \(revert)"); return }
+        #expect(text == c.state.versions[.init("default", "web")]?.last?.text, "version 0's definition")
+        c.apply(.registerJob(text: text))
+        #expect(c.state.jobs[.init("default", "web")]?.version == 2)
+        #expect(ClusterLeader.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
+    }
+}

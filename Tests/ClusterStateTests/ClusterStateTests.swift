@@ -105,6 +105,8 @@ import Testing
                 out.append(.periodicLaunch(namespace: "default", id: "j\(i % 3)", time: Int64(1_795_000_000 + i * 60)))
             case 7 where r.chance(0.3):
                 out.append(.schedulerConfig(algorithm: r.chance(0.5) ? "spread" : "binpack"))
+            case 7 where r.chance(0.3):
+                out.append(.markStable(namespace: "default", id: "j\(i % 3)", version: Int.random(in: 0...2, using: &r)))
             default:
                 var e = Evaluation(id: "e\(i % 5)", jobID: "j0", priority: 70, triggeredBy: .nodeUpdate)
                 e.status = .complete

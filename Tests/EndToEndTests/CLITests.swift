@@ -1,3 +1,4 @@
+import API
 import Foundation
 import Testing
 
@@ -27,5 +28,57 @@ import Testing
             let r = try LocalCluster.run(c + ["--help"])
             #expect(r.status == 0 && r.stdout.contains("--json"), "caravan \(c.joined(separator: " ")) has no --json")
         }
+    }
+}
+
+/// `caravan agent --config FILE`: the example file works, flags win over it, and a bad file is
+/// refused with its file, line and key before anything starts.
+@Suite struct AgentConfigFileTests {
+    static var example: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/agent.yaml").standardized.path
+    }
+
+    @Test func badConfigFilesAreRefusedWithFileLineAndKey() throws {
+        let dir = NSTemporaryDirectory() + "caravan-config-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (text, message) in [
+            ("bind: 127.0.73.2\nnmae: x\n", ":2: nmae: unknown setting"),
+            ("bind: 127.0.73.2\njoin: {a: b}\n", ":2: join: expected a list of values, found a mapping"),
+            ("bind: 127.0.73.2\nports: {http: 80x}\n", "ports.http: \"80x\" is not a port"),
+            ("bind: 127.0.73.2\nports: {web: 80}\n", ":2: ports.web: unknown port"),
+            ("bind: 127.0.73.2\nbootstrapExpect: many\n", ":2: bootstrapExpect: \"many\" is not a whole number"),
+            ("- a list\n", ":1: expected a mapping of agent settings"),
+        ] {
+            let path = dir + "/agent.yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let r = try LocalCluster.run(["agent", "--config", path, "--data-dir", dir + "/data"])
+            #expect(r.status == 2 && r.stderr.contains(message), "\(text) → \(r.status): \(r.stderr)")
+        }
+        let missing = try LocalCluster.run(["agent", "--config", dir + "/none.yaml"])
+        #expect(missing.status == 2 && missing.stderr.contains("cannot read"))
+    }
+
+    @Test func theExampleFileRunsAnAgentAndFlagsWinOverIt() async throws {
+        let dir = NSTemporaryDirectory() + "caravan-config-run-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: LocalCluster.binary)
+        // The example binds 10.0.0.11 and joins 10.0.0.x: the flags keep it on loopback.
+        p.arguments = ["agent", "--config", Self.example, "--bind", "127.0.73.2", "--join", "127.0.73.2", "--data-dir", dir]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { Foundation.kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        var seen: MemberView?
+        try await eventually(within: .seconds(30), "the agent answers") {
+            guard let r = try? LocalCluster.run(["members", "--json", "--address", "http://127.0.73.2:4680"]), r.status == 0,
+                  let ms = try? JSONDecoder().decode([MemberView].self, from: Data(r.stdout.utf8)) else { return false }
+            seen = ms.first
+            return seen != nil
+        }
+        #expect(seen?.name == "web-1", "the name comes from the file")
+        #expect(seen?.tags == ["zone": "a", "rack": "r3"], "so do the tags")
+        #expect(seen?.address == "127.0.73.2:4682", "the bind address from the flag wins")
     }
 }
