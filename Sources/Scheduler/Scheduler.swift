@@ -158,6 +158,8 @@ public struct Scheduler {
                 needs.append((i, a))
             case .lost:
                 needs.append((i, a))  // lost allocations are always replaced
+            case .failed where a.jobVersion < ctx.input.jobVersion:
+                needs.append((i, a))  // it failed running an older definition: the new one is tried at once
             case .failed:
                 guard canReschedule(a, group.reschedule) else { continue }
                 if let now = ctx.input.now, let due = Self.rescheduleDue(a, group.reschedule), now < due {
@@ -344,7 +346,9 @@ public struct Scheduler {
             a.ports = ctx.assignPorts(group, on: chosen.index)
             if let prev = need.previous {
                 a.previousAllocation = prev.id
-                a.rescheduleAttempts = prev.clientStatus == .failed ? prev.rescheduleAttempts + 1 : prev.rescheduleAttempts
+                // A new job version starts its reschedule count afresh.
+                a.rescheduleAttempts = prev.jobVersion < ctx.input.jobVersion ? 0
+                    : prev.clientStatus == .failed ? prev.rescheduleAttempts + 1 : prev.rescheduleAttempts
             }
             plan.placements.append(a)
             ctx.take(a)

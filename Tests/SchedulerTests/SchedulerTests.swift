@@ -142,6 +142,12 @@ import Testing
         // Three attempts used: the last failure stays failed.
         let done = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + 10_000_000))
         #expect(done.placements.isEmpty && done.delayed.isEmpty)
+        // A new version of the job tries again at once, with a fresh count.
+        var v1 = job
+        v1.groups[0].tasks[0].config.args = ["--fixed"]
+        let fixed = s.schedule(SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: job],
+                                              now: failedAt + 1))
+        #expect(fixed.placements.count == 1 && fixed.placements[0].rescheduleAttempts == 0 && fixed.placements[0].jobVersion == 1)
         // Fibonacci growth: 5 s, 5 s, 10 s, 15 s, …
         #expect(Scheduler.rescheduleDelay(attempt: 3, .init(attempts: 0, interval: .zero, delay: .seconds(5), delayFunction: .fibonacci,
                                                             maxDelay: .seconds(60), unlimited: true)) == .seconds(15))
