@@ -23,14 +23,17 @@ public final class Agent: Sendable {
     public let raft: RaftNode
     let store: ClusterStore
     let executor: Executor
+    /// Pulled images (collected by the node client when no task uses them).
+    let images: ImageStore
     let logger: Logger
     let capacity: CapacityView
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
 
-    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, logger: Logger,
-                 capacity: CapacityView, metadata: NodeMetadata) {
+    private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, images: ImageStore,
+                 logger: Logger, capacity: CapacityView, metadata: NodeMetadata) {
+        self.images = images
         self.config = config
         self.gossip = gossip
         self.raft = raft
@@ -61,7 +64,8 @@ public final class Agent: Sendable {
         }
         let keyring = try loadKeyring(config, logger: logger)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
-        let drivers = makeDrivers(config)
+        let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries)
+        let drivers = makeDrivers(config, images: images)
         var metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,
                                                         diskMiB: capacity.diskMiB),
@@ -106,15 +110,14 @@ public final class Agent: Sendable {
         if !join.isEmpty { await node.join(join) }
         let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, address: config.bind, drivers: drivers,
                                 report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
-        return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, logger: logger, capacity: capacity,
-                     metadata: metadata)
+        return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, images: images, logger: logger,
+                     capacity: capacity, metadata: metadata)
     }
 
     /// The task drivers of this agent; those whose fingerprint fails are not offered to the scheduler.
-    static func makeDrivers(_ config: AgentConfiguration) -> [any TaskDriver] {
+    static func makeDrivers(_ config: AgentConfiguration, images: ImageStore) -> [any TaskDriver] {
         [RawExecDriver(useCgroups: geteuid() == 0), RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc"),
-         ContainerDriver(images: ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries),
-                         stateRoot: config.dataDir + "/runc")]
+         ContainerDriver(images: images, stateRoot: config.dataDir + "/runc")]
     }
 
     static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,

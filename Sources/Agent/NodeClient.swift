@@ -18,6 +18,8 @@ struct NodeClient: Service {
     var wait: Duration = .seconds(5)
     /// The pause after a failed read (no leader yet, the leader unreachable).
     var retry: Duration = .milliseconds(250)
+    /// How often images no task uses are collected (beyond the 3 most recently used).
+    var imageCollection: Duration = .seconds(300)
 
     func run() async throws {
         let executor = agent.executor
@@ -25,6 +27,7 @@ struct NodeClient: Service {
         if found > 0 { agent.logger.info("found running tasks again after a restart", metadata: ["tasks": "\(found)"]) }
         var jobs: [String: Job] = [:]
         var lastRotate = ContinuousClock.now
+        var lastCollect = ContinuousClock.now
         var index: UInt64 = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
@@ -57,6 +60,13 @@ struct NodeClient: Service {
             if ContinuousClock.now - lastRotate > .seconds(5) {
                 await executor.rotateLogs()
                 lastRotate = .now
+            }
+            if ContinuousClock.now - lastCollect > imageCollection {
+                let (images, blobs) = await agent.images.collect()
+                if !images.isEmpty || blobs > 0 {
+                    agent.logger.info("unused images removed", metadata: ["images": "\(images.count)", "blobs": "\(blobs)"])
+                }
+                lastCollect = .now
             }
         }
         // Tasks keep running when the agent stops; the next run finds them again.

@@ -45,8 +45,18 @@ import Testing
         try c.faults([])
         // Usually 1–6 s; the bound is loose because the whole suite shares two cores with
         // CPU-heavy simulations (one run under that load took over 40 s).
-        let healed = try await c.eventually(within: .seconds(90), every: .milliseconds(200), "the partition heals") { await c.converged(Array(0..<5), alive: 5) }
-        print("partition healed in \(healed)")
+        // What each agent showed at the last look, for the failure message (nil: no answer).
+        var last: [Int: [String: String]?] = [:]
+        do {
+            let healed = try await c.eventually(within: .seconds(90), every: .milliseconds(200), "the partition heals") {
+                for i in 0..<5 { last[i] = await c.view(i) }
+                return last.values.allSatisfy { v in v.map { $0.count == 5 && $0.values.allSatisfy { $0 == "alive" } } ?? false }
+            }
+            print("partition healed in \(healed)")
+        } catch {
+            Issue.record("not healed; last views: \(last.sorted { $0.key < $1.key }.map { "agent-\($0.key): \($0.value.map { "\($0)" } ?? "no answer")" })")
+            throw error
+        }
     }
 }
 

@@ -157,6 +157,8 @@ import Testing
             let running = st.allocations.filter { $0.clientStatus == "running" }
             return running.count == 4 && Set(running.map(\.name)).count == 4 && running.allSatisfy { $0.desiredStatus == "run" && $0.jobVersion == 1 }
         }
-        #expect(c.status(leader2)?.leader != nil, "the restarted leader follows the group again")
+        try await c.eventually(within: .seconds(30), every: .milliseconds(250), "the restarted leader follows the group again") {
+            c.status(leader2)?.leader != nil
+        }
     }
 }

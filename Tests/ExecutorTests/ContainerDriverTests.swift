@@ -86,6 +86,39 @@ struct ContainerDriverTests {
         #expect(String(decoding: LogRotation.read(f2, offset: 0, length: 100).bytes, as: UTF8.self) == "by args\n")
     }
 
+    @Test("unused images are collected beyond the most recently used, an image a task runs on never, shared blobs stay")
+    func collectsUnusedImages() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let root = tempDir("collect")
+        let log = ReportLog()
+        let (ex, images) = executor(root, log)
+        // A task runs on the OCI image; the Docker v2s2 one (same layers, its own manifest and rootfs) is unused.
+        await ex.sync([assignment("g1", tasks: [container("web", image: "\(reg.address)/busybox:1.36", command: "sleep", args: ["60"])])])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "g1")
+        let used = try await images.pull("\(reg.address)/busybox:1.36", auth: nil)
+        let spare = try await images.pull("\(reg.address)/busybox:1.36-v2s2", auth: nil)
+        let blobs = Set(listDirectory(root + "/images/blobs/sha256"))
+        #expect(await images.collect(keepUnused: 1).images.isEmpty, "one unused image may stay")
+        let first = await images.collect(keepUnused: 0)
+        #expect(first.images == [spare.digest], "only the unused image goes")
+        #expect(access(spare.rootfs, F_OK) != 0 && access(used.rootfs + "/bin/busybox", X_OK) == 0)
+        // The two share their layers (and config): every blob the kept image needs stays.
+        let needed = Set((readSmallFile(used.rootfs + ".blobs") ?? "").split(separator: "\n").map { String($0.dropFirst(7)) })
+        #expect(!needed.isEmpty && blobs.intersection(needed) == Set(listDirectory(root + "/images/blobs/sha256")).intersection(needed))
+        #expect(first.blobs == blobs.subtracting(needed).count)
+        // Once the task is gone, so is its image; pulling it again works.
+        await ex.sync([])
+        for _ in 0..<500 {
+            _ = await images.collect(keepUnused: 0)  // collects once the task's overlay is unmounted
+            if access(used.rootfs, F_OK) != 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(access(used.rootfs, F_OK) != 0 && listDirectory(root + "/images/blobs/sha256").isEmpty)
+        let again = try await images.pull("\(reg.address)/busybox:1.36", auth: nil)
+        #expect(again.digest == used.digest && access(again.rootfs + "/bin/busybox", X_OK) == 0)
+    }
+
     @Test("Docker v2 schema 2 manifests and OCI image indexes resolve to the same runnable image")
     func manifestKinds() async throws {
         let reg = RegistryFixture.shared

@@ -173,6 +173,7 @@ public actor ImageStore {
             // Unreachable registry: a tag pulled before still runs.
             if ref.digest == nil, let known = readSmallFile(tagFile), let cached = cachedImage(root, known) {
                 progress("registry unreachable (\(error.description)); using the image pulled before (\(known.prefix(19)))")
+                markUsed(root, known)
                 return cached
             }
             throw error
@@ -188,6 +189,7 @@ public actor ImageStore {
         }
         if let cached = cachedImage(root, digest) {
             try? writeFile(tagFile, digest)
+            markUsed(root, digest)
             return cached
         }
         guard manifest.schemaVersion == 2, let configDesc = manifest.config, let layers = manifest.layers else {
@@ -220,8 +222,54 @@ public actor ImageStore {
             if errno != ENOTEMPTY && errno != EEXIST { throw ImageError("cannot store image: \(String(cString: strerror(errno)))") }
         }
         try writeFileImage(final + ".json", json)
+        // The blobs this image needs, so a collection keeps them while the image is kept.
+        try? writeFile(final + ".blobs", ([digest, configDesc.digest] + layers.map(\.digest)).joined(separator: "\n"))
         try? writeFile(tagFile, digest)
         return PulledImage(digest: digest, rootfs: final, config: config)
+    }
+
+    /// Records that an image was used now (its config file's modification time).
+    static func markUsed(_ root: String, _ digest: String) {
+        _ = utimensat(AT_FDCWD, root + "/rootfs/\(digest.dropFirst(7)).json", nil, 0)
+    }
+
+    /// Frees disk: removes every image no task runs on (no overlay is mounted on it) beyond the
+    /// `keepUnused` most recently used ones, their tags, and every blob no kept image needs.
+    /// Returns what was removed. Nothing is collected while a pull is under way.
+    public func collect(keepUnused: Int = 3) -> (images: [String], blobs: Int) {
+        guard inFlight.isEmpty else { return ([], 0) }
+        let rootfs = root + "/rootfs"
+        let mounts = readSmallFile("/proc/self/mounts", limit: 64 << 20) ?? ""
+        let images = listDirectory(rootfs).filter { !$0.hasPrefix(".") && !$0.contains(".") }
+        func lastUsed(_ hex: String) -> Int {
+            var st = stat()
+            return stat(rootfs + "/\(hex).json", &st) == 0 ? Int(st.st_mtim.tv_sec) : 0
+        }
+        let inUse = Set(images.filter { mounts.contains("lowerdir=\(rootfs)/\($0),") || mounts.contains("lowerdir=\(rootfs)/\($0) ") })
+        let unused = images.filter { !inUse.contains($0) }.sorted { (lastUsed($0), $0) > (lastUsed($1), $1) }
+        let kept = inUse.union(unused.prefix(max(0, keepUnused)))
+        let removed = unused.dropFirst(max(0, keepUnused))
+        for hex in removed {
+            removeTree(rootfs + "/" + hex)
+            unlink(rootfs + "/\(hex).json")
+            unlink(rootfs + "/\(hex).blobs")
+        }
+        let gone = Set(removed.map { "sha256:" + $0 })
+        for tag in listDirectory(root + "/tags") where gone.contains(readSmallFile(root + "/tags/" + tag) ?? "") {
+            unlink(root + "/tags/" + tag)
+        }
+        // Blobs: only when every kept image says which it needs (images pulled before this was
+        // recorded keep everything).
+        var needed = Set<String>()
+        for hex in kept {
+            guard let list = readSmallFile(rootfs + "/\(hex).blobs") else { return (removed.map { "sha256:" + $0 }, 0) }
+            for d in list.split(separator: "\n") { needed.insert(String(d.dropFirst(7))) }
+        }
+        var blobs = 0
+        for blob in listDirectory(root + "/blobs/sha256") where !needed.contains(blob) {
+            if unlink(root + "/blobs/sha256/" + blob) == 0 { blobs += 1 }
+        }
+        return (removed.map { "sha256:" + $0 }, blobs)
     }
 
     static func cachedImage(_ root: String, _ digest: String) -> PulledImage? {
