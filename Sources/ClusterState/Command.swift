@@ -178,13 +178,17 @@ extension Evaluation {
     /// derived from the index and the job, so every agent applies the same and the API can
     /// tell the caller.
     public static func id(at index: UInt64, for key: ClusterState.JobKey) -> String {
+        // FNV-1a of the job and the index first (so ids differ in their first characters, which
+        // is what the CLI shows), then the index itself (so they are unique).
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in (key.namespace + "/" + key.id).utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        for b in Array((key.namespace + "/" + key.id).utf8) + (0..<8).map({ UInt8(truncatingIfNeeded: index >> (8 * $0)) }) {
+            h = (h ^ UInt64(b)) &* 0x100_0000_01b3
+        }
         func hex(_ v: UInt64, _ n: Int) -> String {
             let s = String(v, radix: 16)
             return String(repeating: "0", count: max(0, n - s.count)) + s
         }
-        let a = hex(index, 16), b = hex(h, 16)
+        let a = hex(h, 16), b = hex(index, 16)
         let all = Array(a + b)
         return String(all[0..<8]) + "-" + String(all[8..<12]) + "-" + String(all[12..<16]) + "-" + String(all[16..<20]) + "-" + String(all[20..<32])
     }
