@@ -166,17 +166,27 @@ struct ClusterLeader: Service {
 
     /// What the leader does about jobs with an `update` policy: a version whose instances have
     /// all been healthy for `minHealthyTime` (and no older ones run) is marked stable; with
-    /// `autoRevert`, a version that is not stable and has a failed instance is replaced by the
-    /// newest stable version's definition.
+    /// `autoRevert`, a version that is not stable and has a failed instance — or one not healthy
+    /// `healthyDeadline` after its node received it — is replaced by the newest stable version's
+    /// definition.
     static func rolloutActions(_ state: ClusterState, now: Int64) -> [(Command, String)] {
         var out: [(Command, String)] = []
         for (key, rec) in state.jobs.sorted(by: { $0.key < $1.key }) {
             guard let u = rec.job.update, !rec.stopped, !rec.stable, rec.job.periodic == nil else { continue }
             let current = state.allocations(ofJob: key).filter { $0.desiredStatus == .run }
-            if u.autoRevert, current.contains(where: { $0.jobVersion == rec.version && $0.clientStatus == .failed }),
+            let mine = current.filter { $0.jobVersion == rec.version }
+            // An instance that is not healthy `healthyDeadline` after its node received it counts as failed.
+            let deadline = Int64(u.healthyDeadline / .milliseconds(1))
+            let overdue = mine.contains { a in
+                guard !a.isHealthy, a.clientStatus != .failed, let seen = a.taskStates.values.flatMap(\.events).map(\.time).min() else { return false }
+                return now - seen > deadline
+            }
+            let failed = mine.contains { $0.clientStatus == .failed }
+            if u.autoRevert, failed || overdue,
                let target = (state.versions[key] ?? []).first(where: { $0.stable && $0.version < rec.version && $0.text != rec.text }) {
+                let why = failed ? "has a failed instance" : "has an instance not healthy within \(Units.text(u.healthyDeadline))"
                 out.append((.registerJob(text: target.text),
-                            "auto-revert: job \(key.id) version \(rec.version) has a failed instance; registering stable version \(target.version) again"))
+                            "auto-revert: job \(key.id) version \(rec.version) \(why); registering stable version \(target.version) again"))
                 continue
             }
             let settled = rec.job.groups.allSatisfy { g in

@@ -76,4 +76,26 @@ import Testing
         #expect(c.state.jobs[.init("default", "web")]?.version == 2)
         #expect(ClusterLeader.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
     }
+
+    @Test func anInstanceNotHealthyWithinHealthyDeadlineIsRevertedToo() throws {
+        var c = JobPlanGoldenTests.Cluster()
+        c.node("n1", cpu: 4000, memory: 4096)
+        try c.run(RolloutTests.job("/bin/v0"))
+        var running = TaskState(state: .running)
+        running.startedAt = 1_000_000
+        let v0 = c.state.allocations(ofJob: .init("default", "web"))
+        c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
+        for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
+        // Version 1's instance runs but its check never passes (healthyDeadline 5m by default).
+        c.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("/bin/v1")))))
+        var slow = Allocation(id: "s1", jobID: "web", jobVersion: 1, group: "g", name: "web.g[0]", nodeID: "n1", cpuMillicores: 10, memoryMiB: 8, diskMiB: 300)
+        slow.createIndex = c.index
+        c.apply(.applyPlan(allocations: [slow], evaluations: []))
+        var t = TaskState(state: .running)
+        t.record(TaskEvent(time: 2_000_000, type: "Received", message: ""))
+        c.apply(.clientUpdate([.init(allocationID: "s1", clientStatus: .running, description: "", taskStates: ["t": t], checks: ["web.0.http": "critical"])]))
+        #expect(ClusterLeader.rolloutActions(c.state, now: 2_000_000 + 299_000).isEmpty, "still within its deadline")
+        let revert = ClusterLeader.rolloutActions(c.state, now: 2_000_000 + 301_000)
+        #expect(revert.count == 1 && revert[0].1.contains("not healthy within 5m"), "\(revert.map(\.1))")
+    }
 }
