@@ -35,7 +35,8 @@ struct NodeClient: Service {
                 // Linearizable, never this agent's possibly lagging copy: an allocation missing from
                 // a stale view (a voter still replaying its log after a restart) would be killed.
                 // Without a leader the read fails and the tasks run on as they are.
-                let read = try await agent.read(q, after: index, wait: wait)
+                let (agent, after, wait) = (agent, index, wait)
+                let read = try await cancelWhenGracefulShutdown { try await agent.read(q, after: after, wait: wait) }
                 index = read.index
                 let views = try read.decode([AssignmentView].self)
                 var assignments: [Assignment] = []
@@ -53,6 +54,7 @@ struct NodeClient: Service {
                 jobs = jobs.filter { texts.contains($0.key) }
                 await executor.sync(assignments)
             } catch {
+                if Task.isShuttingDownGracefully { break }
                 agent.logger.debug("cannot read this node's allocations yet", metadata: ["error": "\(error)"])
                 index = 0
                 try? await Task.sleep(for: retry)

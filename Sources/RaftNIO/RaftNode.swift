@@ -227,11 +227,27 @@ public final class RaftNode: @unchecked Sendable {
     public func read(_ request: [UInt8], stale: Bool = false, after: LogIndex, wait: Duration,
                      timeout: Duration = .seconds(10)) async throws -> (applied: LogIndex, answer: [UInt8]) {
         let until = ContinuousClock.now + wait
-        let bytes = try await submit(.waitRead, Self.waitPayload(request, stale: stale, after: after, until: until),
-                                     hops: 0, deadline: until + timeout).get()
+        // Cancelling the caller's task gives up at once (an agent shutting down does not wait out
+        // a read that waits on the leader).
+        let bytes = try await Self.cancellable(submit(.waitRead, Self.waitPayload(request, stale: stale, after: after, until: until),
+                                                      hops: 0, deadline: until + timeout))
         var r = ByteReader(bytes)
         guard let applied = r.varint() else { throw RaftError(.remote, "unreadable blocking-read answer") }
         return (applied, Array(r.raw(r.remaining) ?? []))
+    }
+
+    /// Awaits a future, or throws `CancellationError` as soon as the calling task is cancelled.
+    static func cancellable<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
+        let waiting = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+                waiting.withLock { $0 = c }
+                future.whenComplete { r in waiting.withLock { $0.take() }?.resume(with: r) }
+                if Task.isCancelled { waiting.withLock { $0.take() }?.resume(throwing: CancellationError()) }
+            }
+        } onCancel: {
+            waiting.withLock { $0.take() }?.resume(throwing: CancellationError())
+        }
     }
 
     /// Waits (up to `wait`) until this agent has applied an entry past `after`; the applied index then.

@@ -101,7 +101,7 @@ extension Agent {
                     (index, json) = try ClusterRead.split(bytes)
                     // Something this answer shows changed, or time is up; otherwise the group
                     // applied something unrelated: wait past that.
-                    if index > minIndex || ContinuousClock.now >= until { break }
+                    if index > minIndex || ContinuousClock.now >= until || Task.isCancelled { break }
                     after = max(after, applied)
                 }
             }
