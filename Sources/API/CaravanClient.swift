@@ -299,6 +299,13 @@ public struct CaravanClient: Sendable {
         try await blocking("/v1/job/" + Self.escape(id), index: index, wait: wait)
     }
 
+    public func evaluations() async throws(ClientError) -> [EvaluationView] { try await request(.GET, "/v1/evaluations") }
+
+    /// One evaluation by id or unique prefix (at least 4 characters).
+    public func evaluation(_ id: String) async throws(ClientError) -> EvaluationView {
+        try await request(.GET, "/v1/evaluation/" + Self.escape(id))
+    }
+
     public func evaluations(job id: String) async throws(ClientError) -> [EvaluationView] {
         try await request(.GET, "/v1/job/" + Self.escape(id) + "/evaluations")
     }

@@ -70,7 +70,8 @@ public final class ClusterStore: ReplicatedStateMachine {
 /// A read of the cluster state, as it travels to the leader.
 struct ClusterQuery: Codable, Sendable {
     enum Kind: String, Codable {
-        case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations, schedulerConfig
+        case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations, schedulerConfig,
+             evaluation
 
         /// The tables an answer is made from: its index is the latest change to any of them.
         var tables: [ClusterState.Table] {
@@ -79,7 +80,7 @@ struct ClusterQuery: Codable, Sendable {
             case .nodes, .node: [.nodes, .allocations]
             case .allocations, .allocation: [.allocations]
             case .nodeAllocations: [.allocations, .jobs]
-            case .evaluations, .jobEvaluations: [.evaluations]
+            case .evaluations, .jobEvaluations, .evaluation: [.evaluations]
             case .schedulerConfig: [.config]
             case .plan: []
             }
@@ -114,6 +115,13 @@ enum ClusterViews {
                                                      .sorted { ($0.isLive ? 0 : 1, $0.name) < ($1.isLive ? 0 : 1, $1.name) }.map(allocation)))
         case .schedulerConfig:
             return try enc.encode(SchedulerConfigView(algorithm: s.schedulerAlgorithm, modifyIndex: s.tableIndex[.config] ?? 0))
+        case .evaluation:
+            // An id or a unique prefix of one (at least 4 characters).
+            if let e = s.evaluations[q.id] { return try enc.encode(evaluation(e)) }
+            let matches = q.id.count >= 4 ? s.evaluations.values.filter { $0.id.hasPrefix(q.id) } : []
+            if matches.count == 1 { return try enc.encode(evaluation(matches[0])) }
+            if matches.count > 1 { throw RaftError(.rejected, "evaluation prefix \(q.id) is ambiguous: \(matches.count) evaluations match") }
+            return Data("null".utf8)
         case .evaluations:
             return try enc.encode(s.evaluations.values.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
         case .jobEvaluations:

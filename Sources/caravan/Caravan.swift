@@ -11,7 +11,7 @@ struct Caravan: AsyncParsableCommand {
         commandName: "caravan",
         abstract: "A masterless cluster scheduler: one agent on every machine.",
         version: "0.1.0",
-        subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self,
+        subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self, EvalCommand.self,
                       LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
     )
 

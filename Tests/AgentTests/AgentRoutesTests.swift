@@ -147,6 +147,16 @@ import Testing
                 let evals = try JSONDecoder().decode([EvaluationView].self, from: Data(buffer: r.body))
                 #expect(evals.map(\.id) == [evaluation] && evals.first?.triggeredBy == "job-register" && evals.first?.status == "pending")
             }
+            // One evaluation by a prefix of its id, as `caravan eval status` asks.
+            try await client.execute(uri: "/v1/evaluation/\(evaluation.prefix(8))", method: .get) { r in
+                let e = try JSONDecoder().decode(EvaluationView.self, from: Data(buffer: r.body))
+                #expect(e.id == evaluation && e.jobID == "web")
+            }
+            try await client.execute(uri: "/v1/evaluation/ffffffff", method: .get) { r in
+                #expect(r.status == .notFound)
+                let c = try Self.code(r)
+                #expect(c == "evaluation_not_found")
+            }
             // Nothing changes: the read waits its time and answers with the same index.
             let start = ContinuousClock.now
             try await client.execute(uri: "/v1/job/web?index=\(index)&wait=300ms", method: .get) { r in

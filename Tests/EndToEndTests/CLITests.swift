@@ -22,7 +22,7 @@ import Testing
             ["keyring", "list"], ["keyring", "install"], ["keyring", "use"], ["keyring", "remove"],
             ["var", "put"], ["var", "get"], ["var", "list"], ["var", "delete"],
             ["operator", "raft", "peers"], ["operator", "raft", "transfer-leader"], ["operator", "scheduler", "get-config"],
-            ["operator", "scheduler", "set-config"], ["leave"],
+            ["operator", "scheduler", "set-config"], ["eval", "list"], ["eval", "status"], ["leave"],
         ]
         for c in commands {
             let r = try LocalCluster.run(c + ["--help"])

@@ -87,6 +87,12 @@ struct JobRoutes {
         router.get("/v1/evaluations") { request, _ in
             try await agent.read(ClusterQuery(kind: .evaluations), request).response
         }
+        router.get("/v1/evaluation/:id") { request, context in
+            let id = context.parameters.get("id") ?? ""
+            let read = try await agent.read(ClusterQuery(kind: .evaluation, id: id), request)
+            guard !read.isNull else { throw APIError(.notFound, "evaluation_not_found", "no evaluation \(id) (the last 10 per job are kept)") }
+            return read.response
+        }
     }
 
     /// `POST /v1/jobs` (and `/v1/job/{id}`, which must name the same job): parse, commit, and
