@@ -129,6 +129,16 @@ struct ClusterLeader: Service {
                 evals[i].status = failures.isEmpty ? .complete : .blocked
                 evals[i].statusDescription = outcome
             }
+            // Earlier evaluations that were blocked are answered by this one: everything placed
+            // now (capacity freed, a node joined), or still blocked and superseded.
+            let ids = Set(evals.map(\.id))
+            for var old in view.state.evaluations.values
+                where old.jobID == key.id && old.namespace == key.namespace && old.status == .blocked && !ids.contains(old.id) {
+                old.status = failures.isEmpty ? .complete : .canceled
+                old.statusDescription += failures.isEmpty ? "; unblocked: placed by evaluation \(evals[0].id.prefix(8))"
+                    : "; superseded by evaluation \(evals[0].id.prefix(8))"
+                evals.append(old)
+            }
             let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
                                              evaluations: evals),
                                   "apply the plan for job \(key.id)")

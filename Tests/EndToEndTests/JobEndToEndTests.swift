@@ -33,6 +33,19 @@ import Testing
         let h = try c.cli(0, ["job", "run", huge, "--timeout", "10"])
         #expect(h.status == 1)
         #expect(h.stdout.contains("cpu exhausted on 1 node"), "\(h.stdout) \(h.stderr)")
+        // Its evaluation says so; once the job asks for what fits, the blocked one is answered too.
+        func evals() throws -> [EvaluationView] {
+            try JSONDecoder().decode([EvaluationView].self, from: Data(try c.cli(0, ["eval", "list", "--job", "huge", "--json"]).stdout.utf8))
+        }
+        #expect(try evals().contains { $0.status == "blocked" && $0.failedPlacements["g"]?.contains("cpu exhausted") == true })
+        try "id: huge\ngroups:\n  - name: g\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/sleep, args: [\"60\"]}, resources: {cpu: 10m, memory: 8Mi}}\n"
+            .write(toFile: huge, atomically: true, encoding: .utf8)
+        #expect(try c.cli(0, ["job", "run", huge]).status == 0)
+        try await c.eventually(within: .seconds(10), "no evaluation of the job is left blocked") {
+            let all = try evals()
+            return !all.isEmpty && all.allSatisfy { $0.status == "complete" }
+        }
+        #expect(try c.cli(0, ["job", "stop", "--purge", "huge"]).status == 0)
 
         // A dry run changes nothing and says what would happen.
         let plan = try c.cli(0, ["job", "plan", Self.examples + "/hello.yaml"])
