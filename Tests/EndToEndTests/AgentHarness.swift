@@ -212,21 +212,29 @@ final class LocalCluster: @unchecked Sendable {
     struct Output { var status: Int32; var stdout: String; var stderr: String }
 
     /// Runs the CLI to completion.
+    ///
+    /// Its output goes to files, not pipes: an executor test in this same process may spawn a
+    /// task at the same moment, and a task that inherits a pipe's write end keeps the pipe open
+    /// (the read never sees its end). A file needs no end.
     static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Output {
+        let base = NSTemporaryDirectory() + "caravan-run-\(getpid())-\(UUID().uuidString)"
+        let fm = FileManager.default
+        fm.createFile(atPath: base + ".out", contents: nil)
+        fm.createFile(atPath: base + ".err", contents: nil)
+        fm.createFile(atPath: base + ".in", contents: Data((stdin ?? "").utf8))
+        defer { for f in [".out", ".err", ".in"] { try? fm.removeItem(atPath: base + f) } }
+        let out = FileHandle(forWritingAtPath: base + ".out")!, err = FileHandle(forWritingAtPath: base + ".err")!
+        let input = FileHandle(forReadingAtPath: base + ".in")!
+        defer { try? out.close(); try? err.close(); try? input.close() }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
-        let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
-        let input = Pipe()
         p.standardInput = input
         try p.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try? input.fileHandleForWriting.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
+        let o = fm.contents(atPath: base + ".out") ?? Data(), e = fm.contents(atPath: base + ".err") ?? Data()
         return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 }

@@ -19,12 +19,17 @@ final class RegistryFixture: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
         p.arguments = [script, "up", address, dir]
-        let err = Pipe()
+        // Errors to a file, not a pipe: a task spawned meanwhile could inherit a pipe and hold it open.
+        let errPath = NSTemporaryDirectory() + "caravan-registry-fixture-\(getpid()).err"
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        let err = FileHandle(forWritingAtPath: errPath)
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
         do { try p.run(); p.waitUntilExit() } catch {}
+        try? err?.close()
         ready = p.terminationStatus == 0
-        problem = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        problem = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: errPath)
         atexit {
             if let pid = (try? String(contentsOfFile: registryFixtureDir + "/registry.pid", encoding: .utf8)).flatMap({ Int32($0.filter(\.isNumber)) }) {
                 kill(pid, SIGTERM)
