@@ -135,6 +135,7 @@ struct ClusterLeader: Service {
             for var old in view.state.evaluations.values
                 where old.jobID == key.id && old.namespace == key.namespace && old.status == .blocked && !ids.contains(old.id) {
                 old.status = failures.isEmpty ? .complete : .canceled
+                if failures.isEmpty { old.failedPlacements = [:] }
                 old.statusDescription += failures.isEmpty ? "; unblocked: placed by evaluation \(evals[0].id.prefix(8))"
                     : "; superseded by evaluation \(evals[0].id.prefix(8))"
                 evals.append(old)

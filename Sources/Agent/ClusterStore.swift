@@ -239,7 +239,9 @@ enum ClusterViews {
         else if rec.job.type == .batch && !live && !allocs.isEmpty { status = "dead" }
         else if allocs.contains(where: { $0.isLive && $0.clientStatus == .running }) { status = "running" }
         else { status = "pending" }
-        let latestEval = s.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.max { $0.modifyIndex < $1.modifyIndex }
+        // The newest evaluation (several may change in one entry: then the one created last).
+        let latestEval = s.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }
+            .max { ($0.modifyIndex, $0.createIndex, $0.id) < ($1.modifyIndex, $1.createIndex, $1.id) }
         return JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
                              status: status, version: rec.version, stopped: rec.stopped, groups: groups,
                              allocations: withAllocations ? allocs.map { allocation($0, rescheduleAt: rescheduleAt($0, s, replaced: replaced)) } : [],

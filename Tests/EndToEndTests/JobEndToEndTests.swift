@@ -40,7 +40,8 @@ import Testing
         #expect(try evals().contains { $0.status == "blocked" && $0.failedPlacements["g"]?.contains("cpu exhausted") == true })
         try "id: huge\ngroups:\n  - name: g\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/sleep, args: [\"60\"]}, resources: {cpu: 10m, memory: 8Mi}}\n"
             .write(toFile: huge, atomically: true, encoding: .utf8)
-        #expect(try c.cli(0, ["job", "run", huge]).status == 0)
+        let fits = try c.cli(0, ["job", "run", huge])
+        #expect(fits.status == 0, "\(fits.stdout)\(fits.stderr)")
         try await c.eventually(within: .seconds(10), "no evaluation of the job is left blocked") {
             let all = try evals()
             return !all.isEmpty && all.allSatisfy { $0.status == "complete" }
