@@ -2,8 +2,8 @@
 import Glibc
 
 /// Tasks outlive their agents by design; a test cluster or a benchmark takes its own with it:
-/// every process whose working directory is under `root` (raw_exec tasks, runc) and every
-/// container runc recorded there (`…/runc/<id>/state.json`).
+/// every process whose working directory is under `root` (raw_exec tasks, runc), every
+/// container runc recorded there (`…/runc/<id>/state.json`), and the overlays mounted there.
 public enum TaskSweeper {
     public static func killTasks(under root: String) {
         for entry in listDirectory("/proc") {
@@ -13,6 +13,12 @@ public enum TaskSweeper {
         for state in find(root, depth: 6) where state.hasSuffix("/state.json") && state.contains("/runc/") {
             guard let text = read(state), let r = text.firstRange(of: "\"init_process_pid\":") else { continue }
             if let pid = Int32(String(text[r.upperBound...].prefix { $0.isNumber })) { kill(pid, SIGKILL) }
+        }
+        // The containers' overlay mounts go too (lazily: a dying process may still hold one).
+        for line in (read("/proc/self/mounts") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 1, fields[1].hasPrefix(root + "/") else { continue }
+            umount2(String(fields[1]), Int32(MNT_DETACH))
         }
     }
 
