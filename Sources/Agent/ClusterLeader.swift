@@ -101,7 +101,7 @@ struct ClusterLeader: Service {
             let rec = view.state.jobs[key]
             if rec?.job.periodic != nil {
                 // A template: its launches are the jobs that run.
-                var done = view.state.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace && $0.status == .pending }
+                var done = view.state.evaluations(ofJob: key).filter { $0.status == .pending }
                 guard !done.isEmpty else { continue }
                 for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
                 await commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
@@ -113,9 +113,7 @@ struct ClusterLeader: Service {
                 : scheduler.schedule(input)
             let failures = Dictionary(uniqueKeysWithValues: plan.failures.map { ($0.group, $0.description) })
             // Evaluations the API created (a register, a stop) are answered by this pass.
-            let pending = view.state.evaluations.values
-                .filter { $0.jobID == key.id && $0.namespace == key.namespace && $0.status == .pending }
-                .sorted { $0.createIndex < $1.createIndex }
+            let pending = view.state.evaluations(ofJob: key).filter { $0.status == .pending }.sorted { $0.createIndex < $1.createIndex }
             guard !plan.isEmpty || !pending.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else { continue }
             let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
             let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
@@ -132,8 +130,7 @@ struct ClusterLeader: Service {
             // Earlier evaluations that were blocked are answered by this one: everything placed
             // now (capacity freed, a node joined), or still blocked and superseded.
             let ids = Set(evals.map(\.id))
-            for var old in view.state.evaluations.values
-                where old.jobID == key.id && old.namespace == key.namespace && old.status == .blocked && !ids.contains(old.id) {
+            for var old in view.state.evaluations(ofJob: key) where old.status == .blocked && !ids.contains(old.id) {
                 old.status = failures.isEmpty ? .complete : .canceled
                 if failures.isEmpty { old.failedPlacements = [:] }
                 old.statusDescription += failures.isEmpty ? "; unblocked: placed by evaluation \(evals[0].id.prefix(8))"

@@ -117,18 +117,13 @@ enum ClusterViews {
             return try enc.encode(SchedulerConfigView(algorithm: s.schedulerAlgorithm, modifyIndex: s.tableIndex[.config] ?? 0))
         case .evaluation:
             // An id or a unique prefix of one (at least 4 characters).
-            if let e = s.evaluations[q.id] { return try enc.encode(evaluation(e)) }
-            let matches = q.id.count >= 4 ? s.evaluations.values.filter { $0.id.hasPrefix(q.id) } : []
-            if matches.count == 1 { return try enc.encode(evaluation(matches[0])) }
-            if matches.count > 1 { throw RaftError(.rejected, "evaluation prefix \(q.id) is ambiguous: \(matches.count) evaluations match") }
-            return Data("null".utf8)
+            return try enc.encode(byIDOrPrefix(q.id, s.evaluations, "evaluation").map(evaluation))
         case .evaluations:
             return try enc.encode(s.evaluations.values.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
         case .jobEvaluations:
             let key = ClusterState.JobKey(q.namespace, q.id)
             guard s.jobs[key] != nil else { return Data("null".utf8) }
-            return try enc.encode(s.evaluations.values.filter { $0.jobID == q.id && $0.namespace == q.namespace }
-                .sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }.map(evaluation))
+            return try enc.encode(s.evaluations(ofJob: key).map(evaluation))
         case .allocations:
             return try enc.encode(s.allocations.values.sorted { $0.name < $1.name }.map(allocation))
         case .plan:
@@ -139,11 +134,7 @@ enum ClusterViews {
                 let replaced = Set(s.allocations(ofJob: .init(a.namespace, a.jobID)).compactMap(\.previousAllocation))
                 return allocation(a, rescheduleAt: rescheduleAt(a, s, replaced: replaced))
             }
-            if let a = s.allocations[q.id] { return try enc.encode(view(a)) }
-            let matches = q.id.count >= 4 ? s.allocations.values.filter { $0.id.hasPrefix(q.id) } : []
-            if matches.count == 1 { return try enc.encode(view(matches[0])) }
-            if matches.count > 1 { throw RaftError(.rejected, "allocation prefix \(q.id) is ambiguous: \(matches.count) allocations match") }
-            return Data("null".utf8)
+            return try enc.encode(byIDOrPrefix(q.id, s.allocations, "allocation").map(view))
         case .nodeAllocations:
             let mine = s.allocations.values.filter { $0.nodeID == q.id }.sorted { $0.id < $1.id }
             return try enc.encode(mine.compactMap { a -> AssignmentView? in
@@ -161,6 +152,15 @@ enum ClusterViews {
                 JobVersionView(version: $0.version, stopped: $0.stopped, modifyIndex: $0.modifyIndex, job: $0.text, stable: $0.stable)
             })
         }
+    }
+
+    /// The record with this id, or the only one whose id starts with it (at least 4 characters);
+    /// nil (encoded as `null`) when there is none, an error when the prefix is ambiguous.
+    static func byIDOrPrefix<T>(_ id: String, _ table: [String: T], _ what: String) throws -> T? {
+        if let exact = table[id] { return exact }
+        let matches = id.count >= 4 ? table.filter { $0.key.hasPrefix(id) }.map(\.value) : []
+        if matches.count > 1 { throw RaftError(.rejected, "\(what) prefix \(id) is ambiguous: \(matches.count) \(what)s match") }
+        return matches.first
     }
 
     /// What registering this job would do against the state as it is (a dry run on the leader).
@@ -240,7 +240,7 @@ enum ClusterViews {
         else if allocs.contains(where: { $0.isLive && $0.clientStatus == .running }) { status = "running" }
         else { status = "pending" }
         // The newest evaluation (several may change in one entry: then the one created last).
-        let latestEval = s.evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }
+        let latestEval = s.evaluations(ofJob: key)
             .max { ($0.modifyIndex, $0.createIndex, $0.id) < ($1.modifyIndex, $1.createIndex, $1.id) }
         return JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
                              status: status, version: rec.version, stopped: rec.stopped, groups: groups,

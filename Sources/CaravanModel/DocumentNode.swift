@@ -23,7 +23,8 @@ public indirect enum DocumentNode: Sendable, Equatable {
         }
     }
 
-    var kindName: String {
+    /// What the node is, as error messages say it ("a mapping", "a list", …).
+    public var kindName: String {
         switch self {
         case .scalar: "a value"
         case .mapping: "a mapping"

@@ -101,7 +101,7 @@ public struct ClusterState: Sendable, Equatable {
                 let finished = allocations.values.filter { $0.jobID == id && $0.namespace == ns && !$0.isLive }
                 for a in finished { allocations[a.id] = nil }
                 if !finished.isEmpty { touch(.allocations, index) }
-                let evals = evaluations.values.filter { $0.jobID == id && $0.namespace == ns }
+                let evals = evaluations(ofJob: key)
                 for e in evals { evaluations[e.id] = nil }
                 if !evals.isEmpty { touch(.evaluations, index) }
             } else {
@@ -229,10 +229,7 @@ public struct ClusterState: Sendable, Equatable {
         guard !evals.isEmpty else { return }
         touch(.evaluations, index)
         for job in Set(evals.map { JobKey($0.namespace, $0.jobID) }) {
-            let mine = evaluations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace }
-            guard mine.count > Self.evaluationsKept else { continue }
-            let sorted = mine.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
-            for old in sorted.dropFirst(Self.evaluationsKept) { evaluations[old.id] = nil }
+            for old in evaluations(ofJob: job).dropFirst(Self.evaluationsKept) { evaluations[old.id] = nil }
         }
     }
 
@@ -243,6 +240,11 @@ public struct ClusterState: Sendable, Equatable {
     /// Allocations on a node that hold resources there.
     public func liveAllocations(onNode id: String) -> [Allocation] {
         allocations.values.filter { $0.nodeID == id && $0.isLive }.sorted { $0.id < $1.id }
+    }
+
+    /// A job's evaluations, newest first.
+    public func evaluations(ofJob key: JobKey) -> [Evaluation] {
+        evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
     }
 
     public func allocations(ofJob key: JobKey) -> [Allocation] {

@@ -47,7 +47,7 @@ struct AgentConfigFile {
 
     func string(_ key: String) throws -> String? {
         guard let n = values[key] else { return nil }
-        guard case .scalar(let s, _, _) = n else { throw fail(key, n, "expected a value, found \(Self.kind(n))") }
+        guard case .scalar(let s, _, _) = n else { throw fail(key, n, "expected a value, found \(n.kindName)") }
         return s
     }
 
@@ -73,28 +73,19 @@ struct AgentConfigFile {
                 guard case .scalar(let s, _, _) = item else { throw fail(key, item, "expected a list of values") }
                 return s
             }
-        default: throw fail(key, n, "expected a list of values, found \(Self.kind(n))")
+        default: throw fail(key, n, "expected a list of values, found \(n.kindName)")
         }
     }
 
     /// A mapping of names to values (`tags`, `ports`).
     func map(_ key: String) throws -> [String: String]? {
         guard let n = values[key] else { return nil }
-        guard case .mapping(let entries, _) = n else { throw fail(key, n, "expected a mapping, found \(Self.kind(n))") }
+        guard case .mapping(let entries, _) = n else { throw fail(key, n, "expected a mapping, found \(n.kindName)") }
         var out: [String: String] = [:]
         for e in entries {
             guard case .scalar(let s, _, _) = e.value else { throw fail("\(key).\(e.key)", e.value, "expected a value") }
             out[e.key] = s
         }
         return out
-    }
-
-    static func kind(_ n: DocumentNode) -> String {
-        switch n {
-        case .scalar: "a value"
-        case .mapping: "a mapping"
-        case .sequence: "a list"
-        case .null: "nothing"
-        }
     }
 }

@@ -130,12 +130,8 @@ struct AllocationRoutes {
             if case .api(let status, let code) = error.code { throw APIError(.init(code: status), code, error.message) }
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
         }
-        var headers = HTTPFields()
-        for (k, v) in upstream.headers {
-            if let name = HTTPField.Name(k), k.lowercased().hasPrefix("x-caravan") || k.lowercased() == "content-type" { headers[name] = v }
-        }
         let body = upstream.body
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+        return Response(status: .ok, headers: Self.relayed(upstream.headers), body: ResponseBody { writer in
             for try await piece in body { try await writer.write(ByteBuffer(bytes: piece)) }
             try await writer.finish(nil)
         })
@@ -149,10 +145,15 @@ struct AllocationRoutes {
         do { r = try await client.send(body == nil ? .GET : .POST, path, body: body) } catch {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
         }
+        return Response(status: .init(code: r.status), headers: Self.relayed(r.headers), body: .init(byteBuffer: ByteBuffer(bytes: r.body)))
+    }
+
+    /// The headers of another agent's answer passed on: its `X-Caravan-*` ones and the content type.
+    static func relayed(_ fields: [(String, String)]) -> HTTPFields {
         var headers = HTTPFields()
-        for (k, v) in r.headers {
+        for (k, v) in fields {
             if let name = HTTPField.Name(k), k.lowercased().hasPrefix("x-caravan") || k.lowercased() == "content-type" { headers[name] = v }
         }
-        return Response(status: .init(code: r.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: r.body)))
+        return headers
     }
 }
