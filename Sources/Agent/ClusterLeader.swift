@@ -19,12 +19,15 @@ import FoundationEssentials
 /// 1. Nodes: an agent that gossip shows alive is registered (`UpsertNode`) when it is new or its
 ///    capacity, address or tags changed; one that gossip declares dead or gone is marked down,
 ///    which marks its allocations lost.
-/// 2. Jobs: each job is reconciled by the scheduler against the latest state; a plan that
-///    changes something is checked by the plan applier (never over-committing a node) and
-///    committed with an evaluation recording what was done and what could not be placed.
+/// 2. Jobs: what changed in the state (a job registered, an instance failed, a node died,
+///    capacity freed) becomes evaluations in the broker (`EvalFeed`, `EvalBroker`); each is
+///    reconciled by the scheduler against the latest state; a plan that changes something is
+///    checked by the plan applier (never over-committing a node) and committed with the
+///    evaluations recording what was done and what could not be placed.
 ///
-/// Level-triggered: whatever was missed (a leader change, a lost write) is redone on the next
-/// pass, so nothing is lost when leadership moves.
+/// The broker lives in the leader's memory: a new leader starts by evaluating every job, and
+/// every job is evaluated once a minute besides, so whatever was missed (a leader change, a lost
+/// write) is redone and nothing is lost when leadership moves.
 struct ClusterLeader: Service {
     let agent: Agent
     var interval: Duration = .milliseconds(200)
@@ -55,6 +58,9 @@ struct ClusterLeader: Service {
         /// The last failure description recorded per job, so a job that cannot be placed does
         /// not write the same evaluation every pass.
         var lastFailures: [ClusterState.JobKey: [String: String]] = [:]
+        /// The evaluations waiting for the scheduler, and what feeds them.
+        var broker = EvalBroker()
+        var feed = EvalFeed()
     }
 
     // MARK: - Nodes
@@ -85,78 +91,141 @@ struct ClusterLeader: Service {
 
     // MARK: - Jobs
 
+    /// Feeds the broker with what changed since the last pass, then works through it: each
+    /// delivered evaluation is scheduled and its plan committed (acknowledged), or handed back
+    /// when the commit fails (redelivered later; given up after three deliveries and recorded as
+    /// failed). Evaluations that could not place everything wait in the broker until capacity
+    /// grows.
     func reconcileJobs(_ memory: inout Memory) async {
-        let state = agent.store.current
-        var view = SchedulingView(state)
-        let scheduler = Scheduler(algorithm: SchedulingAlgorithm(rawValue: state.schedulerAlgorithm) ?? .binpack, newID: { AllocationID.make() })
-        var keys = Set(state.jobs.keys)
-        // Jobs purged while allocations still run are reconciled too (to stop them).
-        for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
-        // Higher priority first: when capacity is short, the more important job gets it.
-        let ordered = keys.sorted { a, b in
-            let pa = state.jobs[a]?.job.priority ?? 0, pb = state.jobs[b]?.job.priority ?? 0
-            return pa != pb ? pa > pb : a < b
-        }
-        for key in ordered {
-            let rec = view.state.jobs[key]
-            if rec?.job.periodic != nil {
-                // A template: its launches are the jobs that run.
-                var done = view.state.evaluations(ofJob: key).filter { $0.status == .pending }
-                guard !done.isEmpty else { continue }
-                for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
-                await commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
-                continue
-            }
-            let input = view.input(for: key, job: rec?.job, version: rec?.version ?? 0, stopped: rec?.stopped ?? true)
-            let plan = rec == nil
-                ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
-                : scheduler.schedule(input)
-            let failures = Dictionary(uniqueKeysWithValues: plan.failures.map { ($0.group, $0.description) })
-            // Evaluations the API created (a register, a stop) are answered by this pass.
-            let pending = view.state.evaluations(ofJob: key).filter { $0.status == .pending }.sorted { $0.createIndex < $1.createIndex }
-            guard !plan.isEmpty || !pending.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else { continue }
-            let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
-            let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
-                + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
-            var evals = pending.isEmpty
-                ? [Evaluation(id: AllocationID.make(), jobID: key.id, priority: rec?.job.priority ?? 50, triggeredBy: .queued)]
-                : pending
-            for i in evals.indices {
-                evals[i].namespace = key.namespace
-                evals[i].failedPlacements = failures
-                evals[i].status = failures.isEmpty ? .complete : .blocked
-                evals[i].statusDescription = outcome
-            }
-            // Earlier evaluations that were blocked are answered by this one: everything placed
-            // now (capacity freed, a node joined), or still blocked and superseded.
-            let ids = Set(evals.map(\.id))
-            for var old in view.state.evaluations(ofJob: key) where old.status == .blocked && !ids.contains(old.id) {
-                old.status = failures.isEmpty ? .complete : .canceled
-                if failures.isEmpty { old.failedPlacements = [:] }
-                old.statusDescription += failures.isEmpty ? "; unblocked: placed by evaluation \(evals[0].id.prefix(8))"
-                    : "; superseded by evaluation \(evals[0].id.prefix(8))"
-                evals.append(old)
-            }
-            let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
-                                             evaluations: evals),
-                                  "apply the plan for job \(key.id)")
-            Counter(label: "caravan_scheduler_evaluations_total").increment()
-            if !verdict.rejectedNodes.isEmpty { Counter(label: "caravan_scheduler_plan_rejections_total").increment() }
-            for f in plan.failures {
-                for (reason, _) in f.reasons {
-                    Counter(label: "caravan_scheduler_failed_placements_total", dimensions: [("reason", Self.reasonClass(reason))]).increment(by: f.unplaced)
+        let now = Executor.unixMillis()
+        let fed = memory.feed.changes(in: agent.store.current, now: now, newID: { AllocationID.make() })
+        for e in fed.evaluations { memory.broker.enqueue(e) }
+        if fed.unblock { memory.broker.unblock() }
+        while let d = memory.broker.dequeue(now: Executor.unixMillis()) {
+            let id = d.evaluation.id
+            do {
+                if await evaluate(d.evaluation, &memory) {
+                    try memory.broker.ack(id, token: d.token)
+                } else {
+                    agent.logger.info("evaluation handed back", metadata: ["evaluation": "\(id)", "job": "\(d.evaluation.jobID)", "attempt": "\(d.attempt)"])
+                    try memory.broker.nack(id, token: d.token, now: Executor.unixMillis())
                 }
-            }
-            if ok {
-                Counter(label: "caravan_scheduler_placements_total").increment(by: verdict.accepted.placements.count)
-                memory.lastFailures[key] = failures
-                if !verdict.accepted.isEmpty {
-                    agent.logger.info("plan committed", metadata: ["job": "\(key.id)", "placed": "\(verdict.accepted.placements.count)",
-                                                                   "stopped": "\(verdict.accepted.stops.count)"])
-                }
-                view = SchedulingView(agent.store.current)
+            } catch {
+                agent.logger.warning("evaluation answered too late", metadata: ["evaluation": "\(id)", "error": "\(error)"])
             }
         }
+        let failed = memory.broker.takeFailed()
+        if !failed.isEmpty {
+            agent.logger.warning("evaluations given up", metadata: ["evaluations": "\(failed.map(\.id))"])
+            Counter(label: "caravan_scheduler_evaluations_failed_total").increment(by: failed.count)
+            await commit(.upsertEvaluations(failed), "record the evaluations given up")
+        }
+        let stats = memory.broker.stats
+        Gauge(label: "caravan_scheduler_broker_ready").record(stats.ready)
+        Gauge(label: "caravan_scheduler_broker_blocked").record(stats.blocked)
+        Gauge(label: "caravan_scheduler_broker_waiting").record(stats.waiting + stats.delayed)
+    }
+
+    /// Schedules the job of one evaluation against the latest state and commits the plan with the
+    /// evaluations it answers. False when the commit failed (the evaluation is handed back).
+    func evaluate(_ delivered: Evaluation, _ memory: inout Memory) async -> Bool {
+        let key = ClusterState.JobKey(delivered.namespace, delivered.jobID)
+        let view = SchedulingView(agent.store.current)
+        let rec = view.state.jobs[key]
+        let mine = view.state.evaluations(ofJob: key)
+        let jobKey = EvalBroker.JobKey(delivered)
+        if rec?.job.periodic != nil {
+            // A template: its launches are the jobs that run.
+            var done = mine.filter { $0.status == .pending }
+            guard !done.isEmpty else { return true }
+            for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
+            return await commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
+        }
+        if rec == nil && !view.allocations.contains(where: { $0.jobID == key.id && $0.namespace == key.namespace && $0.isLive }) {
+            // Purged and nothing left running: only its pending evaluations to answer.
+            memory.broker.forgetBlocked(jobKey)
+            var done = mine.filter { $0.status == .pending || $0.status == .blocked }
+            guard !done.isEmpty else { return true }
+            for i in done.indices { done[i].status = .complete; done[i].statusDescription = "job purged" }
+            return await commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
+        }
+        let now = Executor.unixMillis()
+        let input = view.input(for: key, job: rec?.job, version: rec?.version ?? 0, stopped: rec?.stopped ?? true, now: now)
+        let scheduler = Scheduler(algorithm: SchedulingAlgorithm(rawValue: view.state.schedulerAlgorithm) ?? .binpack, newID: { AllocationID.make() })
+        let plan = rec == nil
+            ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
+            : scheduler.schedule(input)
+        if let at = Self.recheckAt(plan, input, now: now) { memory.feed.wakeAt[key] = at }
+        let failures = Dictionary(uniqueKeysWithValues: plan.failures.map { ($0.group, $0.description) })
+        // Evaluations the API created (a register, a stop) are answered by this one; so is the
+        // delivered one when it is a blocked evaluation retried.
+        let pending = mine.filter { $0.status == .pending || ($0.id == delivered.id && $0.status == .blocked) }
+            .sorted { $0.createIndex < $1.createIndex }
+        guard !plan.isEmpty || !pending.isEmpty || (memory.lastFailures[key] ?? [:]) != failures else {
+            if !failures.isEmpty { memory.broker.block(mine.first { $0.status == .blocked } ?? delivered) }
+            return true
+        }
+        let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
+        let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
+            + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
+        var evals = pending.isEmpty ? [delivered] : pending
+        for i in evals.indices {
+            evals[i].namespace = key.namespace
+            evals[i].failedPlacements = failures
+            evals[i].status = failures.isEmpty ? .complete : .blocked
+            evals[i].statusDescription = outcome
+        }
+        // Earlier evaluations that were blocked are answered by this one: everything placed
+        // now (capacity freed, a node joined), or still blocked and superseded.
+        let ids = Set(evals.map(\.id))
+        for var old in mine where old.status == .blocked && !ids.contains(old.id) {
+            old.status = failures.isEmpty ? .complete : .canceled
+            if failures.isEmpty { old.failedPlacements = [:] }
+            old.statusDescription += failures.isEmpty ? "; unblocked: placed by evaluation \(evals[0].id.prefix(8))"
+                : "; superseded by evaluation \(evals[0].id.prefix(8))"
+            evals.append(old)
+        }
+        let ok = await commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
+                                         evaluations: evals),
+                              "apply the plan for job \(key.id)")
+        Counter(label: "caravan_scheduler_evaluations_total").increment()
+        if !verdict.rejectedNodes.isEmpty { Counter(label: "caravan_scheduler_plan_rejections_total").increment() }
+        for f in plan.failures {
+            for (reason, _) in f.reasons {
+                Counter(label: "caravan_scheduler_failed_placements_total", dimensions: [("reason", Self.reasonClass(reason))]).increment(by: f.unplaced)
+            }
+        }
+        guard ok else { return false }
+        Counter(label: "caravan_scheduler_placements_total").increment(by: verdict.accepted.placements.count)
+        memory.lastFailures[key] = failures
+        if failures.isEmpty { memory.broker.forgetBlocked(jobKey) } else { memory.broker.block(evals[0]) }
+        if !verdict.rejectedNodes.isEmpty {
+            // What the plan applier refused is evaluated again against the state just committed.
+            var again = Evaluation(id: AllocationID.make(), jobID: key.id, priority: delivered.priority, triggeredBy: .queued)
+            again.namespace = key.namespace
+            memory.broker.enqueue(again)
+        }
+        if !verdict.accepted.isEmpty {
+            agent.logger.info("plan committed", metadata: ["job": "\(key.id)", "placed": "\(verdict.accepted.placements.count)",
+                                                           "stopped": "\(verdict.accepted.stops.count)"])
+        }
+        return true
+    }
+
+    /// When the job must be looked at again although nothing else changes: a failed instance's
+    /// delayed reschedule falls due, or a rolling update's new instances have been healthy for
+    /// `minHealthyTime`.
+    static func recheckAt(_ plan: Plan, _ input: SchedulerInput, now: Int64) -> Int64? {
+        var times = Array(plan.delayed.values)
+        if let job = input.job, let u = job.update {
+            let mine = input.allocations.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.desiredStatus == .run }
+            if mine.contains(where: { $0.jobVersion < input.jobVersion && $0.isLive }) {
+                for a in mine where a.jobVersion == input.jobVersion && a.isHealthy && !Scheduler.settled(a, u.minHealthyTime, now: now) {
+                    if let started = a.taskStates.values.map(\.startedAt).max() { times.append(started + Int64(u.minHealthyTime / .milliseconds(1))) }
+                }
+            }
+        }
+        return times.min()
     }
 
     /// A placement failure's reason without the job's own values ("constraint ${attr.x} = y" →

@@ -130,7 +130,8 @@ public struct Evaluation: Sendable, Equatable {
     public enum Status: String, Sendable, CaseIterable { case pending, blocked, complete, failed, canceled }
     public enum Trigger: String, Sendable, CaseIterable {
         case jobRegister = "job-register", jobDeregister = "job-deregister", nodeUpdate = "node-update",
-             nodeDrain = "node-drain", allocFailure = "alloc-failure", periodic = "periodic-job", queued = "queued-allocs"
+             nodeDrain = "node-drain", allocFailure = "alloc-failure", periodic = "periodic-job", queued = "queued-allocs",
+             allocUpdate = "alloc-update", scheduled = "scheduled", reconcile = "reconcile"
     }
 
     public var id: String

@@ -1,0 +1,124 @@
+import CaravanModel
+import ClusterState
+import Scheduler
+
+/// What puts evaluations into the leader's broker: the changes it sees in the replicated state
+/// between two passes.
+///
+/// - an evaluation the API committed (a register, a stop) is enqueued as it is;
+/// - a job whose record or allocations changed gets one (`job-register`, `alloc-failure` when an
+///   instance failed, `node-update` when one was lost, `alloc-update` otherwise);
+/// - a node that changed (joined, died, drained, toggled eligibility) gets one for each job with
+///   instances on it and for every system job (`node-update`, `node-drain`);
+/// - capacity that grew on any node (a node joined, an allocation stopped) wakes the blocked
+///   evaluations (`unblock`);
+/// - a job asked to be looked at again at a time (a delayed reschedule, a rolling update
+///   waiting for `minHealthyTime`) gets one then (`scheduled`);
+/// - on the first pass after winning an election, and once a minute after, every job gets one
+///   (`reconcile`) — whatever a lost write or a former leader left undone is redone.
+struct EvalFeed {
+    struct JobMark: Equatable {
+        var job: UInt64
+        var allocations: UInt64
+        var count: Int
+    }
+
+    struct Output {
+        var evaluations: [Evaluation] = []
+        /// Capacity grew: blocked evaluations should be retried.
+        var unblock = false
+    }
+
+    var jobs: [ClusterState.JobKey: JobMark] = [:]
+    var nodes: [String: UInt64] = [:]
+    /// Free CPU, memory and disk per schedulable node.
+    var free: [String: [Int]] = [:]
+    /// Committed pending evaluations already enqueued.
+    var fed: Set<String> = []
+    /// Jobs to look at again at a time (Unix ms).
+    var wakeAt: [ClusterState.JobKey: Int64] = [:]
+    var lastSweep: Int64?
+    var sweepEvery: Int64 = 60_000
+
+    mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
+        var out = Output()
+        var queued: Set<ClusterState.JobKey> = []
+        func add(_ key: ClusterState.JobKey, _ trigger: Evaluation.Trigger, node: String? = nil) {
+            guard queued.insert(key).inserted else { return }
+            var e = Evaluation(id: newID(), jobID: key.id, priority: state.jobs[key]?.job.priority ?? 50, triggeredBy: trigger)
+            e.namespace = key.namespace
+            e.nodeID = node
+            out.evaluations.append(e)
+        }
+
+        // Evaluations the API committed.
+        let pending = state.evaluations.values.filter { $0.status == .pending }.sorted { ($0.createIndex, $0.id) < ($1.createIndex, $1.id) }
+        for e in pending where !fed.contains(e.id) {
+            out.evaluations.append(e)
+            queued.insert(.init(e.namespace, e.jobID))
+        }
+        fed = Set(pending.map(\.id))
+
+        // Jobs and their allocations.
+        var marks: [ClusterState.JobKey: JobMark] = [:]
+        var onNode: [String: Set<ClusterState.JobKey>] = [:]
+        var used: [String: [Int]] = [:]
+        var failedSince: Set<ClusterState.JobKey> = [], lostSince: Set<ClusterState.JobKey> = []
+        for (key, rec) in state.jobs { marks[key] = JobMark(job: rec.modifyIndex, allocations: 0, count: 0) }
+        for a in state.allocations.values {
+            let key = ClusterState.JobKey(a.namespace, a.jobID)
+            if state.jobs[key] == nil && !a.isLive { continue }  // purged, and this one finished
+            var m = marks[key] ?? JobMark(job: 0, allocations: 0, count: 0)
+            m.allocations = max(m.allocations, a.modifyIndex)
+            m.count += 1
+            marks[key] = m
+            let before = jobs[key]?.allocations ?? 0
+            if a.modifyIndex > before && a.clientStatus == .failed { failedSince.insert(key) }
+            if a.modifyIndex > before && a.clientStatus == .lost { lostSince.insert(key) }
+            onNode[a.nodeID, default: []].insert(key)
+            if a.isLive { used[a.nodeID, default: [0, 0, 0]] = zip(used[a.nodeID] ?? [0, 0, 0], [a.cpuMillicores, a.memoryMiB, a.diskMiB]).map { $0 + $1 } }
+        }
+        let sweep = lastSweep.map { now - $0 >= sweepEvery } ?? true
+        if sweep { lastSweep = now }
+        for (key, m) in marks.sorted(by: { $0.key < $1.key }) {
+            if sweep { add(key, .reconcile); continue }
+            guard let old = jobs[key], old == m else {
+                let trigger: Evaluation.Trigger = jobs[key]?.job != m.job ? .jobRegister
+                    : failedSince.contains(key) ? .allocFailure : lostSince.contains(key) ? .nodeUpdate : .allocUpdate
+                add(key, trigger)
+                continue
+            }
+        }
+        jobs = marks
+
+        // Nodes.
+        let system = state.jobs.filter { $0.value.job.type == .system || $0.value.job.type == .sysbatch }.map(\.key).sorted()
+        var nodeMarks: [String: UInt64] = [:]
+        var nowFree: [String: [Int]] = [:]
+        for (id, n) in state.nodes {
+            nodeMarks[id] = n.modifyIndex
+            if n.isSchedulable {
+                let u = used[id] ?? [0, 0, 0]
+                nowFree[id] = [n.cpuMillicores - u[0], n.memoryMiB - u[1], n.diskMiB - u[2]]
+            }
+        }
+        for id in Set(nodeMarks.keys).union(nodes.keys).sorted() where nodeMarks[id] != nodes[id] {
+            let trigger: Evaluation.Trigger = state.nodes[id]?.draining == true ? .nodeDrain : .nodeUpdate
+            for key in (onNode[id] ?? []).sorted() { add(key, trigger, node: id) }
+            for key in system { add(key, trigger, node: id) }
+        }
+        nodes = nodeMarks
+        out.unblock = nowFree.contains { id, f in
+            guard let before = free[id] else { return true }
+            return zip(f, before).contains { $0 > $1 }
+        }
+        free = nowFree
+
+        // Jobs whose time has come.
+        for (key, at) in wakeAt.sorted(by: { $0.key < $1.key }) where at <= now {
+            wakeAt[key] = nil
+            add(key, .scheduled)
+        }
+        return out
+    }
+}
