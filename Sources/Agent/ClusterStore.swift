@@ -1,6 +1,7 @@
 import API
 import CaravanModel
 import ClusterState
+import Executor
 import FoundationEssentials
 import Primitives
 import Raft
@@ -188,11 +189,11 @@ enum ClusterViews {
 
     /// When the leader will replace this failed instance (nil: it is not failed, already
     /// replaced, out of reschedule attempts, or its failure time is unknown).
-    static func rescheduleAt(_ a: Allocation, _ s: ClusterState, replaced: Set<String>) -> Int64? {
+    static func rescheduleAt(_ a: Allocation, _ s: ClusterState, replaced: Set<String>, now: Int64 = Executor.unixMillis()) -> Int64? {
         guard a.clientStatus == .failed, a.desiredStatus == .run, !replaced.contains(a.id),
               let rec = s.jobs[.init(a.namespace, a.jobID)], !rec.stopped,
               let group = rec.job.groups.first(where: { $0.name == a.group }), rec.job.type == .service || rec.job.type == .batch,
-              group.reschedule.unlimited || a.rescheduleAttempts < group.reschedule.attempts else { return nil }
+              Scheduler.mayReschedule(a, group.reschedule, now: now, lookup: { s.allocations[$0] }) else { return nil }
         return Scheduler.rescheduleDue(a, group.reschedule)
     }
 

@@ -161,7 +161,7 @@ public struct Scheduler {
             case .failed where a.jobVersion < ctx.input.jobVersion:
                 needs.append((i, a))  // it failed running an older definition: the new one is tried at once
             case .failed:
-                guard canReschedule(a, group.reschedule) else { continue }
+                guard canReschedule(a, group.reschedule, &ctx) else { continue }
                 if let now = ctx.input.now, let due = Self.rescheduleDue(a, group.reschedule), now < due {
                     plan.delayed[a.name] = due
                     continue
@@ -244,8 +244,35 @@ public struct Scheduler {
         return old.tasks == new.tasks && old.ports == new.ports && old.services == new.services && old.ephemeralDiskMiB == new.ephemeralDiskMiB
     }
 
-    private func canReschedule(_ a: Allocation, _ p: ReschedulePolicy) -> Bool {
-        p.unlimited || a.rescheduleAttempts < p.attempts
+    /// Whether a failed instance may be replaced under the group's policy: always when
+    /// unlimited; otherwise while fewer than `attempts` reschedules happened within the last
+    /// `interval` — the failures along its chain of replacements (this version's), counted when
+    /// they fell inside the window. Without a window (interval 0, time unknown, or a chain the
+    /// state no longer holds in full), every reschedule of the chain counts.
+    public static func mayReschedule(_ a: Allocation, _ p: ReschedulePolicy, now: Int64?, lookup: (String) -> Allocation?) -> Bool {
+        if p.unlimited { return true }
+        guard p.interval > .zero, let now else { return a.rescheduleAttempts < p.attempts }
+        let since = now - Int64(p.interval / .milliseconds(1))
+        var inWindow = 0, seen = 0
+        var cursor = a.previousAllocation
+        while let id = cursor, seen < a.rescheduleAttempts {
+            guard let prev = lookup(id) else { return a.rescheduleAttempts < p.attempts }
+            if prev.jobVersion < a.jobVersion { break }
+            if prev.clientStatus == .failed {
+                seen += 1
+                if let at = prev.taskStates.values.map(\.finishedAt).max(), at > 0, at < since {} else { inWindow += 1 }
+            }
+            cursor = prev.previousAllocation
+        }
+        return inWindow < p.attempts
+    }
+
+    private func canReschedule(_ a: Allocation, _ p: ReschedulePolicy, _ ctx: inout Context) -> Bool {
+        if !p.unlimited && p.interval > .zero && ctx.byID.isEmpty {
+            ctx.byID = Dictionary(ctx.input.allocations.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        let byID = ctx.byID
+        return Self.mayReschedule(a, p, now: ctx.input.now, lookup: { byID[$0] })
     }
 
     /// When a failed instance may be replaced: its tasks' last finish plus the policy's delay for
@@ -390,6 +417,8 @@ struct Context {
     /// (job, group) → node index → live instances.
     var instances: [String: [Int: Int]] = [:]
     var migrations: [String: Int] = [:]
+    /// Allocations by id, built when a reschedule window needs a chain walked.
+    var byID: [String: Allocation] = [:]
     /// Where the next bounded walk over a large cluster starts.
     var cursor = 0
 

@@ -47,6 +47,36 @@ struct SchedulerBench: AsyncParsableCommand {
             say("\(mix): \(asks.count) instances, lower bound \(bound) nodes — caravan \(String(format: "%.3f", Double(ours) / Double(bound))), first-fit decreasing \(String(format: "%.3f", Double(ffd) / Double(bound))), sampled bin-pack (⌈log2 n⌉ candidates) \(String(format: "%.3f", Double(sampled) / Double(bound)))")
         }
         say("")
+        brokerRun()
+    }
+
+    /// The leader's evaluation broker: enqueue, deliver and acknowledge evaluations of many jobs
+    /// with random priorities, newer work merging behind evaluations in flight.
+    func brokerRun() {
+        say("## evaluation broker: 200,000 evaluations over 10,000 jobs (enqueue, deliver, acknowledge)")
+        var r = SeededRandom(seed: seed)
+        var b = EvalBroker()
+        let clock = ContinuousClock()
+        let t0 = clock.now
+        var delivered = 0, n = 0
+        var out: [(String, UInt64)] = []
+        while n < 200_000 {
+            for _ in 0..<50 {
+                n += 1
+                var e = Evaluation(id: "e\(n)", jobID: "j\(Int.random(in: 0..<10_000, using: &r))", priority: Int.random(in: 1...100, using: &r),
+                                   triggeredBy: .allocUpdate)
+                e.namespace = "default"
+                b.enqueue(e)
+            }
+            for _ in 0..<40 { if let d = b.dequeue(now: 0) { out.append((d.evaluation.id, d.token)); delivered += 1 } }
+            for (id, t) in out { try? b.ack(id, token: t) }
+            out.removeAll(keepingCapacity: true)
+        }
+        while let d = b.dequeue(now: 0) { try? b.ack(d.evaluation.id, token: d.token); delivered += 1 }
+        let took = clock.now - t0
+        let secs = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+        say("\(n) enqueued, \(delivered) delivered (the rest merged into their job's queued one) in \(String(format: "%.3f", secs)) s → \(Int(Double(n) / secs)) evaluations/s")
+        say("")
     }
 
     static func node(_ i: Int, cpu: Int, mem: Int, rack: String = "r0", linux: Bool = true) -> Node {

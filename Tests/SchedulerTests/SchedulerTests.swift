@@ -139,9 +139,26 @@ import Testing
             Self.apply(due, to: &allocs, index: &index)
             fail(allocs.count - 1)
         }
-        // Three attempts used: the last failure stays failed.
-        let done = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + 10_000_000))
+        // Three attempts used within the hour: the last failure stays failed.
+        let done = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + 3_600_000))
         #expect(done.placements.isEmpty && done.delayed.isEmpty)
+        // The window slides: once those failures are more than `interval` ago, it is tried again.
+        let later = s.schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs, now: failedAt + 3_600_001))
+        #expect(later.placements.count == 1 && later.placements[0].rescheduleAttempts == 4)
+        // Without the chain in the state (collected), every attempt counts: none left.
+        let collected = allocs.filter { $0.id == allocs.last!.id }
+        #expect(!Scheduler.mayReschedule(allocs.last!, job.groups[0].reschedule, now: failedAt + 3_600_001, lookup: { id in collected.first { $0.id == id } }))
+        // Failures spread out (+0 s, +1 s, +3000 s, and the one looked at, +3500 s): an hour and
+        // 1.5 s after the first, only the reschedule after +3000 s's failure is in the window.
+        var spread = allocs.suffix(4).map { $0 }
+        for (i, at) in [0, 1_000, 3_000_000, 3_500_000].enumerated() { spread[i].taskStates["t"]?.finishedAt = failedAt + Int64(at) }
+        func policy(_ n: Int) -> ReschedulePolicy {
+            ReschedulePolicy(attempts: n, interval: .seconds(3600), delay: .seconds(1), delayFunction: .constant, maxDelay: .seconds(1), unlimited: false)
+        }
+        let lookup = { (id: String) in spread.first { $0.id == id } }
+        #expect(Scheduler.mayReschedule(spread[3], policy(2), now: failedAt + 3_601_500, lookup: lookup))
+        #expect(!Scheduler.mayReschedule(spread[3], policy(1), now: failedAt + 3_601_500, lookup: lookup))
+        #expect(!Scheduler.mayReschedule(spread[3], policy(2), now: failedAt + 3_600_500, lookup: lookup), "+1 s still inside")
         // A new version of the job tries again at once, with a fresh count.
         var v1 = job
         v1.groups[0].tasks[0].config.args = ["--fixed"]
