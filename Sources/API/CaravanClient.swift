@@ -334,6 +334,11 @@ public struct CaravanClient: Sendable {
         try await request(.POST, "/v1/job/" + Self.escape(id) + "/revert?version=\(version)")
     }
 
+    /// Promotes the canaries of the job's current version: its remaining instances are replaced.
+    public func promoteJob(_ id: String) async throws(ClientError) -> JobRegisterView {
+        try await request(.POST, "/v1/job/" + Self.escape(id) + "/promote")
+    }
+
     public func planJob(_ text: String) async throws(ClientError) -> JobPlanView {
         let r = try await send(.POST, "/v1/jobs/plan", body: Array(text.utf8))
         return try Self.decode(r, as: JobPlanView.self)

@@ -65,6 +65,10 @@ public struct GroupSummaryView: Codable, Sendable, Equatable {
     public var lost: Int
     /// Running with every service check passing.
     public var healthy: Int = 0
+    /// Instances of the new version running beside the old ones until the version is promoted
+    /// (0 when the group does not wait for a promotion); `canariesHealthy` of them healthy.
+    public var canaries: Int = 0
+    public var canariesHealthy: Int = 0
     public init(name: String, desired: Int, placed: Int, pending: Int, running: Int, complete: Int, failed: Int, lost: Int) {
         self.name = name
         self.desired = desired
@@ -203,8 +207,10 @@ public struct JobStatusView: Codable, Sendable, Equatable {
     /// Why instances could not be placed, from the latest evaluation.
     public var placementFailures: [String]
     public var modifyIndex: UInt64
+    /// The current version has canaries and waits to be promoted (`caravan job promote`).
+    public var awaitingPromotion: Bool = false
     public init(id: String, namespace: String, type: String, priority: Int, status: String, version: Int, stopped: Bool,
-                groups: [GroupSummaryView], allocations: [AllocationView], placementFailures: [String], modifyIndex: UInt64) {
+                groups: [GroupSummaryView], allocations: [AllocationView], placementFailures: [String], modifyIndex: UInt64, awaitingPromotion: Bool = false) {
         self.id = id
         self.namespace = namespace
         self.type = type
@@ -215,6 +221,7 @@ public struct JobStatusView: Codable, Sendable, Equatable {
         self.groups = groups
         self.allocations = allocations
         self.placementFailures = placementFailures
+        self.awaitingPromotion = awaitingPromotion
         self.modifyIndex = modifyIndex
     }
 }

@@ -243,6 +243,8 @@ struct ClusterLeader: Service {
 
     /// What the leader does about jobs with an `update` policy: a version whose instances have
     /// all been healthy for `minHealthyTime` (and no older ones run) is marked stable; with
+    /// `autoPromote`, a version whose canaries have all been healthy for `minHealthyTime` is
+    /// promoted; with
     /// `autoRevert`, a version that is not stable and has a failed instance — or one not healthy
     /// `healthyDeadline` after its node received it — is replaced by the newest stable version's
     /// definition.
@@ -265,6 +267,22 @@ struct ClusterLeader: Service {
                 out.append((.registerJob(text: target.text),
                             "auto-revert: job \(key.id) version \(rec.version) \(why); registering stable version \(target.version) again"))
                 continue
+            }
+            if u.canary > 0 && !rec.promoted {
+                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
+                let input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: false, nodes: [], allocations: [], previousVersions: previous)
+                let waiting = rec.job.groups.filter { g in Scheduler.awaitingPromotion(rec.job, g, current.filter { $0.group == g.name }, input) }
+                if !waiting.isEmpty {
+                    let healthy = waiting.allSatisfy { g in
+                        current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count
+                            >= min(u.canary, g.count)
+                    }
+                    if u.autoPromote && healthy {
+                        out.append((.promote(namespace: key.namespace, id: key.id, version: rec.version),
+                                    "auto-promote: the canaries of job \(key.id) version \(rec.version) are healthy"))
+                    }
+                    continue
+                }
             }
             let settled = rec.job.groups.allSatisfy { g in
                 current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count >= g.count

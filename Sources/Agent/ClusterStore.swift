@@ -224,6 +224,8 @@ enum ClusterViews {
         let rec = s.jobs[key]!
         let allocs = s.allocations(ofJob: key)
         let replaced = Set(allocs.compactMap(\.previousAllocation))
+        let input = SchedulingView(s).input(for: key, job: rec.job, version: rec.version, stopped: rec.stopped, now: nil)
+        var awaiting = false
         let groups = rec.job.groups.map { g in
             let mine = allocs.filter { $0.group == g.name && $0.jobVersion <= rec.version }
             let current = mine.filter { $0.desiredStatus == .run }
@@ -232,6 +234,12 @@ enum ClusterViews {
                                      placed: current.filter(\.isLive).count, pending: n(.pending), running: n(.running),
                                      complete: n(.complete), failed: n(.failed), lost: n(.lost))
             v.healthy = current.filter(\.isHealthy).count
+            if !rec.stopped && Scheduler.awaitingPromotion(rec.job, g, current, input) {
+                awaiting = true
+                let canaries = current.filter { $0.jobVersion == rec.version && $0.isLive }
+                v.canaries = canaries.count
+                v.canariesHealthy = canaries.filter(\.isHealthy).count
+            }
             return v
         }
         let live = allocs.contains { $0.isLive }
@@ -247,7 +255,7 @@ enum ClusterViews {
                              status: status, version: rec.version, stopped: rec.stopped, groups: groups,
                              allocations: withAllocations ? allocs.map { allocation($0, rescheduleAt: rescheduleAt($0, s, replaced: replaced)) } : [],
                              placementFailures: latestEval.map { $0.failedPlacements.sorted { $0.key < $1.key }.map(\.value) } ?? [],
-                             modifyIndex: rec.modifyIndex)
+                             modifyIndex: rec.modifyIndex, awaitingPromotion: awaiting)
     }
 
     static func node(_ n: Node, _ s: ClusterState) -> NodeView {

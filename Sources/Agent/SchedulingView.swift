@@ -20,7 +20,9 @@ struct SchedulingView {
     /// job's kept versions let it tell in-place updates from destructive ones.
     func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64? = Executor.unixMillis()) -> SchedulerInput {
         let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-        return SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
-                              previousVersions: previous, now: now)
+        var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
+                                   previousVersions: previous, now: now)
+        input.promoted = state.jobs[key].map { $0.version == version && $0.promoted } ?? false
+        return input
     }
 }

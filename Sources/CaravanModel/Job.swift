@@ -165,7 +165,10 @@ public struct Spread: Sendable, Equatable {
 
 public struct UpdateStrategy: Sendable, Equatable {
     public var maxParallel: Int = 1
+    /// Instances of a new version placed beside the old ones, which keep running until the
+    /// version is promoted (`caravan job promote`, or `autoPromote` once the canaries are healthy).
     public var canary: Int = 0
+    public var autoPromote: Bool = false
     public var minHealthyTime: Duration = .seconds(10)
     public var healthyDeadline: Duration = .seconds(300)
     public var progressDeadline: Duration = .seconds(600)

@@ -16,7 +16,8 @@ extension JobFile {
         if let u = job.update {
             o["update"] = .object([("maxParallel", .number(u.maxParallel)), ("canary", .number(u.canary)),
                                    ("minHealthyTime", .duration(u.minHealthyTime)), ("healthyDeadline", .duration(u.healthyDeadline)),
-                                   ("progressDeadline", .duration(u.progressDeadline)), ("autoRevert", .bool(u.autoRevert))])
+                                   ("progressDeadline", .duration(u.progressDeadline)), ("autoRevert", .bool(u.autoRevert))]
+                                  + (u.autoPromote ? [("autoPromote", .bool(true))] : []))
         }
         if let p = job.periodic {
             o["periodic"] = .object([("cron", .string(p.cron)), ("timeZone", .string(p.timeZone)), ("prohibitOverlap", .bool(p.prohibitOverlap))])

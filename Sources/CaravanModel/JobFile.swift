@@ -176,7 +176,7 @@ public enum JobFile {
     }
 
     static func decodeUpdate(_ r: FieldReader) -> UpdateStrategy? {
-        guard let m = r.mapping(known: ["maxParallel", "canary", "minHealthyTime", "healthyDeadline", "progressDeadline", "autoRevert"]) else { return nil }
+        guard let m = r.mapping(known: ["maxParallel", "canary", "minHealthyTime", "healthyDeadline", "progressDeadline", "autoRevert", "autoPromote"]) else { return nil }
         var u = UpdateStrategy()
         if let v = m["maxParallel"]?.int(0...1000) { u.maxParallel = v }
         if let v = m["canary"]?.int(0...1000) { u.canary = v }
@@ -184,6 +184,7 @@ public enum JobFile {
         if let v = m["healthyDeadline"]?.duration { u.healthyDeadline = v }
         if let v = m["progressDeadline"]?.duration { u.progressDeadline = v }
         if let v = m["autoRevert"]?.bool { u.autoRevert = v }
+        if let v = m["autoPromote"]?.bool { u.autoPromote = v }
         return u
     }
 
@@ -240,6 +241,12 @@ public enum JobFile {
         func line(_ path: [Any]) -> Int { locate(root, path) }
         if job.update != nil && (job.type == .batch || job.type == .sysbatch) {
             problems.add(line(["update"]), "update", "applies to service and system jobs only")
+        }
+        if let u = job.update, u.canary > 0, job.type != .service {
+            problems.add(line(["update", "canary"]), "update.canary", "canaries apply to service jobs only")
+        }
+        if let u = job.update, u.autoPromote, u.canary == 0 {
+            problems.add(line(["update", "autoPromote"]), "update.autoPromote", "needs canary > 0 (there is nothing to promote)")
         }
         if job.periodic != nil && (job.type == .service || job.type == .system) {
             problems.add(line(["periodic"]), "periodic", "applies to batch and sysbatch jobs only")

@@ -27,6 +27,8 @@ public struct ClusterState: Sendable, Equatable {
         /// Every instance of this version has been healthy at once (a rollout that finished): what
         /// `update.autoRevert` goes back to.
         public var stable: Bool = false
+        /// The version's canaries were promoted: its remaining instances may be replaced.
+        public var promoted: Bool = false
     }
 
     public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations, config }
@@ -187,6 +189,16 @@ public struct ClusterState: Sendable, Equatable {
             versions[key]![i].stable = true
             if cur.version == version { jobs[key]!.stable = true }
             touch(.jobs, index)
+        case .promote(let ns, let id, let version):
+            let key = JobKey(ns, id)
+            guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+            guard cur.version == version else { return .rejected("job \(id) version \(version) is not its current version (\(cur.version))") }
+            guard (cur.job.update?.canary ?? 0) > 0 else { return .rejected("job \(id) version \(version) has no canaries to promote (update.canary is 0)") }
+            guard !cur.promoted else { return .applied }
+            jobs[key]!.promoted = true
+            jobs[key]!.modifyIndex = index
+            if let i = versions[key]?.firstIndex(where: { $0.version == version }) { versions[key]![i].promoted = true }
+            touch(.jobs, index)
         case .schedulerConfig(let algorithm):
             guard Self.algorithms.contains(algorithm) else {
                 return .rejected("scheduler algorithm \(algorithm) is not one of \(Self.algorithms.joined(separator: ", "))")
@@ -262,7 +274,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 5
+    static let snapshotVersion: UInt8 = 6
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -273,7 +285,7 @@ public struct ClusterState: Sendable, Equatable {
         for (t, i) in tableIndex.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { w.byte(t.rawValue); w.varint(i) }
         func job(_ r: JobRecord) {
             w.string(r.text, max: 4 << 20); w.varint(UInt64(r.version)); w.byte(r.stopped ? 1 : 0); w.varint(r.createIndex); w.varint(r.modifyIndex)
-            w.byte(r.stable ? 1 : 0)
+            w.byte((r.stable ? 1 : 0) | (r.promoted ? 2 : 0))
         }
         w.varint(UInt64(jobs.count))
         for k in jobs.keys.sorted() {
@@ -312,8 +324,9 @@ public struct ClusterState: Sendable, Equatable {
             do { j = try JobFile.parse(text, file: "snapshot") } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
             var rec = JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
             if format >= 5 {
-                guard let stable = r.byte() else { throw RestoreError(description: "bad job record") }
-                rec.stable = stable == 1
+                guard let flags = r.byte(), flags < 4 else { throw RestoreError(description: "bad job record") }
+                rec.stable = flags & 1 != 0
+                rec.promoted = format >= 6 && flags & 2 != 0
             }
             return rec
         }

@@ -26,12 +26,14 @@ public enum Command: Sendable, Equatable {
     case schedulerConfig(algorithm: String)
     /// A job version whose instances all became healthy: a rollout that finished.
     case markStable(namespace: String, id: String, version: Int)
+    /// The canaries of a job version are good: the rest of its instances may be replaced.
+    case promote(namespace: String, id: String, version: Int)
 
     public static let ignorableFlag: UInt8 = 0x80
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable
+             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -79,6 +81,8 @@ public enum Command: Sendable, Equatable {
             w.byte(Tag.schedulerConfig.rawValue); w.string(algorithm)
         case .markStable(let ns, let id, let version):
             w.byte(Tag.markStable.rawValue); w.string(ns); w.string(id); w.varint(UInt64(version))
+        case .promote(let ns, let id, let version):
+            w.byte(Tag.promote.rawValue); w.string(ns); w.string(id); w.varint(UInt64(version))
         }
         return w.bytes
     }
@@ -141,6 +145,8 @@ public enum Command: Sendable, Equatable {
         case .schedulerConfig: c = r.string().map { .schedulerConfig(algorithm: $0) }
         case .markStable:
             if let ns = r.string(), let id = r.string(), let v = r.varint(), v < 1 << 31 { c = .markStable(namespace: ns, id: id, version: Int(v)) } else { c = nil }
+        case .promote:
+            if let ns = r.string(), let id = r.string(), let v = r.varint(), v < 1 << 31 { c = .promote(namespace: ns, id: id, version: Int(v)) } else { c = nil }
         case .upsertEvaluations:
             var evals: [Evaluation] = []
             var ok = false

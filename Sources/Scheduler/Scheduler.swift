@@ -14,6 +14,8 @@ public struct SchedulerInput: Sendable {
 
     /// Wall-clock Unix milliseconds, for reschedule delays; nil replaces failed instances at once.
     public var now: Int64?
+    /// The version's canaries were promoted (see `UpdateStrategy.canary`).
+    public var promoted = false
 
     public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:],
                 now: Int64? = nil) {
@@ -149,6 +151,10 @@ public struct Scheduler {
         if let u = job.update, existing.contains(where: { $0.jobVersion < ctx.input.jobVersion && $0.isLive }) {
             destructive = existing.filter { $0.jobVersion == ctx.input.jobVersion && !Self.settled($0, u.minHealthyTime, now: ctx.input.now) }.count
         }
+        // Canaries: until the version is promoted, the first `canary` instances of it run beside
+        // the old ones, which are neither stopped nor replaced.
+        let canaryPhase = Self.awaitingPromotion(job, group, existing, ctx.input)
+        let canaries = canaryPhase ? min(job.update?.canary ?? 0, group.count) : 0
         for i in 0..<group.count {
             guard let a = byIndex[i] else { needs.append((i, nil)); continue }
             switch a.clientStatus {
@@ -183,6 +189,8 @@ public struct Scheduler {
                         var u = a
                         u.jobVersion = ctx.input.jobVersion
                         plan.updates.append(u)
+                    } else if canaryPhase {
+                        if i < canaries { needs.append((i, nil)) }  // a canary beside it
                     } else if destructive < maxParallel {
                         destructive += 1
                         stop(a, "updated to job version \(ctx.input.jobVersion)", &plan, &ctx)
@@ -194,7 +202,13 @@ public struct Scheduler {
         // Older live instances sharing a name with the one kept (left by a job that was a
         // system job before, for instance) are stopped.
         for a in existing where a.isLive {
-            if let i = Self.index(of: a.name), let kept = byIndex[i], kept.id != a.id { stop(a, "duplicate of \(a.name)", &plan, &ctx) }
+            guard let i = Self.index(of: a.name), let kept = byIndex[i], kept.id != a.id else { continue }
+            if (job.update?.canary ?? 0) > 0 && a.jobVersion < kept.jobVersion && kept.jobVersion == ctx.input.jobVersion {
+                // An old instance beside a canary: kept until the version is promoted.
+                if !canaryPhase { stop(a, "replaced by promoted canary \(kept.id.prefix(8))", &plan, &ctx) }
+            } else {
+                stop(a, "duplicate of \(a.name)", &plan, &ctx)
+            }
         }
         // Instances beyond the count are stopped, highest index first.
         for (i, a) in byIndex where i >= group.count && a.isLive { stop(a, "count reduced to \(group.count)", &plan, &ctx) }
@@ -226,6 +240,16 @@ public struct Scheduler {
         }
         for node in ctx.input.nodes.sorted(by: { $0.id < $1.id }) where node.isSchedulable && !covered.contains(node.id) {
             place(job, group, needs: [(0, nil)], only: node.id, &plan, &ctx, quietIfInfeasible: true)
+        }
+    }
+
+    /// Whether a group's new version waits for promotion: the job has canaries, the version is
+    /// not promoted, and instances of an older version that runs something else are still live.
+    public static func awaitingPromotion(_ job: Job, _ group: TaskGroup, _ existing: [Allocation], _ input: SchedulerInput) -> Bool {
+        guard let u = job.update, u.canary > 0, !input.promoted else { return false }
+        return existing.contains { a in
+            a.isLive && a.desiredStatus == .run && a.jobVersion < input.jobVersion
+                && !sameWork(input.previousVersions[a.jobVersion]?.groups.first { $0.name == group.name }, group)
         }
     }
 

@@ -9,7 +9,7 @@ import Glibc
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "job", abstract: "Run, inspect and stop jobs.",
-        subcommands: [Run.self, Plan.self, Status.self, Stop.self, History.self, Revert.self, Validate.self])
+        subcommands: [Run.self, Plan.self, Status.self, Stop.self, History.self, Revert.self, Promote.self, Validate.self])
 
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "history", abstract: "The job's kept versions, newest first.")
@@ -39,6 +39,21 @@ struct JobCommand: AsyncParsableCommand {
             let r: JobRegisterView = try await cli { () async throws(ClientError) in try await api.revertJob(id, to: version) }
             if json { return try printJSON(r) }
             print("Job \"\(id)\" reverted to the definition of version \(version) (committed at index \(r.index))")
+        }
+    }
+
+    struct Promote: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "promote", abstract: "Promote the canaries of a job's current version: its other instances are then replaced.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The job id.") var id: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let api = try client.client()
+            let r: JobRegisterView = try await cli { () async throws(ClientError) in try await api.promoteJob(id) }
+            if json { return try printJSON(r) }
+            print("Job \"\(id)\" version \(r.version ?? 0) promoted (committed at index \(r.index)); its remaining instances are replaced next")
         }
     }
 
@@ -158,6 +173,10 @@ struct JobCommand: AsyncParsableCommand {
             printTable(["GROUP", "DESIRED", "PLACED", "PENDING", "RUNNING", "COMPLETE", "FAILED", "LOST"], st.groups.map {
                 [$0.name, "\($0.desired)", "\($0.placed)", "\($0.pending)", "\($0.running)", "\($0.complete)", "\($0.failed)", "\($0.lost)"]
             })
+            if st.awaitingPromotion {
+                let c = st.groups.reduce(0) { $0 + $1.canaries }, h = st.groups.reduce(0) { $0 + $1.canariesHealthy }
+                print("\nVersion \(st.version) awaits promotion: \(c) canar\(c == 1 ? "y" : "ies") placed, \(h) healthy — `caravan job promote \(st.id)` replaces the rest")
+            }
             if !st.placementFailures.isEmpty {
                 print("\nPlacement failures:")
                 for f in st.placementFailures { print("  " + f) }

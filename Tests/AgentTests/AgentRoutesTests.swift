@@ -1,4 +1,6 @@
 import API
+import CaravanModel
+import ClusterState
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -219,6 +221,61 @@ import Testing
             try await client.execute(uri: "/v1/operator/scheduler/configuration", method: .get) { r in
                 let c = try JSONDecoder().decode(SchedulerConfigView.self, from: Data(buffer: r.body))
                 #expect(c.algorithm == "spread" && c.modifyIndex > 0)
+            }
+        }
+    }
+
+    /// `POST /v1/job/{id}/promote` promotes the canaries waiting beside a job's old instances,
+    /// and refuses clearly when none wait.
+    @Test func promoteNeedsCanariesWaiting() async throws {
+        let agent = try await Self.leader("127.0.62.8")
+        defer { Task { await agent.raft.shutdown(); await agent.gossip.shutdown() } }
+        @Sendable func job(_ command: String) -> String {
+            """
+            id: web
+            update: {canary: 1}
+            groups:
+              - name: g
+                tasks: [{name: t, driver: raw_exec, config: {command: \(command)}}]
+            """
+        }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: job("/bin/v0"))) { r in #expect(r.status == .ok) }
+            // Its instance, as the leader loop and the node would commit it (neither runs here).
+            var n = Node(id: "n1", address: "127.0.0.1", cpuMillicores: 1000, memoryMiB: 1024, diskMiB: 1024)
+            n.drivers = ["raw_exec"]
+            let a = Allocation(id: "a1", jobID: "web", jobVersion: 0, group: "g", name: "web.g[0]", nodeID: "n1", cpuMillicores: 100, memoryMiB: 300, diskMiB: 300)
+            for c in [Command.upsertNode(n), .applyPlan(allocations: [a], evaluations: []),
+                      .clientUpdate([.init(allocationID: "a1", clientStatus: .running, description: "")])] {
+                _ = try await agent.raft.apply(c.encode())
+            }
+            try await client.execute(uri: "/v1/job/web/promote", method: .post) { r in
+                #expect(r.status == .badRequest)
+                let c = try Self.code(r)
+                #expect(c == "nothing_to_promote")
+            }
+            try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: job("/bin/v1"))) { r in #expect(r.status == .ok) }
+            try await client.execute(uri: "/v1/job/web", method: .get) { r in
+                let st = try JSONDecoder().decode(JobStatusView.self, from: Data(buffer: r.body))
+                #expect(st.version == 1 && st.awaitingPromotion)
+            }
+            try await client.execute(uri: "/v1/job/web/promote", method: .post) { r in
+                #expect(r.status == .ok)
+                let reg = try JSONDecoder().decode(JobRegisterView.self, from: Data(buffer: r.body))
+                #expect(reg.version == 1)
+            }
+            try await client.execute(uri: "/v1/job/web", method: .get) { r in
+                let st = try JSONDecoder().decode(JobStatusView.self, from: Data(buffer: r.body))
+                #expect(!st.awaitingPromotion)
+            }
+            try await client.execute(uri: "/v1/job/web/promote?version=x", method: .post) { r in
+                #expect(r.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/job/nope/promote", method: .post) { r in
+                #expect(r.status == .notFound)
+                let c = try Self.code(r)
+                #expect(c == "job_not_found")
             }
         }
     }

@@ -98,4 +98,43 @@ import Testing
         let revert = ClusterLeader.rolloutActions(c.state, now: 2_000_000 + 301_000)
         #expect(revert.count == 1 && revert[0].1.contains("not healthy within 5m"), "\(revert.map(\.1))")
     }
+
+    @Test func healthyCanariesAreAutoPromotedAndTheOldTwinsGo() throws {
+        func job(_ command: String) -> String {
+            """
+            id: web
+            update: {maxParallel: 1, canary: 1, autoPromote: true, minHealthyTime: 10s}
+            groups:
+              - name: g
+                count: 2
+                tasks: [{name: t, driver: raw_exec, config: {command: \(command)}, resources: {cpu: 10m, memory: 8Mi}}]
+            """
+        }
+        var c = JobPlanGoldenTests.Cluster()
+        c.node("n1", cpu: 4000, memory: 4096)
+        try c.run(job("/bin/v0"))
+        try c.run(job("/bin/v1"))  // places the canary only (Cluster.run marks it running)
+        let key = ClusterState.JobKey("default", "web")
+        let live = c.state.allocations(ofJob: key).filter(\.isLive)
+        #expect(live.count == 3 && live.filter { $0.jobVersion == 1 }.map(\.name) == ["web.g[0]"])
+        #expect(ClusterViews.jobStatus(key, c.state, withAllocations: false).awaitingPromotion)
+        var running = TaskState(state: .running)
+        running.startedAt = 1_000_000
+        let canary = try #require(live.first { $0.jobVersion == 1 })
+        c.apply(.clientUpdate([.init(allocationID: canary.id, clientStatus: .running, description: "", taskStates: ["t": running])]))
+        #expect(ClusterLeader.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
+        let promote = ClusterLeader.rolloutActions(c.state, now: 1_010_000)
+        #expect(promote.map(\.0) == [.promote(namespace: "default", id: "web", version: 1)])
+        for (cmd, _) in promote { c.apply(cmd) }
+        let st = ClusterViews.jobStatus(key, c.state, withAllocations: false)
+        #expect(!st.awaitingPromotion && st.groups[0].canaries == 0)
+        // A promotion of a version that is not current, or of a job without canaries, is refused.
+        c.index += 1
+        #expect(c.state.apply(.promote(namespace: "default", id: "web", version: 0), index: c.index)
+                == .rejected("job web version 0 is not its current version (1)"))
+        try c.run(JobPlanGoldenTests.job("plain", count: 1))
+        c.index += 1
+        #expect(c.state.apply(.promote(namespace: "default", id: "plain", version: 0), index: c.index)
+                == .rejected("job plain version 0 has no canaries to promote (update.canary is 0)"))
+    }
 }

@@ -109,7 +109,7 @@ import Testing
         let p = Self.problems("""
         id: sys
         type: system
-        update: {maxParallel: 2}
+        update: {maxParallel: 2, canary: 1}
         groups:
           - name: g
             count: 3
@@ -121,6 +121,7 @@ import Testing
         """)
         let expected = [
             "groups[0].count: system jobs run one per node",
+            "update.canary: canaries apply to service jobs only",
             "duplicate port label \"http\"",
             "groups[0].services[0].port: no port labelled \"admin\"",
             "groups[0].tasks[0].config.image: is required for the container driver",
@@ -129,6 +130,8 @@ import Testing
             "groups[0].tasks[1].config.image: only the container driver runs images",
         ]
         for e in expected { #expect(p.contains { $0.contains(e) }, "missing \(e) in \(p)") }
+        #expect(Self.problems("id: a\nupdate: {autoPromote: true}\ngroups: [{name: g, tasks: [{name: t, driver: raw_exec, config: {command: x}}]}]\n")
+                == ["line 2: update.autoPromote: needs canary > 0 (there is nothing to promote)"])
     }
 
     @Test func syntaxErrorsAreReportedWithTheirLine() {

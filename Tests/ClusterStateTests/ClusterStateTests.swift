@@ -5,9 +5,10 @@ import PropertyBased
 import Testing
 
 @Suite struct ClusterStateTests {
-    static func jobText(_ id: String, count: Int = 2, cpu: String = "100m") -> String {
+    static func jobText(_ id: String, count: Int = 2, cpu: String = "100m", canary: Int = 0) -> String {
         """
         id: \(id)
+        \(canary > 0 ? "update: {canary: \(canary)}" : "")
         groups:
           - name: g
             count: \(count)
@@ -79,7 +80,8 @@ import Testing
         for i in 0..<Int.random(in: 1...40, using: &r) {
             let nodeID = "n\(Int.random(in: 0..<4, using: &r))"
             switch Int.random(in: 0..<8, using: &r) {
-            case 0: out.append(.registerJob(text: jobText("j\(Int.random(in: 0..<3, using: &r))", count: Int.random(in: 0...5, using: &r))))
+            case 0: out.append(.registerJob(text: jobText("j\(Int.random(in: 0..<3, using: &r))", count: Int.random(in: 0...5, using: &r),
+                                                          canary: r.chance(0.3) ? 1 : 0)))
             case 1: out.append(.deregisterJob(namespace: "default", id: "j\(Int.random(in: 0..<3, using: &r))", purge: r.chance(0.3)))
             case 2:
                 var n = node(nodeID)
@@ -105,6 +107,8 @@ import Testing
                 out.append(.periodicLaunch(namespace: "default", id: "j\(i % 3)", time: Int64(1_795_000_000 + i * 60)))
             case 7 where r.chance(0.3):
                 out.append(.schedulerConfig(algorithm: r.chance(0.5) ? "spread" : "binpack"))
+            case 7 where r.chance(0.3):
+                out.append(.promote(namespace: "default", id: "j\(i % 3)", version: Int.random(in: 0...2, using: &r)))
             case 7 where r.chance(0.3):
                 out.append(.markStable(namespace: "default", id: "j\(i % 3)", version: Int.random(in: 0...2, using: &r)))
             default:

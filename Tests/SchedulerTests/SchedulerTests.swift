@@ -283,6 +283,56 @@ import Testing
         #expect(pass(now: 100_000).stops.isEmpty)
     }
 
+    @Test func canariesRunBesideTheOldInstancesUntilPromotedThenTheRestRollsOver() throws {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0"), Self.node("n1")]
+        var allocs: [Allocation] = []
+        var index: UInt64 = 0
+        let v0 = Self.job(count: 3)
+        var first = s.schedule(SchedulerInput(job: v0, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
+        for i in first.placements.indices { first.placements[i].clientStatus = .running }
+        Self.apply(first, to: &allocs, index: &index)
+        var v1 = Self.job(count: 3)
+        v1.groups[0].tasks[0].config.args = ["--v1"]
+        var u = UpdateStrategy()
+        u.maxParallel = 1
+        u.canary = 1
+        u.minHealthyTime = .seconds(10)
+        v1.update = u
+        func pass(promoted: Bool, now: Int64 = 100_000) -> Plan {
+            var input = SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0], now: now)
+            input.promoted = promoted
+            return s.schedule(input)
+        }
+        let canary = pass(promoted: false)
+        #expect(canary.stops.isEmpty, "the old instances keep running")
+        #expect(canary.placements.map(\.name) == ["web.g[0]"] && canary.placements[0].jobVersion == 1)
+        Self.apply(canary, to: &allocs, index: &index)
+        #expect(Scheduler.awaitingPromotion(v1, v1.groups[0], allocs, SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes,
+                                                                                    allocations: allocs, previousVersions: [0: v0])))
+        let c = try #require(allocs.firstIndex { $0.id == canary.placements[0].id })
+        allocs[c].clientStatus = .running
+        var t = TaskState(state: .running)
+        t.startedAt = 1_000
+        allocs[c].taskStates = ["t": t]
+        #expect(pass(promoted: false).isEmpty, "healthy or not, nothing more until promoted")
+        #expect(allocs.filter(\.isLive).count == 4, "three old instances and the canary")
+        // Promoted: the old instance beside the canary stops, and the rolling update goes on.
+        let step = pass(promoted: true)
+        let oldG0 = try #require(allocs.first { $0.name == "web.g[0]" && $0.jobVersion == 0 })
+        #expect(step.stops.contains { $0.id == oldG0.id && $0.desiredDescription.hasPrefix("replaced by promoted canary") })
+        #expect(step.stops.count == 2 && step.placements.count == 1, "the canary's old twin, and one more (maxParallel 1)")
+        #expect(step.placements[0].name != "web.g[0]")
+        // A version whose instances run the same work needs no canaries: updated in place.
+        var v2 = v1
+        v2.groups[0].count = 3
+        v2.meta = ["note": "x"]
+        var input = SchedulerInput(job: v2, jobVersion: 2, jobStopped: false, nodes: nodes, allocations: allocs.map { var a = $0; a.jobVersion = 1; return a },
+                                   previousVersions: [1: v1])
+        input.promoted = false
+        #expect(!Scheduler.awaitingPromotion(v2, v2.groups[0], input.allocations, input))
+    }
+
     @Test func aDrainWaitsForMigratedInstancesToRunBeforeEvictingMore() {
         let s = Self.scheduler()
         var nodes = [Self.node("n0"), Self.node("n1")]

@@ -64,6 +64,21 @@ struct JobRoutes {
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
                                                      evaluationID: Evaluation.id(at: index, for: .init(ns, id))))
         }
+        router.post("/v1/job/:id/promote") { request, context in
+            let (read, ns, id) = try await jobQuery(.job, request, context)
+            let st = try read.decode(JobStatusView.self)
+            var version = st.version
+            if let raw = request.uri.queryParameters.get("version") {
+                guard let v = Int(raw), v >= 0 else { throw APIError(.badRequest, "invalid_parameter", "version must be a version number") }
+                version = v
+            }
+            guard st.awaitingPromotion || version != st.version else {
+                throw APIError(.badRequest, "nothing_to_promote",
+                               "job \(id) version \(st.version) has no canaries waiting for promotion (it needs update.canary and a new version replacing running instances)")
+            }
+            let index = try await commit(.promote(namespace: ns, id: id, version: version), notFoundCode: "job_not_found")
+            return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index, version: version))
+        }
         router.delete("/v1/job/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let ns = request.uri.queryParameters.get("namespace") ?? "default"
