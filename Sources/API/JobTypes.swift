@@ -69,6 +69,8 @@ public struct GroupSummaryView: Codable, Sendable, Equatable {
     /// (0 when the group does not wait for a promotion); `canariesHealthy` of them healthy.
     public var canaries: Int = 0
     public var canariesHealthy: Int = 0
+    /// How many canaries the group waits with (`update.canary`, at most `count`).
+    public var canariesDesired: Int = 0
     public init(name: String, desired: Int, placed: Int, pending: Int, running: Int, complete: Int, failed: Int, lost: Int) {
         self.name = name
         self.desired = desired

@@ -239,6 +239,7 @@ enum ClusterViews {
                 let canaries = current.filter { $0.jobVersion == rec.version && $0.isLive }
                 v.canaries = canaries.count
                 v.canariesHealthy = canaries.filter(\.isHealthy).count
+                v.canariesDesired = min(rec.job.update?.canary ?? 0, g.count)
             }
             return v
         }

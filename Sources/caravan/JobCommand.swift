@@ -121,6 +121,14 @@ struct JobCommand: AsyncParsableCommand {
                     return up >= g.desired
                 }
                 let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
+                // A version with canaries is as far as it goes once they are healthy: it waits to be promoted.
+                let canariesUp = caughtUp && st.awaitingPromotion && st.groups.allSatisfy { $0.canariesHealthy >= $0.canariesDesired }
+                if canariesUp && failed.isEmpty {
+                    if json { return try printJSON(st) }
+                    printAllocations(st.allocations.filter { $0.desiredStatus == "run" })
+                    print("Canaries of version \(st.version) are healthy; the old instances keep running until it is promoted (`caravan job promote \(reg.id)`, or by itself with update.autoPromote)")
+                    return
+                }
                 if done || !failed.isEmpty || !st.placementFailures.isEmpty || ContinuousClock.now > deadline {
                     if json { return try printJSON(st) }
                     for f in st.placementFailures { print("  ! " + f) }

@@ -104,4 +104,57 @@ import Testing
         #expect(Self.job(c, 0, "tick")?.allocations.isEmpty == true)
         #expect(c.log(0).contains("periodic launch"))
     }
+
+    /// A canary rollout through the CLI: the new version's canary runs beside the old
+    /// instances, `job run` stops there, `job promote` lets the rest roll over; the agent being
+    /// killed and restarted in the middle changes nothing.
+    @Test func aCanaryRunsBesideTheOldInstancesUntilPromoted() async throws {
+        let c = try LocalCluster(subnet: 74)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let file = NSTemporaryDirectory() + "canary-\(getpid()).yaml"
+        func write(_ seconds: Int) throws {
+            try """
+            id: canary
+            update: {maxParallel: 1, canary: 1, minHealthyTime: 1s}
+            groups:
+              - name: g
+                count: 3
+                tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["\(seconds)"]}, resources: {cpu: 10m, memory: 8Mi}}]
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        }
+        try write(300)
+        let v0 = try c.cli(0, ["job", "run", file])
+        #expect(v0.status == 0, "\(v0.stdout)\(v0.stderr)")
+        let none = try c.cli(0, ["job", "promote", "canary"])
+        #expect(none.status != 0 && none.stderr.contains("no canaries waiting"), "\(none.stderr)")
+
+        try write(301)
+        let v1 = try c.cli(0, ["job", "run", file])
+        #expect(v1.status == 0 && v1.stdout.contains("Canaries of version 1 are healthy"), "\(v1.stdout)\(v1.stderr)")
+        func live(_ version: Int) -> Int {
+            Self.job(c, 0, "canary")?.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "running" && $0.jobVersion == version }.count ?? -1
+        }
+        #expect(live(0) == 3 && live(1) == 1, "three old instances and one canary")
+        let status = try c.cli(0, ["job", "status", "canary"])
+        #expect(status.stdout.contains("Version 1 awaits promotion: 1 canary placed, 1 healthy"), "\(status.stdout)")
+
+        // The agent dies and comes back: still waiting, nothing replaced meanwhile.
+        c.kill(0)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        try await c.eventually(within: .seconds(20), "the restarted agent reports the same instances") { live(0) == 3 && live(1) == 1 }
+        #expect(Self.job(c, 0, "canary")?.awaitingPromotion == true)
+
+        let promote = try c.cli(0, ["job", "promote", "canary"])
+        #expect(promote.status == 0 && promote.stdout.contains("version 1 promoted"), "\(promote.stdout)\(promote.stderr)")
+        try await c.eventually(within: .seconds(40), "the rest rolls over to version 1") { live(0) == 0 && live(1) == 3 }
+        #expect(Self.job(c, 0, "canary")?.awaitingPromotion == false)
+        let history = try JSONDecoder().decode([JobVersionView].self, from: Data(try c.cli(0, ["job", "history", "canary", "--json"]).stdout.utf8))
+        try await c.eventually(within: .seconds(10), "version 1 becomes stable") {
+            (try? JSONDecoder().decode([JobVersionView].self, from: Data(try c.cli(0, ["job", "history", "canary", "--json"]).stdout.utf8)))?
+                .first { $0.version == 1 }?.stable == true
+        }
+        #expect(history.map(\.version) == [1, 0])
+    }
 }
