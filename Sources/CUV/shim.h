@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -9,54 +10,40 @@
 
 // Small C helpers so the Swift side need not build libuv's unions and flag sets by hand.
 
-/// Marks every descriptor from 3 up close-on-exec, so a task inherits none of the agent's
-/// sockets or files (the agent's listeners would otherwise outlive it in its tasks).
-static inline void caravan_cloexec_from(int lowfd) {
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
+/// Starts `file` (an absolute path) in its own session, with stdin from /dev/null, stdout and
+/// stderr to the given fds (/dev/null when -1), in `cwd`, every signal at its default and
+/// unblocked — and **no other descriptor**: the child closes everything from 3 up before exec,
+/// so a socket or pipe another thread of the agent creates at that moment (without
+/// close-on-exec, or before it could set it) cannot leak into the task. glibc's posix_spawn
+/// (clone with CLONE_VFORK) reports a failed exec as its result. Returns 0 and sets `*pid`, or a
+/// negative errno.
+static inline int caravan_spawn(const char *file, char *const *args, char *const *env, const char *cwd,
+                                int out_fd, int err_fd, pid_t *pid) {
+#ifndef POSIX_SPAWN_SETSID
+#define POSIX_SPAWN_SETSID 0x80
 #endif
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
-#endif
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536) max = 65536;
-    for (int fd = lowfd; fd < max; fd++) {
-        int flags = fcntl(fd, F_GETFD);
-        if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-    }
-}
-
-/// Spawns `file` detached (own session) with stdin from /dev/null and stdout/stderr to the given fds.
-static inline int caravan_uv_spawn(uv_loop_t *loop, uv_process_t *proc, const char *file, char **args, char **env,
-                                   const char *cwd, int out_fd, int err_fd) {
-    uv_process_options_t o;
-    memset(&o, 0, sizeof o);
-    uv_stdio_container_t io[3];
-    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    io[0].flags = devnull >= 0 ? UV_INHERIT_FD : UV_IGNORE;
-    io[0].data.fd = devnull;
-    io[1].flags = out_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE;
-    io[1].data.fd = out_fd;
-    io[2].flags = err_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE;
-    io[2].data.fd = err_fd;
-    o.file = file;
-    o.args = args;
-    o.env = env;
-    o.cwd = cwd;
-    o.flags = UV_PROCESS_DETACHED;
-    o.stdio_count = 3;
-    o.stdio = io;
-    o.exit_cb = NULL;
-    caravan_cloexec_from(3);
-    // libuv takes over SIGCHLD on its first spawn, which would starve anything else in the
-    // process that waits on children (Foundation's Process, libdispatch). Caravan learns of
-    // exits through pidfds instead, so the previous handler is put back at once.
-    struct sigaction previous;
-    sigaction(SIGCHLD, NULL, &previous);
-    int rc = uv_spawn(loop, proc, &o);
-    sigaction(SIGCHLD, &previous, NULL);
-    if (devnull >= 0) close(devnull);
-    return rc;
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    posix_spawn_file_actions_adddup2(&fa, devnull, 0);
+    posix_spawn_file_actions_adddup2(&fa, out_fd >= 0 ? out_fd : devnull, 1);
+    posix_spawn_file_actions_adddup2(&fa, err_fd >= 0 ? err_fd : devnull, 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawn(pid, file, &fa, &at, args, env);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    close(devnull);
+    return -rc;
 }
 
 /// A file descriptor that becomes readable when the process exits (Linux ≥ 5.3), or -1.

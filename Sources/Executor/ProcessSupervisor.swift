@@ -55,8 +55,9 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Starts and watches processes on one libuv loop running on its own thread: `uv_spawn` starts
-/// them, and a pidfd per process, polled by the loop, calls back when one exits (its status is
+/// Starts and watches processes on one libuv loop running on its own thread: `posix_spawn`
+/// starts them (the child keeps stdin, stdout and stderr and closes every other descriptor before
+/// exec), and a pidfd per process, polled by the loop, calls back when one exits (its status is
 /// reaped with `waitid(P_PIDFD)`; for a process found again after an agent restart, which is no
 /// longer this agent's child, the end is seen but not the code). No helper process runs per task.
 ///
@@ -145,24 +146,16 @@ public final class ProcessSupervisor: @unchecked Sendable {
         let argv = spec.arguments.map { strdup($0) } + [nil]
         let envp = spec.environment.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        let proc = UnsafeMutablePointer<uv_process_t>.allocate(capacity: 1)
-        var argvCopy = argv, envCopy = envp
-        let rc = argvCopy.withUnsafeMutableBufferPointer { a in
-            envCopy.withUnsafeMutableBufferPointer { e in
-                caravan_uv_spawn(loop, proc, spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err)
+        var pid: pid_t = 0
+        let rc = argv.withUnsafeBufferPointer { a in
+            envp.withUnsafeBufferPointer { e in
+                caravan_spawn(spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err, &pid)
             }
         }
-        let pid = proc.pointee.pid
-        // The exit is watched through a pidfd (below), not libuv's SIGCHLD handling, so the
-        // process handle is not needed past the spawn (closing it does not touch the process).
-        proc.withMemoryRebound(to: uv_handle_t.self, capacity: 1) { h in
-            uv_close(h) { h in h?.withMemoryRebound(to: uv_process_t.self, capacity: 1) { $0.deallocate() } }
-        }
         if rc != 0 {
-            let why = String(cString: uv_strerror(rc))
             if rc == -ENOENT { return .failure(SpawnError("executable not found: \(spec.path)")) }
             if rc == -EACCES { return .failure(SpawnError("permission denied: \(spec.path)")) }
-            return .failure(SpawnError("cannot start \(spec.path): \(why)"))
+            return .failure(SpawnError("cannot start \(spec.path): \(String(cString: strerror(-rc)))"))
         }
         startWatch(pid, onExit)
         return .success(pid)

@@ -267,3 +267,41 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         #expect(kill(pid, 0) != 0, "the task is stopped with its allocation")
     }
 }
+
+@Suite("Executor: process supervisor") struct ProcessSupervisorTests {
+    /// Another thread keeps creating pipes without close-on-exec while tasks are spawned: each
+    /// task must hold only stdin, stdout and stderr (the child closes the rest before exec).
+    @Test("a task holds only stdin, stdout and stderr, even while another thread creates descriptors")
+    func noDescriptorLeaksIntoATask() async throws {
+        final class Flag: @unchecked Sendable { let stop = Atomic<Bool>(false); let made = Atomic<Int>(0) }
+        let flag = Flag()
+        var thread = pthread_t()
+        let arg = Unmanaged.passRetained(flag).toOpaque()
+        pthread_create(&thread, nil, { arg in
+            let flag = Unmanaged<Flag>.fromOpaque(arg!).takeRetainedValue()
+            var fds: [Int32] = [0, 0]
+            while !flag.stop.load(ordering: .relaxed) {
+                guard pipe(&fds) == 0 else { continue }  // no O_CLOEXEC, on purpose
+                flag.made.add(1, ordering: .relaxed)
+                close(fds[0]); close(fds[1])
+            }
+            return nil
+        }, arg)
+        defer { flag.stop.store(true, ordering: .relaxed); pthread_join(thread, nil) }
+        let dir = "/tmp/caravan-fdleak-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for i in 0..<40 {
+            let spec = SpawnSpec(path: "/bin/sleep", arguments: ["sleep", "30"], environment: [], workingDirectory: dir,
+                                 stdoutPath: dir + "/out", stderrPath: dir + "/err")
+            let pid = try await ProcessSupervisor.shared.spawn(spec) { _ in }
+            defer { kill(pid, SIGKILL) }
+            let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap { Int($0) }.sorted()
+            #expect(fds == [0, 1, 2], "spawn \(i): the task holds \(fds)")
+            // Its stdin is /dev/null, its output the files asked for.
+            let target = { (fd: Int) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "" }
+            #expect(target(0) == "/dev/null" && target(1) == dir + "/out" && target(2) == dir + "/err")
+        }
+        #expect(flag.made.load(ordering: .relaxed) > 0, "the racing thread ran")
+    }
+}
