@@ -9,8 +9,9 @@ if [[ "${1:-}" == "--test" ]]; then
   # util-linux for unshare, procps for ps.
   need+=(nftables iproute2 util-linux procps)
   # runc for the exec and container drivers; a registry, umoci, skopeo and a static busybox to
-  # build and serve the test image (Deploy/registry.sh); curl to wait for the registry.
-  need+=(runc busybox-static docker-registry skopeo umoci curl)
+  # build and serve the test image (Deploy/registry.sh); curl to wait for the registry; openssl
+  # for the HTTPS registry's test certificates.
+  need+=(runc busybox-static docker-registry skopeo umoci curl openssl)
 fi
 
 missing=()

@@ -4,7 +4,11 @@
 #   Deploy/registry.sh up [ADDR [DIR]]   start docker-registry on ADDR (default 127.0.0.1:5000),
 #                                        storing under DIR (default run/registry), and push
 #                                        ADDR/busybox:1.36 built from Debian's busybox-static
-#   Deploy/registry.sh down [DIR]        stop it
+#   Deploy/registry.sh tls ADDR [DIR]    also serve DIR's images over HTTPS on ADDR, with a new
+#                                        CA (DIR/tls/ca.pem) and a certificate for ADDR's host
+#                                        (pull with: caravan agent --registry-ca ADDR=DIR/tls/ca.pem);
+#                                        DIR/tls/other-ca.pem is a CA that did not sign it
+#   Deploy/registry.sh down [DIR]        stop them
 #
 # Needs docker-registry, umoci, skopeo and busybox-static (Deploy/install-deps.sh --test).
 set -euo pipefail
@@ -68,8 +72,45 @@ CFG
   skopeo copy -q --all --dest-tls-verify=false "oci:$work/oci:multi" "docker://$addr/busybox:1.36-multi"
   echo "registry on http://$addr with $addr/busybox:1.36 (also :1.36-v2s2 and the index :1.36-multi)"
   ;;
-down)
-  if [[ -f "$dir/registry.pid" ]]; then kill "$(cat "$dir/registry.pid")" 2>/dev/null || true; rm -f "$dir/registry.pid"; fi
+tls)
+  command -v openssl >/dev/null || { echo "error: openssl is missing (Deploy/install-deps.sh --test installs it)" >&2; exit 1; }
+  [[ -d "$dir/storage" ]] || { echo "error: no registry storage in $dir (run: $0 up ADDR $dir first)" >&2; exit 1; }
+  host="${addr%:*}"
+  t="$dir/tls"
+  mkdir -p "$t"
+  if [[ "$host" =~ ^[0-9.]+$ ]]; then san="IP:$host"; else san="DNS:$host"; fi
+  if [[ ! -f "$t/cert.pem" ]]; then
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
+        -subj "/CN=caravan test $ca" -keyout "$t/$ca.key" -out "$t/$ca.pem" 2>/dev/null
+    done
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$host" \
+      -keyout "$t/key.pem" -out "$t/req.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' "$san" >"$t/ext.cnf"
+    openssl x509 -req -in "$t/req.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 7 \
+      -extfile "$t/ext.cnf" -out "$t/cert.pem" 2>/dev/null
+  fi
+  cat >"$t/config.yml" <<CFG
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $dir/storage}}
+http: {addr: $addr, tls: {certificate: $t/cert.pem, key: $t/key.pem}}
+CFG
+  if ! curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null 2>&1; then
+    (
+      for fd in $(ls /proc/$BASHPID/fd); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
+      exec docker-registry serve "$t/config.yml" </dev/null >"$t/registry.log" 2>&1
+    ) &
+    echo $! >"$dir/registry-tls.pid"
+    for _ in $(seq 100); do curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null || { echo "error: the TLS registry did not start on $addr (see $t/registry.log)" >&2; exit 1; }
+  fi
+  echo "registry on https://$addr (CA: $t/ca.pem)"
   ;;
-*) echo "usage: $0 up [ADDR [DIR]] | down [DIR]" >&2; exit 2 ;;
+down)
+  for f in registry.pid registry-tls.pid; do
+    if [[ -f "$dir/$f" ]]; then kill "$(cat "$dir/$f")" 2>/dev/null || true; rm -f "$dir/$f"; fi
+  done
+  ;;
+*) echo "usage: $0 up [ADDR [DIR]] | tls ADDR [DIR] | down [DIR]" >&2; exit 2 ;;
 esac

@@ -64,7 +64,8 @@ public final class Agent: Sendable {
         }
         let keyring = try loadKeyring(config, logger: logger)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
-        let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries)
+        let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries,
+                                registryCAs: config.registryCAs)
         let drivers = makeDrivers(config, images: images)
         var metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,

@@ -19,6 +19,8 @@ public struct AgentConfiguration: Sendable {
     public var tags: [String: String] = [:]
     /// Registries (HOST:PORT) the container driver may reach over plain HTTP besides loopback ones.
     public var insecureRegistries: [String] = []
+    /// Registry "HOST:PORT" → PEM CA file trusted for it (HTTPS even on loopback).
+    public var registryCAs: [String: String] = [:]
     public var gossip: Settings = .lan
     public var version = CaravanVersion.current
     /// How many agents bootstrap the Raft group together (1 in `--dev`).

@@ -31,6 +31,8 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "A KEY=VALUE tag published to the cluster. Repeatable.") var tag: [String] = []
     @Option(name: .customLong("insecure-registry"), help: "HOST:PORT of a registry the container driver may use over plain HTTP (loopback registries always may). Repeatable.")
     var insecureRegistry: [String] = []
+    @Option(name: .customLong("registry-ca"), help: "HOST:PORT=FILE: a PEM CA file the container driver trusts for that registry (besides the system's roots); such a registry is spoken to over HTTPS even on loopback. Repeatable.")
+    var registryCA: [String] = []
     @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String?
     @Option(help: "HTTP API port (default 4680).") var httpPort: Int?
     @Option(help: "Gossip port, UDP and TCP (default 4682).") var gossipPort: Int?
@@ -80,6 +82,11 @@ struct AgentCommand: AsyncParsableCommand {
         let keyringFile = try self.keyringFile ?? file?.string("keyringFile")
         let join = try self.join.isEmpty ? file?.strings("join") ?? [] : self.join
         let insecureRegistry = try self.insecureRegistry.isEmpty ? file?.strings("insecureRegistries") ?? [] : self.insecureRegistry
+        let registryCAs = try self.registryCA.isEmpty ? file?.map("registryCAs") ?? [:] : Dictionary(try self.registryCA.map { r in
+            let parts = r.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[1].isEmpty else { throw CLIError.usage("--registry-ca: \"\(r)\" is not HOST:PORT=FILE") }
+            return (parts[0], parts[1])
+        }, uniquingKeysWith: { _, b in b })
         let ports = try file?.map("ports") ?? [:]
         func port(_ flag: Int?, _ key: String, _ fallback: Int) throws -> Int {
             if let flag { return flag }
@@ -154,6 +161,13 @@ struct AgentCommand: AsyncParsableCommand {
                 throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT")
             }
             config.insecureRegistries.append(r)
+        }
+        for (r, file) in registryCAs.sorted(by: { $0.key < $1.key }) {
+            guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {
+                throw CLIError.usage("--registry-ca: \"\(r)\" is not HOST:PORT")
+            }
+            guard access(file, R_OK) == 0 else { throw CLIError.usage("--registry-ca: cannot read the CA file \(file) for \(r)") }
+            config.registryCAs[r] = file
         }
         switch gossipProfile {
         case "lan": config.gossip = .lan

@@ -1,6 +1,7 @@
 import CaravanModel
 @testable import Executor
 import Foundation
+import Synchronization
 import Testing
 
 let registryFixtureDir = NSTemporaryDirectory() + "caravan-registry-\(getpid())"
@@ -31,10 +32,38 @@ final class RegistryFixture: @unchecked Sendable {
         problem = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: errPath)
         atexit {
-            if let pid = (try? String(contentsOfFile: registryFixtureDir + "/registry.pid", encoding: .utf8)).flatMap({ Int32($0.filter(\.isNumber)) }) {
-                kill(pid, SIGTERM)
+            for file in ["registry.pid", "registry-tls.pid"] {
+                if let pid = (try? String(contentsOfFile: registryFixtureDir + "/" + file, encoding: .utf8)).flatMap({ Int32($0.filter(\.isNumber)) }) {
+                    kill(pid, SIGTERM)
+                }
             }
             try? FileManager.default.removeItem(atPath: registryFixtureDir)
+        }
+    }
+
+    /// The same images over HTTPS (Deploy/registry.sh tls), started on first use; nil if it
+    /// cannot start (`tlsProblem` says why).
+    private let tls = Mutex<(address: String?, problem: String)?>(nil)
+    var tlsProblem: String { tls.withLock { $0?.problem ?? "" } }
+
+    func tlsAddress() -> String? {
+        tls.withLock { state in
+            if let state { return state.address }
+            let address = "127.0.0.1:\(5350 + Int(getpid() % 40))"
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/registry.sh").standardized.path
+            let errPath = dir + "/tls-fixture.err"
+            FileManager.default.createFile(atPath: errPath, contents: nil)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/bash")
+            p.arguments = [script, "tls", address, dir]
+            let err = FileHandle(forWritingAtPath: errPath)
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            do { try p.run(); p.waitUntilExit() } catch {}
+            try? err?.close()
+            let ok = p.terminationStatus == 0
+            state = (ok ? address : nil, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+            return state!.address
         }
     }
 
@@ -190,6 +219,36 @@ struct ContainerDriverTests {
             #expect(error.description.contains("digest mismatch"), "\(error)")
         }
         #expect(access(root + "/images2/blobs/sha256/" + layer.digest.dropFirst(7), F_OK) != 0)
+    }
+
+    @Test("an image is pulled over HTTPS from a registry whose CA is named; an untrusted certificate is a clear error")
+    func pullsOverHTTPS() async throws {
+        let reg = RegistryFixture.shared
+        try #require(reg.ready, "registry fixture: \(reg.problem)")
+        let tls = try #require(reg.tlsAddress(), "TLS registry: \(reg.tlsProblem)")
+        let root = tempDir("container-tls")
+        let image = "\(tls)/busybox:1.36"
+        let trusted = ImageStore(root: root + "/a", registryCAs: [tls: reg.dir + "/tls/ca.pem"])
+        let overTLS = try await trusted.pull(image, auth: nil)
+        let overHTTP = try await ImageStore(root: root + "/b").pull("\(reg.address)/busybox:1.36", auth: nil)
+        #expect(overTLS.digest == overHTTP.digest, "the same image over both")
+        #expect(access(overTLS.rootfs + "/bin/busybox", X_OK) == 0)
+
+        // Signed by a CA this agent was not told to trust: refused during the handshake.
+        let untrusted = ImageStore(root: root + "/c", registryCAs: [tls: reg.dir + "/tls/other-ca.pem"])
+        do { _ = try await untrusted.pull(image, auth: nil); Issue.record("an untrusted certificate was accepted") } catch {
+            #expect(error.description.contains("TLS handshake with the registry failed"), "\(error)")
+        }
+        #expect(FileManager.default.enumerator(atPath: root + "/c/blobs/sha256")?.nextObject() == nil, "nothing was stored")
+        // A CA file that cannot be read is named.
+        do { _ = try await ImageStore(root: root + "/d", registryCAs: [tls: "/nonexistent/ca.pem"]).pull(image, auth: nil) } catch {
+            #expect(error.description == "registry CA file /nonexistent/ca.pem cannot be read", "\(error)")
+        }
+        // Redirects and token services may point to any host over HTTPS, over plain HTTP only to loopback.
+        let client = RegistryClient(ref: try ImageReference("10.1.2.3:5000/x:1"), auth: nil)
+        #expect(throws: ImageError.self) { try client.allowed("http://203.0.113.9/blob", what: "redirected to") }
+        #expect(try client.allowed("https://cdn.example.net/blob?sig=1", what: "redirected to").port == 443)
+        #expect(try client.allowed("http://127.0.0.1:9/t", what: "token at").tls == false)
     }
 }
 

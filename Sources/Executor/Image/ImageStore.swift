@@ -1,5 +1,6 @@
 import CaravanModel
 import FoundationEssentials
+import NIOSSL
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -95,15 +96,20 @@ public struct PulledImage: Sendable, Equatable {
 ///     <data-dir>/images/rootfs/<hex>/        the layers of manifest <hex> applied in order
 ///     <data-dir>/images/rootfs/<hex>.json    its config
 ///
-/// Plain HTTP is used for loopback registries and those on the insecure list.
+/// Registries are spoken to over HTTPS (port 443 unless named), their certificate checked
+/// against the system's trust roots plus the CA file named for that registry (`registryCAs`,
+/// "HOST:PORT" → PEM file); plain HTTP is used for loopback registries and those on the insecure
+/// list, unless a CA file is named for them.
 public actor ImageStore {
     public let root: String
     public let insecure: Set<String>
+    public let registryCAs: [String: String]
     private var inFlight: [String: Task<PulledImage, any Error>] = [:]
 
-    public init(root: String, insecureRegistries: [String] = []) {
+    public init(root: String, insecureRegistries: [String] = [], registryCAs: [String: String] = [:]) {
         self.root = root
         self.insecure = Set(insecureRegistries)
+        self.registryCAs = registryCAs
         mkdirAll(root + "/blobs/sha256")
         mkdirAll(root + "/rootfs")
         mkdirAll(root + "/tags")
@@ -120,8 +126,8 @@ public actor ImageStore {
         let key = ref.description
         let task: Task<PulledImage, any Error>
         if let t = inFlight[key] { task = t } else {
-            let root = self.root, insecure = self.insecure
-            task = Task { try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, progress: progress) }
+            let root = self.root, insecure = self.insecure, cas = self.registryCAs
+            task = Task { try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, registryCAs: cas, progress: progress) }
             inFlight[key] = task
         }
         defer { inFlight[key] = nil }
@@ -156,13 +162,12 @@ public actor ImageStore {
         var config: Inner?
     }
 
-    static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>,
+    static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>, registryCAs: [String: String] = [:],
                       progress: @Sendable (String) -> Void) async throws(ImageError) -> PulledImage {
         let loopback = ref.host == "localhost" || ref.host.hasPrefix("127.") || ref.host == "[::1]" || ref.host == "::1"
-        guard loopback || insecure.contains(ref.registry) || insecure.contains(ref.host) else {
-            throw ImageError("registry \(ref.registry) is not on loopback or the insecure-registry list; only plain-HTTP registries are supported")
-        }
-        var client = RegistryClient(ref: ref, auth: auth)
+        let ca = registryCAs[ref.registry] ?? registryCAs[ref.host]
+        let plain = ca == nil && (loopback || insecure.contains(ref.registry) || insecure.contains(ref.host))
+        var client = RegistryClient(ref: ref, auth: auth, tls: plain ? nil : try RegistryTLS.context(caFile: ca))
         let tagFile = root + "/tags/" + SHA256.hex(Array(ref.description.utf8))
         // The manifest, by digest if given, else by tag (then an index is narrowed to this platform).
         var manifestBytes: [UInt8]
@@ -298,11 +303,14 @@ public actor ImageStore {
 struct RegistryClient {
     let ref: ImageReference
     let auth: RegistryAuth?
+    /// TLS towards the registry (nil: plain HTTP); also used for redirects and token services.
+    let tls: NIOSSLContext?
     var authorization: String?
 
-    init(ref: ImageReference, auth: RegistryAuth?) {
+    init(ref: ImageReference, auth: RegistryAuth?, tls: NIOSSLContext? = nil) {
         self.ref = ref
         self.auth = auth
+        self.tls = tls
     }
 
     mutating func manifest(_ reference: String) async throws(ImageError) -> (bytes: [UInt8], digest: String) {
@@ -352,25 +360,42 @@ struct RegistryClient {
         var headers = [("Accept", accept)]
         if let a = authorization { headers.append(("Authorization", a)) }
         let host = ref.host.hasPrefix("[") ? String(ref.host.dropFirst().dropLast()) : ref.host
-        var r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile)
+        var r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
         if r.status == 401, authorization == nil || r.header("WWW-Authenticate")?.contains("error=") == true,
            let challenge = r.header("WWW-Authenticate") {
             authorization = try await authorize(challenge)
             headers = [("Accept", accept), ("Authorization", authorization!)]
-            r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile)
+            r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
         }
         return r
     }
 
     func follow(_ location: String, toFile: String) async throws(ImageError) -> RegistryHTTP.Result {
         if location.hasPrefix("/") {
-            return try await RegistryHTTP.get(host: ref.host, port: ref.port, path: location, headers: [], toFile: toFile)
+            let host = ref.host.hasPrefix("[") ? String(ref.host.dropFirst().dropLast()) : ref.host
+            return try await RegistryHTTP.get(host: host, port: ref.port, path: location, headers: [], toFile: toFile, tls: tls)
         }
-        guard let u = URLParts(location) else { throw ImageError("registry redirected to \(location), which is not a plain-HTTP URL") }
-        guard u.host == "localhost" || u.host.hasPrefix("127.") || u.host == ref.host else {
-            throw ImageError("registry redirected to \(u.host), which is not on loopback; refusing")
+        let u = try allowed(location, what: "registry redirected to")
+        // Blobs are verified against their digest wherever they come from.
+        return try await RegistryHTTP.get(host: u.host, port: u.port, path: u.path, headers: [], toFile: toFile, tls: try context(for: u))
+    }
+
+    /// TLS for a URL the registry pointed to: the registry's own context (its CA file added to
+    /// the system's roots), or the system's roots when the registry itself is plain HTTP.
+    func context(for u: URLParts) throws(ImageError) -> NIOSSLContext? {
+        guard u.tls else { return nil }
+        if let tls { return tls }
+        return try RegistryTLS.context(caFile: nil)
+    }
+
+    /// A URL the registry pointed to (a redirect, a token service): HTTPS to any host, plain
+    /// HTTP only to loopback or to the registry's own host.
+    func allowed(_ url: String, what: String) throws(ImageError) -> URLParts {
+        guard let u = URLParts(url) else { throw ImageError("\(what) \(url), which is not an http:// or https:// URL") }
+        guard u.tls || u.host == "localhost" || u.host.hasPrefix("127.") || u.host == ref.host else {
+            throw ImageError("\(what) \(u.host) over plain HTTP, which is not on loopback; refusing")
         }
-        return try await RegistryHTTP.get(host: u.host, port: u.port, path: u.path, headers: [], toFile: toFile)
+        return u
     }
 
     func basic() -> String? {
@@ -393,19 +418,16 @@ struct RegistryClient {
             guard kv.count == 2 else { continue }
             params[kv[0].filter { $0 != " " }.lowercased()] = String(kv[1].filter { $0 != "\"" })
         }
-        guard let realm = params["realm"], let u = URLParts(realm) else {
-            throw ImageError("registry \(ref.registry) gave a token realm that is not a plain-HTTP URL: \(params["realm"] ?? "none")")
-        }
-        guard u.host == "localhost" || u.host.hasPrefix("127.") || u.host == ref.host else {
-            throw ImageError("token service \(u.host) is not on loopback; refusing")
-        }
+        guard let realm = params["realm"] else { throw ImageError("registry \(ref.registry) gave no token realm") }
+        let u = try allowed(realm, what: "registry \(ref.registry) sent for a token to")
         var query: [String] = []
         if let s = params["service"] { query.append("service=" + Self.escape(s)) }
         query.append("scope=" + Self.escape(params["scope"] ?? "repository:\(ref.repository):pull"))
         let path = u.path + (u.path.contains("?") ? "&" : "?") + query.joined(separator: "&")
         var headers: [(String, String)] = []
         if let b = basic() { headers.append(("Authorization", b)) }
-        let r = try await RegistryHTTP.get(host: u.host, port: u.port, path: path, headers: headers)
+        let r = try await RegistryHTTP.get(host: u.host, port: u.port, path: path, headers: headers,
+                                           tls: try context(for: u))
         guard r.status == 200 else {
             throw ImageError("token service for \(ref.registry) refused (HTTP \(r.status))\(auth == nil ? "; set config.auth if the image is private" : "")")
         }
@@ -428,22 +450,24 @@ struct RegistryClient {
     }
 }
 
-/// `http://host[:port]/path?query` split up.
+/// `http[s]://host[:port]/path?query` split up.
 struct URLParts {
+    var tls: Bool
     var host: String
     var port: Int
     var path: String
     init?(_ s: String) {
-        guard s.hasPrefix("http://") else { return nil }
-        let rest = s.dropFirst(7)
+        if s.hasPrefix("https://") { tls = true } else if s.hasPrefix("http://") { tls = false } else { return nil }
+        let rest = s.dropFirst(tls ? 8 : 7)
         let slash = rest.firstIndex(of: "/") ?? rest.endIndex
         let hostPort = rest[..<slash]
         path = slash == rest.endIndex ? "/" : String(rest[slash...])
-        if let c = hostPort.lastIndex(of: ":"), let p = Int(hostPort[hostPort.index(after: c)...]) {
+        if let c = hostPort.lastIndex(of: ":"), !hostPort.hasSuffix("]"), let p = Int(hostPort[hostPort.index(after: c)...]) {
             host = String(hostPort[..<c]); port = p
         } else {
-            host = String(hostPort); port = 80
+            host = String(hostPort); port = tls ? 443 : 80
         }
-        guard !host.isEmpty else { return nil }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
     }
 }

@@ -5,6 +5,8 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import Synchronization
 
 /// Why an image could not be pulled or unpacked; the message is the task event users see.
 public struct ImageError: Error, Sendable, CustomStringConvertible {
@@ -41,8 +43,32 @@ struct SHA256 {
     }
 }
 
-/// One HTTP/1.1 GET against a registry on plain HTTP: headers in, status/headers/body out;
-/// the body goes to memory (bounded) or straight to a file, hashed on the way.
+/// TLS towards registries: the system's trust roots plus, per registry, a CA file the operator
+/// named (`caravan agent --registry-ca HOST:PORT=FILE`). Contexts are built once per CA file.
+enum RegistryTLS {
+    private static let contexts = Mutex<[String: NIOSSLContext]>([:])
+
+    static func context(caFile: String?) throws(ImageError) -> NIOSSLContext {
+        let key = caFile ?? ""
+        if let known = contexts.withLock({ $0[key] }) { return known }
+        var config = TLSConfiguration.makeClientConfiguration()
+        config.minimumTLSVersion = .tlsv12
+        if let caFile {
+            guard access(caFile, R_OK) == 0 else { throw ImageError("registry CA file \(caFile) cannot be read") }
+            config.additionalTrustRoots = [.file(caFile)]
+        }
+        let context: NIOSSLContext
+        do { context = try NIOSSLContext(configuration: config) } catch {
+            throw ImageError("cannot set up TLS\(caFile.map { " with CA file \($0)" } ?? ""): \(error)")
+        }
+        contexts.withLock { $0[key] = context }
+        return context
+    }
+}
+
+/// One HTTP/1.1 GET against a registry, over TLS when given a context, else plain HTTP: headers
+/// in, status/headers/body out; the body goes to memory (bounded) or straight to a file, hashed
+/// on the way.
 struct RegistryHTTP {
     struct Result {
         var status: Int
@@ -53,7 +79,7 @@ struct RegistryHTTP {
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
-    static func get(host: String, port: Int, path: String, headers: [(String, String)], toFile: String? = nil,
+    static func get(host: String, port: Int, path: String, headers: [(String, String)], toFile: String? = nil, tls: NIOSSLContext? = nil,
                     maxMemory: Int = 4 << 20, timeout: Duration = .seconds(120)) async throws(ImageError) -> Result {
         let address: SocketAddress
         do { address = try SocketAddress.makeAddressResolvingHost(host, port: port) } catch {
@@ -68,7 +94,10 @@ struct RegistryHTTP {
         let group = MultiThreadedEventLoopGroup.singleton
         let promise = group.next().makePromise(of: Result.self)
         var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
-        head.headers.add(name: "Host", value: port == 80 ? host : "\(host):\(port)")
+        head.headers.add(name: "Host", value: port == (tls == nil ? 80 : 443) ? host : "\(host):\(port)")
+        // A name is checked against the certificate (and sent as SNI); an address is checked
+        // against the certificate's IP entries.
+        let serverName = host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
         head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "User-Agent", value: "caravan")
         for (k, v) in headers { head.headers.add(name: k, value: v) }
@@ -78,6 +107,9 @@ struct RegistryHTTP {
                 .connectTimeout(.seconds(5))
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                        }
                         try ch.pipeline.syncOperations.addHTTPClientHandlers()
                         try ch.pipeline.syncOperations.addHandler(Collector(promise: promise, fd: sink, maxMemory: maxMemory))
                     }
@@ -159,7 +191,13 @@ struct RegistryHTTP {
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {
-            promise.fail(ImageError("registry connection failed: \(error)"))
+            if let e = error as? NIOSSLError, case .handshakeFailed(let why) = e {
+                promise.fail(ImageError("TLS handshake with the registry failed (is its certificate trusted? --registry-ca HOST:PORT=FILE names a CA): \(why)"))
+            } else if error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError {
+                promise.fail(ImageError("TLS with the registry failed: \(error)"))
+            } else {
+                promise.fail(ImageError("registry connection failed: \(error)"))
+            }
             context.close(promise: nil)
         }
     }
