@@ -147,16 +147,19 @@ public struct CaravanClient: Sendable {
 
     /// Sends a GET and hands the body over piece by piece; an error status is thrown as
     /// ``ClientError`` with the agent's message.
-    public func stream(_ path: String) async throws(ClientError) -> Stream {
+    /// A request whose answer is read as it comes; with `upload`, the request body is sent as it
+    /// comes too (chunked), while the answer streams back.
+    public func stream(_ path: String, method: HTTPMethod = .GET, upload: AsyncStream<[UInt8]>? = nil) async throws(ClientError) -> Stream {
         let address: SocketAddress
         do { address = try SocketAddress(ipAddress: host, port: port) } catch {
             throw ClientError(.badAddress, "\(host) is not an IP address")
         }
         let (body, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
         let head = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (Int, [(String, String)]).self)
-        var request = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        var request = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         request.headers.add(name: "Host", value: "\(host):\(port)")
         request.headers.add(name: "Connection", value: "close")
+        if upload != nil { request.headers.add(name: "Transfer-Encoding", value: "chunked") }
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -172,9 +175,19 @@ public struct CaravanClient: Sendable {
             head.fail(error)
             throw ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
         }
-        continuation.onTermination = { _ in channel.close(promise: nil) }
         channel.writeAndFlush(HTTPClientRequestPart.head(request), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        if let upload {
+            let sender = Task {
+                for await piece in upload where !piece.isEmpty {
+                    try await channel.writeAndFlush(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: piece)))).get()
+                }
+                try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+            }
+            continuation.onTermination = { _ in sender.cancel(); channel.close(promise: nil) }
+        } else {
+            continuation.onTermination = { _ in channel.close(promise: nil) }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        }
         let (status, headers): (Int, [(String, String)])
         do { (status, headers) = try await head.futureResult.get() } catch {
             channel.close(promise: nil)
@@ -365,6 +378,15 @@ public struct CaravanClient: Sendable {
     public func exec(allocation: String, task: String, command: [String], timeout: Double? = nil) async throws(ClientError) -> ExecResultView {
         try await request(.POST, "/v1/client/allocation/\(Self.escape(allocation))/exec/\(Self.escape(task))",
                           body: ExecRequest(command: command, timeout: timeout))
+    }
+
+    /// An interactive command in a task: `upload` carries `ExecFrame`s (input, resizes) as they
+    /// happen; the answer's body carries the command's output frames and its exit.
+    public func execStream(allocation: String, task: String, command: [String], tty: Bool, rows: UInt16 = 24, columns: UInt16 = 80,
+                           upload: AsyncStream<[UInt8]>) async throws(ClientError) -> Stream {
+        let args = command.map { "command=" + Self.escape($0) }.joined(separator: "&")
+        return try await stream("/v1/client/allocation/\(Self.escape(allocation))/exec/\(Self.escape(task))/stream?tty=\(tty)&rows=\(rows)&columns=\(columns)&" + args,
+                                method: .POST, upload: upload)
     }
 
     public struct LogChunk: Sendable {

@@ -11,8 +11,11 @@ public enum TaskSweeper {
             kill(pid, SIGKILL)
         }
         for state in find(root, depth: 6) where state.hasSuffix("/state.json") && state.contains("/runc/") {
-            guard let text = read(state), let r = text.firstRange(of: "\"init_process_pid\":") else { continue }
-            if let pid = Int32(String(text[r.upperBound...].prefix { $0.isNumber })) { kill(pid, SIGKILL) }
+            guard let text = read(state), let pid = number(after: "\"init_process_pid\":", in: text).flatMap(Int32.init) else { continue }
+            // Only if that pid is still the container's init (pids are reused, and quickly so
+            // when pid_max is small): runc records the init's start time.
+            guard let started = number(after: "\"init_process_start\":", in: text), started == startTime(pid) else { continue }
+            kill(pid, SIGKILL)
         }
         // The containers' overlay mounts go too (lazily: a dying process may still hold one).
         for line in (read("/proc/self/mounts") ?? "").split(separator: "\n") {
@@ -20,6 +23,19 @@ public enum TaskSweeper {
             guard fields.count > 1, fields[1].hasPrefix(root + "/") else { continue }
             umount2(String(fields[1]), Int32(MNT_DETACH))
         }
+    }
+
+    static func number(after key: String, in text: String) -> String? {
+        guard let r = text.firstRange(of: key) else { return nil }
+        let digits = String(text[r.upperBound...].prefix { $0.isNumber })
+        return digits.isEmpty ? nil : digits
+    }
+
+    /// Field 22 of /proc/PID/stat (start time in clock ticks).
+    static func startTime(_ pid: Int32) -> String? {
+        guard let text = read("/proc/\(pid)/stat"), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? String(fields[19]) : nil
     }
 
     static func listDirectory(_ path: String) -> [String] {

@@ -501,6 +501,21 @@ public actor Executor {
         return await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)
     }
 
+    /// Starts an interactive command in a running task (`alloc exec -i`, with `tty` a terminal).
+    public func interactive(allocation: String, task: String, command: [String], tty: Bool,
+                            rows: UInt16 = 24, columns: UInt16 = 80) async throws(DriverError) -> ExecSession {
+        guard let r = allocs[allocation], let t = r.tasks[task] else { throw DriverError("this node runs no task \(task) of allocation \(allocation)") }
+        guard let handle = t.handle, let driver = drivers[t.spec.driver], !t.isDead else { throw DriverError("task \(task) is not running (\(t.state.state.rawValue))") }
+        guard !command.isEmpty else { throw DriverError("no command given", event: "Failed Validation") }
+        let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
+        let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
+                                        directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
+        guard let what = driver.interactiveCommand(handle, command: command, environment: env, directory: dirs.task, tty: tty) else {
+            throw DriverError("command \(command[0]) not found for task \(task)")
+        }
+        return try await ExecSession.start(what, tty: tty, rows: rows, columns: columns)
+    }
+
     /// The log files of one task (rotated ones first), or nil if this node does not hold it.
     public func logFiles(allocation: String, task: String, stderr: Bool) -> [String]? {
         guard let r = allocs[allocation], r.tasks[task] != nil else {

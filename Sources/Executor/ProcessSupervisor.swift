@@ -38,6 +38,12 @@ public struct SpawnSpec: Sendable {
     public var workingDirectory: String?
     public var stdoutPath: String?
     public var stderrPath: String?
+    /// Descriptors for stdin, stdout and stderr (instead of /dev/null and the paths above).
+    public var stdinFD: Int32?
+    public var stdoutFD: Int32?
+    public var stderrFD: Int32?
+    /// A terminal (a pty's slave path) for all three, made the controlling terminal.
+    public var terminal: String?
 
     public init(path: String, arguments: [String], environment: [String], workingDirectory: String? = nil,
                 stdoutPath: String? = nil, stderrPath: String? = nil) {
@@ -62,7 +68,9 @@ public struct SpawnError: Error, Sendable, CustomStringConvertible {
 /// longer this agent's child, the end is seen but not the code). No helper process runs per task.
 ///
 /// Processes are started in their own session (detached), so they outlive the agent; their
-/// output goes straight to files, so nothing breaks when the agent is gone.
+/// output goes straight to files, so nothing breaks when the agent is gone. The process is a
+/// child subreaper: a container's init, orphaned when `runc create` exits, becomes its child, so
+/// its exit code is known without a runc process staying beside it.
 public final class ProcessSupervisor: @unchecked Sendable {
     public static let shared = ProcessSupervisor()
 
@@ -76,10 +84,17 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private let loop: UnsafeMutablePointer<uv_loop_t>
     private let wakeup: UnsafeMutablePointer<uv_async_t>
     private let pending = Mutex<[Request]>([])
+    private let sweep: UnsafeMutablePointer<uv_timer_t>
+    /// Processes whose exit a pidfd watches (they are reaped by that watch).
+    private var watched: Set<Int32> = []
+    /// Whether orphans among this process's descendants become its children.
+    public let isSubreaper: Bool
 
     private init() {
+        isSubreaper = caravan_set_subreaper() == 0
         loop = .allocate(capacity: 1)
         uv_loop_init(loop)
+        sweep = .allocate(capacity: 1)
         wakeup = .allocate(capacity: 1)
         wakeup.pointee.data = nil
         uv_async_init(loop, wakeup) { handle in
@@ -87,6 +102,16 @@ public final class ProcessSupervisor: @unchecked Sendable {
             Unmanaged<ProcessSupervisor>.fromOpaque(me).takeUnretainedValue().drain()
         }
         wakeup.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        // As a subreaper, orphans of the tasks' own children (a task that started something in
+        // the background and exited) end up here: every 2 s, those that have exited are reaped,
+        // so they do not linger as zombies.
+        uv_timer_init(loop, sweep)
+        sweep.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        uv_timer_start(sweep, { t in
+            guard let t, let me = t.pointee.data else { return }
+            Unmanaged<ProcessSupervisor>.fromOpaque(me).takeUnretainedValue().reapOrphans()
+        }, 2000, 2000)
+        uv_unref(UnsafeMutableRawPointer(sweep).assumingMemoryBound(to: uv_handle_t.self))
         var thread = pthread_t()
         let me = Unmanaged.passRetained(self).toOpaque()
         pthread_create(&thread, nil, { arg in
@@ -129,8 +154,41 @@ public final class ProcessSupervisor: @unchecked Sendable {
 
     final class Box {
         let onExit: ExitHandler
+        let pid: Int32
+        unowned let supervisor: ProcessSupervisor
         var fd: Int32 = -1
-        init(_ onExit: @escaping ExitHandler) { self.onExit = onExit }
+        init(_ onExit: @escaping ExitHandler, pid: Int32, supervisor: ProcessSupervisor) {
+            self.onExit = onExit
+            self.pid = pid
+            self.supervisor = supervisor
+        }
+    }
+
+    /// Reaps children that have exited, are not watched, and are not of this process's own
+    /// session: orphans of tasks (every task runs in a session of its own, and so do its
+    /// descendants unless they start another). Children something else in the process started
+    /// in its session (a Foundation `Process`) are left to whoever waits for them.
+    private func reapOrphans() {
+        guard isSubreaper else { return }
+        let mine = getsid(0)
+        for pid in Self.children() where !watched.contains(pid) {
+            guard let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // fields[0] is the state, fields[3] the session.
+            guard fields.count > 3, fields[0] == "Z", let sid = Int32(fields[3]), sid != mine else { continue }
+            var status: Int32 = 0
+            waitpid(pid, &status, WNOHANG)
+        }
+    }
+
+    /// This process's children (every thread's).
+    static func children() -> [Int32] {
+        var out: [Int32] = []
+        for tid in listDirectory("/proc/self/task") {
+            guard let text = readSmallFile("/proc/self/task/\(tid)/children") else { continue }
+            out += text.split(separator: " ").compactMap { Int32($0.filter(\.isNumber)) }
+        }
+        return out
     }
 
     private func startProcess(_ spec: SpawnSpec, _ onExit: @escaping ExitHandler) -> Result<Int32, SpawnError> {
@@ -149,7 +207,8 @@ public final class ProcessSupervisor: @unchecked Sendable {
         var pid: pid_t = 0
         let rc = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
-                caravan_spawn(spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, out, err, &pid)
+                caravan_spawn(spec.path, a.baseAddress, e.baseAddress, spec.workingDirectory, spec.stdinFD ?? -1,
+                              spec.stdoutFD ?? out, spec.stderrFD ?? err, spec.terminal, &pid)
             }
         }
         if rc != 0 {
@@ -164,8 +223,9 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private func startWatch(_ pid: Int32, _ onExit: @escaping ExitHandler) {
         let fd = caravan_pidfd_open(pid)
         guard fd >= 0 else { onExit(.unknown); return }
+        watched.insert(pid)
         let poll = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
-        let box = Box(onExit)
+        let box = Box(onExit, pid: pid, supervisor: self)
         box.fd = fd
         poll.pointee.data = Unmanaged.passRetained(box).toOpaque()
         uv_poll_init(loop, poll, fd)
@@ -173,6 +233,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
             guard let p else { return }
             let box = Unmanaged<Box>.fromOpaque(p.pointee.data).takeRetainedValue()
             uv_poll_stop(p)
+            box.supervisor.watched.remove(box.pid)
             var code: Int32 = 0, sig: Int32 = 0
             let status = caravan_pidfd_reap(box.fd, &code, &sig) == 0 ? ExitStatus(code: Int(code), signal: Int(sig)) : .unknown
             close(box.fd)

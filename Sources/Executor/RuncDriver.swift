@@ -7,8 +7,8 @@ import Glibc
 /// read-only host `/usr /etc /bin /lib…` plus the task's directories, cgroup limits, and a
 /// reduced set of capabilities. The host network is shared (ports are host ports).
 ///
-/// runc runs in the foreground under the agent's libuv loop (`runc run`): its exit status is the
-/// task's, and it keeps running if the agent dies, so the task does too.
+/// No runc process stays beside a task: `runc create` + `runc start`, and the container's init,
+/// which outlives the agent, is watched directly (its exit status is the task's).
 public struct RuncDriver: TaskDriver {
     public let name: TaskSpec.Driver
     /// runc's state directory (`runc --root`).
@@ -57,24 +57,35 @@ public struct RuncDriver: TaskDriver {
         return try await run(ctx, bundle: bundle, runc: runc)
     }
 
-    /// Starts `runc run` for a prepared bundle (shared with the container driver).
+    /// Runs a prepared bundle (shared with the container driver) without leaving a runc process
+    /// beside it: `runc create` sets the container up and exits, leaving its init waiting; the
+    /// init, orphaned, becomes this agent's child (the supervisor is a child subreaper), so its
+    /// exit code is the task's; `runc start` lets it run the task's command. The container's
+    /// stdout and stderr are the task's log files, inherited through `runc create`.
     func run(_ ctx: TaskContext, bundle: String, runc: String) async throws(DriverError) -> TaskHandle {
         let id = Self.containerID(ctx.allocationID, ctx.directories.taskName)
         // A container of the same name left by an earlier attempt would make runc refuse.
         _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id])
         unlink(bundle + "/init.pid")
-        let spec = SpawnSpec(path: runc, arguments: ["runc", "--root", stateRoot, "run", "--bundle", bundle, "--pid-file", bundle + "/init.pid", id],
+        let created = ExitLatch()
+        let spec = SpawnSpec(path: runc, arguments: ["runc", "--root", stateRoot, "create", "--bundle", bundle, "--pid-file", bundle + "/init.pid", id],
                              environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                              workingDirectory: bundle, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
-        let pid: Int32
-        do { pid = try await ProcessSupervisor.shared.spawn(spec, onExit: ctx.onExit) } catch { throw DriverError(error.description) }
-        let start = ProcessIdentity.startTime(of: pid) ?? 0
-        // Running means the container's process exists: runc writes its pid file once it has
-        // created it. If runc ends first, its exit (with the reason in the task's stderr) follows.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while access(bundle + "/init.pid", F_OK) != 0 && ProcessIdentity.isAlive(pid: pid, startTime: start) && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(1))
+        do { _ = try await ProcessSupervisor.shared.spawn(spec) { created.finish($0) } } catch { throw DriverError(error.description) }
+        let status = await created.wait()
+        guard let status, status.code == 0, let text = readSmallFile(bundle + "/init.pid"), let pid = Int32(text.filter(\.isNumber)), pid > 0 else {
+            _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id])
+            let why = (readSmallFile(ctx.directories.stderr, limit: 1 << 20) ?? "").split(separator: "\n").suffix(2).joined(separator: "; ")
+            throw DriverError("runc could not create the container (\(status?.description ?? "no exit status"))\(why.isEmpty ? "" : ": " + why)")
         }
+        let start = ProcessIdentity.startTime(of: pid) ?? 0
+        let started = await runHelper(runc, ["--root", stateRoot, "start", id])
+        guard started.code == 0 else {
+            _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id])
+            throw DriverError("runc could not start the container: \(started.output.split(separator: "\n").joined(separator: "; "))")
+        }
+        // Watched from here: an init that has already ended is a zombie child, still reaped with its code.
+        ProcessSupervisor.shared.watch(pid: pid, onExit: ctx.onExit)
         return TaskHandle(pid: pid, startTime: start, container: id, bundle: bundle)
     }
 
@@ -97,6 +108,15 @@ public struct RuncDriver: TaskDriver {
                         timeout: Duration) async -> (code: Int, output: String) {
         guard let runc, let id = handle.container else { return (127, "the task has no container") }
         return await runCommand(runc, ["runc", "--root", stateRoot, "exec", id] + command, timeout: timeout)
+    }
+
+    /// `runc exec` in the task's container; with a terminal, runc gives the command one inside
+    /// the container and relays it to the terminal it runs on (resizes included).
+    public func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                                   tty: Bool) -> InteractiveCommand? {
+        guard let runc, let id = handle.container, !command.isEmpty else { return nil }
+        return InteractiveCommand(path: runc, arguments: ["runc", "--root", stateRoot, "exec"] + (tty ? ["--tty", "--env", "TERM=xterm"] : []) + [id] + command,
+                                  environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], directory: nil)
     }
 
     public func cleanup(_ handle: TaskHandle) {

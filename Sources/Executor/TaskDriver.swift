@@ -67,6 +67,10 @@ public protocol TaskDriver: Sendable {
     /// combined output (at most 64 KiB).
     func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
                  timeout: Duration) async -> (code: Int, output: String)
+    /// What to start for an interactive command in the task (`alloc exec -i`), or nil if the
+    /// program is not found.
+    func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                            tty: Bool) -> InteractiveCommand?
 }
 
 extension TaskDriver {
@@ -85,6 +89,15 @@ extension TaskDriver {
             return (127, "command \(command.first ?? "") not found")
         }
         return await runCommand(path, command, environment: environment.map { "\($0.key)=\($0.value)" }, directory: directory, timeout: timeout)
+    }
+
+    /// The command as a plain process with the task's environment, in its directory.
+    public func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                                   tty: Bool) -> InteractiveCommand? {
+        guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]) else { return nil }
+        var env = environment
+        if tty && env["TERM"] == nil { env["TERM"] = "xterm" }
+        return InteractiveCommand(path: path, arguments: command, environment: env.map { "\($0.key)=\($0.value)" }.sorted(), directory: directory)
     }
 }
 

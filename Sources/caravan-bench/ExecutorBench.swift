@@ -81,11 +81,16 @@ struct ExecutorBench: AsyncParsableCommand {
             // Keep at most 10 running so each start sees a similar node.
             if live.count > 10 { live.removeFirst() }
         }
+        // Helper processes beside the running tasks: runc processes still alive for them.
+        let runcs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.filter { p in
+            Int(p) != nil && (try? String(contentsOfFile: "/proc/\(p)/comm", encoding: .utf8)) == "runc\n"
+        }.count ?? 0
         await ex.sync([])
         try await waitGone(root)
-        print(String(format: "%@: allocation received → process running: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d starts%@)",
+        print(String(format: "%@: allocation received → process running: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d starts%@)%@",
                      driver.rawValue, Self.percentile(ms, 0.5), Self.percentile(ms, 0.99), ms.max() ?? 0, starts,
-                     driver == .container ? ", image cached" : ""))
+                     driver == .container ? ", image cached" : "",
+                     driver == .rawExec ? "" : "; runc processes beside \(live.count) running tasks: \(runcs)"))
     }
 
     @discardableResult

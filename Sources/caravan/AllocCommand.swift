@@ -47,10 +47,14 @@ struct AllocCommand: AsyncParsableCommand {
 
     struct Exec: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "exec", abstract: "Run a command inside a running task and print its output.",
-            discussion: "Runs in the task's container (exec and container drivers) or with its environment and directory (raw_exec). Not interactive: the output is printed when the command ends; the exit status is the command's.")
+            commandName: "exec", abstract: "Run a command inside a running task.",
+            discussion: """
+                Runs in the task's container (exec and container drivers) or with its environment and directory (raw_exec).                 Without -i or -t, the output is printed when the command ends. With -i, this terminal's input goes to the                 command and its output comes back as it is written; -t gives the command a terminal (`caravan alloc exec -it                 ID web sh` is a shell in the task). The exit status is the command's.
+                """)
         @OptionGroup var client: ClientOptions
-        @Option(help: "Seconds before the command is killed (at most 300).") var timeout: Double = 30
+        @Option(help: "Seconds before the command is killed (at most 300; not with -i or -t).") var timeout: Double = 30
+        @Flag(name: .shortAndLong, help: "Send this terminal's input to the command, stream its output.") var interactive = false
+        @Flag(name: .shortAndLong, help: "Give the command a terminal (implies -i).") var tty = false
         @Flag(name: .long, help: "Print JSON ({exitCode, output}) instead of the output.") var json = false
         @Argument(help: "The allocation id (or a unique prefix).") var id: String
         @Argument(help: "The task name.") var task: String
@@ -60,6 +64,12 @@ struct AllocCommand: AsyncParsableCommand {
             let cmd = command.first == "--" ? Array(command.dropFirst()) : command
             guard !cmd.isEmpty else { throw CLIError.usage("name a command to run, e.g. caravan alloc exec \(id) \(task) ls /") }
             let api = try client.client()
+            if interactive || tty {
+                if json { throw CLIError.usage("--json does not go with -i or -t") }
+                let code = try await InteractiveExec(api: api, allocation: id, task: task, command: cmd, tty: tty).run()
+                if code != 0 { throw ExitCode(code) }
+                return
+            }
             let r: ExecResultView = try await cli { () async throws(ClientError) in
                 try await api.exec(allocation: id, task: task, command: cmd, timeout: timeout)
             }

@@ -260,9 +260,9 @@ func eventually(within timeout: Duration, every poll: Duration = .milliseconds(5
 
 extension LocalCluster {
     /// Runs `caravan ARGS --address http://<agent i>:4680` (inside the namespace if isolated).
-    func cli(_ i: Int, _ args: [String]) throws -> Output {
+    func cli(_ i: Int, _ args: [String], stdin: String? = nil) throws -> Output {
         let full = args + ["--address", "http://\(ip(i)):4680"]
-        return namespace == nil ? try Self.run(full) : try inNamespace([Self.binary] + full, allowFailure: true)
+        return namespace == nil ? try Self.run(full, stdin: stdin) : try inNamespace([Self.binary] + full, allowFailure: true)
     }
 
     func status(_ i: Int) -> StatusView? {

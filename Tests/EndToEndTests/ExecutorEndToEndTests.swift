@@ -80,6 +80,53 @@ import Testing
         try await c.eventually(within: .seconds(10), "the allocation is complete") { Self.alloc(c, 0, id)?.clientStatus == "complete" }
     }
 
+    /// `caravan alloc exec -i/-t` through an agent that does not run the allocation (the stream
+    /// is relayed both ways): input in, output and stderr out as written, the exit status, a
+    /// terminal when asked for.
+    @Test func interactiveExecStreamsBothWaysThroughAnyAgent() async throws {
+        let c = try LocalCluster(subnet: 75)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        try c.start(1, join: [0])
+        try await c.eventually(within: .seconds(30), "agent-1 is a node") {
+            guard let r = try? c.cli(0, ["node", "status", "--json"]), r.status == 0,
+                  let nodes = try? JSONDecoder().decode([NodeView].self, from: Data(r.stdout.utf8)) else { return false }
+            return nodes.contains { $0.id == "agent-1" && $0.status == "ready" }
+        }
+        let job = try Self.write("""
+            id: shell
+            constraints: [{attribute: "${attr.unique.hostname}", value: agent-1}]
+            groups:
+              - name: g
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["300"]}, resources: {cpu: 10m, memory: 8Mi}}
+            """, "shell")
+        let run = try c.cli(0, ["job", "run", job])
+        #expect(run.status == 0, "\(run.stdout)\(run.stderr)")
+        let a = try #require(JobEndToEndTests.job(c, 0, "shell")?.allocations.first)
+        #expect(a.node == "agent-1")
+        let id = String(a.id.prefix(8))
+
+        // (The address goes before the command: everything after TASK is the command's.)
+        func exec(_ i: Int, _ args: [String], stdin: String? = nil) throws -> LocalCluster.Output {
+            try LocalCluster.run(["alloc", "exec", "--address", "http://\(c.ip(i)):4680"] + args, stdin: stdin)
+        }
+        let cat = try exec(0, ["-i", id, "t", "cat"], stdin: "hello\nworld\n")
+        #expect(cat.status == 0 && cat.stdout == "hello\nworld\n", "\(cat)")
+        let split = try exec(0, ["-i", id, "t", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        #expect(split.status == 3 && split.stdout == "out\n" && split.stderr == "err\n", "\(split)")
+        let term = try exec(0, ["-t", id, "t", "sh", "-c", "tty; stty size; echo $TERM"])
+        #expect(term.status == 0 && term.stdout.contains("/dev/pts/") && term.stdout.contains("24 80") && term.stdout.contains("xterm"), "\(term)")
+        let shell = try exec(0, ["-t", id, "t", "sh"], stdin: "echo hi-$((1+1))\nexit 5\n")
+        #expect(shell.status == 5 && shell.stdout.contains("hi-2"), "\(shell)")
+        // The same on the agent that runs it.
+        #expect(try exec(1, ["-i", id, "t", "cat"], stdin: "direct\n").stdout == "direct\n")
+        let missing = try exec(0, ["-i", "ffffffff", "t", "cat"])
+        #expect(missing.status != 0 && missing.stderr.contains("no allocation ffffffff"), "\(missing)")
+        let noTask = try exec(0, ["-i", id, "nosuch", "cat"])
+        #expect(noTask.status != 0 && noTask.stderr.contains("no task nosuch"), "\(noTask)")
+    }
+
     @Test func aCrashingTaskRestartsThenFailsAndJobRunSaysWhy() async throws {
         let c = try LocalCluster(subnet: 55)
         try c.start(0, extra: ["--bootstrap-expect", "1"])

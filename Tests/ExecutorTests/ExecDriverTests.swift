@@ -27,6 +27,37 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         #expect(readSmallFile(root + "/alloc/e1/main/local/f") == "hi\n")
     }
 
+    @Test("an interactive command in an exec task gets a terminal inside the container, input and a resize")
+    func interactiveTerminal() async throws {
+        let root = tempDir("exec-tty")
+        let log = ReportLog()
+        let ex = executor(root, log)
+        await ex.sync([assignment("t1", tasks: [shell("main", "exec sleep 60", driver: .exec)])])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "t1")
+        let session = try await ex.interactive(allocation: "t1", task: "main", command: ["sh"], tty: true, rows: 30, columns: 100)
+        session.write(Array("stty size; tty; echo term=$TERM\n".utf8))
+        session.write(Array("exit 7\n".utf8))
+        var out: [UInt8] = []
+        for await (_, bytes) in session.output() { out += bytes }
+        let status = await session.wait()
+        session.finish()
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(status.code == 7, "\(text)")
+        #expect(text.contains("30 100") && text.contains("/dev/pts/0") && text.contains("term=xterm"), "\(text)")
+        // Without a terminal: pipes, stdout and stderr apart, end of input.
+        let piped = try await ex.interactive(allocation: "t1", task: "main", command: ["sh", "-c", "cat; echo e >&2"], tty: false)
+        piped.write(Array("in\n".utf8))
+        piped.closeInput()
+        var got: [ExecSession.Output: [UInt8]] = [:]
+        for await (kind, bytes) in piped.output() { got[kind, default: []] += bytes }
+        #expect(await piped.wait().code == 0)
+        piped.finish()
+        #expect(got[.stdout] == Array("in\n".utf8) && got[.stderr] == Array("e\n".utf8))
+        var stop = assignment("t1", tasks: [shell("main", "exec sleep 60", driver: .exec)])
+        stop.allocation.desiredStatus = .stop
+        await ex.sync([stop])
+    }
+
     @Test("a task over its 32 MiB memory limit is OOM-killed and reported as such")
     func oomKilled() async throws {
         let root = tempDir("oom")
@@ -53,6 +84,16 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         await ex!.sync([a])
         try await log1.wait("running", { $0?.clientStatus == .running }, id: "r1")
         let pid = try #require(await ex!.handle(allocation: "r1", task: "main")).pid
+        // No runc process stays beside the task: the handle is the container's init itself, a
+        // child of this process (the supervisor is a subreaper), running the task's command.
+        let runcs = listDirectory("/proc").filter { p in
+            Int(p) != nil && readSmallFile("/proc/\(p)/comm") == "runc\n"
+                && (readSmallFile("/proc/\(p)/cmdline") ?? "").contains("caravan-r1-main")
+        }
+        #expect(runcs.isEmpty, "runc processes left for the task: \(runcs)")
+        for _ in 0..<250 where readSmallFile("/proc/\(pid)/comm") != "sleep\n" { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(readSmallFile("/proc/\(pid)/comm") == "sleep\n")
+        #expect(ProcessSupervisor.shared.isSubreaper && ProcessSupervisor.children().contains(pid))
         ex = nil
         let log2 = ReportLog()
         let ex2 = executor(root, log2)

@@ -284,6 +284,7 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
                 guard pipe(&fds) == 0 else { continue }  // no O_CLOEXEC, on purpose
                 flag.made.add(1, ordering: .relaxed)
                 close(fds[0]); close(fds[1])
+                sched_yield()
             }
             return nil
         }, arg)
@@ -291,12 +292,18 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         let dir = "/tmp/caravan-fdleak-\(getpid())"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for i in 0..<40 {
+        for i in 0..<20 {
             let spec = SpawnSpec(path: "/bin/sleep", arguments: ["sleep", "30"], environment: [], workingDirectory: dir,
                                  stdoutPath: dir + "/out", stderrPath: dir + "/err")
-            let pid = try await ProcessSupervisor.shared.spawn(spec) { _ in }
+            let ended = ExitLatch()
+            let pid = try await ProcessSupervisor.shared.spawn(spec) { ended.finish($0) }
             defer { kill(pid, SIGKILL) }
-            let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap { Int($0) }.sorted()
+            guard let list = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else {
+                // Say what ended it (a signal from elsewhere, or an exit).
+                Issue.record("spawn \(i): task \(pid) is gone at once: \(await ended.wait().map(\.description) ?? "?")")
+                continue
+            }
+            let fds = list.compactMap { Int($0) }.sorted()
             #expect(fds == [0, 1, 2], "spawn \(i): the task holds \(fds)")
             // Its stdin is /dev/null, its output the files asked for.
             let target = { (fd: Int) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "" }

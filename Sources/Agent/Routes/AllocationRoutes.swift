@@ -14,6 +14,7 @@ struct AllocationRoutes {
 
     func register(on router: Router<BasicRequestContext>) {
         registerExec(on: router)
+        registerInteractiveExec(on: router)
         router.get("/v1/allocation/:id") { request, context in
             try await allocation(context.parameters.get("id") ?? "", request).read.response
         }
@@ -103,6 +104,62 @@ struct AllocationRoutes {
         }
     }
 
+    /// `caravan alloc exec -i [-t]`: a command in a running task, its input and output streamed
+    /// both ways as `ExecFrame`s (see there) until it ends.
+    func registerInteractiveExec(on router: Router<BasicRequestContext>) {
+        router.post("/v1/client/allocation/:id/exec/:task/stream") { request, context in
+            let task = context.parameters.get("task") ?? ""
+            let q = request.uri.queryParameters
+            let command = q.getAll("command").map { String($0) }
+            guard let first = command.first, !first.isEmpty else {
+                throw APIError(.badRequest, "invalid_parameter", "name the command: ?command=PROGRAM&command=ARG…")
+            }
+            let tty = q.get("tty") == "true"
+            guard let rows = UInt16(q.get("rows") ?? "24"), let columns = UInt16(q.get("columns") ?? "80") else {
+                throw APIError(.badRequest, "invalid_parameter", "rows and columns must be terminal sizes (1–65535)")
+            }
+            let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
+            if view.node != agent.config.name { return try await forwardStream(to: view.node, request, duplex: true) }
+            let session: ExecSession
+            do { session = try await agent.executor.interactive(allocation: view.id, task: task, command: command, tty: tty, rows: rows, columns: columns) } catch {
+                throw APIError(.badRequest, "task_not_running", "\(error)")
+            }
+            let body = request.body
+            var headers = HTTPFields()
+            headers[.contentType] = "application/vnd.caravan.exec-stream"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                let input = Task {
+                    var parser = ExecFrame.Parser()
+                    do {
+                        for try await piece in body {
+                            for frame in try parser.feed(Array(buffer: piece)) {
+                                switch frame {
+                                case .stdin(let bytes): session.write(bytes)
+                                case .stdinClosed: session.closeInput()
+                                case .resize(let r, let c): session.resize(rows: r, columns: c)
+                                default: break
+                                }
+                            }
+                        }
+                    } catch {}
+                }
+                defer { input.cancel(); session.finish() }
+                do {
+                    for await (kind, bytes) in session.output() {
+                        try await writer.write(ByteBuffer(bytes: (kind == .stdout ? ExecFrame.stdout(bytes) : .stderr(bytes)).encode()))
+                    }
+                    let status = await session.wait()
+                    try await writer.write(ByteBuffer(bytes: ExecFrame.exited(code: Int32(truncatingIfNeeded: status.code)).encode()))
+                    try await writer.finish(nil)
+                } catch {
+                    // The client went away: so does the command.
+                    session.terminate()
+                    throw error
+                }
+            })
+        }
+    }
+
     /// The allocation by id or unique prefix; 404 when there is none.
     func allocation(_ id: String, _ request: Request) async throws -> (read: ClusterRead, view: AllocationView) {
         let read = try await agent.read(ClusterQuery(kind: .allocation, id: id), request)
@@ -122,16 +179,30 @@ struct AllocationRoutes {
     }
 
     /// The same request, streamed through from the allocation's node as it answers.
-    func forwardStream(to node: String, _ request: Request) async throws -> Response {
+    /// With `duplex`, the request's own body is streamed up to the node as it arrives (an
+    /// interactive exec) while the answer streams back.
+    func forwardStream(to node: String, _ request: Request, duplex: Bool = false) async throws -> Response {
         let client = try await client(for: node)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+        let (upload, pump): (AsyncStream<[UInt8]>?, Task<Void, Never>?) = {
+            guard duplex else { return (nil, nil) }
+            let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+            let body = request.body
+            let pump = Task {
+                do { for try await piece in body { continuation.yield(Array(buffer: piece)) } } catch {}
+                continuation.finish()
+            }
+            return (stream, pump)
+        }()
         let upstream: CaravanClient.Stream
-        do { upstream = try await client.stream(path) } catch {
+        do { upstream = try await client.stream(path, method: duplex ? .POST : .GET, upload: upload) } catch {
+            pump?.cancel()
             if case .api(let status, let code) = error.code { throw APIError(.init(code: status), code, error.message) }
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
         }
         let body = upstream.body
         return Response(status: .ok, headers: Self.relayed(upstream.headers), body: ResponseBody { writer in
+            defer { pump?.cancel() }
             for try await piece in body { try await writer.write(ByteBuffer(bytes: piece)) }
             try await writer.finish(nil)
         })
