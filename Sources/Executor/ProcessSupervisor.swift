@@ -86,7 +86,9 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private let pending = Mutex<[Request]>([])
     private let sweep: UnsafeMutablePointer<uv_timer_t>
     /// Processes whose exit a pidfd watches (they are reaped by that watch).
-    private var watched: Set<Int32> = []
+    /// Updated at once by `watch` (from any thread), so the orphan sweep never reaps a process
+    /// whose watch is still on its way to the loop.
+    private let watched = Mutex<Set<Int32>>([])
     /// Whether orphans among this process's descendants become its children.
     public let isSubreaper: Bool
 
@@ -134,6 +136,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
     /// Watches a process this agent did not start in this run (or no longer knows as a child);
     /// `onExit` is called once when it ends (at once if it is already gone).
     public func watch(pid: Int32, onExit: @escaping @Sendable (ExitStatus) -> Void) {
+        watched.withLock { _ = $0.insert(pid) }
         submit(.watch(pid, onExit))
     }
 
@@ -171,6 +174,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private func reapOrphans() {
         guard isSubreaper else { return }
         let mine = getsid(0)
+        let watched = self.watched.withLock { $0 }
         for pid in Self.children() where !watched.contains(pid) {
             guard let stat = readSmallFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { continue }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
@@ -223,7 +227,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private func startWatch(_ pid: Int32, _ onExit: @escaping ExitHandler) {
         let fd = caravan_pidfd_open(pid)
         guard fd >= 0 else { onExit(.unknown); return }
-        watched.insert(pid)
+        watched.withLock { _ = $0.insert(pid) }
         let poll = UnsafeMutablePointer<uv_poll_t>.allocate(capacity: 1)
         let box = Box(onExit, pid: pid, supervisor: self)
         box.fd = fd
@@ -233,7 +237,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
             guard let p else { return }
             let box = Unmanaged<Box>.fromOpaque(p.pointee.data).takeRetainedValue()
             uv_poll_stop(p)
-            box.supervisor.watched.remove(box.pid)
+            box.supervisor.watched.withLock { _ = $0.remove(box.pid) }
             var code: Int32 = 0, sig: Int32 = 0
             let status = caravan_pidfd_reap(box.fd, &code, &sig) == 0 ? ExitStatus(code: Int(code), signal: Int(sig)) : .unknown
             close(box.fd)

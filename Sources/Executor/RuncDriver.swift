@@ -1,4 +1,5 @@
 import CaravanModel
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -79,13 +80,18 @@ public struct RuncDriver: TaskDriver {
             throw DriverError("runc could not create the container (\(status?.description ?? "no exit status"))\(why.isEmpty ? "" : ": " + why)")
         }
         let start = ProcessIdentity.startTime(of: pid) ?? 0
+        // Watched before it may run (it waits for `runc start`): its exit is held until the start
+        // is known to have worked, and dropped if it did not.
+        let relay = ExitRelay()
+        ProcessSupervisor.shared.watch(pid: pid) { relay.deliver($0) }
         let started = await runHelper(runc, ["--root", stateRoot, "start", id])
         guard started.code == 0 else {
+            relay.drop()
+            kill(pid, SIGKILL)
             _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id])
             throw DriverError("runc could not start the container: \(started.output.split(separator: "\n").joined(separator: "; "))")
         }
-        // Watched from here: an init that has already ended is a zombie child, still reaped with its code.
-        ProcessSupervisor.shared.watch(pid: pid, onExit: ctx.onExit)
+        relay.connect(ctx.onExit)
         return TaskHandle(pid: pid, startTime: start, container: id, bundle: bundle)
     }
 
@@ -204,4 +210,29 @@ public struct RuncDriver: TaskDriver {
         ["destination": .string(destination), "type": "bind", "source": .string(source),
          "options": .strings(readOnly ? ["rbind", "ro", "nosuid", "nodev"] : ["rbind", "rw"])]
     }
+}
+
+/// An exit that may come before anyone is ready for it: held until `connect`, or dropped.
+final class ExitRelay: Sendable {
+    private let state = Mutex<(target: (@Sendable (ExitStatus) -> Void)?, held: ExitStatus?, dropped: Bool)>((nil, nil, false))
+
+    func deliver(_ status: ExitStatus) {
+        let target = state.withLock { s -> (@Sendable (ExitStatus) -> Void)? in
+            if s.dropped { return nil }
+            if s.target == nil { s.held = status }
+            return s.target
+        }
+        target?(status)
+    }
+
+    func connect(_ target: @escaping @Sendable (ExitStatus) -> Void) {
+        let held = state.withLock { s -> ExitStatus? in
+            s.target = target
+            defer { s.held = nil }
+            return s.held
+        }
+        if let held { target(held) }
+    }
+
+    func drop() { state.withLock { $0.dropped = true } }
 }

@@ -293,7 +293,8 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for i in 0..<20 {
-            let spec = SpawnSpec(path: "/bin/sleep", arguments: ["sleep", "30"], environment: [], workingDirectory: dir,
+            // Long enough to be there however long a loaded run takes to get back here.
+            let spec = SpawnSpec(path: "/bin/sleep", arguments: ["sleep", "600"], environment: [], workingDirectory: dir,
                                  stdoutPath: dir + "/out", stderrPath: dir + "/err")
             let ended = ExitLatch()
             let pid = try await ProcessSupervisor.shared.spawn(spec) { ended.finish($0) }
