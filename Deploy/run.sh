@@ -18,6 +18,9 @@ Try:
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
   .build/debug/caravan job status hello; .build/debug/caravan node status
   .build/debug/caravan alloc status <ALLOC>; .build/debug/caravan alloc logs -f <ALLOC>   # from job status hello
+  .build/debug/caravan alloc exec -it <ALLOC> say-hello sh                            # a shell in the task
+  sed 's/hello from/hi from/' Deploy/examples/hello.yaml >/tmp/hello-v2.yaml; .build/debug/caravan job run /tmp/hello-v2.yaml
+  .build/debug/caravan job status hello; .build/debug/caravan job promote hello          # canary, then the rest
   Deploy/registry.sh up; .build/debug/caravan job run Deploy/examples/web.yaml           # containers (as root, runc)
   kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan job status hello   # its instance is replaced
   .build/debug/caravan status                                                       # the leader (another one if agent-1 led)
