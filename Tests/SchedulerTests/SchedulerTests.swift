@@ -243,9 +243,9 @@ import Testing
         #expect(destructive.stops.count == 1 && destructive.placements.count == 1, "update.maxParallel = 1 replaces one at a time")
     }
 
-    @Test func aRollingUpdateWaitsForEachReplacementToBeHealthyForMinHealthyTime() throws {
-        let s = Self.scheduler()
-        let nodes = [Self.node("n0"), Self.node("n1")]
+    /// Three running instances of version 0, and a version 1 that runs something else under an
+    /// update policy (maxParallel 1, minHealthyTime 10 s, `canary` canaries).
+    static func updateScenario(_ s: Scheduler, nodes: [Node], canary: Int = 0) -> (allocs: [Allocation], index: UInt64, v0: Job, v1: Job) {
         var allocs: [Allocation] = []
         var index: UInt64 = 0
         let v0 = Self.job(count: 3)
@@ -256,8 +256,18 @@ import Testing
         v1.groups[0].tasks[0].config.args = ["--v1"]
         var u = UpdateStrategy()
         u.maxParallel = 1
+        u.canary = canary
         u.minHealthyTime = .seconds(10)
         v1.update = u
+        return (allocs, index, v0, v1)
+    }
+
+    @Test func aRollingUpdateWaitsForEachReplacementToBeHealthyForMinHealthyTime() throws {
+        let s = Self.scheduler()
+        let nodes = [Self.node("n0"), Self.node("n1")]
+        let scenario = Self.updateScenario(s, nodes: nodes)
+        var (allocs, index) = (scenario.allocs, scenario.index)
+        let (v0, v1) = (scenario.v0, scenario.v1)
         func pass(now: Int64) -> Plan {
             s.schedule(SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0], now: now))
         }
@@ -286,19 +296,9 @@ import Testing
     @Test func canariesRunBesideTheOldInstancesUntilPromotedThenTheRestRollsOver() throws {
         let s = Self.scheduler()
         let nodes = [Self.node("n0"), Self.node("n1")]
-        var allocs: [Allocation] = []
-        var index: UInt64 = 0
-        let v0 = Self.job(count: 3)
-        var first = s.schedule(SchedulerInput(job: v0, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: allocs))
-        for i in first.placements.indices { first.placements[i].clientStatus = .running }
-        Self.apply(first, to: &allocs, index: &index)
-        var v1 = Self.job(count: 3)
-        v1.groups[0].tasks[0].config.args = ["--v1"]
-        var u = UpdateStrategy()
-        u.maxParallel = 1
-        u.canary = 1
-        u.minHealthyTime = .seconds(10)
-        v1.update = u
+        let scenario = Self.updateScenario(s, nodes: nodes, canary: 1)
+        var (allocs, index) = (scenario.allocs, scenario.index)
+        let (v0, v1) = (scenario.v0, scenario.v1)
         func pass(promoted: Bool, now: Int64 = 100_000) -> Plan {
             var input = SchedulerInput(job: v1, jobVersion: 1, jobStopped: false, nodes: nodes, allocations: allocs, previousVersions: [0: v0], now: now)
             input.promoted = promoted
