@@ -31,6 +31,7 @@ public final class ExecSession: Sendable {
     private let outputs: [(Output, Int32)]
     private let exit: ExitLatch
     private let inputOpen = Atomic<Bool>(true)
+    private let reading = Atomic<Bool>(false)
     private let writer = DispatchQueue(label: "caravan.exec.input")
 
     private init(pid: Int32, tty: Bool, input: Int32, outputs: [(Output, Int32)], exit: ExitLatch) {
@@ -79,9 +80,20 @@ public final class ExecSession: Sendable {
         return ExecSession(pid: pid, tty: false, input: fds[1], outputs: [(.stdout, fds[2]), (.stderr, fds[4])], exit: exit)
     }
 
-    /// Everything the command writes, as it comes, until it (and whatever holds its output) is done.
+    /// Everything the command writes, as it comes, until it (and whatever holds its output) is
+    /// done — with an empty stdout chunk every 5 s as a heartbeat.
     public func output() -> AsyncStream<(Output, [UInt8])> {
+        reading.store(true, ordering: .releasing)
         let (stream, continuation) = AsyncStream<(Output, [UInt8])>.makeStream()
+        // An empty chunk every 5 s while the command runs: writing it is how a client that went
+        // away is noticed when the command itself is quiet.
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                if !Task.isCancelled { continuation.yield((.stdout, [])) }
+            }
+        }
+        continuation.onTermination = { _ in heartbeat.cancel() }
         let open = Atomic<Int>(outputs.count)
         for (kind, fd) in outputs {
             DispatchQueue.global().async {
@@ -93,7 +105,9 @@ public final class ExecSession: Sendable {
                     guard n > 0 else { break }
                     continuation.yield((kind, Array(buffer.prefix(n))))
                 }
-                if !self.tty { close(fd) }
+                // A pipe is this reader's to close; a terminal is closed on the writer's queue
+                // (it is also the input), never while a write may be using it.
+                if self.tty { self.closeInputNow() } else { close(fd) }
                 if open.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { continuation.finish() }
             }
         }
@@ -122,12 +136,12 @@ public final class ExecSession: Sendable {
                 if self.inputOpen.load(ordering: .acquiring) { _ = Glibc.write(self.input, &eof, 1) }
                 return
             }
-            if self.inputOpen.exchange(false, ordering: .acquiringAndReleasing) { close(self.input) }
+            self.closeInputNow()
         }
     }
 
     public func resize(rows: UInt16, columns: UInt16) {
-        guard tty, rows > 0, columns > 0 else { return }
+        guard tty, rows > 0, columns > 0, inputOpen.load(ordering: .acquiring) else { return }
         _ = caravan_set_winsize(input, rows, columns)
     }
 
@@ -142,8 +156,14 @@ public final class ExecSession: Sendable {
         DispatchQueue.global().asyncAfter(deadline: .now() + 2) { kill(-pid, SIGKILL); kill(pid, SIGKILL) }
     }
 
-    /// Closes the terminal or the input once the session is over.
+    /// Closes the input once the session is over. A terminal being read stays open until its
+    /// reader sees it end (no process left on it: after `terminate`, within 2 s), so a read never
+    /// meets a descriptor number reused meanwhile.
     public func finish() {
+        if !tty || !reading.load(ordering: .acquiring) { closeInputNow() }
+    }
+
+    private func closeInputNow() {
         writer.async {
             if self.inputOpen.exchange(false, ordering: .acquiringAndReleasing) { close(self.input) }
         }

@@ -141,7 +141,10 @@ struct AllocationRoutes {
                                 }
                             }
                         }
-                    } catch {}
+                    } catch {
+                        // The client's side broke off (or sent garbage): the command goes.
+                        if !Task.isCancelled { session.terminate() }
+                    }
                 }
                 defer { input.cancel(); session.finish() }
                 do {
