@@ -52,7 +52,7 @@ public final class ExecSession: Sendable {
             let rc = caravan_openpty(&master, &name, name.count)
             guard rc == 0 else { throw DriverError("cannot open a terminal: \(String(cString: strerror(-rc)))") }
             _ = caravan_set_winsize(master, rows, columns)
-            spec.terminal = String(cString: name)
+            spec.terminal = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let pid: Int32
             do { pid = try await ProcessSupervisor.shared.spawn(spec) { exit.finish($0) } } catch {
                 close(master)
