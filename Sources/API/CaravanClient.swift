@@ -86,29 +86,14 @@ public struct CaravanClient: Sendable {
 
     /// Sends one request and returns the raw response, whatever its status.
     public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws(ClientError) -> Response {
-        let address: SocketAddress
-        do {
-            address = try SocketAddress(ipAddress: host, port: port)
-        } catch {
-            throw ClientError(.badAddress, "\(host) is not an IP address")
-        }
+        let address = try socketAddress()
         let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Response.self)
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "Host", value: "\(host):\(port)")
-        head.headers.add(name: "Connection", value: "close")
+        var head = requestHead(method, path)
         head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
         if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
         let timeout = self.timeout
         do {
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
-                .channelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
-                        try ch.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
-                    }
-                }
-                .connect(to: address).get()
+            let channel = try await connect(to: address, ResponseCollector(promise: promise))
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if let body {
                 var buf = channel.allocator.buffer(capacity: body.count)
@@ -129,8 +114,40 @@ public struct CaravanClient: Sendable {
             throw e
         } catch {
             promise.fail(error)
-            throw ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
+            throw unreachable(error)
         }
+    }
+
+    /// The agent's address as a socket address.
+    func socketAddress() throws(ClientError) -> SocketAddress {
+        do { return try SocketAddress(ipAddress: host, port: port) } catch {
+            throw ClientError(.badAddress, "\(host) is not an IP address")
+        }
+    }
+
+    /// The head every request starts with (one request per connection).
+    func requestHead(_ method: HTTPMethod, _ path: String) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        head.headers.add(name: "Connection", value: "close")
+        return head
+    }
+
+    /// A connection to the agent speaking HTTP/1.1, its answer going to `handler`.
+    func connect(to address: SocketAddress, _ handler: some ChannelInboundHandler & Sendable) async throws -> any Channel {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                    try ch.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .connect(to: address).get()
+    }
+
+    func unreachable(_ error: any Error) -> ClientError {
+        ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
     }
 
     /// A response whose body arrives as it is written (`?follow=true` logs): the status and
@@ -150,30 +167,15 @@ public struct CaravanClient: Sendable {
     /// A request whose answer is read as it comes; with `upload`, the request body is sent as it
     /// comes too (chunked), while the answer streams back.
     public func stream(_ path: String, method: HTTPMethod = .GET, upload: AsyncStream<[UInt8]>? = nil) async throws(ClientError) -> Stream {
-        let address: SocketAddress
-        do { address = try SocketAddress(ipAddress: host, port: port) } catch {
-            throw ClientError(.badAddress, "\(host) is not an IP address")
-        }
+        let address = try socketAddress()
         let (body, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
         let head = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: (Int, [(String, String)]).self)
-        var request = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        request.headers.add(name: "Host", value: "\(host):\(port)")
-        request.headers.add(name: "Connection", value: "close")
+        var request = requestHead(method, path)
         if upload != nil { request.headers.add(name: "Transfer-Encoding", value: "chunked") }
         let channel: any Channel
-        do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(.seconds(5))
-                .channelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
-                        try ch.pipeline.syncOperations.addHandler(StreamingCollector(head: head, body: continuation))
-                    }
-                }
-                .connect(to: address).get()
-        } catch {
+        do { channel = try await connect(to: address, StreamingCollector(head: head, body: continuation)) } catch {
             head.fail(error)
-            throw ClientError(.unreachable, "cannot reach the agent at \(baseURL): \(Self.describe(error)) (is `caravan agent` running there?)")
+            throw unreachable(error)
         }
         channel.writeAndFlush(HTTPClientRequestPart.head(request), promise: nil)
         if let upload {
