@@ -27,7 +27,7 @@ public struct EvaluationView: Codable, Sendable, Equatable {
     public var namespace: String
     public var jobID: String
     public var priority: Int
-    /// job-register, job-deregister, node-update, node-drain, alloc-failure, alloc-update, scheduled, reconcile, periodic-job, queued-allocs.
+    /// job-register, job-deregister, node-update, node-drain, alloc-failure, alloc-update, scheduled, reconcile, rolling-update, periodic-job, queued-allocs.
     public var triggeredBy: String
     /// pending, blocked (some instances could not be placed), complete, failed, canceled.
     public var status: String

@@ -261,28 +261,50 @@ struct ClusterLeader: Service {
                 return now - seen > deadline
             }
             let failed = mine.contains { $0.clientStatus == .failed }
-            if u.autoRevert, failed || overdue,
+            // Canaries waiting for a promotion wait for a person, not for progress.
+            var waiting: [TaskGroup] = []
+            if u.canary > 0 && !rec.promoted {
+                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
+                let input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: false, nodes: [], allocations: [], previousVersions: previous)
+                waiting = rec.job.groups.filter { g in Scheduler.awaitingPromotion(rec.job, g, current.filter { $0.group == g.name }, input) }
+            }
+            // A rollout (older instances still live) makes progress when an instance of the new
+            // version becomes healthy; none within `progressDeadline` of the last (or of the
+            // version's first instance reaching its node) and it has stalled.
+            let stalled = waiting.isEmpty && current.contains { $0.jobVersion < rec.version && $0.isLive }
+                && Self.lastProgress(mine).map { now - $0 > Int64(u.progressDeadline / .milliseconds(1)) } == true
+            if u.autoRevert, failed || overdue || stalled,
                let target = (state.versions[key] ?? []).first(where: { $0.stable && $0.version < rec.version && $0.text != rec.text }) {
-                let why = failed ? "has a failed instance" : "has an instance not healthy within \(Units.text(u.healthyDeadline))"
+                let why = failed ? "has a failed instance"
+                    : overdue ? "has an instance not healthy within \(Units.text(u.healthyDeadline))"
+                    : "made no progress within \(Units.text(u.progressDeadline))"
                 out.append((.registerJob(text: target.text),
                             "auto-revert: job \(key.id) version \(rec.version) \(why); registering stable version \(target.version) again"))
                 continue
             }
-            if u.canary > 0 && !rec.promoted {
-                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-                let input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: false, nodes: [], allocations: [], previousVersions: previous)
-                let waiting = rec.job.groups.filter { g in Scheduler.awaitingPromotion(rec.job, g, current.filter { $0.group == g.name }, input) }
-                if !waiting.isEmpty {
-                    let healthy = waiting.allSatisfy { g in
-                        current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count
-                            >= min(u.canary, g.count)
-                    }
-                    if u.autoPromote && healthy {
-                        out.append((.promote(namespace: key.namespace, id: key.id, version: rec.version),
-                                    "auto-promote: the canaries of job \(key.id) version \(rec.version) are healthy"))
-                    }
-                    continue
+            if stalled {
+                // Said once, as a failed evaluation of the job (`caravan eval list`).
+                let id = Evaluation.id(at: UInt64.max - UInt64(rec.version), for: key)
+                if state.evaluations[id] == nil {
+                    var e = Evaluation(id: id, jobID: key.id, priority: rec.job.priority, triggeredBy: .rollingUpdate)
+                    e.namespace = key.namespace
+                    e.status = .failed
+                    e.statusDescription = "the rollout of version \(rec.version) made no progress within \(Units.text(u.progressDeadline)) "
+                        + "(no new instance became healthy); fix the job and run it again, or caravan job revert \(key.id) VERSION"
+                    out.append((.upsertEvaluations([e]), "job \(key.id) version \(rec.version): rollout stalled"))
                 }
+                continue
+            }
+            if !waiting.isEmpty {
+                let healthy = waiting.allSatisfy { g in
+                    current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count
+                        >= min(u.canary, g.count)
+                }
+                if u.autoPromote && healthy {
+                    out.append((.promote(namespace: key.namespace, id: key.id, version: rec.version),
+                                "auto-promote: the canaries of job \(key.id) version \(rec.version) are healthy"))
+                }
+                continue
             }
             let settled = rec.job.groups.allSatisfy { g in
                 current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count >= g.count
@@ -293,6 +315,15 @@ struct ClusterLeader: Service {
             }
         }
         return out
+    }
+
+    /// When a rollout last moved: the latest start of a healthy instance of the version, or the
+    /// first of its instances reaching its node (Unix ms); nil before any has.
+    static func lastProgress(_ mine: [Allocation]) -> Int64? {
+        let arrived = mine.compactMap { $0.taskStates.values.flatMap(\.events).map(\.time).min() }.min()
+        let healthy = mine.filter(\.isHealthy).compactMap { $0.taskStates.values.map(\.startedAt).max() }.max()
+        let last = max(arrived ?? 0, healthy ?? 0)
+        return last > 0 ? last : nil
     }
 
     // MARK: - Periodic jobs

@@ -131,7 +131,7 @@ public struct Evaluation: Sendable, Equatable {
     public enum Trigger: String, Sendable, CaseIterable {
         case jobRegister = "job-register", jobDeregister = "job-deregister", nodeUpdate = "node-update",
              nodeDrain = "node-drain", allocFailure = "alloc-failure", periodic = "periodic-job", queued = "queued-allocs",
-             allocUpdate = "alloc-update", scheduled = "scheduled", reconcile = "reconcile"
+             allocUpdate = "alloc-update", scheduled = "scheduled", reconcile = "reconcile", rollingUpdate = "rolling-update"
     }
 
     public var id: String

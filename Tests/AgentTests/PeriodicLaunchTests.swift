@@ -77,6 +77,54 @@ import Testing
         #expect(ClusterLeader.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
     }
 
+    @Test func aRolloutWithoutProgressWithinProgressDeadlineIsRevertedOrSaidToHaveStalled() throws {
+        func job(_ command: String, autoRevert: Bool) -> String {
+            """
+            id: web
+            update: {maxParallel: 1, minHealthyTime: 10s, progressDeadline: 1m, autoRevert: \(autoRevert)}
+            groups:
+              - name: g
+                count: 2
+                tasks: [{name: t, driver: raw_exec, config: {command: \(command)}, resources: {cpu: 10m, memory: 8Mi}}]
+            """
+        }
+        for autoRevert in [false, true] {
+            var c = JobPlanGoldenTests.Cluster()
+            c.node("n1", cpu: 4000, memory: 4096)
+            try c.run(job("/bin/v0", autoRevert: autoRevert))
+            var running = TaskState(state: .running)
+            running.startedAt = 1_000_000
+            let key = ClusterState.JobKey("default", "web")
+            let v0 = c.state.allocations(ofJob: key)
+            c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
+            for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
+            // Version 1: its first instance gets healthy, then nothing more happens (the next is
+            // never placed) while one old instance still runs.
+            c.apply(.registerJob(text: JobFile.render(try JobFile.parse(job("/bin/v1", autoRevert: autoRevert)))))
+            var old = v0[0]
+            old.desiredStatus = .stop
+            var first = Allocation(id: "n1", jobID: "web", jobVersion: 1, group: "g", name: "web.g[0]", nodeID: "n1", cpuMillicores: 10, memoryMiB: 8, diskMiB: 300)
+            first.createIndex = c.index
+            c.apply(.applyPlan(allocations: [old, first], evaluations: []))
+            var t = TaskState(state: .running)
+            t.record(TaskEvent(time: 1_999_000, type: "Received", message: ""))
+            t.startedAt = 2_000_000
+            c.apply(.clientUpdate([.init(allocationID: "n1", clientStatus: .running, description: "", taskStates: ["t": t])]))
+            #expect(ClusterLeader.rolloutActions(c.state, now: 2_059_000).isEmpty, "within its progress deadline")
+            let late = ClusterLeader.rolloutActions(c.state, now: 2_061_000)
+            #expect(late.count == 1, "\(late.map(\.1))")
+            if autoRevert {
+                #expect(late.first?.1.contains("made no progress within 1m") == true, "\(late.map(\.1))")
+                guard case .registerJob? = late.first?.0 else { Issue.record("expected a revert, got \(late.map(\.1))"); continue }
+            } else {
+                guard case .upsertEvaluations(let evals)? = late.first?.0, let e = evals.first else { Issue.record("expected an evaluation, got \(late.map(\.1))"); continue }
+                #expect(e.status == .failed && e.triggeredBy == .rollingUpdate && e.statusDescription.contains("made no progress within 1m"))
+                c.apply(.upsertEvaluations(evals))
+                #expect(ClusterLeader.rolloutActions(c.state, now: 2_100_000).isEmpty, "said once")
+            }
+        }
+    }
+
     @Test func anInstanceNotHealthyWithinHealthyDeadlineIsRevertedToo() throws {
         var c = JobPlanGoldenTests.Cluster()
         c.node("n1", cpu: 4000, memory: 4096)
