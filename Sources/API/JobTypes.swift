@@ -211,6 +211,8 @@ public struct JobStatusView: Codable, Sendable, Equatable {
     public var modifyIndex: UInt64
     /// The current version has canaries and waits to be promoted (`caravan job promote`).
     public var awaitingPromotion: Bool = false
+    /// Why the job's newest evaluation failed (a stalled rollout, an evaluation given up), if it did.
+    public var failedEvaluation: String?
     public init(id: String, namespace: String, type: String, priority: Int, status: String, version: Int, stopped: Bool,
                 groups: [GroupSummaryView], allocations: [AllocationView], placementFailures: [String], modifyIndex: UInt64, awaitingPromotion: Bool = false) {
         self.id = id

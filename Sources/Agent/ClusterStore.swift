@@ -252,11 +252,13 @@ enum ClusterViews {
         // The newest evaluation (several may change in one entry: then the one created last).
         let latestEval = s.evaluations(ofJob: key)
             .max { ($0.modifyIndex, $0.createIndex, $0.id) < ($1.modifyIndex, $1.createIndex, $1.id) }
-        return JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
+        var v = JobStatusView(id: key.id, namespace: key.namespace, type: rec.job.type.rawValue, priority: rec.job.priority,
                              status: status, version: rec.version, stopped: rec.stopped, groups: groups,
                              allocations: withAllocations ? allocs.map { allocation($0, rescheduleAt: rescheduleAt($0, s, replaced: replaced)) } : [],
                              placementFailures: latestEval.map { $0.failedPlacements.sorted { $0.key < $1.key }.map(\.value) } ?? [],
                              modifyIndex: rec.modifyIndex, awaitingPromotion: awaiting)
+        v.failedEvaluation = latestEval.flatMap { $0.status == .failed ? $0.statusDescription : nil }
+        return v
     }
 
     static func node(_ n: Node, _ s: ClusterState) -> NodeView {

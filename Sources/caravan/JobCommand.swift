@@ -181,6 +181,7 @@ struct JobCommand: AsyncParsableCommand {
             printTable(["GROUP", "DESIRED", "PLACED", "PENDING", "RUNNING", "COMPLETE", "FAILED", "LOST"], st.groups.map {
                 [$0.name, "\($0.desired)", "\($0.placed)", "\($0.pending)", "\($0.running)", "\($0.complete)", "\($0.failed)", "\($0.lost)"]
             })
+            if let why = st.failedEvaluation { print("\nLatest evaluation failed: \(why)") }
             if st.awaitingPromotion {
                 let c = st.groups.reduce(0) { $0 + $1.canaries }, h = st.groups.reduce(0) { $0 + $1.canariesHealthy }
                 print("\nVersion \(st.version) awaits promotion: \(c) canar\(c == 1 ? "y" : "ies") placed, \(h) healthy — `caravan job promote \(st.id)` replaces the rest")

@@ -101,8 +101,12 @@ import Testing
             ("Variable", VariableView(path: "p", value: "v", createIndex: 1, modifyIndex: 1)),
             ("JobRegister", JobRegisterView(id: "j", namespace: "default", index: 1, version: 0, jobModifyIndex: 1, evaluationID: "e")),
             ("GroupSummary", GroupSummaryView(name: "g", desired: 1, placed: 1, pending: 0, running: 1, complete: 0, failed: 0, lost: 0)),
-            ("JobStatus", JobStatusView(id: "j", namespace: "default", type: "service", priority: 50, status: "running", version: 0, stopped: false,
-                                        groups: [], allocations: [alloc], placementFailures: [], modifyIndex: 1)),
+            ("JobStatus", { () -> JobStatusView in
+                var v = JobStatusView(id: "j", namespace: "default", type: "service", priority: 50, status: "running", version: 0, stopped: false,
+                                      groups: [], allocations: [alloc], placementFailures: [], modifyIndex: 1)
+                v.failedEvaluation = "stalled"  // optional: sent when set
+                return v
+            }()),
             ("JobVersion", JobVersionView(version: 0, stopped: false, modifyIndex: 1, job: "{}")),
             ("JobPlan", JobPlanView(id: "j", version: 0, placements: [], stops: [], inPlace: [], failures: [])),
             ("PlanChange", JobPlanView.Change(name: "a", node: "n", reason: "new")),

@@ -121,6 +121,8 @@ import Testing
                 #expect(e.status == .failed && e.triggeredBy == .rollingUpdate && e.statusDescription.contains("made no progress within 1m"))
                 c.apply(.upsertEvaluations(evals))
                 #expect(ClusterLeader.rolloutActions(c.state, now: 2_100_000).isEmpty, "said once")
+                #expect(ClusterViews.jobStatus(key, c.state, withAllocations: false).failedEvaluation?.contains("made no progress") == true,
+                        "job status says so")
             }
         }
     }
