@@ -10,8 +10,8 @@ import Scheduler
 ///   instance failed, `node-update` when one was lost, `alloc-update` otherwise);
 /// - a node that changed (joined, died, drained, toggled eligibility) gets one for each job with
 ///   instances on it and for every system job (`node-update`, `node-drain`);
-/// - capacity that grew on any node (a node joined, an allocation stopped) wakes the blocked
-///   evaluations (`unblock`);
+/// - capacity that grew on any node (a node joined, an allocation stopped), or a schedulable
+///   node that changed (attributes, drivers, tags), wakes the blocked evaluations (`unblock`);
 /// - a job asked to be looked at again at a time (a delayed reschedule, a rolling update
 ///   waiting for `minHealthyTime`) gets one then (`scheduled`);
 /// - on the first pass after winning an election, and once a minute after, every job gets one
@@ -102,13 +102,17 @@ struct EvalFeed {
                 nowFree[id] = [n.cpuMillicores - u[0], n.memoryMiB - u[1], n.diskMiB - u[2]]
             }
         }
+        var schedulableChanged = false
         for id in Set(nodeMarks.keys).union(nodes.keys).sorted() where nodeMarks[id] != nodes[id] {
             let trigger: Evaluation.Trigger = state.nodes[id]?.draining == true ? .nodeDrain : .nodeUpdate
             for key in (onNode[id] ?? []).sorted() { add(key, trigger, node: id) }
             for key in system { add(key, trigger, node: id) }
+            // A schedulable node that changed (new attributes, drivers, tags) may now satisfy
+            // what a blocked job asks for.
+            if nowFree[id] != nil { schedulableChanged = true }
         }
         nodes = nodeMarks
-        out.unblock = nowFree.contains { id, f in
+        out.unblock = schedulableChanged || nowFree.contains { id, f in
             guard let before = free[id] else { return true }
             return zip(f, before).contains { $0 > $1 }
         }

@@ -98,6 +98,10 @@ import Testing
         #expect(!f.next(c.state).unblock)
         c.apply(.nodeEligibility(id: "n1", eligibility: .eligible))
         #expect(f.next(c.state).unblock, "eligible again")
+        #expect(!f.next(c.state).unblock)
+        // New tags on a node may be what a blocked job's constraint wants.
+        c.node("n1", cpu: 4000, memory: 1024, meta: ["zone": "b"])
+        #expect(f.next(c.state).unblock, "a schedulable node changed")
     }
 
     /// The broker and the feed together, driving the scheduler the way the leader does: a job
