@@ -82,7 +82,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan", dependencies: [
-            "Agent", "API", "Keyring", "CaravanModel", "CUV",
+            "Agent", "API", "Keyring", "CaravanModel", "CUV", "Executor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

@@ -4,10 +4,14 @@
 #   Deploy/registry.sh up [ADDR [DIR]]   start docker-registry on ADDR (default 127.0.0.1:5000),
 #                                        storing under DIR (default run/registry), and push
 #                                        ADDR/busybox:1.36 built from Debian's busybox-static
-#   Deploy/registry.sh tls ADDR [DIR]    also serve DIR's images over HTTPS on ADDR, with a new
+#   Deploy/registry.sh tls ADDR [DIR] [client-auth]
+#                                        also serve DIR's images over HTTPS on ADDR, with a new
 #                                        CA (DIR/tls/ca.pem) and a certificate for ADDR's host
 #                                        (pull with: caravan agent --registry-ca ADDR=DIR/tls/ca.pem);
-#                                        DIR/tls/other-ca.pem is a CA that did not sign it
+#                                        DIR/tls/other-ca.pem is a CA that did not sign it. With
+#                                        client-auth, clients must show a certificate of that CA:
+#                                        DIR/tls/client.pem, DIR/tls/client.key
+#                                        (--registry-client-cert ADDR=client.pem,client.key)
 #   Deploy/registry.sh down [DIR]        stop them
 #
 # Needs docker-registry, umoci, skopeo and busybox-static (Deploy/install-deps.sh --test).
@@ -90,27 +94,42 @@ tls)
     openssl x509 -req -in "$t/req.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 7 \
       -extfile "$t/ext.cnf" -out "$t/cert.pem" 2>/dev/null
   fi
-  cat >"$t/config.yml" <<CFG
+  if [[ ! -f "$t/client.pem" ]]; then
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=caravan test client" \
+      -keyout "$t/client.key" -out "$t/client.csr" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' >"$t/client-ext.cnf"
+    openssl x509 -req -in "$t/client.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 7 \
+      -extfile "$t/client-ext.cnf" -out "$t/client.pem" 2>/dev/null
+  fi
+  clientcas=""
+  name=tls
+  curlauth=()
+  if [[ "${4:-}" == "client-auth" ]]; then
+    clientcas=", clientcas: [$t/ca.pem]"
+    name=mtls
+    curlauth=(--cert "$t/client.pem" --key "$t/client.key")
+  fi
+  cat >"$t/config-$name.yml" <<CFG
 version: 0.1
 log: {level: warn}
 storage: {filesystem: {rootdirectory: $dir/storage}}
-http: {addr: $addr, tls: {certificate: $t/cert.pem, key: $t/key.pem}}
+http: {addr: $addr, tls: {certificate: $t/cert.pem, key: $t/key.pem$clientcas}}
 CFG
-  if ! curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null 2>&1; then
+  if ! curl -fsS --cacert "$t/ca.pem" "${curlauth[@]}" "https://$addr/v2/" >/dev/null 2>&1; then
     (
       for fd in $(ls /proc/$BASHPID/fd); do ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null; done
-      exec docker-registry serve "$t/config.yml" </dev/null >"$t/registry.log" 2>&1
+      exec docker-registry serve "$t/config-$name.yml" </dev/null >"$t/registry-$name.log" 2>&1
     ) &
-    echo $! >"$dir/registry-tls.pid"
-    for _ in $(seq 100); do curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-    curl -fsS --cacert "$t/ca.pem" "https://$addr/v2/" >/dev/null || { echo "error: the TLS registry did not start on $addr (see $t/registry.log)" >&2; exit 1; }
+    echo $! >"$dir/registry-$name.pid"
+    for _ in $(seq 100); do curl -fsS --cacert "$t/ca.pem" "${curlauth[@]}" "https://$addr/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS --cacert "$t/ca.pem" "${curlauth[@]}" "https://$addr/v2/" >/dev/null || { echo "error: the TLS registry did not start on $addr (see $t/registry-$name.log)" >&2; exit 1; }
   fi
-  echo "registry on https://$addr (CA: $t/ca.pem)"
+  echo "registry on https://$addr (CA: $t/ca.pem${clientcas:+; client certificate: $t/client.pem})"
   ;;
 down)
-  for f in registry.pid registry-tls.pid; do
+  for f in registry.pid registry-tls.pid registry-mtls.pid; do
     if [[ -f "$dir/$f" ]]; then kill "$(cat "$dir/$f")" 2>/dev/null || true; rm -f "$dir/$f"; fi
   done
   ;;
-*) echo "usage: $0 up [ADDR [DIR]] | tls ADDR [DIR] | down [DIR]" >&2; exit 2 ;;
+*) echo "usage: $0 up [ADDR [DIR]] | tls ADDR [DIR] [client-auth] | down [DIR]" >&2; exit 2 ;;
 esac

@@ -65,7 +65,7 @@ public final class Agent: Sendable {
         let keyring = try loadKeyring(config, logger: logger)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
         let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries,
-                                registryCAs: config.registryCAs)
+                                registryCAs: config.registryCAs, registryClientCertificates: config.registryClientCertificates)
         let drivers = makeDrivers(config, images: images)
         var metadata = NodeMetadata(role: "agent", version: config.version, capacity: capacity,
                                     free: ResourcesView(cpuMillicores: capacity.cpuMillicores, memoryMiB: capacity.memoryMiB,

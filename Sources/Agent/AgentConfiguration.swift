@@ -1,3 +1,4 @@
+import Executor
 import Gossip
 import Keyring
 
@@ -21,6 +22,8 @@ public struct AgentConfiguration: Sendable {
     public var insecureRegistries: [String] = []
     /// Registry "HOST:PORT" → PEM CA file trusted for it (HTTPS even on loopback).
     public var registryCAs: [String: String] = [:]
+    /// Registry "HOST:PORT" → the client certificate it asks for (mutual TLS).
+    public var registryClientCertificates: [String: RegistryClientCertificate] = [:]
     public var gossip: Settings = .lan
     public var version = CaravanVersion.current
     /// How many agents bootstrap the Raft group together (1 in `--dev`).

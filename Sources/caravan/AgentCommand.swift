@@ -1,4 +1,5 @@
 import Agent
+import Executor
 import ArgumentParser
 import FoundationEssentials
 #if canImport(Glibc)
@@ -33,6 +34,8 @@ struct AgentCommand: AsyncParsableCommand {
     var insecureRegistry: [String] = []
     @Option(name: .customLong("registry-ca"), help: "HOST:PORT=FILE: a PEM CA file the container driver trusts for that registry (besides the system's roots); such a registry is spoken to over HTTPS even on loopback. Repeatable.")
     var registryCA: [String] = []
+    @Option(name: .customLong("registry-client-cert"), help: "HOST:PORT=CERT,KEY: PEM files of the client certificate that registry asks for (mutual TLS). Repeatable.")
+    var registryClientCert: [String] = []
     @Option(help: "Gossip timings: lan (default) or local.") var gossipProfile: String?
     @Option(help: "HTTP API port (default 4680).") var httpPort: Int?
     @Option(help: "Gossip port, UDP and TCP (default 4682).") var gossipPort: Int?
@@ -161,6 +164,19 @@ struct AgentCommand: AsyncParsableCommand {
                 throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT")
             }
             config.insecureRegistries.append(r)
+        }
+        let clientCerts = try self.registryClientCert.isEmpty ? file?.map("registryClientCerts") ?? [:] : Dictionary(try self.registryClientCert.map { r in
+            let parts = r.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw CLIError.usage("--registry-client-cert: \"\(r)\" is not HOST:PORT=CERT,KEY") }
+            return (parts[0], parts[1])
+        }, uniquingKeysWith: { _, b in b })
+        for (r, files) in clientCerts.sorted(by: { $0.key < $1.key }) {
+            let pair = files.split(separator: ",", maxSplits: 1).map(String.init)
+            guard r.contains(":"), pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty else {
+                throw CLIError.usage("--registry-client-cert: \"\(r)=\(files)\" is not HOST:PORT=CERT,KEY")
+            }
+            for f in pair where access(f, R_OK) != 0 { throw CLIError.usage("--registry-client-cert: cannot read \(f) for \(r)") }
+            config.registryClientCertificates[r] = RegistryClientCertificate(certificate: pair[0], key: pair[1])
         }
         for (r, file) in registryCAs.sorted(by: { $0.key < $1.key }) {
             guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {

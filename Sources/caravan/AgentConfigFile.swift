@@ -12,7 +12,7 @@ import FoundationEssentials
 /// tags: {zone: a}
 /// ```
 struct AgentConfigFile {
-    static let keys = ["name", "bind", "advertise", "join", "dataDir", "encrypt", "keyringFile", "tags", "insecureRegistries", "registryCAs",
+    static let keys = ["name", "bind", "advertise", "join", "dataDir", "encrypt", "keyringFile", "tags", "insecureRegistries", "registryCAs", "registryClientCerts",
                        "gossipProfile", "ports", "bootstrapExpect", "raftVoters", "raftDeadGrace", "raftElectionMs", "logLevel"]
 
     var values: [String: DocumentNode] = [:]

@@ -32,7 +32,7 @@ final class RegistryFixture: @unchecked Sendable {
         problem = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: errPath)
         atexit {
-            for file in ["registry.pid", "registry-tls.pid"] {
+            for file in ["registry.pid", "registry-tls.pid", "registry-mtls.pid"] {
                 if let pid = (try? String(contentsOfFile: registryFixtureDir + "/" + file, encoding: .utf8)).flatMap({ Int32($0.filter(\.isNumber)) }) {
                     kill(pid, SIGTERM)
                 }
@@ -42,28 +42,29 @@ final class RegistryFixture: @unchecked Sendable {
     }
 
     /// The same images over HTTPS (Deploy/registry.sh tls), started on first use; nil if it
-    /// cannot start (`tlsProblem` says why).
-    private let tls = Mutex<(address: String?, problem: String)?>(nil)
-    var tlsProblem: String { tls.withLock { $0?.problem ?? "" } }
+    /// cannot start (`tlsProblem` says why). With `clientAuth`, a second one that also asks for
+    /// a client certificate.
+    private let tls = Mutex<[Bool: (address: String?, problem: String)]>([:])
+    func tlsProblem(clientAuth: Bool = false) -> String { tls.withLock { $0[clientAuth]?.problem ?? "" } }
 
-    func tlsAddress() -> String? {
+    func tlsAddress(clientAuth: Bool = false) -> String? {
         tls.withLock { state in
-            if let state { return state.address }
-            let address = "127.0.0.1:\(5350 + Int(getpid() % 40))"
+            if let known = state[clientAuth] { return known.address }
+            let address = "127.0.0.1:\((clientAuth ? 5400 : 5350) + Int(getpid() % 40))"
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Deploy/registry.sh").standardized.path
-            let errPath = dir + "/tls-fixture.err"
+            let errPath = dir + "/tls-fixture-\(clientAuth).err"
             FileManager.default.createFile(atPath: errPath, contents: nil)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/bash")
-            p.arguments = [script, "tls", address, dir]
+            p.arguments = [script, "tls", address, dir] + (clientAuth ? ["client-auth"] : [])
             let err = FileHandle(forWritingAtPath: errPath)
             p.standardError = err
             p.standardOutput = FileHandle.nullDevice
             do { try p.run(); p.waitUntilExit() } catch {}
             try? err?.close()
             let ok = p.terminationStatus == 0
-            state = (ok ? address : nil, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
-            return state!.address
+            state[clientAuth] = (ok ? address : nil, (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+            return state[clientAuth]!.address
         }
     }
 
@@ -225,7 +226,7 @@ struct ContainerDriverTests {
     func pullsOverHTTPS() async throws {
         let reg = RegistryFixture.shared
         try #require(reg.ready, "registry fixture: \(reg.problem)")
-        let tls = try #require(reg.tlsAddress(), "TLS registry: \(reg.tlsProblem)")
+        let tls = try #require(reg.tlsAddress(), "TLS registry: \(reg.tlsProblem())")
         let root = tempDir("container-tls")
         let image = "\(tls)/busybox:1.36"
         let trusted = ImageStore(root: root + "/a", registryCAs: [tls: reg.dir + "/tls/ca.pem"])
@@ -243,6 +244,23 @@ struct ContainerDriverTests {
         // A CA file that cannot be read is named.
         do { _ = try await ImageStore(root: root + "/d", registryCAs: [tls: "/nonexistent/ca.pem"]).pull(image, auth: nil) } catch {
             #expect(error.description == "registry CA file /nonexistent/ca.pem cannot be read", "\(error)")
+        }
+        // A registry that asks for a client certificate: refused without one, served with it.
+        let mtls = try #require(reg.tlsAddress(clientAuth: true), "mutual-TLS registry: \(reg.tlsProblem(clientAuth: true))")
+        let ca = reg.dir + "/tls/ca.pem"
+        do { _ = try await ImageStore(root: root + "/e", registryCAs: [mtls: ca]).pull("\(mtls)/busybox:1.36", auth: nil)
+             Issue.record("a registry asking for a client certificate served a client without one") } catch {
+            #expect(error.description.contains("asks for a client certificate"), "\(error)")
+        }
+        let certificate = RegistryClientCertificate(certificate: reg.dir + "/tls/client.pem", key: reg.dir + "/tls/client.key")
+        let withCertificate = ImageStore(root: root + "/f", registryCAs: [mtls: ca], registryClientCertificates: [mtls: certificate])
+        #expect(try await withCertificate.pull("\(mtls)/busybox:1.36", auth: nil).digest == overHTTP.digest)
+        do {
+            _ = try await ImageStore(root: root + "/g", registryCAs: [mtls: ca],
+                                     registryClientCertificates: [mtls: .init(certificate: "/nonexistent.pem", key: "/nonexistent.key")])
+                .pull("\(mtls)/busybox:1.36", auth: nil)
+        } catch {
+            #expect(error.description.hasPrefix("registry client certificate /nonexistent.pem with key /nonexistent.key cannot be used"), "\(error)")
         }
         // Redirects and token services may point to any host over HTTPS, over plain HTTP only to loopback.
         let client = RegistryClient(ref: try ImageReference("10.1.2.3:5000/x:1"), auth: nil)

@@ -99,17 +99,20 @@ public struct PulledImage: Sendable, Equatable {
 /// Registries are spoken to over HTTPS (port 443 unless named), their certificate checked
 /// against the system's trust roots plus the CA file named for that registry (`registryCAs`,
 /// "HOST:PORT" → PEM file); plain HTTP is used for loopback registries and those on the insecure
-/// list, unless a CA file is named for them.
+/// list, unless a CA file or a client certificate is named for them.
 public actor ImageStore {
     public let root: String
     public let insecure: Set<String>
     public let registryCAs: [String: String]
+    public let registryClientCertificates: [String: RegistryClientCertificate]
     private var inFlight: [String: Task<PulledImage, any Error>] = [:]
 
-    public init(root: String, insecureRegistries: [String] = [], registryCAs: [String: String] = [:]) {
+    public init(root: String, insecureRegistries: [String] = [], registryCAs: [String: String] = [:],
+                registryClientCertificates: [String: RegistryClientCertificate] = [:]) {
         self.root = root
         self.insecure = Set(insecureRegistries)
         self.registryCAs = registryCAs
+        self.registryClientCertificates = registryClientCertificates
         mkdirAll(root + "/blobs/sha256")
         mkdirAll(root + "/rootfs")
         mkdirAll(root + "/tags")
@@ -126,8 +129,10 @@ public actor ImageStore {
         let key = ref.description
         let task: Task<PulledImage, any Error>
         if let t = inFlight[key] { task = t } else {
-            let root = self.root, insecure = self.insecure, cas = self.registryCAs
-            task = Task { try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, registryCAs: cas, progress: progress) }
+            let root = self.root, insecure = self.insecure, cas = self.registryCAs, certs = self.registryClientCertificates
+            task = Task {
+                try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, registryCAs: cas, clientCertificates: certs, progress: progress)
+            }
             inFlight[key] = task
         }
         defer { inFlight[key] = nil }
@@ -163,11 +168,13 @@ public actor ImageStore {
     }
 
     static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>, registryCAs: [String: String] = [:],
+                      clientCertificates: [String: RegistryClientCertificate] = [:],
                       progress: @Sendable (String) -> Void) async throws(ImageError) -> PulledImage {
         let loopback = ref.host == "localhost" || ref.host.hasPrefix("127.") || ref.host == "[::1]" || ref.host == "::1"
         let ca = registryCAs[ref.registry] ?? registryCAs[ref.host]
-        let plain = ca == nil && (loopback || insecure.contains(ref.registry) || insecure.contains(ref.host))
-        var client = RegistryClient(ref: ref, auth: auth, tls: plain ? nil : try RegistryTLS.context(caFile: ca))
+        let certificate = clientCertificates[ref.registry] ?? clientCertificates[ref.host]
+        let plain = ca == nil && certificate == nil && (loopback || insecure.contains(ref.registry) || insecure.contains(ref.host))
+        var client = RegistryClient(ref: ref, auth: auth, tls: plain ? nil : try RegistryTLS.context(caFile: ca, client: certificate))
         let tagFile = root + "/tags/" + SHA256.hex(Array(ref.description.utf8))
         // The manifest, by digest if given, else by tag (then an index is narrowed to this platform).
         var manifestBytes: [UInt8]

@@ -43,19 +43,39 @@ struct SHA256 {
     }
 }
 
+/// A client certificate (and its private key), PEM files, that a registry asks for (mutual TLS).
+public struct RegistryClientCertificate: Sendable, Equatable {
+    public var certificate: String
+    public var key: String
+    public init(certificate: String, key: String) {
+        self.certificate = certificate
+        self.key = key
+    }
+}
+
 /// TLS towards registries: the system's trust roots plus, per registry, a CA file the operator
-/// named (`caravan agent --registry-ca HOST:PORT=FILE`). Contexts are built once per CA file.
+/// named (`caravan agent --registry-ca HOST:PORT=FILE`), and a client certificate when the
+/// registry asks for one (`--registry-client-cert HOST:PORT=CERT,KEY`). Contexts are built once
+/// per combination.
 enum RegistryTLS {
     private static let contexts = Mutex<[String: NIOSSLContext]>([:])
 
-    static func context(caFile: String?) throws(ImageError) -> NIOSSLContext {
-        let key = caFile ?? ""
+    static func context(caFile: String?, client: RegistryClientCertificate? = nil) throws(ImageError) -> NIOSSLContext {
+        let key = [caFile ?? "", client?.certificate ?? "", client?.key ?? ""].joined(separator: "\u{0}")
         if let known = contexts.withLock({ $0[key] }) { return known }
         var config = TLSConfiguration.makeClientConfiguration()
         config.minimumTLSVersion = .tlsv12
         if let caFile {
             guard access(caFile, R_OK) == 0 else { throw ImageError("registry CA file \(caFile) cannot be read") }
             config.additionalTrustRoots = [.file(caFile)]
+        }
+        if let client {
+            do {
+                config.certificateChain = try NIOSSLCertificate.fromPEMFile(client.certificate).map { .certificate($0) }
+                config.privateKey = .privateKey(try NIOSSLPrivateKey(file: client.key, format: .pem))
+            } catch {
+                throw ImageError("registry client certificate \(client.certificate) with key \(client.key) cannot be used: \(error)")
+            }
         }
         let context: NIOSSLContext
         do { context = try NIOSSLContext(configuration: config) } catch {
@@ -194,7 +214,13 @@ struct RegistryHTTP {
             if let e = error as? NIOSSLError, case .handshakeFailed(let why) = e {
                 promise.fail(ImageError("TLS handshake with the registry failed (is its certificate trusted? --registry-ca HOST:PORT=FILE names a CA): \(why)"))
             } else if error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError {
-                promise.fail(ImageError("TLS with the registry failed: \(error)"))
+                let text = "\(error)"
+                if text.contains("ALERT_BAD_CERTIFICATE") || text.contains("CERTIFICATE_REQUIRED") || text.contains("ALERT_UNKNOWN_CA") {
+                    promise.fail(ImageError("the registry refused this agent's TLS connection: it asks for a client certificate it trusts "
+                                            + "(--registry-client-cert HOST:PORT=CERT,KEY) — \(text)"))
+                } else {
+                    promise.fail(ImageError("TLS with the registry failed: \(text)"))
+                }
             } else {
                 promise.fail(ImageError("registry connection failed: \(error)"))
             }
