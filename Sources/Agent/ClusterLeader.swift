@@ -221,7 +221,7 @@ struct ClusterLeader: Service {
             let mine = input.allocations.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.desiredStatus == .run }
             if mine.contains(where: { $0.jobVersion < input.jobVersion && $0.isLive }) {
                 for a in mine where a.jobVersion == input.jobVersion && a.isHealthy && !Scheduler.settled(a, u.minHealthyTime, now: now) {
-                    if let started = a.taskStates.values.map(\.startedAt).max() { times.append(started + Int64(u.minHealthyTime / .milliseconds(1))) }
+                    if let at = Scheduler.settlesAt(a, u.minHealthyTime) { times.append(at) }
                 }
             }
         }
@@ -257,7 +257,7 @@ struct ClusterLeader: Service {
             // An instance that is not healthy `healthyDeadline` after its node received it counts as failed.
             let deadline = Int64(u.healthyDeadline / .milliseconds(1))
             let overdue = mine.contains { a in
-                guard !a.isHealthy, a.clientStatus != .failed, let seen = a.taskStates.values.flatMap(\.events).map(\.time).min() else { return false }
+                guard !a.isHealthy, a.clientStatus != .failed, let seen = a.firstEvent else { return false }
                 return now - seen > deadline
             }
             let failed = mine.contains { $0.clientStatus == .failed }
@@ -320,8 +320,8 @@ struct ClusterLeader: Service {
     /// When a rollout last moved: the latest start of a healthy instance of the version, or the
     /// first of its instances reaching its node (Unix ms); nil before any has.
     static func lastProgress(_ mine: [Allocation]) -> Int64? {
-        let arrived = mine.compactMap { $0.taskStates.values.flatMap(\.events).map(\.time).min() }.min()
-        let healthy = mine.filter(\.isHealthy).compactMap { $0.taskStates.values.map(\.startedAt).max() }.max()
+        let arrived = mine.compactMap(\.firstEvent).min()
+        let healthy = mine.filter(\.isHealthy).compactMap(\.lastStart).max()
         let last = max(arrived ?? 0, healthy ?? 0)
         return last > 0 ? last : nil
     }

@@ -87,6 +87,12 @@ public struct Allocation: Sendable, Equatable {
 
     /// Running, with every service check passing (no checks: running is enough).
     public var isHealthy: Bool { clientStatus == .running && checks.values.allSatisfy { $0 == "passing" } }
+
+    /// When its tasks last started and last finished (Unix ms), nil when unknown.
+    public var lastStart: Int64? { taskStates.values.map(\.startedAt).max().flatMap { $0 > 0 ? $0 : nil } }
+    public var lastFinish: Int64? { taskStates.values.map(\.finishedAt).max().flatMap { $0 > 0 ? $0 : nil } }
+    /// Its first task event (the node received it), Unix ms; nil before its node reported.
+    public var firstEvent: Int64? { taskStates.values.flatMap(\.events).map(\.time).min() }
 }
 
 /// One task of an allocation as its node reports it: Nomad's task state with its recent events.

@@ -257,8 +257,13 @@ public struct Scheduler {
     /// least `minHealthyTime`.
     public static func settled(_ a: Allocation, _ minHealthyTime: Duration, now: Int64?) -> Bool {
         guard a.isHealthy else { return false }
-        guard let now, let started = a.taskStates.values.map(\.startedAt).max(), started > 0 else { return true }
-        return now - started >= Int64(minHealthyTime / .milliseconds(1))
+        guard let now, let at = settlesAt(a, minHealthyTime) else { return true }
+        return now >= at
+    }
+
+    /// When a running instance will have run for `minHealthyTime` (nil: its start is unknown).
+    public static func settlesAt(_ a: Allocation, _ minHealthyTime: Duration) -> Int64? {
+        a.lastStart.map { $0 + Int64(minHealthyTime / .milliseconds(1)) }
     }
 
     /// Whether an instance of `old` runs exactly what `new` asks (so a new version can be applied
@@ -284,7 +289,7 @@ public struct Scheduler {
             if prev.jobVersion < a.jobVersion { break }
             if prev.clientStatus == .failed {
                 seen += 1
-                if let at = prev.taskStates.values.map(\.finishedAt).max(), at > 0, at < since {} else { inWindow += 1 }
+                if let at = prev.lastFinish, at < since {} else { inWindow += 1 }
             }
             cursor = prev.previousAllocation
         }
@@ -303,7 +308,7 @@ public struct Scheduler {
     /// the attempt it would be (constant, doubling, or Fibonacci-growing, capped at maxDelay).
     /// Nil when the failure time is unknown (replaced at once).
     public static func rescheduleDue(_ a: Allocation, _ p: ReschedulePolicy) -> Int64? {
-        guard let failedAt = a.taskStates.values.map(\.finishedAt).max(), failedAt > 0 else { return nil }
+        guard let failedAt = a.lastFinish else { return nil }
         return failedAt + Int64(rescheduleDelay(attempt: a.rescheduleAttempts, p) / .milliseconds(1))
     }
 
