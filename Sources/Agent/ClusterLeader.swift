@@ -261,17 +261,21 @@ struct ClusterLeader: Service {
                 return now - seen > deadline
             }
             let failed = mine.contains { $0.clientStatus == .failed }
+            let older = current.contains { $0.jobVersion < rec.version && $0.isLive }
+            /// Instances of the version in group `g` healthy for `minHealthyTime`.
+            func settled(_ g: TaskGroup) -> Int {
+                mine.filter { $0.group == g.name && Scheduler.settled($0, u.minHealthyTime, now: now) }.count
+            }
             // Canaries waiting for a promotion wait for a person, not for progress.
             var waiting: [TaskGroup] = []
             if u.canary > 0 && !rec.promoted {
-                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-                let input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: false, nodes: [], allocations: [], previousVersions: previous)
+                let input = SchedulingView.promotionInput(state, key, rec)
                 waiting = rec.job.groups.filter { g in Scheduler.awaitingPromotion(rec.job, g, current.filter { $0.group == g.name }, input) }
             }
             // A rollout (older instances still live) makes progress when an instance of the new
             // version becomes healthy; none within `progressDeadline` of the last (or of the
             // version's first instance reaching its node) and it has stalled.
-            let stalled = waiting.isEmpty && current.contains { $0.jobVersion < rec.version && $0.isLive }
+            let stalled = waiting.isEmpty && older
                 && Self.lastProgress(mine).map { now - $0 > Int64(u.progressDeadline / .milliseconds(1)) } == true
             if u.autoRevert, failed || overdue || stalled,
                let target = (state.versions[key] ?? []).first(where: { $0.stable && $0.version < rec.version && $0.text != rec.text }) {
@@ -296,21 +300,13 @@ struct ClusterLeader: Service {
                 continue
             }
             if !waiting.isEmpty {
-                let healthy = waiting.allSatisfy { g in
-                    current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count
-                        >= min(u.canary, g.count)
-                }
-                if u.autoPromote && healthy {
+                if u.autoPromote && waiting.allSatisfy({ settled($0) >= min(u.canary, $0.count) }) {
                     out.append((.promote(namespace: key.namespace, id: key.id, version: rec.version),
                                 "auto-promote: the canaries of job \(key.id) version \(rec.version) are healthy"))
                 }
                 continue
             }
-            let settled = rec.job.groups.allSatisfy { g in
-                current.filter { $0.group == g.name && $0.jobVersion == rec.version && Scheduler.settled($0, u.minHealthyTime, now: now) }.count >= g.count
-            }
-            let older = current.contains { $0.jobVersion < rec.version && $0.isLive }
-            if settled && !older {
+            if !older && rec.job.groups.allSatisfy({ settled($0) >= $0.count }) {
                 out.append((.markStable(namespace: key.namespace, id: key.id, version: rec.version), "job \(key.id) version \(rec.version) is stable"))
             }
         }

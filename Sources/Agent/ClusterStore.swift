@@ -224,7 +224,7 @@ enum ClusterViews {
         let rec = s.jobs[key]!
         let allocs = s.allocations(ofJob: key)
         let replaced = Set(allocs.compactMap(\.previousAllocation))
-        let input = SchedulingView(s).input(for: key, job: rec.job, version: rec.version, stopped: rec.stopped, now: nil)
+        let input = SchedulingView.promotionInput(s, key, rec)
         var awaiting = false
         let groups = rec.job.groups.map { g in
             let mine = allocs.filter { $0.group == g.name && $0.jobVersion <= rec.version }

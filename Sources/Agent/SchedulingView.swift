@@ -19,10 +19,23 @@ struct SchedulingView {
     /// What the scheduler needs to reconcile `job` (nil when purged) as version `version`; the
     /// job's kept versions let it tell in-place updates from destructive ones.
     func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64? = Executor.unixMillis()) -> SchedulerInput {
-        let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
         var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
-                                   previousVersions: previous, now: now)
+                                   previousVersions: Self.previousVersions(state, key), now: now)
         input.promoted = state.jobs[key].map { $0.version == version && $0.promoted } ?? false
+        return input
+    }
+
+    /// The job's kept versions by number.
+    static func previousVersions(_ state: ClusterState, _ key: ClusterState.JobKey) -> [Int: Job] {
+        Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// What `Scheduler.awaitingPromotion` reads about a job's current version — its kept
+    /// predecessors and whether it was promoted — without the cluster's nodes and allocations.
+    static func promotionInput(_ state: ClusterState, _ key: ClusterState.JobKey, _ rec: ClusterState.JobRecord) -> SchedulerInput {
+        var input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: rec.stopped, nodes: [], allocations: [],
+                                   previousVersions: previousVersions(state, key))
+        input.promoted = rec.promoted
         return input
     }
 }
