@@ -130,13 +130,10 @@ public final class ExecSession: Sendable {
 
     /// No more input: the command reads end-of-file (on a terminal, the EOF character).
     public func closeInput() {
+        guard tty else { return closeInputNow() }
         writer.async {
-            if self.tty {
-                var eof: [UInt8] = [4]  // ^D
-                if self.inputOpen.load(ordering: .acquiring) { _ = Glibc.write(self.input, &eof, 1) }
-                return
-            }
-            self.closeInputNow()
+            var eof: [UInt8] = [4]  // ^D
+            if self.inputOpen.load(ordering: .acquiring) { _ = Glibc.write(self.input, &eof, 1) }
         }
     }
 

@@ -492,28 +492,33 @@ public actor Executor {
     /// Runs a command inside a running task (`caravan alloc exec`): isolated and container tasks
     /// through `runc exec`, raw_exec tasks as a process with the task's environment.
     public func execute(allocation: String, task: String, command: [String], timeout: Duration) async throws(DriverError) -> (code: Int, output: String) {
-        guard let r = allocs[allocation], let t = r.tasks[task] else { throw DriverError("this node runs no task \(task) of allocation \(allocation)") }
-        guard let handle = t.handle, let driver = drivers[t.spec.driver] else { throw DriverError("task \(task) is not running (\(t.state.state.rawValue))") }
-        guard !command.isEmpty else { throw DriverError("no command given", event: "Failed Validation") }
-        let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
-        let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
-                                        directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
-        return await driver.execute(handle, command: command, environment: env, directory: dirs.task, timeout: timeout)
+        let c = try commandContext(allocation: allocation, task: task, command: command, running: false)
+        return await c.driver.execute(c.handle, command: command, environment: c.environment, directory: c.directory, timeout: timeout)
     }
 
     /// Starts an interactive command in a running task (`alloc exec -i`, with `tty` a terminal).
     public func interactive(allocation: String, task: String, command: [String], tty: Bool,
                             rows: UInt16 = 24, columns: UInt16 = 80) async throws(DriverError) -> ExecSession {
+        let c = try commandContext(allocation: allocation, task: task, command: command, running: true)
+        guard let what = c.driver.interactiveCommand(c.handle, command: command, environment: c.environment, directory: c.directory, tty: tty) else {
+            throw DriverError("command \(command[0]) not found for task \(task)")
+        }
+        return try await ExecSession.start(what, tty: tty, rows: rows, columns: columns)
+    }
+
+    /// Where a command in a task runs: the task's handle and driver, its environment and its
+    /// directory. With `running`, a task that has ended (though its handle is kept) is refused too.
+    private func commandContext(allocation: String, task: String, command: [String], running: Bool) throws(DriverError)
+        -> (handle: TaskHandle, driver: any TaskDriver, environment: [String: String], directory: String) {
         guard let r = allocs[allocation], let t = r.tasks[task] else { throw DriverError("this node runs no task \(task) of allocation \(allocation)") }
-        guard let handle = t.handle, let driver = drivers[t.spec.driver], !t.isDead else { throw DriverError("task \(task) is not running (\(t.state.state.rawValue))") }
+        guard let handle = t.handle, let driver = drivers[t.spec.driver], !(running && t.isDead) else {
+            throw DriverError("task \(task) is not running (\(t.state.state.rawValue))")
+        }
         guard !command.isEmpty else { throw DriverError("no command given", event: "Failed Validation") }
         let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: task)
         let env = TaskEnvironment.build(allocation: r.allocation, job: r.job, group: r.group, task: t.spec, node: nodeName,
                                         directories: dirs, isolated: t.spec.driver != .rawExec, address: address)
-        guard let what = driver.interactiveCommand(handle, command: command, environment: env, directory: dirs.task, tty: tty) else {
-            throw DriverError("command \(command[0]) not found for task \(task)")
-        }
-        return try await ExecSession.start(what, tty: tty, rows: rows, columns: columns)
+        return (handle, driver, env, dirs.task)
     }
 
     /// The log files of one task (rotated ones first), or nil if this node does not hold it.

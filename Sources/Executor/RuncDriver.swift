@@ -25,7 +25,7 @@ public struct RuncDriver: TaskDriver {
     public init(name: TaskSpec.Driver = .exec, stateRoot: String) {
         self.name = name
         self.stateRoot = stateRoot
-        self.runc = resolveCommand("runc", path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        self.runc = resolveCommand("runc", path: TaskEnvironment.hostPath)
     }
 
     public func fingerprint() -> (usable: Bool, detail: String) {
@@ -70,7 +70,7 @@ public struct RuncDriver: TaskDriver {
         unlink(bundle + "/init.pid")
         let created = ExitLatch()
         let spec = SpawnSpec(path: runc, arguments: ["runc", "--root", stateRoot, "create", "--bundle", bundle, "--pid-file", bundle + "/init.pid", id],
-                             environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                             environment: ["PATH=" + TaskEnvironment.hostPath],
                              workingDirectory: bundle, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         do { _ = try await ProcessSupervisor.shared.spawn(spec) { created.finish($0) } } catch { throw DriverError(error.description) }
         let status = await created.wait()
@@ -122,7 +122,7 @@ public struct RuncDriver: TaskDriver {
                                    tty: Bool) -> InteractiveCommand? {
         guard let runc, let id = handle.container, !command.isEmpty else { return nil }
         return InteractiveCommand(path: runc, arguments: ["runc", "--root", stateRoot, "exec"] + (tty ? ["--tty", "--env", "TERM=xterm"] : []) + [id] + command,
-                                  environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], directory: nil)
+                                  environment: ["PATH=" + TaskEnvironment.hostPath], directory: nil)
     }
 
     public func cleanup(_ handle: TaskHandle) {

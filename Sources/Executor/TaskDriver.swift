@@ -155,7 +155,7 @@ func resolveCommand(_ command: String, path: String?) -> String? {
 
 /// Runs a program to completion (runc state/delete/exec, script checks) and returns its exit
 /// code and combined output; killed after `timeout`. Short-lived, not a per-task helper.
-func runCommand(_ path: String, _ argv: [String], environment: [String] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+func runCommand(_ path: String, _ argv: [String], environment: [String] = ["PATH=" + TaskEnvironment.hostPath],
                 directory: String? = nil, timeout: Duration = .seconds(30)) async -> (code: Int, output: String) {
     let out = "/tmp/caravan-cmd-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
     defer { unlink(out) }

@@ -4,6 +4,10 @@ import FoundationEssentials
 /// The environment a task sees (Nomad's, with a CARAVAN_ prefix): identity, limits, directories
 /// and ports, then the task's own `env`, whose values may refer to the others as `${NAME}`.
 public enum TaskEnvironment {
+    /// The search path for programs the agent runs (runc and its helpers) and for tasks that
+    /// bring none.
+    public static let hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
     public static func build(allocation a: Allocation, job: Job, group: TaskGroup, task: TaskSpec, node: String,
                              directories d: TaskDirectories, isolated: Bool, address: String = "127.0.0.1") -> [String: String] {
         var env: [String: String] = [:]
@@ -11,7 +15,7 @@ public enum TaskEnvironment {
             // raw_exec inherits the agent's environment, as Nomad's does.
             env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CARAVAN_") }
         }
-        if env["PATH"] == nil { env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }
+        if env["PATH"] == nil { env["PATH"] = Self.hostPath }
         env["CARAVAN_ALLOC_ID"] = a.id
         env["CARAVAN_SHORT_ALLOC_ID"] = String(a.id.prefix(8))
         env["CARAVAN_ALLOC_NAME"] = a.name

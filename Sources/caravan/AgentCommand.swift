@@ -75,6 +75,23 @@ struct AgentCommand: AsyncParsableCommand {
         }
     }
 
+    /// `KEY=VALUE` flag values (neither side empty) as a map; a later key wins.
+    static func pairs(_ values: [String], flag: String, form: String) throws -> [String: String] {
+        var out: [String: String] = [:]
+        for v in values {
+            let parts = v.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw CLIError.usage("\(flag): \"\(v)\" is not \(form)") }
+            out[parts[0]] = parts[1]
+        }
+        return out
+    }
+
+    /// `HOST:PORT` with a port in 1…65535.
+    static func isHostPort(_ s: String) -> Bool {
+        guard let c = s.lastIndex(of: ":"), !s[..<c].isEmpty, let p = Int(s[s.index(after: c)...]) else { return false }
+        return (1...65535).contains(p)
+    }
+
     func configuration(_ file: AgentConfigFile? = nil) throws -> AgentConfiguration {
         // Each setting: the flag, else the config file, else the default.
         let bind = try self.bind ?? file?.string("bind")
@@ -85,11 +102,8 @@ struct AgentCommand: AsyncParsableCommand {
         let keyringFile = try self.keyringFile ?? file?.string("keyringFile")
         let join = try self.join.isEmpty ? file?.strings("join") ?? [] : self.join
         let insecureRegistry = try self.insecureRegistry.isEmpty ? file?.strings("insecureRegistries") ?? [] : self.insecureRegistry
-        let registryCAs = try self.registryCA.isEmpty ? file?.map("registryCAs") ?? [:] : Dictionary(try self.registryCA.map { r in
-            let parts = r.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, !parts[1].isEmpty else { throw CLIError.usage("--registry-ca: \"\(r)\" is not HOST:PORT=FILE") }
-            return (parts[0], parts[1])
-        }, uniquingKeysWith: { _, b in b })
+        let registryCAs = try self.registryCA.isEmpty ? file?.map("registryCAs") ?? [:]
+            : Self.pairs(self.registryCA, flag: "--registry-ca", form: "HOST:PORT=FILE")
         let ports = try file?.map("ports") ?? [:]
         func port(_ flag: Int?, _ key: String, _ fallback: Int) throws -> Int {
             if let flag { return flag }
@@ -153,35 +167,24 @@ struct AgentCommand: AsyncParsableCommand {
             do { config.encryptKey = try SecretKey(base64: encrypt) } catch { throw CLIError.usage("--encrypt: \(error.message)") }
         }
         config.keyringFile = keyringFile
-        for t in tag {
-            let parts = t.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, !parts[0].isEmpty else { throw CLIError.usage("--tag: \"\(t)\" is not KEY=VALUE") }
-            tags[parts[0]] = parts[1]
-        }
+        tags.merge(try Self.pairs(tag, flag: "--tag", form: "KEY=VALUE")) { _, flag in flag }
         config.tags = tags
         for r in insecureRegistry {
-            guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {
-                throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT")
-            }
+            guard Self.isHostPort(r) else { throw CLIError.usage("--insecure-registry: \"\(r)\" is not HOST:PORT") }
             config.insecureRegistries.append(r)
         }
-        let clientCerts = try self.registryClientCert.isEmpty ? file?.map("registryClientCerts") ?? [:] : Dictionary(try self.registryClientCert.map { r in
-            let parts = r.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { throw CLIError.usage("--registry-client-cert: \"\(r)\" is not HOST:PORT=CERT,KEY") }
-            return (parts[0], parts[1])
-        }, uniquingKeysWith: { _, b in b })
+        let clientCerts = try self.registryClientCert.isEmpty ? file?.map("registryClientCerts") ?? [:]
+            : Self.pairs(self.registryClientCert, flag: "--registry-client-cert", form: "HOST:PORT=CERT,KEY")
         for (r, files) in clientCerts.sorted(by: { $0.key < $1.key }) {
             let pair = files.split(separator: ",", maxSplits: 1).map(String.init)
-            guard r.contains(":"), pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty else {
+            guard Self.isHostPort(r), pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty else {
                 throw CLIError.usage("--registry-client-cert: \"\(r)=\(files)\" is not HOST:PORT=CERT,KEY")
             }
             for f in pair where access(f, R_OK) != 0 { throw CLIError.usage("--registry-client-cert: cannot read \(f) for \(r)") }
             config.registryClientCertificates[r] = RegistryClientCertificate(certificate: pair[0], key: pair[1])
         }
         for (r, file) in registryCAs.sorted(by: { $0.key < $1.key }) {
-            guard let c = r.lastIndex(of: ":"), !r[..<c].isEmpty, let p = Int(r[r.index(after: c)...]), (1...65535).contains(p) else {
-                throw CLIError.usage("--registry-ca: \"\(r)\" is not HOST:PORT")
-            }
+            guard Self.isHostPort(r) else { throw CLIError.usage("--registry-ca: \"\(r)\" is not HOST:PORT") }
             guard access(file, R_OK) == 0 else { throw CLIError.usage("--registry-ca: cannot read the CA file \(file) for \(r)") }
             config.registryCAs[r] = file
         }

@@ -54,6 +54,8 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(host):\(port)/\(repository)" + (digest.map { "@" + $0 } ?? ":" + tag) }
     var registry: String { "\(host):\(port)" }
+    /// The host to connect to (an IPv6 address without its brackets).
+    var address: String { host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host }
 }
 
 /// This machine as images and constraints name it.
@@ -366,21 +368,19 @@ struct RegistryClient {
     mutating func get(_ path: String, accept: String, toFile: String? = nil) async throws(ImageError) -> RegistryHTTP.Result {
         var headers = [("Accept", accept)]
         if let a = authorization { headers.append(("Authorization", a)) }
-        let host = ref.host.hasPrefix("[") ? String(ref.host.dropFirst().dropLast()) : ref.host
-        var r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
+        var r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
         if r.status == 401, authorization == nil || r.header("WWW-Authenticate")?.contains("error=") == true,
            let challenge = r.header("WWW-Authenticate") {
             authorization = try await authorize(challenge)
             headers = [("Accept", accept), ("Authorization", authorization!)]
-            r = try await RegistryHTTP.get(host: host, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
+            r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
         }
         return r
     }
 
     func follow(_ location: String, toFile: String) async throws(ImageError) -> RegistryHTTP.Result {
         if location.hasPrefix("/") {
-            let host = ref.host.hasPrefix("[") ? String(ref.host.dropFirst().dropLast()) : ref.host
-            return try await RegistryHTTP.get(host: host, port: ref.port, path: location, headers: [], toFile: toFile, tls: tls)
+            return try await RegistryHTTP.get(host: ref.address, port: ref.port, path: location, headers: [], toFile: toFile, tls: tls)
         }
         let u = try allowed(location, what: "registry redirected to")
         // Blobs are verified against their digest wherever they come from.
