@@ -35,10 +35,11 @@ import Testing
 /// Rollouts with an update policy: a version all of whose instances have been healthy long
 /// enough is marked stable, and with autoRevert a failing new version goes back to it.
 @Suite struct RolloutTests {
-    static func job(_ command: String) -> String {
+    /// Job `web`, two instances running `command`, under `update`.
+    static func job(_ command: String, update: String = "{maxParallel: 1, minHealthyTime: 10s, autoRevert: true}") -> String {
         """
         id: web
-        update: {maxParallel: 1, minHealthyTime: 10s, autoRevert: true}
+        update: \(update)
         groups:
           - name: g
             count: 2
@@ -46,14 +47,20 @@ import Testing
         """
     }
 
-    @Test func aHealthyVersionBecomesStableAndAFailingOneIsRevertedToIt() throws {
+    /// A one-node cluster running `text`'s two instances, started at 1 000 000 ms and healthy.
+    static func running(_ text: String) throws -> (cluster: JobPlanGoldenTests.Cluster, allocations: [Allocation]) {
         var c = JobPlanGoldenTests.Cluster()
         c.node("n1", cpu: 4000, memory: 4096)
-        try c.run(Self.job("/bin/v0"))
+        try c.run(text)
         var running = TaskState(state: .running)
         running.startedAt = 1_000_000
         let v0 = c.state.allocations(ofJob: .init("default", "web"))
         c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
+        return (c, v0)
+    }
+
+    @Test func aHealthyVersionBecomesStableAndAFailingOneIsRevertedToIt() throws {
+        var (c, _) = try Self.running(Self.job("/bin/v0"))
         #expect(ClusterLeader.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
         let stable = ClusterLeader.rolloutActions(c.state, now: 1_010_000)
         #expect(stable.map(\.0) == [.markStable(namespace: "default", id: "web", version: 0)])
@@ -79,24 +86,11 @@ import Testing
 
     @Test func aRolloutWithoutProgressWithinProgressDeadlineIsRevertedOrSaidToHaveStalled() throws {
         func job(_ command: String, autoRevert: Bool) -> String {
-            """
-            id: web
-            update: {maxParallel: 1, minHealthyTime: 10s, progressDeadline: 1m, autoRevert: \(autoRevert)}
-            groups:
-              - name: g
-                count: 2
-                tasks: [{name: t, driver: raw_exec, config: {command: \(command)}, resources: {cpu: 10m, memory: 8Mi}}]
-            """
+            Self.job(command, update: "{maxParallel: 1, minHealthyTime: 10s, progressDeadline: 1m, autoRevert: \(autoRevert)}")
         }
         for autoRevert in [false, true] {
-            var c = JobPlanGoldenTests.Cluster()
-            c.node("n1", cpu: 4000, memory: 4096)
-            try c.run(job("/bin/v0", autoRevert: autoRevert))
-            var running = TaskState(state: .running)
-            running.startedAt = 1_000_000
+            var (c, v0) = try Self.running(job("/bin/v0", autoRevert: autoRevert))
             let key = ClusterState.JobKey("default", "web")
-            let v0 = c.state.allocations(ofJob: key)
-            c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
             for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
             // Version 1: its first instance gets healthy, then nothing more happens (the next is
             // never placed) while one old instance still runs.
@@ -128,13 +122,7 @@ import Testing
     }
 
     @Test func anInstanceNotHealthyWithinHealthyDeadlineIsRevertedToo() throws {
-        var c = JobPlanGoldenTests.Cluster()
-        c.node("n1", cpu: 4000, memory: 4096)
-        try c.run(RolloutTests.job("/bin/v0"))
-        var running = TaskState(state: .running)
-        running.startedAt = 1_000_000
-        let v0 = c.state.allocations(ofJob: .init("default", "web"))
-        c.apply(.clientUpdate(v0.map { .init(allocationID: $0.id, clientStatus: .running, description: "", taskStates: ["t": running]) }))
+        var (c, _) = try Self.running(Self.job("/bin/v0"))
         for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
         // Version 1's instance runs but its check never passes (healthyDeadline 5m by default).
         c.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("/bin/v1")))))
@@ -150,16 +138,7 @@ import Testing
     }
 
     @Test func healthyCanariesAreAutoPromotedAndTheOldTwinsGo() throws {
-        func job(_ command: String) -> String {
-            """
-            id: web
-            update: {maxParallel: 1, canary: 1, autoPromote: true, minHealthyTime: 10s}
-            groups:
-              - name: g
-                count: 2
-                tasks: [{name: t, driver: raw_exec, config: {command: \(command)}, resources: {cpu: 10m, memory: 8Mi}}]
-            """
-        }
+        func job(_ command: String) -> String { Self.job(command, update: "{maxParallel: 1, canary: 1, autoPromote: true, minHealthyTime: 10s}") }
         var c = JobPlanGoldenTests.Cluster()
         c.node("n1", cpu: 4000, memory: 4096)
         try c.run(job("/bin/v0"))
