@@ -76,7 +76,11 @@ struct EvalFeed {
             if a.modifyIndex > before && a.clientStatus == .failed { failedSince.insert(key) }
             if a.modifyIndex > before && a.clientStatus == .lost { lostSince.insert(key) }
             onNode[a.nodeID, default: []].insert(key)
-            if a.isLive { used[a.nodeID, default: [0, 0, 0]] = zip(used[a.nodeID] ?? [0, 0, 0], [a.cpuMillicores, a.memoryMiB, a.diskMiB]).map { $0 + $1 } }
+            if a.isLive {
+                used[a.nodeID, default: [0, 0, 0]][0] += a.cpuMillicores
+                used[a.nodeID, default: [0, 0, 0]][1] += a.memoryMiB
+                used[a.nodeID, default: [0, 0, 0]][2] += a.diskMiB
+            }
         }
         let sweep = lastSweep.map { now - $0 >= sweepEvery } ?? true
         if sweep { lastSweep = now }

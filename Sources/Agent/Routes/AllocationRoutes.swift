@@ -115,7 +115,7 @@ struct AllocationRoutes {
                 throw APIError(.badRequest, "invalid_parameter", "name the command: ?command=PROGRAM&command=ARG…")
             }
             let tty = q.get("tty") == "true"
-            guard let rows = UInt16(q.get("rows") ?? "24"), let columns = UInt16(q.get("columns") ?? "80") else {
+            guard let rows = UInt16(q.get("rows") ?? "24"), let columns = UInt16(q.get("columns") ?? "80"), rows > 0, columns > 0 else {
                 throw APIError(.badRequest, "invalid_parameter", "rows and columns must be terminal sizes (1–65535)")
             }
             let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
