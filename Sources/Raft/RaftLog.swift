@@ -107,8 +107,11 @@ struct RaftLog: Sendable {
         guard meta.index > snapshot.index, meta.index <= applied else { return }
         let dropTo = meta.index > LogIndex(keep) ? meta.index - LogIndex(keep) : 0
         if dropTo > snapshot.index, let t = term(at: dropTo) {
+            // Read the configuration at the new base while the entries before it are still here:
+            // it is all a restart from this point (or a follower sent it) will know of the group.
+            let base = configuration(at: dropTo, base: snapshot.configuration)
             entries.removeFirst(Int(dropTo - snapshot.index))
-            snapshot = SnapshotMetadata(index: dropTo, term: t, configuration: configuration(at: dropTo, base: snapshot.configuration))
+            snapshot = SnapshotMetadata(index: dropTo, term: t, configuration: base)
         }
         latestSnapshot = meta
     }

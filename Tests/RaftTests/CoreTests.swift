@@ -202,4 +202,37 @@ import Testing
         #expect(again.commitIndex == n1.commitIndex)
         #expect(again.role == .follower)
     }
+
+    /// Compacting twice (entries kept behind each snapshot) must keep the configuration in every
+    /// snapshot's metadata: a member restarted from such a snapshot still knows it is a voter.
+    /// (The first compaction once read the configuration after dropping entries, so the second
+    /// snapshot carried an empty configuration and a restarted voter never campaigned again.)
+    @Test(arguments: [0, 5, 20])
+    func snapshotsKeepTheConfigurationAcrossRepeatedCompactions(keep: Int) throws {
+        var c = Self.cluster(3)
+        Self.elect(&c, "n1")
+        Self.settle(&c)
+        try c["n1"]!.proposeChange(.addLearner("n4", address: "a-n4"))
+        Self.settle(&c)
+        let expected = c["n1"]!.configuration
+        #expect(expected.learners == ["n4"])
+        var metas: [SnapshotMetadata] = []
+        for round in 0..<3 {
+            for i in 0..<40 { try c["n1"]!.propose([UInt8(round), UInt8(i)]) }
+            Self.settle(&c)
+            let applied = c["n1"]!.appliedIndex
+            for id in c.keys.sorted() {
+                let compacted = c[id]!.compact(index: applied, keep: keep)
+                let meta = try #require(compacted, "\(id) round \(round)")
+                #expect(meta.configuration == expected, "\(id) round \(round): the snapshot's configuration")
+                metas.append(meta)
+            }
+        }
+        // Restart n2 from its newest snapshot alone: it is a voter and campaigns.
+        let meta = metas[metas.count - 2]
+        let n2 = RaftCore(id: "n2", settings: RaftSettings(heartbeatTicks: 1, electionTicks: 10), seed: 5,
+                          hardState: HardState(term: c["n2"]!.term, commit: meta.index), snapshot: meta)
+        #expect(n2.configuration == expected)
+        #expect(n2.configuration.isVoter("n2"))
+    }
 }

@@ -58,10 +58,17 @@ import RaftSimulation
                 }
                 sim.run(for: .milliseconds(Int64.random(in: 10...300, using: &rng)))
             }
-            // Heal everything: the group must recover and commit a last write everywhere.
+            // Heal everything, and restart every server from its disk (snapshots taken above):
+            // the group must elect a leader within a bound and commit a last write everywhere.
             sim.network.heal()
+            for id in sim.ids { sim.crash(id) }
             for id in sim.ids { sim.restart(id) }
+            let healed = sim.now
             sim.run(for: .seconds(3)) { $0.leader != nil }
+            #expect(sim.leader != nil && sim.now - healed < Self.livenessBound, "seed \(seed): no leader within \(Self.livenessBound) of healing")
+            for id in sim.ids {
+                #expect(sim.core(id)!.configuration.isVoter(id), "seed \(seed): \(id) forgot it is a voter after restarting")
+            }
             if let l = sim.leader { sim.write("final", "yes", via: l) }
             sim.run(for: .seconds(2))
             #expect(sim.leader != nil, "seed \(seed): no leader after healing")
@@ -70,6 +77,45 @@ import RaftSimulation
             }
             Self.expectSafe(&sim, seed: seed)
         }
+    }
+
+    /// Election timeouts are 100–200 ms here: a healed group has a leader well within this.
+    static let livenessBound: Duration = .seconds(1)
+
+    /// Rolling restarts after the log was compacted several times, then losing the leader: every
+    /// round must elect a leader within the bound and keep every write (a restarted member once
+    /// came back from its snapshot without its configuration, and the group went leaderless).
+    @Test(arguments: [3, 5])
+    func rollingRestartsAfterSnapshotsKeepTheGroupLive(size: Int) {
+        let seed = UInt64(90 + size)
+        var sim = RaftSimulator(servers: size, seed: seed)
+        sim.snapshotEvery = 25
+        sim.run(for: .seconds(2)) { $0.leader != nil }
+        var written = 0
+        for round in 0..<6 {
+            guard let leader = sim.leader else { Issue.record("round \(round): no leader"); break }
+            for _ in 0..<60 {
+                written += 1
+                sim.write("k\(written % 4)", "v\(written)", via: leader)
+            }
+            sim.run(for: .milliseconds(300))
+            // Restart one follower, then the leader, each from its disk.
+            let follower = sim.ids.first { $0 != leader && sim.core($0) != nil }!
+            for victim in [follower, leader] {
+                sim.crash(victim)
+                sim.run(for: .milliseconds(50))
+                sim.restart(victim)
+                let start = sim.now
+                sim.run(for: .seconds(3)) { $0.leader != nil && $0.core($0.leader!)!.commitIndex >= $0.core($0.leader!)!.lastIndex }
+                #expect(sim.leader != nil && sim.now - start < Self.livenessBound, "round \(round): no leader within \(Self.livenessBound) after restarting \(victim)")
+                #expect(sim.core(victim)!.configuration.isVoter(victim), "round \(round): \(victim) forgot it is a voter")
+            }
+        }
+        guard let l = sim.leader else { Issue.record("no leader at the end"); return }
+        sim.write("last", "yes", via: l)
+        sim.run(for: .seconds(1))
+        for id in sim.ids { #expect(sim.servers[id]!.kv["last"] == "yes", "\(id)") }
+        Self.expectSafe(&sim, seed: seed)
     }
 
     @Test func aServerReturningFromAPartitionDoesNotDeposeTheLeader() {
