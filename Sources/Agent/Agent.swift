@@ -129,7 +129,8 @@ public final class Agent: Sendable {
         let advertise = "\(config.advertise ?? config.bind):\(config.rpcPort)"
         let raftConfig = RaftNodeConfiguration(id: ServerID(config.name), bindHost: config.bind, port: Int(config.rpcPort),
                                                advertise: advertise, directory: config.dataDir + "/raft", settings: settings,
-                                               tickInterval: tick, keyring: keyring)
+                                               tickInterval: tick, keyring: keyring, snapshotEvery: config.raftSnapshotEvery,
+                                               keepEntries: min(2_000, config.raftSnapshotEvery / 5))
         do {
             return try await RaftNode.start(raftConfig, stateMachine: stateMachine, group: MultiThreadedEventLoopGroup.singleton,
                                             logger: logger)

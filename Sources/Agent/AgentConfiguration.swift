@@ -35,6 +35,9 @@ public struct AgentConfiguration: Sendable {
     /// Raft heartbeat and election timeout (etcd's defaults).
     public var raftHeartbeat: Duration = .milliseconds(100)
     public var raftElectionTimeout: Duration = .seconds(1)
+    /// Applied entries between two snapshots of the cluster state; a fifth of it (at most 2,000)
+    /// stays in the log behind each snapshot for followers a little behind.
+    public var raftSnapshotEvery = 10_000
 
     public init(name: String, bind: String, dataDir: String) {
         self.name = name
