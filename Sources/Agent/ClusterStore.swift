@@ -60,11 +60,14 @@ public final class ClusterStore: ReplicatedStateMachine {
         return w.bytes
     }
 
-    public func restore(_ snapshot: [UInt8]) {
+    public func restore(_ snapshot: [UInt8]) throws {
         var r = ByteReader(snapshot)
-        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)) else { return }
-        if let restored = try? ClusterState.restore(cs) { state.withLock { $0 = restored } }
-        variables.restore(vs)
+        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)), r.atEnd else {
+            throw ClusterState.RestoreError(description: "not a cluster snapshot (cluster state and variables)")
+        }
+        let restored = try ClusterState.restore(cs)
+        try variables.restore(vs)
+        state.withLock { $0 = restored }
     }
 }
 

@@ -63,7 +63,7 @@ public final class VariableStore: ReplicatedStateMachine {
     /// Decodes the answer of a get or list: path and item for each match.
     public static func decodeItems(_ bytes: [UInt8]) -> [(String, Item)]? {
         var r = ByteReader(bytes)
-        guard let n = r.count(max: 1 << 20) else { return nil }
+        guard let n = r.count(max: 1 << 26) else { return nil }
         var out: [(String, Item)] = []
         for _ in 0..<n {
             guard let p = r.string(max: maxPathBytes), let v = r.string(max: maxValueBytes), let c = r.varint(), let m = r.varint() else { return nil }
@@ -122,8 +122,10 @@ public final class VariableStore: ReplicatedStateMachine {
         return Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
-    public func restore(_ snapshot: [UInt8]) {
-        let decoded = Self.decodeItems(snapshot) ?? []
+    public func restore(_ snapshot: [UInt8]) throws {
+        guard let decoded = Self.decodeItems(snapshot) else {
+            throw RaftError(.rejected, "the variables in the snapshot are damaged")
+        }
         items.withLock { all in
             all = [:]
             for (p, i) in decoded { all[p] = i }

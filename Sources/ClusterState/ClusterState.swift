@@ -303,7 +303,10 @@ public struct ClusterState: Sendable, Equatable {
         return w.bytes
     }
 
-    public struct RestoreError: Error, Sendable, CustomStringConvertible { public let description: String }
+    public struct RestoreError: Error, Sendable, CustomStringConvertible {
+        public let description: String
+        public init(description: String) { self.description = description }
+    }
 
     public static func restore(_ bytes: [UInt8]) throws(RestoreError) -> ClusterState {
         var r = ByteReader(bytes)

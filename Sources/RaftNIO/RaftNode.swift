@@ -17,7 +17,9 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     /// Answers a read-only request from the current state.
     func query(_ request: [UInt8]) throws -> [UInt8]
     func snapshot() -> [UInt8]
-    func restore(_ snapshot: [UInt8])
+    /// Replaces the whole state with a snapshot's. Throws when the snapshot can't be read: the
+    /// node then stops rather than serve a state that silently lost what the snapshot held.
+    func restore(_ snapshot: [UInt8]) throws
 }
 
 public struct RaftNodeConfiguration: Sendable {
@@ -113,7 +115,7 @@ public final class RaftNode: @unchecked Sendable {
     let stopped = Atomic<Bool>(false)
 
     private init(config: RaftNodeConfiguration, fsm: any ReplicatedStateMachine, group: any EventLoopGroup, logger: Logger,
-                 recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) {
+                 recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) throws(WriteAheadLog.Failure) {
         self.id = config.id
         self.config = config
         self.ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -128,7 +130,9 @@ public final class RaftNode: @unchecked Sendable {
         self.persistedTerm = recovered.hardState.term
         self.persistedVote = recovered.hardState.vote
         if let snap = recovered.snapshot {
-            fsm.restore(snap.data)
+            do { try fsm.restore(snap.data) } catch {
+                throw WriteAheadLog.Failure(description: "snapshot \(wal.snapshotPath(snap.metadata)) cannot be restored: \(error); remove this member's data dir to rejoin as a new member")
+            }
             applied = snap.metadata.index
             lastSnapshotIndex = snap.metadata.index
         }
@@ -141,7 +145,7 @@ public final class RaftNode: @unchecked Sendable {
         let wal = WriteAheadLog(directory: config.directory)
         let recovered = try wal.open()
         for note in recovered.repairs { logger.warning("raft log repaired: \(note)") }
-        let node = RaftNode(config: config, fsm: stateMachine, group: group, logger: logger, recovered: recovered, wal: wal)
+        let node = try RaftNode(config: config, fsm: stateMachine, group: group, logger: logger, recovered: recovered, wal: wal)
         let t = node.transport
         t.onMessage = { m in
             guard !node.stopped.load(ordering: .relaxed) else { return }
@@ -559,9 +563,9 @@ public final class RaftNode: @unchecked Sendable {
             if !sendFirst { send(r.messages) }
             if let snap = r.snapshot {
                 do {
-                    fsm.restore(try wal.readSnapshot(snap.metadata).data)
+                    try fsm.restore(try wal.readSnapshot(snap.metadata).data)
                 } catch {
-                    logger.critical("cannot read back the snapshot just installed", metadata: ["error": "\(error)"])
+                    logger.critical("cannot restore the snapshot the leader sent; stopping so no state is served without it", metadata: ["error": "\(error)"])
                     exit(74)
                 }
                 applied = snap.metadata.index
