@@ -7,6 +7,14 @@ import NIOHTTP1
 import NIOPosix
 
 /// An error from the HTTP API or from reaching it.
+/// How an agent ends a stream early because it is shutting down: a trailer on log follows, an
+/// error frame on exec streams. Clients turn it into an error that says so.
+public enum StreamEnd {
+    public static let header = "X-Caravan-Stream-End"
+    public static let shutdown = "shutdown"
+    public static let shutdownMessage = "the agent is shutting down: the stream ended early; run the command again (against another agent if this one is gone)"
+}
+
 public struct ClientError: Error, Sendable, CustomStringConvertible {
     public enum Code: Sendable, Equatable {
         /// The agent could not be reached.
@@ -26,6 +34,9 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// The agent ended the stream because it is shutting down.
+    public var isShutdown: Bool { code == .api(status: 503, code: "shutting_down") }
 
     /// True for errors that are the caller's fault (bad input), false for failed operations.
     public var isBadInput: Bool {
@@ -156,6 +167,8 @@ public struct CaravanClient: Sendable {
         public var status: Int
         public var headers: [(String, String)]
         public var body: AsyncThrowingStream<[UInt8], any Error>
+        /// Closes the connection: the body ends with an error.
+        public var close: @Sendable () -> Void = {}
 
         public func header(_ name: String) -> String? {
             headers.first { $0.0.lowercased() == name.lowercased() }?.1
@@ -201,7 +214,7 @@ public struct CaravanClient: Sendable {
             _ = try Self.decode(Response(status: status, headers: headers, body: bytes), as: [String: String].self)
             throw ClientError(.badResponse, "the agent answered HTTP \(status)")
         }
-        return Stream(status: status, headers: headers, body: body)
+        return Stream(status: status, headers: headers, body: body, close: { channel.close(promise: nil) })
     }
 
     static func describe(_ error: any Error) -> String {
@@ -483,8 +496,12 @@ final class StreamingCollector: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let h): head.succeed((Int(h.status.code), h.headers.map { ($0.name, $0.value) }))
         case .body(var b): body.yield(b.readBytes(length: b.readableBytes) ?? [])
-        case .end:
-            body.finish()
+        case .end(let trailers):
+            if trailers?.first(name: StreamEnd.header) == StreamEnd.shutdown {
+                body.finish(throwing: ClientError(.api(status: 503, code: "shutting_down"), StreamEnd.shutdownMessage))
+            } else {
+                body.finish()
+            }
             context.close(promise: nil)
         }
     }

@@ -1,4 +1,5 @@
 import API
+import Dispatch
 import Executor
 import FoundationEssentials
 #if canImport(Glibc)
@@ -27,6 +28,8 @@ public final class Agent: Sendable {
     let images: ImageStore
     let logger: Logger
     let capacity: CapacityView
+    /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
+    public let stopping = ShutdownSignal()
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
@@ -192,7 +195,11 @@ public final class Agent: Sendable {
         let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: VoterKeeper(agent: self)),
                                                                  .init(service: ClusterLeader(agent: self)),
                                                                  .init(service: NodeClient(agent: self)),
-                                                                 .init(service: app)],
+                                                                 .init(service: app),
+                                                                 // Last, so it hears of the shutdown first (services are
+                                                                 // stopped in reverse order): it ends every long request
+                                                                 // before the HTTP server waits for them.
+                                                                 .init(service: ShutdownNotice(agent: self))],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }
         if shutdownRequested.withLock({ $0 }) { await group.triggerGracefulShutdown() }
@@ -237,6 +244,25 @@ public final class Agent: Sendable {
                                     packetsSent: t.packetsSent, packetsReceived: t.packetsReceived, bytesSent: t.bytesSent,
                                     bytesReceived: t.bytesReceived, streamBytesSent: t.streamBytesSent,
                                     streamBytesReceived: t.streamBytesReceived, dropped: t.dropped))
+    }
+}
+
+/// Hears of the shutdown before every other service and sets ``Agent/stopping``; if the
+/// graceful stop has not finished within ``deadline`` the process exits anyway (a supervisor
+/// must never have to SIGKILL an agent that was asked to stop).
+struct ShutdownNotice: Service {
+    let agent: Agent
+    static let deadline: Duration = .seconds(3)
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        agent.logger.info("shutting down: ending blocking reads, log follows and exec sessions")
+        agent.stopping.trigger()
+        let logger = agent.logger
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(Int(Self.deadline.components.seconds))) {
+            logger.warning("shutdown did not finish within \(Self.deadline); exiting now")
+            _exit(0)
+        }
     }
 }
 

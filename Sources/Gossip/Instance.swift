@@ -110,7 +110,8 @@ public struct Instance: Sendable {
     }
 
     /// True while updates (such as this node's leave notice) are still queued for dissemination.
-    public var hasPendingBroadcasts: Bool { !broadcasts.isEmpty }
+    /// Nothing is pending when there is nobody to tell.
+    public var hasPendingBroadcasts: Bool { !broadcasts.isEmpty && liveCount > 1 }
 
     /// The number of sends for each broadcast at the current cluster size.
     var retransmitLimit: Int {

@@ -193,4 +193,68 @@ import Testing
         let all = try await api.variables(prefix: "r")
         #expect(all.count == written.count)
     }
+
+    /// SIGTERM ends every long request at once — blocking reads, log follows (local and relayed
+    /// through another agent), interactive exec — each with an end the client can tell from a
+    /// broken connection, and the agent exits within 2 s (it waited out a 90 s read before).
+    @Test func sigtermEndsEveryLongRequestAtOnceAndExitsWithinTwoSeconds() async throws {
+        let c = try LocalCluster(subnet: 77)
+        try c.start(0)
+        for i in 1...2 { try c.start(i, join: [0]) }
+        _ = try await Self.agreedLeader(c, [0, 1, 2])
+        let job = """
+        id: ticker
+        groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: raw_exec
+                config: {command: /bin/sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"]}
+                resources: {cpu: 50m, memory: 32Mi}
+        """
+        _ = try await c.agent(0).api.registerJob(job)
+        var alloc: AllocationView?
+        try await c.eventually(within: .seconds(20), "the ticker runs") {
+            alloc = try? await c.agent(0).api.allocations().first { $0.jobID == "ticker" && $0.clientStatus == "running" }
+            return alloc != nil
+        }
+        let a = try #require(alloc)
+        let node = try #require((0...2).first { c.agent($0).name == a.node })
+        let other = (0...2).first { $0 != node }!
+        let nodeAPI = c.agent(node).api, otherAPI = c.agent(other).api
+
+        let (_, index) = try await nodeAPI.blocking("/v1/jobs", index: 0, wait: .zero, as: [JobStatusView].self)
+        let blocking = Task { try await nodeAPI.blocking("/v1/jobs", index: index, wait: .seconds(90), as: [JobStatusView].self) }
+        let local = try await nodeAPI.followLogs(allocation: a.id, task: "t", stderr: false, offset: 0)
+        let relayed = try await otherAPI.followLogs(allocation: a.id, task: "t", stderr: false, offset: 0)
+        let (upload, _) = AsyncStream<[UInt8]>.makeStream()
+        let exec = try await nodeAPI.execStream(allocation: a.id, task: "t", command: ["/bin/sleep", "60"], tty: false, upload: upload)
+        /// Drains a stream; returns the error it ended with (nil for a plain end).
+        func end(of s: CaravanClient.Stream) -> Task<(any Error)?, Never> {
+            Task {
+                do { for try await _ in s.body {} } catch { return error }
+                return nil
+            }
+        }
+        let localEnd = end(of: local), relayedEnd = end(of: relayed)
+        let execFrames = Task { () -> [ExecFrame] in
+            var parser = ExecFrame.Parser(), frames: [ExecFrame] = []
+            do { for try await piece in exec.body { frames += (try? parser.feed(piece)) ?? [] } } catch {}
+            return frames
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let start = ContinuousClock.now
+        c.kill(node, signal: SIGTERM)
+        let took = ContinuousClock.now - start
+        #expect(took < .seconds(2), "SIGTERM → exit took \(took)")
+
+        let answered = try await blocking.value
+        #expect(answered.1 >= index, "the blocking read is answered with the state as it was")
+        let e1 = await localEnd.value as? ClientError, e2 = await relayedEnd.value as? ClientError
+        #expect(e1?.isShutdown == true, "local follow ended with \(String(describing: e1))")
+        #expect(e2?.isShutdown == true, "relayed follow ended with \(String(describing: e2))")
+        let frames = await execFrames.value
+        #expect(frames.contains { if case .error(let why) = $0 { why.contains("shutting down") } else { false } }, "exec frames: \(frames)")
+        #expect(c.log(node).contains("shutting down: ending blocking reads"))
+    }
 }

@@ -59,10 +59,15 @@ struct AllocationRoutes {
     /// is sent (or the client goes away).
     func followBody(_ allocation: String, _ task: String, stderr: Bool, first: [UInt8], at start: Int) -> ResponseBody {
         let executor = agent.executor
+        let stopping = agent.stopping
         return ResponseBody { writer in
             var position = start + first.count
             if !first.isEmpty { try await writer.write(ByteBuffer(bytes: first)) }
             while !Task.isCancelled {
+                if stopping.isTriggered {
+                    try await writer.finish(StreamEnd.shutdownTrailers)
+                    return
+                }
                 let files = await executor.logFiles(allocation: allocation, task: task, stderr: stderr) ?? []
                 let ended = await executor.taskHasEnded(allocation: allocation, task: task)
                 let (bytes, at, total) = LogRotation.read(files, offset: position, length: 256 << 10)
@@ -127,7 +132,11 @@ struct AllocationRoutes {
             let body = request.body
             var headers = HTTPFields()
             headers[.contentType] = "application/vnd.caravan.exec-stream"
+            let stopping = agent.stopping
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                // The agent shutting down ends the session (its pty would go with the agent).
+                let registration = stopping.onTrigger { session.terminate() }
+                defer { registration.cancelled() }
                 let input = Task {
                     var parser = ExecFrame.Parser()
                     do {
@@ -152,7 +161,9 @@ struct AllocationRoutes {
                         try await writer.write(ByteBuffer(bytes: (kind == .stdout ? ExecFrame.stdout(bytes) : .stderr(bytes)).encode()))
                     }
                     let status = await session.wait()
-                    try await writer.write(ByteBuffer(bytes: ExecFrame.exited(code: Int32(truncatingIfNeeded: status.code)).encode()))
+                    let last: ExecFrame = stopping.isTriggered ? .error(StreamEnd.shutdownMessage)
+                        : .exited(code: Int32(truncatingIfNeeded: status.code))
+                    try await writer.write(ByteBuffer(bytes: last.encode()))
                     try await writer.finish(nil)
                 } catch {
                     // The client went away: so does the command.
@@ -204,9 +215,19 @@ struct AllocationRoutes {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node): \(error.message)")
         }
         let body = upstream.body
+        let stopping = agent.stopping
         return Response(status: .ok, headers: Self.relayed(upstream.headers), body: ResponseBody { writer in
-            defer { pump?.cancel() }
-            for try await piece in body { try await writer.write(ByteBuffer(bytes: piece)) }
+            // This agent shutting down closes the upstream; the node's own shutdown arrives as
+            // its end-of-stream trailer. Either way the client gets a clean end that says so.
+            let registration = stopping.onTrigger { upstream.close() }
+            defer { pump?.cancel(); registration.cancelled() }
+            do {
+                for try await piece in body { try await writer.write(ByteBuffer(bytes: piece)) }
+            } catch let e as ClientError where e.isShutdown || stopping.isTriggered {
+                if duplex { try await writer.write(ByteBuffer(bytes: ExecFrame.error(StreamEnd.shutdownMessage).encode())) }
+                try await writer.finish(duplex ? nil : StreamEnd.shutdownTrailers)
+                return
+            }
             try await writer.finish(nil)
         })
     }

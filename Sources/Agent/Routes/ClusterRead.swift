@@ -95,9 +95,18 @@ extension Agent {
             } else {
                 let until = ContinuousClock.now + wait
                 var after = minIndex
+                let raft = self.raft, query = q.encode()
                 while true {
                     let left = max(.zero, ContinuousClock.now.duration(to: until))
-                    let (applied, bytes) = try await raft.read(q.encode(), stale: stale, after: after, wait: left)
+                    let since = after
+                    guard let (applied, bytes) = try await stopping.unlessTriggered({
+                        try await raft.read(query, stale: stale, after: since, wait: left)
+                    }) else {
+                        // Shutting down: answer with this agent's copy as it is now (the client
+                        // sees an unchanged index, as when a wait runs out, and asks again).
+                        (index, json) = try ClusterRead.split(try await raft.read(query, stale: true))
+                        break
+                    }
                     (index, json) = try ClusterRead.split(bytes)
                     // Something this answer shows changed, or time is up; otherwise the group
                     // applied something unrelated: wait past that.
