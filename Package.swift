@@ -95,12 +95,12 @@ let package = Package(
         ], swiftSettings: strict),
 
         // Test support.
-        .target(name: "CaravanTesting", swiftSettings: strict),
+        .target(name: "CaravanTesting", dependencies: ["CaravanModel"], swiftSettings: strict),
         .target(name: "GossipSimulation", dependencies: ["Gossip", "CaravanTesting"], swiftSettings: strict),
         .target(name: "RaftSimulation", dependencies: ["Raft", "CaravanTesting"], swiftSettings: strict),
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
-        .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel"]),
+        .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel", "CaravanTesting"]),
         .testTarget(name: "ExecutorTests", dependencies: ["Executor", "CaravanModel",
             .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "ClusterState", "CaravanTesting",
@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Raft", "Scheduler", "ClusterState", "CaravanModel", .product(name: "HTTPTypes", package: "swift-http-types"),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Raft", "Scheduler", "ClusterState", "CaravanModel", "CaravanTesting", .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird")]),

@@ -187,6 +187,11 @@ public struct Periodic: Sendable, Equatable {
     public var cron: String
     public var timeZone: String = "UTC"
     public var prohibitOverlap: Bool = false
+    public init(cron: String, timeZone: String = "UTC", prohibitOverlap: Bool = false) {
+        self.cron = cron
+        self.timeZone = timeZone
+        self.prohibitOverlap = prohibitOverlap
+    }
 }
 
 public struct RestartPolicy: Sendable, Equatable {
@@ -251,6 +256,11 @@ public struct Port: Sendable, Equatable {
     public var staticPort: Int?
     /// The port inside the task (containers); nil = the same as the host port.
     public var to: Int?
+    public init(label: String, staticPort: Int? = nil, to: Int? = nil) {
+        self.label = label
+        self.staticPort = staticPort
+        self.to = to
+    }
 }
 
 public struct ServiceSpec: Sendable, Equatable {

@@ -26,8 +26,14 @@ extension JobFile {
         return JSONValue.object(o.fields).text
     }
 
+    /// Keys the operator does without are left out when empty (distinct_hosts has no attribute;
+    /// it, is_set and is_not_set no value), as a user writes them.
     static func constraint(_ c: Constraint) -> JSONValue {
-        .object([("attribute", .string(c.attribute)), ("operator", .string(c.operator.rawValue)), ("value", .string(c.value))])
+        var f: [(String, JSONValue)] = []
+        if !(c.attribute.isEmpty && c.operator == .distinctHosts) { f.append(("attribute", .string(c.attribute))) }
+        f.append(("operator", .string(c.operator.rawValue)))
+        if !(c.value.isEmpty && [.isSet, .isNotSet, .distinctHosts].contains(c.operator)) { f.append(("value", .string(c.value))) }
+        return .object(f)
     }
 
     static func affinity(_ a: Affinity) -> JSONValue {

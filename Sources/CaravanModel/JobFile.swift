@@ -104,7 +104,10 @@ public enum JobFile {
         var config = DriverConfig()
         if let c = m["config"], let mm = c.mapping(known: ["image", "command", "args", "entrypoint", "workdir", "auth"]) {
             if let a = mm["auth"], let am = a.mapping(known: ["username", "password"]) {
-                config.auth = RegistryAuth(username: am["username"]?.string() ?? "", password: am["password"]?.string() ?? "")
+                // Both or nothing: a half-set login could not be rendered and parsed back.
+                if let u = am.required("username")?.string(), let p = am.required("password")?.string() {
+                    config.auth = RegistryAuth(username: u, password: p)
+                }
             }
             config.image = mm["image"]?.string()
             config.command = mm["command"]?.string()
@@ -141,7 +144,8 @@ public enum JobFile {
     static func decodeConstraint(_ r: FieldReader) -> Constraint? {
         guard let m = r.mapping(known: ["attribute", "operator", "value"]) else { return nil }
         let op = m["operator"]?.oneOf(Constraint.Operator.self) ?? .equal
-        let attribute = m["attribute"]?.string() ?? ""
+        // distinct_hosts needs no attribute: an empty one is the same as none.
+        let attribute = m["attribute"]?.string(nonEmpty: op != .distinctHosts) ?? ""
         let needsValue = ![.isSet, .isNotSet, .distinctHosts].contains(op)
         let value = needsValue ? m.required("value")?.string(nonEmpty: false) : m["value"]?.string(nonEmpty: false)
         if op != .distinctHosts && attribute.isEmpty { _ = m.required("attribute") }
@@ -320,7 +324,7 @@ public enum JobFile {
 }
 
 extension TaskSpec {
-    static let signals = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2"]
+    public static let signals = ["SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2"]
 }
 
 /// Five-field cron expressions (minute hour day-of-month month day-of-week).

@@ -9,6 +9,7 @@ import Keyring
 import Logging
 import Metrics
 import Raft
+import CaravanTesting
 import Testing
 @testable import Agent
 
@@ -317,5 +318,63 @@ import Testing
         #expect(NodeMetadata.decode([]) == nil)
         #expect(NodeMetadata.decode(Array(m.encode().dropLast())) == nil)
         #expect(NodeMetadata.decode([9, 9, 9]) == nil)
+    }
+
+    /// The job files the docs show: every ```yaml / ```json block of `Docs/*.md` that is a job,
+    /// and every file in `Deploy/examples/`.
+    static func documentedJobs() throws -> [(String, String)] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        var out: [(String, String)] = []
+        let examples = root.appendingPathComponent("Deploy/examples")
+        for name in try FileManager.default.contentsOfDirectory(atPath: examples.path).sorted() {
+            out.append(("Deploy/examples/" + name, try String(contentsOf: examples.appendingPathComponent(name), encoding: .utf8)))
+        }
+        let docs = root.appendingPathComponent("Docs")
+        for name in try FileManager.default.contentsOfDirectory(atPath: docs.path).sorted() where name.hasSuffix(".md") {
+            let text = try String(contentsOf: docs.appendingPathComponent(name), encoding: .utf8)
+            var block: [Substring]?
+            var n = 0
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                if block == nil, line == "```yaml" || line == "```json" { block = [] } else if line == "```", let b = block {
+                    n += 1
+                    let body = b.joined(separator: "\n")
+                    if body.contains("groups") && (body.hasPrefix("id:") || body.hasPrefix("{")) { out.append(("Docs/\(name) block \(n)", body)) }
+                    block = nil
+                } else if block != nil { block!.append(line) }
+            }
+        }
+        return out
+    }
+
+    /// Every documented example and a hundred generated jobs (every field and operator) go
+    /// through `POST /v1/jobs` and come back from `GET /v1/job/{id}/versions` as the same job.
+    @Test func everyDocumentedAndGeneratedJobGoesThroughTheAPIAndBack() async throws {
+        let agent = try await Self.leader("127.0.62.9")
+        defer { Task { await agent.raft.shutdown(); await agent.gossip.shutdown() } }
+        var jobs = try Self.documentedJobs()
+        #expect(jobs.contains { $0.0.hasPrefix("Docs/jobspec.md") } && jobs.count >= 7, "\(jobs.map(\.0))")
+        for seed in 0..<UInt64(100) {
+            var gen = JobGenerator(seed: 10_000 + seed)
+            var job = gen.job()
+            job.id = "gen-\(seed)"
+            jobs.append(("generated job \(seed)", JobFile.render(job)))
+        }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { [jobs] client in
+            for (source, text) in jobs {
+                let sent = try JobFile.parse(text, file: source)
+                try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: text)) { r in
+                    #expect(r.status == .ok, "\(source): \(String(buffer: r.body))")
+                }
+                let ns = sent.namespace == "default" ? "" : "?namespace=\(sent.namespace)"
+                try await client.execute(uri: "/v1/job/\(sent.id)/versions\(ns)", method: .get) { r in
+                    #expect(r.status == .ok, "\(source): \(String(buffer: r.body))")
+                    guard r.status == .ok else { return }
+                    let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(buffer: r.body))
+                    let stored = try #require(versions.first, "\(source)")
+                    #expect(try JobFile.parse(stored.job, file: "stored") == sent, "\(source)")
+                }
+            }
+        }
     }
 }
