@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,6 +14,23 @@ public enum StreamEnd {
     public static let header = "X-Caravan-Stream-End"
     public static let shutdown = "shutdown"
     public static let shutdownMessage = "the agent is shutting down: the stream ended early; run the command again (against another agent if this one is gone)"
+}
+
+/// Exactly-once writes: each write a client makes carries `X-Caravan-Write-ID: CLIENT/SEQ`, and
+/// the cluster applies a write with an id it has seen only once (answering a retry with the first
+/// answer). A client id is random per ``CaravanClient``; its sequence numbers start at 1.
+public final class WriteID: Sendable {
+    public static let header = "X-Caravan-Write-ID"
+    public let client: String
+    private let sequence = Atomic<UInt64>(0)
+
+    public init() {
+        var rng = SystemRandomNumberGenerator()
+        client = (0..<2).map { _ in String(rng.next() as UInt64, radix: 16) }.joined(separator: "-")
+    }
+
+    /// The next id, `CLIENT/SEQ`.
+    public func next() -> String { "\(client)/\(sequence.add(1, ordering: .relaxed).newValue)" }
 }
 
 public struct ClientError: Error, Sendable, CustomStringConvertible {
@@ -38,6 +56,14 @@ public struct ClientError: Error, Sendable, CustomStringConvertible {
     /// The agent ended the stream because it is shutting down.
     public var isShutdown: Bool { code == .api(status: 503, code: "shutting_down") }
 
+    /// A failure a write may be retried after with the same write id: the cluster had no leader,
+    /// lost it mid-write, timed out, or this agent could not reach the leader or is stopping.
+    public var isRetryable: Bool {
+        guard case .api(let status, let code) = code else { return false }
+        return (status == 503 && ["no_leader", "leadership_lost", "shutting_down"].contains(code))
+            || (status == 504 && code == "timeout") || (status == 502 && code == "leader_unreachable")
+    }
+
     /// True for errors that are the caller's fault (bad input), false for failed operations.
     public var isBadInput: Bool {
         if case .api(let status, _) = code { return status == 400 || status == 404 || status == 413 || status == 422 }
@@ -51,6 +77,10 @@ public struct CaravanClient: Sendable {
     public let port: Int
     public let baseURL: String
     let timeout: TimeAmount
+    /// Ids for this client's writes.
+    public let writeIDs = WriteID()
+    /// How long a write is retried (with the same write id) while the cluster has no leader.
+    public var retryWrites: Duration = .seconds(20)
 
     /// Parses `http://HOST:PORT` (the port defaults to 4680).
     public init(address: String, timeout: Duration = .seconds(30)) throws(ClientError) {
@@ -95,11 +125,32 @@ public struct CaravanClient: Sendable {
         }
     }
 
+    /// Sends a write that goes through Raft, tagged with a fresh write id, and retries it with
+    /// the same id while the cluster answers that it has no leader (see ``WriteID``). The answer
+    /// is the cluster's first, however many tries it took.
+    public func write(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws(ClientError) -> Response {
+        let id = writeIDs.next()
+        let clock = ContinuousClock()
+        let until = clock.now + retryWrites
+        var pause: Duration = .milliseconds(50)
+        while true {
+            let r = try await send(method, path, body: body, headers: [(WriteID.header, id)])
+            guard !(200..<300).contains(r.status), clock.now + pause < until else { return r }
+            do { _ = try Self.decode(r, as: [String: String].self) } catch {
+                guard error.isRetryable else { return r }
+            }
+            try? await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(1))
+        }
+    }
+
     /// Sends one request and returns the raw response, whatever its status.
-    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws(ClientError) -> Response {
+    public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
+                     headers: [(String, String)] = []) async throws(ClientError) -> Response {
         let address = try socketAddress()
         let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Response.self)
         var head = requestHead(method, path)
+        for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
         if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
         let timeout = self.timeout
@@ -225,15 +276,16 @@ public struct CaravanClient: Sendable {
     }
 
     /// Sends a request and decodes a JSON answer; API errors become ``ClientError``.
+    /// With `write`, the request is a Raft write: sent with a write id and retried (``write(_:_:body:)``).
     public func request<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<String>.none,
-                                      as: T.Type = T.self) async throws(ClientError) -> T {
+                                      as: T.Type = T.self, write: Bool = false) async throws(ClientError) -> T {
         var raw: [UInt8]?
         if let body {
             do { raw = Array(try JSONEncoder().encode(body)) } catch {
                 throw ClientError(.badResponse, "cannot encode the request: \(error)")
             }
         }
-        let r = try await send(method, path, body: raw)
+        let r = write ? try await self.write(method, path, body: raw) : try await send(method, path, body: raw)
         return try Self.decode(r, as: T.self)
     }
 
@@ -288,7 +340,7 @@ public struct CaravanClient: Sendable {
     }
 
     public func putVariable(_ path: String, _ value: String) async throws(ClientError) -> VariableView {
-        try await request(.PUT, "/v1/var/" + Self.escapePath(path), body: VariableWrite(value: value))
+        try await request(.PUT, "/v1/var/" + Self.escapePath(path), body: VariableWrite(value: value), write: true)
     }
 
     public func variable(_ path: String, stale: Bool = false) async throws(ClientError) -> VariableView {
@@ -301,12 +353,12 @@ public struct CaravanClient: Sendable {
 
     @discardableResult
     public func deleteVariable(_ path: String) async throws(ClientError) -> [String: Bool] {
-        try await request(.DELETE, "/v1/var/" + Self.escapePath(path))
+        try await request(.DELETE, "/v1/var/" + Self.escapePath(path), write: true)
     }
 
     /// Registers a job from its file text (YAML or JSON).
     public func registerJob(_ text: String) async throws(ClientError) -> JobRegisterView {
-        let r = try await send(.POST, "/v1/jobs", body: Array(text.utf8))
+        let r = try await write(.POST, "/v1/jobs", body: Array(text.utf8))
         return try Self.decode(r, as: JobRegisterView.self)
     }
 
@@ -343,13 +395,13 @@ public struct CaravanClient: Sendable {
     }
 
     public func setSchedulerConfiguration(algorithm: String) async throws(ClientError) -> SchedulerConfigView {
-        try await request(.PUT, "/v1/operator/scheduler/configuration", body: SchedulerConfigRequest(algorithm: algorithm))
+        try await request(.PUT, "/v1/operator/scheduler/configuration", body: SchedulerConfigRequest(algorithm: algorithm), write: true)
     }
 
     public func node(_ id: String) async throws(ClientError) -> NodeDetailView { try await request(.GET, "/v1/node/" + Self.escape(id)) }
 
     public func stopJob(_ id: String, purge: Bool) async throws(ClientError) -> JobRegisterView {
-        try await request(.DELETE, "/v1/job/" + Self.escape(id) + (purge ? "?purge=true" : ""))
+        try await request(.DELETE, "/v1/job/" + Self.escape(id) + (purge ? "?purge=true" : ""), write: true)
     }
 
     public func nodes() async throws(ClientError) -> [NodeView] { try await request(.GET, "/v1/nodes") }
@@ -374,12 +426,12 @@ public struct CaravanClient: Sendable {
 
     @discardableResult
     public func drainNode(_ id: String, enable: Bool) async throws(ClientError) -> [String: String] {
-        try await request(.POST, "/v1/node/\(Self.escape(id))/drain?enable=\(enable)")
+        try await request(.POST, "/v1/node/\(Self.escape(id))/drain?enable=\(enable)", write: true)
     }
 
     @discardableResult
     public func setEligibility(_ id: String, eligible: Bool) async throws(ClientError) -> [String: String] {
-        try await request(.POST, "/v1/node/\(Self.escape(id))/eligibility?eligible=\(eligible)")
+        try await request(.POST, "/v1/node/\(Self.escape(id))/eligibility?eligible=\(eligible)", write: true)
     }
 
     public func allocations() async throws(ClientError) -> [AllocationView] { try await request(.GET, "/v1/allocations") }

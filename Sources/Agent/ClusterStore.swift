@@ -16,6 +16,7 @@ import Synchronization
 public final class ClusterStore: ReplicatedStateMachine {
     let variables = VariableStore()
     private let state = Mutex(ClusterState())
+    private let sessions = Mutex(ClientSessions())
 
     public init() {}
 
@@ -24,6 +25,18 @@ public final class ClusterStore: ReplicatedStateMachine {
 
     public func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
         guard let first = command.first else { return [1] }
+        if first == ClientSessions.tag {
+            guard let (client, seq, inner) = ClientSessions.unwrap(command) else { return [1] + Array("malformed tagged write".utf8) }
+            switch sessions.withLock({ $0.outcome(client: client, seq: seq) }) {
+            case .duplicate(let answer): return answer
+            case .forgotten:
+                return [1] + Array("write \(client)/\(seq) is older than the answers kept for its client; it may have been applied already and is not applied again".utf8)
+            case .new:
+                let answer = apply(inner, index: index)
+                sessions.withLock { $0.record(client: client, seq: seq, answer: answer, index: index) }
+                return answer
+            }
+        }
         if VariableStore.owns(first) { return variables.apply(command, index: index) }
         let outcome = state.withLock { $0.apply(command, index: index) }
         switch outcome {
@@ -57,17 +70,27 @@ public final class ClusterStore: ReplicatedStateMachine {
         var w = ByteWriter()
         w.blob(state.withLock { $0.snapshot() })
         w.blob(variables.snapshot())
+        w.blob(sessions.withLock { $0.encode() })
         return w.bytes
     }
 
     public func restore(_ snapshot: [UInt8]) throws {
         var r = ByteReader(snapshot)
-        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)), r.atEnd else {
+        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)) else {
             throw ClusterState.RestoreError(description: "not a cluster snapshot (cluster state and variables)")
+        }
+        // Snapshots from before exactly-once writes end here; later ones carry the sessions.
+        var restoredSessions = ClientSessions()
+        if !r.atEnd {
+            guard let ss = r.blob(max: Int(Int32.max)), r.atEnd, let decoded = ClientSessions.decode(ss) else {
+                throw ClusterState.RestoreError(description: "the client sessions in the snapshot are damaged")
+            }
+            restoredSessions = decoded
         }
         let restored = try ClusterState.restore(cs)
         try variables.restore(vs)
         state.withLock { $0 = restored }
+        sessions.withLock { $0 = restoredSessions }
     }
 }
 

@@ -377,4 +377,47 @@ import Testing
             }
         }
     }
+
+    /// `X-Caravan-Write-ID`: a register or variable write sent again with the same id is applied
+    /// once and answered as the first time; a malformed id is refused.
+    @Test func aWriteRetriedWithItsWriteIDIsAppliedOnce() async throws {
+        let agent = try await Self.leader("127.0.62.10")
+        defer { Task { await agent.raft.shutdown(); await agent.gossip.shutdown() } }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { client in
+            func post(_ text: String, id: String) async throws -> (HTTPResponse.Status, String) {
+                try await client.execute(uri: "/v1/jobs", method: .post, headers: [HTTPField.Name(WriteID.header)!: id],
+                                         body: ByteBuffer(string: text)) { r in (r.status, String(buffer: r.body)) }
+            }
+            let v0 = Self.job, v1 = Self.job.replacingOccurrences(of: "/bin/true", with: "/bin/false")
+            let (s1, first) = try await post(v0, id: "t-1/1")
+            let (_, second) = try await post(v1, id: "t-1/2")
+            let (s3, retried) = try await post(v0, id: "t-1/1")
+            #expect(s1 == .ok && s3 == .ok)
+            let a = try JSONDecoder().decode(JobRegisterView.self, from: Data(first.utf8))
+            let c = try JSONDecoder().decode(JobRegisterView.self, from: Data(retried.utf8))
+            #expect(a.index == c.index && a.evaluationID == c.evaluationID, "\(first) vs \(retried)")
+            try await client.execute(uri: "/v1/job/web/versions", method: .get) { r in
+                let versions = try JSONDecoder().decode([JobVersionView].self, from: Data(buffer: r.body))
+                // v0 then v1; the retry of v0 did not make a third version over v1.
+                #expect(versions.count == 2, "\(second) \(versions.map(\.version))")
+            }
+            for (n, value) in ["one", "two"].enumerated() {
+                try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "t-2/\(n + 1)"],
+                                         body: ByteBuffer(string: #"{"value": "\#(value)"}"#)) { r in #expect(r.status == .ok) }
+            }
+            try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "t-2/1"],
+                                     body: ByteBuffer(string: #"{"value": "one"}"#)) { r in #expect(r.status == .ok) }
+            try await client.execute(uri: "/v1/var/app/x", method: .get) { r in
+                let v = try JSONDecoder().decode(VariableView.self, from: Data(buffer: r.body))
+                #expect(v.value == "two")
+            }
+            try await client.execute(uri: "/v1/var/app/y", method: .put, headers: [HTTPField.Name(WriteID.header)!: "not an id"],
+                                     body: ByteBuffer(string: #"{"value": "z"}"#)) { r in
+                #expect(r.status == .badRequest)
+                let c = try Self.code(r)
+                #expect(c == "invalid_header")
+            }
+        }
+    }
 }

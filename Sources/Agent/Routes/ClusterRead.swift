@@ -23,6 +23,7 @@ struct ClusterRead: Sendable {
     }
 
     static let indexHeader = HTTPField.Name("X-Caravan-Index")!
+    static let writeIDHeader = HTTPField.Name(WriteID.header)!
 
     /// The answer as it came, with the read's headers.
     var response: Response {
@@ -65,6 +66,19 @@ struct ClusterRead: Sendable {
 }
 
 extension Agent {
+    /// Commits a write through the leader. With `X-Caravan-Write-ID: CLIENT/SEQ` on the request
+    /// it is applied at most once however often it is retried (``ClientSessions``).
+    func propose(_ command: [UInt8], _ request: Request?) async throws -> [UInt8] {
+        var bytes = command
+        if let raw = request?.headers[ClusterRead.writeIDHeader] {
+            guard let (client, seq) = ClientSessions.parseHeader(raw) else {
+                throw APIError(.badRequest, "invalid_header", "X-Caravan-Write-ID must be CLIENT/SEQ: a client id of 1-64 letters, digits, '-' or '_', and a sequence number ≥ 1")
+            }
+            bytes = ClientSessions.wrap(client: client, seq: seq, command)
+        }
+        do { return try await raft.apply(bytes) } catch { throw APIError(raft: error) }
+    }
+
     /// Reads the cluster state the way the request asks: through the leader (linearizable) or
     /// from this agent's copy (`?stale`), and — with `?index=N` — not before something newer
     /// than N exists or `?wait` (default 5 minutes, at most 10) has passed.

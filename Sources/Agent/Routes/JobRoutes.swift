@@ -26,7 +26,7 @@ struct JobRoutes {
         router.post("/v1/node/:id/drain") { request, context in
             let id = context.parameters.get("id") ?? ""
             let enable = request.uri.queryParameters.get("enable").map { $0 != "false" } ?? true
-            _ = try await commit(.nodeDrain(id: id, draining: enable), notFoundCode: "node_not_found")
+            _ = try await commit(.nodeDrain(id: id, draining: enable), request, notFoundCode: "node_not_found")
             return JSONResponse.make(["node": id, "draining": enable ? "true" : "false"])
         }
         router.post("/v1/node/:id/eligibility") { request, context in
@@ -34,7 +34,7 @@ struct JobRoutes {
             guard let raw = request.uri.queryParameters.get("eligible"), raw == "true" || raw == "false" else {
                 throw APIError(.badRequest, "invalid_parameter", "eligible must be true or false")
             }
-            _ = try await commit(.nodeEligibility(id: id, eligibility: raw == "true" ? .eligible : .ineligible), notFoundCode: "node_not_found")
+            _ = try await commit(.nodeEligibility(id: id, eligibility: raw == "true" ? .eligible : .ineligible), request, notFoundCode: "node_not_found")
             return JSONResponse.make(["node": id, "eligibility": raw == "true" ? "eligible" : "ineligible"])
         }
         router.get("/v1/jobs") { request, _ in
@@ -60,7 +60,7 @@ struct JobRoutes {
                 throw APIError(.badRequest, "unknown_version", "job \(id) has no version \(version) (kept: \(versions.map { String($0.version) }.joined(separator: ", ")))")
             }
             // Registering the old definition again makes it the newest version.
-            let index = try await commit(.registerJob(text: target.job))
+            let index = try await commit(.registerJob(text: target.job), request)
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
                                                      evaluationID: Evaluation.id(at: index, for: .init(ns, id))))
         }
@@ -76,14 +76,14 @@ struct JobRoutes {
                 throw APIError(.badRequest, "nothing_to_promote",
                                "job \(id) version \(st.version) has no canaries waiting for promotion (it needs update.canary and a new version replacing running instances)")
             }
-            let index = try await commit(.promote(namespace: ns, id: id, version: version), notFoundCode: "job_not_found")
+            let index = try await commit(.promote(namespace: ns, id: id, version: version), request, notFoundCode: "job_not_found")
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index, version: version))
         }
         router.delete("/v1/job/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let ns = request.uri.queryParameters.get("namespace") ?? "default"
             let purge = request.uri.queryParameters.get("purge").map { $0 != "false" } ?? false
-            let index = try await commit(.deregisterJob(namespace: ns, id: id, purge: purge), notFoundCode: "job_not_found")
+            let index = try await commit(.deregisterJob(namespace: ns, id: id, purge: purge), request, notFoundCode: "job_not_found")
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
                                                      evaluationID: purge ? nil : Evaluation.id(at: index, for: .init(ns, id))))
         }
@@ -114,7 +114,7 @@ struct JobRoutes {
     /// create the evaluation the leader answers with placements.
     func registerJob(_ request: Request, expectedID: String?) async throws -> Response {
         let job = try await Self.parseJob(request, expectedID: expectedID)
-        let index = try await commit(.registerJob(text: JobFile.render(job)))
+        let index = try await commit(.registerJob(text: JobFile.render(job)), request)
         let eval = Evaluation.id(at: index, for: .init(job.namespace, job.id))
         // Read back what the registration left (a new version, or the unchanged job).
         let st = try? await agent.read(ClusterQuery(kind: .job, namespace: job.namespace, id: job.id)).decode(JobStatusView.self)
@@ -148,9 +148,8 @@ struct JobRoutes {
 
 
     /// Commits a cluster-state command through the leader; the Raft index it landed at.
-    func commit(_ c: Command, notFoundCode: String = "rejected") async throws -> UInt64 {
-        let answer: [UInt8]
-        do { answer = try await agent.raft.apply(c.encode()) } catch { throw APIError(raft: error) }
+    func commit(_ c: Command, _ request: Request?, notFoundCode: String = "rejected") async throws -> UInt64 {
+        let answer = try await agent.propose(c.encode(), request)
         guard answer.first == 0 else {
             let why = String(decoding: answer.dropFirst(), as: UTF8.self)
             if why.contains("is not registered") { throw APIError(.notFound, notFoundCode, why) }

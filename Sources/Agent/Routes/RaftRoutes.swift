@@ -49,7 +49,7 @@ struct RaftRoutes {
             guard ClusterState.algorithms.contains(body.algorithm) else {
                 throw APIError(.badRequest, "invalid_body", "algorithm must be one of \(ClusterState.algorithms.joined(separator: ", ")), not \(body.algorithm)")
             }
-            let index = try await JobRoutes(agent: agent).commit(.schedulerConfig(algorithm: body.algorithm))
+            let index = try await JobRoutes(agent: agent).commit(.schedulerConfig(algorithm: body.algorithm), request)
             return JSONResponse.make(SchedulerConfigView(algorithm: body.algorithm, modifyIndex: index))
         }
         router.post("/v1/operator/raft/transfer-leader") { request, _ in

@@ -40,17 +40,16 @@ struct VariableRoutes {
                 throw APIError(.badRequest, "value_too_large", "value is \(body.value.utf8.count) bytes; the limit is \(VariableStore.maxValueBytes)")
             }
             let answer: [UInt8]
-            do { answer = try await agent.raft.apply(VariableStore.put(path, body.value)) } catch { throw APIError(raft: error) }
+            answer = try await agent.propose(VariableStore.put(path, body.value), request)
             guard answer.first == 0, let (p, item) = VariableStore.decodeItems(Array(answer.dropFirst()))?.first else {
                 throw APIError(.internalServerError, "apply_failed", "the state machine refused the write")
             }
             return JSONResponse.make(VariableView(path: p, value: item.value, createIndex: item.createIndex, modifyIndex: item.modifyIndex),
                                      headers: [HTTPField.Name("X-Caravan-Index")!: "\(item.modifyIndex)"])
         }
-        router.delete("/v1/var/**") { _, context in
+        router.delete("/v1/var/**") { request, context in
             let path = try Self.path(context)
-            let answer: [UInt8]
-            do { answer = try await agent.raft.apply(VariableStore.delete(path)) } catch { throw APIError(raft: error) }
+            let answer = try await agent.propose(VariableStore.delete(path), request)
             guard answer.count == 2, answer[0] == 0 else {
                 throw APIError(.internalServerError, "apply_failed", "the state machine refused the delete")
             }
