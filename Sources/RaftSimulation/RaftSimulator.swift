@@ -36,6 +36,14 @@ public struct RaftSimulator: Sendable {
         public var readValue: String?
         /// The operation definitely did not happen (refused, or its entry was overwritten).
         public var failed = false
+
+        public init(kind: Kind, call: Duration, ret: Duration? = nil, readValue: String? = nil, failed: Bool = false) {
+            self.kind = kind
+            self.call = call
+            self.ret = ret
+            self.readValue = readValue
+            self.failed = failed
+        }
     }
 
     public var network: SimulatedNetwork<ServerID, Message>

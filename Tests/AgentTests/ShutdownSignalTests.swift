@@ -19,7 +19,8 @@ import Testing
         signal.trigger()
         signal.trigger()
         #expect(try await slow.value == nil)
-        #expect(ContinuousClock.now - start < .seconds(5))
+        // Well before the operation's own minute (a loaded test run may take a few seconds).
+        #expect(ContinuousClock.now - start < .seconds(45))
         let count = ran.load(ordering: .relaxed)
         #expect(count == 1)
         // After it is set: nothing runs, handlers run at once.

@@ -216,6 +216,30 @@ final class LocalCluster: @unchecked Sendable {
     /// Its output goes to files, not pipes: an executor test in this same process may spawn a
     /// task at the same moment, and a task that inherits a pipe's write end keeps the pipe open
     /// (the read never sees its end). A file needs no end.
+    /// The same, awaited without holding a thread (long runs must not take one of the test
+    /// pool's few threads for their whole length).
+    static func runAsync(_ args: [String], executable: String? = nil) async throws -> Output {
+        let base = NSTemporaryDirectory() + "caravan-run-\(getpid())-\(UUID().uuidString)"
+        let fm = FileManager.default
+        fm.createFile(atPath: base + ".out", contents: nil)
+        fm.createFile(atPath: base + ".err", contents: nil)
+        defer { for f in [".out", ".err"] { try? fm.removeItem(atPath: base + f) } }
+        let out = FileHandle(forWritingAtPath: base + ".out")!, err = FileHandle(forWritingAtPath: base + ".err")!
+        defer { try? out.close(); try? err.close() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable ?? binary)
+        p.arguments = args
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        let status: Int32 = try await withCheckedThrowingContinuation { c in
+            p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
+            do { try p.run() } catch { p.terminationHandler = nil; c.resume(throwing: error) }
+        }
+        let o = fm.contents(atPath: base + ".out") ?? Data(), e = fm.contents(atPath: base + ".err") ?? Data()
+        return Output(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
     static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Output {
         let base = NSTemporaryDirectory() + "caravan-run-\(getpid())-\(UUID().uuidString)"
         let fm = FileManager.default
@@ -284,6 +308,19 @@ extension LocalCluster {
     func get(_ i: Int, _ path: String, stale: Bool = false) -> String? {
         guard let r = try? cli(i, ["var", "get", path] + (stale ? ["--stale"] : [])), r.status == 0 else { return nil }
         return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// `GET /v1/status` of agent `i` through the API (the CLI's view inside a namespace), without
+    /// holding a thread of the test pool.
+    func statusAsync(_ i: Int) async -> StatusView? {
+        if namespace != nil { return status(i) }
+        return try? await agent(i).api.status()
+    }
+
+    /// Which agent index leads, as agent `i` reports it.
+    func leaderIndexAsync(via i: Int) async -> Int? {
+        guard let name = await statusAsync(i)?.leader else { return nil }
+        return agents.values.first { $0.name == name }.flatMap { a in (0..<256).first { ip($0) == a.ip } }
     }
 
     /// Which agent index leads, as agent `i` reports it.

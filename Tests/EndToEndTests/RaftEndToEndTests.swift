@@ -9,7 +9,8 @@ import Testing
     static func agreedLeader(_ c: LocalCluster, _ indices: [Int], within: Duration = .seconds(20), not excluded: Int? = nil) async throws -> Int {
         var leader: Int?
         try await c.eventually(within: within, every: .milliseconds(100), "agents \(indices) agree on a leader") {
-            let seen = indices.map { c.leaderIndex(via: $0) }
+            var seen: [Int?] = []
+            for i in indices { seen.append(await c.leaderIndexAsync(via: i)) }
             guard let first = seen.first, let l = first, l != excluded, seen.allSatisfy({ $0 == l }) else { return false }
             leader = l
             return true
@@ -174,14 +175,14 @@ import Testing
                 c.kill(victim)
                 try c.start(victim, join: (0...2).filter { $0 != victim }, extra: extra)
                 try await c.eventually(within: .seconds(15), "round \(round): agent-\(victim) is back as a voter") {
-                    c.status(victim)?.membership == "voter"
+                    await c.statusAsync(victim)?.membership == "voter"
                 }
                 leader = try await Self.agreedLeader(c, [0, 1, 2])
                 written += try await Self.writeMany(c, via: victim, prefix: "r\(round)-\(victim)", count: 120)
             }
         }
         for i in 0...2 {
-            let s = try #require(c.status(i))
+            let s = try #require(await c.statusAsync(i))
             #expect(s.membership == "voter", "agent-\(i): \(s)")
         }
         // Every acknowledged write is there, read linearizably through each agent in turn.
