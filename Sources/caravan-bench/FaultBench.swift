@@ -187,6 +187,9 @@ struct FaultBench: AsyncParsableCommand {
         /// After the final heal: a leader, and every key read.
         var finalLeaderMs: Double
         var finalKeysReadable: Bool
+        /// Agents whose own view of their membership (voter, learner, none) disagrees with the
+        /// leader's configuration after the final heal (a restarted voter that forgot it is one).
+        var membershipMismatches: [String]
         /// From a leader's SIGKILL to the first acknowledged write through the API (ms).
         var failoverMedianMs: Double
         var failoverMaxMs: Double
@@ -194,7 +197,7 @@ struct FaultBench: AsyncParsableCommand {
 
         var passed: Bool {
             lostWrites == 0 && lostJobs == 0 && nonLinearizableKeys.isEmpty && finalKeysReadable && finalLeaderMs <= 2000
-                && leaderAfterHealMaxMs <= 2000
+                && leaderAfterHealMaxMs <= 2000 && membershipMismatches.isEmpty
         }
 
         func printTable() {
@@ -207,6 +210,7 @@ struct FaultBench: AsyncParsableCommand {
             print(String(format: "| longest stretch without a leader | %.0f ms |", longestLeaderlessMs))
             print(String(format: "| leader after a fault is healed | median %.0f ms, max %.0f ms |", leaderAfterHealMedianMs, leaderAfterHealMaxMs))
             print(String(format: "| after the final heal | leader in %.0f ms, every key readable: %@ |", finalLeaderMs, finalKeysReadable ? "yes" : "NO"))
+            print("| members that disagree with the leader about their membership | \(membershipMismatches.isEmpty ? "none" : membershipMismatches.joined(separator: ", ")) |")
             print(String(format: "| failover: leader SIGKILL → first acknowledged API write | median %.0f ms, max %.0f ms (n=%d) |", failoverMedianMs, failoverMaxMs, failovers))
             print("| verdict | \(passed ? "pass" : "FAIL") |")
         }
@@ -448,6 +452,7 @@ struct FaultBench: AsyncParsableCommand {
                 }
                 if !done { readable = false; await history.end(op, at: nil, failed: true) }
             }
+            let mismatches = await membershipMismatches()
             let ops = await history.ops
             let jobs = await history.jobs
             var registered: Set<String> = []
@@ -468,9 +473,31 @@ struct FaultBench: AsyncParsableCommand {
                           jobsAcknowledged: jobs.count, lostWrites: Self.lostWrites(ops), lostJobs: jobs.filter { !registered.contains($0) }.count,
                           nonLinearizableKeys: bad, longestLeaderlessMs: longest,
                           leaderAfterHealMaxMs: healTimes.last ?? 0, leaderAfterHealMedianMs: healTimes.isEmpty ? 0 : healTimes[healTimes.count / 2],
-                          finalLeaderMs: finalLeader, finalKeysReadable: readable,
+                          finalLeaderMs: finalLeader, finalKeysReadable: readable, membershipMismatches: mismatches,
                           failoverMedianMs: failovers.isEmpty ? 0 : failovers[failovers.count / 2], failoverMaxMs: failovers.last ?? 0,
                           failovers: failovers.count)
+        }
+
+        /// Each agent's own membership against the leader's configuration, given up to 15 s to
+        /// agree (a restarted agent may be a learner being promoted for a moment).
+        func membershipMismatches() async -> [String] {
+            var last: [String] = ["no answer"]
+            let until = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < until {
+                if let l = await leaderIndex(), let config = try? await api(l).raftConfiguration() {
+                    var wrong: [String] = []
+                    for i in 0..<cluster.count {
+                        let name = "agent-\(i)"
+                        let expected = config.servers.first { $0.id == name }.map { $0.voter ? "voter" : "learner" } ?? "none"
+                        let seen = (try? await api(i).status())?.membership ?? "no answer"
+                        if seen != expected { wrong.append("\(name): \(seen), leader says \(expected)") }
+                    }
+                    last = wrong
+                    if wrong.isEmpty { return [] }
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            return last
         }
 
         static func ms(_ d: Duration) -> Double { Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15 }

@@ -26,6 +26,7 @@ import Testing
         #expect(number("finalLeaderMs") <= 2000, "seed \(seed)")
         #expect(number("leaderAfterHealMaxMs") <= 2000, "seed \(seed)")
         #expect(number("failovers") >= 1, "seed \(seed)")
+        #expect((report["membershipMismatches"] as? [String]) == [], "seed \(seed)")
         #expect(r.status == 0, "seed \(seed): \(r.stderr.suffix(2000))")
     }
 }
