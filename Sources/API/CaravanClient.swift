@@ -21,16 +21,28 @@ public enum StreamEnd {
 /// answer). A client id is random per ``CaravanClient``; its sequence numbers start at 1.
 public final class WriteID: Sendable {
     public static let header = "X-Caravan-Write-ID"
-    public let client: String
-    private let sequence = Atomic<UInt64>(0)
+    private let state = Mutex<(client: String, sequence: UInt64)>((WriteID.newClient(), 0))
 
-    public init() {
-        var rng = SystemRandomNumberGenerator()
-        client = (0..<2).map { _ in String(rng.next() as UInt64, radix: 16) }.joined(separator: "-")
+    public init() {}
+
+    /// `MS-RANDOM`: this client's creation time in Unix milliseconds, then 16 random hex digits.
+    static func newClient() -> String {
+        let ms = Int64(Date().timeIntervalSince1970 * 1000)
+        return "\(ms)-" + String(UInt64.random(in: 0...UInt64.max) | (1 << 63), radix: 16)
     }
 
+    public var client: String { state.withLock { $0.client } }
+
     /// The next id, `CLIENT/SEQ`.
-    public func next() -> String { "\(client)/\(sequence.add(1, ordering: .relaxed).newValue)" }
+    public func next() -> String {
+        state.withLock { s in
+            s.sequence += 1
+            return "\(s.client)/\(s.sequence)"
+        }
+    }
+
+    /// Starts over as a new client (after the cluster forgot this one): the next id is `NEW/1`.
+    public func renew() { state.withLock { $0 = (WriteID.newClient(), 0) } }
 }
 
 public struct ClientError: Error, Sendable, CustomStringConvertible {
@@ -78,7 +90,7 @@ public struct CaravanClient: Sendable {
     public let baseURL: String
     let timeout: TimeAmount
     /// Ids for this client's writes.
-    public let writeIDs = WriteID()
+    public var writeIDs = WriteID()
     /// How long a write is retried (with the same write id) while the cluster has no leader.
     public var retryWrites: Duration = .seconds(20)
 
@@ -128,17 +140,29 @@ public struct CaravanClient: Sendable {
     /// Sends a write that goes through Raft, tagged with a fresh write id, and retries it with
     /// the same id while the cluster answers that it has no leader (see ``WriteID``). The answer
     /// is the cluster's first, however many tries it took.
+    ///
+    /// Retried only when the agent echoes the id (so it is one that honours it); an agent that
+    /// says its group has members too old for write ids gets the write once without one; a
+    /// first try refused because the cluster forgot this client is sent again as a new client.
     public func write(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws(ClientError) -> Response {
-        let id = writeIDs.next()
+        var id = writeIDs.next()
         let clock = ContinuousClock()
         let until = clock.now + retryWrites
         var pause: Duration = .milliseconds(50)
+        var tries = 0
         while true {
             let r = try await send(method, path, body: body, headers: [(WriteID.header, id)])
-            guard !(200..<300).contains(r.status), clock.now + pause < until else { return r }
-            do { _ = try Self.decode(r, as: [String: String].self) } catch {
-                guard error.isRetryable else { return r }
+            tries += 1
+            guard !(200..<300).contains(r.status) else { return r }
+            var error: ClientError?
+            do { _ = try Self.decode(r, as: [String: String].self) } catch let e { error = e }
+            if error?.code == .api(status: 409, code: "write_ids_unsupported") { return try await send(method, path, body: body) }
+            if error?.code == .api(status: 409, code: "session_expired"), tries == 1 {
+                writeIDs.renew()
+                id = writeIDs.next()
+                continue
             }
+            guard let error, error.isRetryable, r.header(WriteID.header) == id, clock.now + pause < until else { return r }
             try? await Task.sleep(for: pause)
             pause = min(pause * 2, .seconds(1))
         }

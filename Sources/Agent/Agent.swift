@@ -33,6 +33,7 @@ public final class Agent: Sendable {
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
+    private let leaving = Mutex<Task<Void, Never>?>(nil)
 
     private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, images: ImageStore,
                  logger: Logger, capacity: CapacityView, metadata: NodeMetadata) {
@@ -175,6 +176,7 @@ public final class Agent: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(RequestMetricsMiddleware())
+        router.middlewares.add(WriteIDEcho())  // outside ErrorMiddleware: errors carry it too
         router.middlewares.add(ErrorMiddleware())
         AgentRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
@@ -252,16 +254,27 @@ public final class Agent: Sendable {
 /// must never have to SIGKILL an agent that was asked to stop).
 struct ShutdownNotice: Service {
     let agent: Agent
-    static let deadline: Duration = .seconds(3)
+    static let deadlineMs = 1900
 
     func run() async throws {
-        try? await gracefulShutdown()
+        // Cancelled (the group failed, say the HTTP port was taken): not a shutdown to hurry.
+        do { try await gracefulShutdown() } catch { return }
         agent.logger.info("shutting down: ending blocking reads, log follows and exec sessions")
         agent.stopping.trigger()
+        // Hand-over and leave start now, beside the HTTP server's drain, not after it. Once
+        // they are done nothing of the cluster's depends on this process: a request a client
+        // still holds open (a stalled upload, a reader that stopped reading) gets a moment more,
+        // then the process exits anyway.
         let logger = agent.logger
-        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(Int(Self.deadline.components.seconds))) {
-            logger.warning("shutdown did not finish within \(Self.deadline); exiting now")
+        Task { [agent] in
+            await agent.leaveCluster()
+            try? await Task.sleep(for: .milliseconds(300))
+            logger.notice("left the cluster; a client still holds a request open: exiting")
             _exit(0)
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Self.deadlineMs)) {
+            logger.warning("shutdown did not finish within \(Self.deadlineMs) ms (a client held a request open); exiting now")
+            _exit(1)
         }
     }
 }
@@ -272,10 +285,27 @@ struct GossipLifecycle: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        // Hand Raft leadership over first, so the cluster keeps taking writes without an election.
-        await agent.raft.shutdown()
-        agent.logger.info("leaving the cluster")
-        await agent.gossip.leave()
-        await agent.gossip.shutdown()
+        await agent.leaveCluster()
+    }
+}
+
+extension Agent {
+    /// Hands Raft leadership over (so the cluster keeps taking writes without an election),
+    /// announces the leave by gossip and closes the sockets — once, however often it is called;
+    /// later callers wait for the first. Bounded: at most 0.8 s each for the hand-over and the
+    /// leave.
+    func leaveCluster() async {
+        let task = leaving.withLock { t -> Task<Void, Never> in
+            if let t { return t }
+            let new = Task {
+                await self.raft.shutdown(transferTimeout: .milliseconds(800))
+                self.logger.info("leaving the cluster")
+                await self.gossip.leave(timeout: .milliseconds(800))
+                await self.gossip.shutdown()
+            }
+            t = new
+            return new
+        }
+        await task.value
     }
 }

@@ -49,7 +49,14 @@ public struct AgentConfiguration: Sendable {
 }
 
 public enum CaravanVersion {
-    public static let current = "0.1.0"
+    public static let current = "0.2.0"
+
+    /// Agents from 0.2.0 on apply writes tagged with `X-Caravan-Write-ID`.
+    static func supportsWriteIDs(_ version: String) -> Bool {
+        let parts = version.split(separator: ".").map { Int($0) ?? -1 }
+        guard parts.count >= 2, parts.allSatisfy({ $0 >= 0 }) else { return false }
+        return parts[0] > 0 || parts[1] >= 2
+    }
 }
 
 /// A configuration or start-up problem, reported as one line; `isUsage` picks exit status 2.

@@ -26,14 +26,19 @@ public final class ClusterStore: ReplicatedStateMachine {
     public func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
         guard let first = command.first else { return [1] }
         if first == ClientSessions.tag {
-            guard let (client, seq, inner) = ClientSessions.unwrap(command) else { return [1] + Array("malformed tagged write".utf8) }
-            switch sessions.withLock({ $0.outcome(client: client, seq: seq) }) {
+            guard let (client, seq, stamp, inner) = ClientSessions.unwrap(command) else {
+                return ClientSessions.refusalAnswer("invalid_header", "malformed tagged write")
+            }
+            let outcome = sessions.withLock { s in
+                s.advance(to: stamp)
+                return s.outcome(client: client, seq: seq)
+            }
+            switch outcome {
             case .duplicate(let answer): return answer
-            case .forgotten:
-                return [1] + Array("write \(client)/\(seq) is older than the answers kept for its client; it may have been applied already and is not applied again".utf8)
+            case .refused(let code, let message): return ClientSessions.refusalAnswer(code, message)
             case .new:
                 let answer = apply(inner, index: index)
-                sessions.withLock { $0.record(client: client, seq: seq, answer: answer, index: index) }
+                sessions.withLock { $0.record(client: client, seq: seq, answer: answer) }
                 return answer
             }
         }

@@ -94,7 +94,11 @@ public final class VariableStore: ReplicatedStateMachine {
                 all[p] = Item(value: v, createIndex: created, modifyIndex: index)
                 return all[p]!
             }
-            return [0] + Self.encodeItems([(p, item)])
+            // Indexes only (the value is the writer's own): answers are kept for exactly-once
+            // writes, and must stay small.
+            var w = ByteWriter(capacity: 12)
+            w.byte(0); w.varint(item.createIndex); w.varint(item.modifyIndex)
+            return w.bytes
         case .delete:
             guard let p = r.string(max: Self.maxPathBytes) else { return [1] }
             let existed = items.withLock { $0.removeValue(forKey: p) != nil }

@@ -282,8 +282,7 @@ public struct RaftCore: Sendable {
     /// The core keeps only the metadata; the shell keeps the data (on disk) and fills it in when
     /// it sends a ``Message/Body/snapshot(_:)`` message.
     public mutating func compact(index: LogIndex, keep: Int = 1024) -> SnapshotMetadata? {
-        guard index <= log.applied, index > (log.latestSnapshot?.index ?? 0), let t = log.term(at: index) else { return nil }
-        let meta = SnapshotMetadata(index: index, term: t, configuration: log.configuration(at: index, base: log.snapshot.configuration))
+        guard let meta = snapshotMetadata(index: index) else { return nil }
         log.compact(to: meta, keep: keep)
         return meta
     }
@@ -393,8 +392,22 @@ public struct RaftCore: Sendable {
             progress[s.id] = pr
         }
         uncommittedBytes = 0
-        // §5.4.2 and §6.4: commit an entry of our own term before trusting earlier ones.
-        appendAsLeader(Entry(term: term, index: log.lastIndex + 1, kind: .empty))
+        // §5.4.2 and §6.4: commit an entry of our own term before trusting earlier ones. When
+        // the configuration is known only from a snapshot, that entry restates it: a follower
+        // restarted from a snapshot written without its configuration (an earlier version's
+        // compaction bug) learns it again and can campaign.
+        if log.snapshot.index > 0 && configurationIndex <= log.snapshot.index {
+            appendAsLeader(Entry(term: term, index: log.lastIndex + 1, kind: .configuration, data: ConfigurationCodec.encode(configuration)))
+        } else {
+            appendAsLeader(Entry(term: term, index: log.lastIndex + 1, kind: .empty))
+        }
+    }
+
+    /// Where a snapshot of the state machine at `index` (≤ applied) would stand, without
+    /// compacting anything: the shell saves the snapshot file first, then calls ``compact``.
+    public func snapshotMetadata(index: LogIndex) -> SnapshotMetadata? {
+        guard index <= log.applied, index > (log.latestSnapshot?.index ?? 0), let t = log.term(at: index) else { return nil }
+        return SnapshotMetadata(index: index, term: t, configuration: log.configuration(at: index, base: log.snapshot.configuration))
     }
 
     // MARK: - Votes

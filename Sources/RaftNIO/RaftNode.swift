@@ -113,6 +113,9 @@ public final class RaftNode: @unchecked Sendable {
     var spooled: [LogIndex: String] = [:]
     /// Set once the loop is about to go away; callbacks from other threads check it first.
     let stopped = Atomic<Bool>(false)
+    let shutdownStarted = Atomic<Bool>(false)
+    /// The core's status as shutdown found it (answered once the loop is gone).
+    let finalStatus = Mutex<RaftStatus?>(nil)
 
     private init(config: RaftNodeConfiguration, fsm: any ReplicatedStateMachine, group: any EventLoopGroup, logger: Logger,
                  recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) throws(WriteAheadLog.Failure) {
@@ -465,7 +468,8 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     public func status() async -> RaftStatus {
-        (try? await loop.submit { self.core.status }.get())!
+        if let s = try? await loop.submit({ self.core.status }).get() { return s }
+        return finalStatus.withLock { $0 }!
     }
 
     public func change(_ change: ConfigurationChange) async throws {
@@ -493,6 +497,8 @@ public final class RaftNode: @unchecked Sendable {
     /// Hands leadership to another voter first (so the cluster does not wait for an election
     /// timeout), then stops.
     public func shutdown(transferTimeout: Duration = .seconds(1)) async {
+        // Once: a second call (the agent's cleanup after an early stop) returns at once.
+        guard !shutdownStarted.exchange(true, ordering: .relaxed) else { return }
         let wasLeader = (try? await loop.submit { () -> Bool in
             guard self.core.role == .leader, self.core.configuration.voters.count > 1 else { return false }
             try? self.core.transferLeadership(to: nil)
@@ -509,6 +515,7 @@ public final class RaftNode: @unchecked Sendable {
         }
         try? await loop.submit {
             self.shuttingDown = true
+            self.finalStatus.withLock { $0 = self.core.status }
             self.ticker?.cancel()
             for (_, p) in self.proposals { p.promise.fail(RaftError(.shuttingDown, "the agent is shutting down")) }
             self.proposals = [:]
@@ -517,7 +524,13 @@ public final class RaftNode: @unchecked Sendable {
         }.get()
         await transport.close()
         stopped.store(true, ordering: .relaxed)
-        try? await ownGroup.shutdownGracefully()
+        // The loop itself stays a while: the agent's other services may still ask for status or
+        // propose (they get shutting_down) while they stop; it goes with the process, or after 5 s.
+        let group = ownGroup
+        Task.detached {
+            try? await Task.sleep(for: .seconds(5))
+            try? await group.shutdownGracefully()
+        }
     }
 
     // MARK: - The loop
@@ -661,15 +674,24 @@ public final class RaftNode: @unchecked Sendable {
 
     private func maybeSnapshot() {
         guard applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
-        let data = fsm.snapshot()
-        guard let meta = core.compact(index: applied, keep: config.keepEntries) else { return }
+        guard let meta = core.snapshotMetadata(index: applied) else { return }
+        // The file first: the log is compacted only once the snapshot that replaces it is on
+        // disk (a failed write, say a full disk, leaves the log whole and is tried again after
+        // another snapshotEvery entries, not on every pass).
+        lastSnapshotIndex = meta.index
         do {
-            try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
+            try wal.saveSnapshot(Snapshot(metadata: meta, data: fsm.snapshot()))
+        } catch {
+            logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
+            return
+        }
+        _ = core.compact(index: meta.index, keep: config.keepEntries)
+        do {
             try wal.rollOver()
             wal.removeSegments(before: core.firstIndex)
-            lastSnapshotIndex = meta.index
         } catch {
-            logger.error("snapshot failed", metadata: ["error": "\(error)"])
+            logger.critical("cannot start a new Raft log segment; stopping so no acknowledged write is lost", metadata: ["error": "\(error)"])
+            exit(74)
         }
     }
 

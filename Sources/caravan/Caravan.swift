@@ -10,7 +10,7 @@ struct Caravan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "caravan",
         abstract: "A masterless cluster scheduler: one agent on every machine.",
-        version: "0.1.0",
+        version: "0.2.0",
         subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self, EvalCommand.self,
                       LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
     )

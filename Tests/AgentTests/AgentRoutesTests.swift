@@ -390,9 +390,9 @@ import Testing
                                          body: ByteBuffer(string: text)) { r in (r.status, String(buffer: r.body)) }
             }
             let v0 = Self.job, v1 = Self.job.replacingOccurrences(of: "/bin/true", with: "/bin/false")
-            let (s1, first) = try await post(v0, id: "t-1/1")
-            let (_, second) = try await post(v1, id: "t-1/2")
-            let (s3, retried) = try await post(v0, id: "t-1/1")
+            let (s1, first) = try await post(v0, id: "1700000000000-t1/1")
+            let (_, second) = try await post(v1, id: "1700000000000-t1/2")
+            let (s3, retried) = try await post(v0, id: "1700000000000-t1/1")
             #expect(s1 == .ok && s3 == .ok)
             let a = try JSONDecoder().decode(JobRegisterView.self, from: Data(first.utf8))
             let c = try JSONDecoder().decode(JobRegisterView.self, from: Data(retried.utf8))
@@ -403,10 +403,10 @@ import Testing
                 #expect(versions.count == 2, "\(second) \(versions.map(\.version))")
             }
             for (n, value) in ["one", "two"].enumerated() {
-                try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "t-2/\(n + 1)"],
+                try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "1700000000000-t2/\(n + 1)"],
                                          body: ByteBuffer(string: #"{"value": "\#(value)"}"#)) { r in #expect(r.status == .ok) }
             }
-            try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "t-2/1"],
+            try await client.execute(uri: "/v1/var/app/x", method: .put, headers: [HTTPField.Name(WriteID.header)!: "1700000000000-t2/1"],
                                      body: ByteBuffer(string: #"{"value": "one"}"#)) { r in #expect(r.status == .ok) }
             try await client.execute(uri: "/v1/var/app/x", method: .get) { r in
                 let v = try JSONDecoder().decode(VariableView.self, from: Data(buffer: r.body))

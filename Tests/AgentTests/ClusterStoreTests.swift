@@ -26,13 +26,13 @@ import Testing
     /// stays, and the memory of it survives a snapshot.
     @Test func aRetriedTaggedWriteIsAppliedOnceEvenAcrossASnapshot() throws {
         let store = ClusterStore()
-        let first = ClientSessions.wrap(client: "cli-1", seq: 1, VariableStore.put("app/x", "one"))
+        let first = ClientSessions.wrap(client: "1700000000000-cli", seq: 1, stamp: 1_700_000_000_000, VariableStore.put("app/x", "one"))
         let a1 = store.apply(first, index: 10)
-        _ = store.apply(ClientSessions.wrap(client: "cli-1", seq: 2, VariableStore.put("app/x", "two")), index: 11)
+        _ = store.apply(ClientSessions.wrap(client: "1700000000000-cli", seq: 2, stamp: 1_700_000_000_001, VariableStore.put("app/x", "two")), index: 11)
         // The first write, retried late (say after a timeout and a leader change): not applied again.
         let again = store.apply(first, index: 12)
         #expect(again == a1)
-        #expect(try store.variables.query(VariableStore.get("app/x")) == VariableStore.encodeItems([("app/x", .init(value: "two", createIndex: 10, modifyIndex: 11))]))
+        #expect(try store.variables.query(VariableStore.get("app/x")) == VariableStore.encodeItems([("app/x", VariableStore.Item(value: "two", createIndex: 10, modifyIndex: 11))]))
         // The same after a restore from a snapshot.
         let copy = ClusterStore()
         try copy.restore(store.snapshot())
@@ -45,23 +45,40 @@ import Testing
         try ClusterStore().restore(w.bytes)
     }
 
-    @Test func sessionsForgetOldAnswersAndClientsInAnOrderEveryReplicaAgreesOn() throws {
+    @Test func sessionsForgetOldAnswersAndClientsButNeverApplyAForgottenWriteAgain() throws {
+        let t0: Int64 = 1_700_000_000_000
         var s = ClientSessions()
-        for seq in 1...UInt64(ClientSessions.keptPerClient + 5) { s.record(client: "a", seq: seq, answer: [UInt8(seq & 0xff)], index: seq) }
-        #expect(s.outcome(client: "a", seq: 1) == .forgotten)
-        #expect(s.outcome(client: "a", seq: 5) == .forgotten)
-        #expect(s.outcome(client: "a", seq: 6) == .duplicate([6]))
-        #expect(s.outcome(client: "a", seq: 1000) == .new)
-        #expect(s.outcome(client: "b", seq: 1) == .new)
-        for i in 0..<ClientSessions.maxClients { s.record(client: "c\(i)", seq: 1, answer: [], index: 1000 + UInt64(i)) }
-        // "a" wrote least recently: it went first.
-        #expect(s.sessions.count == ClientSessions.maxClients)
-        #expect(s.sessions["a"] == nil && s.sessions["c0"] != nil)
+        s.advance(to: t0)
+        let a = "\(t0)-a"
+        for seq in 1...UInt64(ClientSessions.keptPerClient + 5) { s.record(client: a, seq: seq, answer: [UInt8(seq & 0xff)]) }
+        #expect(s.outcome(client: a, seq: 5) == .refused("write_forgotten", "write \(a)/5 is older than the answers kept for its client: it may have been applied already and is not applied again"))
+        #expect(s.outcome(client: a, seq: 6) == .duplicate([6]))
+        #expect(s.outcome(client: a, seq: 1000) == .new)
+        // Pushed out by newer clients: a late retry of a's is refused, not applied again.
+        for i in 0..<ClientSessions.maxClients {
+            s.advance(to: t0 + 1 + Int64(i))
+            s.record(client: "\(t0 + 1 + Int64(i))-c\(i)", seq: 1, answer: [])
+        }
+        #expect(s.sessions.count == ClientSessions.maxClients && s.sessions[a] == nil)
+        if case .refused(let code, _) = s.outcome(client: a, seq: 6) { #expect(code == "session_expired") } else { Issue.record("a's retry was not refused") }
+        // A client created after the watermark is new; one from far in the future is refused.
+        #expect(s.outcome(client: "\(t0 + 50_000)-new", seq: 1) == .new)
+        if case .refused(let code, _) = s.outcome(client: "\(t0 + 10_000_000)-future", seq: 1) { #expect(code == "invalid_header") } else { Issue.record("future client accepted") }
+        // Ten idle minutes expire a session the same way.
+        var e = ClientSessions()
+        e.advance(to: t0)
+        e.record(client: "\(t0)-idle", seq: 1, answer: [7])
+        e.advance(to: t0 + ClientSessions.expiry + 20_000)
+        #expect(e.sessions.isEmpty)
+        if case .refused(let code, _) = e.outcome(client: "\(t0)-idle", seq: 1) { #expect(code == "session_expired") } else { Issue.record("expired retry accepted") }
         #expect(ClientSessions.decode(s.encode()) == s)
         #expect(ClientSessions.decode(Array(s.encode().dropLast())) == nil)
-        #expect(ClientSessions.parseHeader("cli-1/7")! == ("cli-1", 7))
-        for bad in ["", "x", "/1", "a/0", "a/-1", "a b/1", "a/1/2", String(repeating: "a", count: 65) + "/1", "é/1"] {
+        #expect(ClientSessions.parseHeader("1700000000000-cli-1/7")! == ("1700000000000-cli-1", 7))
+        for bad in ["", "x", "/1", "1-a/0", "1-a/-1", "1-a b/1", "1-a/1/2", "abc-x/1", "1-/1", "1-" + String(repeating: "a", count: 63) + "/1", "1-é/1"] {
             #expect(ClientSessions.parseHeader(bad) == nil, "\(bad)")
         }
+        // A tag inside a tag is refused.
+        let inner = ClientSessions.wrap(client: "\(t0)-x", seq: 1, stamp: t0, [0x41])
+        #expect(ClientSessions.unwrap(ClientSessions.wrap(client: "\(t0)-y", seq: 1, stamp: t0, inner)) == nil)
     }
 }

@@ -218,7 +218,8 @@ final class LocalCluster: @unchecked Sendable {
     /// (the read never sees its end). A file needs no end.
     /// The same, awaited without holding a thread (long runs must not take one of the test
     /// pool's few threads for their whole length).
-    static func runAsync(_ args: [String], executable: String? = nil) async throws -> Output {
+    /// Past `limit` the process gets SIGTERM (and SIGKILL 10 s later).
+    static func runAsync(_ args: [String], executable: String? = nil, limit: Duration = .seconds(600)) async throws -> Output {
         let base = NSTemporaryDirectory() + "caravan-run-\(getpid())-\(UUID().uuidString)"
         let fm = FileManager.default
         fm.createFile(atPath: base + ".out", contents: nil)
@@ -234,7 +235,13 @@ final class LocalCluster: @unchecked Sendable {
         p.standardInput = FileHandle.nullDevice
         let status: Int32 = try await withCheckedThrowingContinuation { c in
             p.terminationHandler = { c.resume(returning: $0.terminationStatus) }
-            do { try p.run() } catch { p.terminationHandler = nil; c.resume(throwing: error) }
+            do { try p.run() } catch { p.terminationHandler = nil; c.resume(throwing: error); return }
+            let pid = p.processIdentifier, seconds = Int(limit.components.seconds)
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(seconds)) { [p] in
+                guard p.isRunning else { return }
+                Foundation.kill(pid, SIGTERM)
+                DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(10)) { if p.isRunning { Foundation.kill(pid, SIGKILL) } }
+            }
         }
         let o = fm.contents(atPath: base + ".out") ?? Data(), e = fm.contents(atPath: base + ".err") ?? Data()
         return Output(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))

@@ -81,4 +81,27 @@ import Testing
         #expect(seen?.tags == ["zone": "a", "rack": "r3"], "so do the tags")
         #expect(seen?.address == "127.0.73.2:4682", "the bind address from the flag wins")
     }
+
+    /// An agent that cannot bind its HTTP port says so and exits 1 at once (it once exited 0
+    /// after 3 s, the error swallowed by the shutdown watchdog).
+    @Test func anAgentWhoseHTTPPortIsTakenSaysSoAndFails() async throws {
+        let dir = NSTemporaryDirectory() + "caravan-port-taken-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: LocalCluster.binary)
+        first.arguments = ["agent", "--dev", "--bind", "127.0.73.3", "--data-dir", dir + "/a"]
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { Foundation.kill(first.processIdentifier, SIGKILL); first.waitUntilExit() }
+        try await eventually(within: .seconds(30), "the first agent answers") {
+            (try? await CaravanClient(address: "http://127.0.73.3:4680").status()) != nil
+        }
+        let start = ContinuousClock.now
+        let r = try await LocalCluster.runAsync(["agent", "--dev", "--bind", "127.0.73.3", "--rpc-port", "5681", "--gossip-port", "5682",
+                                                 "--data-dir", dir + "/b"], limit: .seconds(60))
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("cannot serve the HTTP API on 127.0.73.3:4680"), "\(r.stderr)")
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
 }

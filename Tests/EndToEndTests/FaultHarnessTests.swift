@@ -10,7 +10,8 @@ import Testing
     @Test func aMinuteOfFaultsLosesNothingAndTheClusterStaysLive() async throws {
         let bench = URL(fileURLWithPath: LocalCluster.binary).deletingLastPathComponent().appendingPathComponent("caravan-bench").path
         let seed = UInt64(Date().timeIntervalSince1970) % 10_000
-        let r = try await LocalCluster.runAsync(["faults", "--duration", "60", "--every", "4", "--seed", "\(seed)", "--json"], executable: bench)
+        let r = try await LocalCluster.runAsync(["faults", "--duration", "60", "--every", "4", "--seed", "\(seed)", "--json"], executable: bench,
+                                                 limit: .seconds(240))
         let last = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
         let report = try #require(try? JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any],
                                   "seed \(seed): no report (exit \(r.status))\n\(r.stdout.suffix(2000))\n\(r.stderr.suffix(4000))")

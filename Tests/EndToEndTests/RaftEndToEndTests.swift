@@ -243,6 +243,14 @@ import Testing
             do { for try await piece in exec.body { frames += (try? parser.feed(piece)) ?? [] } } catch {}
             return frames
         }
+        // A client that starts an upload and never finishes it.
+        let stalled = Process()
+        stalled.executableURL = URL(fileURLWithPath: "/bin/sh")
+        stalled.arguments = ["-c", "sleep 30 | curl -s -X PUT -H 'Content-Length: 100000' --data-binary @- http://\(c.ip(node)):4680/v1/var/stalled"]
+        stalled.standardOutput = FileHandle.nullDevice
+        stalled.standardError = FileHandle.nullDevice
+        try stalled.run()
+        defer { if stalled.isRunning { stalled.terminate() } }
         try await Task.sleep(for: .milliseconds(500))
         let start = ContinuousClock.now
         c.kill(node, signal: SIGTERM)
@@ -257,5 +265,7 @@ import Testing
         let frames = await execFrames.value
         #expect(frames.contains { if case .error(let why) = $0 { why.contains("shutting down") } else { false } }, "exec frames: \(frames)")
         #expect(c.log(node).contains("shutting down: ending blocking reads"))
+        #expect(c.log(node).contains("leaving the cluster"))
+        #expect(c.agent(node).process.terminationStatus == 0)
     }
 }

@@ -3,6 +3,7 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
+import HTTPTypes
 import Hummingbird
 
 /// An API failure with a stable code; rendered as `{"error": {"code": ..., "message": ...}}`.
@@ -80,5 +81,18 @@ extension Request {
         } catch {
             throw APIError(.badRequest, "invalid_body", "request body is not valid JSON")
         }
+    }
+}
+
+/// Answers a request that carries `X-Caravan-Write-ID` with the same header, errors included:
+/// a client retries a write only when the agent that answered honours write ids.
+struct WriteIDEcho<Context: RequestContext>: RouterMiddleware {
+    static var name: HTTPField.Name { HTTPField.Name(WriteID.header)! }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let id = request.headers[Self.name] else { return try await next(request, context) }
+        var response = try await next(request, context)
+        response.headers[Self.name] = id
+        return response
     }
 }

@@ -72,11 +72,33 @@ extension Agent {
         var bytes = command
         if let raw = request?.headers[ClusterRead.writeIDHeader] {
             guard let (client, seq) = ClientSessions.parseHeader(raw) else {
-                throw APIError(.badRequest, "invalid_header", "X-Caravan-Write-ID must be CLIENT/SEQ: a client id of 1-64 letters, digits, '-' or '_', and a sequence number ≥ 1")
+                throw APIError(.badRequest, "invalid_header", "X-Caravan-Write-ID must be CLIENT/SEQ: CLIENT is MS-RANDOM (the client's creation time in Unix milliseconds, a dash, 1-48 letters, digits, '-' or '_'), SEQ a number ≥ 1")
             }
-            bytes = ClientSessions.wrap(client: client, seq: seq, command)
+            // Agents of an earlier version would skip a tagged write the others apply: tag only
+            // when every member of the group can read it.
+            if let old = await membersWithoutWriteIDs() {
+                throw APIError(.conflict, "write_ids_unsupported", "agents \(old.joined(separator: ", ")) run a version without exactly-once writes; send the write without X-Caravan-Write-ID until they are upgraded")
+            }
+            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+            bytes = ClientSessions.wrap(client: client, seq: seq, stamp: stamp, command)
         }
-        do { return try await raft.apply(bytes) } catch { throw APIError(raft: error) }
+        let answer: [UInt8]
+        do { answer = try await raft.apply(bytes) } catch { throw APIError(raft: error) }
+        if let (code, message) = ClientSessions.decodeRefusal(answer) {
+            throw APIError(code == "invalid_header" ? .badRequest : .conflict, code, message)
+        }
+        return answer
+    }
+
+    /// Raft members whose gossip metadata names a version before exactly-once writes (nil when
+    /// there are none). A member gossip does not know yet counts as up to date only if it is
+    /// this agent.
+    func membersWithoutWriteIDs() async -> [String]? {
+        let members = await raft.status().configuration.servers.map(\.id.rawValue)
+        let versions = Dictionary(await gossip.members().map { ($0.name, NodeMetadata.decode($0.metadata)?.version ?? "") },
+                                  uniquingKeysWith: { a, _ in a })
+        let old = members.filter { !CaravanVersion.supportsWriteIDs(versions[$0] ?? "") }
+        return old.isEmpty ? nil : old
     }
 
     /// Reads the cluster state the way the request asks: through the leader (linearizable) or
@@ -97,11 +119,15 @@ extension Agent {
             }
             wait = min(w, ClusterRead.maxWait)
         }
-        return try await read(q, stale: stale, after: minIndex, wait: wait)
+        return try await read(q, stale: stale, after: minIndex, wait: wait, answerOnShutdown: true)
     }
 
     /// The same without a request: `after` 0 answers at once.
-    func read(_ q: ClusterQuery, stale: Bool = false, after minIndex: UInt64 = 0, wait: Duration = .zero) async throws -> ClusterRead {
+    /// With `answerOnShutdown` (HTTP clients), a blocking read ends with this agent's copy as soon
+    /// as the agent starts shutting down; the agent's own loops (the node client) never act on
+    /// such a possibly lagging copy and keep waiting until they are stopped.
+    func read(_ q: ClusterQuery, stale: Bool = false, after minIndex: UInt64 = 0, wait: Duration = .zero,
+              answerOnShutdown: Bool = false) async throws -> ClusterRead {
         var (index, json): (UInt64, [UInt8])
         do {
             if minIndex == 0 {
@@ -113,12 +139,13 @@ extension Agent {
                 while true {
                     let left = max(.zero, ContinuousClock.now.duration(to: until))
                     let since = after
-                    guard let (applied, bytes) = try await stopping.unlessTriggered({
+                    let wait: @Sendable () async throws -> (applied: UInt64, answer: [UInt8]) = {
                         try await raft.read(query, stale: stale, after: since, wait: left)
-                    }) else {
+                    }
+                    guard let (applied, bytes) = answerOnShutdown ? try await stopping.unlessTriggered(wait) : try await wait() else {
                         // Shutting down: answer with this agent's copy as it is now (the client
                         // sees an unchanged index, as when a wait runs out, and asks again).
-                        (index, json) = try ClusterRead.split(try await raft.read(query, stale: true))
+                        (index, json) = try ClusterRead.split(try await raft.read(query, stale: true, timeout: .milliseconds(500)))
                         break
                     }
                     (index, json) = try ClusterRead.split(bytes)

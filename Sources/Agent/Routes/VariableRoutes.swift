@@ -2,6 +2,7 @@ import API
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
+import Primitives
 import RaftNIO
 
 /// `/v1/var/{path}` and `/v1/vars`: the replicated variable store. Writes on any agent go
@@ -41,10 +42,17 @@ struct VariableRoutes {
             }
             let answer: [UInt8]
             answer = try await agent.propose(VariableStore.put(path, body.value), request)
-            guard answer.first == 0, let (p, item) = VariableStore.decodeItems(Array(answer.dropFirst()))?.first else {
-                throw APIError(.internalServerError, "apply_failed", "the state machine refused the write")
+            var item: VariableStore.Item
+            if answer.first == 0, let (_, full) = VariableStore.decodeItems(Array(answer.dropFirst()))?.first {
+                item = full  // an older leader answers with the whole item
+            } else {
+                var r = ByteReader(answer)
+                guard r.byte() == 0, let created = r.varint(), let modified = r.varint(), r.atEnd else {
+                    throw APIError(.internalServerError, "apply_failed", "the state machine refused the write")
+                }
+                item = VariableStore.Item(value: body.value, createIndex: created, modifyIndex: modified)
             }
-            return JSONResponse.make(VariableView(path: p, value: item.value, createIndex: item.createIndex, modifyIndex: item.modifyIndex),
+            return JSONResponse.make(VariableView(path: path, value: item.value, createIndex: item.createIndex, modifyIndex: item.modifyIndex),
                                      headers: [HTTPField.Name("X-Caravan-Index")!: "\(item.modifyIndex)"])
         }
         router.delete("/v1/var/**") { request, context in
