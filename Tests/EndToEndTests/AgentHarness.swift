@@ -29,7 +29,21 @@ final class LocalCluster: @unchecked Sendable {
         return exe.deletingLastPathComponent().appendingPathComponent("caravan").path
     }
 
-    init(subnet: Int) throws {
+    /// How many of ``ClusterSlots``' slots this cluster holds until it goes.
+    let weight: Int
+
+    /// Waits for a slot first: only a few clusters run at once (debug agents idle at a few
+    /// percent of a core each, and the suite shares two cores with everything else).
+    convenience init(subnet: Int, weight: Int = 1) async throws {
+        await ClusterSlots.shared.acquire(weight)
+        do { try self.init(setUp: subnet, weight: weight) } catch {
+            await ClusterSlots.shared.release(weight)
+            throw error
+        }
+    }
+
+    private init(setUp subnet: Int, weight: Int) throws {
+        self.weight = weight
         self.subnet = subnet
         root = NSTemporaryDirectory() + "caravan-e2e-\(subnet)-\(getpid())"
         try? FileManager.default.removeItem(atPath: root)
@@ -50,6 +64,8 @@ final class LocalCluster: @unchecked Sendable {
         }
         Self.killTasks(under: root)
         try? FileManager.default.removeItem(atPath: root)
+        let w = weight
+        Task { await ClusterSlots.shared.release(w) }
     }
 
     /// Tasks outlive their agents by design; a test's cluster takes its tasks with it.
@@ -267,6 +283,36 @@ final class LocalCluster: @unchecked Sendable {
         p.waitUntilExit()
         let o = fm.contents(atPath: base + ".out") ?? Data(), e = fm.contents(atPath: base + ".err") ?? Data()
         return Output(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// At most ``limit`` slots' worth of agent clusters at once across the whole test run (a
+/// cluster takes one, the fault harness's five agents three); the others wait their turn
+/// without holding a thread.
+actor ClusterSlots {
+    static let shared = ClusterSlots(limit: 3)
+    let limit: Int
+    private var used = 0
+    private var waiters: [(weight: Int, continuation: CheckedContinuation<Void, Never>)] = []
+
+    init(limit: Int) { self.limit = limit }
+
+    func acquire(_ weight: Int) async {
+        let w = min(weight, limit)
+        if waiters.isEmpty && used + w <= limit {
+            used += w
+            return
+        }
+        await withCheckedContinuation { waiters.append((w, $0)) }
+    }
+
+    func release(_ weight: Int) {
+        used -= min(weight, limit)
+        while let next = waiters.first, used + next.weight <= limit {
+            waiters.removeFirst()
+            used += next.weight
+            next.continuation.resume()
+        }
     }
 }
 

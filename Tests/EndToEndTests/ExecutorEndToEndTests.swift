@@ -24,7 +24,7 @@ import Testing
     }
 
     @Test func tasksRunLogAndSurviveTheirAgentBeingKilled() async throws {
-        let c = try LocalCluster(subnet: 54)
+        let c = try await LocalCluster(subnet: 54)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let job = try Self.write("""
@@ -84,7 +84,7 @@ import Testing
     /// is relayed both ways): input in, output and stderr out as written, the exit status, a
     /// terminal when asked for.
     @Test func interactiveExecStreamsBothWaysThroughAnyAgent() async throws {
-        let c = try LocalCluster(subnet: 75)
+        let c = try await LocalCluster(subnet: 75)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         try c.start(1, join: [0])
@@ -128,7 +128,7 @@ import Testing
     }
 
     @Test func aCrashingTaskRestartsThenFailsAndJobRunSaysWhy() async throws {
-        let c = try LocalCluster(subnet: 55)
+        let c = try await LocalCluster(subnet: 55)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let job = try Self.write("""
@@ -185,7 +185,7 @@ import Testing
             _ = try? LocalCluster.run(["down", dir], executable: script)
             try? FileManager.default.removeItem(atPath: dir)
         }
-        let c = try LocalCluster(subnet: 60)
+        let c = try await LocalCluster(subnet: 60)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let job = try ExecutorEndToEndTests.write("""

@@ -10,7 +10,7 @@ import Testing
     }
 
     @Test func agentsJoinAndStayAliveAtTenPercentLoss() async throws {
-        let c = try LocalCluster(subnet: 1)
+        let c = try await LocalCluster(subnet: 1)
         try c.isolate()
         try c.faults(["udp dport 4682 numgen random mod 1000 < 100 drop"])
         try c.start(0)
@@ -29,7 +29,7 @@ import Testing
     }
 
     @Test func aPartitionIsDetectedAndHealsByItself() async throws {
-        let c = try LocalCluster(subnet: 2)
+        let c = try await LocalCluster(subnet: 2)
         try c.isolate()
         try c.start(0)
         for i in 1..<5 { try c.start(i, join: [0]) }
@@ -63,7 +63,7 @@ import Testing
 /// The Raft group in a private network namespace: the leader is cut off with nftables.
 @Suite(.serialized) struct RaftFaultEndToEndTests {
     @Test func aLeaderCutOffStepsDownAndNoWriteIsLostOrInvented() async throws {
-        let c = try LocalCluster(subnet: 3)
+        let c = try await LocalCluster(subnet: 3)
         try c.isolate()
         try c.start(0)
         for i in 1...2 { try c.start(i, join: [0]) }

@@ -83,7 +83,7 @@ import Testing
         }
 
         // 1. Three agents with a key; one leader.
-        let c = try LocalCluster(subnet: variant == .rawExec ? 70 : 71)
+        let c = try await LocalCluster(subnet: variant == .rawExec ? 70 : 71)
         let key = try LocalCluster.run(["keygen"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let all = [1, 2, 3]
         for i in all { try c.start(i, key: key, join: [1]) }

@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func badJobFilesAndUnplaceableJobsAreExplained() async throws {
-        let c = try LocalCluster(subnet: 52)
+        let c = try await LocalCluster(subnet: 52)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let bad = NSTemporaryDirectory() + "bad-\(getpid()).yaml"
@@ -80,7 +80,7 @@ import Testing
     }
 
     @Test func aPeriodicJobLaunchesABatchJobOnItsSchedule() async throws {
-        let c = try LocalCluster(subnet: 53)
+        let c = try await LocalCluster(subnet: 53)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let file = NSTemporaryDirectory() + "tick-\(getpid()).yaml"
@@ -109,7 +109,7 @@ import Testing
     /// instances, `job run` stops there, `job promote` lets the rest roll over; the agent being
     /// killed and restarted in the middle changes nothing.
     @Test func aCanaryRunsBesideTheOldInstancesUntilPromoted() async throws {
-        let c = try LocalCluster(subnet: 74)
+        let c = try await LocalCluster(subnet: 74)
         try c.start(0, extra: ["--bootstrap-expect", "1"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let file = NSTemporaryDirectory() + "canary-\(getpid()).yaml"

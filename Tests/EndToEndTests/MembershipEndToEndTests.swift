@@ -8,7 +8,7 @@ import Testing
     static let otherKey = "K2d5c0Jp1lH2m1Jj3Yy8oJm6D2pQH0bq1M+7ZQm3Xy4="
 
     @Test func fiveAgentsAgreeAndAKilledOneIsDeadEverywhere() async throws {
-        let c = try LocalCluster(subnet: 41)
+        let c = try await LocalCluster(subnet: 41)
         try c.start(0, key: Self.key)
         for i in 1..<5 { try c.start(i, key: Self.key, join: [0]) }
         try await c.eventually(within: .seconds(20), "all five agents list five alive members") { await c.converged(Array(0..<5), alive: 5) }
@@ -27,7 +27,7 @@ import Testing
     }
 
     @Test func anAgentWithTheWrongKeyCannotJoin() async throws {
-        let c = try LocalCluster(subnet: 42)
+        let c = try await LocalCluster(subnet: 42)
         try c.start(0, key: Self.key)
         try c.start(1, key: Self.key, join: [0])
         try c.start(2, key: Self.otherKey, join: [0], name: "intruder")
@@ -47,7 +47,7 @@ import Testing
     }
 
     @Test func keyRotationLosesNoMemberAndKeysNeverShow() async throws {
-        let c = try LocalCluster(subnet: 43)
+        let c = try await LocalCluster(subnet: 43)
         try c.start(0, key: Self.key)
         for i in 1..<4 { try c.start(i, key: Self.key, join: [0]) }
         try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
@@ -84,7 +84,7 @@ import Testing
     }
 
     @Test func anAgentDownDuringARotationRejoinsByItself() async throws {
-        let c = try LocalCluster(subnet: 47)
+        let c = try await LocalCluster(subnet: 47)
         try c.start(0, key: Self.key)
         for i in 1..<4 { try c.start(i, key: Self.key, join: [0]) }
         try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
@@ -112,7 +112,7 @@ import Testing
     }
 
     @Test func aGracefulLeaveShowsLeftAndARestartRejoins() async throws {
-        let c = try LocalCluster(subnet: 44)
+        let c = try await LocalCluster(subnet: 44)
         try c.start(0)
         for i in 1..<3 { try c.start(i, join: [0]) }
         try await c.eventually(within: .seconds(20), "three agents converge") { await c.converged(Array(0..<3), alive: 3) }
@@ -131,7 +131,7 @@ import Testing
     }
 
     @Test func aFrozenAgentIsNotDeclaredDeadAndRefutes() async throws {
-        let c = try LocalCluster(subnet: 45)
+        let c = try await LocalCluster(subnet: 45)
         try c.start(0)
         for i in 1..<4 { try c.start(i, join: [0]) }
         try await c.eventually(within: .seconds(20), "four agents converge") { await c.converged(Array(0..<4), alive: 4) }
@@ -189,7 +189,7 @@ import Testing
         #expect(missing.stderr.contains("does not exist"))
 
         // Occupy the agent's ports, then start a second agent on the same address.
-        let c = try LocalCluster(subnet: 46)
+        let c = try await LocalCluster(subnet: 46)
         let first = try c.start(1)
         try await c.eventually(within: .seconds(20), "the first agent serves") { (try? await first.api.agentSelf()) != nil }
         try c.start(1, name: "second")

@@ -23,7 +23,7 @@ import Testing
     }
 
     @Test func threeAgentsElectALeaderThenSurviveTheDeathOfTheLeaderAndOfAVoter() async throws {
-        let c = try LocalCluster(subnet: 48)
+        let c = try await LocalCluster(subnet: 48)
         let grace = ["--raft-dead-grace", "2"]
         try c.start(0, extra: grace)
         for i in 1...3 { try c.start(i, join: [0], extra: grace) }
@@ -78,7 +78,7 @@ import Testing
     }
 
     @Test func aLeaderStoppedWithSIGTERMHandsOverFirst() async throws {
-        let c = try LocalCluster(subnet: 49)
+        let c = try await LocalCluster(subnet: 49)
         try c.start(0)
         for i in 1...2 { try c.start(i, join: [0]) }
         let leader = try await Self.agreedLeader(c, [0, 1, 2])
@@ -100,7 +100,7 @@ import Testing
     }
 
     @Test func operatorCommandsShowAndMoveLeadership() async throws {
-        let c = try LocalCluster(subnet: 50)
+        let c = try await LocalCluster(subnet: 50)
         try c.start(0)
         for i in 1...2 { try c.start(i, join: [0]) }
         let leader = try await Self.agreedLeader(c, [0, 1, 2])
@@ -160,7 +160,7 @@ import Testing
     /// then followers and leaders are SIGKILLed and restarted in turn. Every restarted agent must
     /// come back as a voter, every round must elect a leader, and nothing written is lost.
     @Test func aCompactedClusterSurvivesRollingRestartsAndLosingItsLeader() async throws {
-        let c = try LocalCluster(subnet: 76)
+        let c = try await LocalCluster(subnet: 76)
         let extra = ["--raft-snapshot-every", "100"]
         try c.start(0, extra: extra)
         for i in 1...2 { try c.start(i, join: [0], extra: extra) }
@@ -199,7 +199,7 @@ import Testing
     /// through another agent), interactive exec — each with an end the client can tell from a
     /// broken connection, and the agent exits within 2 s (it waited out a 90 s read before).
     @Test func sigtermEndsEveryLongRequestAtOnceAndExitsWithinTwoSeconds() async throws {
-        let c = try LocalCluster(subnet: 77)
+        let c = try await LocalCluster(subnet: 77)
         try c.start(0)
         for i in 1...2 { try c.start(i, join: [0]) }
         _ = try await Self.agreedLeader(c, [0, 1, 2])

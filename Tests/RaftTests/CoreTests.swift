@@ -235,4 +235,42 @@ import Testing
         #expect(n2.configuration == expected)
         #expect(n2.configuration.isVoter("n2"))
     }
+
+    /// A snapshot an earlier version wrote without its configuration: a voter restarted from it
+    /// knows no group and never campaigns. A leader whose own configuration is known only from
+    /// its snapshot restates it as its first entry, and the forgetful voter learns it again.
+    @Test func aLeaderRestatesASnapshotOnlyConfigurationSoAForgetfulVoterRecovers() throws {
+        var c = Self.cluster(3)
+        Self.elect(&c, "n1")
+        for i in 0..<30 { try c["n1"]!.propose([UInt8(i)]) }
+        Self.settle(&c)
+        let applied = c["n1"]!.appliedIndex
+        var metas: [ServerID: SnapshotMetadata] = [:]
+        for id in c.keys.sorted() {
+            let m = c[id]!.compact(index: applied, keep: 0)
+            metas[id] = try #require(m)
+        }
+        let settings = RaftSettings(heartbeatTicks: 1, electionTicks: 10)
+        // n1 and n2 restart from good snapshots (configuration known only from them); n3 from
+        // a broken one with no configuration.
+        var broken = metas["n3"]!
+        broken.configuration = Configuration()
+        var restarted: [ServerID: RaftCore] = [:]
+        for id in ["n1", "n2"] as [ServerID] {
+            restarted[id] = RaftCore(id: id, settings: settings, seed: 11, hardState: HardState(term: c[id]!.term, commit: applied), snapshot: metas[id]!)
+        }
+        restarted["n3"] = RaftCore(id: "n3", settings: settings, seed: 12, hardState: HardState(term: c["n3"]!.term, commit: applied), snapshot: broken)
+        #expect(restarted["n3"]!.configuration.voters.isEmpty)
+        Self.elect(&restarted, "n1")
+        #expect(restarted["n1"]!.role == .leader)
+        Self.settle(&restarted)
+        #expect(restarted["n3"]!.configuration.isVoter("n3"), "n3 learns the configuration from the leader's first entry")
+        // And it can now lead: n1 and n2 go, n3 campaigns with n2 back.
+        restarted["n1"] = nil
+        for _ in 0..<60 where restarted["n3"]!.role != .leader && restarted["n2"]!.role != .leader {
+            for id in restarted.keys.sorted() { restarted[id]!.tick() }
+            Self.settle(&restarted)
+        }
+        #expect(restarted["n3"]!.role == .leader || restarted["n2"]!.role == .leader)
+    }
 }
