@@ -128,8 +128,9 @@ public final class Agent: Sendable {
     static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,
                           logger: Logger) async throws -> RaftNode {
         let tick = Duration.milliseconds(10)
-        let settings = RaftSettings(heartbeatTicks: max(1, Int(config.raftHeartbeat / tick)),
-                                    electionTicks: max(2, Int(config.raftElectionTimeout / tick)))
+        let election = max(2, Int(config.raftElectionTimeout / tick))
+        let settings = RaftSettings(heartbeatTicks: max(1, Int(config.raftHeartbeat / tick)), electionTicks: election,
+                                    electionSpreadTicks: max(1, election / 2))
         let advertise = "\(config.advertise ?? config.bind):\(config.rpcPort)"
         let raftConfig = RaftNodeConfiguration(id: ServerID(config.name), bindHost: config.bind, port: Int(config.rpcPort),
                                                advertise: advertise, directory: config.dataDir + "/raft", settings: settings,

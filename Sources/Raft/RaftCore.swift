@@ -330,7 +330,7 @@ public struct RaftCore: Sendable {
     // MARK: - Roles
 
     private mutating func resetElectionTimeout() {
-        randomizedElectionTimeout = settings.electionTicks + Int.random(in: 0..<settings.electionTicks, using: &random)
+        randomizedElectionTimeout = settings.electionTicks + Int.random(in: 0..<settings.electionSpreadTicks, using: &random)
     }
 
     private mutating func becomeFollower(term t: Term, leader l: ServerID?) {

@@ -14,6 +14,26 @@ struct Bench: AsyncParsableCommand {
     )
 }
 
+/// Runs this same command again inside a fresh network namespace (loopback up, MTU 1500), with
+/// `--in-namespace` added, and ends with its exit status; a SIGTERM is passed on to it.
+func rerunInNamespace() throws -> Never {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+    // Loopback must be up before Foundation's Process can start anything in there.
+    let me = "/proc/self/exe".resolvingSelf()
+    let args = ([me] + CommandLine.arguments.dropFirst() + ["--in-namespace"]).map { "'\($0)'" }.joined(separator: " ")
+    p.arguments = ["-n", "sh", "-c", "ip link set lo up mtu 1500 && exec \(args)"]
+    try p.run()
+    signal(SIGTERM, SIG_IGN)
+    let forward = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+    let child = p.processIdentifier
+    forward.setEventHandler { kill(child, SIGTERM) }
+    forward.resume()
+    p.waitUntilExit()
+    forward.cancel()
+    exit(p.terminationStatus)
+}
+
 /// Resident memory of a process in KiB (0 if it is gone).
 func rssKiB(_ pid: Int32) -> Int {
     guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
@@ -48,15 +68,7 @@ struct GossipBench: AsyncParsableCommand {
     func run() async throws {
         if loss > 0 && !inNamespace {
             // Re-run this command inside a fresh network namespace where the loss is injected.
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-            // Loopback must be up before Foundation's Process can start anything in there.
-            let me = "/proc/self/exe".resolvingSelf()
-            let args = ([me] + CommandLine.arguments.dropFirst() + ["--in-namespace"]).map { "'\($0)'" }.joined(separator: " ")
-            p.arguments = ["-n", "sh", "-c", "ip link set lo up mtu 1500 && exec \(args)"]
-            try p.run()
-            p.waitUntilExit()
-            throw ExitCode(p.terminationStatus)
+            try rerunInNamespace()
         }
         if inNamespace {
             let perMille = Int(loss * 1000)

@@ -29,24 +29,9 @@ struct FaultBench: AsyncParsableCommand {
     static func ip(_ i: Int) -> String { "127.0.80.\(i + 2)" }
 
     func run() async throws {
-        guard inNamespace else {
-            // Everything runs inside a fresh network namespace: the partitions never touch the host.
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-            let me = "/proc/self/exe".resolvingSelf()
-            let args = ([me] + CommandLine.arguments.dropFirst() + ["--in-namespace"]).map { "'\($0)'" }.joined(separator: " ")
-            p.arguments = ["-n", "sh", "-c", "ip link set lo up mtu 1500 && exec \(args)"]
-            try p.run()
-            // A SIGTERM here (a test's time limit) goes on to the run inside, which stops its agents.
-            signal(SIGTERM, SIG_IGN)
-            let forward = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
-            let child = p.processIdentifier
-            forward.setEventHandler { Foundation.kill(child, SIGTERM) }
-            forward.resume()
-            defer { forward.cancel() }
-            p.waitUntilExit()
-            throw ExitCode(p.terminationStatus)
-        }
+        // Everything runs inside a fresh network namespace: the partitions never touch the host.
+        // A SIGTERM (a test's time limit) goes on to the run inside, which stops its agents.
+        guard inNamespace else { try rerunInNamespace() }
         guard [3, 5].contains(agents) else { throw ValidationError("--agents must be 3 or 5") }
         let bin = binary ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("caravan").path
         let cluster = Cluster(binary: bin, count: agents, snapshotEvery: snapshotEvery)

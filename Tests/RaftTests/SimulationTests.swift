@@ -32,7 +32,9 @@ import RaftSimulation
         for seed in UInt64(batch * 25)..<UInt64(batch * 25 + 25) {
             var rng = SeededRandom(seed: seed)
             let size = rng.chance(0.5) ? 3 : 5
+            // Half the seeds with the agent's narrower election spread (half the timeout).
             var sim = RaftSimulator(servers: size, seed: seed,
+                                    settings: RaftSettings(heartbeatTicks: 5, electionTicks: 50, electionSpreadTicks: seed % 2 == 0 ? 50 : 25),
                                     faults: .init(loss: 0.05, duplication: 0.02, latency: .microseconds(100) ... .milliseconds(4)))
             sim.snapshotEvery = 30
             var value = 0
