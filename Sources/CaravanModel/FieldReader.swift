@@ -86,20 +86,20 @@ struct FieldReader {
 
     var duration: Duration? {
         guard let s = scalar else { return nil }
-        guard let d = Units.duration(s) else { fail("\"\(s)\" is not a duration such as 500ms, 10s, 5m, 1h30m"); return nil }
+        guard let d = Units.duration(s) else { fail("\"\(s)\" is not a duration such as 500ms, 10s, 5m, 1h30m, of at most 365d"); return nil }
         return d
     }
 
     var cpu: Int? {
         guard let s = scalar else { return nil }
-        guard let v = Units.millicores(s) else { fail("\"\(s)\" is not a CPU amount such as 250m, 0.5 or 2"); return nil }
+        guard let v = Units.millicores(s) else { fail("\"\(s)\" is not a CPU amount such as 250m, 0.5 or 2, of at most 1000 cores"); return nil }
         guard v > 0 else { fail("must be > 0"); return nil }
         return v
     }
 
     var mebibytes: Int? {
         guard let s = scalar else { return nil }
-        guard let v = Units.mebibytes(s) else { fail("\"\(s)\" is not a size such as 64Mi, 1Gi or 512 (MiB)"); return nil }
+        guard let v = Units.mebibytes(s) else { fail("\"\(s)\" is not a size such as 64Mi, 1Gi or 512 (MiB), of at most 16Ti"); return nil }
         guard v > 0 else { fail("must be > 0"); return nil }
         return v
     }
@@ -166,56 +166,75 @@ struct MappingReader {
 
 /// Durations, CPU and sizes as people write them.
 public enum Units {
-    /// `500ms`, `10s`, `5m`, `1h30m`, `2h`, `1d`; a bare number is seconds.
+    /// The longest duration a job file may give (every field): 365 days.
+    public static let maxDuration: Duration = .seconds(365 * 86400)
+    /// The most CPU one task may reserve: 1,000 cores.
+    public static let maxMillicores = 1_000_000
+    /// The largest size a job file may give: 16 TiB.
+    public static let maxMebibytes = 16 << 20
+
+    /// `500ms`, `10s`, `5m`, `1h30m`, `2h`, `1d`; a bare number is seconds. Nil when malformed or
+    /// longer than ``maxDuration`` (checked as it adds up, so no value can overflow).
     public static func duration(_ s: String) -> Duration? {
-        if let n = Int(s), n >= 0 { return .seconds(n) }
-        var total = Duration.zero
+        let maxMs = Int(maxDuration.components.seconds) * 1000
+        if let n = Int(s), n >= 0 { return n <= maxMs / 1000 ? .seconds(n) : nil }
+        var totalMs = 0
         var digits = ""
         var i = s.startIndex
         var any = false
         while i < s.endIndex {
             let c = s[i]
-            if c.isNumber { digits.append(c); i = s.index(after: i); continue }
-            guard let n = Int(digits) else { return nil }
+            if c.isASCII && c.isNumber { digits.append(c); i = s.index(after: i); continue }
+            guard digits.count <= 18, let n = Int(digits) else { return nil }
             var unit = String(c)
             let next = s.index(after: i)
             if c == "m", next < s.endIndex, s[next] == "s" { unit = "ms"; i = next }
+            let size: Int
             switch unit {
-            case "ms": total += .milliseconds(n)
-            case "s": total += .seconds(n)
-            case "m": total += .seconds(n * 60)
-            case "h": total += .seconds(n * 3600)
-            case "d": total += .seconds(n * 86400)
+            case "ms": size = 1
+            case "s": size = 1000
+            case "m": size = 60_000
+            case "h": size = 3_600_000
+            case "d": size = 86_400_000
             default: return nil
             }
+            let (part, o1) = n.multipliedReportingOverflow(by: size)
+            let (sum, o2) = totalMs.addingReportingOverflow(part)
+            guard !o1, !o2, sum <= maxMs else { return nil }
+            totalMs = sum
             digits = ""
             any = true
             i = s.index(after: i)
         }
-        return any && digits.isEmpty ? total : nil
+        return any && digits.isEmpty ? .milliseconds(totalMs) : nil
     }
 
-    /// `250m` (millicores), `0.25` or `2` (cores).
+    /// `250m` (millicores), `0.25` or `2` (cores); nil when malformed or over ``maxMillicores``.
     public static func millicores(_ s: String) -> Int? {
-        if s.hasSuffix("m"), let v = Int(s.dropLast()), v >= 0 { return v }
+        if s.hasSuffix("m"), let v = Int(s.dropLast()), v >= 0 { return v <= maxMillicores ? v : nil }
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let whole = Int(parts[0].isEmpty ? "0" : parts[0]), whole >= 0 else { return nil }
+        guard parts.count <= 2, let whole = Int(parts[0].isEmpty ? "0" : parts[0]), whole >= 0, whole <= maxMillicores / 1000 else { return nil }
         var millis = whole * 1000
         if parts.count == 2 {
             let frac = parts[1]
             guard !frac.isEmpty, frac.count <= 3, frac.allSatisfy(\.isNumber) else { return nil }
             millis += Int(frac.padding(toLength: 3))!
         }
-        return millis
+        return millis <= maxMillicores ? millis : nil
     }
 
-    /// `64Mi`, `1Gi`, `1024Ki`, or a number of MiB.
+    /// `64Mi`, `1Gi`, `1024Ki`, or a number of MiB; nil when malformed or over ``maxMebibytes``.
     public static func mebibytes(_ s: String) -> Int? {
-        if let v = Int(s), v >= 0 { return v }
+        if let v = Int(s), v >= 0 { return v <= maxMebibytes ? v : nil }
         let units: [(String, Double)] = [("Ki", 1.0 / 1024), ("Mi", 1), ("Gi", 1024), ("Ti", 1024 * 1024), ("M", 1), ("G", 1024)]
         for (u, f) in units where s.hasSuffix(u) {
-            guard let v = Double(s.dropLast(u.count)), v >= 0 else { return nil }
-            return Int((v * f).rounded(.up))
+            let number = s.dropLast(u.count)
+            // Plain decimals only ("1e300", "inf" and "nan" are not sizes a person writes).
+            guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+                  let v = Double(number), v.isFinite, v >= 0 else { return nil }
+            let mib = (v * f).rounded(.up)
+            guard mib <= Double(maxMebibytes) else { return nil }
+            return Int(mib)
         }
         return nil
     }

@@ -223,6 +223,12 @@ import Testing
                 let c = try JSONDecoder().decode(SchedulerConfigView.self, from: Data(buffer: r.body))
                 #expect(c.algorithm == "spread" && c.modifyIndex > 0)
             }
+            // A wait too large for any clock is the longest wait, never an overflow.
+            for wait in ["9223372036854775807h", "9223372036854775807", "99999999999999999999s"] {
+                try await client.execute(uri: "/v1/jobs?wait=\(wait)", method: .get) { r in
+                    #expect(r.status == .ok || r.status == .badRequest, "\(wait): \(r.status)")
+                }
+            }
         }
     }
 

@@ -151,6 +151,37 @@ import Testing
         #expect(Units.duration("1h30m") == .seconds(5400) && Units.duration("500ms") == .milliseconds(500))
         #expect(Units.duration("10") == .seconds(10) && Units.duration("10x") == nil && Units.duration("m") == nil)
         #expect(Units.text(.seconds(5400)) == "1h30m" && Units.text(.milliseconds(1500)) == "1s500ms")
+        #expect(Units.duration("365d") == .seconds(365 * 86400) && Units.duration("365d1ms") == nil && Units.duration("٣s") == nil)
+        #expect(Units.millicores("1000") == 1_000_000 && Units.millicores("1000.001") == nil && Units.millicores("1000001m") == nil)
+        #expect(Units.mebibytes("16Ti") == 16 << 20 && Units.mebibytes("16.1Ti") == nil && Units.mebibytes("1e3Mi") == nil && Units.mebibytes("nanMi") == nil)
+    }
+
+    /// Values a user controls can't overflow anything: every duration, CPU amount and size has an
+    /// upper bound at parse time, and numbers past it are refused with a message naming the
+    /// field and the bound (they used to be stored and then trap the leader).
+    @Test(arguments: [
+        ("update", "minHealthyTime", "9223372036854775"), ("update", "minHealthyTime", "366d"), ("update", "healthyDeadline", "99999999999999999999h"),
+        ("task", "killTimeout", "9223372036854775807"), ("task", "killTimeout", "30000000000000000m"), ("task", "killTimeout", String(repeating: "1d", count: 400)),
+        ("resources", "cpu", "10000000000000000"), ("resources", "cpu", "10000000000000000m"), ("resources", "cpu", "1001"),
+        ("resources", "memory", "1e300Gi"), ("resources", "memory", "infGi"), ("resources", "memory", "17Ti"), ("resources", "memory", "99999999999999999999"),
+        ("resources", "memoryMax", "9223372036854775807"),
+    ])
+    func hugeValuesAreRefusedWithTheirBound(place: String, key: String, value: String) {
+        let task = place == "task" ? "\(key): \"\(value)\"" : ""
+        let resources = place == "resources" ? "resources: {\(key): \"\(value)\"}" : ""
+        let update = place == "update" ? "update: {\(key): \"\(value)\"}\n" : ""
+        let text = """
+        id: big
+        \(update)groups:
+          - name: g
+            tasks:
+              - name: t
+                driver: raw_exec
+                config: {command: /bin/true}
+                \(task)\(resources)
+        """
+        let problems = Self.problems(text)
+        #expect(problems.contains { $0.contains(key) && ($0.contains("at most") || $0.contains("must be at least")) }, "\(key)=\(value.prefix(40)): \(problems)")
     }
 
     @Test func cronExpressionsAreChecked() {

@@ -57,11 +57,13 @@ struct ClusterRead: Sendable {
     /// `?wait=`: `30s`, `5m`, `250ms`, or plain seconds.
     static func parseWait(_ raw: String) -> Duration? {
         let units: [(String, Duration)] = [("ms", .milliseconds(1)), ("s", .seconds(1)), ("m", .seconds(60)), ("h", .seconds(3600))]
+        // Anything past an hour is the longest wait anyway; capping first keeps huge numbers
+        // from overflowing.
         for (suffix, unit) in units where raw.hasSuffix(suffix) {
             guard let n = Int(raw.dropLast(suffix.count)), n >= 0 else { return nil }
-            return unit * n
+            return unit * min(n, 3_600_000)
         }
-        return Int(raw).flatMap { $0 >= 0 ? .seconds($0) : nil }
+        return Int(raw).flatMap { $0 >= 0 ? .seconds(min($0, 3_600_000)) : nil }
     }
 }
 
