@@ -182,6 +182,8 @@ struct FaultBench: AsyncParsableCommand {
         var nonLinearizableKeys: [String]
         /// Longest stretch with no leader a majority follows, over the whole run (ms).
         var longestLeaderlessMs: Double
+        /// The same, by the fault under way when the stretch began.
+        var longestLeaderlessByFault: [String: Double]
         /// After each fault was healed, how long until a leader a majority follows (ms).
         var leaderAfterHealMaxMs: Double
         var leaderAfterHealMedianMs: Double
@@ -209,6 +211,7 @@ struct FaultBench: AsyncParsableCommand {
             print("| lost writes | \(lostWrites) (jobs: \(lostJobs)) |")
             print("| stale reads (keys not linearizable) | \(nonLinearizableKeys.count)\(nonLinearizableKeys.isEmpty ? "" : " \(nonLinearizableKeys)") |")
             print(String(format: "| longest stretch without a leader | %.0f ms |", longestLeaderlessMs))
+            print("| … by the fault under way | \(longestLeaderlessByFault.sorted { $0.key < $1.key }.map { String(format: "%@ %.0f ms", $0.key, $0.value) }.joined(separator: ", ")) |")
             print(String(format: "| leader after a fault is healed | median %.0f ms, max %.0f ms |", leaderAfterHealMedianMs, leaderAfterHealMaxMs))
             print(String(format: "| after the final heal | leader in %.0f ms, every key readable: %@ |", finalLeaderMs, finalKeysReadable ? "yes" : "NO"))
             print("| members that disagree with the leader about their membership | \(membershipMismatches.isEmpty ? "none" : membershipMismatches.joined(separator: ", ")) |")
@@ -367,6 +370,8 @@ struct FaultBench: AsyncParsableCommand {
             var healTimes: [Double] = []
             var failovers: [Double] = []
             var afterSnapshot = 0
+            /// Each fault: its kind, when it began and when a leader was back after it.
+            var windows: [(String, Duration, Duration)] = []
             let end = ContinuousClock.now + duration
             var round = 0
             var cycle = Fault.allCases
@@ -377,6 +382,7 @@ struct FaultBench: AsyncParsableCommand {
                 let fault = cycle[round % Fault.allCases.count]
                 round += 1
                 let hold = Duration.milliseconds(Int64.random(in: 800...2500, using: &rng))
+                let began = now
                 let victim = Int.random(in: 0..<cluster.count, using: &rng)
                 switch fault {
                 case .killRestart:
@@ -429,6 +435,7 @@ struct FaultBench: AsyncParsableCommand {
                 }
                 faults[fault.rawValue, default: 0] += 1
                 if let t = await waitForLeader(within: .seconds(10)) { healTimes.append(Self.ms(t)) } else { healTimes.append(10_000) }
+                windows.append((fault.rawValue, began, now))
             }
             // Heal everything: a leader within 2 s (clients still running), then stop the clients
             // and read every key.
@@ -470,6 +477,12 @@ struct FaultBench: AsyncParsableCommand {
             let bad = Self.nonLinearizable(ops, keys: keys)
             let stretches = lock.withLock { leaderless }
             let longest = stretches.map { Self.ms($0.1 - $0.0) }.max() ?? 0
+            // Which fault each leaderless stretch began under (the last one begun before it).
+            var byKind: [String: Double] = [:]
+            for (from, to) in stretches {
+                let kind = windows.last { $0.1 <= from }?.0 ?? "start"
+                byKind[kind] = max(byKind[kind] ?? 0, Self.ms(to - from))
+            }
             healTimes.sort()
             failovers.sort()
             return Report(seconds: Self.ms(now) / 1000, agents: cluster.count, faults: faults.values.reduce(0, +), faultKinds: faults,
@@ -478,7 +491,7 @@ struct FaultBench: AsyncParsableCommand {
                           writesUnknown: ops.filter { if case .write = $0.kind { $0.ret == nil && !$0.failed } else { false } }.count,
                           readsAnswered: ops.filter { if case .read = $0.kind { $0.ret != nil } else { false } }.count,
                           jobsAcknowledged: jobs.count, lostWrites: Self.lostWrites(ops), lostJobs: jobs.filter { !registered.contains($0) }.count,
-                          nonLinearizableKeys: bad, longestLeaderlessMs: longest,
+                          nonLinearizableKeys: bad, longestLeaderlessMs: longest, longestLeaderlessByFault: byKind,
                           leaderAfterHealMaxMs: healTimes.last ?? 0, leaderAfterHealMedianMs: healTimes.isEmpty ? 0 : healTimes[healTimes.count / 2],
                           finalLeaderMs: finalLeader, finalKeysReadable: readable, membershipMismatches: mismatches,
                           failoverMedianMs: failovers.isEmpty ? 0 : failovers[failovers.count / 2], failoverMaxMs: failovers.last ?? 0,
