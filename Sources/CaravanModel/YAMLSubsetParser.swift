@@ -10,6 +10,10 @@ public struct YAMLSubsetParser {
     private var lines: [Line] = []
     private var pos = 0
     private let source: [Substring]
+    /// Nesting of collections so far; past ``maxDepth`` the document is refused (a file of
+    /// `[[[[…` must not run the parser out of stack).
+    private var depth = 0
+    static let maxDepth = 64
 
     public static func parse(_ text: String) throws(SyntaxError) -> DocumentNode {
         var p = YAMLSubsetParser(text)
@@ -43,6 +47,11 @@ public struct YAMLSubsetParser {
             let c = s[i]
             if let q = quote {
                 if c == "\\" && q == "\"" { i = s.index(after: i); if i < s.endIndex { i = s.index(after: i) }; prev = "x"; continue }
+                if c == "'" && q == "'" {
+                    // '' is a quote inside a single-quoted string, not its end.
+                    let next = s.index(after: i)
+                    if next < s.endIndex, s[next] == "'" { i = s.index(after: next); prev = "x"; continue }
+                }
                 if c == q { quote = nil }
             } else if c == "\"" || c == "'" {
                 if prev == " " || prev == "[" || prev == "{" || prev == "," || prev == ":" || prev == "-" { quote = c }
@@ -86,8 +95,15 @@ public struct YAMLSubsetParser {
         return try mapping(indent: indent)
     }
 
+    private mutating func deeper(_ line: Int) throws(SyntaxError) {
+        depth += 1
+        if depth > Self.maxDepth { throw SyntaxError(line: line, message: "nested more than \(Self.maxDepth) levels deep") }
+    }
+
     private mutating func sequence(indent: Int) throws(SyntaxError) -> DocumentNode {
         let startLine = lines[pos].number
+        try deeper(startLine)
+        defer { depth -= 1 }
         var items: [DocumentNode] = []
         while pos < lines.count, lines[pos].indent == indent, lines[pos].text.hasPrefix("- ") || lines[pos].text == "-" {
             let l = lines[pos]
@@ -101,9 +117,13 @@ public struct YAMLSubsetParser {
                 }
                 continue
             }
-            // "- key: value" starts a mapping whose keys line up with `key`.
+            // "- key: value" starts a mapping whose keys line up with `key`; "- - x" a list
+            // whose items line up with the inner dash.
             let itemIndent = indent + (l.text.count - rest.count)
-            if Self.mappingKey(rest) != nil && !rest.hasPrefix("{") && !rest.hasPrefix("[") && !rest.hasPrefix("\"") && !rest.hasPrefix("'") {
+            if rest.hasPrefix("- ") || rest == "-" {
+                lines[pos] = Line(number: l.number, indent: itemIndent, text: rest)
+                items.append(try sequence(indent: itemIndent))
+            } else if Self.mappingKey(rest) != nil && !rest.hasPrefix("{") && !rest.hasPrefix("[") && !rest.hasPrefix("\"") && !rest.hasPrefix("'") {
                 lines[pos] = Line(number: l.number, indent: itemIndent, text: rest)
                 items.append(try mapping(indent: itemIndent))
             } else {
@@ -119,7 +139,10 @@ public struct YAMLSubsetParser {
 
     private mutating func mapping(indent: Int) throws(SyntaxError) -> DocumentNode {
         let startLine = lines[pos].number
+        try deeper(startLine)
+        defer { depth -= 1 }
         var entries: [(key: String, value: DocumentNode, line: Int)] = []
+        var keys = Set<String>()
         while pos < lines.count, lines[pos].indent == indent {
             let l = lines[pos]
             if l.text.hasPrefix("- ") || l.text == "-" {
@@ -128,7 +151,7 @@ public struct YAMLSubsetParser {
             guard let (key, rest) = Self.mappingKey(l.text) else {
                 throw SyntaxError(line: l.number, message: "expected `key: value`, found \"\(l.text)\"")
             }
-            if entries.contains(where: { $0.key == key }) {
+            guard keys.insert(key).inserted else {
                 throw SyntaxError(line: l.number, message: "duplicate key \"\(key)\"")
             }
             pos += 1
@@ -163,13 +186,18 @@ public struct YAMLSubsetParser {
         if text.hasPrefix("{") || text.hasPrefix("[") {
             var s = String(text)
             var lineOf = Array(repeating: line, count: s.count)
-            while !Self.balanced(s), pos < lines.count, lines[pos].indent > parentIndent {
+            // The balance is carried from line to line (re-reading the whole text for each
+            // added line was quadratic).
+            var balance = Balance()
+            balance.feed(s)
+            while !balance.closed, pos < lines.count, lines[pos].indent > parentIndent {
                 s += " " + lines[pos].text
+                balance.feed(" " + lines[pos].text)
                 lineOf += Array(repeating: lines[pos].number, count: lines[pos].text.count + 1)
                 pos += 1
             }
             s += " "; lineOf.append(lineOf.last ?? line)
-            var f = FlowParser(chars: Array(s), lines: lineOf)
+            var f = FlowParser(chars: Array(s), lines: lineOf, depth: depth)
             let node = try f.value()
             f.skipSpace()
             guard f.atEnd else { throw SyntaxError(line: f.line, message: "unexpected text after a flow collection") }
@@ -182,25 +210,29 @@ public struct YAMLSubsetParser {
         return node
     }
 
-    static func balanced(_ s: String) -> Bool {
+    /// Whether the brackets opened so far are closed, fed a piece at a time.
+    struct Balance {
         var depth = 0
         var quote: Character? = nil
         var escaped = false
-        for c in s {
-            if let q = quote {
-                if escaped { escaped = false; continue }
-                if c == "\\" && q == "\"" { escaped = true; continue }
-                if c == q { quote = nil }
-                continue
-            }
-            switch c {
-            case "\"", "'": quote = c
-            case "{", "[": depth += 1
-            case "}", "]": depth -= 1
-            default: break
+        var closed: Bool { depth <= 0 }
+
+        mutating func feed(_ s: some StringProtocol) {
+            for c in s {
+                if let q = quote {
+                    if escaped { escaped = false; continue }
+                    if c == "\\" && q == "\"" { escaped = true; continue }
+                    if c == q { quote = nil }
+                    continue
+                }
+                switch c {
+                case "\"", "'": quote = c
+                case "{", "[": depth += 1
+                case "}", "]": depth -= 1
+                default: break
+                }
             }
         }
-        return depth <= 0
     }
 
     /// Splits `key: rest` (the key may be quoted); nil if the line is not a mapping entry.
@@ -234,11 +266,18 @@ struct FlowParser {
     let lines: [Int]
     var index = 0
     var inFlow = true
+    var depth: Int
 
-    init(chars: [Character], lines: [Int], inFlow: Bool = true) {
+    init(chars: [Character], lines: [Int], inFlow: Bool = true, depth: Int = 0) {
         self.chars = chars
         self.lines = lines
         self.inFlow = inFlow
+        self.depth = depth
+    }
+
+    private mutating func deeper() throws(SyntaxError) {
+        depth += 1
+        if depth > YAMLSubsetParser.maxDepth { throw SyntaxError(line: line, message: "nested more than \(YAMLSubsetParser.maxDepth) levels deep") }
     }
 
     var atEnd: Bool { index >= chars.count }
@@ -259,8 +298,11 @@ struct FlowParser {
 
     mutating func mapping() throws(SyntaxError) -> DocumentNode {
         let start = line
+        try deeper()
+        defer { depth -= 1 }
         index += 1
         var entries: [(key: String, value: DocumentNode, line: Int)] = []
+        var keys = Set<String>()
         skipSpace()
         if index < chars.count, chars[index] == "}" { index += 1; return .mapping([], line: start) }
         while true {
@@ -272,7 +314,7 @@ struct FlowParser {
             guard index < chars.count, chars[index] == ":" else { throw SyntaxError(line: line, message: "expected ':' after key \"\(key)\"") }
             index += 1
             let v = try value()
-            if entries.contains(where: { $0.key == key }) { throw SyntaxError(line: keyLine, message: "duplicate key \"\(key)\"") }
+            guard keys.insert(key).inserted else { throw SyntaxError(line: keyLine, message: "duplicate key \"\(key)\"") }
             entries.append((key, v, keyLine))
             skipSpace()
             guard index < chars.count else { throw SyntaxError(line: line, message: "a { mapping is not closed with }") }
@@ -285,6 +327,8 @@ struct FlowParser {
 
     mutating func sequence() throws(SyntaxError) -> DocumentNode {
         let start = line
+        try deeper()
+        defer { depth -= 1 }
         index += 1
         var items: [DocumentNode] = []
         skipSpace()
@@ -324,13 +368,23 @@ struct FlowParser {
                 case "\"": out.append("\"")
                 case "\\": out.append("\\")
                 case "/": out.append("/")
+                case "b": out.append("\u{08}")
+                case "f": out.append("\u{0C}")
                 case "u":
-                    let hex = String(chars[min(index + 1, chars.count)..<min(index + 5, chars.count)])
-                    guard hex.count == 4, let v = UInt32(hex, radix: 16), let scalar = Unicode.Scalar(v) else {
-                        throw SyntaxError(line: start, message: "bad \\u escape")
-                    }
-                    out.unicodeScalars.append(scalar)
+                    guard let v = hex4(at: index + 1) else { throw SyntaxError(line: start, message: "bad \\u escape: four hex digits must follow") }
                     index += 4
+                    var code = v
+                    if (0xD800...0xDBFF).contains(v) {
+                        // A UTF-16 surrogate pair, as JSON writes characters past U+FFFF.
+                        guard index + 2 < chars.count, chars[index + 1] == "\\", chars[index + 2] == "u",
+                              let low = hex4(at: index + 3), (0xDC00...0xDFFF).contains(low) else {
+                            throw SyntaxError(line: start, message: "bad \\u escape: a high surrogate must be followed by a low one")
+                        }
+                        code = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)
+                        index += 6
+                    }
+                    guard let scalar = Unicode.Scalar(code) else { throw SyntaxError(line: start, message: "bad \\u escape: a lone surrogate") }
+                    out.unicodeScalars.append(scalar)
                 default: throw SyntaxError(line: start, message: "unknown escape \\\(chars[index])")
                 }
                 index += 1
@@ -340,6 +394,14 @@ struct FlowParser {
             index += 1
         }
         throw SyntaxError(line: start, message: "a quoted string is not closed")
+    }
+
+    /// Four hex digits at `i`, as a number.
+    func hex4(at i: Int) -> UInt32? {
+        guard i + 4 <= chars.count else { return nil }
+        let s = String(chars[i..<i + 4])
+        guard s.allSatisfy(\.isHexDigit) else { return nil }
+        return UInt32(s, radix: 16)
     }
 
     mutating func plain(stopAtColon: Bool = false) -> DocumentNode {

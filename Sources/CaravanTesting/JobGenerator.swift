@@ -13,7 +13,8 @@ public struct JobGenerator {
 
     mutating func name() -> String {
         let chars = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        return String((0..<int(1...12)).map { _ in pick(chars) })
+        let s = String((0..<int(1...12)).map { _ in pick(chars) })
+        return s == "." || s == ".." ? "dot" : s
     }
 
     /// Free text as users write it, including what a YAML or JSON writer must quote.

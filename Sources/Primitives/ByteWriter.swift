@@ -17,9 +17,16 @@ public struct ByteWriter: Sendable {
         bytes.append(UInt8(v))
     }
 
-    /// A length-prefixed UTF-8 string, cut to `max` bytes.
+    /// A length-prefixed UTF-8 string, cut to at most `max` bytes — at a character boundary, so
+    /// what is written always reads back (a cut inside a character once made a whole record
+    /// undecodable).
     public mutating func string(_ s: String, max: Int = ByteReader.defaultStringLength) {
-        let u = Array(s.utf8.prefix(max))
+        var u = Array(s.utf8)
+        if u.count > max {
+            var end = Swift.max(0, max)
+            while end > 0 && u[end] & 0xC0 == 0x80 { end -= 1 }
+            u.removeSubrange(end...)
+        }
         varint(UInt64(u.count))
         bytes.append(contentsOf: u)
     }

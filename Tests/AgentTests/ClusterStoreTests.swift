@@ -81,4 +81,18 @@ import Testing
         let inner = ClientSessions.wrap(client: "\(t0)-x", seq: 1, stamp: t0, [0x41])
         #expect(ClientSessions.unwrap(ClientSessions.wrap(client: "\(t0)-y", seq: 1, stamp: t0, inner)) == nil)
     }
+
+    /// A string cut to a byte limit is cut between characters, so it always reads back (a task
+    /// failure message cut inside a character made the node's status update undecodable).
+    @Test func stringsCutToALimitStillReadBack() {
+        for text in [String(repeating: "é", count: 300), String(repeating: "😀", count: 300), "a" + String(repeating: "日本", count: 200)] {
+            for limit in [0, 1, 2, 3, 5, 255, 511] {
+                var w = ByteWriter()
+                w.string(text, max: limit)
+                var r = ByteReader(w.bytes)
+                let back = r.string(max: 1 << 20)
+                #expect(back != nil && text.hasPrefix(back!) && back!.utf8.count <= limit, "\(limit)")
+            }
+        }
+    }
 }

@@ -184,6 +184,69 @@ import Testing
         #expect(problems.contains { $0.contains(key) && ($0.contains("at most") || $0.contains("must be at least")) }, "\(key)=\(value.prefix(40)): \(problems)")
     }
 
+    static let minimalGroups = """
+        groups:
+          - name: g
+            tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]
+        """
+
+    /// Deep nesting is refused with a message, not a crashed stack: 60 KB of `[`, of `{a:`, and
+    /// of ever more indented keys.
+    @Test func deepNestingIsRefusedNotACrash() {
+        let flow = String(repeating: "[", count: 60_000)
+        let braces = "id: x\nmeta: " + String(repeating: "{a: ", count: 20_000)
+        var block = "id: x\nmeta:\n"
+        for i in 0..<5_000 { block += String(repeating: " ", count: i + 1) + "k\(i):\n" }
+        for text in [flow, braces, block] {
+            let problems = Self.problems(text)
+            #expect(problems.contains { $0.contains("nested more than 64 levels") }, "\(problems.prefix(2))")
+        }
+    }
+
+    /// What the subset once misread is read right or refused: `- - a` is a list in a list,
+    /// `''` inside single quotes does not end them (and a `#` after it is text), and JSON's
+    /// `\b`, `\f` and surrogate pairs are read as JSON means them.
+    @Test func yamlAndJsonEdgesAreReadAsTheyMean() throws {
+        let nested = try YAMLSubsetParser.parse("- - a\n  - b\n- c")
+        guard case .sequence(let outer, _) = nested, outer.count == 2, case .sequence(let inner, _) = outer[0], inner.count == 2 else {
+            Issue.record("- - a: \(nested)"); return
+        }
+        #expect(Self.problems("id: x\ndatacenters:\n  - - a\n" + Self.minimalGroups).contains { $0.contains("datacenters[0]") })
+        let quoted = try JobFile.parse("id: x\nmeta:\n  a: 'it''s # x'\n" + Self.minimalGroups)
+        #expect(quoted.meta["a"] == "it's # x")
+        let json = try JobFile.parse(#"{"id": "x", "meta": {"a": "\b\f\ud83d\ude00\u00e9"}, "groups": [{"name": "g", "tasks": [{"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}}]}]}"#)
+        #expect(json.meta["a"] == "\u{08}\u{0C}😀é")
+        for bad in [#""\ud83d""#, #""\ude00""#, #""\ud83dx""#, #""\u12""#, #""\uZZZZ""#] {
+            #expect(throws: SyntaxError.self) { try YAMLSubsetParser.parse("a: " + bad) }
+        }
+    }
+
+    /// A megabyte of flow list over many lines, or of keys, is read in linear time (each used
+    /// to take quadratic time: 80 KB took 13 s).
+    @Test func largeFilesParseInLinearTime() throws {
+        var list = "id: x\ndatacenters: [\n"
+        for i in 0..<60_000 { list += "  dc\(i),\n" }
+        list += "  ]\n" + Self.minimalGroups
+        var keys = "id: x\nmeta:\n"
+        for i in 0..<50_000 { keys += "  key\(i): v\n" }
+        keys += Self.minimalGroups
+        for text in [list, keys] {
+            #expect(text.utf8.count > 500_000)
+            let start = ContinuousClock.now
+            _ = try JobFile.parse(text)
+            #expect(ContinuousClock.now - start < .seconds(20), "took \(ContinuousClock.now - start) for \(text.utf8.count) bytes")
+        }
+    }
+
+    /// Names become directories on the node: `.` and `..` are refused wherever a name goes.
+    @Test func dotNamesAreRefused() {
+        for (field, text) in [("tasks[0].name", "id: x\ngroups:\n  - name: g\n    tasks: [{name: '..', driver: raw_exec, config: {command: /bin/true}}]"),
+                              ("groups[0].name", "id: x\ngroups:\n  - name: .\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]"),
+                              ("id", "id: ..\n" + Self.minimalGroups)] {
+            #expect(Self.problems(text).contains { $0.contains(field) && $0.contains("not . or ..") }, "\(field): \(Self.problems(text))")
+        }
+    }
+
     @Test func cronExpressionsAreChecked() {
         #expect(Cron.problem("*/5 * * * *") == nil)
         #expect(Cron.problem("0 2 * * 1-5") == nil)
