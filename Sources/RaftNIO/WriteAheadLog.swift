@@ -78,6 +78,13 @@ public final class WriteAheadLog: @unchecked Sendable {
                     guard isLast else {
                         throw Failure(description: "corrupt record in \(seg.path) at byte \(off) (not the last segment): the Raft log is damaged; restore the data dir from a backup or remove it to rejoin as a new member")
                     }
+                    // Only a record that runs to the end of the file can be a write the crash
+                    // cut short (never acknowledged). A bad record with more after it is damage
+                    // to fsync'd, acknowledged data: cutting there would drop later entries and
+                    // the term and vote saved after them.
+                    guard Self.reachesEnd(bytes, at: off) else {
+                        throw Failure(description: "corrupt record in \(seg.path) at byte \(off), with \(bytes.count - off) bytes after it: acknowledged entries would be lost by cutting it; see Docs/operations.md (a member that will not start)")
+                    }
                     repairs.append("cut a torn or corrupt tail of \(bytes.count - off) bytes off \(seg.path) at byte \(off)")
                     try Self.truncate(seg.path, to: off)
                     break
@@ -87,6 +94,9 @@ public final class WriteAheadLog: @unchecked Sendable {
                 case .entry:
                     guard let e = RaftCodec.decodeEntry(&r) else { throw Failure(description: "undecodable entry in \(seg.path) at byte \(off)") }
                     if e.index <= base { break }
+                    if let last = entries.last, e.index > last.index + 1 {
+                        throw Failure(description: "gap in the Raft log before index \(e.index) (after \(last.index)) in \(seg.path) at byte \(off)")
+                    }
                     if let first = entries.first, e.index >= first.index {
                         entries.removeLast(entries.count - Int(e.index - first.index))
                     }
@@ -120,6 +130,31 @@ public final class WriteAheadLog: @unchecked Sendable {
             try startSegment(firstIndex: lastIndex + 1)
         }
         return Recovered(hardState: hs, snapshot: snapshot, entries: entries, repairs: repairs)
+    }
+
+    /// Whether the record starting at `off` ends at or past the end of the file (a header cut
+    /// short, or a length that reaches the end): what an interrupted write leaves.
+    /// A damaged length field can make a record in the middle look like it runs to the end,
+    /// so a valid record found further on also counts as "more after it".
+    private static func reachesEnd(_ bytes: [UInt8], at off: Int) -> Bool {
+        guard off + 8 <= bytes.count else { return true }
+        // Zeros where a header should be: space the file grew by that a crash never filled
+        // (writes not yet fsync'd may reach the disk out of order). Never acknowledged either.
+        if bytes[off..<off + 8].allSatisfy({ $0 == 0 }) { return true }
+        var r = ByteReader(Array(bytes[off..<off + 4]))
+        guard let len = r.uint32() else { return true }
+        if off + 8 + Int(len) < bytes.count { return false }
+        var hashed = 0
+        var k = off + 1
+        while k + 9 <= bytes.count, hashed < 256 << 20 {
+            var h = ByteReader(Array(bytes[k..<k + 8]))
+            if let l = h.uint32(), l >= 2, k + 8 + Int(l) <= bytes.count, RecordType(rawValue: bytes[k + 8]) != nil {
+                hashed += Int(l)
+                if record(in: bytes, at: k) != nil { return false }
+            }
+            k += 1
+        }
+        return true
     }
 
     /// Parses one record; nil if it is torn (runs past the end) or fails its checksum.

@@ -77,6 +77,53 @@ import Testing
         #expect(!again.repairs.isEmpty)
     }
 
+    /// A flipped bit in a record with more records after it is not a torn tail: cutting there
+    /// would drop acknowledged entries and the term and vote saved after them (a double vote).
+    /// The log refuses to open, naming the file and offset.
+    @Test func aFlippedBitInTheMiddleOfTheNewestSegmentStopsTheAgent() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
+        try wal.save(hardState: HardState(term: 7, vote: "b", commit: 20), entries: Self.entries(21...40, term: 7), sync: true)
+        let seg = Self.newestSegment(dir)
+        let original = try Data(contentsOf: URL(fileURLWithPath: seg))
+        // A flipped bit in a payload, and one in a length field (the record then seems to run
+        // to the end of the file).
+        let firstRecordAfterHardState = 8 + Int(original[0]) + Int(original[1]) << 8
+        for (at, bit) in [(original.count / 3, UInt8(0x10)), (firstRecordAfterHardState + 2, UInt8(0x01))] {
+            var bytes = original
+            bytes[at] ^= bit
+            try bytes.write(to: URL(fileURLWithPath: seg))
+            do {
+                _ = try WriteAheadLog(directory: dir).open()
+                Issue.record("a damaged record in the middle (byte \(at)) was cut like a torn tail")
+            } catch {
+                #expect(error.description.contains(seg) && error.description.contains("at byte"), "\(error)")
+            }
+        }
+    }
+
+    /// Zeros where the last batch should be (the file grew, a crash came before the data did):
+    /// an unacknowledged write, cut like a torn tail.
+    @Test func zerosAtTheEndAreATornTail() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
+        let seg = Self.newestSegment(dir)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
+        let end = bytes.count
+        try wal.save(hardState: nil, entries: Self.entries(21...30), sync: true)
+        bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
+        // The first records of the second batch never made it; a later one of it did.
+        for i in end..<(end + 40) { bytes[i] = 0 }
+        try bytes.write(to: URL(fileURLWithPath: seg))
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.entries == Self.entries(1...20))
+        #expect(!again.repairs.isEmpty)
+    }
+
     @Test func corruptionBeforeTheLastSegmentStopsWithAClearError() throws {
         let dir = Self.tempDir()
         let wal = WriteAheadLog(directory: dir, segmentBytes: 512)
