@@ -39,13 +39,23 @@ public enum ConfigurationCodec {
 public enum RaftCodec {
     public static let maxEntryBytes = 64 << 20
     public static let maxEntriesPerMessage = 1 << 20
+    /// The largest index, term or commit a message may carry: far beyond any real log, and low
+    /// enough that no `+ 1` or `+ count` on one can overflow (a frame with `prevIndex =
+    /// UInt64.max` once trapped the agent).
+    public static let maxIndex: UInt64 = 1 << 62
+
+    /// A varint that is an index, term or commit (≤ ``maxIndex``).
+    static func bounded(_ r: inout ByteReader) -> UInt64? {
+        guard let v = r.varint(), v <= maxIndex else { return nil }
+        return v
+    }
 
     public static func encode(_ e: Entry, into w: inout ByteWriter) {
         w.varint(e.term); w.varint(e.index); w.byte(e.kind.rawValue); w.blob(e.data)
     }
 
     public static func decodeEntry(_ r: inout ByteReader) -> Entry? {
-        guard let t = r.varint(), let i = r.varint(), let k = r.byte().flatMap(Entry.Kind.init(rawValue:)),
+        guard let t = bounded(&r), let i = bounded(&r), let k = r.byte().flatMap(Entry.Kind.init(rawValue:)),
               let d = r.blob(max: maxEntryBytes) else { return nil }
         return Entry(term: t, index: i, kind: k, data: d)
     }
@@ -58,7 +68,7 @@ public enum RaftCodec {
 
     public static func decodeHardState(_ bytes: [UInt8]) -> HardState? {
         var r = ByteReader(bytes)
-        guard let t = r.varint(), let v = r.string(), let c = r.varint(), r.atEnd else { return nil }
+        guard let t = bounded(&r), let v = r.string(), let c = bounded(&r), r.atEnd else { return nil }
         return HardState(term: t, vote: v.isEmpty ? nil : ServerID(v), commit: c)
     }
 
@@ -67,7 +77,7 @@ public enum RaftCodec {
     }
 
     public static func decodeSnapshotMetadata(_ r: inout ByteReader) -> SnapshotMetadata? {
-        guard let i = r.varint(), let t = r.varint(), let c = ConfigurationCodec.decode(&r) else { return nil }
+        guard let i = bounded(&r), let t = bounded(&r), let c = ConfigurationCodec.decode(&r) else { return nil }
         return SnapshotMetadata(index: i, term: t, configuration: c)
     }
 
@@ -108,18 +118,18 @@ public enum RaftCodec {
 
     public static func decodeMessage(_ bytes: [UInt8]) -> Message? {
         var r = ByteReader(bytes)
-        guard let from = r.string(), let to = r.string(), let term = r.varint(),
+        guard let from = r.string(), let to = r.string(), let term = bounded(&r),
               let tag = r.byte().flatMap(Tag.init(rawValue:)) else { return nil }
         let body: Message.Body
         switch tag {
         case .vote:
-            guard let li = r.varint(), let lt = r.varint(), let f = r.byte(), f <= 3 else { return nil }
+            guard let li = bounded(&r), let lt = bounded(&r), let f = r.byte(), f <= 3 else { return nil }
             body = .vote(lastIndex: li, lastTerm: lt, preVote: f & 1 != 0, transfer: f & 2 != 0)
         case .voteResponse:
             guard let f = r.byte(), f <= 3 else { return nil }
             body = .voteResponse(granted: f & 1 != 0, preVote: f & 2 != 0)
         case .append:
-            guard let pi = r.varint(), let pt = r.varint(), let commit = r.varint(),
+            guard let pi = bounded(&r), let pt = bounded(&r), let commit = bounded(&r),
                   let n = r.count(max: maxEntriesPerMessage) else { return nil }
             var entries: [Entry] = []
             entries.reserveCapacity(n)
@@ -129,10 +139,10 @@ public enum RaftCodec {
             }
             body = .append(prevIndex: pi, prevTerm: pt, entries: entries, commit: commit)
         case .appendResponse:
-            guard let s = r.byte(), s <= 1, let i = r.varint(), let hi = r.varint(), let ht = r.varint() else { return nil }
+            guard let s = r.byte(), s <= 1, let i = bounded(&r), let hi = bounded(&r), let ht = bounded(&r) else { return nil }
             body = .appendResponse(success: s == 1, index: i, hintIndex: hi, hintTerm: ht)
         case .heartbeat:
-            guard let c = r.varint(), let ctx = r.varint() else { return nil }
+            guard let c = bounded(&r), let ctx = r.varint() else { return nil }
             body = .heartbeat(commit: c, context: ctx)
         case .heartbeatResponse:
             guard let ctx = r.varint() else { return nil }
@@ -144,7 +154,7 @@ public enum RaftCodec {
             guard let ctx = r.varint() else { return nil }
             body = .readIndex(context: ctx)
         case .readIndexResponse:
-            guard let ctx = r.varint(), let i = r.varint() else { return nil }
+            guard let ctx = r.varint(), let i = bounded(&r) else { return nil }
             body = .readIndexResponse(context: ctx, index: i)
         case .timeoutNow:
             body = .timeoutNow
