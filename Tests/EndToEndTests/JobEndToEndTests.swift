@@ -157,4 +157,50 @@ import Testing
         }
         #expect(history.map(\.version) == [1, 0])
     }
+
+    /// The job files that once were stored and then trapped every leader in turn (huge
+    /// durations, CPU, memory, a `?wait` too large for the clock) are refused at the door with the
+    /// field and its bound; the cluster keeps its leader (and elects another when it is killed),
+    /// answers reads and places other jobs.
+    @Test func overflowJobsAreRefusedAndTheClusterCarriesOn() async throws {
+        let c = try await LocalCluster(subnet: 78)
+        try c.start(0)
+        for i in 1...2 { try c.start(i, join: [0]) }
+        let leader = try await RaftEndToEndTests.agreedLeader(c, [0, 1, 2])
+        let api = c.agent((leader + 1) % 3).api
+        func job(_ id: String, update: String = "", task: String = "") -> String {
+            "id: \(id)\n\(update)groups:\n  - name: g\n    tasks:\n      - name: t\n        driver: raw_exec\n        config: {command: /bin/sleep, args: ['3600']}\n        resources: {cpu: 20m, memory: 16Mi}\n\(task)"
+        }
+        let hostile = [
+            job("o1", update: "update: {minHealthyTime: 9223372036854775}\n"),
+            job("o2", task: "        killTimeout: 9223372036854775807\n"),
+            job("o3", task: "        killTimeout: 30000000000000000m\n"),
+            job("o4").replacingOccurrences(of: "cpu: 20m", with: "cpu: 10000000000000000"),
+            job("o5").replacingOccurrences(of: "memory: 16Mi", with: "memory: 1e300Gi"),
+        ]
+        for text in hostile {
+            do {
+                _ = try await api.registerJob(text)
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.code == .api(status: 400, code: "invalid_job") && error.message.contains("at most"), "\(error)")
+            }
+        }
+        let wait = try await api.send(.GET, "/v1/jobs?wait=9223372036854775807h")
+        #expect(wait.status == 200)
+        // Still one leader, still placing work; and after the leader goes, another one does.
+        _ = try await api.registerJob(job("fine"))
+        try await c.eventually(within: .seconds(30), "the fine job runs") {
+            (try? await api.job("fine"))?.allocations.contains { $0.clientStatus == "running" } == true
+        }
+        c.kill(leader)
+        let alive = (0...2).filter { $0 != leader }
+        _ = try await RaftEndToEndTests.agreedLeader(c, alive, not: leader)
+        let survivor = c.agent(alive[0]).api
+        _ = try await survivor.registerJob(job("after").replacingOccurrences(of: "sleep", with: "cat"))
+        try await c.eventually(within: .seconds(30), "a job registered after the leader's death is placed") {
+            (try? await survivor.job("after"))?.allocations.isEmpty == false
+        }
+        #expect(try await survivor.jobs().map(\.id).sorted() == ["after", "fine"])
+    }
 }
