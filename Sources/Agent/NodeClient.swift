@@ -45,7 +45,7 @@ struct NodeClient: Service {
                     texts.insert(v.job)
                     let job: Job
                     if let j = jobs[v.job] { job = j } else {
-                        guard let j = try? JobFile.parse(v.job, file: "cluster state") else { continue }
+                        guard let j = try? JobFile.parse(v.job, file: "cluster state", stored: true) else { continue }
                         jobs[v.job] = j
                         job = j
                     }

@@ -2,6 +2,11 @@
 /// stopping at the first. Unknown keys are problems too, with a suggestion when one is close.
 final class Problems {
     var list: [JobFileError.Problem] = []
+    /// Reading text the cluster stored earlier (log replay, snapshots, nodes): values past a
+    /// bound that an earlier version accepted are clamped to it, not refused, so every replica
+    /// still reads the same jobs and nothing overflows.
+    let stored: Bool
+    init(stored: Bool = false) { self.stored = stored }
     func add(_ line: Int, _ path: String, _ message: String) { list.append(.init(line: line, path: path, message: message)) }
 }
 
@@ -86,20 +91,20 @@ struct FieldReader {
 
     var duration: Duration? {
         guard let s = scalar else { return nil }
-        guard let d = Units.duration(s) else { fail("\"\(s)\" is not a duration such as 500ms, 10s, 5m, 1h30m, of at most 365d"); return nil }
+        guard let d = Units.duration(s, clamp: problems.stored) else { fail("\"\(s)\" is not a duration such as 500ms, 10s, 5m, 1h30m, of at most 365d"); return nil }
         return d
     }
 
     var cpu: Int? {
         guard let s = scalar else { return nil }
-        guard let v = Units.millicores(s) else { fail("\"\(s)\" is not a CPU amount such as 250m, 0.5 or 2, of at most 1000 cores"); return nil }
+        guard let v = Units.millicores(s, clamp: problems.stored) else { fail("\"\(s)\" is not a CPU amount such as 250m, 0.5 or 2, of at most 1000 cores"); return nil }
         guard v > 0 else { fail("must be > 0"); return nil }
         return v
     }
 
     var mebibytes: Int? {
         guard let s = scalar else { return nil }
-        guard let v = Units.mebibytes(s) else { fail("\"\(s)\" is not a size such as 64Mi, 1Gi or 512 (MiB), of at most 16Ti"); return nil }
+        guard let v = Units.mebibytes(s, clamp: problems.stored) else { fail("\"\(s)\" is not a size such as 64Mi, 1Gi or 512 (MiB), of at most 16Ti"); return nil }
         guard v > 0 else { fail("must be > 0"); return nil }
         return v
     }
@@ -122,6 +127,8 @@ struct FieldReader {
 
     /// The known key within edit distance 2, if any.
     static func closest(_ key: String, in known: [String]) -> String? {
+        // A suggestion is for a slip of a letter or two; a long key is no typo of a known one.
+        guard key.count <= 64 else { return nil }
         let k = Array(key.lowercased())
         var best: (String, Int)?
         for c in known {
@@ -175,9 +182,14 @@ public enum Units {
 
     /// `500ms`, `10s`, `5m`, `1h30m`, `2h`, `1d`; a bare number is seconds. Nil when malformed or
     /// longer than ``maxDuration`` (checked as it adds up, so no value can overflow).
-    public static func duration(_ s: String) -> Duration? {
+    /// With `clamp`, a well-formed value past the bound is the bound.
+    public static func duration(_ s: String, clamp: Bool = false) -> Duration? {
         let maxMs = Int(maxDuration.components.seconds) * 1000
-        if let n = Int(s), n >= 0 { return n <= maxMs / 1000 ? .seconds(n) : nil }
+        if !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            if let n = Int(s), n <= maxMs / 1000 { return .seconds(n) }
+            return clamp ? maxDuration : nil
+        }
+        var saturated = false
         var totalMs = 0
         var digits = ""
         var i = s.startIndex
@@ -185,7 +197,8 @@ public enum Units {
         while i < s.endIndex {
             let c = s[i]
             if c.isASCII && c.isNumber { digits.append(c); i = s.index(after: i); continue }
-            guard digits.count <= 18, let n = Int(digits) else { return nil }
+            guard !digits.isEmpty else { return nil }
+            let n = digits.count <= 18 ? Int(digits)! : Int.max
             var unit = String(c)
             let next = s.index(after: i)
             if c == "m", next < s.endIndex, s[next] == "s" { unit = "ms"; i = next }
@@ -200,32 +213,48 @@ public enum Units {
             }
             let (part, o1) = n.multipliedReportingOverflow(by: size)
             let (sum, o2) = totalMs.addingReportingOverflow(part)
-            guard !o1, !o2, sum <= maxMs else { return nil }
-            totalMs = sum
+            if o1 || o2 || sum > maxMs {
+                guard clamp else { return nil }
+                saturated = true
+            } else {
+                totalMs = sum
+            }
             digits = ""
             any = true
             i = s.index(after: i)
         }
-        return any && digits.isEmpty ? .milliseconds(totalMs) : nil
+        guard any && digits.isEmpty else { return nil }
+        return saturated ? maxDuration : .milliseconds(totalMs)
     }
 
     /// `250m` (millicores), `0.25` or `2` (cores); nil when malformed or over ``maxMillicores``.
-    public static func millicores(_ s: String) -> Int? {
-        if s.hasSuffix("m"), let v = Int(s.dropLast()), v >= 0 { return v <= maxMillicores ? v : nil }
+    public static func millicores(_ s: String, clamp: Bool = false) -> Int? {
+        func digits(_ t: Substring) -> Bool { t.allSatisfy { $0.isASCII && $0.isNumber } }
+        if s.hasSuffix("m") {
+            let n = s.dropLast()
+            guard !n.isEmpty, digits(n) else { return nil }
+            if let v = Int(n), v <= maxMillicores { return v }
+            return clamp ? maxMillicores : nil
+        }
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let whole = Int(parts[0].isEmpty ? "0" : parts[0]), whole >= 0, whole <= maxMillicores / 1000 else { return nil }
-        var millis = whole * 1000
+        guard parts.count <= 2, digits(parts[0]), !(parts[0].isEmpty && parts.count == 1) else { return nil }
+        var fraction = 0
         if parts.count == 2 {
             let frac = parts[1]
-            guard !frac.isEmpty, frac.count <= 3, frac.allSatisfy(\.isNumber) else { return nil }
-            millis += Int(frac.padding(toLength: 3))!
+            guard !frac.isEmpty, frac.count <= 3, digits(frac), let f = Int(frac.padding(toLength: 3)) else { return nil }
+            fraction = f
         }
-        return millis <= maxMillicores ? millis : nil
+        guard let whole = Int(parts[0].isEmpty ? "0" : parts[0]), whole <= maxMillicores / 1000 else { return clamp ? maxMillicores : nil }
+        let millis = whole * 1000 + fraction
+        return millis <= maxMillicores ? millis : (clamp ? maxMillicores : nil)
     }
 
     /// `64Mi`, `1Gi`, `1024Ki`, or a number of MiB; nil when malformed or over ``maxMebibytes``.
-    public static func mebibytes(_ s: String) -> Int? {
-        if let v = Int(s), v >= 0 { return v <= maxMebibytes ? v : nil }
+    public static func mebibytes(_ s: String, clamp: Bool = false) -> Int? {
+        if !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            if let v = Int(s), v <= maxMebibytes { return v }
+            return clamp ? maxMebibytes : nil
+        }
         let units: [(String, Double)] = [("Ki", 1.0 / 1024), ("Mi", 1), ("Gi", 1024), ("Ti", 1024 * 1024), ("M", 1), ("G", 1024)]
         for (u, f) in units where s.hasSuffix(u) {
             let number = s.dropLast(u.count)
@@ -233,7 +262,7 @@ public enum Units {
             guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
                   let v = Double(number), v.isFinite, v >= 0 else { return nil }
             let mib = (v * f).rounded(.up)
-            guard mib <= Double(maxMebibytes) else { return nil }
+            guard mib <= Double(maxMebibytes) else { return clamp ? maxMebibytes : nil }
             return Int(mib)
         }
         return nil

@@ -3,12 +3,15 @@
 /// replicated state carry).
 public enum JobFile {
     /// Parses and validates; throws ``JobFileError`` listing every problem with its line and path.
-    public static func parse(_ text: String, file: String = "job") throws(JobFileError) -> Job {
+    /// With `stored`, the text is one the cluster accepted earlier (log replay, snapshots, the
+    /// nodes' copies): values past a bound an earlier version allowed are clamped to the bound,
+    /// and names an earlier version allowed still are, so every replica reads the same job.
+    public static func parse(_ text: String, file: String = "job", stored: Bool = false) throws(JobFileError) -> Job {
         let root: DocumentNode
         do { root = try YAMLSubsetParser.parse(text) } catch {
             throw JobFileError(file: file, problems: [.init(line: error.line, path: "", message: error.message)])
         }
-        let problems = Problems()
+        let problems = Problems(stored: stored)
         let job = decodeJob(FieldReader(node: root, path: "", problems: problems))
         if let job, problems.list.isEmpty { validate(job, root: root, problems) }
         guard let job, problems.list.isEmpty else {
@@ -23,7 +26,7 @@ public enum JobFile {
 
     static func name(_ r: FieldReader?) -> String? {
         guard let r, let s = r.string() else { return nil }
-        guard s.count <= 128, s.allSatisfy({ idCharacters.contains($0) }), s != ".", s != ".." else {
+        guard s.count <= 128, s.allSatisfy({ idCharacters.contains($0) }), r.problems.stored || (s != "." && s != "..") else {
             r.fail("\"\(s)\" must be 1-128 letters, digits, '-', '_' or '.' (and not . or ..)")
             return nil
         }

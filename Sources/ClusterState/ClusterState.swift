@@ -76,7 +76,7 @@ public struct ClusterState: Sendable, Equatable {
         switch c {
         case .registerJob(let text):
             let job: Job
-            do { job = try JobFile.parse(text, file: "job") } catch { return .rejected(error.description) }
+            do { job = try JobFile.parse(text, file: "job", stored: true) } catch { return .rejected(error.description) }
             let key = JobKey(job.namespace, job.id)
             let canonical = JobFile.render(job)
             // Every registration asks the scheduler to look at the job (its evaluation id follows
@@ -324,7 +324,7 @@ public struct ClusterState: Sendable, Equatable {
                 throw RestoreError(description: "bad job record")
             }
             let j: Job
-            do { j = try JobFile.parse(text, file: "snapshot") } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
+            do { j = try JobFile.parse(text, file: "snapshot", stored: true) } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
             var rec = JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
             if format >= 5 {
                 guard let flags = r.byte(), flags < 4 else { throw RestoreError(description: "bad job record") }

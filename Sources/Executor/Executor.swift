@@ -685,7 +685,7 @@ public actor Executor {
         for id in listDirectory(root) where !id.hasPrefix(".") {
             guard let text = readSmallFile(root + "/" + id + "/state.json"),
                   let p = try? JSONDecoder().decode(Persisted.self, from: Data(text.utf8)),
-                  let job = try? JobFile.parse(p.job, file: "state"), let group = job.groups.first(where: { $0.name == p.group }) else { continue }
+                  let job = try? JobFile.parse(p.job, file: "state", stored: true), let group = job.groups.first(where: { $0.name == p.group }) else { continue }
             var a = Allocation(id: p.id, jobID: p.jobID, jobVersion: p.jobVersion, group: p.group, name: p.name, nodeID: p.nodeID,
                                cpuMillicores: p.cpu, memoryMiB: p.memory, diskMiB: p.disk)
             a.namespace = p.namespace

@@ -78,11 +78,10 @@ public final class WriteAheadLog: @unchecked Sendable {
                     guard isLast else {
                         throw Failure(description: "corrupt record in \(seg.path) at byte \(off) (not the last segment): the Raft log is damaged; restore the data dir from a backup or remove it to rejoin as a new member")
                     }
-                    // Only a record that runs to the end of the file can be a write the crash
-                    // cut short (never acknowledged). A bad record with more after it is damage
-                    // to fsync'd, acknowledged data: cutting there would drop later entries and
-                    // the term and vote saved after them.
-                    guard Self.reachesEnd(bytes, at: off) else {
+                    // Only what a crash mid-write leaves may be cut (never acknowledged). A bad
+                    // record with valid records after it is damage to fsync'd, acknowledged data:
+                    // cutting there would drop later entries and the term and vote saved after.
+                    guard Self.isTornWrite(bytes, at: off) else {
                         throw Failure(description: "corrupt record in \(seg.path) at byte \(off), with \(bytes.count - off) bytes after it: acknowledged entries would be lost by cutting it; see Docs/operations.md (a member that will not start)")
                     }
                     repairs.append("cut a torn or corrupt tail of \(bytes.count - off) bytes off \(seg.path) at byte \(off)")
@@ -132,25 +131,38 @@ public final class WriteAheadLog: @unchecked Sendable {
         return Recovered(hardState: hs, snapshot: snapshot, entries: entries, repairs: repairs)
     }
 
-    /// Whether the record starting at `off` ends at or past the end of the file (a header cut
-    /// short, or a length that reaches the end): what an interrupted write leaves.
-    /// A damaged length field can make a record in the middle look like it runs to the end,
-    /// so a valid record found further on also counts as "more after it".
-    private static func reachesEnd(_ bytes: [UInt8], at off: Int) -> Bool {
+    /// Whether the bad record at `off` is what an interrupted write leaves, and so may be cut:
+    /// its header runs past the end of the file; or a sector's worth of zeros (512 bytes) starts
+    /// within it or just after it — pages of the last, unsynced write that never reached the disk
+    /// (they may land out of order); or no chain of valid records from any later offset runs on
+    /// to the end of the file. Otherwise it is damage to data written before, with acknowledged
+    /// records after it, and must not be cut.
+    static func isTornWrite(_ bytes: [UInt8], at off: Int) -> Bool {
         guard off + 8 <= bytes.count else { return true }
-        // Zeros where a header should be: space the file grew by that a crash never filled
-        // (writes not yet fsync'd may reach the disk out of order). Never acknowledged either.
-        if bytes[off..<off + 8].allSatisfy({ $0 == 0 }) { return true }
-        var r = ByteReader(Array(bytes[off..<off + 4]))
-        guard let len = r.uint32() else { return true }
-        if off + 8 + Int(len) < bytes.count { return false }
+        func u32(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 24 }
+        let claimed = min(bytes.count, off + 8 + u32(off))
+        var zeros = 0
+        for i in off..<min(bytes.count, claimed + 4096) {
+            zeros = bytes[i] == 0 ? zeros + 1 : 0
+            if zeros >= 512 { return true }
+        }
+        // Valid records after it, one after another to the end of the file: acknowledged data.
         var hashed = 0
+        var dead = Set<Int>()  // record starts whose chain breaks before the end: walked once
         var k = off + 1
         while k + 9 <= bytes.count, hashed < 256 << 20 {
-            var h = ByteReader(Array(bytes[k..<k + 8]))
-            if let l = h.uint32(), l >= 2, k + 8 + Int(l) <= bytes.count, RecordType(rawValue: bytes[k + 8]) != nil {
-                hashed += Int(l)
-                if record(in: bytes, at: k) != nil { return false }
+            let l = u32(k)
+            if l >= 2, k + 8 + l <= bytes.count, RecordType(rawValue: bytes[k + 8]) != nil, !dead.contains(k) {
+                var at = k
+                var walked: [Int] = []
+                while !dead.contains(at), let (_, _, next) = record(in: bytes, at: at) {
+                    hashed += next - at
+                    if next == bytes.count { return false }
+                    walked.append(at)
+                    at = next
+                }
+                dead.insert(k)
+                dead.formUnion(walked)
             }
             k += 1
         }

@@ -153,6 +153,7 @@ import Testing
         #expect(Units.text(.seconds(5400)) == "1h30m" && Units.text(.milliseconds(1500)) == "1s500ms")
         #expect(Units.duration("365d") == .seconds(365 * 86400) && Units.duration("365d1ms") == nil && Units.duration("٣s") == nil)
         #expect(Units.millicores("1000") == 1_000_000 && Units.millicores("1000.001") == nil && Units.millicores("1000001m") == nil)
+        #expect(Units.millicores("0.½") == nil && Units.millicores("٣") == nil && Units.millicores("½m") == nil && Units.millicores(".") == nil)
         #expect(Units.mebibytes("16Ti") == 16 << 20 && Units.mebibytes("16.1Ti") == nil && Units.mebibytes("1e3Mi") == nil && Units.mebibytes("nanMi") == nil)
     }
 
@@ -189,6 +190,26 @@ import Testing
           - name: g
             tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]
         """
+
+    /// Text the cluster stored under an earlier version (no bounds then) still reads — clamped to
+    /// the bounds, the same on every replica — so a log replay or an old snapshot neither
+    /// refuses it nor overflows on it.
+    @Test func storedJobsPastABoundAreClampedNotRefused() throws {
+        let text = """
+        id: old
+        update: {minHealthyTime: 9223372036854775}
+        groups:
+          - name: ..
+            tasks:
+              - {name: t, driver: raw_exec, config: {command: /bin/true}, killTimeout: 30000000000000000m, resources: {cpu: 10000000000000000, memory: 99999999999999999999}}
+        """
+        #expect(!Self.problems(text).isEmpty)
+        let job = try JobFile.parse(text, stored: true)
+        #expect(job.update?.minHealthyTime == Units.maxDuration)
+        #expect(job.groups[0].tasks[0].killTimeout == Units.maxDuration)
+        #expect(job.groups[0].tasks[0].resources == Resources(cpuMillicores: Units.maxMillicores, memoryMiB: Units.maxMebibytes))
+        #expect(throws: JobFileError.self) { try JobFile.parse("id: x\nupdate: {minHealthyTime: 1e5s}\n" + Self.minimalGroups, stored: true) }
+    }
 
     /// Deep nesting is refused with a message, not a crashed stack: 60 KB of `[`, of `{a:`, and
     /// of ever more indented keys.

@@ -116,12 +116,28 @@ import Testing
         let end = bytes.count
         try wal.save(hardState: nil, entries: Self.entries(21...30), sync: true)
         bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
-        // The first records of the second batch never made it; a later one of it did.
-        for i in end..<(end + 40) { bytes[i] = 0 }
+        // The first pages of the second batch never made it (a sector of zeros); a later part
+        // of it did.
+        bytes.insert(contentsOf: [UInt8](repeating: 0, count: 1024), at: end)
         try bytes.write(to: URL(fileURLWithPath: seg))
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.entries == Self.entries(1...20))
         #expect(!again.repairs.isEmpty)
+    }
+
+    /// Eight zero bytes over a header in the middle, valid records after: damage, not a crash.
+    @Test func aZeroedHeaderInTheMiddleStopsTheAgent() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        for i in 0..<10 { try wal.save(hardState: nil, entries: Self.entries(LogIndex(i * 5 + 1)...LogIndex(i * 5 + 5)), sync: true) }
+        try wal.save(hardState: HardState(term: 9, vote: "b", commit: 50), entries: [], sync: true)
+        let seg = Self.newestSegment(dir)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
+        let firstRecordAfterHardState = 8 + Int(bytes[0]) + Int(bytes[1]) << 8
+        for i in firstRecordAfterHardState..<(firstRecordAfterHardState + 8) { bytes[i] = 0 }
+        try bytes.write(to: URL(fileURLWithPath: seg))
+        #expect(throws: WriteAheadLog.Failure.self) { _ = try WriteAheadLog(directory: dir).open() }
     }
 
     @Test func corruptionBeforeTheLastSegmentStopsWithAClearError() throws {
