@@ -16,6 +16,14 @@ import Testing
         range.map { Entry(term: term, index: $0, data: Array("value-\($0)".utf8)) }
     }
 
+    /// Changes the newest segment's bytes in place (a disk's damage, or a crash's).
+    static func damageNewestSegment(_ dir: String, _ change: (inout Data) -> Void) throws {
+        let url = URL(fileURLWithPath: newestSegment(dir))
+        var bytes = try Data(contentsOf: url)
+        change(&bytes)
+        try bytes.write(to: url)
+    }
+
     static func newestSegment(_ dir: String) -> String {
         let names = try! FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".wal") }.sorted()
         return dir + "/wal/" + names.last!
@@ -68,10 +76,7 @@ import Testing
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
         try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
-        let seg = Self.newestSegment(dir)
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
-        bytes[bytes.count - 3] ^= 0xFF
-        try bytes.write(to: URL(fileURLWithPath: seg))
+        try Self.damageNewestSegment(dir) { $0[$0.count - 3] ^= 0xFF }
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.entries == Self.entries(1...19))
         #expect(!again.repairs.isEmpty)
@@ -132,11 +137,10 @@ import Testing
         _ = try wal.open()
         for i in 0..<10 { try wal.save(hardState: nil, entries: Self.entries(LogIndex(i * 5 + 1)...LogIndex(i * 5 + 5)), sync: true) }
         try wal.save(hardState: HardState(term: 9, vote: "b", commit: 50), entries: [], sync: true)
-        let seg = Self.newestSegment(dir)
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
-        let firstRecordAfterHardState = 8 + Int(bytes[0]) + Int(bytes[1]) << 8
-        for i in firstRecordAfterHardState..<(firstRecordAfterHardState + 8) { bytes[i] = 0 }
-        try bytes.write(to: URL(fileURLWithPath: seg))
+        try Self.damageNewestSegment(dir) { bytes in
+            let firstRecordAfterHardState = 8 + Int(bytes[0]) + Int(bytes[1]) << 8
+            for i in firstRecordAfterHardState..<(firstRecordAfterHardState + 8) { bytes[i] = 0 }
+        }
         #expect(throws: WriteAheadLog.Failure.self) { _ = try WriteAheadLog(directory: dir).open() }
     }
 
