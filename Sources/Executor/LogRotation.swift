@@ -6,7 +6,32 @@ import Glibc
 /// append, so no agent process sits in between and nothing breaks when the agent restarts).
 /// When a file grows past its size it is copied to `<name>.N` (N increasing, newest highest) and
 /// truncated; at most `maxFiles` files are kept.
+///
+/// The logs directory is one the task can write to, so every file in it is opened without
+/// following links, relative to a descriptor of the directory that was itself opened without
+/// following one: a task that puts a link to `/etc/shadow` (or links the whole directory
+/// elsewhere) gets its reads and rotations refused, never the host's file read, truncated or
+/// written as root.
 public enum LogRotation {
+    /// Opens `name` in the directory of `path` (neither followed if a link).
+    static func openNoFollow(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) -> Int32 {
+        guard let slash = path.lastIndex(of: "/") else { return -1 }
+        let dir = Glibc.open(String(path[..<slash]), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard dir >= 0 else { return -1 }
+        defer { close(dir) }
+        return openat(dir, String(path[path.index(after: slash)...]), flags | O_NOFOLLOW | O_CLOEXEC, mode)
+    }
+
+    /// The size of a regular file at `path` (not followed if a link); nil otherwise.
+    static func regularFileSize(_ path: String) -> Int? {
+        let fd = openNoFollow(path, O_RDONLY | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        return Int(st.st_size)
+    }
+
     /// The files of one stream, oldest first, the live file last.
     public static func files(_ live: String) -> [String] {
         rotated(live).map { "\(live).\($0)" } + [live]
@@ -19,12 +44,14 @@ public enum LogRotation {
     }
 
     public static func rotateIfNeeded(_ live: String, maxBytes: Int, maxFiles: Int) {
-        var st = stat()
-        guard stat(live, &st) == 0, Int(st.st_size) > maxBytes else { return }
+        guard let size = regularFileSize(live), size > maxBytes else { return }
         let existing = rotated(live)
         let next = (existing.last ?? 0) + 1
         guard copy(live, to: "\(live).\(next)") else { return }
-        truncate(live, 0)
+        let fd = openNoFollow(live, O_WRONLY | O_NONBLOCK)
+        guard fd >= 0 else { return }
+        ftruncate(fd, 0)
+        close(fd)
         let all = existing + [next]
         if all.count + 1 > maxFiles {
             for i in all.prefix(all.count + 1 - max(1, maxFiles)) { unlink("\(live).\(i)") }
@@ -32,10 +59,11 @@ public enum LogRotation {
     }
 
     static func copy(_ from: String, to: String) -> Bool {
-        let src = open(from, O_RDONLY | O_CLOEXEC)
+        let src = openNoFollow(from, O_RDONLY | O_NONBLOCK)
         guard src >= 0 else { return false }
         defer { close(src) }
-        let dst = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // A new file only: a name the task made first (a link, say) is not written through.
+        let dst = openNoFollow(to, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard dst >= 0 else { return false }
         defer { close(dst) }
         var buf = [UInt8](repeating: 0, count: 1 << 16)
@@ -55,10 +83,7 @@ public enum LogRotation {
     /// negative offset counts from the end. Returns the bytes, where they start, and the size.
     public static func read(_ files: [String], offset requested: Int, length: Int) -> (bytes: [UInt8], offset: Int, total: Int) {
         var sizes: [Int] = []
-        for f in files {
-            var st = stat()
-            sizes.append(stat(f, &st) == 0 ? Int(st.st_size) : 0)
-        }
+        for f in files { sizes.append(regularFileSize(f) ?? 0) }
         let total = sizes.reduce(0, +)
         let offset = requested < 0 ? max(0, total + requested) : min(requested, total)
         var out: [UInt8] = []
@@ -67,7 +92,7 @@ public enum LogRotation {
             defer { pos += size }
             guard offset < pos + size, out.count < length else { continue }
             let start = max(0, offset - pos)
-            let fd = open(f, O_RDONLY | O_CLOEXEC)
+            let fd = openNoFollow(f, O_RDONLY | O_NONBLOCK)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             var want = min(size - start, length - out.count)

@@ -198,7 +198,8 @@ public final class ProcessSupervisor: @unchecked Sendable {
     private func startProcess(_ spec: SpawnSpec, _ onExit: @escaping ExitHandler) -> Result<Int32, SpawnError> {
         func open(_ path: String?) -> Int32 {
             guard let path else { return -1 }
-            return Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            // The logs directory is the task's to write: a link planted there is not followed.
+            return LogRotation.openNoFollow(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         }
         let out = open(spec.stdoutPath), err = open(spec.stderrPath)
         defer { if out >= 0 { close(out) }; if err >= 0 { close(err) } }
