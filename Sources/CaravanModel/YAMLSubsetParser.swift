@@ -215,6 +215,9 @@ public struct YAMLSubsetParser {
         var depth = 0
         var quote: Character? = nil
         var escaped = false
+        /// The last character outside quotes: a quote opens a string only where a value starts
+        /// (`it's` in a plain scalar is an apostrophe, as the flow parser reads it).
+        var previous: Character = " "
         var closed: Bool { depth <= 0 }
 
         mutating func feed(_ s: some StringProtocol) {
@@ -225,8 +228,10 @@ public struct YAMLSubsetParser {
                     if c == q { quote = nil }
                     continue
                 }
+                defer { previous = c }
                 switch c {
-                case "\"", "'": quote = c
+                case "\"", "'":
+                    if " \t[{,:".contains(previous) { quote = c }
                 case "{", "[": depth += 1
                 case "}", "]": depth -= 1
                 default: break

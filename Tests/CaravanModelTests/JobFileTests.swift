@@ -233,6 +233,9 @@ import Testing
             Issue.record("- - a: \(nested)"); return
         }
         #expect(Self.problems("id: x\ndatacenters:\n  - - a\n" + Self.minimalGroups).contains { $0.contains("datacenters[0]") })
+        // An apostrophe in a plain item of a multi-line flow list is not a quote.
+        let apostrophe = try JobFile.parse("id: x\ndatacenters: [it's, 'x]',\n  y]\n" + Self.minimalGroups)
+        #expect(apostrophe.datacenters == ["it's", "x]", "y"])
         let quoted = try JobFile.parse("id: x\nmeta:\n  a: 'it''s # x'\n" + Self.minimalGroups)
         #expect(quoted.meta["a"] == "it's # x")
         let json = try JobFile.parse(#"{"id": "x", "meta": {"a": "\b\f\ud83d\ude00\u00e9"}, "groups": [{"name": "g", "tasks": [{"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}}]}]}"#)
