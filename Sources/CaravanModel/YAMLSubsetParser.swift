@@ -107,7 +107,7 @@ public struct YAMLSubsetParser {
         var items: [DocumentNode] = []
         while pos < lines.count, lines[pos].indent == indent, lines[pos].text.hasPrefix("- ") || lines[pos].text == "-" {
             let l = lines[pos]
-            let rest = l.text.dropFirst(1).drop { $0 == " " }
+            let rest = l.text.dropFirst(1).drop { $0 == " " || $0 == "\t" }
             if rest.isEmpty {
                 pos += 1
                 if pos < lines.count, lines[pos].indent > indent {
@@ -253,10 +253,10 @@ public struct YAMLSubsetParser {
         while i < text.endIndex {
             if text[i] == ":" {
                 let next = text.index(after: i)
-                if next == text.endIndex || text[next] == " " {
+                if next == text.endIndex || text[next] == " " || text[next] == "\t" {
                     let key = trimRight(text[text.startIndex..<i])
                     guard !key.isEmpty, !key.contains("{"), !key.contains("[") else { return nil }
-                    return (String(key), text[next...].drop { $0 == " " })
+                    return (String(key), text[next...].drop { $0 == " " || $0 == "\t" })
                 }
             }
             i = text.index(after: i)

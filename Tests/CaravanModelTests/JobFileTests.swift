@@ -236,6 +236,9 @@ import Testing
         // An apostrophe in a plain item of a multi-line flow list is not a quote.
         let apostrophe = try JobFile.parse("id: x\ndatacenters: [it's, 'x]',\n  y]\n" + Self.minimalGroups)
         #expect(apostrophe.datacenters == ["it's", "x]", "y"])
+        // A tab after the colon is white space, not the start of a plain value.
+        let tabbed = try JobFile.parse("id: x\ndatacenters:\t[a, b]\n" + Self.minimalGroups)
+        #expect(tabbed.datacenters == ["a", "b"])
         let quoted = try JobFile.parse("id: x\nmeta:\n  a: 'it''s # x'\n" + Self.minimalGroups)
         #expect(quoted.meta["a"] == "it's # x")
         let json = try JobFile.parse(#"{"id": "x", "meta": {"a": "\b\f\ud83d\ude00\u00e9"}, "groups": [{"name": "g", "tasks": [{"name": "t", "driver": "raw_exec", "config": {"command": "/bin/true"}}]}]}"#)
