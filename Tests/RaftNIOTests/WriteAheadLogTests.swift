@@ -116,15 +116,11 @@ import Testing
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
         try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
-        let seg = Self.newestSegment(dir)
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
-        let end = bytes.count
+        let end = try Data(contentsOf: URL(fileURLWithPath: Self.newestSegment(dir))).count
         try wal.save(hardState: nil, entries: Self.entries(21...30), sync: true)
-        bytes = try Data(contentsOf: URL(fileURLWithPath: seg))
         // The first pages of the second batch never made it (a sector of zeros); a later part
         // of it did.
-        bytes.insert(contentsOf: [UInt8](repeating: 0, count: 1024), at: end)
-        try bytes.write(to: URL(fileURLWithPath: seg))
+        try Self.damageNewestSegment(dir) { $0.insert(contentsOf: [UInt8](repeating: 0, count: 1024), at: end) }
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.entries == Self.entries(1...20))
         #expect(!again.repairs.isEmpty)

@@ -87,12 +87,10 @@ extension Request {
 /// Answers a request that carries `X-Caravan-Write-ID` with the same header, errors included:
 /// a client retries a write only when the agent that answered honours write ids.
 struct WriteIDEcho<Context: RequestContext>: RouterMiddleware {
-    static var name: HTTPField.Name { HTTPField.Name(WriteID.header)! }
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let id = request.headers[Self.name] else { return try await next(request, context) }
+        guard let id = request.headers[ClusterRead.writeIDHeader] else { return try await next(request, context) }
         var response = try await next(request, context)
-        response.headers[Self.name] = id
+        response.headers[ClusterRead.writeIDHeader] = id
         return response
     }
 }

@@ -42,7 +42,7 @@ struct VariableRoutes {
             }
             let answer: [UInt8]
             answer = try await agent.propose(VariableStore.put(path, body.value), request)
-            var item: VariableStore.Item
+            let item: VariableStore.Item
             if answer.first == 0, let (_, full) = VariableStore.decodeItems(Array(answer.dropFirst()))?.first {
                 item = full  // an older leader answers with the whole item
             } else {
