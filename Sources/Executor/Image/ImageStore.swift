@@ -5,6 +5,43 @@ import NIOSSL
 import Glibc
 #endif
 
+/// How much an image may take: a registry or an image is untrusted input, so every size is
+/// bounded and a pull that exceeds one fails with the limit named (the agent carries on).
+public struct ImageLimits: Sendable, Equatable {
+    /// The largest blob (layer, config) downloaded.
+    public var maxBlobBytes: Int = 8 << 30
+    /// The most entries one layer may hold.
+    public var maxEntries: Int = 1_000_000
+    /// A layer may expand (gunzip) to `expansionRatio` times its compressed size, and always to
+    /// `expansionAllowance` bytes, but never beyond `maxLayerBytes`.
+    public var expansionRatio: Int = 100
+    public var expansionAllowance: Int = 1 << 30
+    public var maxLayerBytes: Int = 32 << 30
+
+    public static let standard = ImageLimits()
+    public init() {}
+
+    func maxExpandedBytes(compressed: Int) -> Int {
+        let (ratio, overflow) = max(0, compressed).multipliedReportingOverflow(by: expansionRatio)
+        return min(maxLayerBytes, max(expansionAllowance, overflow ? Int.max : ratio))
+    }
+}
+
+/// Content digests as image manifests carry them: only `sha256:` and 64 lowercase hex digits
+/// are accepted, since the hex part names files in the store.
+enum ImageDigest {
+    static func isValid(_ d: String) -> Bool {
+        let u = Array(d.utf8)
+        return u.count == 71 && d.hasPrefix("sha256:") && u[7...].allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
+    static func check(_ d: String, _ what: String) throws(ImageError) {
+        guard isValid(d) else {
+            throw ImageError("\(what) has digest \(d.prefix(80)), which is not sha256: and 64 lowercase hex digits; refusing the image")
+        }
+    }
+}
+
 /// `registry[:port]/repository[:tag][@sha256:digest]`.
 public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     public var host: String
@@ -17,7 +54,7 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
         var rest = Substring(text)
         if let at = rest.firstIndex(of: "@") {
             let d = String(rest[rest.index(after: at)...])
-            guard d.hasPrefix("sha256:"), d.count == 71, d.dropFirst(7).allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+            guard ImageDigest.isValid(d) else {
                 throw ImageError("image \(text): the digest must be sha256: and 64 lowercase hex digits")
             }
             digest = d
@@ -107,17 +144,39 @@ public actor ImageStore {
     public let insecure: Set<String>
     public let registryCAs: [String: String]
     public let registryClientCertificates: [String: RegistryClientCertificate]
+    public let limits: ImageLimits
     private var inFlight: [String: Task<PulledImage, any Error>] = [:]
 
+    /// Opens the store under `root` (one agent's data directory) and removes what an interrupted
+    /// pull left: half-unpacked roots and partial downloads.
     public init(root: String, insecureRegistries: [String] = [], registryCAs: [String: String] = [:],
-                registryClientCertificates: [String: RegistryClientCertificate] = [:]) {
+                registryClientCertificates: [String: RegistryClientCertificate] = [:], limits: ImageLimits = .standard) {
         self.root = root
         self.insecure = Set(insecureRegistries)
         self.registryCAs = registryCAs
         self.registryClientCertificates = registryClientCertificates
+        self.limits = limits
         mkdirAll(root + "/blobs/sha256")
         mkdirAll(root + "/rootfs")
         mkdirAll(root + "/tags")
+        Self.removeInterruptedPulls(root)
+    }
+
+    /// Half-unpacked roots (`rootfs/.tmp-…`) and partial blobs (`….part-…`) of a process that is
+    /// gone: a pull in this process or another live one is left alone.
+    static func removeInterruptedPulls(_ root: String) {
+        func ownerGone(_ name: String) -> Bool {
+            // The writer's pid is the second-to-last "-" field: NAME-PID-RANDOM.
+            let fields = name.split(separator: "-")
+            guard fields.count >= 3, let pid = Int32(fields[fields.count - 2]) else { return true }
+            return pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH
+        }
+        for n in listDirectory(root + "/rootfs") where n.hasPrefix(".tmp-") && ownerGone(n) {
+            removeTree(root + "/rootfs/" + n)
+        }
+        for n in listDirectory(root + "/blobs/sha256") where n.contains(".part-") && ownerGone(n) {
+            unlink(root + "/blobs/sha256/" + n)
+        }
     }
 
     static let manifestTypes = [
@@ -131,9 +190,10 @@ public actor ImageStore {
         let key = ref.description
         let task: Task<PulledImage, any Error>
         if let t = inFlight[key] { task = t } else {
-            let root = self.root, insecure = self.insecure, cas = self.registryCAs, certs = self.registryClientCertificates
+            let root = self.root, insecure = self.insecure, cas = self.registryCAs, certs = self.registryClientCertificates, limits = self.limits
             task = Task {
-                try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, registryCAs: cas, clientCertificates: certs, progress: progress)
+                try await Self.fetch(ref, auth: auth, root: root, insecure: insecure, registryCAs: cas, clientCertificates: certs,
+                                     limits: limits, progress: progress)
             }
             inFlight[key] = task
         }
@@ -170,13 +230,14 @@ public actor ImageStore {
     }
 
     static func fetch(_ ref: ImageReference, auth: RegistryAuth?, root: String, insecure: Set<String>, registryCAs: [String: String] = [:],
-                      clientCertificates: [String: RegistryClientCertificate] = [:],
+                      clientCertificates: [String: RegistryClientCertificate] = [:], limits: ImageLimits = .standard,
                       progress: @Sendable (String) -> Void) async throws(ImageError) -> PulledImage {
         let loopback = ref.host == "localhost" || ref.host.hasPrefix("127.") || ref.host == "[::1]" || ref.host == "::1"
         let ca = registryCAs[ref.registry] ?? registryCAs[ref.host]
         let certificate = clientCertificates[ref.registry] ?? clientCertificates[ref.host]
         let plain = ca == nil && certificate == nil && (loopback || insecure.contains(ref.registry) || insecure.contains(ref.host))
         var client = RegistryClient(ref: ref, auth: auth, tls: plain ? nil : try RegistryTLS.context(caFile: ca, client: certificate))
+        client.maxBlobBytes = limits.maxBlobBytes
         let tagFile = root + "/tags/" + SHA256.hex(Array(ref.description.utf8))
         // The manifest, by digest if given, else by tag (then an index is narrowed to this platform).
         var manifestBytes: [UInt8]
@@ -185,7 +246,7 @@ public actor ImageStore {
             (manifestBytes, digest) = try await client.manifest(ref.digest ?? ref.tag)
         } catch {
             // Unreachable registry: a tag pulled before still runs.
-            if ref.digest == nil, let known = readSmallFile(tagFile), let cached = cachedImage(root, known) {
+            if ref.digest == nil, let known = readSmallFile(tagFile), ImageDigest.isValid(known), let cached = cachedImage(root, known) {
                 progress("registry unreachable (\(error.description)); using the image pulled before (\(known.prefix(19)))")
                 markUsed(root, known)
                 return cached
@@ -198,6 +259,7 @@ public actor ImageStore {
             guard let pick = list.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == arch }) else {
                 throw ImageError("image \(ref) has no linux/\(arch) variant (it has \(list.compactMap { $0.platform.map { "\($0.os)/\($0.architecture)" } }.joined(separator: ", ")))")
             }
+            try ImageDigest.check(pick.digest, "the index entry for linux/\(arch) of \(ref)")
             (manifestBytes, digest) = try await client.manifest(pick.digest)
             manifest = try decode(Manifest.self, manifestBytes, what: "manifest")
         }
@@ -209,6 +271,8 @@ public actor ImageStore {
         guard manifest.schemaVersion == 2, let configDesc = manifest.config, let layers = manifest.layers else {
             throw ImageError("image \(ref): unsupported manifest (only OCI and Docker v2 schema 2 images)")
         }
+        try ImageDigest.check(configDesc.digest, "the config of \(ref)")
+        for l in layers { try ImageDigest.check(l.digest, "a layer of \(ref)") }
         let configBytes = try await client.blob(configDesc, root: root)
         let cfg = try decode(ConfigBlob.self, readBytes(configBytes), what: "image config").config
         var paths: [String] = []
@@ -223,7 +287,7 @@ public actor ImageStore {
         let tmp = root + "/rootfs/.tmp-\(hex)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         mkdirAll(tmp)
         do {
-            let unpacker = LayerUnpacker(root: tmp)
+            let unpacker = LayerUnpacker(root: tmp, limits: limits)
             for p in paths { try unpacker.apply(layer: p) }
         } catch {
             removeTree(tmp)
@@ -315,6 +379,8 @@ struct RegistryClient {
     /// TLS towards the registry (nil: plain HTTP); also used for redirects and token services.
     let tls: NIOSSLContext?
     var authorization: String?
+    /// The largest blob downloaded (`ImageLimits.maxBlobBytes`).
+    var maxBlobBytes = ImageLimits.standard.maxBlobBytes
 
     init(ref: ImageReference, auth: RegistryAuth?, tls: NIOSSLContext? = nil) {
         self.ref = ref
@@ -334,10 +400,13 @@ struct RegistryClient {
 
     /// Downloads a blob into the content-addressed cache (unless there) and returns its path.
     mutating func blob(_ d: ImageStore.Descriptor, root: String) async throws(ImageError) -> String {
-        guard d.digest.hasPrefix("sha256:"), d.digest.count == 71 else { throw ImageError("unsupported blob digest \(d.digest)") }
+        try ImageDigest.check(d.digest, "a blob of \(ref)")
+        if let size = d.size, size < 0 || size > maxBlobBytes {
+            throw ImageError("blob \(d.digest.prefix(19)) of \(ref) is \(size) bytes by its manifest; the limit is \(maxBlobBytes)")
+        }
         let path = root + "/blobs/sha256/" + d.digest.dropFirst(7)
         if access(path, F_OK) == 0 { return path }
-        let part = path + ".part-\(UInt32.random(in: 0...UInt32.max))"
+        let part = path + ".part-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { unlink(part) }
         var r = try await get("/v2/\(ref.repository)/blobs/\(d.digest)", accept: "*/*", toFile: part)
         var redirects = 0
@@ -368,23 +437,27 @@ struct RegistryClient {
     mutating func get(_ path: String, accept: String, toFile: String? = nil) async throws(ImageError) -> RegistryHTTP.Result {
         var headers = [("Accept", accept)]
         if let a = authorization { headers.append(("Authorization", a)) }
-        var r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
+        var r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls,
+                                           maxFile: maxBlobBytes)
         if r.status == 401, authorization == nil || r.header("WWW-Authenticate")?.contains("error=") == true,
            let challenge = r.header("WWW-Authenticate") {
             authorization = try await authorize(challenge)
             headers = [("Accept", accept), ("Authorization", authorization!)]
-            r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls)
+            r = try await RegistryHTTP.get(host: ref.address, port: ref.port, path: path, headers: headers, toFile: toFile, tls: tls,
+                                           maxFile: maxBlobBytes)
         }
         return r
     }
 
     func follow(_ location: String, toFile: String) async throws(ImageError) -> RegistryHTTP.Result {
         if location.hasPrefix("/") {
-            return try await RegistryHTTP.get(host: ref.address, port: ref.port, path: location, headers: [], toFile: toFile, tls: tls)
+            return try await RegistryHTTP.get(host: ref.address, port: ref.port, path: location, headers: [], toFile: toFile, tls: tls,
+                                                maxFile: maxBlobBytes)
         }
         let u = try allowed(location, what: "registry redirected to")
         // Blobs are verified against their digest wherever they come from.
-        return try await RegistryHTTP.get(host: u.host, port: u.port, path: u.path, headers: [], toFile: toFile, tls: try context(for: u))
+        return try await RegistryHTTP.get(host: u.host, port: u.port, path: u.path, headers: [], toFile: toFile, tls: try context(for: u),
+                                           maxFile: maxBlobBytes)
     }
 
     /// TLS for a URL the registry pointed to: the registry's own context (its CA file added to

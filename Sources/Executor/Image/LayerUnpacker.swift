@@ -7,15 +7,22 @@ import Glibc
 final class LayerReader {
     private let fd: Int32
     private var gzip: Bool
+    /// The most bytes the layer may expand to (see `ImageLimits.maxExpandedBytes`).
+    let expansionLimit: Int
+    /// Bytes handed out so far (the tar stream, after gunzip).
+    private(set) var produced = 0
     private var stream = z_stream()
     private let input = UnsafeMutablePointer<UInt8>.allocate(capacity: 1 << 16)
     private var inputEnded = false
     private var ended = false
     private var closed = false
 
-    init(path: String) throws(ImageError) {
+    init(path: String, limits: ImageLimits = .standard) throws(ImageError) {
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ImageError("cannot open layer \(path): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        let compressed = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+        expansionLimit = limits.maxExpandedBytes(compressed: compressed)
         var magic = [UInt8](repeating: 0, count: 2)
         let n = pread(fd, &magic, 2, 0)
         gzip = n == 2 && magic == [0x1f, 0x8b]
@@ -36,8 +43,18 @@ final class LayerReader {
         input.deallocate()
     }
 
-    /// Fills up to `buffer.count` bytes; 0 at the end.
+    /// Fills up to `buffer.count` bytes; 0 at the end. Refuses a layer that expands beyond its
+    /// limit (a gzip bomb) as soon as it does.
     func read(_ buffer: UnsafeMutableRawBufferPointer) throws(ImageError) -> Int {
+        let n = try readRaw(buffer)
+        produced += n
+        if produced > expansionLimit {
+            throw ImageError("layer expands to more than \(expansionLimit) bytes (the limit for its compressed size); refusing the image")
+        }
+        return n
+    }
+
+    private func readRaw(_ buffer: UnsafeMutableRawBufferPointer) throws(ImageError) -> Int {
         guard gzip else {
             let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if n < 0 { throw ImageError("cannot read layer: \(String(cString: strerror(errno)))") }
@@ -81,29 +98,47 @@ final class LayerReader {
 /// what lower layers put there (`.wh.NAME`, and `.wh..wh..opq` for a whole directory), and no
 /// entry may reach outside the root — neither by `..` in its name nor through a symlink an
 /// earlier entry planted (symlinks are resolved inside the root, as in a chroot).
+///
+/// Everything in a layer is untrusted: numbers are read with checked arithmetic and bounded,
+/// malformed records and whiteouts are refused (the image fails to unpack, the agent carries
+/// on), and a layer may hold at most `limits.maxEntries` entries and expand to at most
+/// `limits.maxExpandedBytes(compressed:)` bytes.
 struct LayerUnpacker {
     let root: String
+    var limits: ImageLimits = .standard
     let isRoot = geteuid() == 0
 
+    init(root: String, limits: ImageLimits = .standard) {
+        self.root = root
+        self.limits = limits
+    }
+
     func apply(layer path: String) throws(ImageError) {
-        let reader = try LayerReader(path: path)
+        let reader = try LayerReader(path: path, limits: limits)
         defer { reader.close() }
         var tar = TarStream(reader: reader)
         var longName: String?
         var longLink: String?
         var pax: [String: String] = [:]
+        var entries = 0
         while let h = try tar.nextHeader() {
+            entries += 1
+            if entries > limits.maxEntries {
+                throw ImageError("layer has more than \(limits.maxEntries) entries; refusing the image")
+            }
             switch h.type {
             case "L": longName = String(decoding: try tar.readContent(h.size).prefix { $0 != 0 }, as: UTF8.self); continue
             case "K": longLink = String(decoding: try tar.readContent(h.size).prefix { $0 != 0 }, as: UTF8.self); continue
-            case "x": pax = Self.parsePAX(try tar.readContent(h.size)); continue
+            case "x": pax = try Self.parsePAX(try tar.readContent(h.size)); continue
             case "g": _ = try tar.readContent(h.size); continue
             default: break
             }
             var entry = h
             if let n = pax["path"] ?? longName { entry.name = n }
             if let l = pax["linkpath"] ?? longLink { entry.link = l }
-            if let s = pax["size"].flatMap(Int.init) { entry.size = s }
+            if let s = pax["size"] { entry.size = try TarHeader.number(s, "size", max: TarHeader.maxSize) }
+            if let u = pax["uid"] { entry.uid = try TarHeader.number(u, "uid", max: TarHeader.maxID) }
+            if let g = pax["gid"] { entry.gid = try TarHeader.number(g, "gid", max: TarHeader.maxID) }
             longName = nil; longLink = nil; pax = [:]
             try place(entry, &tar)
         }
@@ -117,8 +152,15 @@ struct LayerUnpacker {
             try tar.skip(e.size)
             if base == ".wh..wh..opq" {
                 for child in listDirectory(parent) { removeTree(parent + "/" + child) }
+            } else if base.hasPrefix(".wh..wh.") {
+                // Other whiteout metadata (aufs hard-link records): nothing to apply.
             } else {
-                removeTree(parent + "/" + String(base.dropFirst(4)))
+                let hidden = String(base.dropFirst(4))
+                // `.wh..` or `.wh...` would remove the directory itself or its parent.
+                guard hidden != ".", hidden != "..", !hidden.isEmpty else {
+                    throw ImageError("layer entry \(e.name) is not a valid whiteout; refusing the image")
+                }
+                removeTree(parent + "/" + hidden)
             }
             return
         }
@@ -136,7 +178,7 @@ struct LayerUnpacker {
             guard fd >= 0 else { throw failure("create", e.name) }
             do { try tar.copyContent(e.size, to: fd) } catch { Glibc.close(fd); throw error }
             fchmod(fd, mode_t(e.mode & 0o7777))
-            if isRoot { fchown(fd, uid_t(e.uid), gid_t(e.gid)) }
+            if isRoot { fchown(fd, uid_t(truncatingIfNeeded: e.uid), gid_t(truncatingIfNeeded: e.gid)) }
             Glibc.close(fd)
             return
         case "2":
@@ -152,7 +194,7 @@ struct LayerUnpacker {
             return
         }
         try tar.skip(e.size)
-        if isRoot { lchown(target, uid_t(e.uid), gid_t(e.gid)) }
+        if isRoot { lchown(target, uid_t(truncatingIfNeeded: e.uid), gid_t(truncatingIfNeeded: e.gid)) }
     }
 
     func failure(_ what: String, _ name: String) -> ImageError {
@@ -202,18 +244,21 @@ struct LayerUnpacker {
         return resolved.isEmpty ? root : root + "/" + resolved.joined(separator: "/")
     }
 
-    static func parsePAX(_ bytes: [UInt8]) -> [String: String] {
-        // Records: "<len> <key>=<value>\n".
+    /// PAX extended header records, `"<len> <key>=<value>\n"` each; a malformed one refuses the layer.
+    static func parsePAX(_ bytes: [UInt8]) throws(ImageError) -> [String: String] {
+        let bad = ImageError("layer has a malformed PAX header record; refusing the image")
         var out: [String: String] = [:]
         var i = 0
         while i < bytes.count {
             var j = i
-            while j < bytes.count && bytes[j] != 0x20 { j += 1 }
-            guard let len = Int(String(decoding: bytes[i..<j], as: UTF8.self)), len > 0, i + len <= bytes.count else { break }
+            while j < bytes.count && j - i < 20 && bytes[j] >= 0x30 && bytes[j] <= 0x39 { j += 1 }
+            // A length, a space, at least "k=" and the newline; within what is left.
+            guard j > i, j < bytes.count, bytes[j] == 0x20,
+                  let len = Int(String(decoding: bytes[i..<j], as: UTF8.self)),
+                  len >= j - i + 4, len <= bytes.count - i, bytes[i + len - 1] == 0x0A else { throw bad }
             let record = bytes[(j + 1)..<(i + len - 1)]
-            if let eq = record.firstIndex(of: 0x3D) {
-                out[String(decoding: record[record.startIndex..<eq], as: UTF8.self)] = String(decoding: record[(eq + 1)...], as: UTF8.self)
-            }
+            guard let eq = record.firstIndex(of: 0x3D), eq > record.startIndex else { throw bad }
+            out[String(decoding: record[record.startIndex..<eq], as: UTF8.self)] = String(decoding: record[(eq + 1)...], as: UTF8.self)
             i += len
         }
         return out
@@ -221,6 +266,19 @@ struct LayerUnpacker {
 }
 
 struct TarHeader {
+    /// The largest entry size accepted (1 TiB; the expansion limit stops far sooner).
+    static let maxSize = 1 << 40
+    /// The largest uid or gid (`UInt32.max` itself means "no change" to chown).
+    static let maxID = Int(UInt32.max) - 1
+
+    /// A decimal number from a PAX record, within 0...max.
+    static func number(_ text: String, _ field: String, max: Int) throws(ImageError) -> Int {
+        guard let v = Int(text), v >= 0, v <= max else {
+            throw ImageError("layer has an invalid PAX \(field) \(text.prefix(40)); refusing the image")
+        }
+        return v
+    }
+
     var name: String
     var mode: Int
     var uid: Int
@@ -262,16 +320,35 @@ struct TarStream {
         if h.allSatisfy({ $0 == 0 }) { return nil }
         func field(_ from: Int, _ len: Int) -> ArraySlice<UInt8> { h[(h.startIndex + from)..<(h.startIndex + from + len)] }
         func text(_ from: Int, _ len: Int) -> String { String(decoding: field(from, len).prefix { $0 != 0 }, as: UTF8.self) }
-        func number(_ from: Int, _ len: Int) -> Int {
+        /// An octal field (NUL/space padded), or GNU base-256 when the high bit is set;
+        /// negative, overflowing or non-octal values refuse the layer.
+        func number(_ from: Int, _ len: Int, _ what: String, max: Int) throws(ImageError) -> Int {
             let f = field(from, len)
+            let invalid = ImageError("layer has an invalid tar \(what) field; refusing the image")
+            var value = 0
             if let first = f.first, first & 0x80 != 0 {
-                // base-256 (GNU) for large values
-                return f.dropFirst().reduce(Int(first & 0x7f)) { $0 << 8 | Int($1) }
+                guard first & 0x40 == 0 else { throw invalid }  // negative
+                value = Int(first & 0x3f)
+                for b in f.dropFirst() {
+                    let (shifted, o1) = value.multipliedReportingOverflow(by: 256)
+                    guard !o1 else { throw invalid }
+                    value = shifted | Int(b)
+                    guard value <= max else { throw invalid }
+                }
+                return value
             }
-            return Int(text(from, len).trimmingSpaces, radix: 8) ?? 0
+            let digits = text(from, len).trimmingSpaces
+            for c in digits.utf8 {
+                guard c >= 0x30 && c <= 0x37 else { throw invalid }
+                let (shifted, o1) = value.multipliedReportingOverflow(by: 8)
+                guard !o1 else { throw invalid }
+                value = shifted + Int(c - 0x30)
+                guard value <= max else { throw invalid }
+            }
+            return value
         }
         // The checksum covers the header with its own field as spaces.
-        let stored = number(148, 8)
+        let stored = try number(148, 8, "checksum", max: 1 << 20)
         var sum = 0
         for (i, b) in h.enumerated() { sum += (148..<156).contains(i) ? 0x20 : Int(b) }
         guard sum == stored else { throw ImageError("layer is not a valid tar archive (header checksum mismatch)") }
@@ -279,7 +356,8 @@ struct TarStream {
         let prefix = text(345, 155)
         if text(257, 5) == "ustar" && !prefix.isEmpty { name = prefix + "/" + name }
         let type = Character(Unicode.Scalar(field(156, 1).first ?? 0))
-        return TarHeader(name: name, mode: number(100, 8), uid: number(108, 8), gid: number(116, 8), size: number(124, 12),
+        return TarHeader(name: name, mode: try number(100, 8, "mode", max: 0o7777777), uid: try number(108, 8, "uid", max: TarHeader.maxID),
+                         gid: try number(116, 8, "gid", max: TarHeader.maxID), size: try number(124, 12, "size", max: TarHeader.maxSize),
                          type: type, link: text(157, 100))
     }
 

@@ -100,7 +100,8 @@ struct RegistryHTTP {
     }
 
     static func get(host: String, port: Int, path: String, headers: [(String, String)], toFile: String? = nil, tls: NIOSSLContext? = nil,
-                    maxMemory: Int = 4 << 20, timeout: Duration = .seconds(120)) async throws(ImageError) -> Result {
+                    maxMemory: Int = 4 << 20, maxFile: Int = ImageLimits.standard.maxBlobBytes,
+                    timeout: Duration = .seconds(120)) async throws(ImageError) -> Result {
         let address: SocketAddress
         do { address = try SocketAddress.makeAddressResolvingHost(host, port: port) } catch {
             throw ImageError("cannot resolve registry host \(host)")
@@ -131,7 +132,7 @@ struct RegistryHTTP {
                             try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName))
                         }
                         try ch.pipeline.syncOperations.addHTTPClientHandlers()
-                        try ch.pipeline.syncOperations.addHandler(Collector(promise: promise, fd: sink, maxMemory: maxMemory))
+                        try ch.pipeline.syncOperations.addHandler(Collector(promise: promise, fd: sink, maxMemory: maxMemory, maxFile: maxFile))
                     }
                 }
                 .connect(to: address).get()
@@ -160,14 +161,16 @@ struct RegistryHTTP {
         let promise: EventLoopPromise<Result>
         let fd: Int32
         let maxMemory: Int
+        let maxFile: Int
         var result = Result(status: 0, headers: [], body: [], bytesWritten: 0, sha256: "")
         var hash = SHA256()
         var failed = false
 
-        init(promise: EventLoopPromise<Result>, fd: Int32, maxMemory: Int) {
+        init(promise: EventLoopPromise<Result>, fd: Int32, maxMemory: Int, maxFile: Int) {
             self.promise = promise
             self.fd = fd
             self.maxMemory = maxMemory
+            self.maxFile = maxFile
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -180,6 +183,7 @@ struct RegistryHTTP {
                 // Error bodies stay in memory; only a 200's body goes to the file.
                 b.withUnsafeReadableBytes { bytes in
                     if fd >= 0 && result.status == 200 {
+                        if result.bytesWritten + bytes.count > maxFile { fail(context, "registry sent a blob larger than \(maxFile) bytes; refusing it"); return }
                         hash.update(bytes)
                         var off = 0
                         while off < bytes.count {
