@@ -113,7 +113,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "RaftTests", dependencies: ["Raft", "CaravanTesting", "RaftSimulation",
             .product(name: "PropertyBased", package: "swift-property-based")]),
-        .testTarget(name: "RaftNIOTests", dependencies: ["RaftNIO", "Raft", "Keyring"]),
+        .testTarget(name: "RaftNIOTests", dependencies: ["RaftNIO", "Raft", "Keyring", "Primitives", "Framing"]),
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),

@@ -152,6 +152,13 @@ public final class Agent: Sendable {
         return "\(error)"
     }
 
+    /// Without a key, gossip and Raft frames would travel unsealed: anyone reaching port 4681 could
+    /// append to the log. Only `--dev` runs that way.
+    static func noKey(_ what: String) -> AgentError {
+        AgentError("\(what): agents seal gossip and Raft with a shared key. Make one with `caravan keygen` and start every "
+                   + "agent with --encrypt KEY (or `encrypt:` in the config file); --dev runs a single agent without one", usage: true)
+    }
+
     static func loadKeyring(_ config: AgentConfiguration, logger: Logger) throws -> Keyring {
         let path = config.keyringPath
         if FileManager.default.fileExists(atPath: path) {
@@ -161,12 +168,17 @@ public final class Agent: Sendable {
                 logger.warning("--encrypt ignored: the keyring file already exists and does not hold that key; use `caravan keyring` to rotate",
                                metadata: ["keyring": "\(path)"])
             }
+            guard ring.isEncrypted || config.dev else { throw noKey("keyring file \(path) holds no key") }
             return ring
         }
         if config.keyringFile != nil {
             throw AgentError("keyring file \(path) does not exist", usage: true)
         }
-        guard let key = config.encryptKey else { return Keyring() }
+        guard let key = config.encryptKey else {
+            guard config.dev else { throw noKey("no cluster key") }
+            logger.warning("no cluster key (--dev): gossip and Raft travel unsealed; any host that reaches them can join and write")
+            return Keyring()
+        }
         let ring = Keyring(primary: key)
         do { try KeyringFile.save(ring, path: path) } catch { throw AgentError(error.message) }
         return ring

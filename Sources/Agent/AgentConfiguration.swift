@@ -15,6 +15,9 @@ public struct AgentConfiguration: Sendable {
     public var dataDir: String
     /// A key given on the command line; seeds the keyring file when it does not exist yet.
     public var encryptKey: SecretKey?
+    /// Development mode (`--dev`): the only mode in which an agent runs without a cluster key
+    /// (gossip and Raft then travel unsealed, and anyone who reaches the ports can join).
+    public var dev = false
     /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.
     public var keyringFile: String?
     public var tags: [String: String] = [:]

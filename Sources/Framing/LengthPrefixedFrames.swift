@@ -3,9 +3,11 @@ import NIOCore
 /// Splits a TCP byte stream into length-prefixed frames (4-byte big-endian length).
 ///
 /// A length above `maxFrame` closes the connection: a peer cannot make us buffer without bound.
+/// The limit may start small and be raised (on the channel's loop) once the peer has proved who
+/// it is, so an unauthenticated connection never makes us buffer more than a little.
 public final class LengthPrefixedFrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = ByteBuffer
-    let maxFrame: Int
+    public var maxFrame: Int
 
     public init(maxFrame: Int) { self.maxFrame = maxFrame }
 

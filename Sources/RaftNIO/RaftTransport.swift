@@ -18,7 +18,9 @@ import Raft
 /// chunks of ``chunkBytes``, one written after the other, so a large one never sits in memory
 /// twice. All mutable state lives on `loop`.
 public final class RaftTransport: @unchecked Sendable {
-    enum Kind: UInt8 { case message = 1, snapshotChunk = 2, request = 3, response = 4 }
+    /// `hello` opens every outgoing connection: a small sealed frame that proves the key, after
+    /// which the receiver accepts frames up to `maxFrame`.
+    enum Kind: UInt8 { case message = 1, snapshotChunk = 2, request = 3, response = 4, hello = 5 }
 
     public struct RemoteFailure: Error, Sendable, CustomStringConvertible {
         public let description: String
@@ -32,6 +34,11 @@ public final class RaftTransport: @unchecked Sendable {
     let logger: Logger
     let bindHost: String
     let maxFrame = 8 << 20
+    /// The largest frame an incoming connection may send before one of its frames has opened
+    /// with the cluster key: a stranger cannot make the agent buffer megabytes per connection.
+    static let maxFrameBeforeProof = 64 << 10
+    /// Names received snapshot files (never the sender's name, which is the peer's to choose).
+    var spoolSerial: UInt64 = 0
     public static let chunkBytes = 1 << 20
     /// A connection whose sent data stays unacknowledged this long is closed (TCP_USER_TIMEOUT),
     /// so a partition is noticed in seconds and the reconnect after it heals does not wait out
@@ -84,8 +91,9 @@ public final class RaftTransport: @unchecked Sendable {
             .childChannelOption(Self.userTimeout, value: Self.userTimeoutMilliseconds)
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: t.maxFrame)))
-                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: true))
+                    let decoder = LengthPrefixedFrameDecoder(maxFrame: Self.maxFrameBeforeProof)
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
+                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: true, decoder: decoder))
                 }
             }
             .bind(to: SocketAddress(ipAddress: bindHost, port: port)).get()
@@ -219,16 +227,25 @@ public final class RaftTransport: @unchecked Sendable {
         }
     }
 
-    func received(_ frame: ByteBuffer, on channel: any Channel) {
+    /// Handles one frame; true when it opened with the cluster key (the peer holds it).
+    @discardableResult
+    func received(_ frame: ByteBuffer, on channel: any Channel) -> Bool {
         let bytes = Array(frame.readableBytesView)
-        guard case .success(let payload) = keyring.current.open(bytes), let kindByte = payload.first,
-              let kind = Kind(rawValue: kindByte) else {
+        guard case .success(let payload) = keyring.current.open(bytes) else {
             loop.execute { self.framesDropped += 1 }
-            return
+            return false
         }
+        handle(payload, on: channel)
+        return true
+    }
+
+    private func handle(_ payload: [UInt8], on channel: any Channel) {
+        guard let kindByte = payload.first, let kind = Kind(rawValue: kindByte) else { return dropped() }
         var r = ByteReader(payload)
         _ = r.byte()
         switch kind {
+        case .hello:
+            return
         case .message:
             guard let from = r.string(), let body = r.raw(r.remaining), let m = RaftCodec.decodeMessage(Array(body)) else { return dropped() }
             loop.execute {
@@ -243,7 +260,8 @@ public final class RaftTransport: @unchecked Sendable {
                 let key = from + "#\(transfer)"
                 if offset == 0 {
                     self.incomingSnapshots[key]?.abandon()
-                    self.incomingSnapshots[key] = SnapshotSpool(directory: self.spoolDirectory, name: "\(m.from)-\(transfer)", total: total)
+                    self.spoolSerial += 1
+                    self.incomingSnapshots[key] = SnapshotSpool(directory: self.spoolDirectory, name: "incoming-\(self.spoolSerial)", total: total)
                 }
                 guard let spool = self.incomingSnapshots[key], spool.append(data, at: offset) else {
                     self.incomingSnapshots.removeValue(forKey: key)?.abandon()
@@ -392,6 +410,7 @@ final class PeerConnection: @unchecked Sendable {
                 let pending = self.queue
                 self.queue = []
                 self.queuedBytes = 0
+                self.write(t.seal([RaftTransport.Kind.hello.rawValue]), on: ch, done: nil)
                 for (f, d) in pending { self.write(f, on: ch, done: d) }
             case .failure(let error):
                 self.backoffUntil = .now() + self.backoff
@@ -421,10 +440,13 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     let transport: RaftTransport
     let incoming: Bool
+    /// The incoming connection's decoder, whose limit is raised once a frame opened with the key.
+    let decoder: LengthPrefixedFrameDecoder?
 
-    init(transport: RaftTransport, incoming: Bool) {
+    init(transport: RaftTransport, incoming: Bool, decoder: LengthPrefixedFrameDecoder? = nil) {
         self.transport = transport
         self.incoming = incoming
+        self.decoder = decoder
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -433,7 +455,9 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        transport.received(unwrapInboundIn(data), on: context.channel)
+        if transport.received(unwrapInboundIn(data), on: context.channel), let decoder, decoder.maxFrame < transport.maxFrame {
+            decoder.maxFrame = transport.maxFrame
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -158,6 +158,7 @@ struct AgentCommand: AsyncParsableCommand {
         config.gossipPort = UInt16(gossipPort)
         config.rpcPort = UInt16(rpcPort)
         config.bootstrapExpect = expect
+        config.dev = dev
         config.raftVoters = raftVoters
         config.deadServerGrace = .milliseconds(Int64(raftDeadGrace * 1000))
         config.raftElectionTimeout = .milliseconds(raftElectionMs)

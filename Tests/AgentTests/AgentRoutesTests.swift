@@ -20,6 +20,7 @@ import Testing
         try? FileManager.default.removeItem(atPath: dir)
         var config = AgentConfiguration(name: "routes", bind: ip, dataDir: dir)
         config.encryptKey = key
+        config.dev = key == nil
         config.tags = ["zone": "a"]
         return try await Agent.start(config, logger: Logger(label: "test"))
     }

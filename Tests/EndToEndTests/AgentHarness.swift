@@ -129,9 +129,13 @@ final class LocalCluster: @unchecked Sendable {
         throw HarnessError("timed out: \(what)")
     }
 
+    /// The cluster key agents get unless a test names another (an agent refuses to start
+    /// without one outside --dev).
+    static let clusterKey = "dGVzdC1jbHVzdGVyLWtleS1mb3ItY2FyYXZhbi0wMDE="
+
     /// Starts agent `i` (named `agent-i` on 127.0.subnet.(i+1)), optionally joining others.
     @discardableResult
-    func start(_ i: Int, key: String? = nil, join: [Int] = [], extra: [String] = [], name: String? = nil) throws -> Agent {
+    func start(_ i: Int, key: String? = LocalCluster.clusterKey, join: [Int] = [], extra: [String] = [], name: String? = nil) throws -> Agent {
         let agentName = name ?? "agent-\(i)"
         let dir = root + "/\(agentName)-\(i)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

@@ -65,7 +65,8 @@ import Testing
         let p = Process()
         p.executableURL = URL(fileURLWithPath: LocalCluster.binary)
         // The example binds 10.0.0.11 and joins 10.0.0.x: the flags keep it on loopback.
-        p.arguments = ["agent", "--config", Self.example, "--bind", "127.0.73.2", "--join", "127.0.73.2", "--data-dir", dir]
+        p.arguments = ["agent", "--config", Self.example, "--bind", "127.0.73.2", "--join", "127.0.73.2", "--data-dir", dir,
+                       "--encrypt", LocalCluster.clusterKey]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

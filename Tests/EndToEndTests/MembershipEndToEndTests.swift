@@ -187,6 +187,13 @@ import Testing
         let missing = try LocalCluster.run(["agent", "--bind", "127.0.46.2", "--data-dir", dir, "--keyring-file", dir + "/none.json"])
         #expect(missing.status == 2)
         #expect(missing.stderr.contains("does not exist"))
+        // No key at all: refused outside --dev (Raft and gossip would travel unsealed).
+        let keyless = try LocalCluster.run(["agent", "--bind", "127.0.46.2", "--data-dir", dir + "/keyless"])
+        #expect(keyless.status == 2 && keyless.stderr.contains("no cluster key") && keyless.stderr.contains("caravan keygen"),
+                "\(keyless.status): \(keyless.stderr)")
+        try #"{"keys": []}"#.write(toFile: dir + "/empty.json", atomically: true, encoding: .utf8)
+        let empty = try LocalCluster.run(["agent", "--bind", "127.0.46.2", "--data-dir", dir + "/keyless", "--keyring-file", dir + "/empty.json"])
+        #expect(empty.status == 2, "\(empty.stderr)")
 
         // Occupy the agent's ports, then start a second agent on the same address.
         let c = try await LocalCluster(subnet: 46)

@@ -3,6 +3,8 @@ import Keyring
 import Logging
 import NIOCore
 import NIOPosix
+import Framing
+import Primitives
 import Raft
 @testable import RaftNIO
 import Testing
@@ -189,6 +191,57 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
         #expect(try await g.nodes[(l + 1) % 3]!.read(Array("still".utf8)) == Array("alive".utf8))
         #expect(await g.nodes[l]!.framesDropped >= 1)
+        for i in 0..<3 { await g.stop(i) }
+    }
+
+    /// A connection that has not proved the key may not announce a large frame; a sender's name
+    /// never becomes a file name.
+    @Test func aStrangerCannotMakeAnAgentBufferMuchOrNameItsFiles() async throws {
+        let g = try Group(subnet: 59)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        func connect() async throws -> any Channel {
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.59.\(l + 2)", port: 4681).get()
+        }
+        func send(_ ch: any Channel, _ frames: [[UInt8]]) async throws {
+            var buf = ch.allocator.buffer(capacity: 1024)
+            for f in frames { buf.writeFrame(f) }
+            try await ch.writeAndFlush(buf)
+        }
+        // 1. A stranger announcing a 1 MiB frame is cut off before sending it.
+        let stranger = try await connect()
+        var announce = stranger.allocator.buffer(capacity: 4)
+        announce.writeInteger(UInt32(1 << 20))
+        try await stranger.writeAndFlush(announce)
+        try await Self.eventually("the stranger is disconnected", within: .seconds(3)) { !stranger.isActive }
+
+        // 2. After a sealed hello, the same connection may send large frames (junk is dropped).
+        let ring = Keyring(primary: try SecretKey(base64: RaftNodeTests.key))
+        let peer = try await connect()
+        try await send(peer, [ring.seal([RaftTransport.Kind.hello.rawValue]), [UInt8](repeating: 7, count: 1 << 20)])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(peer.isActive)
+
+        // 3. A snapshot whose sender calls itself "../../escape" lands in the spool under a name
+        //    of the agent's choosing.
+        let meta = SnapshotMetadata(index: 1_000_000, term: 1, configuration: Configuration(servers: g.servers))
+        let message = Message(from: ServerID("../../escape"), to: ServerID("n\(l)"), term: 1,
+                              body: .snapshot(Snapshot(metadata: meta, data: [])))
+        var w = ByteWriter()
+        w.byte(RaftTransport.Kind.snapshotChunk.rawValue)
+        w.string("../../escape:4681")
+        w.uint64(1)
+        w.varint(0)
+        w.varint(64)
+        w.blob(RaftCodec.encode(message))
+        w.blob([UInt8](repeating: 1, count: 32))
+        try await send(peer, [ring.seal(w.bytes)])
+        try await Task.sleep(for: .milliseconds(300))
+        let escaped = FileManager.default.enumerator(atPath: g.root)?.compactMap { $0 as? String }.filter { $0.contains("escape") } ?? []
+        #expect(escaped.isEmpty, "\(escaped)")
+        #expect(!FileManager.default.fileExists(atPath: g.root + "/../escape-1.part"))
+        _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
+        peer.close(promise: nil)
         for i in 0..<3 { await g.stop(i) }
     }
 
