@@ -30,6 +30,10 @@ public final class Agent: Sendable {
     let capacity: CapacityView
     /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
     public let stopping = ShutdownSignal()
+    /// Exec sessions and log follows in progress here, each capped (`ClusterLimits`).
+    var execSessions: ConcurrencyLimit { concurrency.exec }
+    var logFollows: ConcurrencyLimit { concurrency.follows }
+    private let concurrency: (exec: ConcurrencyLimit, follows: ConcurrencyLimit)
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)
     private let shutdownRequested = Mutex(false)
@@ -37,6 +41,8 @@ public final class Agent: Sendable {
 
     private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, images: ImageStore,
                  logger: Logger, capacity: CapacityView, metadata: NodeMetadata) {
+        self.concurrency = (ConcurrencyLimit(config.limits.maxExecSessions, "exec sessions"),
+                            ConcurrencyLimit(config.limits.maxLogFollows, "log follows"))
         self.images = images
         self.config = config
         self.gossip = gossip

@@ -18,6 +18,8 @@ public struct AgentConfiguration: Sendable {
     /// Development mode (`--dev`): the only mode in which an agent runs without a cluster key
     /// (gossip and Raft then travel unsealed, and anyone who reaches the ports can join).
     public var dev = false
+    /// Caps on what callers may make the cluster and this agent hold (429 past them).
+    public var limits = ClusterLimits()
     /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.
     public var keyringFile: String?
     public var tags: [String: String] = [:]

@@ -31,6 +31,18 @@ public final class VariableStore: ReplicatedStateMachine {
     public static let maxValueBytes = 64 << 10
 
     private let items = Mutex<[String: Item]>([:])
+    /// The bytes of every path and value held (kept with `items`).
+    private let heldBytes = Mutex(0)
+
+    /// How many variables are held and their bytes, leaving out the one at `path` (which a put
+    /// would replace), and whether it exists.
+    public func usage(replacing path: String) -> (count: Int, bytes: Int, exists: Bool) {
+        let (count, existing) = items.withLock { ($0.count, $0[path]) }
+        let bytes = heldBytes.withLock { $0 } - (existing.map { path.utf8.count + $0.value.utf8.count } ?? 0)
+        return (count, bytes, existing != nil)
+    }
+
+    private static func size(_ path: String, _ item: Item?) -> Int { item.map { path.utf8.count + $0.value.utf8.count } ?? 0 }
 
     public init() {}
 
@@ -89,11 +101,13 @@ public final class VariableStore: ReplicatedStateMachine {
         switch Command(rawValue: type) {
         case .put:
             guard let p = r.string(max: Self.maxPathBytes), let v = r.string(max: Self.maxValueBytes) else { return [1] }
-            let item = items.withLock { all -> Item in
-                let created = all[p]?.createIndex ?? index
+            let (item, change) = items.withLock { all -> (Item, Int) in
+                let old = all[p]
+                let created = old?.createIndex ?? index
                 all[p] = Item(value: v, createIndex: created, modifyIndex: index)
-                return all[p]!
+                return (all[p]!, Self.size(p, all[p]) - Self.size(p, old))
             }
+            heldBytes.withLock { $0 += change }
             // Indexes only (the value is the writer's own): answers are kept for exactly-once
             // writes, and must stay small.
             var w = ByteWriter(capacity: 12)
@@ -101,7 +115,9 @@ public final class VariableStore: ReplicatedStateMachine {
             return w.bytes
         case .delete:
             guard let p = r.string(max: Self.maxPathBytes) else { return [1] }
-            let existed = items.withLock { $0.removeValue(forKey: p) != nil }
+            let removed = items.withLock { $0.removeValue(forKey: p) }
+            heldBytes.withLock { $0 -= Self.size(p, removed) }
+            let existed = removed != nil
             return [0, existed ? 1 : 0]
         case nil:
             // Unknown: ignorable ones are skipped, others are refused (the same on every agent).
@@ -134,5 +150,6 @@ public final class VariableStore: ReplicatedStateMachine {
             all = [:]
             for (p, i) in decoded { all[p] = i }
         }
+        heldBytes.withLock { $0 = decoded.reduce(0) { $0 + Self.size($1.0, $1.1) } }
     }
 }

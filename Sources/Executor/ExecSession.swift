@@ -80,11 +80,19 @@ public final class ExecSession: Sendable {
         return ExecSession(pid: pid, tty: false, input: fds[1], outputs: [(.stdout, fds[2]), (.stderr, fds[4])], exit: exit)
     }
 
+    /// How many chunks (of up to 16 KiB) may wait for a slow client; then the readers stop
+    /// reading, the pipe or terminal fills and the command blocks on its writes.
+    public static let bufferedChunks = 64
+
     /// Everything the command writes, as it comes, until it (and whatever holds its output) is
-    /// done — with an empty stdout chunk every 5 s as a heartbeat.
-    public func output() -> AsyncStream<(Output, [UInt8])> {
+    /// done — with an empty stdout chunk every 5 s as a heartbeat. At most `bufferedChunks`
+    /// chunks wait for the consumer (back-pressure, not memory); once the consumer stops
+    /// iterating, the readers stop too.
+    public func output() -> ExecOutput {
         reading.store(true, ordering: .releasing)
         let (stream, continuation) = AsyncStream<(Output, [UInt8])>.makeStream()
+        let credits = DispatchSemaphore(value: Self.bufferedChunks)
+        let abandoned = ExecOutput.Flag()
         // An empty chunk every 5 s while the command runs: writing it is how a client that went
         // away is noticed when the command itself is quiet.
         let heartbeat = Task {
@@ -93,16 +101,22 @@ public final class ExecSession: Sendable {
                 if !Task.isCancelled { continuation.yield((.stdout, [])) }
             }
         }
-        continuation.onTermination = { _ in heartbeat.cancel() }
+        continuation.onTermination = { _ in
+            heartbeat.cancel()
+            abandoned.set()
+        }
         let open = Atomic<Int>(outputs.count)
         for (kind, fd) in outputs {
             DispatchQueue.global().async {
                 var buffer = [UInt8](repeating: 0, count: 16 << 10)
-                while true {
+                reading: while true {
                     let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                     if n < 0 && errno == EINTR { continue }
                     // 0 at the end of a pipe; EIO once a terminal has no process left on it.
                     guard n > 0 else { break }
+                    while credits.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+                        if abandoned.isSet { break reading }
+                    }
                     continuation.yield((kind, Array(buffer.prefix(n))))
                 }
                 // A pipe is this reader's to close; a terminal is closed on the writer's queue
@@ -111,7 +125,7 @@ public final class ExecSession: Sendable {
                 if open.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 { continuation.finish() }
             }
         }
-        return stream
+        return ExecOutput(stream: stream, credits: credits)
     }
 
     /// Sends input to the command (in order; a full pipe or terminal waits on the writer thread).
@@ -165,4 +179,33 @@ public final class ExecSession: Sendable {
             if self.inputOpen.exchange(false, ordering: .acquiringAndReleasing) { close(self.input) }
         }
     }
+}
+
+/// The output of an exec session as the consumer takes it: each chunk taken frees a place for
+/// the readers (see `ExecSession.output`).
+public struct ExecOutput: AsyncSequence, Sendable {
+    public typealias Element = (ExecSession.Output, [UInt8])
+
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
+    }
+
+    let stream: AsyncStream<Element>
+    let credits: DispatchSemaphore
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var inner: AsyncStream<Element>.Iterator
+        let credits: DispatchSemaphore
+
+        public mutating func next() async -> Element? {
+            guard let e = await inner.next() else { return nil }
+            // Heartbeats (empty) took no place.
+            if !e.1.isEmpty { credits.signal() }
+            return e
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inner: stream.makeAsyncIterator(), credits: credits) }
 }

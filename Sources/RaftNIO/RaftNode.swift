@@ -492,6 +492,9 @@ public final class RaftNode: @unchecked Sendable {
     public func learnAddress(_ id: ServerID, _ address: String) { transport.learn(id, address: address) }
 
     public var framesDropped: Int { get async { (try? await transport.loop.submit { self.transport.framesDropped }.get()) ?? 0 } }
+    /// Incoming RPC connections closed for exceeding the per-address or total cap, or for not
+    /// proving the key in time.
+    public var connectionsRefused: Int { get async { (try? await transport.loop.submit { self.transport.connectionsRefused }.get()) ?? 0 } }
     public var walCounters: (fsyncs: Int, entries: Int) { get async { (try? await loop.submit { (self.wal.fsyncs, self.wal.entriesWritten) }.get()) ?? (0, 0) } }
 
     /// Hands leadership to another voter first (so the cluster does not wait for an election

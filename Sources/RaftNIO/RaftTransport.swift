@@ -37,6 +37,13 @@ public final class RaftTransport: @unchecked Sendable {
     /// The largest frame an incoming connection may send before one of its frames has opened
     /// with the cluster key: a stranger cannot make the agent buffer megabytes per connection.
     static let maxFrameBeforeProof = 64 << 10
+    /// Incoming connections allowed from one address, and in all; more are closed at once.
+    static let maxConnectionsPerAddress = 32
+    static let maxConnections = 1024
+    /// An incoming connection that has not proved the key within this time is closed.
+    static let proofTimeout: TimeAmount = .seconds(10)
+    /// Connections refused or closed for the limits above (a metric and a test hook).
+    public internal(set) var connectionsRefused = 0
     /// Names received snapshot files (never the sender's name, which is the peer's to choose).
     var spoolSerial: UInt64 = 0
     public static let chunkBytes = 1 << 20
@@ -220,8 +227,15 @@ public final class RaftTransport: @unchecked Sendable {
     // MARK: - Receiving (on a channel's loop)
 
     func accepted(_ channel: any Channel) {
+        let host = channel.remoteAddress?.ipAddress ?? ""
         loop.execute {
             guard !self.closed else { channel.close(promise: nil); return }
+            let fromHost = self.accepted.values.reduce(0) { $0 + ($1.remoteAddress?.ipAddress == host ? 1 : 0) }
+            guard self.accepted.count < Self.maxConnections, fromHost < Self.maxConnectionsPerAddress else {
+                self.connectionsRefused += 1
+                channel.close(promise: nil)
+                return
+            }
             self.accepted[ObjectIdentifier(channel)] = channel
             channel.closeFuture.hop(to: self.loop).whenComplete { _ in self.accepted[ObjectIdentifier(channel)] = nil }
         }
@@ -449,15 +463,25 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
         self.decoder = decoder
     }
 
+    var proved = false
+
     func channelActive(context: ChannelHandlerContext) {
-        if incoming { transport.accepted(context.channel) }
+        if incoming {
+            transport.accepted(context.channel)
+            let channel = context.channel, transport = self.transport
+            context.eventLoop.scheduleTask(in: RaftTransport.proofTimeout) { [weak self] in
+                guard let self, !self.proved, channel.isActive else { return }
+                transport.loop.execute { transport.connectionsRefused += 1 }
+                channel.close(promise: nil)
+            }
+        }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if transport.received(unwrapInboundIn(data), on: context.channel), let decoder, decoder.maxFrame < transport.maxFrame {
-            decoder.maxFrame = transport.maxFrame
-        }
+        guard transport.received(unwrapInboundIn(data), on: context.channel) else { return }
+        proved = true
+        if let decoder, decoder.maxFrame < transport.maxFrame { decoder.maxFrame = transport.maxFrame }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -15,12 +15,13 @@ import Testing
 
 /// The `/v1/agent` routes through the router, without an HTTP socket (gossip binds on loopback).
 @Suite(.serialized) struct AgentRoutesTests {
-    static func agent(_ ip: String, key: SecretKey? = nil) async throws -> Agent {
+    static func agent(_ ip: String, key: SecretKey? = nil, limits: ClusterLimits = ClusterLimits()) async throws -> Agent {
         let dir = NSTemporaryDirectory() + "caravan-routes-\(ip)-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         var config = AgentConfiguration(name: "routes", bind: ip, dataDir: dir)
         config.encryptKey = key
         config.dev = key == nil
+        config.limits = limits
         config.tags = ["zone": "a"]
         return try await Agent.start(config, logger: Logger(label: "test"))
     }
@@ -105,8 +106,8 @@ import Testing
     }
 
     /// A one-agent Raft group (the services that would bootstrap it do not run in router tests).
-    static func leader(_ ip: String) async throws -> Agent {
-        let agent = try await Self.agent(ip)
+    static func leader(_ ip: String, limits: ClusterLimits = ClusterLimits()) async throws -> Agent {
+        let agent = try await Self.agent(ip, limits: limits)
         try await agent.raft.bootstrap(Configuration(servers: [.init(id: ServerID("routes"), address: "\(ip):4681", voter: true)]))
         let deadline = ContinuousClock.now + .seconds(60)
         while await agent.raft.status().role != .leader {
@@ -426,5 +427,57 @@ import Testing
                 #expect(c == "invalid_header")
             }
         }
+    }
+
+    /// Past a cap, a write is refused with 429 naming the limit; what is stored stays, updates
+    /// of what exists still go through.
+    @Test func jobAndVariableCapsAreRefusedWith429() async throws {
+        var limits = ClusterLimits()
+        limits.maxJobs = 2
+        limits.maxVariables = 2
+        limits.maxVariableBytes = 100
+        let agent = try await Self.leader("127.0.62.11", limits: limits)
+        defer { Task { await agent.raft.shutdown(); await agent.gossip.shutdown() } }
+        let app = Application(router: agent.makeRouter())
+        try await app.test(.router) { client in
+            for id in ["a", "b", "c", "a"] {
+                let text = Self.job.replacingOccurrences(of: "id: web", with: "id: \(id)")
+                try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: text)) { r in
+                    if id == "c" {
+                        #expect(r.status == .tooManyRequests)
+                        let code = try Self.code(r)
+                        #expect(code == "limit_reached")
+                        #expect(String(buffer: r.body).contains("2 jobs"))
+                    } else {
+                        #expect(r.status == .ok, "\(id): \(String(buffer: r.body))")
+                    }
+                }
+            }
+            for (path, value, status) in [("x", "1", HTTPResponse.Status.ok), ("y", "2", .ok), ("z", "3", .tooManyRequests), ("x", "4", .ok),
+                                          ("y", String(repeating: "v", count: 120), .tooManyRequests)] {
+                try await client.execute(uri: "/v1/var/\(path)", method: .put, body: ByteBuffer(string: #"{"value": "\#(value)"}"#)) { r in
+                    #expect(r.status == status, "\(path): \(String(buffer: r.body))")
+                }
+            }
+            for (path, value) in [("x", "4"), ("y", "2")] {
+                try await client.execute(uri: "/v1/var/\(path)", method: .get) { r in
+                    let v = try JSONDecoder().decode(VariableView.self, from: Data(buffer: r.body))
+                    #expect(v.value == value)
+                }
+            }
+        }
+    }
+
+    /// Exec sessions and follows: the slot past the limit is refused with 429 and freed ones
+    /// are used again.
+    @Test func concurrencyLimitsRefuseThePastTheLimitAndReuseFreedSlots() throws {
+        let l = ConcurrencyLimit(2, "exec sessions")
+        try l.acquire(); try l.acquire()
+        do { try l.acquire(); Issue.record("a third slot was given") } catch let e as APIError {
+            #expect(e.status == .tooManyRequests && e.message.contains("2 exec sessions"))
+        }
+        l.release()
+        try l.acquire()
+        #expect(l.current == 2)
     }
 }

@@ -211,3 +211,27 @@ import Testing
         #expect(listDirectory(storeRoot + "/blobs/sha256").allSatisfy { !$0.contains(".part-") })
     }
 }
+
+/// A client that reads an exec session's output slowly holds the command back; the agent does
+/// not buffer what the client has not taken.
+@Suite("Executor: exec output back-pressure") struct ExecBackPressureTests {
+    @Test func aSlowReaderBlocksTheCommandInsteadOfFillingMemory() async throws {
+        let dir = tempDir("exec-backpressure")
+        let marker = dir + "/done"
+        // 256 MiB to stdout, then a marker: without back-pressure this ends in well under a second.
+        let script = "dd if=/dev/zero bs=65536 count=4096 status=none; touch \(marker)"
+        let session = try await ExecSession.start(InteractiveCommand(path: "/bin/sh", arguments: ["sh", "-c", script], environment: [],
+                                                                     directory: dir), tty: false)
+        var output = session.output().makeAsyncIterator()
+        _ = await output.next()
+        try await Task.sleep(for: .seconds(1))
+        #expect(access(marker, F_OK) != 0, "the command wrote everything although nobody read it")
+        // Reading on lets it finish; everything arrives.
+        var total = 0
+        while let (_, bytes) = await output.next() { total += bytes.count }
+        #expect(await session.wait().code == 0)
+        session.finish()
+        #expect(total + 65536 >= 256 << 20)
+        #expect(access(marker, F_OK) == 0)
+    }
+}

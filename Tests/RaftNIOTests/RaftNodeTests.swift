@@ -242,6 +242,14 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         #expect(!FileManager.default.fileExists(atPath: g.root + "/../escape-1.part"))
         _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
         peer.close(promise: nil)
+
+        // 4. One address may hold at most 32 connections; the rest are closed at once.
+        var crowd: [any Channel] = []
+        for _ in 0..<40 { crowd.append(try await connect()) }
+        try await Self.eventually("connections over the cap are closed", within: .seconds(3)) { crowd.filter(\.isActive).count <= 32 }
+        #expect(await g.nodes[l]!.connectionsRefused >= 8)
+        for c in crowd { c.close(promise: nil) }
+        _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
         for i in 0..<3 { await g.stop(i) }
     }
 

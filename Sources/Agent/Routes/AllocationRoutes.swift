@@ -51,6 +51,7 @@ struct AllocationRoutes {
                 headers[HTTPField.Name("X-Caravan-Task-Finished")!] = view.taskStates[task]?.state == "dead" ? "true" : "false"
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             }
+            try agent.logFollows.acquire()
             return Response(status: .ok, headers: headers, body: followBody(view.id, task, stderr: stderr, first: bytes, at: start))
         }
     }
@@ -60,7 +61,9 @@ struct AllocationRoutes {
     func followBody(_ allocation: String, _ task: String, stderr: Bool, first: [UInt8], at start: Int) -> ResponseBody {
         let executor = agent.executor
         let stopping = agent.stopping
+        let follows = agent.logFollows
         return ResponseBody { writer in
+            defer { follows.release() }
             var position = start + first.count
             if !first.isEmpty { try await writer.write(ByteBuffer(bytes: first)) }
             while !Task.isCancelled {
@@ -99,6 +102,8 @@ struct AllocationRoutes {
             if view.node != agent.config.name {
                 return try await forward(to: view.node, request, body: Array(buffer: body))
             }
+            try agent.execSessions.acquire()
+            defer { agent.execSessions.release() }
             do {
                 let (code, output) = try await agent.executor.execute(allocation: view.id, task: task, command: req.command,
                                                                       timeout: .milliseconds(Int64(timeout * 1000)))
@@ -126,7 +131,10 @@ struct AllocationRoutes {
             let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
             if view.node != agent.config.name { return try await forwardStream(to: view.node, request, duplex: true) }
             let session: ExecSession
+            let sessions = agent.execSessions
+            try sessions.acquire()
             do { session = try await agent.executor.interactive(allocation: view.id, task: task, command: command, tty: tty, rows: rows, columns: columns) } catch {
+                sessions.release()
                 throw APIError(.badRequest, "task_not_running", "\(error)")
             }
             let body = request.body
@@ -136,7 +144,7 @@ struct AllocationRoutes {
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
                 // The agent shutting down ends the session (its pty would go with the agent).
                 let registration = stopping.onTrigger { session.terminate() }
-                defer { registration.cancelled() }
+                defer { registration.cancelled(); sessions.release() }
                 let input = Task {
                     var parser = ExecFrame.Parser()
                     do {

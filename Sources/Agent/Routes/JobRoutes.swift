@@ -114,6 +114,11 @@ struct JobRoutes {
     /// create the evaluation the leader answers with placements.
     func registerJob(_ request: Request, expectedID: String?) async throws -> Response {
         let job = try await Self.parseJob(request, expectedID: expectedID)
+        let jobs = agent.store.current.jobs
+        if jobs.count >= agent.config.limits.maxJobs && jobs[ClusterState.JobKey(job.namespace, job.id)] == nil {
+            throw APIError(.tooManyRequests, "limit_reached",
+                           "the cluster holds \(jobs.count) jobs, the limit (\(agent.config.limits.maxJobs)); purge stopped jobs first (caravan job stop -purge)")
+        }
         let index = try await commit(.registerJob(text: JobFile.render(job)), request)
         let eval = Evaluation.id(at: index, for: .init(job.namespace, job.id))
         // Read back what the registration left (a new version, or the unchanged job).

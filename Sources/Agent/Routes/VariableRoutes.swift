@@ -40,6 +40,14 @@ struct VariableRoutes {
             guard body.value.utf8.count <= VariableStore.maxValueBytes else {
                 throw APIError(.badRequest, "value_too_large", "value is \(body.value.utf8.count) bytes; the limit is \(VariableStore.maxValueBytes)")
             }
+            let usage = agent.store.variables.usage(replacing: path)
+            if usage.count >= agent.config.limits.maxVariables && !usage.exists {
+                throw APIError(.tooManyRequests, "limit_reached", "the cluster holds \(usage.count) variables, the limit; delete some first")
+            }
+            if usage.bytes + path.utf8.count + body.value.utf8.count > agent.config.limits.maxVariableBytes {
+                throw APIError(.tooManyRequests, "limit_reached",
+                               "variables would take more than \(agent.config.limits.maxVariableBytes) bytes (paths and values), the limit; delete some first")
+            }
             let answer: [UInt8]
             answer = try await agent.propose(VariableStore.put(path, body.value), request)
             let item: VariableStore.Item

@@ -1,0 +1,45 @@
+import Hummingbird
+import Synchronization
+
+/// The caps an agent enforces on what callers may make it hold, each refused with 429 and a
+/// message naming the limit (`Docs/security.md` lists them). Counts of stored things (jobs,
+/// variables) are checked against this agent's copy of the state before the write is proposed;
+/// the replicated state itself never refuses on them, so agents of different versions agree.
+public struct ClusterLimits: Sendable, Equatable {
+    /// Jobs registered (all namespaces). A new job past it is refused; updating one is not.
+    public var maxJobs = 50_000
+    /// Variables, and the bytes of their paths and values together.
+    public var maxVariables = 100_000
+    public var maxVariableBytes = 256 << 20
+    /// Concurrent exec sessions (one-shot and interactive) this agent runs.
+    public var maxExecSessions = 64
+    /// Concurrent log follows this agent serves.
+    public var maxLogFollows = 512
+
+    public init() {}
+}
+
+/// A count of things in progress with a ceiling: `acquire` fails when it is reached.
+final class ConcurrencyLimit: Sendable {
+    let limit: Int
+    let what: String
+    private let inUse = Atomic<Int>(0)
+
+    init(_ limit: Int, _ what: String) {
+        self.limit = limit
+        self.what = what
+    }
+
+    var current: Int { inUse.load(ordering: .relaxed) }
+
+    /// Takes a slot, or throws 429 naming the limit.
+    func acquire() throws {
+        let n = inUse.add(1, ordering: .acquiringAndReleasing).newValue
+        guard n <= limit else {
+            inUse.subtract(1, ordering: .acquiringAndReleasing)
+            throw APIError(.tooManyRequests, "limit_reached", "this agent already runs \(limit) \(what), its limit; try again when one ends")
+        }
+    }
+
+    func release() { inUse.subtract(1, ordering: .acquiringAndReleasing) }
+}
