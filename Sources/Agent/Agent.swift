@@ -206,9 +206,16 @@ public final class Agent: Sendable {
         return router
     }
 
+    /// An HTTP connection with no request in progress (or whose request stopped arriving) is
+    /// closed after this long: half-sent headers and idle keep-alives don't pile up. Answers
+    /// that take long (blocking reads, follows) are not cut; interactive exec clients send an
+    /// empty input frame every 30 s.
+    static let httpIdleTimeout: TimeAmount = .seconds(120)
+
     public func run() async throws {
         let router = makeRouter()
         let app = Application(router: router,
+                              server: .http1(configuration: .init(idleTimeout: Self.httpIdleTimeout)),
                               configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
                                                    serverName: "caravan"),
                               logger: logger)

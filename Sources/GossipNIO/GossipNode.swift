@@ -76,6 +76,12 @@ public final class GossipNode: @unchecked Sendable {
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
+    /// Open incoming stream connections per remote address: at most `maxStreamsPerAddress`
+    /// from one address and `maxStreams` in all (more are closed at once, counted as
+    /// `too_many_streams`), so a stranger cannot hold many 16 MiB frames half-sent.
+    var openStreams: [String: Int] = [:]
+    static let maxStreamsPerAddress = 8
+    static let maxStreams = 256
     let identity: NodeIdentity?
     let peersPath: String?
     var peers: PeerDirectory
@@ -476,11 +482,31 @@ final class StreamServerHandler: ChannelInboundHandler, @unchecked Sendable {
     var answered = false
     init(node: GossipNode) { self.node = node }
 
+    var counted: String?
+
     func channelActive(context: ChannelHandlerContext) {
+        let remote = context.remoteAddress?.ipAddress ?? "?"
+        let total = node.openStreams.values.reduce(0, +)
+        guard node.openStreams[remote, default: 0] < GossipNode.maxStreamsPerAddress, total < GossipNode.maxStreams else {
+            node.drop("too_many_streams", from: remote)
+            context.close(promise: nil)
+            return
+        }
+        node.openStreams[remote, default: 0] += 1
+        counted = remote
         // A peer that connects and says nothing is cut off.
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: .seconds(10)) { ctx.value.close(promise: nil) }
         context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let remote = counted {
+            counted = nil
+            node.openStreams[remote, default: 1] -= 1
+            if node.openStreams[remote] == 0 { node.openStreams[remote] = nil }
+        }
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

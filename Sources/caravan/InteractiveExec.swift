@@ -45,6 +45,15 @@ struct InteractiveExec {
             resize = source
         }
         defer { resize?.cancel() }
+        // An empty input frame every 30 s: agents close HTTP connections idle for 2 minutes, and
+        // a terminal nobody types into is not idle.
+        let heartbeat = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(30))
+                if !Task.isCancelled { frames.yield(ExecFrame.stdin([]).encode()) }
+            }
+        }
+        defer { heartbeat.cancel() }
         // This terminal's input, read on a thread of its own.
         let keepOpen = tty
         DispatchQueue.global().async {

@@ -63,6 +63,13 @@ import Testing
         }
         try await sender.close()
 
+        // Many silent stream connections from one address: past 8, they are closed at once.
+        var crowd: [any Channel] = []
+        for _ in 0..<14 { crowd.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: target).get()) }
+        try await Self.waitUntil("streams over the cap are closed") { crowd.filter(\.isActive).count <= 8 }
+        #expect((await a.traffic().dropped["too_many_streams"] ?? 0) >= 6)
+        for c in crowd { c.close(promise: nil) }
+
         let t = await a.traffic()
         #expect(t.dropped.values.reduce(0, +) >= 400)
         #expect((t.dropped["unknown_key"] ?? 0) > 0 && (t.dropped["plaintext_refused"] ?? 0) > 0 && (t.dropped["forged"] ?? 0) > 0)
