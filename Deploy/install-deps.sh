@@ -12,6 +12,8 @@ if [[ "${1:-}" == "--test" ]]; then
   # build and serve the test image (Deploy/registry.sh); curl to wait for the registry; openssl
   # for the HTTPS registry's test certificates.
   need+=(runc busybox-static docker-registry skopeo umoci curl openssl)
+  # PyYAML, the reference the job-file parser is checked against.
+  need+=(python3 python3-yaml)
 fi
 
 missing=()

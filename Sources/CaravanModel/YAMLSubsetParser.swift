@@ -1,7 +1,8 @@
 /// Reads the part of YAML job files use — block mappings and lists by indentation, flow
 /// mappings and lists (`{a: 1}`, `[x, y]`, also over several lines), plain, single- and
-/// double-quoted scalars, comments — and therefore JSON too. Anchors, aliases, tags, block
-/// scalars and several documents are refused with a clear message rather than misread.
+/// double-quoted scalars, literal (`|`) and folded (`>`) block scalars with their chomping
+/// (`-`, `+`) and indentation indicators, comments — and therefore JSON too. Anchors, aliases,
+/// tags and several documents are refused with a clear message rather than misread.
 ///
 /// Written for the job-file schema so the model needs no Foundation; every node keeps its line.
 public struct YAMLSubsetParser {
@@ -67,8 +68,10 @@ public struct YAMLSubsetParser {
     mutating func document() throws(SyntaxError) -> DocumentNode {
         if let first = lines.first, first.text == "---" { lines.removeFirst() }
         guard let first = lines.first else { return .null(line: 1) }
-        if lines.contains(where: { $0.text == "---" || $0.text == "..." }) {
-            throw SyntaxError(line: lines.first { $0.text == "---" || $0.text == "..." }!.number, message: "only one document per job file")
+        // A marker counts at the start of a line only (indented, it may be block scalar text).
+        func isMarker(_ l: Line) -> Bool { l.indent == 0 && (l.text == "---" || l.text == "...") }
+        if let marker = lines.first(where: isMarker) {
+            throw SyntaxError(line: marker.number, message: "only one document per job file")
         }
         if first.text.hasPrefix("{") || first.text.hasPrefix("[") {
             // JSON, or a flow collection spanning the file.
@@ -180,8 +183,8 @@ public struct YAMLSubsetParser {
     private mutating func inlineValue(_ text: Substring, line: Int, parentIndent: Int) throws(SyntaxError) -> DocumentNode {
         if text.hasPrefix("&") || text.hasPrefix("*") { throw SyntaxError(line: line, message: "anchors and aliases are not supported") }
         if text.hasPrefix("!") { throw SyntaxError(line: line, message: "tags are not supported") }
-        if text == "|" || text == ">" || text.hasPrefix("|-") || text.hasPrefix(">-") || text.hasPrefix("|+") || text.hasPrefix(">+") {
-            throw SyntaxError(line: line, message: "block scalars (| and >) are not supported; use a quoted string with \\n")
+        if text.hasPrefix("|") || text.hasPrefix(">") {
+            return try blockScalar(header: text, line: line, parentIndent: parentIndent)
         }
         if text.hasPrefix("{") || text.hasPrefix("[") {
             var s = String(text)
@@ -208,6 +211,101 @@ public struct YAMLSubsetParser {
         f.skipSpace()
         guard f.atEnd else { throw SyntaxError(line: line, message: "unexpected text after a value: \"\(text)\"") }
         return node
+    }
+
+    /// A literal (`|`) or folded (`>`) block scalar whose header is on source line `line`: its
+    /// text is the following lines indented more than the parent (or by the indentation
+    /// indicator), read raw — `#` and blank lines are part of it. Chomping: clip (one final line
+    /// break), `-` strip (none), `+` keep (all trailing blank lines). Folding joins lines with a
+    /// space, except around blank and more-indented lines, as YAML 1.2 does.
+    private mutating func blockScalar(header: Substring, line: Int, parentIndent: Int) throws(SyntaxError) -> DocumentNode {
+        let folded = header.first == ">"
+        var chomp: Character = " "
+        var increment: Int?
+        for c in header.dropFirst() {
+            if (c == "-" || c == "+") && chomp == " " {
+                chomp = c
+            } else if let d = c.wholeNumberValue, d >= 1, d <= 9, increment == nil, c.isASCII {
+                increment = d
+            } else {
+                throw SyntaxError(line: line, message: "invalid block scalar header \"\(header)\" (expected | or > with an optional - or + and indentation digit)")
+            }
+        }
+        // The raw lines after the header: (spaces of indentation, the whole line).
+        // Read only as far as the scalar goes: up to the first line with text that is indented
+        // less than the scalar (so a file of many block scalars is read once, not once each).
+        var raw: [(spaces: Int, text: Substring)] = []
+        var n = line  // source index of the line after the header
+        // The text after the last line break is a line only if it is not empty.
+        let lineCount = source.last?.isEmpty == true ? source.count - 1 : source.count
+        var fixed = increment.map { parentIndent + $0 }
+        var mostBlank = 0
+        while n < lineCount {
+            var t = source[n]
+            if t.hasSuffix("\r") { t = t.dropLast() }
+            let spaces = t.prefix { $0 == " " }.count
+            if spaces < t.count {
+                // The first line with text sets the indentation, unless the header did.
+                let indent = fixed ?? max(parentIndent + 1, mostBlank, spaces)
+                fixed = indent
+                if spaces < indent { break }
+            } else if fixed == nil {
+                mostBlank = max(mostBlank, spaces)
+            }
+            raw.append((spaces, t))
+            n += 1
+        }
+        func isBlank(_ r: (spaces: Int, text: Substring)) -> Bool { r.spaces == r.text.count }
+        let indent = fixed ?? max(parentIndent + 1, mostBlank)
+        // Lines belong to the scalar while blank (at any indentation) or indented by `indent`.
+        var items: [Substring?] = []  // nil: an empty line
+        for (k, r) in raw.enumerated() {
+            if isBlank(r) && r.spaces <= indent {
+                // An empty line counts for its line break; the file's last, without one, adds nothing.
+                if line + k + 1 < source.count { items.append(nil) }
+                continue
+            }
+            guard r.spaces >= indent else { break }
+            items.append(r.text.dropFirst(indent))
+        }
+        // Blank lines at the end are not the scalar's past what chomping keeps; a following
+        // line less indented than the scalar belongs to the parent.
+        var consumed = items.count
+        var trailing = 0
+        while trailing < items.count, items[items.count - 1 - trailing] == nil { trailing += 1 }
+        let body = items.dropLast(trailing)
+        var out = ""
+        var i = body.startIndex
+        var breaks = 0
+        while i < body.endIndex, body[i] == nil { breaks += 1; i += 1 }
+        var lineBreak = ""
+        while i < body.endIndex, let text = body[i] {
+            out += String(repeating: "\n", count: breaks)
+            let leadingNonSpace = !(text.first == " " || text.first == "\t")
+            out += text
+            // The last line of a file that does not end with a line break has none.
+            lineBreak = line + i - body.startIndex + 1 < source.count ? "\n" : ""
+            i += 1
+            breaks = 0
+            while i < body.endIndex, body[i] == nil { breaks += 1; i += 1 }
+            guard i < body.endIndex, let next = body[i] else { break }
+            if folded && leadingNonSpace && !(next.first == " " || next.first == "\t") {
+                if breaks == 0 { out += " " }
+            } else {
+                out += lineBreak
+            }
+        }
+        breaks += trailing
+        switch chomp {
+        case "-": break
+        case "+": out += lineBreak + String(repeating: "\n", count: breaks)
+        default: out += lineBreak
+        }
+        // Trailing blank lines are consumed either way; the next line of the document follows.
+        consumed = items.count
+        let last = line + consumed  // the 1-based number of the scalar's last line
+        while pos < lines.count, lines[pos].number <= last { pos += 1 }
+        return .scalar(out, quoted: true, line: line)
     }
 
     /// Whether the brackets opened so far are closed, fed a piece at a time.
@@ -255,7 +353,8 @@ public struct YAMLSubsetParser {
                 let next = text.index(after: i)
                 if next == text.endIndex || text[next] == " " || text[next] == "\t" {
                     let key = trimRight(text[text.startIndex..<i])
-                    guard !key.isEmpty, !key.contains("{"), !key.contains("[") else { return nil }
+                    guard let first = key.first, !key.contains("{"), !key.contains("["), !key.contains(" #"), !key.contains("\t#"),
+                          FlowParser.canStartPlain(first, key.dropFirst().first) else { return nil }
                     return (String(key), text[next...].drop { $0 == " " || $0 == "\t" })
                 }
             }
@@ -297,7 +396,7 @@ struct FlowParser {
         case "{": return try mapping()
         case "[": return try sequence()
         case "\"", "'": return try quoted()
-        default: return plain()
+        default: return try plain()
         }
     }
 
@@ -409,20 +508,44 @@ struct FlowParser {
         return UInt32(s, radix: 16)
     }
 
-    mutating func plain(stopAtColon: Bool = false) -> DocumentNode {
+    /// Characters that cannot start a plain scalar (YAML's indicators; quotes and brackets
+    /// start other nodes, `&`, `*`, `!`, `|`, `>` are handled before a plain scalar is read).
+    static let indicators: Set<Character> = [",", "[", "]", "{", "}", "#", "&", "*", "!", "|", ">", "'", "\"", "%", "@", "`"]
+
+    /// Whether `c` followed by `next` may start a plain scalar: not an indicator, and not `-`,
+    /// `?` or `:` followed by white space (a list item, a complex key, a value).
+    static func canStartPlain(_ c: Character, _ next: Character?) -> Bool {
+        if indicators.contains(c) || c == "\t" { return false }
+        if c == "-" || c == "?" || c == ":" { return !(next == nil || next == " " || next == "\t") }
+        return true
+    }
+
+    mutating func plain(stopAtColon: Bool = false) throws(SyntaxError) -> DocumentNode {
         let start = line
         var out = ""
+        if index < chars.count, !Self.canStartPlain(chars[index], index + 1 < chars.count ? chars[index + 1] : nil) || (inFlow && chars[index] == ":") {
+            throw SyntaxError(line: start, message: "a value cannot start with '\(chars[index])' unless it is quoted")
+        }
         while index < chars.count {
             let c = chars[index]
-            if inFlow && (c == "," || c == "}" || c == "]") { break }
-            if c == ":" && (stopAtColon || inFlow) {
+            // Brackets and commas end a plain scalar inside […] and {…}.
+            if inFlow && (c == "," || c == "}" || c == "]" || c == "{" || c == "[") { break }
+            if c == ":" {
                 let next = index + 1 < chars.count ? chars[index + 1] : " "
-                if stopAtColon || next == " " || next == "," || next == "}" { break }
+                if stopAtColon || (inFlow && (next == " " || next == "\t" || next == "," || next == "}" || next == "]")) { break }
+                // `a: b: c` is not a value with a colon in it: YAML refuses it, and so do we.
+                if !inFlow && (next == " " || next == "\t") {
+                    throw SyntaxError(line: start, message: "a value cannot contain ': ' unless it is quoted")
+                }
             }
             out.append(c)
             index += 1
         }
         while out.last == " " { out.removeLast() }
+        // ` #` would start a comment: a quote earlier on the line made it look like a string.
+        if out.contains(" #") || out.contains("\t#") {
+            throw SyntaxError(line: start, message: "a value cannot contain ' #' unless it is quoted")
+        }
         if out.isEmpty || out == "~" || out == "null" { return out.isEmpty && stopAtColon ? .scalar("", quoted: false, line: start) : .null(line: start) }
         return .scalar(out, quoted: false, line: start)
     }

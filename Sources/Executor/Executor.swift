@@ -242,6 +242,13 @@ public actor Executor {
         Task {
             do throws(DriverError) {
                 try dirs.create()
+                if t.spec.driver == .rawExec {
+                    let strays = StrayProcesses.kill(allocation: allocID, task: name)
+                    if !strays.isEmpty {
+                        self.record(allocID, name, TaskEvent(time: self.now(), type: "Strays Killed",
+                                                             message: "killed \(strays.count) untracked process(es) of this task left by an earlier run (pids \(strays.map(String.init).joined(separator: ", ")))"))
+                    }
+                }
                 if cgroup.version != .none && (t.spec.driver != .rawExec || (driver as? RawExecDriver)?.useCgroups == true) {
                     let missing = cgroup.create(memoryMiB: memory, cpuMillicores: t.spec.resources.cpuMillicores,
                                                 cpuHardLimit: t.spec.resources.cpuHardLimit)

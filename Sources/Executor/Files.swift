@@ -71,4 +71,9 @@ func writeFile(_ path: String, _ text: String) throws(DriverError) {
     fsync(fd)
     close(fd)
     guard rename(tmp, path) == 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    // The rename is durable only once the directory is.
+    let slash = path.lastIndex(of: "/")
+    let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+    let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 { fsync(dfd); close(dfd) }
 }

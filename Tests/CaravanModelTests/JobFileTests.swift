@@ -257,7 +257,11 @@ import Testing
         var keys = "id: x\nmeta:\n"
         for i in 0..<50_000 { keys += "  key\(i): v\n" }
         keys += Self.minimalGroups
-        for text in [list, keys] {
+        // Many block scalars: each is read to its own end, not to the end of the file.
+        var scripts = "id: x\nmeta:\n"
+        for i in 0..<20_000 { scripts += "  s\(i): |\n    echo \(i)\n    exit 0\n" }
+        scripts += Self.minimalGroups
+        for text in [list, keys, scripts] {
             #expect(text.utf8.count > 500_000)
             let start = ContinuousClock.now
             _ = try JobFile.parse(text)

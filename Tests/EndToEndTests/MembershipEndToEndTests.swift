@@ -31,7 +31,7 @@ import Testing
         try c.start(0, key: Self.key)
         try c.start(1, key: Self.key, join: [0])
         try c.start(2, key: Self.otherKey, join: [0], name: "intruder")
-        try c.start(3, join: [0], name: "plaintext")
+        try c.start(3, key: nil, join: [0], extra: ["--dev"], name: "plaintext")  // only --dev runs without a key
         // Wait until agent-0 has dropped several of their sealed and plaintext frames.
         try await c.eventually(within: .seconds(20), "agent-0 drops wrong-key and plaintext traffic") {
             guard let s = try? await c.agent(0).api.agentSelf() else { return false }

@@ -192,6 +192,36 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
     }
 }
 
+/// An agent killed after starting a task but before saving its state comes back without the
+/// task's pid: the process it started must not keep running beside a second copy.
+@Suite("Executor: untracked processes") struct StrayProcessTests {
+    @Test func aTaskStartedBeforeTheStateWasSavedIsNotRunTwice() async throws {
+        let root = tempDir("strays")
+        let log1 = ReportLog()
+        var ex: Executor? = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log1.sink)
+        await ex!.sync([assignment("twice", tasks: [shell("main", "sleep 120")])])
+        try await log1.wait("running", { $0?.clientStatus == .running }, id: "twice")
+        let first = try #require(await ex!.handle(allocation: "twice", task: "main")).pid
+        let firstStart = try #require(ProcessIdentity.startTime(of: first))
+        ex = nil
+        // As if the agent died before `state.json` recorded the process.
+        unlink(root + "/twice/state.json")
+        let log2 = ReportLog()
+        let ex2 = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log2.sink)
+        #expect(await ex2.recover() == 0)
+        await ex2.sync([assignment("twice", tasks: [shell("main", "sleep 120")])])
+        try await log2.wait("running again", { $0?.clientStatus == .running }, id: "twice")
+        let second = try #require(await ex2.handle(allocation: "twice", task: "main")).pid
+        #expect(second != first)
+        for _ in 0..<2500 where ProcessIdentity.isAlive(pid: first, startTime: firstStart) { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(!ProcessIdentity.isAlive(pid: first, startTime: firstStart), "the first copy still runs")
+        let events = log2.report("twice")?.taskStates["main"]?.events ?? []
+        #expect(events.contains { $0.type == "Strays Killed" && $0.message.contains("\(first)") }, "\(events)")
+        await ex2.sync([])
+        try await log2.wait("gone", { _ in ProcessIdentity.startTime(of: second) == nil }, id: "twice")
+    }
+}
+
 @Suite("Executor: service checks") struct ServiceCheckTests {
     @Test("http and tcp checks pass against a running server and are reported with the allocation")
     func httpAndTCP() async throws {

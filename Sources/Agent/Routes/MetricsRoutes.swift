@@ -51,6 +51,15 @@ struct MetricsRoutes {
         m.add("caravan_raft_last_contact_seconds", "gauge", "Since this agent last heard from the leader (0 on the leader).",
               (contact.lastContact ?? .zero) / .seconds(1))
 
+        m.add("caravan_raft_frames_dropped_total", "counter", "Raft frames dropped (did not open with the cluster key, or malformed).",
+              Double(await agent.raft.framesDropped))
+        m.add("caravan_raft_connections_refused_total", "counter",
+              "Incoming Raft connections closed: over the per-address or total cap, or no proof of the key in time.",
+              Double(await agent.raft.connectionsRefused))
+        m.add("caravan_http_streams", "gauge", "Exec sessions and log follows this agent serves now, by kind.",
+              [(labels: [("kind", "exec")], value: Double(agent.execSessions.current)),
+               (labels: [("kind", "follow")], value: Double(agent.logFollows.current))])
+
         let tasks = await agent.executor.taskCounts()
         m.add("caravan_executor_tasks", "gauge", "Tasks on this node, by state.",
               [(labels: [("state", "running")], value: Double(tasks.running)), (labels: [("state", "pending")], value: Double(tasks.pending)),
