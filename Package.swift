@@ -101,7 +101,7 @@ let package = Package(
 
         .testTarget(name: "CaravanTestingTests", dependencies: ["CaravanTesting"]),
         .testTarget(name: "CaravanModelTests", dependencies: ["CaravanModel", "CaravanTesting"]),
-        .testTarget(name: "ExecutorTests", dependencies: ["Executor", "CaravanModel",
+        .testTarget(name: "ExecutorTests", dependencies: ["Executor", "CaravanModel", "CaravanTesting",
             .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types")]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "CaravanModel", "ClusterState", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),

@@ -14,6 +14,8 @@ if [[ "${1:-}" == "--test" ]]; then
   need+=(runc busybox-static docker-registry skopeo umoci curl openssl)
   # PyYAML, the reference the job-file parser is checked against.
   need+=(python3 python3-yaml)
+  # A venv for schemathesis (installed from PyPI by Deploy/test.sh).
+  need+=(python3-venv)
 fi
 
 missing=()

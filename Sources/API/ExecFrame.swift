@@ -72,4 +72,26 @@ public enum ExecFrame: Equatable, Sendable {
             return out
         }
     }
+
+    /// What the exec-frame fuzz target (`Fuzz/run.sh execframe`) and its corpus replay run: a
+    /// stream parses or is refused the same however it is cut, and frames encode back to it.
+    public static func fuzzCheck(_ bytes: [UInt8]) {
+        var whole = Parser()
+        let frames = try? whole.feed(bytes)
+        var pieces = Parser()
+        var cut: [ExecFrame] = []
+        var failed = false
+        var at = 0
+        while at < bytes.count && !failed {
+            let n = min(bytes.count - at, 1 + (at % 7))
+            do { cut += try pieces.feed(Array(bytes[at..<(at + n)])) } catch { failed = true }
+            at += n
+        }
+        precondition((frames == nil) == failed, "a stream parsed whole and in pieces disagree")
+        if let frames, !failed {
+            precondition(cut == frames, "frames differ when the stream is cut")
+            var again = Parser()
+            precondition((try? again.feed(frames.flatMap { $0.encode() })) == frames, "frame round trip")
+        }
+    }
 }

@@ -196,13 +196,15 @@ public final class Agent: Sendable {
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(RequestMetricsMiddleware())
         router.middlewares.add(WriteIDEcho())  // outside ErrorMiddleware: errors carry it too
-        router.middlewares.add(ErrorMiddleware())
+        let routeMethods = RouteMethods()
+        router.middlewares.add(ErrorMiddleware(routes: routeMethods))
         AgentRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
         JobRoutes(agent: self).register(on: router)
         AllocationRoutes(agent: self).register(on: router)
         MetricsRoutes(agent: self).register(on: router)
+        routeMethods.record(router.routes.map { (path: $0.path.description, method: $0.method.rawValue) })
         return router
     }
 

@@ -82,7 +82,9 @@ struct ClientSessions: Equatable {
     /// `CLIENT/SEQ` as the header carries it.
     static func parseHeader(_ value: String) -> (client: String, seq: UInt64)? {
         let parts = value.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, parseClient(String(parts[0])) != nil, let seq = UInt64(parts[1]), seq > 0 else { return nil }
+        // Digits only (UInt64 would take "+5" too), no leading zero.
+        guard parts.count == 2, parseClient(String(parts[0])) != nil, parts[1].first != "0",
+              parts[1].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let seq = UInt64(parts[1]), seq > 0 else { return nil }
         return (String(parts[0]), seq)
     }
 

@@ -71,7 +71,9 @@ public enum TaskSweeper {
         return out
     }
 
-    static func read(_ path: String) -> String? {
+    static func read(_ path: String) -> String? { readBytes(path).map { String(decoding: $0, as: UTF8.self) } }
+
+    static func readBytes(_ path: String) -> [UInt8]? {
         guard let f = fopen(path, "r") else { return nil }
         defer { fclose(f) }
         var bytes: [UInt8] = []
@@ -82,7 +84,24 @@ public enum TaskSweeper {
             bytes += buf.prefix(n)
             if bytes.count > 1 << 20 { break }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
+    }
+}
+
+/// The inputs the fuzzer keeps for a target (`Fuzz/corpus/<target>/`: seeds, inputs that reached
+/// new code, crashers): each test suite replays its targets' corpora through the same check the
+/// fuzz target runs, so a kept crasher fails `swift test` until it is fixed.
+public enum FuzzCorpus {
+    public static func inputs(_ target: String, from file: String = #filePath) -> [(name: String, bytes: [UInt8])] {
+        var dir = file
+        while let slash = dir.lastIndex(of: "/"), dir != "/" {
+            dir = String(dir[..<slash])
+            let corpus = (dir.isEmpty ? "" : dir) + "/Fuzz/corpus/" + target
+            if TaskSweeper.isDirectory(corpus) {
+                return TaskSweeper.listDirectory(corpus).sorted().compactMap { name in TaskSweeper.readBytes(corpus + "/" + name).map { (name, $0) } }
+            }
+        }
+        return []
     }
 }
 #endif

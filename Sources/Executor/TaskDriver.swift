@@ -37,19 +37,6 @@ public struct TaskHandle: Codable, Sendable, Equatable {
     }
 }
 
-public struct DriverError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    /// The task event type to record (`Driver Failure`, `Failed Validation`, `Image Pull Failed`).
-    public var event: String
-    /// False when trying again cannot help (bad config, missing command): no restart.
-    public var recoverable: Bool
-    public init(_ description: String, event: String = "Driver Failure", recoverable: Bool = true) {
-        self.description = description
-        self.event = event
-        self.recoverable = recoverable && event != "Failed Validation"
-    }
-}
-
 /// A way to run a task: a plain process, an isolated process, or an OCI container.
 public protocol TaskDriver: Sendable {
     var name: TaskSpec.Driver { get }

@@ -45,6 +45,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Seconds gossip must report a voter dead before it is replaced (default 10).") var raftDeadGrace: Double?
     @Option(help: "Raft election timeout in milliseconds; heartbeat is a tenth (default 1000).") var raftElectionMs: Int?
     @Option(help: "Applied Raft entries between two snapshots of the cluster state (default 10000).") var raftSnapshotEvery: Int?
+    @Option(help: "The longest a blocking read (?index=…&wait=…) waits, in seconds (default 600; 1 to 3600).") var maxQueryWait: Int?
     @Option(help: "trace, debug, info, warning or error (default info).") var logLevel: String?
     @Option(help: "A YAML or JSON file of these settings (name, bind, join, dataDir, tags, ports, …); flags win over it.")
     var config: String?
@@ -120,6 +121,7 @@ struct AgentCommand: AsyncParsableCommand {
         let raftDeadGrace = try self.raftDeadGrace ?? file?.double("raftDeadGrace") ?? 10
         let raftElectionMs = try self.raftElectionMs ?? file?.int("raftElectionMs") ?? 1000
         let raftSnapshotEvery = try self.raftSnapshotEvery ?? file?.int("raftSnapshotEvery") ?? 10_000
+        let maxQueryWait = try self.maxQueryWait ?? file?.int("maxQueryWait") ?? 600
         let gossipProfile = try self.gossipProfile ?? file?.string("gossipProfile") ?? "lan"
         var tags = try file?.map("tags") ?? [:]
         let bindIP = bind ?? (dev ? "127.0.0.1" : nil)
@@ -141,6 +143,7 @@ struct AgentCommand: AsyncParsableCommand {
         guard [1, 3, 5, 7].contains(raftVoters) else { throw CLIError.usage("--raft-voters: \(raftVoters) must be 1, 3, 5 or 7") }
         guard raftDeadGrace >= 0, raftDeadGrace <= 86_400 else { throw CLIError.usage("--raft-dead-grace: \(raftDeadGrace) must be 0 to 86400 seconds") }
         guard (50...60_000).contains(raftElectionMs) else { throw CLIError.usage("--raft-election-ms: \(raftElectionMs) must be 50 to 60000") }
+        guard (1...3600).contains(maxQueryWait) else { throw CLIError.usage("--max-query-wait: \(maxQueryWait) must be 1 to 3600 seconds") }
         guard (100...1_000_000).contains(raftSnapshotEvery) else {
             throw CLIError.usage("--raft-snapshot-every: \(raftSnapshotEvery) must be 100 to 1000000 entries")
         }
@@ -164,6 +167,7 @@ struct AgentCommand: AsyncParsableCommand {
         config.raftElectionTimeout = .milliseconds(raftElectionMs)
         config.raftHeartbeat = .milliseconds(max(10, raftElectionMs / 10))
         config.raftSnapshotEvery = raftSnapshotEvery
+        config.limits.maxQueryWait = .seconds(maxQueryWait)
         for j in join {
             guard let a = Address(parsing: j, defaultPort: 4682), (try? SocketAddress(ipAddress: a.host, port: 0)) != nil else {
                 throw CLIError.usage("--join: \"\(j)\" is not IP[:PORT]")

@@ -62,7 +62,7 @@ import Testing
             }
             try await client.execute(uri: "/v1/agent/keyring/remove", method: .post,
                                      body: ByteBuffer(string: #"{"key": "\#(key.base64)"}"#)) { r in
-                #expect(r.status == .badRequest)
+                #expect(r.status == .conflict)
                 let c = try Self.code(r)
                 #expect(c == "removing_primary_key")
                 #expect(!String(buffer: r.body).contains(key.base64))

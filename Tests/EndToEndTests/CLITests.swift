@@ -49,6 +49,9 @@ import Testing
             ("bind: 127.0.73.2\nports: {web: 80}\n", ":2: ports.web: unknown port"),
             ("bind: 127.0.73.2\nbootstrapExpect: many\n", ":2: bootstrapExpect: \"many\" is not a whole number"),
             ("- a list\n", ":1: expected a mapping of agent settings"),
+            // Every documented setting is known (raftSnapshotEvery once was not); values are checked.
+            ("bind: 127.0.73.2\nraftSnapshotEvery: 5\n", "--raft-snapshot-every: 5 must be 100 to 1000000 entries"),
+            ("bind: 127.0.73.2\nmaxQueryWait: 0\n", "--max-query-wait: 0 must be 1 to 3600 seconds"),
         ] {
             let path = dir + "/agent.yaml"
             try text.write(toFile: path, atomically: true, encoding: .utf8)

@@ -5,6 +5,7 @@ import Glibc
 #endif
 import HTTPTypes
 import Hummingbird
+import Synchronization
 
 /// An API failure with a stable code; rendered as `{"error": {"code": ..., "message": ...}}`.
 public struct APIError: Error, Sendable {
@@ -37,8 +38,63 @@ enum JSONResponse {
 /// Largest request body any route accepts.
 let maxBodyBytes = 1 << 20
 
+extension Request {
+    /// A boolean query parameter: `true` or `false` (absent: `absent`); anything else is refused.
+    func flag(_ name: String, absent: Bool) throws -> Bool {
+        guard let raw = uri.queryParameters.get(name) else { return absent }
+        switch raw {
+        case "true": return true
+        case "false": return false
+        default: throw APIError(.badRequest, "invalid_parameter", "\(name) must be true or false")
+        }
+    }
+
+    /// `?stale`: absent or `false` reads through the leader; present (empty) or `true` reads this
+    /// agent's copy; anything else is refused.
+    func staleFlag() throws -> Bool {
+        guard let raw = uri.queryParameters.get("stale") else { return false }
+        switch raw {
+        case "", "true": return true
+        case "false": return false
+        default: throw APIError(.badRequest, "invalid_parameter", "stale must be true or false (or given without a value)")
+        }
+    }
+}
+
+/// The routes' paths and methods, known once every route is registered: a path that exists
+/// with other methods answers 405 with `Allow`, not 404.
+final class RouteMethods: Sendable {
+    private let table = Mutex<[(pattern: [Substring], methods: Set<String>)]>([])
+
+    func record(_ routes: [(path: String, method: String)]) {
+        var byPath: [String: Set<String>] = [:]
+        for r in routes { byPath[r.path, default: []].insert(r.method) }
+        table.withLock { t in t = byPath.map { (pattern: $0.key.split(separator: "/"), methods: $0.value) } }
+    }
+
+    /// The methods a path answers to (empty if none of the routes matches it).
+    func methods(for path: String) -> Set<String> {
+        let parts = path.split(separator: "/")
+        var out = Set<String>()
+        for (pattern, methods) in table.withLock({ $0 }) where Self.matches(pattern, parts) { out.formUnion(methods) }
+        return out
+    }
+
+    static func matches(_ pattern: [Substring], _ parts: [Substring]) -> Bool {
+        for (i, p) in pattern.enumerated() {
+            if p == "**" { return parts.count > i }
+            guard i < parts.count else { return false }
+            if p.hasPrefix(":") || p.hasPrefix("{") || p == "*" { continue }
+            if p != parts[i] { return false }
+        }
+        return pattern.count == parts.count
+    }
+}
+
 /// Turns every thrown error into the JSON error shape, with a status that fits.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    var routes: RouteMethods? = nil
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
@@ -47,6 +103,12 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let e as HTTPError {
             switch e.status {
             case .notFound:
+                if let allowed = routes?.methods(for: request.uri.path), !allowed.isEmpty {
+                    var response = APIError(.methodNotAllowed, "method_not_allowed",
+                                            "\(request.method) is not allowed on \(request.uri.path) (allowed: \(allowed.sorted().joined(separator: ", ")))").response()
+                    response.headers[.allow] = allowed.sorted().joined(separator: ", ")
+                    return response
+                }
                 return APIError(.notFound, "not_found", "no route for \(request.method) \(request.uri.path)").response()
             case .contentTooLarge:
                 return APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes").response()

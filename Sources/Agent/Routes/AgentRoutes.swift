@@ -58,11 +58,11 @@ struct AgentRoutes {
         // Refuse what is certain to fail before asking anyone.
         let local = await agent.gossip.localKeyring()
         if case .remove(let k) = op, local.primaryKeyID == k.idString {
-            throw APIError(.badRequest, "removing_primary_key",
+            throw APIError(.conflict, "removing_primary_key",
                            "key \(k.idString) is the primary key; make another key primary with `caravan keyring use` first")
         }
         if case .use(let k) = op, !local.keyIDs.contains(k.idString) {
-            throw APIError(.badRequest, "key_not_installed", "key \(k.idString) is not installed; run `caravan keyring install` first")
+            throw APIError(.conflict, "key_not_installed", "key \(k.idString) is not installed; run `caravan keyring install` first")
         }
         let report = await agent.gossip.keyringOperation(op)
         let view = KeyringView(

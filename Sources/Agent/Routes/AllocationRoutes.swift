@@ -32,7 +32,7 @@ struct AllocationRoutes {
             }
             guard let offset = Int(q.get("offset") ?? "0") else { throw APIError(.badRequest, "invalid_parameter", "offset must be a number of bytes") }
             guard let limit = Int(q.get("limit") ?? "1048576"), limit > 0 else { throw APIError(.badRequest, "invalid_parameter", "limit must be a positive number of bytes") }
-            let follow = q.get("follow").map { $0 != "false" } ?? false
+            let follow = try request.flag("follow", absent: false)
             let view = try await allocation(id, request).view
             guard view.taskStates[task] != nil || view.clientStatus == "pending" else {
                 throw APIError(.notFound, "task_not_found", "allocation \(view.id.prefix(8)) has no task \(task) (tasks: \(view.taskStates.keys.sorted().joined(separator: ", ")))")
@@ -124,7 +124,7 @@ struct AllocationRoutes {
             guard let first = command.first, !first.isEmpty else {
                 throw APIError(.badRequest, "invalid_parameter", "name the command: ?command=PROGRAM&command=ARG…")
             }
-            let tty = q.get("tty") == "true"
+            let tty = try request.flag("tty", absent: false)
             guard let rows = UInt16(q.get("rows") ?? "24"), let columns = UInt16(q.get("columns") ?? "80"), rows > 0, columns > 0 else {
                 throw APIError(.badRequest, "invalid_parameter", "rows and columns must be terminal sizes (1–65535)")
             }

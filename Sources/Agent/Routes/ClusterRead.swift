@@ -51,7 +51,6 @@ struct ClusterRead: Sendable {
     }
 
     /// The longest and the default wait of a blocking query.
-    static let maxWait: Duration = .seconds(600)
     static let defaultWait: Duration = .seconds(300)
 
     /// `?wait=`: `30s`, `5m`, `250ms`, or plain seconds.
@@ -59,11 +58,15 @@ struct ClusterRead: Sendable {
         let units: [(String, Duration)] = [("ms", .milliseconds(1)), ("s", .seconds(1)), ("m", .seconds(60)), ("h", .seconds(3600))]
         // Anything past an hour is the longest wait anyway; capping first keeps huge numbers
         // from overflowing.
-        for (suffix, unit) in units where raw.hasSuffix(suffix) {
-            guard let n = Int(raw.dropLast(suffix.count)), n >= 0 else { return nil }
-            return unit * min(n, 3_600_000)
+        // A number of any length (too long for an Int is simply long: the longest wait).
+        func number(_ digits: Substring) -> Int? {
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            return min(Int(digits) ?? Int.max, 3_600_000)
         }
-        return Int(raw).flatMap { $0 >= 0 ? .seconds(min($0, 3_600_000)) : nil }
+        for (suffix, unit) in units where raw.hasSuffix(suffix) {
+            return number(raw.dropLast(suffix.count)).map { unit * $0 }
+        }
+        return number(Substring(raw)).map { .seconds($0) }
     }
 }
 
@@ -108,7 +111,7 @@ extension Agent {
     /// than N exists or `?wait` (default 5 minutes, at most 10) has passed.
     func read(_ q: ClusterQuery, _ request: Request) async throws -> ClusterRead {
         let params = request.uri.queryParameters
-        let stale = params.get("stale").map { $0 != "false" } ?? false
+        let stale = try request.staleFlag()
         var minIndex: UInt64 = 0
         if let raw = params.get("index") {
             guard let n = UInt64(raw) else { throw APIError(.badRequest, "invalid_parameter", "index must be a non-negative integer (an X-Caravan-Index)") }
@@ -119,9 +122,9 @@ extension Agent {
             guard let w = ClusterRead.parseWait(raw) else {
                 throw APIError(.badRequest, "invalid_parameter", "wait must be a duration such as 30s, 5m or 500ms")
             }
-            wait = min(w, ClusterRead.maxWait)
+            wait = w
         }
-        return try await read(q, stale: stale, after: minIndex, wait: wait, answerOnShutdown: true)
+        return try await read(q, stale: stale, after: minIndex, wait: min(wait, config.limits.maxQueryWait), answerOnShutdown: true)
     }
 
     /// The same without a request: `after` 0 answers at once.

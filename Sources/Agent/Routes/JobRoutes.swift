@@ -25,7 +25,7 @@ struct JobRoutes {
         }
         router.post("/v1/node/:id/drain") { request, context in
             let id = context.parameters.get("id") ?? ""
-            let enable = request.uri.queryParameters.get("enable").map { $0 != "false" } ?? true
+            let enable = try request.flag("enable", absent: true)
             _ = try await commit(.nodeDrain(id: id, draining: enable), request, notFoundCode: "node_not_found")
             return JSONResponse.make(["node": id, "draining": enable ? "true" : "false"])
         }
@@ -82,7 +82,7 @@ struct JobRoutes {
         router.delete("/v1/job/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let ns = request.uri.queryParameters.get("namespace") ?? "default"
-            let purge = request.uri.queryParameters.get("purge").map { $0 != "false" } ?? false
+            let purge = try request.flag("purge", absent: false)
             let index = try await commit(.deregisterJob(namespace: ns, id: id, purge: purge), request, notFoundCode: "job_not_found")
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
                                                      evaluationID: purge ? nil : Evaluation.id(at: index, for: .init(ns, id))))

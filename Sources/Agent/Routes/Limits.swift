@@ -15,6 +15,8 @@ public struct ClusterLimits: Sendable, Equatable {
     public var maxExecSessions = 64
     /// Concurrent log follows this agent serves.
     public var maxLogFollows = 512
+    /// The longest a blocking read waits (`?wait` beyond it, however large, means this).
+    public var maxQueryWait: Duration = .seconds(600)
 
     public init() {}
 }

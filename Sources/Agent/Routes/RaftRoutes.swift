@@ -57,10 +57,13 @@ struct RaftRoutes {
             if let target {
                 let v = try await groupView()
                 guard v.configuration.isVoter(target) else {
-                    throw APIError(.badRequest, "not_a_voter", "\(target) is not a voter; see `caravan operator raft peers`")
+                    throw APIError(.notFound, "not_a_voter", "\(target) is not a voter; see `caravan operator raft peers`")
                 }
             }
-            do { try await agent.raft.requestLeadershipTransfer(to: target) } catch { throw APIError(raft: error) }
+            do { try await agent.raft.requestLeadershipTransfer(to: target) } catch let e as RaftError where e.code == .rejected {
+                // Nobody to hand over to: the group's state, not the request, is the problem.
+                throw APIError(.conflict, "rejected", e.message)
+            } catch { throw APIError(raft: error) }
             // Report where leadership went once the group has settled on it (an election may be
             // under way for a moment; that is not an error).
             let deadline = ContinuousClock.now + .seconds(5)

@@ -14,7 +14,7 @@ struct VariableRoutes {
     func register(on router: Router<BasicRequestContext>) {
         router.get("/v1/var/**") { request, context in
             let path = try Self.path(context)
-            let stale = request.uri.queryParameters.get("stale") != nil
+            let stale = try request.staleFlag()
             let items = try await read(VariableStore.get(path), stale: stale)
             guard let (p, item) = items.first else {
                 throw APIError(.notFound, "variable_not_found", "no variable at \(path)")
@@ -24,7 +24,7 @@ struct VariableRoutes {
         }
         router.get("/v1/vars") { request, _ in
             let prefix = request.uri.queryParameters.get("prefix") ?? ""
-            let stale = request.uri.queryParameters.get("stale") != nil
+            let stale = try request.staleFlag()
             let items = try await read(VariableStore.list(prefix: prefix), stale: stale)
             return JSONResponse.make(items.map { VariableView(path: $0.0, value: $0.1.value, createIndex: $0.1.createIndex, modifyIndex: $0.1.modifyIndex) })
         }

@@ -8,17 +8,6 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
-/// Why an image could not be pulled or unpacked; the message is the task event users see.
-public struct ImageError: Error, Sendable, CustomStringConvertible {
-    public var description: String
-    /// The registry could not be reached: trying again later may work.
-    public var transient: Bool
-    public init(_ description: String, transient: Bool = false) {
-        self.description = description
-        self.transient = transient
-    }
-}
-
 /// A streaming SHA-256 (libsodium), for verifying every blob against its digest.
 struct SHA256 {
     private var state = crypto_hash_sha256_state()
