@@ -91,7 +91,10 @@ public final class ExecSession: Sendable {
     public func output() -> ExecOutput {
         reading.store(true, ordering: .releasing)
         let (stream, continuation) = AsyncStream<(Output, [UInt8])>.makeStream()
-        let credits = DispatchSemaphore(value: Self.bufferedChunks)
+        // Created at 0 and filled by signals: libdispatch traps when a semaphore is freed below
+        // its initial value, which it would be whenever the consumer leaves with chunks unread.
+        let credits = DispatchSemaphore(value: 0)
+        for _ in 0..<Self.bufferedChunks { credits.signal() }
         let abandoned = ExecOutput.Flag()
         // An empty chunk every 5 s while the command runs: writing it is how a client that went
         // away is noticed when the command itself is quiet.

@@ -37,11 +37,20 @@ public final class RaftTransport: @unchecked Sendable {
     /// The largest frame an incoming connection may send before one of its frames has opened
     /// with the cluster key: a stranger cannot make the agent buffer megabytes per connection.
     static let maxFrameBeforeProof = 64 << 10
-    /// Incoming connections allowed from one address, and in all; more are closed at once.
-    static let maxConnectionsPerAddress = 32
+    /// Incoming connections that have not proved the key yet, from one address and in all, and
+    /// proven ones in all; more are closed at once. Strangers count only against the first two,
+    /// so they can never keep members out.
+    static let maxUnprovenPerAddress = 8
+    static let maxUnproven = 256
     static let maxConnections = 1024
-    /// An incoming connection that has not proved the key within this time is closed.
+    /// An incoming connection that has not proved the key within this time is closed; one that
+    /// has proved it is closed after this long without a frame (a peer that crashed or was cut
+    /// off leaves nothing behind; a live one reconnects at once).
     static let proofTimeout: TimeAmount = .seconds(10)
+    static let idleTimeout: TimeAmount = .seconds(60)
+    /// The incoming connections that have proved the key, and the others oldest first.
+    var proven: Set<ObjectIdentifier> = []
+    var unprovenOrder: [ObjectIdentifier] = []
     /// Connections refused or closed for the limits above (a metric and a test hook).
     public internal(set) var connectionsRefused = 0
     /// Names received snapshot files (never the sender's name, which is the peer's to choose).
@@ -230,14 +239,38 @@ public final class RaftTransport: @unchecked Sendable {
         let host = channel.remoteAddress?.ipAddress ?? ""
         loop.execute {
             guard !self.closed else { channel.close(promise: nil); return }
-            let fromHost = self.accepted.values.reduce(0) { $0 + ($1.remoteAddress?.ipAddress == host ? 1 : 0) }
-            guard self.accepted.count < Self.maxConnections, fromHost < Self.maxConnectionsPerAddress else {
+            // Over a cap, the oldest connection still unproven goes, not the new one: a member's
+            // connection proves itself with its first frame, so strangers who keep connecting
+            // cannot keep it out.
+            let unproven = self.unprovenOrder.filter { self.accepted[$0] != nil && !self.proven.contains($0) }
+            let fromHost = unproven.filter { self.accepted[$0]?.remoteAddress?.ipAddress == host }
+            let evict = fromHost.count >= Self.maxUnprovenPerAddress ? fromHost.first
+                : unproven.count >= Self.maxUnproven ? unproven.first : nil
+            if let evict, let old = self.accepted.removeValue(forKey: evict) {
+                self.connectionsRefused += 1
+                old.close(promise: nil)
+            }
+            let id = ObjectIdentifier(channel)
+            self.accepted[id] = channel
+            self.unprovenOrder = unproven.filter { $0 != evict } + [id]
+            channel.closeFuture.hop(to: self.loop).whenComplete { _ in
+                self.accepted[id] = nil
+                self.proven.remove(id)
+            }
+        }
+    }
+
+    /// An incoming connection proved the key: it now counts against the members' cap.
+    func provenConnection(_ channel: any Channel) {
+        loop.execute {
+            let id = ObjectIdentifier(channel)
+            guard self.accepted[id] != nil, !self.proven.contains(id) else { return }
+            guard self.proven.count < Self.maxConnections else {
                 self.connectionsRefused += 1
                 channel.close(promise: nil)
                 return
             }
-            self.accepted[ObjectIdentifier(channel)] = channel
-            channel.closeFuture.hop(to: self.loop).whenComplete { _ in self.accepted[ObjectIdentifier(channel)] = nil }
+            self.proven.insert(id)
         }
     }
 
@@ -464,6 +497,7 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     var proved = false
+    var lastFrame = NIODeadline.now()
 
     func channelActive(context: ChannelHandlerContext) {
         if incoming {
@@ -474,12 +508,32 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
                 transport.loop.execute { transport.connectionsRefused += 1 }
                 channel.close(promise: nil)
             }
+            watchIdle(context.eventLoop, channel)
         }
         context.fireChannelActive()
     }
 
+    /// Closes the connection once nothing has arrived on it for `idleTimeout`.
+    private func watchIdle(_ loop: any EventLoop, _ channel: any Channel) {
+        loop.scheduleTask(in: RaftTransport.idleTimeout) { [weak self] in
+            guard let self, channel.isActive else { return }
+            if NIODeadline.now() - self.lastFrame >= RaftTransport.idleTimeout {
+                channel.close(promise: nil)
+            } else {
+                self.watchIdle(loop, channel)
+            }
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard transport.received(unwrapInboundIn(data), on: context.channel) else { return }
+        lastFrame = .now()
+        guard transport.received(unwrapInboundIn(data), on: context.channel) else {
+            // A stranger's first frame that does not open ends its connection (it cannot flood
+            // the agent with frames that each cost a decryption attempt).
+            if incoming && !proved { context.close(promise: nil) }
+            return
+        }
+        if !proved && incoming { transport.provenConnection(context.channel) }
         proved = true
         if let decoder, decoder.maxFrame < transport.maxFrame { decoder.maxFrame = transport.maxFrame }
     }

@@ -10,6 +10,7 @@ import Logging
 import Metrics
 import Raft
 import CaravanTesting
+import Synchronization
 import Testing
 @testable import Agent
 
@@ -479,5 +480,17 @@ import Testing
         l.release()
         try l.acquire()
         #expect(l.current == 2)
+        // A streamed answer's slot: freed when the answer is dropped, even if its body never ran
+        // (the client left before the head went out), and then what it started is stopped.
+        let follows = ConcurrencyLimit(1, "log follows")
+        let stopped = Mutex(0)
+        do { _ = try follows.hold(whenDropped: { stopped.withLock { $0 += 1 } }) }
+        #expect(follows.current == 0 && stopped.withLock { $0 } == 1)
+        do {
+            let slot = try follows.hold(whenDropped: { stopped.withLock { $0 += 1 } })
+            slot.take()
+            #expect(follows.current == 1)
+        }
+        #expect(follows.current == 0 && stopped.withLock { $0 } == 1)
     }
 }

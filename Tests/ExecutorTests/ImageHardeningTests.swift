@@ -103,6 +103,47 @@ import Testing
         #expect(access(store + "/sibling/file", F_OK) == 0)
     }
 
+    /// `..` followed by a NUL is `..` to every system call: it must be refused, not compared as
+    /// a longer name (it let an image chmod and chown the directory of all images).
+    @Test func aNULInANameIsRefused() throws {
+        let store = tempDir("nul-store")
+        let root = store + "/mine"
+        mkdirAll(root)
+        var before = stat()
+        stat(store, &before)
+        for (key, value) in [("path", "..\u{0}"), ("path", "etc/\u{0}x"), ("linkpath", "a\u{0}")] {
+            let record = " \(key)=\(value)\n"
+            var n = record.utf8.count + 2
+            if String(n).count + record.utf8.count != n { n += 1 }
+            let pax = Array((String(n) + record).utf8)
+            try refused(Self.header(name: "pax", type: "x", size: pax.count) + Self.padded(pax)
+                        + Self.header(name: "d", type: key == "linkpath" ? "2" : "5", fields: [(100, Array("0000777".utf8))]) + Self.end,
+                        mentioning: "NUL", root: root)
+        }
+        var after = stat()
+        stat(store, &after)
+        #expect(after.st_mode == before.st_mode && after.st_uid == before.st_uid)
+    }
+
+    /// Links full of `a/../` make every lookup long; a layer's lookups are bounded.
+    @Test func longLinkChainsAreBounded() throws {
+        let root = tempDir("link-chain")
+        let detour = String(repeating: "a/../", count: 800)
+        var entries = Self.header(name: "a", type: "5")
+        for i in 0..<39 { entries += Self.header(name: "l\(i)", type: "2", fields: [(157, Array(("l\(i + 1)/" + detour).utf8.prefix(99)))]) }
+        // Names past PATH_MAX are refused outright.
+        let long = Array(String(repeating: "a/", count: 3000).utf8)
+        let record = " path=" + String(decoding: long, as: UTF8.self) + "\n"
+        var n = record.utf8.count + 4
+        if String(n).count + record.utf8.count != n { n = String(n).count + record.utf8.count }
+        let pax = Array((String(n) + record).utf8)
+        try refused(Self.header(name: "pax", type: "x", size: pax.count) + Self.padded(pax) + Self.header(name: "f") + Self.end,
+                    mentioning: "longer than 4096", root: root)
+        let start = ContinuousClock.now
+        try? LayerUnpacker(root: tempDir("link-chain-2")).apply(layer: try layer(entries + Self.end))
+        #expect(ContinuousClock.now - start < .seconds(10))
+    }
+
     @Test func tooManyEntriesAndGzipBombsAreRefused() throws {
         var many: [UInt8] = []
         for i in 0..<5 { many += Self.header(name: "f\(i)") }
@@ -233,5 +274,23 @@ import Testing
         session.finish()
         #expect(total + 65536 >= 256 << 20)
         #expect(access(marker, F_OK) == 0)
+    }
+
+    /// A consumer that goes away with chunks unread (a client disconnecting mid-output) must not
+    /// bring the agent down: the readers stop, the session ends.
+    @Test func aConsumerThatLeavesMidOutputIsHarmless() async throws {
+        for _ in 0..<3 {
+            let session = try await ExecSession.start(InteractiveCommand(path: "/bin/sh", arguments: ["sh", "-c", "head -c 50000000 /dev/zero"],
+                                                                         environment: [], directory: "/"), tty: false)
+            do {
+                var output = session.output().makeAsyncIterator()
+                for _ in 0..<5 { _ = await output.next() }
+            }
+            session.terminate()
+            _ = await session.wait()
+            session.finish()
+        }
+        // Still alive: the semaphores of the abandoned streams were freed without a trap.
+        try await Task.sleep(for: .milliseconds(500))
     }
 }

@@ -51,19 +51,19 @@ struct AllocationRoutes {
                 headers[HTTPField.Name("X-Caravan-Task-Finished")!] = view.taskStates[task]?.state == "dead" ? "true" : "false"
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
             }
-            try agent.logFollows.acquire()
-            return Response(status: .ok, headers: headers, body: followBody(view.id, task, stderr: stderr, first: bytes, at: start))
+            let slot = try agent.logFollows.hold()
+            return Response(status: .ok, headers: headers, body: followBody(view.id, task, stderr: stderr, first: bytes, at: start, slot: slot))
         }
     }
 
     /// The output from `first` on, then whatever the task writes, until it has ended and all
     /// is sent (or the client goes away).
-    func followBody(_ allocation: String, _ task: String, stderr: Bool, first: [UInt8], at start: Int) -> ResponseBody {
+    func followBody(_ allocation: String, _ task: String, stderr: Bool, first: [UInt8], at start: Int,
+                    slot: ConcurrencyLimit.Slot) -> ResponseBody {
         let executor = agent.executor
         let stopping = agent.stopping
-        let follows = agent.logFollows
         return ResponseBody { writer in
-            defer { follows.release() }
+            slot.take()
             var position = start + first.count
             if !first.isEmpty { try await writer.write(ByteBuffer(bytes: first)) }
             while !Task.isCancelled {
@@ -131,12 +131,17 @@ struct AllocationRoutes {
             let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
             if view.node != agent.config.name { return try await forwardStream(to: view.node, request, duplex: true) }
             let session: ExecSession
-            let sessions = agent.execSessions
-            try sessions.acquire()
+            // Reserve the slot first (refused with 429 before anything starts), then tie it to the
+            // session: if the answer is dropped unsent, the command is ended and the slot freed.
+            try agent.execSessions.acquire()
             do { session = try await agent.executor.interactive(allocation: view.id, task: task, command: command, tty: tty, rows: rows, columns: columns) } catch {
-                sessions.release()
+                agent.execSessions.release()
                 throw APIError(.badRequest, "task_not_running", "\(error)")
             }
+            let slot = ConcurrencyLimit.Slot(limit: agent.execSessions, whenDropped: {
+                session.terminate()
+                session.finish()
+            })
             let body = request.body
             var headers = HTTPFields()
             headers[.contentType] = "application/vnd.caravan.exec-stream"
@@ -144,7 +149,8 @@ struct AllocationRoutes {
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
                 // The agent shutting down ends the session (its pty would go with the agent).
                 let registration = stopping.onTrigger { session.terminate() }
-                defer { registration.cancelled(); sessions.release() }
+                defer { registration.cancelled() }
+                slot.take()
                 let input = Task {
                     var parser = ExecFrame.Parser()
                     do {

@@ -44,4 +44,29 @@ final class ConcurrencyLimit: Sendable {
     }
 
     func release() { inUse.subtract(1, ordering: .acquiringAndReleasing) }
+
+    /// Takes a slot held until the returned token is gone. A streamed answer captures the token
+    /// in its body: the slot is freed when the answer is done with, whether or not the body ever
+    /// ran (it does not when the client is gone before the head is written); `whenDropped` runs
+    /// then if the body never took the token over (to stop what the body would have stopped).
+    func hold(whenDropped: (@Sendable () -> Void)? = nil) throws -> Slot {
+        try acquire()
+        return Slot(limit: self, whenDropped: whenDropped)
+    }
+
+    final class Slot: Sendable {
+        let limit: ConcurrencyLimit
+        let whenDropped: (@Sendable () -> Void)?
+        private let used = Atomic<Bool>(false)
+        init(limit: ConcurrencyLimit, whenDropped: (@Sendable () -> Void)?) {
+            self.limit = limit
+            self.whenDropped = whenDropped
+        }
+        /// The body took over (it ends what it started itself); `whenDropped` will not run.
+        func take() { used.store(true, ordering: .releasing) }
+        deinit {
+            if !used.load(ordering: .acquiring) { whenDropped?() }
+            limit.release()
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import CaravanModel
+import Dispatch
 import FoundationEssentials
 import NIOSSL
 #if canImport(Glibc)
@@ -159,6 +160,16 @@ public actor ImageStore {
         }
         try ImageDigest.check(configDesc.digest, "the config of \(ref)")
         for l in layers { try ImageDigest.check(l.digest, "a layer of \(ref)") }
+        // The whole image is bounded too, not only each layer.
+        guard layers.count <= limits.maxLayers else {
+            throw ImageError("image \(ref) has \(layers.count) layers; the limit is \(limits.maxLayers)")
+        }
+        guard Set(layers.map(\.digest)).count == layers.count else { throw ImageError("image \(ref) lists the same layer twice; refusing it") }
+        let declared = layers.reduce(0) { $0 &+ max(0, $1.size ?? 0) }
+        guard declared <= limits.maxBlobBytes else {
+            throw ImageError("image \(ref)'s layers add up to \(declared) bytes; the limit is \(limits.maxBlobBytes)")
+        }
+        if let size = configDesc.size, size > 8 << 20 { throw ImageError("image \(ref)'s config is \(size) bytes; the limit is 8 MiB") }
         let configBytes = try await client.blob(configDesc, root: root)
         let cfg = try decode(ConfigBlob.self, readBytes(configBytes), what: "image config").config
         var paths: [String] = []
@@ -173,11 +184,21 @@ public actor ImageStore {
         let tmp = root + "/rootfs/.tmp-\(hex)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         mkdirAll(tmp)
         do {
+            // On a thread of its own: an unpack takes as long as the layers are big, and must not
+            // hold one of the few threads every other task of the agent runs on.
             let unpacker = LayerUnpacker(root: tmp, limits: limits)
-            for p in paths { try unpacker.apply(layer: p) }
+            let layerPaths = paths
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                DispatchQueue.global().async {
+                    do {
+                        for p in layerPaths { try unpacker.apply(layer: p) }
+                        done.resume()
+                    } catch { done.resume(throwing: error) }
+                }
+            }
         } catch {
             removeTree(tmp)
-            throw error
+            throw (error as? ImageError) ?? ImageError("\(error)")
         }
         let config = ImageConfig(entrypoint: cfg?.Entrypoint, cmd: cfg?.Cmd, env: cfg?.Env, workingDir: cfg?.WorkingDir, user: cfg?.User)
         let json = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"

@@ -29,6 +29,8 @@ public struct ImageLimits: Sendable, Equatable {
     public var expansionRatio: Int = 100
     public var expansionAllowance: Int = 1 << 30
     public var maxLayerBytes: Int = 32 << 30
+    /// The most layers one image may have (the blob limit also bounds their sum).
+    public var maxLayers: Int = 128
 
     public static let standard = ImageLimits()
     public init() {}

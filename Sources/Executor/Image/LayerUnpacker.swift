@@ -113,7 +113,27 @@ struct LayerUnpacker {
         self.limits = limits
     }
 
+    /// The longest entry name or link target (Linux's PATH_MAX).
+    static let maxPathBytes = 4096
+    /// Path components and symlink steps one lookup may take (a chain of links full of `a/../`
+    /// would otherwise cost a long time per entry).
+    static let maxResolveSteps = 4096
+
+    /// Lookup steps one layer may take in all (see `maxResolveSteps`).
+    static let maxLayerResolveSteps = 16_000_000
+
+    /// Counts the lookup steps a layer takes.
+    final class StepBudget {
+        var remaining = LayerUnpacker.maxLayerResolveSteps
+    }
+
     func apply(layer path: String) throws(ImageError) {
+        // The root must be the directory itself, never a link planted in its place.
+        var rootStat = stat()
+        guard lstat(root, &rootStat) == 0, (rootStat.st_mode & S_IFMT) == S_IFDIR else {
+            throw ImageError("the image root \(root) is not a directory")
+        }
+        let budget = StepBudget()
         let reader = try LayerReader(path: path, limits: limits)
         defer { reader.close() }
         var tar = TarStream(reader: reader)
@@ -136,18 +156,26 @@ struct LayerUnpacker {
             var entry = h
             if let n = pax["path"] ?? longName { entry.name = n }
             if let l = pax["linkpath"] ?? longLink { entry.link = l }
+            // A NUL would cut the name short in every system call (`..\0` is `..` to the kernel,
+            // not to a string comparison); a name past PATH_MAX cannot be a real file.
+            for (what, text) in [("name", entry.name), ("link target", entry.link)] {
+                guard !text.utf8.contains(0) else { throw ImageError("layer entry \(what) contains a NUL byte; refusing the image") }
+                guard text.utf8.count <= Self.maxPathBytes else {
+                    throw ImageError("layer entry \(what) is longer than \(Self.maxPathBytes) bytes; refusing the image")
+                }
+            }
             if let s = pax["size"] { entry.size = try TarHeader.number(s, "size", max: TarHeader.maxSize) }
             if let u = pax["uid"] { entry.uid = try TarHeader.number(u, "uid", max: TarHeader.maxID) }
             if let g = pax["gid"] { entry.gid = try TarHeader.number(g, "gid", max: TarHeader.maxID) }
             longName = nil; longLink = nil; pax = [:]
-            try place(entry, &tar)
+            try place(entry, &tar, budget)
         }
     }
 
-    func place(_ e: TarHeader, _ tar: inout TarStream) throws(ImageError) {
+    func place(_ e: TarHeader, _ tar: inout TarStream, _ budget: StepBudget = StepBudget()) throws(ImageError) {
         let parts = try Self.clean(e.name)
         guard let base = parts.last else { try tar.skip(e.size); return }  // the root itself
-        let parent = try resolve(Array(parts.dropLast()), create: true)
+        let parent = try resolve(Array(parts.dropLast()), create: true, budget)
         if base.hasPrefix(".wh.") {
             try tar.skip(e.size)
             if base == ".wh..wh..opq" {
@@ -172,19 +200,23 @@ struct LayerUnpacker {
         switch e.type {
         case "5":
             if !existingIsDir && mkdir(target, 0o755) != 0 { throw failure("create directory", e.name) }
+            if isRoot { lchown(target, uid_t(truncatingIfNeeded: e.uid), gid_t(truncatingIfNeeded: e.gid)) }
             chmod(target, mode_t(e.mode & 0o7777))
+            try tar.skip(e.size)
+            return
         case "0", "\0", "7":
             let fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw failure("create", e.name) }
             do { try tar.copyContent(e.size, to: fd) } catch { Glibc.close(fd); throw error }
-            fchmod(fd, mode_t(e.mode & 0o7777))
+            // Owner first: chown clears set-user-ID and set-group-ID bits, chmod then sets them.
             if isRoot { fchown(fd, uid_t(truncatingIfNeeded: e.uid), gid_t(truncatingIfNeeded: e.gid)) }
+            fchmod(fd, mode_t(e.mode & 0o7777))
             Glibc.close(fd)
             return
         case "2":
             if symlink(e.link, target) != 0 { throw failure("create symlink", e.name) }
         case "1":
-            let source = try resolve(try Self.clean(e.link), create: false)
+            let source = try resolve(try Self.clean(e.link), create: false, budget)
             if link(source, target) != 0 { throw failure("create hard link to \(e.link) as", e.name) }
         case "6":
             if mkfifo(target, mode_t(e.mode & 0o777)) != 0 { throw failure("create fifo", e.name) }
@@ -213,11 +245,20 @@ struct LayerUnpacker {
 
     /// The host path of a directory inside the root, following symlinks as if the root were `/`
     /// (an absolute link restarts at the root, `..` stops at it). Missing directories are created.
-    func resolve(_ parts: [String], create: Bool) throws(ImageError) -> String {
+    func resolve(_ parts: [String], create: Bool, _ budget: StepBudget = StepBudget()) throws(ImageError) -> String {
         var resolved: [String] = []
         var pending = Array(parts.reversed())
         var hops = 0
+        var steps = 0
         while let c = pending.popLast() {
+            steps += 1
+            budget.remaining -= 1
+            if budget.remaining < 0 {
+                throw ImageError("the layer's paths take more than \(Self.maxLayerResolveSteps) lookup steps in all; refusing the image")
+            }
+            if steps > Self.maxResolveSteps {
+                throw ImageError("resolving \(parts.prefix(8).joined(separator: "/"))… in the image takes more than \(Self.maxResolveSteps) steps; refusing the image")
+            }
             if c == "." || c.isEmpty { continue }
             if c == ".." { _ = resolved.popLast(); continue }
             let path = root + "/" + (resolved + [c]).joined(separator: "/")
