@@ -31,6 +31,8 @@ public final class Agent: Sendable {
     /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
     public let stopping = ShutdownSignal()
     /// Exec sessions and log follows in progress here, each capped (`ClusterLimits`).
+    /// Open HTTP connections, per address and in all (`HTTPConnectionCounter`).
+    let httpConnections = HTTPConnectionCounter()
     var execSessions: ConcurrencyLimit { concurrency.exec }
     var logFollows: ConcurrencyLimit { concurrency.follows }
     private let concurrency: (exec: ConcurrencyLimit, follows: ConcurrencyLimit)
@@ -182,6 +184,11 @@ public final class Agent: Sendable {
         }
         guard let key = config.encryptKey else {
             guard config.dev else { throw noKey("no cluster key") }
+            // Unsealed traffic stays on this machine.
+            guard config.bind.hasPrefix("127.") || config.bind == "::1" else {
+                throw AgentError("--dev without a cluster key listens on loopback only (127.0.0.0/8 or ::1), not \(config.bind): "
+                                 + "give every agent --encrypt KEY (make one with `caravan keygen`)", usage: true)
+            }
             logger.warning("no cluster key (--dev): gossip and Raft travel unsealed; any host that reaches them can join and write")
             return Keyring()
         }
@@ -216,8 +223,10 @@ public final class Agent: Sendable {
 
     public func run() async throws {
         let router = makeRouter()
+        let counter = httpConnections
         let app = Application(router: router,
-                              server: .http1(configuration: .init(idleTimeout: Self.httpIdleTimeout)),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
+                                                                  idleTimeout: Self.httpIdleTimeout)),
                               configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
                                                    serverName: "caravan"),
                               logger: logger)

@@ -82,6 +82,10 @@ public final class GossipNode: @unchecked Sendable {
     var openStreams: [String: Int] = [:]
     static let maxStreamsPerAddress = 8
     static let maxStreams = 256
+    /// Bytes the incoming streams may announce and have buffered at once, in all: a stream's
+    /// frame is sealed, so nothing proves the sender before all of it has arrived.
+    static let streamBudgetBytes = 64 << 20
+    var streamBudgetUsed = 0
     let identity: NodeIdentity?
     let peersPath: String?
     var peers: PeerDirectory
@@ -133,6 +137,7 @@ public final class GossipNode: @unchecked Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(StreamBudgetHandler(node: node))
                         try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: node.maxFrame)))
                         try ch.pipeline.syncOperations.addHandler(StreamServerHandler(node: node))
                     }
@@ -475,6 +480,44 @@ final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// Serves one request frame per connection.
+/// Reserves the frame an incoming stream announces (its first four bytes) from the node's
+/// stream budget before any of it is buffered; over budget, the stream is closed. Runs on the
+/// node's loop, as every stream does.
+final class StreamBudgetHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let node: GossipNode
+    var header: [UInt8] = []
+    var reserved = 0
+    var decided = false
+    init(node: GossipNode) { self.node = node }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !decided {
+            let buf = unwrapInboundIn(data)
+            header += buf.readableBytesView.prefix(4 - header.count)
+            if header.count == 4 {
+                decided = true
+                let length = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
+                guard length <= node.maxFrame, node.streamBudgetUsed + length <= GossipNode.streamBudgetBytes else {
+                    node.drop("stream_budget", from: context.remoteAddress?.ipAddress ?? "?")
+                    context.close(promise: nil)
+                    return
+                }
+                reserved = length
+                node.streamBudgetUsed += length
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        node.streamBudgetUsed -= reserved
+        reserved = 0
+        context.fireChannelInactive()
+    }
+}
+
 final class StreamServerHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer

@@ -191,6 +191,8 @@ import Testing
         let keyless = try LocalCluster.run(["agent", "--bind", "127.0.46.2", "--data-dir", dir + "/keyless"])
         #expect(keyless.status == 2 && keyless.stderr.contains("no cluster key") && keyless.stderr.contains("caravan keygen"),
                 "\(keyless.status): \(keyless.stderr)")
+        let devOutside = try LocalCluster.run(["agent", "--dev", "--bind", "10.0.0.1", "--data-dir", dir + "/dev"])
+        #expect(devOutside.status == 2 && devOutside.stderr.contains("loopback only"), "\(devOutside.status): \(devOutside.stderr)")
         try #"{"keys": []}"#.write(toFile: dir + "/empty.json", atomically: true, encoding: .utf8)
         let empty = try LocalCluster.run(["agent", "--bind", "127.0.46.2", "--data-dir", dir + "/keyless", "--keyring-file", dir + "/empty.json"])
         #expect(empty.status == 2, "\(empty.stderr)")

@@ -69,6 +69,22 @@ import Testing
         try await Self.waitUntil("streams over the cap are closed") { crowd.filter(\.isActive).count <= 8 }
         #expect((await a.traffic().dropped["too_many_streams"] ?? 0) >= 6)
         for c in crowd { c.close(promise: nil) }
+        try await Self.waitUntil("the crowd is gone") { (await a.traffic().dropped["too_many_streams"] ?? 0) >= 6 }
+        try await Task.sleep(for: .milliseconds(200))
+
+        // Streams announcing 16 MiB frames each: 64 MiB in all may be pending, the fifth is cut off.
+        var big: [any Channel] = []
+        for _ in 0..<5 {
+            let ch = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: target).get()
+            var buf = ch.allocator.buffer(capacity: 4)
+            buf.writeInteger(UInt32(16 << 20))
+            try await ch.writeAndFlush(buf)
+            big.append(ch)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Self.waitUntil("the stream over the budget is closed") { big.filter(\.isActive).count <= 4 }
+        #expect((await a.traffic().dropped["stream_budget"] ?? 0) >= 1)
+        for c in big { c.close(promise: nil) }
 
         let t = await a.traffic()
         #expect(t.dropped.values.reduce(0, +) >= 400)

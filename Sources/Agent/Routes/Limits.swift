@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import Synchronization
 
 /// The caps an agent enforces on what callers may make it hold, each refused with 429 and a
@@ -68,5 +69,62 @@ final class ConcurrencyLimit: Sendable {
             if !used.load(ordering: .acquiring) { whenDropped?() }
             limit.release()
         }
+    }
+}
+
+/// Open HTTP connections per remote address and in all; past either, a new connection is closed
+/// at once (before any request is read), so one client cannot use up the agent's descriptors.
+final class HTTPConnectionCounter: Sendable {
+    static let maxPerAddress = 512
+    static let maxTotal = 4096
+    private let open = Mutex<[String: Int]>([:])
+    private let total = Atomic<Int>(0)
+
+    func admit(_ address: String) -> Bool {
+        open.withLock { counts in
+            guard counts[address, default: 0] < Self.maxPerAddress, total.load(ordering: .relaxed) < Self.maxTotal else { return false }
+            counts[address, default: 0] += 1
+            total.add(1, ordering: .relaxed)
+            return true
+        }
+    }
+
+    func leave(_ address: String) {
+        open.withLock { counts in
+            counts[address, default: 1] -= 1
+            if counts[address] == 0 { counts[address] = nil }
+            total.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    var current: Int { total.load(ordering: .relaxed) }
+}
+
+/// The first handler of every HTTP connection: counts it in, or closes it.
+final class HTTPConnectionGate: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    let counter: HTTPConnectionCounter
+    var address: String?
+
+    init(counter: HTTPConnectionCounter) { self.counter = counter }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { admit(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context)
+        context.fireChannelActive()
+    }
+
+    private func admit(_ context: ChannelHandlerContext) {
+        guard address == nil else { return }
+        let remote = context.remoteAddress?.ipAddress ?? "?"
+        if counter.admit(remote) { address = remote } else { context.close(promise: nil) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let a = address { counter.leave(a); address = nil }
+        context.fireChannelInactive()
     }
 }
