@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
+# A crash is reported by libFuzzer and AddressSanitizer; the Swift backtracer could hang on it.
+export SWIFT_BACKTRACE=enable=no
 targets=(packet stream sealed raft command snapshot jobfile units execframe layer manifest)
 seconds=${2:-60}
 out=.build/fuzz
@@ -57,7 +59,7 @@ run() {
   local log="$out/$target.log"
   set +e
   "$out/$target" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
-    -artifact_prefix="Fuzz/corpus/$target/crash-" "$work" "Fuzz/corpus/$target" 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|crash-" >&2
+    -artifact_prefix="Fuzz/corpus/$target/" "$work" "Fuzz/corpus/$target" 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|crash-" >&2
   local status=${PIPESTATUS[0]}
   set -e
   # What reached new code joins the corpus, minimised (only inputs that add coverage; small ones,

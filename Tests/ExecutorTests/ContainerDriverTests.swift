@@ -339,5 +339,12 @@ struct ContainerDriverTests {
         #expect(throws: ImageError.self) { try ImageReference("busybox") }
         #expect(throws: ImageError.self) { try ImageReference("127.0.0.1:5000/BusyBox") }
         #expect(throws: ImageError.self) { try ImageReference("127.0.0.1:5000/busybox@sha256:12") }
+        // An IPv6 registry with its port (found by the fuzzer: the port was taken for part of the host).
+        let v6 = try ImageReference("[::1]:5000/x:y")
+        #expect(v6.host == "[::1]" && v6.port == 5000 && v6.address == "::1" && v6.description == "[::1]:5000/x:y")
+        #expect(try ImageReference("[::1]/x").port == 443)
+        for bad in ["[::1:5000/x", "[zz]:5000/x", "a b.c/x", "127.0.0.1:+5/x", "127.0.0.1:5000/x:tä"] {
+            #expect(throws: ImageError.self, "\(bad)") { try ImageReference(bad) }
+        }
     }
 }
