@@ -109,7 +109,17 @@ struct FieldReader {
         return v
     }
 
-    func strings() -> [String] { list().compactMap { $0.string(nonEmpty: false) } }
+    /// A list of strings; an item that is empty, `~` or `null` is refused (dropping it would shift
+    /// the rest, an argument list most of all): quote it to mean the text.
+    func strings() -> [String] {
+        list().compactMap { item in
+            if case .null = item.node {
+                item.fail("is null (an empty value, ~ or null); write \"\" or quote the text")
+                return nil
+            }
+            return item.string(nonEmpty: false)
+        }
+    }
 
     func stringMap() -> [String: String] {
         guard case .mapping(let entries, _) = node else {
@@ -120,6 +130,8 @@ struct FieldReader {
         var out: [String: String] = [:]
         for e in entries {
             let r = FieldReader(node: e.value, path: child(e.key), problems: problems)
+            // `KEY:` with nothing after it is the empty string, not a missing entry.
+            if case .null = r.node { out[e.key] = ""; continue }
             if let v = r.string(nonEmpty: false) { out[e.key] = v }
         }
         return out

@@ -6,7 +6,7 @@
 ///
 /// Written for the job-file schema so the model needs no Foundation; every node keeps its line.
 public struct YAMLSubsetParser {
-    struct Line { var number: Int; var indent: Int; var text: Substring }
+    struct Line { var number: Int; var indent: Int; var text: Substring; var hadComment = false }
 
     private var lines: [Line] = []
     private var pos = 0
@@ -17,8 +17,37 @@ public struct YAMLSubsetParser {
     static let maxDepth = 64
 
     public static func parse(_ text: String) throws(SyntaxError) -> DocumentNode {
-        var p = YAMLSubsetParser(text)
+        var p = YAMLSubsetParser(try normalised(text))
         return try p.document()
+    }
+
+    /// The text with CR LF and CR as LF. Refused: the other characters YAML 1.1 readers take as
+    /// line breaks (U+0085, U+2028, U+2029), and a combining mark or joiner right after a
+    /// character that means something to YAML (`#́` is neither `#` nor a plain character to
+    /// every reader alike).
+    static func normalised(_ text: String) throws(SyntaxError) -> String {
+        let structural: Set<Unicode.Scalar> = ["#", ":", ",", "[", "]", "{", "}", "\"", "'", "\\", "-", "?", "|", ">",
+                                               "&", "*", "!", "%", "@", "`", " ", "\t"]
+        var out = String.UnicodeScalarView()
+        var line = 1
+        var previous: Unicode.Scalar = "\n"
+        for u in text.unicodeScalars {
+            switch u.value {
+            case 0x0A:
+                if previous != "\r" { out.append("\n"); line += 1 }
+            case 0x0D:
+                out.append("\n"); line += 1
+            case 0x85, 0x2028, 0x2029:
+                throw SyntaxError(line: line, message: "the character U+\(String(u.value, radix: 16, uppercase: true)) (a line or paragraph separator) is not allowed; write \\n in a quoted string")
+            default:
+                if structural.contains(previous), u.properties.isGraphemeExtend || u.value == 0x200D || (0xFE00...0xFE0F).contains(u.value) {
+                    throw SyntaxError(line: line, message: "a combining mark or joiner follows '\(previous)'; quote the value")
+                }
+                out.append(u)
+            }
+            previous = u
+        }
+        return String(out)
     }
 
     init(_ text: String) {
@@ -29,7 +58,8 @@ public struct YAMLSubsetParser {
             let stripped = Self.stripComment(t)
             let content = stripped.drop { $0 == " " }
             if content.isEmpty { continue }
-            lines.append(Line(number: i + 1, indent: stripped.count - content.count, text: Self.trimRight(content)))
+            lines.append(Line(number: i + 1, indent: stripped.count - content.count, text: Self.trimRight(content),
+                              hadComment: stripped.count < t.count))
         }
     }
 
@@ -77,7 +107,11 @@ public struct YAMLSubsetParser {
             // JSON, or a flow collection spanning the file.
             var text = ""
             var lineOf: [Int] = []
-            for l in lines {
+            var balance = Balance()
+            for (k, l) in lines.enumerated() {
+                if k > 0 { try checkContinuation(balance, previous: lines[k - 1], next: l) }
+                balance.feed(l.text)
+                balance.feed(" ")
                 for c in l.text { text.append(c); lineOf.append(l.number) }
                 text.append(" "); lineOf.append(l.number)
             }
@@ -193,7 +227,10 @@ public struct YAMLSubsetParser {
             // added line was quadratic).
             var balance = Balance()
             balance.feed(s)
+            var previous = lines[pos - 1]
             while !balance.closed, pos < lines.count, lines[pos].indent > parentIndent {
+                try checkContinuation(balance, previous: previous, next: lines[pos])
+                previous = lines[pos]
                 s += " " + lines[pos].text
                 balance.feed(" " + lines[pos].text)
                 lineOf += Array(repeating: lines[pos].number, count: lines[pos].text.count + 1)
@@ -306,6 +343,24 @@ public struct YAMLSubsetParser {
         let last = line + consumed  // the 1-based number of the scalar's last line
         while pos < lines.count, lines[pos].number <= last { pos += 1 }
         return .scalar(out, quoted: true, line: line)
+    }
+
+    /// Before line `next` joins a flow collection that `balance` has read so far: a quoted string
+    /// may not run on to it (its line break would be folded, and a `#` in it was taken for a
+    /// comment), a blank line may not come between (it would be a line break in a value), and a
+    /// value cut by a comment may not continue on it. Refusing keeps the reading YAML's.
+    func checkContinuation(_ balance: Balance, previous: Line, next: Line) throws(SyntaxError) {
+        if balance.quote != nil {
+            throw SyntaxError(line: previous.number, message: "a quoted string inside […] or {…} runs on to the next line; keep it on one line (write \\n for a line break)")
+        }
+        if next.number > previous.number + 1,
+           source[previous.number..<(next.number - 1)].contains(where: { $0.allSatisfy { $0 == " " || $0 == "\t" } }) {
+            throw SyntaxError(line: previous.number + 1, message: "a blank line inside […] or {…}; remove it")
+        }
+        if previous.hadComment, let last = previous.text.last, !"[{,".contains(last),
+           let first = next.text.first, !",]}".contains(first) {
+            throw SyntaxError(line: next.number, message: "a value inside […] or {…} continues after a comment; put the comment after a comma")
+        }
     }
 
     /// Whether the brackets opened so far are closed, fed a piece at a time.
@@ -523,7 +578,8 @@ struct FlowParser {
     mutating func plain(stopAtColon: Bool = false) throws(SyntaxError) -> DocumentNode {
         let start = line
         var out = ""
-        if index < chars.count, !Self.canStartPlain(chars[index], index + 1 < chars.count ? chars[index + 1] : nil) || (inFlow && chars[index] == ":") {
+        if index < chars.count, !Self.canStartPlain(chars[index], index + 1 < chars.count ? chars[index + 1] : nil)
+            || (inFlow && (chars[index] == ":" || chars[index] == "?")) {
             throw SyntaxError(line: start, message: "a value cannot start with '\(chars[index])' unless it is quoted")
         }
         while index < chars.count {
@@ -532,7 +588,9 @@ struct FlowParser {
             if inFlow && (c == "," || c == "}" || c == "]" || c == "{" || c == "[") { break }
             if c == ":" {
                 let next = index + 1 < chars.count ? chars[index + 1] : " "
-                if stopAtColon || (inFlow && (next == " " || next == "\t" || next == "," || next == "}" || next == "]")) { break }
+                let ends = next == " " || next == "\t" || next == "," || next == "}" || next == "]"
+                // `{a:b}` is one plain scalar `a:b` to YAML, not a key and a value.
+                if (stopAtColon && (ends || !inFlow)) || (inFlow && ends) { break }
                 // `a: b: c` is not a value with a colon in it: YAML refuses it, and so do we.
                 if !inFlow && (next == " " || next == "\t") {
                     throw SyntaxError(line: start, message: "a value cannot contain ': ' unless it is quoted")

@@ -133,7 +133,15 @@ import Testing
                 let s = (0..<int(1...3)).map { _ in pick([word(), "\\n", "\\t", "\\\"", "\\\\", "\\u00e9", "#", "'"]) }.joined(separator: " ")
                 return "\"" + s + "\""
             case 4:
-                return "[" + (0..<int(0...3)).map { _ in word() }.joined(separator: ", ") + "]"
+                let items = (0..<int(0...3)).map { _ in pick([word(), "'it''s # q'", "\"a # b\"", "null", "~", "\"\""]) }
+                if int(0...2) == 0 && !items.isEmpty {
+                    // Over several lines, sometimes with a comment after a comma.
+                    let pad = "\n" + String(repeating: " ", count: indent + 2)
+                    var text = "[" + items[0]
+                    for item in items.dropFirst() { text += pick([",", ", # note"]) + pad + item }
+                    return text + pad + "]"
+                }
+                return "[" + items.joined(separator: ", ") + "]"
             case 5:
                 return "{" + (0..<int(0...3)).map { i in "k\(i): " + word() }.joined(separator: ", ") + "}"
             default:
@@ -184,12 +192,19 @@ import Testing
         mutating func document() -> String { mapping(indent: 0, depth: 0) + (int(0...1) == 0 ? "\n" : "") }
 
         /// The document with a few random edits: lines dropped, duplicated or re-indented,
-        /// characters inserted or removed.
+        /// characters inserted or removed, other line breaks, combining marks.
         mutating func damage(_ doc: String) -> String {
             var lines = doc.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             for _ in 0..<int(1...3) where !lines.isEmpty {
                 let i = int(0...(lines.count - 1))
-                switch int(0...4) {
+                switch int(0...6) {
+                case 5:
+                    // A line break other than LF after this line, a blank line, or flow oddities.
+                    lines[i] += pick(["\r", "\u{85}", "\u{2028}", "\n", " # c", ", k:v", ", ?x", "\"\n  #\""])
+                case 6:
+                    var chars = Array(lines[i].unicodeScalars)
+                    chars.insert("\u{301}", at: chars.isEmpty ? 0 : int(0...chars.count))
+                    lines[i] = String(String.UnicodeScalarView(chars))
                 case 0: lines.remove(at: i)
                 case 1: lines.insert(lines[i], at: i)
                 case 2: lines[i] = " " + lines[i]
@@ -201,7 +216,9 @@ import Testing
                     lines[i] = String(chars)
                 }
             }
-            return lines.joined(separator: "\n")
+            let joined = lines.joined(separator: "\n")
+            // Sometimes a whole file in CR LF, as Windows editors save it.
+            return int(0...9) == 0 ? joined.replacingOccurrences(of: "\n", with: "\r\n") : joined
         }
     }
 
@@ -285,5 +302,29 @@ import Testing
         // And the reference agrees on this document.
         let answers = try Self.reference([doc])
         #expect(answers.first?.value == Plain(node))
+    }
+
+    /// Documents a review found read differently from PyYAML (a key dropped after a comment on a
+    /// CR LF line, `#` in a quoted string over lines taken for a comment, blank lines folded,
+    /// `k:v` split in a flow mapping, a combining mark hiding a comment): each is now read the
+    /// same or refused.
+    @Test func documentsOnceMisreadAreReadTheSameOrRefused() throws {
+        let docs = [
+            "id: t\r\nresources: {cpu: 100m} # small\r\nuser: nobody\r\n",
+            "a: x # note\rb: y\n",
+            "a: x # note\u{2028}b: y\n",
+            "args: [\"a\n            #\", \"--dangerous\n            \", \"b\"]\n",
+            "args: [\"-c\", \"echo one\n\n            rm -rf /tmp/x\"]\n",
+            "env: {MODE:prod}\n",
+            "m: {?a: b}\n",
+            "l: [?x]\n",
+            "GREETING: hello #\u{301} TODO remove\n",
+            "k: [a # c\n  b]\n",
+            "args: [-n, null, ~, \"\", x]\n",
+        ]
+        _ = try check(docs)
+        // The CR LF file is read whole: the key after the commented line is there.
+        guard case .mapping(let entries, _) = try YAMLSubsetParser.parse(docs[0]) else { Issue.record("not a mapping"); return }
+        #expect(entries.map(\.key) == ["id", "resources", "user"])
     }
 }

@@ -91,12 +91,17 @@ struct AllocationRoutes {
     func registerExec(on router: Router<BasicRequestContext>) {
         router.post("/v1/client/allocation/:id/exec/:task") { request, context in
             let task = context.parameters.get("task") ?? ""
-            let body = try await request.body.collect(upTo: maxBodyBytes)
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: maxBodyBytes) } catch {
+                throw APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes")
+            }
             let req: ExecRequest
             do { req = try JSONDecoder().decode(ExecRequest.self, from: Data(buffer: body)) } catch {
                 throw APIError(.badRequest, "invalid_body", "expected {\"command\": [\"program\", \"arg\", …], \"timeout\": seconds}")
             }
             guard !req.command.isEmpty, !req.command[0].isEmpty else { throw APIError(.badRequest, "invalid_body", "command must name a program") }
+            // A NUL would cut the argument short where the kernel reads it.
+            guard req.command.allSatisfy({ !$0.utf8.contains(0) }) else { throw APIError(.badRequest, "invalid_body", "command arguments may not contain NUL") }
             let timeout = min(300, max(1, req.timeout ?? 30))
             let (_, view) = try await allocation(context.parameters.get("id") ?? "", request)
             if view.node != agent.config.name {
@@ -123,6 +128,9 @@ struct AllocationRoutes {
             let command = q.getAll("command").map { String($0) }
             guard let first = command.first, !first.isEmpty else {
                 throw APIError(.badRequest, "invalid_parameter", "name the command: ?command=PROGRAM&command=ARG…")
+            }
+            guard command.allSatisfy({ !$0.utf8.contains(0) }) else {
+                throw APIError(.badRequest, "invalid_parameter", "command arguments may not contain NUL")
             }
             let tty = try request.flag("tty", absent: false)
             guard let rows = UInt16(q.get("rows") ?? "24"), let columns = UInt16(q.get("columns") ?? "80"), rows > 0, columns > 0 else {

@@ -69,7 +69,7 @@ struct JobRoutes {
             let st = try read.decode(JobStatusView.self)
             var version = st.version
             if let raw = request.uri.queryParameters.get("version") {
-                guard let v = Int(raw), v >= 0 else { throw APIError(.badRequest, "invalid_parameter", "version must be a version number") }
+                guard let v = Int(raw), v >= 0, v <= Int(Int32.max) else { throw APIError(.badRequest, "invalid_parameter", "version must be a version number") }
                 version = v
             }
             guard st.awaitingPromotion || version != st.version else {
@@ -135,9 +135,13 @@ struct JobRoutes {
     }
 
     static func parseJob(_ request: Request, expectedID: String?) async throws -> Job {
-        let text: String
-        do { text = String(buffer: try await request.body.collect(upTo: maxBodyBytes)) } catch {
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: maxBodyBytes) } catch {
             throw APIError(.contentTooLarge, "request_too_large", "request body exceeds \(maxBodyBytes) bytes")
+        }
+        // Bytes that are not UTF-8 would be replaced silently (and run as something else).
+        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else {
+            throw APIError(.badRequest, "invalid_job", "the job file is not valid UTF-8")
         }
         let job: Job
         do { job = try JobFile.parse(text, file: "request") } catch let e as JobFileError {
