@@ -13,6 +13,12 @@ import NIOPosix
 public enum StreamEnd {
     public static let header = "X-Caravan-Stream-End"
     public static let shutdown = "shutdown"
+    /// A log follow with no new output for a while ends with this trailer (so the agent learns of
+    /// clients that went away); ``CaravanClient/followLogs`` resumes it from where it was.
+    public static let idle = "idle"
+
+    /// What a stream that ended with the `idle` trailer throws.
+    public struct Idle: Error, Sendable {}
     public static let shutdownMessage = "the agent is shutting down: the stream ended early; run the command again (against another agent if this one is gone)"
 }
 
@@ -501,8 +507,43 @@ public struct CaravanClient: Sendable {
 
     /// A task's output as it is written, from `offset` (negative: that many bytes before the
     /// end), until the task ends.
+    /// A quiet task's follow is ended by the agent from time to time (the `idle` trailer); this
+    /// stream then asks again from the byte it had reached, so its reader sees one stream.
     public func followLogs(allocation: String, task: String, stderr: Bool, offset: Int) async throws(ClientError) -> Stream {
-        try await stream("/v1/client/allocation/\(Self.escape(allocation))/logs/\(Self.escape(task))?type=\(stderr ? "stderr" : "stdout")&offset=\(offset)&follow=true")
+        func open(_ at: Int) async throws(ClientError) -> Stream {
+            try await stream("/v1/client/allocation/\(Self.escape(allocation))/logs/\(Self.escape(task))?type=\(stderr ? "stderr" : "stdout")&offset=\(at)&follow=true")
+        }
+        let first = try await open(offset)
+        // Where the answer starts (a negative offset counts from the end): the agent says.
+        let start = first.header("X-Caravan-Log-Offset").flatMap(Int.init) ?? max(0, offset)
+        let (body, continuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        let current = Mutex(first.close)
+        let pump = Task {
+            var stream = first
+            var position = start
+            while true {
+                do {
+                    for try await piece in stream.body {
+                        position += piece.count
+                        continuation.yield(piece)
+                    }
+                    continuation.finish()
+                    return
+                } catch is StreamEnd.Idle {
+                    do { stream = try await open(position) } catch { continuation.finish(throwing: error); return }
+                    let close = stream.close
+                    current.withLock { $0 = close }
+                } catch {
+                    continuation.finish(throwing: error)
+                    return
+                }
+            }
+        }
+        continuation.onTermination = { _ in pump.cancel(); current.withLock { $0 }() }
+        var out = first
+        out.body = body
+        out.close = { pump.cancel(); current.withLock { $0 }() }
+        return out
     }
 
     /// Percent-encodes a query value.
@@ -575,6 +616,8 @@ final class StreamingCollector: ChannelInboundHandler, @unchecked Sendable {
         case .end(let trailers):
             if trailers?.first(name: StreamEnd.header) == StreamEnd.shutdown {
                 body.finish(throwing: ClientError(.api(status: 503, code: "shutting_down"), StreamEnd.shutdownMessage))
+            } else if trailers?.first(name: StreamEnd.header) == StreamEnd.idle {
+                body.finish(throwing: StreamEnd.Idle())
             } else {
                 body.finish()
             }

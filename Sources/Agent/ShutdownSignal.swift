@@ -91,4 +91,8 @@ public final class ShutdownSignal: Sendable {
 extension StreamEnd {
     /// The trailer that ends a streamed answer because the agent is shutting down.
     static var shutdownTrailers: HTTPFields { [HTTPField.Name(header)!: shutdown] }
+    /// The trailer that ends a quiet log follow (the client asks again from where it was).
+    static var idleTrailers: HTTPFields { [HTTPField.Name(header)!: idle] }
+    /// How long a log follow may go without output before it is ended that way.
+    static let followIdle: Duration = .seconds(30)
 }

@@ -62,13 +62,21 @@ struct AllocationRoutes {
                     slot: ConcurrencyLimit.Slot) -> ResponseBody {
         let executor = agent.executor
         let stopping = agent.stopping
+        let idle = min(StreamEnd.followIdle, agent.config.limits.maxQueryWait)
         return ResponseBody { writer in
             slot.take()
             var position = start + first.count
             if !first.isEmpty { try await writer.write(ByteBuffer(bytes: first)) }
+            // Writing is how a client that went away is noticed: a quiet follow ends after a while
+            // (the client resumes it), so its slot never outlives its client by long.
+            var lastOutput = ContinuousClock.now
             while !Task.isCancelled {
                 if stopping.isTriggered {
                     try await writer.finish(StreamEnd.shutdownTrailers)
+                    return
+                }
+                if ContinuousClock.now - lastOutput >= idle {
+                    try await writer.finish(StreamEnd.idleTrailers)
                     return
                 }
                 let files = await executor.logFiles(allocation: allocation, task: task, stderr: stderr) ?? []
@@ -77,6 +85,7 @@ struct AllocationRoutes {
                 if !bytes.isEmpty {
                     try await writer.write(ByteBuffer(bytes: bytes))
                     position = at + bytes.count
+                    lastOutput = .now
                     continue
                 }
                 // Truncated by rotation: carry on from its new end.
@@ -248,6 +257,10 @@ struct AllocationRoutes {
             } catch let e as ClientError where e.isShutdown || stopping.isTriggered {
                 if duplex { try await writer.write(ByteBuffer(bytes: ExecFrame.error(StreamEnd.shutdownMessage).encode())) }
                 try await writer.finish(duplex ? nil : StreamEnd.shutdownTrailers)
+                return
+            } catch is StreamEnd.Idle {
+                // The node ended a quiet follow: so does this relay, the same way.
+                try await writer.finish(StreamEnd.idleTrailers)
                 return
             }
             try await writer.finish(nil)
