@@ -123,6 +123,20 @@ final class LocalCluster: @unchecked Sendable {
         try inNamespace(["nft", "-f", "-"], stdin: text)
     }
 
+    /// Registers a job through agent `i` and waits until an allocation of it runs; returns it
+    /// and the index of the agent running it.
+    func runJob(_ text: String, id: String, via i: Int = 0, within: Duration = .seconds(20)) async throws -> (alloc: AllocationView, node: Int) {
+        _ = try await agent(i).api.registerJob(text)
+        var alloc: AllocationView?
+        try await eventually(within: within, "an allocation of \(id) runs") {
+            alloc = try? await self.agent(i).api.allocations().first { $0.jobID == id && $0.clientStatus == "running" }
+            return alloc != nil
+        }
+        let a = try #require(alloc)
+        let node = try #require(agents.values.first { $0.name == a.node }.flatMap { ag in (0..<agents.count).first { ip($0) == ag.ip } })
+        return (a, node)
+    }
+
     func eventuallySync(_ what: String, _ cond: () -> Bool) throws {
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline { if cond() { return }; usleep(10_000) }

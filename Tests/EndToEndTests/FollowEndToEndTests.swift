@@ -24,14 +24,7 @@ import Testing
                 config: {command: /bin/sh, args: ["-c", "echo a; sleep 3; echo b; sleep 3; echo c"]}
                 resources: {cpu: 50m, memory: 32Mi}
         """
-        _ = try await c.agent(0).api.registerJob(job)
-        var alloc: AllocationView?
-        try await c.eventually(within: .seconds(20), "the task runs") {
-            alloc = try? await c.agent(0).api.allocations().first { $0.jobID == "quiet" && $0.clientStatus == "running" }
-            return alloc != nil
-        }
-        let a = try #require(alloc)
-        let node = try #require((0...2).first { c.agent($0).name == a.node })
+        let (a, node) = try await c.runJob(job, id: "quiet")
         let other = (node + 1) % 3
 
         // A client that reads the head of a follow and leaves: its slot is free again within

@@ -35,7 +35,10 @@ import Testing
              "--url", "http://\(c.ip(0)):4680", "--max-examples", "10", "--request-timeout", "5",
              "--generation-deterministic", "--workers", "1", "--no-color"],
             executable: python, limit: .seconds(480))
-        let summary = run.stdout.split(separator: "\n").suffix(40).joined(separator: "\n")
+        // The failures and errors sections (each with its curl reproduction), then the summary.
+        let lines = run.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        let first = lines.firstIndex { $0.contains("= FAILURES =") || $0.contains("= ERRORS =") } ?? max(0, lines.count - 40)
+        let summary = lines[first...].prefix(200).joined(separator: "\n")
         #expect(run.status == 0, "schemathesis found problems:\n\(summary)\n\(run.stderr.suffix(2000))")
         #expect(run.stdout.contains("generated"), "\(summary)")
         // The agent is alive and still answers.

@@ -213,14 +213,7 @@ import Testing
                 config: {command: /bin/sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"]}
                 resources: {cpu: 50m, memory: 32Mi}
         """
-        _ = try await c.agent(0).api.registerJob(job)
-        var alloc: AllocationView?
-        try await c.eventually(within: .seconds(20), "the ticker runs") {
-            alloc = try? await c.agent(0).api.allocations().first { $0.jobID == "ticker" && $0.clientStatus == "running" }
-            return alloc != nil
-        }
-        let a = try #require(alloc)
-        let node = try #require((0...2).first { c.agent($0).name == a.node })
+        let (a, node) = try await c.runJob(job, id: "ticker")
         let other = (0...2).first { $0 != node }!
         let nodeAPI = c.agent(node).api, otherAPI = c.agent(other).api
 
