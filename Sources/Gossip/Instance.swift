@@ -20,6 +20,9 @@ public struct Instance: Sendable {
     /// Lifeguard's local health multiplier: 0 when this node is healthy.
     public private(set) var localHealth = 0
     public private(set) var isLeaving = false
+    /// When this member last re-announced itself to someone still suspecting an older
+    /// incarnation of it (see `applySuspect`).
+    private var lastReassertion: Duration = .seconds(-1_000_000)
     public private(set) var stats = Stats()
 
     /// Every other member this node knows, by name.
@@ -525,7 +528,22 @@ public struct Instance: Sendable {
     private mutating func applySuspect(_ n: String, incarnation inc: Incarnation, from by: String, refused: Bool,
                                        now: Duration, into out: inout [Directive]) {
         if n == name {
-            if !isLeaving && inc >= incarnation { refute(.suspect, over: inc, into: &out) }
+            guard !isLeaving else { return }
+            if inc >= incarnation {
+                refute(.suspect, over: inc, into: &out)
+            } else if now - lastReassertion >= settings.probeInterval {
+                // Someone still suspects an older incarnation of this member: the refutation never
+                // reached it (its broadcasts ran out while the network was cut). Say it again,
+                // without a new incarnation — it suspected until then, so it stayed suspect.
+                lastReassertion = now
+                let alive = Message.alive(name: name, address: address, incarnation: incarnation, metadata: metadata)
+                broadcasts.enqueue(alive)
+                if let m = others[by] {
+                    stats.packetsSent += 1
+                    stats.messagesSent += 1
+                    out.append(.send([alive], to: m.address))
+                }
+            }
             return
         }
         guard var m = others[n], inc >= m.incarnation else { return }

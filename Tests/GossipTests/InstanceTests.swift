@@ -35,6 +35,26 @@ import Testing
         #expect(out.contains(.event(.refuted(rumour: .suspect, incarnation: Incarnation(1)))))
     }
 
+    /// A member still suspected at an older incarnation (its refutation was lost while the
+    /// network was cut) says it is alive again — at once to the suspecter, and at most once per
+    /// probe interval — so the suspicion ends instead of lasting for good.
+    @Test func aStaleSuspicionAboutMeIsAnsweredAgain() {
+        var n = node()
+        _ = n.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "b", refused: false)], from: peer, now: .zero)
+        #expect(n.incarnation == Incarnation(1))
+        let later = Duration.seconds(30)
+        let out = n.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "b", refused: false)], from: peer, now: later)
+        #expect(n.incarnation == Incarnation(1), "no new incarnation for a stale rumour")
+        let resent = out.contains { d in
+            if case .send(let ms, let to) = d { return to == peer && ms.contains(.alive(name: "a", address: me, incarnation: Incarnation(1), metadata: [])) }
+            return false
+        }
+        #expect(resent, "\(out)")
+        // Not again within a probe interval.
+        let again = n.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "b", refused: false)], from: peer, now: later + .milliseconds(10))
+        #expect(!again.contains { if case .send(let ms, _) = $0 { return ms.contains { if case .alive = $0 { return true }; return false } }; return false })
+    }
+
     @Test func staleIncarnationsAreIgnored() {
         var n = node()
         _ = n.onPacket([.dead(name: "b", incarnation: Incarnation(0), from: "c")], from: peer, now: .zero)
