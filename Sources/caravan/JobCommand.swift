@@ -114,12 +114,20 @@ struct JobCommand: AsyncParsableCommand {
                 // Healthy: running with every service check passing.
                 // Only instances of this version count: an update is done when its own instances are up.
                 let current = st.allocations.filter { $0.desiredStatus == "run" && $0.jobVersion == st.version }
-                let done = caughtUp && st.groups.allSatisfy { g in
-                    let mine = current.filter { $0.group == g.name }
-                    let up = batch ? mine.filter { $0.clientStatus == "running" || $0.clientStatus == "complete" }.count
-                                   : mine.filter { $0.clientStatus == "running" && $0.checks.values.allSatisfy { $0 == "passing" } }.count
-                    return up >= g.desired
+                // A batch instance whose tasks have restarted is not settled while it runs: it may be
+                // crashing its way to failure. It counts once complete (or, at the deadline, running).
+                func settled(_ a: AllocationView) -> Bool {
+                    a.clientStatus == "complete" || (a.clientStatus == "running" && a.taskStates.values.allSatisfy { $0.restarts == 0 })
                 }
+                func counts(_ upAtDeadline: Bool) -> Bool {
+                    caughtUp && st.groups.allSatisfy { g in
+                        let mine = current.filter { $0.group == g.name }
+                        let up = batch ? mine.filter { settled($0) || (upAtDeadline && $0.clientStatus == "running") }.count
+                                       : mine.filter { $0.clientStatus == "running" && $0.checks.values.allSatisfy { $0 == "passing" } }.count
+                        return up >= g.desired
+                    }
+                }
+                let done = counts(false) || (ContinuousClock.now > deadline && counts(true))
                 let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
                 // A version with canaries is as far as it goes once they are healthy: it waits to be promoted.
                 let canariesUp = caughtUp && st.awaitingPromotion && st.groups.allSatisfy { $0.canariesHealthy >= $0.canariesDesired }
