@@ -30,16 +30,18 @@ public final class VariableStore: ReplicatedStateMachine {
     public static let maxPathBytes = 512
     public static let maxValueBytes = 64 << 10
 
-    private let items = Mutex<[String: Item]>([:])
-    /// The bytes of every path and value held (kept with `items`).
-    private let heldBytes = Mutex(0)
+    /// The variables, and the bytes of every path and value among them (kept together).
+    private struct Contents {
+        var all: [String: Item] = [:]
+        var bytes = 0
+    }
+    private let items = Mutex(Contents())
 
     /// How many variables are held and their bytes, leaving out the one at `path` (which a put
     /// would replace), and whether it exists.
     public func usage(replacing path: String) -> (count: Int, bytes: Int, exists: Bool) {
-        let (count, existing) = items.withLock { ($0.count, $0[path]) }
-        let bytes = heldBytes.withLock { $0 } - (existing.map { path.utf8.count + $0.value.utf8.count } ?? 0)
-        return (count, bytes, existing != nil)
+        let (count, bytes, existing) = items.withLock { ($0.all.count, $0.bytes, $0.all[path]) }
+        return (count, bytes - Self.size(path, existing), existing != nil)
     }
 
     private static func size(_ path: String, _ item: Item?) -> Int { item.map { path.utf8.count + $0.value.utf8.count } ?? 0 }
@@ -101,13 +103,13 @@ public final class VariableStore: ReplicatedStateMachine {
         switch Command(rawValue: type) {
         case .put:
             guard let p = r.string(max: Self.maxPathBytes), let v = r.string(max: Self.maxValueBytes) else { return [1] }
-            let (item, change) = items.withLock { all -> (Item, Int) in
-                let old = all[p]
-                let created = old?.createIndex ?? index
-                all[p] = Item(value: v, createIndex: created, modifyIndex: index)
-                return (all[p]!, Self.size(p, all[p]) - Self.size(p, old))
+            let item = items.withLock { c -> Item in
+                let old = c.all[p]
+                let new = Item(value: v, createIndex: old?.createIndex ?? index, modifyIndex: index)
+                c.all[p] = new
+                c.bytes += Self.size(p, new) - Self.size(p, old)
+                return new
             }
-            heldBytes.withLock { $0 += change }
             // Indexes only (the value is the writer's own): answers are kept for exactly-once
             // writes, and must stay small.
             var w = ByteWriter(capacity: 12)
@@ -115,9 +117,11 @@ public final class VariableStore: ReplicatedStateMachine {
             return w.bytes
         case .delete:
             guard let p = r.string(max: Self.maxPathBytes) else { return [1] }
-            let removed = items.withLock { $0.removeValue(forKey: p) }
-            heldBytes.withLock { $0 -= Self.size(p, removed) }
-            let existed = removed != nil
+            let existed = items.withLock { c -> Bool in
+                let removed = c.all.removeValue(forKey: p)
+                c.bytes -= Self.size(p, removed)
+                return removed != nil
+            }
             return [0, existed ? 1 : 0]
         case nil:
             // Unknown: ignorable ones are skipped, others are refused (the same on every agent).
@@ -130,7 +134,7 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let type = r.byte().flatMap(Query.init(rawValue:)), let p = r.string(max: Self.maxPathBytes) else {
             throw RaftError(.rejected, "malformed query")
         }
-        let all = items.withLock { $0 }
+        let all = items.withLock { $0.all }
         switch type {
         case .get: return Self.encodeItems(all[p].map { [(p, $0)] } ?? [])
         case .list: return Self.encodeItems(all.filter { $0.key.hasPrefix(p) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
@@ -138,7 +142,7 @@ public final class VariableStore: ReplicatedStateMachine {
     }
 
     public func snapshot() -> [UInt8] {
-        let all = items.withLock { $0 }
+        let all = items.withLock { $0.all }
         return Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
     }
 
@@ -146,10 +150,10 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let decoded = Self.decodeItems(snapshot) else {
             throw RaftError(.rejected, "the variables in the snapshot are damaged")
         }
-        items.withLock { all in
-            all = [:]
-            for (p, i) in decoded { all[p] = i }
+        items.withLock { c in
+            c.all = [:]
+            for (p, i) in decoded { c.all[p] = i }
+            c.bytes = c.all.reduce(0) { $0 + Self.size($1.key, $1.value) }
         }
-        heldBytes.withLock { $0 = decoded.reduce(0) { $0 + Self.size($1.0, $1.1) } }
     }
 }

@@ -108,6 +108,7 @@ public final class RaftTransport: @unchecked Sendable {
             .childChannelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     let decoder = LengthPrefixedFrameDecoder(maxFrame: Self.maxFrameBeforeProof)
+                    try ch.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: Self.idleTimeout))
                     try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
                     try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: true, decoder: decoder))
                 }
@@ -497,7 +498,6 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     var proved = false
-    var lastFrame = NIODeadline.now()
 
     func channelActive(context: ChannelHandlerContext) {
         if incoming {
@@ -508,25 +508,20 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
                 transport.loop.execute { transport.connectionsRefused += 1 }
                 channel.close(promise: nil)
             }
-            watchIdle(context.eventLoop, channel)
         }
         context.fireChannelActive()
     }
 
-    /// Closes the connection once nothing has arrived on it for `idleTimeout`.
-    private func watchIdle(_ loop: any EventLoop, _ channel: any Channel) {
-        loop.scheduleTask(in: RaftTransport.idleTimeout) { [weak self] in
-            guard let self, channel.isActive else { return }
-            if NIODeadline.now() - self.lastFrame >= RaftTransport.idleTimeout {
-                channel.close(promise: nil)
-            } else {
-                self.watchIdle(loop, channel)
-            }
+    /// Nothing arrived for `idleTimeout` (an incoming connection's `IdleStateHandler`): close it.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
+            context.close(promise: nil)
+            return
         }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastFrame = .now()
         guard transport.received(unwrapInboundIn(data), on: context.channel) else {
             // A stranger's first frame that does not open ends its connection (it cannot flood
             // the agent with frames that each cost a decryption attempt).

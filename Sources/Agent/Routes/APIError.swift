@@ -52,12 +52,8 @@ extension Request {
     /// `?stale`: absent or `false` reads through the leader; present (empty) or `true` reads this
     /// agent's copy; anything else is refused.
     func staleFlag() throws -> Bool {
-        guard let raw = uri.queryParameters.get("stale") else { return false }
-        switch raw {
-        case "", "true": return true
-        case "false": return false
-        default: throw APIError(.badRequest, "invalid_parameter", "stale must be true or false (or given without a value)")
-        }
+        if uri.queryParameters.get("stale") == "" { return true }
+        return try flag("stale", absent: false)
     }
 }
 

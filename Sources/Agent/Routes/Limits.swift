@@ -97,7 +97,6 @@ final class HTTPConnectionCounter: Sendable {
         }
     }
 
-    var current: Int { total.load(ordering: .relaxed) }
 }
 
 /// The first handler of every HTTP connection: counts it in, or closes it.
