@@ -73,7 +73,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "Agent", dependencies: [
-            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
+            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Framing", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),

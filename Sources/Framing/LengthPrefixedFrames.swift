@@ -29,3 +29,31 @@ extension ByteBuffer {
         writeBytes(payload)
     }
 }
+
+/// Open connections per remote address and in all, each capped: `admit` counts a new one in,
+/// or says no when either cap is reached; `leave` counts one out. Not synchronised: the owner
+/// keeps it on one event loop or behind a lock.
+public struct ConnectionCounts: Sendable {
+    public let maxPerAddress: Int
+    public let maxTotal: Int
+    private var open: [String: Int] = [:]
+    public private(set) var total = 0
+
+    public init(maxPerAddress: Int, maxTotal: Int) {
+        self.maxPerAddress = maxPerAddress
+        self.maxTotal = maxTotal
+    }
+
+    public mutating func admit(_ address: String) -> Bool {
+        guard open[address, default: 0] < maxPerAddress, total < maxTotal else { return false }
+        open[address, default: 0] += 1
+        total += 1
+        return true
+    }
+
+    public mutating func leave(_ address: String) {
+        guard let n = open[address] else { return }
+        open[address] = n > 1 ? n - 1 : nil
+        total -= 1
+    }
+}

@@ -76,12 +76,9 @@ public final class GossipNode: @unchecked Sendable {
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
-    /// Open incoming stream connections per remote address: at most `maxStreamsPerAddress`
-    /// from one address and `maxStreams` in all (more are closed at once, counted as
+    /// Open incoming stream connections: at most 8 from one address and 256 in all (more are closed at once, counted as
     /// `too_many_streams`), so a stranger cannot hold many 16 MiB frames half-sent.
-    var openStreams: [String: Int] = [:]
-    static let maxStreamsPerAddress = 8
-    static let maxStreams = 256
+    var openStreams = ConnectionCounts(maxPerAddress: 8, maxTotal: 256)
     /// Bytes the incoming streams may announce and have buffered at once, in all: a stream's
     /// frame is sealed, so nothing proves the sender before all of it has arrived.
     static let streamBudgetBytes = 64 << 20
@@ -529,13 +526,11 @@ final class StreamServerHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelActive(context: ChannelHandlerContext) {
         let remote = context.remoteAddress?.ipAddress ?? "?"
-        let total = node.openStreams.values.reduce(0, +)
-        guard node.openStreams[remote, default: 0] < GossipNode.maxStreamsPerAddress, total < GossipNode.maxStreams else {
+        guard node.openStreams.admit(remote) else {
             node.drop("too_many_streams", from: remote)
             context.close(promise: nil)
             return
         }
-        node.openStreams[remote, default: 0] += 1
         counted = remote
         // A peer that connects and says nothing is cut off.
         let ctx = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -546,8 +541,7 @@ final class StreamServerHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         if let remote = counted {
             counted = nil
-            node.openStreams[remote, default: 1] -= 1
-            if node.openStreams[remote] == 0 { node.openStreams[remote] = nil }
+            node.openStreams.leave(remote)
         }
         context.fireChannelInactive()
     }

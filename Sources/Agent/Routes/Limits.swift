@@ -1,3 +1,4 @@
+import Framing
 import Hummingbird
 import NIOCore
 import Synchronization
@@ -75,28 +76,10 @@ final class ConcurrencyLimit: Sendable {
 /// Open HTTP connections per remote address and in all; past either, a new connection is closed
 /// at once (before any request is read), so one client cannot use up the agent's descriptors.
 final class HTTPConnectionCounter: Sendable {
-    static let maxPerAddress = 512
-    static let maxTotal = 4096
-    private let open = Mutex<[String: Int]>([:])
-    private let total = Atomic<Int>(0)
+    private let counts = Mutex(ConnectionCounts(maxPerAddress: 512, maxTotal: 4096))
 
-    func admit(_ address: String) -> Bool {
-        open.withLock { counts in
-            guard counts[address, default: 0] < Self.maxPerAddress, total.load(ordering: .relaxed) < Self.maxTotal else { return false }
-            counts[address, default: 0] += 1
-            total.add(1, ordering: .relaxed)
-            return true
-        }
-    }
-
-    func leave(_ address: String) {
-        open.withLock { counts in
-            counts[address, default: 1] -= 1
-            if counts[address] == 0 { counts[address] = nil }
-            total.subtract(1, ordering: .relaxed)
-        }
-    }
-
+    func admit(_ address: String) -> Bool { counts.withLock { $0.admit(address) } }
+    func leave(_ address: String) { counts.withLock { $0.leave(address) } }
 }
 
 /// The first handler of every HTTP connection: counts it in, or closes it.
