@@ -6,6 +6,11 @@ import Glibc
 
 /// Reads a small file (proc, sys, cgroup) in one go; nil if it cannot be read.
 func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    readSmallBytes(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// The same, as bytes (for files that are not text, such as /proc/PID/environ).
+func readSmallBytes(_ path: String, limit: Int = 1 << 20) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -17,7 +22,7 @@ func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
         if n == 0 { break }
         out.append(contentsOf: buf[0..<n])
     }
-    return String(decoding: out, as: UTF8.self)
+    return out
 }
 
 /// `mkdir -p`; 0 on success.

@@ -16,27 +16,11 @@ enum StrayProcesses {
         let me = getpid()
         var killed: [Int32] = []
         for entry in listDirectory("/proc") {
-            guard let pid = Int32(entry), pid > 1, pid != me, let environ = readEnviron(pid) else { continue }
+            guard let pid = Int32(entry), pid > 1, pid != me, let environ = readSmallBytes("/proc/\(pid)/environ") else { continue }
             let variables = environ.split(separator: 0, omittingEmptySubsequences: true)
             guard marks.allSatisfy({ mark in variables.contains { $0.elementsEqual(mark) } }) else { continue }
             if Glibc.kill(pid, SIGKILL) == 0 { killed.append(pid) }
         }
         return killed
-    }
-
-    /// A process's initial environment (NUL-separated), at most 1 MiB of it.
-    static func readEnviron(_ pid: Int32) -> [UInt8]? {
-        let fd = open("/proc/\(pid)/environ", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 << 10)
-        while out.count < 1 << 20 {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            out += chunk.prefix(n)
-        }
-        return out
     }
 }
