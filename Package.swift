@@ -39,6 +39,7 @@ let package = Package(
         .target(name: "Raft", dependencies: ["Primitives"], swiftSettings: strict),
         .target(name: "ClusterState", dependencies: ["CaravanModel", "Primitives"], swiftSettings: strict),
         .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
+        .target(name: "Access", dependencies: ["Primitives"], swiftSettings: strict),
 
         // Sealing.
         .target(name: "Keyring", dependencies: ["CSodium"], swiftSettings: strict),
@@ -73,7 +74,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         .target(name: "Agent", dependencies: [
-            "CaravanModel", "ClusterState", "Scheduler", "Keyring", "Primitives", "Framing", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
+            "CaravanModel", "ClusterState", "Scheduler", "Access", "Keyring", "Primitives", "Framing", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
@@ -84,6 +85,7 @@ let package = Package(
         .executableTarget(name: "caravan", dependencies: [
             "Agent", "API", "Keyring", "CaravanModel", "CUV", "Executor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
@@ -107,6 +109,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "CaravanModel", "CaravanTesting",
             .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "AccessTests", dependencies: ["Access", "Primitives"]),
         .testTarget(name: "KeyringTests", dependencies: ["Keyring",
             .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "GossipTests", dependencies: ["Gossip", "CaravanTesting", "GossipSimulation",
@@ -117,7 +120,7 @@ let package = Package(
         .testTarget(name: "GossipNIOTests", dependencies: ["GossipNIO", "Gossip", "Keyring",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Raft", "Scheduler", "ClusterState", "CaravanModel", "CaravanTesting", .product(name: "HTTPTypes", package: "swift-http-types"),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "API", "Access", "Keyring", "Raft", "Scheduler", "ClusterState", "CaravanModel", "CaravanTesting", .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird")]),

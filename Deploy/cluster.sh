@@ -61,7 +61,7 @@ up() {
       chmod 600 "$dir/data/keyring.json"
     fi
     nohup "$BIN" agent --name "agent-$i" --bind "$ip" --data-dir "$dir/data" \
-      --join 127.0.0.2 --join 127.0.0.3 --bootstrap-expect "$expect" --tag "rack=r$(( (i - 1) % 2 + 1 ))" \
+      --join 127.0.0.2 --join 127.0.0.3 --bootstrap-expect "$expect" --tag "rack=r$(( (i - 1) % 2 + 1 ))" --enable-raw-exec \
       ${CARAVAN_AGENT_ARGS:-} > "$dir/agent.log" 2>&1 < /dev/null &
     echo $! > "$dir/agent.pid"
   done

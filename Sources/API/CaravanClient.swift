@@ -99,6 +99,8 @@ public struct CaravanClient: Sendable {
     public var writeIDs = WriteID()
     /// How long a write is retried (with the same write id) while the cluster has no leader.
     public var retryWrites: Duration = .seconds(20)
+    /// The ACL token's secret, sent as `X-Caravan-Token` with every request.
+    public var token: String?
 
     /// Parses `http://HOST:PORT` (the port defaults to 4680).
     public init(address: String, timeout: Duration = .seconds(30)) throws(ClientError) {
@@ -222,6 +224,7 @@ public struct CaravanClient: Sendable {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
         head.headers.add(name: "Connection", value: "close")
+        if let token, !token.isEmpty { head.headers.add(name: "X-Caravan-Token", value: token) }
         return head
     }
 

@@ -1,3 +1,4 @@
+import Access
 import API
 import Dispatch
 import Executor
@@ -28,6 +29,8 @@ public final class Agent: Sendable {
     let images: ImageStore
     let logger: Logger
     let capacity: CapacityView
+    /// Who calls: ACL tokens resolved against the replicated ACL state.
+    let tokens: TokenResolver
     /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
     public let stopping = ShutdownSignal()
     /// Exec sessions and log follows in progress here, each capped (`ClusterLimits`).
@@ -54,6 +57,11 @@ public final class Agent: Sendable {
         self.logger = logger
         self.capacity = capacity
         self.metadata = Mutex(metadata)
+        self.tokens = TokenResolver(enforceBeforeBootstrap: config.aclEnabled) { [raft] hash in
+            let bytes = try await raft.read(ACLQuery.resolve(secretHash: hash).encode(), stale: true)
+            guard let state = ACLState.decode(bytes) else { throw APIError(.badGateway, "bad_answer", "a member sent an unreadable ACL answer") }
+            return state
+        }
     }
 
     /// Changes this agent's gossip metadata and spreads it.
@@ -84,6 +92,11 @@ public final class Agent: Sendable {
                                                         diskMiB: capacity.diskMiB),
                                     tags: config.tags, httpPort: config.httpPort, rpcPort: config.rpcPort)
         metadata.attributes = HostFingerprint.attributes(cgroup: TaskCgroup.detected.rawValue)
+        if config.enableRawExec {
+            logger.notice("raw_exec is enabled: jobs may run plain processes as \(geteuid() == 0 ? "root" : "this agent's user") on this node")
+        } else {
+            logger.info("task driver not offered", metadata: ["driver": "raw_exec", "why": "off unless the agent runs with --enable-raw-exec"])
+        }
         for d in drivers {
             let (usable, detail) = d.fingerprint()
             if usable { metadata.drivers.append(d.name.rawValue) } else {
@@ -128,9 +141,12 @@ public final class Agent: Sendable {
     }
 
     /// The task drivers of this agent; those whose fingerprint fails are not offered to the scheduler.
+    /// `raw_exec` is among them only when the configuration enables it: a job that needs it is
+    /// then not placed here, and its placement failure says why.
     static func makeDrivers(_ config: AgentConfiguration, images: ImageStore) -> [any TaskDriver] {
-        [RawExecDriver(useCgroups: geteuid() == 0), RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc"),
-         ContainerDriver(images: images, stateRoot: config.dataDir + "/runc")]
+        let raw: [any TaskDriver] = config.enableRawExec ? [RawExecDriver(useCgroups: geteuid() == 0)] : []
+        return raw + [RuncDriver(name: .exec, stateRoot: config.dataDir + "/runc"),
+                      ContainerDriver(images: images, stateRoot: config.dataDir + "/runc")]
     }
 
     static func startRaft(_ config: AgentConfiguration, keyring: SharedKeyring, stateMachine: ClusterStore,
@@ -205,13 +221,18 @@ public final class Agent: Sendable {
         router.middlewares.add(WriteIDEcho())  // outside ErrorMiddleware: errors carry it too
         let routeMethods = RouteMethods()
         router.middlewares.add(ErrorMiddleware(routes: routeMethods))
+        router.middlewares.add(AccessMiddleware(resolver: tokens))  // inside ErrorMiddleware: refusals are JSON errors
         AgentRoutes(agent: self).register(on: router)
+        ACLRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
         JobRoutes(agent: self).register(on: router)
         AllocationRoutes(agent: self).register(on: router)
         MetricsRoutes(agent: self).register(on: router)
-        routeMethods.record(router.routes.map { (path: $0.path.description, method: $0.method.rawValue) })
+        let routes = router.routes.map { (path: $0.path.description, method: $0.method.rawValue) }
+        routeMethods.record(routes)
+        let unguarded = AccessRules.missing(routes)
+        precondition(unguarded.isEmpty, "routes without an access rule in AccessRules.table: \(unguarded.joined(separator: ", "))")
         return router
     }
 

@@ -18,6 +18,12 @@ public struct AgentConfiguration: Sendable {
     /// Development mode (`--dev`): the only mode in which an agent runs without a cluster key
     /// (gossip and Raft then travel unsealed, and anyone who reaches the ports can join).
     public var dev = false
+    /// Whether this agent offers the `raw_exec` driver (plain processes as the agent's user,
+    /// root on most machines). Off unless `--enable-raw-exec`, the config file or `--dev` turn it on.
+    public var enableRawExec = false
+    /// `acl: {enabled: true}` / `--acl-enabled`: deny calls without a token even before
+    /// `caravan acl bootstrap` (which turns ACLs on for the whole cluster either way).
+    public var aclEnabled = false
     /// Caps on what callers may make the cluster and this agent hold (429 past them).
     public var limits = ClusterLimits()
     /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.

@@ -1,3 +1,4 @@
+import Access
 import API
 import CaravanModel
 import ClusterState
@@ -17,6 +18,10 @@ public final class ClusterStore: ReplicatedStateMachine {
     let variables = VariableStore()
     private let state = Mutex(ClusterState())
     private let sessions = Mutex(ClientSessions())
+    private let access = Mutex(ACLState())
+
+    /// The ACL state of this agent's copy.
+    var acl: ACLState { access.withLock { $0 } }
 
     public init() {}
 
@@ -43,6 +48,17 @@ public final class ClusterStore: ReplicatedStateMachine {
             }
         }
         if VariableStore.owns(first) { return variables.apply(command, index: index) }
+        if first == ACLCommand.tag {
+            guard let c = ACLCommand.decode(command) else { return [1] + Array("malformed ACL command".utf8) }
+            switch access.withLock({ $0.apply(c, index: index) }) {
+            case .applied:
+                var w = ByteWriter()
+                w.byte(0)
+                w.varint(index)
+                return w.bytes
+            case .rejected(let code, let message): return ClientSessions.refusalAnswer(code, message)
+            }
+        }
         let outcome = state.withLock { $0.apply(command, index: index) }
         switch outcome {
         case .applied, .ignoredAsUnknown:
@@ -68,6 +84,10 @@ public final class ClusterStore: ReplicatedStateMachine {
             w.raw(try ClusterViews.answer(q, s))
             return w.bytes
         }
+        if first == ACLCommand.tag {
+            guard let q = ACLQuery.decode(request) else { throw RaftError(.rejected, "malformed ACL query") }
+            return q.answer(acl)
+        }
         return try variables.query(request)
     }
 
@@ -76,6 +96,7 @@ public final class ClusterStore: ReplicatedStateMachine {
         w.blob(state.withLock { $0.snapshot() })
         w.blob(variables.snapshot())
         w.blob(sessions.withLock { $0.encode() })
+        w.blob(acl.encode())
         return w.bytes
     }
 
@@ -87,15 +108,24 @@ public final class ClusterStore: ReplicatedStateMachine {
         // Snapshots from before exactly-once writes end here; later ones carry the sessions.
         var restoredSessions = ClientSessions()
         if !r.atEnd {
-            guard let ss = r.blob(max: Int(Int32.max)), r.atEnd, let decoded = ClientSessions.decode(ss) else {
+            guard let ss = r.blob(max: Int(Int32.max)), let decoded = ClientSessions.decode(ss) else {
                 throw ClusterState.RestoreError(description: "the client sessions in the snapshot are damaged")
             }
             restoredSessions = decoded
+        }
+        // ... and from ACLs on, the ACL state.
+        var restoredACL = ACLState()
+        if !r.atEnd {
+            guard let a = r.blob(max: Int(Int32.max)), r.atEnd, let decoded = ACLState.decode(a) else {
+                throw ClusterState.RestoreError(description: "the ACL state in the snapshot is damaged")
+            }
+            restoredACL = decoded
         }
         let restored = try ClusterState.restore(cs)
         try variables.restore(vs)
         state.withLock { $0 = restored }
         sessions.withLock { $0 = restoredSessions }
+        access.withLock { $0 = restoredACL }
     }
 }
 

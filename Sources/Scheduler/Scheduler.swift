@@ -497,7 +497,10 @@ struct Context {
         if node.draining { return "node draining" }
         if node.eligibility == .ineligible { return "node ineligible" }
         if !job.datacenters.contains("*") && !job.datacenters.contains(node.datacenter) { return "datacenter \(node.datacenter)" }
-        for d in ask.drivers.sorted() where !node.drivers.contains(d) { return "missing driver \(d)" }
+        for d in ask.drivers.sorted() where !node.drivers.contains(d) {
+            // Agents offer raw_exec only when told to: say how, where the operator will look.
+            return d == "raw_exec" ? "missing driver raw_exec (agents offer it only with --enable-raw-exec)" : "missing driver \(d)"
+        }
         for c in constraints where c.operator != .distinctHosts && c.operator != .distinctProperty {
             if !Feasibility.holds(c, on: node) { return Feasibility.describe(c) }
         }

@@ -131,7 +131,7 @@ struct GossipBench: AsyncParsableCommand {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = ["agent", "--name", "bench-\(i)", "--bind", ip, "--data-dir", "\(root)/\(i)", "--encrypt", key,
-                           "--join", "127.\(subnet).0.2", "--join", "127.\(subnet).0.3", "--log-level", "warning"]
+                           "--join", "127.\(subnet).0.2", "--join", "127.\(subnet).0.3", "--log-level", "warning", "--enable-raw-exec"]
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()

@@ -31,7 +31,7 @@ struct E2EBench: AsyncParsableCommand {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = ["agent", "--name", "e2e-\(i)", "--bind", E2EBench.ip(i), "--data-dir", "\(root)/\(i)", "--encrypt", key,
-                           "--join", E2EBench.ip(0), "--join", E2EBench.ip(1), "--log-level", "warning"]
+                           "--join", E2EBench.ip(0), "--join", E2EBench.ip(1), "--log-level", "warning", "--enable-raw-exec"]
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()

@@ -87,7 +87,7 @@ struct FaultBench: AsyncParsableCommand {
             p.executableURL = URL(fileURLWithPath: binary)
             var args = ["agent", "--name", "agent-\(i)", "--bind", FaultBench.ip(i), "--data-dir", "\(dir)/data",
                         "--encrypt", "ZmF1bHQtaGFybmVzcy1rZXktZm9yLWNhcmF2YW4tMDE=", "--bootstrap-expect", "\(count)",
-                        "--raft-snapshot-every", "\(snapshotEvery)", "--log-level", "info"]
+                        "--raft-snapshot-every", "\(snapshotEvery)", "--log-level", "info", "--enable-raw-exec"]
             for j in 0..<count where j != i { args += ["--join", FaultBench.ip(j)] }
             p.arguments = args
             let log = dir + "/agent.log"

@@ -49,7 +49,11 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "trace, debug, info, warning or error (default info).") var logLevel: String?
     @Option(help: "A YAML or JSON file of these settings (name, bind, join, dataDir, tags, ports, …); flags win over it.")
     var config: String?
-    @Flag(help: "Development mode: one agent on 127.0.0.1 with a throw-away data dir.") var dev = false
+    @Flag(help: "Development mode: one agent on 127.0.0.1 with a throw-away data dir (raw_exec enabled).") var dev = false
+    @Flag(help: "Offer the raw_exec driver: jobs may run plain processes as this agent's user (root, usually). Off by default.")
+    var enableRawExec = false
+    @Flag(help: "Deny calls without an ACL token even before `caravan acl bootstrap` (which turns ACLs on for every agent).")
+    var aclEnabled = false
 
     func run() async throws {
         // Keys given on the command line must not stay visible in `ps`.
@@ -162,6 +166,14 @@ struct AgentCommand: AsyncParsableCommand {
         config.rpcPort = UInt16(rpcPort)
         config.bootstrapExpect = expect
         config.dev = dev
+        config.enableRawExec = try enableRawExec || dev || file?.bool("enableRawExec") ?? false
+        let acl = try file?.map("acl") ?? [:]
+        for key in acl.keys where key != "enabled" { throw CLIError.usage("\(file!.path): acl.\(key): unknown setting (enabled)") }
+        switch acl["enabled"] {
+        case nil, "false": config.aclEnabled = aclEnabled
+        case "true": config.aclEnabled = true
+        case let v?: throw CLIError.usage("\(file!.path): acl.enabled: \"\(v)\" is not true or false")
+        }
         config.raftVoters = raftVoters
         config.deadServerGrace = .milliseconds(Int64(raftDeadGrace * 1000))
         config.raftElectionTimeout = .milliseconds(raftElectionMs)

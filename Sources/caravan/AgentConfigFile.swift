@@ -13,7 +13,8 @@ import FoundationEssentials
 /// ```
 struct AgentConfigFile {
     static let keys = ["name", "bind", "advertise", "join", "dataDir", "encrypt", "keyringFile", "tags", "insecureRegistries", "registryCAs", "registryClientCerts",
-                       "gossipProfile", "ports", "bootstrapExpect", "raftVoters", "raftDeadGrace", "raftElectionMs", "raftSnapshotEvery", "maxQueryWait", "logLevel"]
+                       "gossipProfile", "ports", "bootstrapExpect", "raftVoters", "raftDeadGrace", "raftElectionMs", "raftSnapshotEvery", "maxQueryWait", "logLevel",
+                       "enableRawExec", "acl"]
 
     var values: [String: DocumentNode] = [:]
     let path: String
@@ -55,6 +56,15 @@ struct AgentConfigFile {
         guard let s = try string(key) else { return nil }
         guard let v = Int(s) else { throw fail(key, values[key]!, "\"\(s)\" is not a whole number") }
         return v
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let s = try string(key) else { return nil }
+        switch s {
+        case "true": return true
+        case "false": return false
+        default: throw fail(key, values[key]!, "\"\(s)\" is not true or false")
+        }
     }
 
     func double(_ key: String) throws -> Double? {

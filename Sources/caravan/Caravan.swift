@@ -12,7 +12,7 @@ struct Caravan: AsyncParsableCommand {
         abstract: "A masterless cluster scheduler: one agent on every machine.",
         version: "0.2.0",
         subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self, EvalCommand.self,
-                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self]
+                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self, ACLCommand.self]
     )
 
     /// Parses and runs a command; exit status 0 on success, 1 on a failed operation, 2 on bad usage or input.
@@ -68,10 +68,16 @@ struct CLIError: Error {
 struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "The agent's HTTP API (default $CARAVAN_ADDR or http://127.0.0.1:4680).")
     var address: String?
+    @Option(name: .long, help: "The ACL token's secret (default $CARAVAN_TOKEN; prefer the variable: flags show in `ps`).")
+    var token: String?
 
     func client() throws -> CaravanClient {
-        let a = address ?? ProcessInfo.processInfo.environment["CARAVAN_ADDR"] ?? "http://127.0.0.1:4680"
-        do { return try CaravanClient(address: a) } catch { throw CLIError.usage(error.message) }
+        let env = ProcessInfo.processInfo.environment
+        let a = address ?? env["CARAVAN_ADDR"] ?? "http://127.0.0.1:4680"
+        var client: CaravanClient
+        do { client = try CaravanClient(address: a) } catch { throw CLIError.usage(error.message) }
+        client.token = token ?? env["CARAVAN_TOKEN"]
+        return client
     }
 }
 

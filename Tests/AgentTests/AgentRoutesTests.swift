@@ -23,6 +23,7 @@ import Testing
         config.encryptKey = key
         config.dev = key == nil
         config.limits = limits
+        config.enableRawExec = true
         config.tags = ["zone": "a"]
         return try await Agent.start(config, logger: Logger(label: "test"))
     }

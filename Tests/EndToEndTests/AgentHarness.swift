@@ -149,12 +149,15 @@ final class LocalCluster: @unchecked Sendable {
 
     /// Starts agent `i` (named `agent-i` on 127.0.subnet.(i+1)), optionally joining others.
     @discardableResult
-    func start(_ i: Int, key: String? = LocalCluster.clusterKey, join: [Int] = [], extra: [String] = [], name: String? = nil) throws -> Agent {
+    /// Agents offer raw_exec (most tests' jobs are plain processes) unless `rawExec` is false.
+    func start(_ i: Int, key: String? = LocalCluster.clusterKey, join: [Int] = [], extra: [String] = [], name: String? = nil,
+               rawExec: Bool = true) throws -> Agent {
         let agentName = name ?? "agent-\(i)"
         let dir = root + "/\(agentName)-\(i)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var args = ["agent", "--name", agentName, "--bind", ip(i), "--data-dir", dir + "/data", "--log-level", "debug"]
         if let key { args += ["--encrypt", key] }
+        if rawExec { args.append("--enable-raw-exec") }
         for j in join { args += ["--join", ip(j)] }
         args += extra
         let p = Process()

@@ -209,16 +209,23 @@ struct AllocationRoutes {
     func allocation(_ id: String, _ request: Request) async throws -> (read: ClusterRead, view: AllocationView) {
         let read = try await agent.read(ClusterQuery(kind: .allocation, id: id), request)
         guard !read.isNull else { throw APIError(.notFound, "allocation_not_found", "no allocation \(id)") }
-        return (read, try read.decode(AllocationView.self))
+        let view = try read.decode(AllocationView.self)
+        try Caller.current.check(namespace: view.namespace)
+        return (read, view)
     }
 
-    /// A client for the agent named `node` (its HTTP address comes from gossip).
-    func client(for node: String) async throws -> CaravanClient {
+    /// A client for the agent named `node` (its HTTP address comes from gossip), carrying the
+    /// caller's token: the node checks the caller, never this agent.
+    func client(for node: String, _ request: Request) async throws -> CaravanClient {
         guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status == .alive || m.status == .suspect,
               let meta = NodeMetadata.decode(m.metadata) else {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which runs the allocation, is not alive")
         }
-        do { return try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10)) } catch {
+        do {
+            var client = try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10))
+            client.token = request.headers[AccessRules.tokenHeader]
+            return client
+        } catch {
             throw APIError(.serviceUnavailable, "node_unreachable", error.message)
         }
     }
@@ -227,7 +234,7 @@ struct AllocationRoutes {
     /// With `duplex`, the request's own body is streamed up to the node as it arrives (an
     /// interactive exec) while the answer streams back.
     func forwardStream(to node: String, _ request: Request, duplex: Bool = false) async throws -> Response {
-        let client = try await client(for: node)
+        let client = try await client(for: node, request)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let (upload, pump): (AsyncStream<[UInt8]>?, Task<Void, Never>?) = {
             guard duplex else { return (nil, nil) }
@@ -269,7 +276,7 @@ struct AllocationRoutes {
 
     /// Passes the request to the agent named `node` and its answer back.
     func forward(to node: String, _ request: Request, body: [UInt8]? = nil) async throws -> Response {
-        let client = try await client(for: node)
+        let client = try await client(for: node, request)
         let path = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
         let r: CaravanClient.Response
         do { r = try await client.send(body == nil ? .GET : .POST, path, body: body) } catch {

@@ -43,6 +43,14 @@ struct ClusterRead: Sendable {
 
     var isNull: Bool { data == Array("null".utf8) }
 
+    /// A list answer with only what the caller may see on this route (the whole answer, as it
+    /// came, when the caller may see every namespace).
+    func visible<T: Codable>(_ type: T.Type, _ namespace: KeyPath<T, String>) throws -> Response {
+        let caller = Caller.current
+        guard !caller.identity.isManagement else { return response }
+        return response(try decode([T].self).filter { caller.visible(namespace: $0[keyPath: namespace]) })
+    }
+
     /// Splits a cluster query's answer: the index, then the JSON.
     static func split(_ bytes: [UInt8]) throws -> (index: UInt64, json: [UInt8]) {
         var r = ByteReader(bytes)
@@ -90,7 +98,13 @@ extension Agent {
         let answer: [UInt8]
         do { answer = try await raft.apply(bytes) } catch { throw APIError(raft: error) }
         if let (code, message) = ClientSessions.decodeRefusal(answer) {
-            throw APIError(code == "invalid_header" ? .badRequest : .conflict, code, message)
+            let status: HTTPResponse.Status = switch code {
+            case "invalid_header": .badRequest
+            case "limit_reached": .tooManyRequests
+            case _ where code.hasSuffix("_not_found"): .notFound
+            default: .conflict
+            }
+            throw APIError(status, code, message)
         }
         return answer
     }

@@ -38,7 +38,7 @@ struct JobRoutes {
             return JSONResponse.make(["node": id, "eligibility": raw == "true" ? "eligible" : "ineligible"])
         }
         router.get("/v1/jobs") { request, _ in
-            try await agent.read(ClusterQuery(kind: .jobs), request).response
+            try await agent.read(ClusterQuery(kind: .jobs), request).visible(JobStatusView.self, \.namespace)
         }
         router.get("/v1/job/:id") { request, context in
             try await jobQuery(.job, request, context).read.response
@@ -97,15 +97,16 @@ struct JobRoutes {
             return read.response
         }
         router.get("/v1/allocations") { request, _ in
-            try await agent.read(ClusterQuery(kind: .allocations), request).response
+            try await agent.read(ClusterQuery(kind: .allocations), request).visible(AllocationView.self, \.namespace)
         }
         router.get("/v1/evaluations") { request, _ in
-            try await agent.read(ClusterQuery(kind: .evaluations), request).response
+            try await agent.read(ClusterQuery(kind: .evaluations), request).visible(EvaluationView.self, \.namespace)
         }
         router.get("/v1/evaluation/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
             let read = try await agent.read(ClusterQuery(kind: .evaluation, id: id), request)
             guard !read.isNull else { throw APIError(.notFound, "evaluation_not_found", "no evaluation \(id) (the last 10 per job are kept)") }
+            try Caller.current.check(namespace: try read.decode(EvaluationView.self).namespace)
             return read.response
         }
     }
@@ -114,6 +115,7 @@ struct JobRoutes {
     /// create the evaluation the leader answers with placements.
     func registerJob(_ request: Request, expectedID: String?) async throws -> Response {
         let job = try await Self.parseJob(request, expectedID: expectedID)
+        try Caller.current.check(namespace: job.namespace)
         let jobs = agent.store.current.jobs
         if jobs.count >= agent.config.limits.maxJobs && jobs[ClusterState.JobKey(job.namespace, job.id)] == nil {
             throw APIError(.tooManyRequests, "limit_reached",
@@ -129,6 +131,7 @@ struct JobRoutes {
 
     func plan(_ request: Request, expectedID: String?) async throws -> Response {
         let job = try await Self.parseJob(request, expectedID: expectedID)
+        try Caller.current.check(namespace: job.namespace)
         var q = ClusterQuery(kind: .plan)
         q.text = JobFile.render(job)
         return try await agent.read(q).response

@@ -1,3 +1,4 @@
+import Access
 import API
 import FoundationEssentials
 import HTTPTypes
@@ -25,7 +26,8 @@ struct VariableRoutes {
         router.get("/v1/vars") { request, _ in
             let prefix = request.uri.queryParameters.get("prefix") ?? ""
             let stale = try request.staleFlag()
-            let items = try await read(VariableStore.list(prefix: prefix), stale: stale)
+            let caller = Caller.current.identity
+            let items = try await read(VariableStore.list(prefix: prefix), stale: stale).filter { caller.variableLevel($0.0).allows(.read) }
             return JSONResponse.make(items.map { VariableView(path: $0.0, value: $0.1.value, createIndex: $0.1.createIndex, modifyIndex: $0.1.modifyIndex) })
         }
         router.put("/v1/var/**") { request, context in

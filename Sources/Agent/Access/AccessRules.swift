@@ -1,0 +1,212 @@
+import Access
+import FoundationEssentials
+import HTTPTypes
+import Hummingbird
+import Keyring
+import Synchronization
+
+/// Every route's access rule, in one table: what a caller needs to call it once ACLs are on.
+/// The router refuses to start with a route that has no rule here (``missing(_:)``), so a new
+/// route cannot be added unguarded; ``AccessMiddleware`` applies the table to every request.
+enum AccessRules {
+    /// A rule: the method, the route pattern (as registered), and the requirement, which may
+    /// depend on the request (`?namespace=`, a variable path).
+    struct Rule: Sendable {
+        var method: String
+        var pattern: [Substring]
+        var requirement: @Sendable (Request) throws -> Requirement
+    }
+
+    static func namespace(_ request: Request) -> String { request.uri.queryParameters.get("namespace") ?? "default" }
+
+    static func ns(_ c: NamespaceCapability) -> @Sendable (Request) throws -> Requirement {
+        { .namespace(namespace($0), c) }
+    }
+
+    static func scope(_ s: Scope, _ l: Level) -> @Sendable (Request) throws -> Requirement { { _ in .scope(s, l) } }
+
+    /// The variable path of `/v1/var/{path}` (the router checks its form again).
+    static func variable(_ l: Level) -> @Sendable (Request) throws -> Requirement {
+        { r in
+            let raw = String(r.uri.path.dropFirst("/v1/var/".count))
+            return .variable(VariableRoutes.percentDecoded(raw) ?? raw, l)
+        }
+    }
+
+    static let table: [Rule] = {
+        var rules: [(String, String, @Sendable (Request) throws -> Requirement)] = [
+            ("GET", "/v1/status", { _ in .open }),
+            ("GET", "/v1/status/leader", { _ in .open }),
+            ("GET", "/v1/agent/members", scope(.agent, .read)),
+            ("GET", "/v1/agent/self", scope(.agent, .read)),
+            ("POST", "/v1/agent/leave", scope(.agent, .write)),
+            ("GET", "/v1/metrics", scope(.agent, .read)),
+            ("GET", "/v1/operator/raft/configuration", scope(.operator, .read)),
+            ("POST", "/v1/operator/raft/transfer-leader", scope(.operator, .write)),
+            ("GET", "/v1/operator/scheduler/configuration", scope(.operator, .read)),
+            ("PUT", "/v1/operator/scheduler/configuration", scope(.operator, .write)),
+            ("GET", "/v1/nodes", scope(.node, .read)),
+            ("GET", "/v1/node/:id", scope(.node, .read)),
+            ("POST", "/v1/node/:id/drain", scope(.node, .write)),
+            ("POST", "/v1/node/:id/eligibility", scope(.node, .write)),
+            ("POST", "/v1/jobs", ns(.submitJob)),
+            ("POST", "/v1/jobs/plan", ns(.submitJob)),
+            ("POST", "/v1/job/:id", ns(.submitJob)),
+            ("POST", "/v1/job/:id/plan", ns(.submitJob)),
+            ("POST", "/v1/job/:id/revert", ns(.submitJob)),
+            ("POST", "/v1/job/:id/promote", ns(.submitJob)),
+            ("DELETE", "/v1/job/:id", ns(.submitJob)),
+            ("GET", "/v1/jobs", ns(.readJob)),
+            ("GET", "/v1/job/:id", ns(.readJob)),
+            ("GET", "/v1/job/:id/versions", ns(.readJob)),
+            ("GET", "/v1/job/:id/evaluations", ns(.readJob)),
+            ("GET", "/v1/job/:id/allocations", ns(.readJob)),
+            ("GET", "/v1/allocations", ns(.readJob)),
+            ("GET", "/v1/allocation/:id", ns(.readJob)),
+            ("GET", "/v1/evaluations", ns(.readJob)),
+            ("GET", "/v1/evaluation/:id", ns(.readJob)),
+            ("GET", "/v1/client/allocation/:id/logs/:task", ns(.readLogs)),
+            ("POST", "/v1/client/allocation/:id/exec/:task", ns(.allocExec)),
+            ("POST", "/v1/client/allocation/:id/exec/:task/stream", ns(.allocExec)),
+            ("GET", "/v1/var/**", variable(.read)),
+            ("PUT", "/v1/var/**", variable(.write)),
+            ("DELETE", "/v1/var/**", variable(.write)),
+            ("GET", "/v1/vars", { r in .variable(r.uri.queryParameters.get("prefix") ?? "", .read) }),
+            ("POST", "/v1/acl/bootstrap", { _ in .open }),
+            ("GET", "/v1/acl/policies", { _ in .management }),
+            ("GET", "/v1/acl/policy/:name", { _ in .management }),
+            ("PUT", "/v1/acl/policy/:name", { _ in .management }),
+            ("DELETE", "/v1/acl/policy/:name", { _ in .management }),
+            ("GET", "/v1/acl/tokens", { _ in .management }),
+            ("POST", "/v1/acl/tokens", { _ in .management }),
+            ("GET", "/v1/acl/token/self", { _ in .anyToken }),
+            ("GET", "/v1/acl/token/:accessor", { _ in .management }),
+            ("PUT", "/v1/acl/token/:accessor", { _ in .management }),
+            ("DELETE", "/v1/acl/token/:accessor", { _ in .management }),
+        ]
+        for prefix in ["/v1/agent/keyring", "/v1/operator/keyring"] {
+            rules.append(("GET", prefix, scope(.keyring, .read)))
+            rules.append(("POST", prefix + "/:operation", scope(.keyring, .write)))
+        }
+        return rules.map { Rule(method: $0.0, pattern: $0.1.split(separator: "/"), requirement: $0.2) }
+    }()
+
+    /// The rule for a request: among the patterns that match, the one with the most literal
+    /// segments (as the router picks routes). Nil when no route matches.
+    static func rule(method: String, path: String) -> Rule? {
+        let parts = path.split(separator: "/")
+        var best: (Int, Rule)?
+        for r in table where r.method == method && RouteMethods.matches(r.pattern, parts) {
+            let literal = r.pattern.filter { !$0.hasPrefix(":") && $0 != "**" }.count
+            if best == nil || literal > best!.0 { best = (literal, r) }
+        }
+        return best?.1
+    }
+
+    static var tokenHeader: HTTPField.Name { HTTPField.Name("X-Caravan-Token")! }
+
+    static func denied(_ need: Requirement) -> APIError {
+        APIError(.forbidden, "permission_denied", "permission denied: this call needs \(need)")
+    }
+
+    /// Registered routes without a rule (the router must not start with any).
+    static func missing(_ routes: [(path: String, method: String)]) -> [String] {
+        routes.filter { route in
+            !table.contains { $0.method == route.method && $0.pattern == route.path.split(separator: "/") }
+        }.map { "\($0.method) \($0.path)" }
+    }
+}
+
+/// The caller of the request being handled, as ``AccessMiddleware`` resolved it, and the
+/// requirement of its route. Handlers that find the object a call is about (a job in a body,
+/// an allocation by id) check its namespace with ``check(namespace:)``; list handlers keep
+/// only what the caller may see with ``visible(_:)``.
+struct Caller: Sendable {
+    var identity: Identity
+    var requirement: Requirement
+
+    @TaskLocal static var current = Caller(identity: .unrestricted, requirement: .open)
+
+    /// The route's namespace capability, checked against the namespace of the object itself.
+    func check(namespace: String) throws {
+        guard case .namespace(_, let capability) = requirement else { return }
+        let need = Requirement.namespace(namespace, capability)
+        guard identity.allows(need) else { throw AccessRules.denied(need) }
+    }
+
+    /// Whether the caller may see an object of this namespace on the route being served.
+    func visible(namespace: String) -> Bool {
+        guard case .namespace(_, let capability) = requirement else { return true }
+        return identity.allows(.namespace(namespace, capability))
+    }
+}
+
+/// Resolves the caller from `X-Caravan-Token` and refuses, with 403 `permission_denied`
+/// naming what is missing, what the route's rule does not allow.
+struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
+    let resolver: TokenResolver
+
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // A path no route serves: the router answers 404 or 405 itself.
+        guard let rule = AccessRules.rule(method: request.method.rawValue, path: request.uri.path) else {
+            return try await next(request, context)
+        }
+        let need = try rule.requirement(request)
+        let identity = try await resolver.identity(secret: request.headers[AccessRules.tokenHeader])
+        guard identity.allows(need) else { throw AccessRules.denied(need) }
+        return try await Caller.$current.withValue(Caller(identity: identity, requirement: need)) {
+            try await next(request, context)
+        }
+    }
+}
+
+/// Turns a token secret into an ``Identity`` from the replicated ACL state. Agents outside the
+/// Raft group ask a member; answers are kept for ``ttl`` (so a revoked token stops working on
+/// every agent within that time; on the agent that revoked it at once).
+final class TokenResolver: Sendable {
+    typealias Fetch = @Sendable ([UInt8]?) async throws -> ACLState
+    private let fetch: Fetch
+    /// `acl.enabled` in the agent's configuration: deny by default even before the bootstrap.
+    let enforceBeforeBootstrap: Bool
+    private let cache = Mutex<[[UInt8]: (state: ACLState, at: ContinuousClock.Instant)]>([:])
+    static let ttl: Duration = .seconds(2)
+    static let maxCached = 10_000
+
+    init(enforceBeforeBootstrap: Bool, fetch: @escaping Fetch) {
+        self.enforceBeforeBootstrap = enforceBeforeBootstrap
+        self.fetch = fetch
+    }
+
+    func forget() { cache.withLock { $0.removeAll() } }
+
+    func identity(secret: String?) async throws -> Identity {
+        // An empty or absent header is an anonymous call.
+        let hash = secret.flatMap { $0.isEmpty ? nil : Secrets.sha256($0) }
+        let key = hash ?? []
+        let now = ContinuousClock.now
+        let state: ACLState
+        if let hit = cache.withLock({ $0[key] }), now - hit.at < Self.ttl {
+            state = hit.state
+        } else {
+            do { state = try await fetch(hash) } catch let e as APIError {
+                throw e
+            } catch {
+                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot resolve the ACL token: \(error)")
+            }
+            cache.withLock { c in
+                if c.count >= Self.maxCached { c.removeAll() }
+                c[key] = (state, now)
+            }
+        }
+        if !state.bootstrapped {
+            // ACLs off, unless this agent was told to enforce them from the start.
+            return enforceBeforeBootstrap ? Identity(who: .anonymous, policies: []) : .unrestricted
+        }
+        let ms = Int64(Date().timeIntervalSince1970 * 1000)
+        guard let identity = state.identity(secretHash: hash, now: ms) else {
+            throw APIError(.forbidden, "permission_denied", "permission denied: the ACL token is unknown or expired")
+        }
+        return identity
+    }
+}
