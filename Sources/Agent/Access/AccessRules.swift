@@ -88,7 +88,10 @@ enum AccessRules {
             rules.append(("GET", prefix, scope(.keyring, .read)))
             rules.append(("POST", prefix + "/:operation", scope(.keyring, .write)))
         }
-        return rules.map { Rule(method: $0.0, pattern: $0.1.split(separator: "/"), requirement: $0.2) }
+        // Captures as the router describes them: `{id}`.
+        return rules.map { r in
+            Rule(method: r.0, pattern: r.1.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : $0 }, requirement: r.2)
+        }
     }()
 
     /// The rule for a request: among the patterns that match, the one with the most literal
@@ -97,7 +100,7 @@ enum AccessRules {
         let parts = path.split(separator: "/")
         var best: (Int, Rule)?
         for r in table where r.method == method && RouteMethods.matches(r.pattern, parts) {
-            let literal = r.pattern.filter { !$0.hasPrefix(":") && $0 != "**" }.count
+            let literal = r.pattern.filter { !$0.hasPrefix("{") && $0 != "**" }.count
             if best == nil || literal > best!.0 { best = (literal, r) }
         }
         return best?.1
