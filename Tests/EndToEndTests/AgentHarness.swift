@@ -284,7 +284,7 @@ final class LocalCluster: @unchecked Sendable {
         return Output(status: status, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
-    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil) throws -> Output {
+    static func run(_ args: [String], stdin: String? = nil, executable: String? = nil, environment: [String: String] = [:]) throws -> Output {
         let base = NSTemporaryDirectory() + "caravan-run-\(getpid())-\(UUID().uuidString)"
         let fm = FileManager.default
         fm.createFile(atPath: base + ".out", contents: nil)
@@ -297,6 +297,7 @@ final class LocalCluster: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable ?? binary)
         p.arguments = args
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         p.standardOutput = out
         p.standardError = err
         p.standardInput = input
@@ -358,9 +359,10 @@ func eventually(within timeout: Duration, every poll: Duration = .milliseconds(5
 
 extension LocalCluster {
     /// Runs `caravan ARGS --address http://<agent i>:4680` (inside the namespace if isolated).
-    func cli(_ i: Int, _ args: [String], stdin: String? = nil) throws -> Output {
+    func cli(_ i: Int, _ args: [String], stdin: String? = nil, token: String? = nil) throws -> Output {
         let full = args + ["--address", "http://\(ip(i)):4680"]
-        return namespace == nil ? try Self.run(full, stdin: stdin) : try inNamespace([Self.binary] + full, allowFailure: true)
+        let env = token.map { ["CARAVAN_TOKEN": $0] } ?? [:]
+        return namespace == nil ? try Self.run(full, stdin: stdin, environment: env) : try inNamespace([Self.binary] + full, allowFailure: true)
     }
 
     func status(_ i: Int) -> StatusView? {
