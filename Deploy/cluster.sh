@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Starts or stops N agents on 127.0.0.2, 127.0.0.3, ... on this machine.
+# Starts or stops N agents on 127.0.0.2, 127.0.0.3, ... on this machine: sealed with one cluster
+# key, ACLs bootstrapped (the management token in run/cluster/bootstrap.token), raw_exec enabled
+# (a local cluster for trying things; agents offer raw_exec only when told to).
 #   Deploy/cluster.sh up [N]     (default 3) — data dirs and logs under ./run/cluster
 #   Deploy/cluster.sh down       stops the agents and every task they started
 #   Deploy/cluster.sh status
@@ -49,6 +51,8 @@ up() {
   [[ -x "$BIN" ]] || { echo "error: $BIN not built; run swift build" >&2; exit 1; }
   down
   mkdir -p "$RUN"
+  # ACLs are on once bootstrapped (below); a restart finds the management token with the cluster.
+  [[ -f "$RUN/bootstrap.token" ]] && export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
   # The first three agents (or all, if fewer) form the Raft group; the leader adds more voters itself.
   local expect=$(( n < 3 ? n : 3 ))
   # One cluster key, kept with the cluster so restarts reuse it.
@@ -76,6 +80,13 @@ up() {
       "$BIN" status --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -q '"leader" : "' || { ok=0; break; }
     done
     if ((ok)); then
+      # Turn ACLs on (once per cluster): the management token's secret goes to bootstrap.token.
+      if [[ -z "${CARAVAN_TOKEN:-}" ]] || ! "$BIN" acl token self --address http://127.0.0.2:4680 >/dev/null 2>&1; then
+        rm -f "$RUN/bootstrap.token"
+        "$BIN" acl bootstrap --address http://127.0.0.2:4680 --secret-file "$RUN/bootstrap.token" >/dev/null
+        export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
+        echo "ACLs bootstrapped: the management token is in $RUN/bootstrap.token"
+      fi
       echo "cluster of $n agents is up (logs under $RUN)"
       "$BIN" members --address http://127.0.0.2:4680
       "$BIN" operator raft peers --address http://127.0.0.2:4680
@@ -90,6 +101,7 @@ up() {
 case "${1:-}" in
   up) up "${2:-3}" ;;
   down) down; stop_tasks; echo "cluster stopped (agents and their tasks)" ;;
-  status) "$BIN" members --address http://127.0.0.2:4680; "$BIN" operator raft peers --address http://127.0.0.2:4680 ;;
+  status) [[ -f "$RUN/bootstrap.token" ]] && export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
+          "$BIN" members --address http://127.0.0.2:4680; "$BIN" operator raft peers --address http://127.0.0.2:4680 ;;
   *) echo "usage: $0 up [N] | down | status" >&2; exit 2 ;;
 esac

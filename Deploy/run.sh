@@ -7,12 +7,14 @@ export PATH="/opt/swift/usr/bin:$PATH"
 Deploy/install-deps.sh
 swift build --product caravan
 Deploy/cluster.sh up "${1:-3}"
-# The cluster is ready: run the example job through a follower-or-leader agent and follow it.
+# The cluster is ready (ACLs on): run the example job through a follower-or-leader agent and follow it.
+export CARAVAN_TOKEN="$(cat run/cluster/bootstrap.token)"
 .build/debug/caravan job run --address http://127.0.0.3:4680 Deploy/examples/hello.yaml
 cat <<MSG
 
+ACLs are on: every command needs the management token (or one made from it).
 Try:
-  export CARAVAN_ADDR=http://127.0.0.3:4680
+  export CARAVAN_ADDR=http://127.0.0.3:4680 CARAVAN_TOKEN=\$(cat run/cluster/bootstrap.token)
   .build/debug/caravan members
   .build/debug/caravan operator raft peers
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
@@ -24,5 +26,7 @@ Try:
   Deploy/registry.sh up; .build/debug/caravan job run Deploy/examples/web.yaml           # containers (as root, runc)
   kill -9 \$(cat run/cluster/agent-1/agent.pid); .build/debug/caravan job status hello   # its instance is replaced
   .build/debug/caravan status                                                       # the leader (another one if agent-1 led)
+  .build/debug/caravan acl policy apply readonly Deploy/policies/readonly.yaml
+  .build/debug/caravan acl token create --name viewer --policy readonly            # a token that can only look
   Deploy/cluster.sh down
 MSG

@@ -217,12 +217,12 @@ public enum ACLQuery: Sendable, Equatable {
 enum Codec {
     static func policy(_ p: Policy, _ w: inout ByteWriter) {
         w.string(p.name, max: 128)
-        w.string(p.description, max: 4096)
+        w.string(p.description, max: 16_384)
         w.varint(p.createIndex)
         w.varint(p.modifyIndex)
         w.varint(UInt64(p.namespaces.count))
         for (k, rule) in p.namespaces.sorted(by: { $0.key < $1.key }) {
-            w.string(k, max: 128)
+            w.string(k, max: 256)
             w.byte(rule.deny ? 1 : 0)
             w.varint(UInt64(rule.capabilities.count))
             for c in rule.capabilities.sorted() { w.string(c.rawValue) }
@@ -240,13 +240,13 @@ enum Codec {
     }
 
     static func policy(_ r: inout ByteReader) -> Policy? {
-        guard let name = r.string(max: 128), Policy.isValidName(name), let description = r.string(max: 4096),
+        guard let name = r.string(max: 128), Policy.isValidName(name), let description = r.string(max: 16_384),
               let ci = r.varint(), let mi = r.varint(), let nn = r.count(max: 256) else { return nil }
         var p = Policy(name: name, description: description)
         p.createIndex = ci
         p.modifyIndex = mi
         for _ in 0..<nn {
-            guard let key = r.string(max: 128), Policy.isValidNamespaceKey(key), let deny = r.byte(), deny <= 1,
+            guard let key = r.string(max: 256), Policy.isValidNamespaceKey(key), let deny = r.byte(), deny <= 1,
                   let nc = r.count(max: NamespaceCapability.allCases.count) else { return nil }
             var rule = NamespaceRule(deny: deny == 1)
             for _ in 0..<nc {
@@ -272,7 +272,7 @@ enum Codec {
     static func token(_ t: Token, _ w: inout ByteWriter) {
         w.string(t.accessor, max: 64)
         w.blob(t.secretHash)
-        w.string(t.name, max: 256)
+        w.string(t.name, max: 1024)
         w.byte(t.kind.rawValue)
         w.varint(UInt64(t.policies.count))
         for p in t.policies { w.string(p, max: 128) }
@@ -285,7 +285,7 @@ enum Codec {
 
     static func token(_ r: inout ByteReader) -> Token? {
         guard let accessor = r.string(max: 64), !accessor.isEmpty, let hash = r.blob(max: 32), hash.count == 32,
-              let name = r.string(max: 256), let kind = r.byte().flatMap(Token.Kind.init(rawValue:)),
+              let name = r.string(max: 1024), let kind = r.byte().flatMap(Token.Kind.init(rawValue:)),
               let np = r.count(max: ACLState.maxPoliciesPerToken) else { return nil }
         var policies: [String] = []
         for _ in 0..<np {

@@ -111,8 +111,6 @@ public struct Policy: Sendable, Equatable {
     /// A variable rule's prefix: up to 512 bytes of what a variable path may hold.
     public static func isValidVariablePrefix(_ s: String) -> Bool {
         s.utf8.count <= 512 && s.utf8.allSatisfy { isWordByte($0) || $0 == 0x2F }
-            && !s.split(separator: "/", omittingEmptySubsequences: false).dropLast().contains { $0.isEmpty || $0 == "." || $0 == ".." }
-            && !s.hasPrefix("/")
     }
 
     /// This policy's rule for `namespace`: an exact key, else the longest matching glob.

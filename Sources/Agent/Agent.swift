@@ -57,8 +57,9 @@ public final class Agent: Sendable {
         self.logger = logger
         self.capacity = capacity
         self.metadata = Mutex(metadata)
-        self.tokens = TokenResolver(enforceBeforeBootstrap: config.aclEnabled) { [raft] hash in
-            let bytes = try await raft.read(ACLQuery.resolve(secretHash: hash).encode(), stale: true)
+        self.tokens = TokenResolver(enforceBeforeBootstrap: config.aclEnabled, markerPath: config.dataDir + "/acl-on",
+                                    local: { [store] in store.acl }) { [raft] hash in
+            let bytes = try await raft.read(ACLQuery.resolve(secretHash: hash).encode(), stale: true, timeout: .seconds(2))
             guard let state = ACLState.decode(bytes) else { throw APIError(.badGateway, "bad_answer", "a member sent an unreadable ACL answer") }
             return state
         }

@@ -55,7 +55,8 @@ public struct ContainerDriver: TaskDriver {
         guard !args.isEmpty else {
             throw DriverError("image \(image) has no entrypoint or command, and the task sets none (config.command)", event: "Failed Validation")
         }
-        let user = try resolveUser(ctx.task.user ?? cfg.user ?? "", rootfs: rootfs)
+        let user = try TaskUser.resolve(ctx.task.user ?? cfg.user ?? "", etc: rootfs + "/etc", fallback: .root)
+        try user.own(ctx.directories)
         var c = ctx
         c.environment = env
         let config = RuncDriver.config(c, args: args, rootfs: rootfs, hostMounts: false,
@@ -90,23 +91,4 @@ public struct ContainerDriver: TaskDriver {
     }
 
     /// `uid[:gid]` or a user name from the image's /etc/passwd; empty is root.
-    func resolveUser(_ spec: String, rootfs: String) throws(DriverError) -> (uid: Int, gid: Int) {
-        if spec.isEmpty { return (0, 0) }
-        let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
-        func lookup(_ file: String, _ name: String) -> (Int, Int)? {
-            for line in (readSmallFile(rootfs + "/etc/" + file) ?? "").split(separator: "\n") {
-                let f = line.split(separator: ":", omittingEmptySubsequences: false)
-                if f.count >= 4, f[0] == name, let a = Int(f[2]) { return (a, Int(f[3]) ?? a) }
-            }
-            return nil
-        }
-        let uid: Int, defaultGid: Int
-        if let n = Int(parts[0]) { uid = n; defaultGid = n } else if let (u, g) = lookup("passwd", parts[0]) { uid = u; defaultGid = g } else {
-            throw DriverError("user \(parts[0]) is not in the image's /etc/passwd", event: "Failed Validation")
-        }
-        guard parts.count == 2 else { return (uid, defaultGid) }
-        if let g = Int(parts[1]) { return (uid, g) }
-        guard let (g, _) = lookup("group", parts[1]) else { throw DriverError("group \(parts[1]) is not in the image's /etc/group", event: "Failed Validation") }
-        return (uid, g)
-    }
 }

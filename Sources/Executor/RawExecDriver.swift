@@ -4,7 +4,9 @@ import Glibc
 #endif
 
 /// `raw_exec`: the command as a plain process of the host, started by libuv, output to the
-/// task's log files, optionally limited by the task's cgroup.
+/// task's log files, optionally limited by the task's cgroup. It runs as the agent's user unless
+/// the task names a `user` (then through util-linux's `setpriv`, with that user's ids and no
+/// supplementary groups; so do commands run in it and its script checks).
 public struct RawExecDriver: TaskDriver {
     public let name = TaskSpec.Driver.rawExec
     /// Put the process in the task's cgroup (memory, CPU, pids limits).
@@ -22,14 +24,56 @@ public struct RawExecDriver: TaskDriver {
             throw DriverError("command \(command) not found (PATH=\(ctx.environment["PATH"] ?? ""))", recoverable: false)
         }
         let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        let spec = SpawnSpec(path: path, arguments: [command] + ctx.arguments, environment: env,
+        var user: TaskUser?
+        if let name = ctx.task.user, !name.isEmpty {
+            let u = try TaskUser.resolve(name, etc: "/etc", fallback: .root)
+            if u.uid != 0 || u.gid != 0 {
+                guard geteuid() == 0 else { throw DriverError("user \(name) needs the agent to run as root", event: "Failed Validation", recoverable: false) }
+                try u.own(ctx.directories)
+                user = u
+            }
+        }
+        let (program, argv) = try Self.asUser(user.map { ($0.uid, $0.gid) }, path, [command] + ctx.arguments)
+        let spec = SpawnSpec(path: program, arguments: argv, environment: env,
                              workingDirectory: ctx.directories.task, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         let pid: Int32
         do { pid = try await ProcessSupervisor.shared.spawn(spec, onExit: ctx.onExit) } catch {
             throw DriverError(error.description)
         }
         if useCgroups && ctx.cgroup.version != .none { ctx.cgroup.add(pid: pid) }
-        return TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0)
+        var handle = TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0)
+        handle.uid = user?.uid
+        handle.gid = user?.gid
+        return handle
+    }
+
+    /// The program and argv that run `argv` (at `path`) as `user`: itself, or through setpriv.
+    static func asUser(_ user: (uid: Int, gid: Int)?, _ path: String, _ argv: [String]) throws(DriverError) -> (String, [String]) {
+        guard let user else { return (path, argv) }
+        guard let setpriv = resolveCommand("setpriv", path: TaskEnvironment.hostPath) else {
+            throw DriverError("setpriv (util-linux) not found: a raw_exec task cannot run as another user here", recoverable: false)
+        }
+        return (setpriv, ["setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--", path] + argv.dropFirst())
+    }
+
+    public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                        timeout: Duration) async -> (code: Int, output: String) {
+        guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]) else {
+            return (127, "command \(command.first ?? "") not found")
+        }
+        guard let (program, argv) = try? Self.asUser(handle.uid.map { ($0, handle.gid ?? $0) }, path, command) else {
+            return (127, "setpriv (util-linux) not found")
+        }
+        return await runCommand(program, argv, environment: environment.map { "\($0.key)=\($0.value)" }, directory: directory, timeout: timeout)
+    }
+
+    public func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                                   tty: Bool) -> InteractiveCommand? {
+        guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]),
+              let (program, argv) = try? Self.asUser(handle.uid.map { ($0, handle.gid ?? $0) }, path, command) else { return nil }
+        var env = environment
+        if tty && env["TERM"] == nil { env["TERM"] = "xterm" }
+        return InteractiveCommand(path: program, arguments: argv, environment: env.map { "\($0.key)=\($0.value)" }.sorted(), directory: directory)
     }
 
     public func signal(_ handle: TaskHandle, _ signal: Int32) {

@@ -5,8 +5,10 @@ import Glibc
 #endif
 
 /// `exec`: the command isolated by runc — private PID, IPC, UTS and mount namespaces, a root of
-/// read-only host `/usr /etc /bin /lib…` plus the task's directories, cgroup limits, and a
-/// reduced set of capabilities. The host network is shared (ports are host ports).
+/// read-only host `/usr /bin /lib…` plus the task's directories and a small `/etc` of its own
+/// (never the host's: no shadow file, no agent configuration), as `nobody` unless the task
+/// names a user, with no capabilities (a reduced set for root), `noNewPrivileges`, a seccomp
+/// filter and cgroup limits. The host network is shared (ports are host ports).
 ///
 /// No runc process stays beside a task: `runc create` + `runc start`, and the container's init,
 /// which outlives the agent, is watched directly (its exit status is the task's).
@@ -52,8 +54,10 @@ public struct RuncDriver: TaskDriver {
         }
         let bundle = ctx.directories.task + "/bundle"
         let rootfs = bundle + "/rootfs"
-        try prepareHostRoot(rootfs)
-        let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: (0, 0))
+        let user = try TaskUser.resolve(ctx.task.user ?? "", etc: "/etc", fallback: .nobody)
+        try prepareHostRoot(rootfs, user: user)
+        try user.own(ctx.directories)
+        let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: user)
         try writeFile(bundle + "/config.json", config.text)
         return try await run(ctx, bundle: bundle, runc: runc)
     }
@@ -130,8 +134,10 @@ public struct RuncDriver: TaskDriver {
         Task { _ = await runHelper(runc, ["--root", stateRoot, "delete", "--force", id]) }
     }
 
-    /// An empty root with the mount points, and symlinks where the host has them (`/bin → usr/bin`).
-    func prepareHostRoot(_ rootfs: String) throws(DriverError) {
+    /// An empty root with the mount points, symlinks where the host has them (`/bin → usr/bin`),
+    /// and an `/etc` of the task's own: `passwd` and `group` naming root, nobody and the task's
+    /// user (the few host files programs need are bound over it read-only; see ``etcFiles``).
+    func prepareHostRoot(_ rootfs: String, user: TaskUser) throws(DriverError) {
         guard mkdirAll(rootfs) == 0 else { throw DriverError("cannot create \(rootfs): \(String(cString: strerror(errno)))") }
         for d in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
             var buf = [CChar](repeating: 0, count: 4096)
@@ -144,11 +150,23 @@ public struct RuncDriver: TaskDriver {
             }
         }
         for d in ["usr", "etc", "alloc", "local", "secrets", "tmp", "proc", "dev", "sys"] { mkdirAll(rootfs + "/" + d) }
+        var passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        var group = "root:x:0:\nnogroup:x:65534:\n"
+        if user.uid != 0 && user.uid != 65534 { passwd += "\(user.name.allSatisfy(\.isNumber) ? "task" : user.name):x:\(user.uid):\(user.gid)::/local:/bin/sh\n" }
+        if user.gid != 0 && user.gid != 65534 { group += "task:x:\(user.gid):\n" }
+        try writeFile(rootfs + "/etc/passwd", passwd)
+        try writeFile(rootfs + "/etc/group", group)
     }
+
+    /// Host files under /etc that ordinary programs need, bound read-only into an `exec` task's
+    /// own /etc: name resolution, the dynamic linker's cache, time zone, TLS roots, and Debian's
+    /// alternatives (`/usr/bin/awk` → `/etc/alternatives/awk`).
+    static let etcFiles = ["/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/ld.so.cache", "/etc/localtime",
+                           "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/protocols", "/etc/services"]
 
     /// The OCI runtime config of a task.
     static func config(_ ctx: TaskContext, args: [String], rootfs: String, hostMounts: Bool, cwd: String,
-                       user: (uid: Int, gid: Int)) -> JSONValue {
+                       user: TaskUser) -> JSONValue {
         var mounts: [JSONValue] = [
             ["destination": "/proc", "type": "proc", "source": "proc"],
             ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]],
@@ -163,27 +181,31 @@ public struct RuncDriver: TaskDriver {
             bind(ctx.directories.secrets, "/secrets", readOnly: false),
         ]
         if hostMounts {
-            for d in ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            for d in ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
                 var isLink = [CChar](repeating: 0, count: 8)
                 if access(d, F_OK) == 0 && readlink(d, &isLink, isLink.count) < 0 { mounts.append(bind(d, d, readOnly: true)) }
             }
+            for f in etcFiles where access(f, F_OK) == 0 { mounts.append(bind(f, f, readOnly: true)) }
         } else {
             // Name resolution for images: the host's resolver settings, read-only.
             for f in ["/etc/resolv.conf", "/etc/hosts"] where access(f, F_OK) == 0 {
                 mounts.append(bind(f, f, readOnly: true))
             }
         }
+        // Root in the task keeps a reduced set; anyone else has none (the bounding set still
+        // caps what a setuid program could regain, and noNewPrivileges stops that too).
         let caps = JSONValue.strings(capabilities)
+        let held = user.uid == 0 ? caps : JSONValue.strings([])
         let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         return [
             "ociVersion": "1.0.2",
             "process": [
                 "terminal": false,
-                "user": ["uid": .number(user.uid), "gid": .number(user.gid)],
+                "user": ["uid": .number(user.uid), "gid": .number(user.gid), "additionalGids": [.number(user.gid)]],
                 "args": .strings(args),
                 "env": .strings(env),
                 "cwd": .string(cwd),
-                "capabilities": ["bounding": caps, "effective": caps, "permitted": caps],
+                "capabilities": ["bounding": caps, "effective": held, "permitted": held],
                 "noNewPrivileges": true,
             ],
             "root": ["path": .string(rootfs), "readonly": false],
@@ -202,6 +224,7 @@ public struct RuncDriver: TaskDriver {
                 "maskedPaths": .strings(["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                                          "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]),
                 "readonlyPaths": .strings(["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]),
+                "seccomp": SeccompProfile.json,
             ],
         ]
     }

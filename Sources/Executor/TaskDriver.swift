@@ -28,6 +28,9 @@ public struct TaskHandle: Codable, Sendable, Equatable {
     public var container: String?
     /// The OCI bundle directory (exec and container drivers).
     public var bundle: String?
+    /// The user a raw_exec task runs as when it names one (commands run in it run as it too).
+    public var uid: Int?
+    public var gid: Int?
 
     public init(pid: Int32, startTime: UInt64, container: String? = nil, bundle: String? = nil) {
         self.pid = pid

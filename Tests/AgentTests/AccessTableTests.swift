@@ -211,7 +211,7 @@ import Testing
             for (body, message) in [(#"{"namespaces": {"default": ["fly"]}}"#, "\"fly\" is not one of"),
                                     (#"{"node": "admin"}"#, "node: \"admin\" is not read, write or deny"),
                                     (#"{"namespaces": {"bad ns": ["read"]}}"#, "must be a namespace name"),
-                                    (#"{"variables": {"../x": "read"}}"#, "is not a variable path prefix"),
+                                    (#"{"variables": {"app/\u00e9": "read"}}"#, "is not a variable path prefix"),
                                     (#"{"namespaces": [1]}"#, "wrong type")] {
                 let r = try await send(.put, "/v1/acl/policy/p", body, token: root)
                 #expect(r.0 == .badRequest && r.1.replacingOccurrences(of: "\\\"", with: "\"").contains(message), "\(body): \(r.1)")
@@ -225,6 +225,11 @@ import Testing
             #expect(try await send(.post, "/v1/acl/tokens", #"{"policies": ["nope"]}"#, token: root).1.contains("policy_not_found"))
             #expect(try await send(.post, "/v1/acl/tokens", #"{"type": "management", "policies": ["dev"]}"#, token: root).0 == .badRequest)
             #expect(try await send(.post, "/v1/acl/tokens", #"{"ttl": "99999999999999999999d"}"#, token: root).0 == .badRequest)
+            #expect(try await send(.post, "/v1/acl/tokens", #"{"ttl": "1000000d"}"#, token: root).0 == .badRequest)
+            let gone = try await send(.post, "/v1/acl/tokens", #"{"ttl": "0s"}"#, token: root)
+            let goneToken = try JSONDecoder().decode(ACLTokenView.self, from: Data(gone.1.utf8))
+            #expect(goneToken.expired)
+            #expect(try await send(.get, "/v1/acl/token/self", token: goneToken.secretID).1.contains("unknown or expired"))
             #expect(try await send(.post, "/v1/acl/tokens", #"{"type": "root"}"#, token: root).0 == .badRequest)
             let made = try await send(.post, "/v1/acl/tokens", #"{"name": "ci", "policies": ["dev"], "ttl": "1h"}"#, token: root)
             let token = try JSONDecoder().decode(ACLTokenView.self, from: Data(made.1.utf8))

@@ -27,6 +27,71 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         #expect(readSmallFile(root + "/alloc/e1/main/local/f") == "hi\n")
     }
 
+    @Test("an exec task runs as nobody with no capabilities, a seccomp filter, its own /etc, and nothing of the agent's or other allocations' files")
+    func leastPrivilege() async throws {
+        let root = tempDir("exec-priv")
+        let log = ReportLog()
+        let ex = executor(root, log)
+        // A neighbour allocation with a file of its own, and the agent's keyring beside them.
+        try "k".write(toFile: root + "/keyring.json", atomically: true, encoding: .utf8)
+        let script = """
+            echo uid=$(id -u) gid=$(id -g)
+            grep CapEff /proc/self/status
+            cat /etc/shadow >/dev/null 2>&1 && echo shadow-read || echo shadow-refused
+            test -e /etc/caravan && echo etc-caravan || echo no-etc-caravan
+            cat \(root)/keyring.json >/dev/null 2>&1 && echo keyring-read || echo keyring-refused
+            cat \(root)/alloc/n1/main/local/mine >/dev/null 2>&1 && echo neighbour-read || echo neighbour-refused
+            unshare -U true 2>/dev/null && echo unshare-ok || echo unshare-refused
+            awk 'BEGIN { print "awk-ok" }'
+            echo x > /local/a && echo local-writable
+            echo x > /alloc/b && echo alloc-writable
+            echo x > /secrets/c && echo secrets-writable
+            """
+        await ex.sync([assignment("n1", type: .batch, tasks: [shell("main", "echo secret > /local/mine", driver: .exec)])])
+        try await log.wait("neighbour done", { $0?.clientStatus == .complete }, id: "n1")
+        await ex.sync([assignment("n1", type: .batch, tasks: [shell("main", "echo secret > /local/mine", driver: .exec)]),
+                       assignment("p1", type: .batch, tasks: [shell("main", script, driver: .exec)])])
+        try await log.wait("complete", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "p1")
+        let files = try #require(await ex.logFiles(allocation: "p1", task: "main", stderr: false))
+        let out = String(decoding: LogRotation.read(files, offset: 0, length: 8192).bytes, as: UTF8.self)
+        #expect(out == """
+            uid=65534 gid=65534
+            CapEff:\t0000000000000000
+            shadow-refused
+            no-etc-caravan
+            keyring-refused
+            neighbour-refused
+            unshare-refused
+            awk-ok
+            local-writable
+            alloc-writable
+            secrets-writable
+
+            """, "\(log.report("p1")!)")
+        // Commands run in the task run as its user too.
+        await ex.sync([assignment("p2", tasks: [shell("main", "exec sleep 60", driver: .exec)])])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "p2")
+        let who = try await ex.execute(allocation: "p2", task: "main", command: ["id", "-u"], timeout: .seconds(10))
+        #expect(who.output.trimmingCharacters(in: .whitespacesAndNewlines) == "65534", "\(who)")
+        var stop = assignment("p2", tasks: [shell("main", "exec sleep 60", driver: .exec)])
+        stop.allocation.desiredStatus = .stop
+        await ex.sync([stop])
+        // A task that names root keeps the reduced capability set (and still no host /etc).
+        var asRoot = shell("main", "echo uid=$(id -u); grep CapEff /proc/self/status; test -e /etc/shadow && echo shadow || echo no-shadow", driver: .exec)
+        asRoot.user = "root"
+        await ex.sync([assignment("r1", type: .batch, tasks: [asRoot])])
+        try await log.wait("root task done", { $0?.clientStatus == .complete }, id: "r1")
+        let rootOut = String(decoding: LogRotation.read(try #require(await ex.logFiles(allocation: "r1", task: "main", stderr: false)), offset: 0,
+                                                        length: 4096).bytes, as: UTF8.self)
+        #expect(rootOut.hasPrefix("uid=0\nCapEff:\t00000000a80405fb\nno-shadow"), "\(rootOut)")
+        // An unknown user is refused with its name.
+        var ghost = shell("main", "true", driver: .exec)
+        ghost.user = "no-such-user"
+        await ex.sync([assignment("g1", type: .batch, tasks: [ghost])])
+        try await log.wait("refused", { $0?.clientStatus == .failed }, id: "g1")
+        #expect(log.report("g1")!.taskStates["main"]?.events.contains { $0.message.contains("user no-such-user is not in /etc/passwd") } == true)
+    }
+
     @Test("an interactive command in an exec task gets a terminal inside the container, input and a resize")
     func interactiveTerminal() async throws {
         let root = tempDir("exec-tty")

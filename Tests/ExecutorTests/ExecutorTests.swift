@@ -86,6 +86,28 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         #expect(st.events.map(\.type) == ["Received", "Started", "Terminated"])
     }
 
+    @Test("a task that names a user runs as it, and so do commands run in it", .enabled(if: geteuid() == 0))
+    func runsAsItsUser() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("raw-user"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        var t = shell("main", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); echo x > local/f && echo local-writable; exec sleep 60")
+        t.user = "nobody"
+        await ex.sync([assignment("u1", tasks: [t])])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "u1")
+        for _ in 0..<500 {
+            let files = await ex.logFiles(allocation: "u1", task: "main", stderr: false) ?? []
+            if String(decoding: LogRotation.read(files, offset: 0, length: 4096).bytes, as: UTF8.self).contains("local-writable") { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let files = try #require(await ex.logFiles(allocation: "u1", task: "main", stderr: false))
+        #expect(String(decoding: LogRotation.read(files, offset: 0, length: 4096).bytes, as: UTF8.self) == "uid=65534 gid=65534 groups=65534\nlocal-writable\n")
+        let who = try await ex.execute(allocation: "u1", task: "main", command: ["id", "-u"], timeout: .seconds(10))
+        #expect(who.output == "65534\n", "\(who)")
+        var stop = assignment("u1", tasks: [t])
+        stop.allocation.desiredStatus = .stop
+        await ex.sync([stop])
+    }
+
     @Test("a crashing task restarts per policy, then stops with attempts exhausted and fails the allocation")
     func restartsThenFails() async throws {
         let log = ReportLog()

@@ -156,7 +156,8 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         }
         let need = try rule.requirement(request)
-        let identity = try await resolver.identity(secret: request.headers[AccessRules.tokenHeader])
+        // Open routes need no token and no ACL state (they answer while Raft has no leader).
+        let identity = need == .open ? Identity.unrestricted : try await resolver.identity(secret: request.headers[AccessRules.tokenHeader])
         guard identity.allows(need) else { throw AccessRules.denied(need) }
         return try await Caller.$current.withValue(Caller(identity: identity, requirement: need)) {
             try await next(request, context)
@@ -167,18 +168,51 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
 /// Turns a token secret into an ``Identity`` from the replicated ACL state. Agents outside the
 /// Raft group ask a member; answers are kept for ``ttl`` (so a revoked token stops working on
 /// every agent within that time; on the agent that revoked it at once).
+///
+/// When no member answers (no leader yet, a partition), an agent that has never seen ACLs on —
+/// in its own copy, in an answer, or in its marker file — serves as ACLs-off; one that has
+/// refuses with 503 `acl_unavailable` rather than let anyone in.
 final class TokenResolver: Sendable {
     typealias Fetch = @Sendable ([UInt8]?) async throws -> ACLState
     private let fetch: Fetch
+    private let local: @Sendable () -> ACLState
     /// `acl.enabled` in the agent's configuration: deny by default even before the bootstrap.
     let enforceBeforeBootstrap: Bool
     private let cache = Mutex<[[UInt8]: (state: ACLState, at: ContinuousClock.Instant)]>([:])
+    /// Set for good once this agent has seen ACLs on (kept in ``markerPath`` across restarts).
+    private let seenOn: Mutex<Bool>
+    private let markerPath: String?
     static let ttl: Duration = .seconds(2)
     static let maxCached = 10_000
 
-    init(enforceBeforeBootstrap: Bool, fetch: @escaping Fetch) {
+    init(enforceBeforeBootstrap: Bool, markerPath: String? = nil, local: @escaping @Sendable () -> ACLState = { ACLState() },
+         fetch: @escaping Fetch) {
         self.enforceBeforeBootstrap = enforceBeforeBootstrap
         self.fetch = fetch
+        self.local = local
+        self.markerPath = markerPath
+        self.seenOn = Mutex(markerPath.map { FileManager.default.fileExists(atPath: $0) } ?? false)
+    }
+
+    private func noteOn() {
+        let first = seenOn.withLock { seen in
+            defer { seen = true }
+            return !seen
+        }
+        if first, let markerPath { FileManager.default.createFile(atPath: markerPath, contents: Data("ACLs are on in this cluster\n".utf8)) }
+    }
+
+    /// The ACL state for this secret hash: a member's answer, or (none answering) what this
+    /// agent may safely assume.
+    private func state(for hash: [UInt8]?) async throws -> ACLState {
+        do { return try await fetch(hash) } catch {
+            let mine = local()
+            if mine.bootstrapped { return mine.subset(secretHash: hash) }
+            if seenOn.withLock({ $0 }) || enforceBeforeBootstrap {
+                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot resolve the ACL token: no Raft member answers (\(error))")
+            }
+            return mine
+        }
     }
 
     func forget() { cache.withLock { $0.removeAll() } }
@@ -192,11 +226,8 @@ final class TokenResolver: Sendable {
         if let hit = cache.withLock({ $0[key] }), now - hit.at < Self.ttl {
             state = hit.state
         } else {
-            do { state = try await fetch(hash) } catch let e as APIError {
-                throw e
-            } catch {
-                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot resolve the ACL token: \(error)")
-            }
+            state = try await self.state(for: hash)
+            if state.bootstrapped { noteOn() }
             cache.withLock { c in
                 if c.count >= Self.maxCached { c.removeAll() }
                 c[key] = (state, now)

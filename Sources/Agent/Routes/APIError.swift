@@ -68,11 +68,18 @@ final class RouteMethods: Sendable {
         table.withLock { t in t = byPath.map { (pattern: $0.key.split(separator: "/"), methods: $0.value) } }
     }
 
-    /// The methods a path answers to (empty if none of the routes matches it).
+    /// The methods a path answers to (empty if none of the routes matches it): those of the
+    /// most specific matching routes (most literal segments), as the router picks them —
+    /// `/v1/acl/token/self` answers GET only, though `/v1/acl/token/{accessor}` takes more.
     func methods(for path: String) -> Set<String> {
         let parts = path.split(separator: "/")
         var out = Set<String>()
-        for (pattern, methods) in table.withLock({ $0 }) where Self.matches(pattern, parts) { out.formUnion(methods) }
+        var best = -1
+        for (pattern, methods) in table.withLock({ $0 }) where Self.matches(pattern, parts) {
+            let literal = pattern.filter { !$0.hasPrefix(":") && !$0.hasPrefix("{") && $0 != "**" && $0 != "*" }.count
+            if literal > best { best = literal; out = [] }
+            if literal == best { out.formUnion(methods) }
+        }
         return out
     }
 

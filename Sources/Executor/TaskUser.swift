@@ -1,0 +1,77 @@
+import CaravanModel
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who a task runs as: a uid and gid, from a task's `user` (`NAME`, `UID`, `NAME:GROUP`,
+/// `UID:GID`) looked up in an `/etc/passwd` and `/etc/group` (the image's for containers, the
+/// host's for `exec` and `raw_exec`).
+public struct TaskUser: Sendable, Equatable {
+    public var uid: Int
+    public var gid: Int
+    public var name: String
+
+    public static let root = TaskUser(uid: 0, gid: 0, name: "root")
+    /// What `exec` tasks run as unless they name a user.
+    public static let nobody = TaskUser(uid: 65534, gid: 65534, name: "nobody")
+
+    /// Resolves `spec` against `<etc>/passwd` and `<etc>/group`; an empty spec is `fallback`.
+    public static func resolve(_ spec: String, etc: String, fallback: TaskUser) throws(DriverError) -> TaskUser {
+        if spec.isEmpty { return fallback }
+        let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        func lookup(_ file: String, _ name: String) -> (Int, Int)? {
+            for line in (readSmallFile(etc + "/" + file) ?? "").split(separator: "\n") {
+                let f = line.split(separator: ":", omittingEmptySubsequences: false)
+                if f.count >= 4, f[0] == name, let a = Int(f[2]) { return (a, Int(f[3]) ?? a) }
+            }
+            return nil
+        }
+        func id(_ s: String) -> Int? { s.allSatisfy(\.isNumber) && !s.isEmpty && s.count <= 10 ? Int(s).flatMap { $0 <= 0xFFFF_FFFE ? $0 : nil } : nil }
+        var user: TaskUser
+        if let n = id(parts[0]) { user = TaskUser(uid: n, gid: n, name: parts[0]) } else if let (u, g) = lookup("passwd", parts[0]) {
+            user = TaskUser(uid: u, gid: g, name: parts[0])
+        } else if parts[0] == "nobody" {
+            user = .nobody
+        } else {
+            throw DriverError("user \(parts[0]) is not in \(etc)/passwd", event: "Failed Validation", recoverable: false)
+        }
+        guard parts.count == 2 else { return user }
+        if let g = id(parts[1]) { user.gid = g } else if let (g, _) = lookup("group", parts[1]) { user.gid = g } else {
+            throw DriverError("group \(parts[1]) is not in \(etc)/group", event: "Failed Validation", recoverable: false)
+        }
+        return user
+    }
+
+    /// Gives the task's own directories to this user (`local`, `secrets`), and lets it create
+    /// files in the allocation's shared directory (sticky, like /tmp). Root needs nothing.
+    public func own(_ d: TaskDirectories) throws(DriverError) {
+        guard uid != 0 else { return }
+        for dir in [d.local, d.secrets] where chown(dir, uid_t(uid), gid_t(gid)) != 0 {
+            throw DriverError("cannot give \(dir) to uid \(uid): \(String(cString: strerror(errno)))")
+        }
+        chmod(d.shared, 0o1777)
+    }
+}
+
+/// The seccomp filter every isolated task (`exec`, `container`) runs under: everything is
+/// allowed but the system calls that reach past a container — loading kernel modules, mounting,
+/// changing namespaces, tracing other processes, the kernel keyring, BPF, rebooting, setting the
+/// clock — which fail with EPERM.
+enum SeccompProfile {
+    static let refused = [
+        "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module", "fsconfig",
+        "fsmount", "fsopen", "fspick", "get_kernel_syms", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load",
+        "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
+        "open_tree", "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
+        "quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
+        "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
+    ]
+
+    static var json: JSONValue {
+        [
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": .strings(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
+            "syscalls": [["names": .strings(refused), "action": "SCMP_ACT_ERRNO", "errnoRet": 1]],
+        ]
+    }
+}
