@@ -6,6 +6,7 @@ import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// An error from the HTTP API or from reaching it.
 /// How an agent ends a stream early because it is shutting down: a trailer on log follows, an
@@ -101,13 +102,21 @@ public struct CaravanClient: Sendable {
     public var retryWrites: Duration = .seconds(20)
     /// The ACL token's secret, sent as `X-Caravan-Token` with every request.
     public var token: String?
+    /// TLS, for an `https://` address (required there).
+    public let tls: ClientTLS?
 
-    /// Parses `http://HOST:PORT` (the port defaults to 4680).
-    public init(address: String, timeout: Duration = .seconds(30)) throws(ClientError) {
+    /// Parses `http://HOST:PORT` or `https://HOST:PORT` (the port defaults to 4680); an https
+    /// address needs `tls`.
+    public init(address: String, timeout: Duration = .seconds(30), tls: ClientTLS? = nil) throws(ClientError) {
         var rest = Substring(address)
-        if rest.hasPrefix("http://") { rest = rest.dropFirst(7) } else if rest.contains("://") {
-            throw ClientError(.badAddress, "unsupported address \(address): only http:// is served")
+        let secure = rest.hasPrefix("https://")
+        if rest.hasPrefix("http://") { rest = rest.dropFirst(7) } else if secure { rest = rest.dropFirst(8) } else if rest.contains("://") {
+            throw ClientError(.badAddress, "unsupported address \(address): use http:// or https://")
         }
+        if secure && tls == nil {
+            throw ClientError(.badAddress, "\(address) is https: give the CA certificate (--ca-cert or CARAVAN_CACERT)")
+        }
+        self.tls = secure ? tls : nil
         while rest.hasSuffix("/") { rest = rest.dropLast() }
         var host = rest
         var port = 4680
@@ -131,7 +140,7 @@ public struct CaravanClient: Sendable {
         guard !host.isEmpty else { throw ClientError(.badAddress, "no host in address \(address)") }
         self.host = host == "localhost" ? "127.0.0.1" : String(host)
         self.port = port
-        self.baseURL = "http://\(address.hasPrefix("http://") ? String(address.dropFirst(7)) : address)"
+        self.baseURL = secure ? address : "http://\(address.hasPrefix("http://") ? String(address.dropFirst(7)) : address)"
         self.timeout = .nanoseconds(Int64(timeout / .nanoseconds(1)))
     }
 
@@ -230,10 +239,15 @@ public struct CaravanClient: Sendable {
 
     /// A connection to the agent speaking HTTP/1.1, its answer going to `handler`.
     func connect(to address: SocketAddress, _ handler: some ChannelInboundHandler & Sendable) async throws -> any Channel {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let tls = self.tls
+        let host = self.host
+        return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.name(for: host)))
+                    }
                     try ch.pipeline.syncOperations.addHTTPClientHandlers()
                     try ch.pipeline.syncOperations.addHandler(handler)
                 }
@@ -301,8 +315,25 @@ public struct CaravanClient: Sendable {
         return Stream(status: status, headers: headers, body: body, close: { channel.close(promise: nil) })
     }
 
+    static let closedWithoutAnswer = "the agent closed the connection without an answer (an agent serving https closes plain http connections)"
+
+    /// An error while the answer was read: TLS refusals said plainly, anything else as it came.
+    static func answerError(_ error: any Error) -> ClientError {
+        if error is NIOSSLError || error is BoringSSLError { return ClientError(.unreachable, "TLS: " + describe(error)) }
+        return ClientError(.badResponse, "bad HTTP answer: \(error)")
+    }
+
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        let text = "\(error)"
+        if text.contains("CERTIFICATE_REQUIRED") { return "the agent asks for a client certificate from its CA (--client-cert, --client-key)" }
+        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificateVerify") {
+            return "the agent's certificate is not from this CA or does not name \(ClientTLS.serverRole) (--ca-cert, --tls-server-name)"
+        }
+        if text.contains("DECRYPT_ERROR") || text.contains("BAD_CERTIFICATE") || text.contains("UNKNOWN_CA") {
+            return "the agent refused this client certificate (is it from the agent's CA?)"
+        }
+        if error is NIOSSLError || error is BoringSSLError { return "TLS handshake failed: \(text)" }
         if let c = error as? NIOConnectionError, let first = c.connectionErrors.first { return describe(first.error) }
         if error is ChannelError { return "connection failed" }
         return "\(error)"
@@ -592,11 +623,11 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(ClientError(.unreachable, "the agent closed the connection without an answer"))
+        promise.fail(ClientError(.unreachable, CaravanClient.closedWithoutAnswer))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(ClientError(.badResponse, "bad HTTP answer: \(error)"))
+        promise.fail(CaravanClient.answerError(error))
         context.close(promise: nil)
     }
 }
@@ -629,13 +660,13 @@ final class StreamingCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        head.fail(ClientError(.unreachable, "the agent closed the connection without an answer"))
+        head.fail(ClientError(.unreachable, CaravanClient.closedWithoutAnswer))
         body.finish(throwing: ClientError(.unreachable, "the agent closed the connection"))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        head.fail(ClientError(.badResponse, "bad HTTP answer: \(error)"))
-        body.finish(throwing: ClientError(.badResponse, "bad HTTP answer: \(error)"))
+        head.fail(CaravanClient.answerError(error))
+        body.finish(throwing: CaravanClient.answerError(error))
         context.close(promise: nil)
     }
 }

@@ -9,10 +9,13 @@ import Glibc
 import Gossip
 import GossipNIO
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Keyring
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Raft
 import RaftNIO
 import ServiceLifecycle
@@ -29,6 +32,11 @@ public final class Agent: Sendable {
     let images: ImageStore
     let logger: Logger
     let capacity: CapacityView
+    /// TLS for this agent's calls to other agents (relays): its own certificate as the client's,
+    /// and the server role checked in theirs.
+    let peerTLS: ClientTLS?
+    /// The HTTP server's TLS configuration, checked at start.
+    let serverTLS: TLSConfiguration?
     /// Who calls: ACL tokens resolved against the replicated ACL state.
     let tokens: TokenResolver
     /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
@@ -45,7 +53,9 @@ public final class Agent: Sendable {
     private let leaving = Mutex<Task<Void, Never>?>(nil)
 
     private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, images: ImageStore,
-                 logger: Logger, capacity: CapacityView, metadata: NodeMetadata) {
+                 logger: Logger, capacity: CapacityView, metadata: NodeMetadata, tls: (server: TLSConfiguration, peer: ClientTLS)?) {
+        self.serverTLS = tls?.server
+        self.peerTLS = tls?.peer
         self.concurrency = (ConcurrencyLimit(config.limits.maxExecSessions, "exec sessions"),
                             ConcurrencyLimit(config.limits.maxLogFollows, "log follows"))
         self.images = images
@@ -84,6 +94,7 @@ public final class Agent: Sendable {
             throw AgentError("cannot create data dir \(config.dataDir): \(error)")
         }
         let keyring = try loadKeyring(config, logger: logger)
+        let tls = try config.tls.map(Self.loadTLS)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
         let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries,
                                 registryCAs: config.registryCAs, registryClientCertificates: config.registryClientCertificates)
@@ -138,7 +149,29 @@ public final class Agent: Sendable {
         let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, address: config.bind, drivers: drivers,
                                 report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
         return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, images: images, logger: logger,
-                     capacity: capacity, metadata: metadata)
+                     capacity: capacity, metadata: metadata, tls: tls)
+    }
+
+    /// The HTTP server's TLS configuration and the client side for calls to other agents, from
+    /// the configured files; a file that cannot be read, or a certificate that does not match its
+    /// key, stops the start with its name.
+    static func loadTLS(_ t: AgentTLS) throws -> (server: TLSConfiguration, peer: ClientTLS) {
+        let chain: [NIOSSLCertificate], key: NIOSSLPrivateKey, ca: [NIOSSLCertificate]
+        do { ca = try NIOSSLCertificate.fromPEMFile(t.caFile) } catch { throw AgentError("tls.caFile \(t.caFile): \(error)", usage: true) }
+        do { chain = try NIOSSLCertificate.fromPEMFile(t.certFile) } catch { throw AgentError("tls.certFile \(t.certFile): \(error)", usage: true) }
+        do { key = try NIOSSLPrivateKey(file: t.keyFile, format: .pem) } catch { throw AgentError("tls.keyFile \(t.keyFile): \(error)", usage: true) }
+        var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        server.minimumTLSVersion = .tlsv12
+        server.trustRoots = .certificates(ca)
+        server.certificateVerification = t.verifyIncoming ? .noHostnameVerification : .none
+        do { _ = try NIOSSLContext(configuration: server) } catch {
+            throw AgentError("tls: \(t.certFile) and \(t.keyFile) do not make a usable certificate: \(error)", usage: true)
+        }
+        let peer: ClientTLS
+        do { peer = try ClientTLS(caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, serverName: ClientTLS.serverRole) } catch {
+            throw AgentError(error.message, usage: true)
+        }
+        return (server, peer)
     }
 
     /// The task drivers of this agent; those whose fingerprint fails are not offered to the scheduler.
@@ -246,9 +279,10 @@ public final class Agent: Sendable {
     public func run() async throws {
         let router = makeRouter()
         let counter = httpConnections
+        let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
+                                                                 idleTimeout: Self.httpIdleTimeout))
         let app = Application(router: router,
-                              server: .http1(configuration: .init(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
-                                                                  idleTimeout: Self.httpIdleTimeout)),
+                              server: try serverTLS.map { try .tls(http1, tlsConfiguration: $0) } ?? http1,
                               configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
                                                    serverName: "caravan"),
                               logger: logger)

@@ -24,6 +24,8 @@ public struct AgentConfiguration: Sendable {
     /// `acl: {enabled: true}` / `--acl-enabled`: deny calls without a token even before
     /// `caravan acl bootstrap` (which turns ACLs on for the whole cluster either way).
     public var aclEnabled = false
+    /// TLS on the HTTP API (and on this agent's calls to other agents); nil: plain HTTP.
+    public var tls: AgentTLS?
     /// Caps on what callers may make the cluster and this agent hold (429 past them).
     public var limits = ClusterLimits()
     /// Where the keyring lives; defaults to `<data-dir>/keyring.json`.
@@ -57,6 +59,23 @@ public struct AgentConfiguration: Sendable {
     }
 
     public var keyringPath: String { keyringFile ?? dataDir + "/keyring.json" }
+}
+
+/// `tls: {caFile, certFile, keyFile, verifyIncoming}`: the cluster CA, this agent's certificate
+/// (from `caravan tls cert create --server`) and key; with `verifyIncoming` (the default) every
+/// caller must present a certificate from the CA (mutual TLS).
+public struct AgentTLS: Sendable, Equatable {
+    public var caFile: String
+    public var certFile: String
+    public var keyFile: String
+    public var verifyIncoming = true
+
+    public init(caFile: String, certFile: String, keyFile: String, verifyIncoming: Bool = true) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.verifyIncoming = verifyIncoming
+    }
 }
 
 public enum CaravanVersion {

@@ -54,6 +54,10 @@ struct AgentCommand: AsyncParsableCommand {
     var enableRawExec = false
     @Flag(help: "Deny calls without an ACL token even before `caravan acl bootstrap` (which turns ACLs on for every agent).")
     var aclEnabled = false
+    @Option(help: "TLS on the HTTP API: the cluster CA certificate (PEM; see `caravan tls`).") var tlsCaFile: String?
+    @Option(help: "TLS: this agent's certificate (`caravan tls cert create --server`).") var tlsCertFile: String?
+    @Option(help: "TLS: this agent's key.") var tlsKeyFile: String?
+    @Option(help: "TLS: ask every caller for a certificate from the CA (default true).") var tlsVerifyIncoming: Bool?
 
     func run() async throws {
         // Keys given on the command line must not stay visible in `ps`.
@@ -167,6 +171,25 @@ struct AgentCommand: AsyncParsableCommand {
         config.bootstrapExpect = expect
         config.dev = dev
         config.enableRawExec = try enableRawExec || dev || file?.bool("enableRawExec") ?? false
+        let tlsFile = try file?.map("tls") ?? [:]
+        for key in tlsFile.keys where !["caFile", "certFile", "keyFile", "verifyIncoming"].contains(key) {
+            throw CLIError.usage("\(file!.path): tls.\(key): unknown setting (caFile, certFile, keyFile, verifyIncoming)")
+        }
+        let ca = tlsCaFile ?? tlsFile["caFile"], cert = tlsCertFile ?? tlsFile["certFile"], key = tlsKeyFile ?? tlsFile["keyFile"]
+        var verify = tlsVerifyIncoming ?? true
+        if tlsVerifyIncoming == nil, let v = tlsFile["verifyIncoming"] {
+            guard v == "true" || v == "false" else { throw CLIError.usage("\(file!.path): tls.verifyIncoming: \"\(v)\" is not true or false") }
+            verify = v == "true"
+        }
+        switch (ca, cert, key) {
+        case (nil, nil, nil): break
+        case (let ca?, let cert?, let key?):
+            for (flag, f) in [("--tls-ca-file", ca), ("--tls-cert-file", cert), ("--tls-key-file", key)] where access(f, R_OK) != 0 {
+                throw CLIError.usage("\(flag): cannot read \(f)")
+            }
+            config.tls = AgentTLS(caFile: ca, certFile: cert, keyFile: key, verifyIncoming: verify)
+        default: throw CLIError.usage("TLS needs all three of --tls-ca-file, --tls-cert-file and --tls-key-file (or tls: {caFile, certFile, keyFile})")
+        }
         let acl = try file?.map("acl") ?? [:]
         for key in acl.keys where key != "enabled" { throw CLIError.usage("\(file!.path): acl.\(key): unknown setting (enabled)") }
         switch acl["enabled"] {

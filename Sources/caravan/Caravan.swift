@@ -12,7 +12,7 @@ struct Caravan: AsyncParsableCommand {
         abstract: "A masterless cluster scheduler: one agent on every machine.",
         version: "0.2.0",
         subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self, EvalCommand.self,
-                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self, ACLCommand.self]
+                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self, ACLCommand.self, TLSCommand.self]
     )
 
     /// Parses and runs a command; exit status 0 on success, 1 on a failed operation, 2 on bad usage or input.
@@ -70,12 +70,27 @@ struct ClientOptions: ParsableArguments {
     var address: String?
     @Option(name: .long, help: "The ACL token's secret (default $CARAVAN_TOKEN; prefer the variable: flags show in `ps`).")
     var token: String?
+    @Option(name: .long, help: "For https:// addresses: the CA certificate that signed the agents' (default $CARAVAN_CACERT).")
+    var caCert: String?
+    @Option(name: .long, help: "A client certificate for agents that ask for one (default $CARAVAN_CLIENT_CERT).")
+    var clientCert: String?
+    @Option(name: .long, help: "Its key (default $CARAVAN_CLIENT_KEY).")
+    var clientKey: String?
+    @Option(name: .long, help: "The name the agent's certificate must carry (default server.caravan for an IP address; $CARAVAN_TLS_SERVER_NAME).")
+    var tlsServerName: String?
 
     func client() throws -> CaravanClient {
         let env = ProcessInfo.processInfo.environment
         let a = address ?? env["CARAVAN_ADDR"] ?? "http://127.0.0.1:4680"
         var client: CaravanClient
-        do { client = try CaravanClient(address: a) } catch { throw CLIError.usage(error.message) }
+        do {
+            var tls: ClientTLS?
+            if a.hasPrefix("https://"), let ca = caCert ?? env["CARAVAN_CACERT"] {
+                tls = try ClientTLS(caFile: ca, certFile: clientCert ?? env["CARAVAN_CLIENT_CERT"], keyFile: clientKey ?? env["CARAVAN_CLIENT_KEY"],
+                                    serverName: tlsServerName ?? env["CARAVAN_TLS_SERVER_NAME"])
+            }
+            client = try CaravanClient(address: a, tls: tls)
+        } catch { throw CLIError.usage(error.message) }
         client.token = token ?? env["CARAVAN_TOKEN"]
         return client
     }

@@ -14,8 +14,22 @@ final class LocalCluster: @unchecked Sendable {
         var process: Process
         var dataDir: String
         var logPath: String
-        var api: CaravanClient { try! CaravanClient(address: "http://\(ip):4680") }
+        var tls: TLSFiles? = nil
+        var api: CaravanClient {
+            guard let tls else { return try! CaravanClient(address: "http://\(ip):4680") }
+            return try! CaravanClient(address: "https://\(ip):4680", tls: ClientTLS(caFile: tls.ca, certFile: tls.cert, keyFile: tls.key))
+        }
     }
+
+    /// The files a client of a cluster with TLS uses: its CA, a client certificate and key.
+    struct TLSFiles {
+        var ca: String
+        var cert: String
+        var key: String
+    }
+
+    /// Set when the agents serve https: `cli` and `api` use it.
+    var tls: TLSFiles?
 
     let subnet: Int
     let root: String
@@ -175,7 +189,7 @@ final class LocalCluster: @unchecked Sendable {
         p.standardOutput = log
         p.standardError = log
         try p.run()
-        let a = Agent(name: agentName, ip: ip(i), process: p, dataDir: dir + "/data", logPath: logPath)
+        let a = Agent(name: agentName, ip: ip(i), process: p, dataDir: dir + "/data", logPath: logPath, tls: tls)
         agents[agentName] = a
         return a
     }
@@ -360,8 +374,9 @@ func eventually(within timeout: Duration, every poll: Duration = .milliseconds(5
 extension LocalCluster {
     /// Runs `caravan ARGS --address http://<agent i>:4680` (inside the namespace if isolated).
     func cli(_ i: Int, _ args: [String], stdin: String? = nil, token: String? = nil) throws -> Output {
-        let full = args + ["--address", "http://\(ip(i)):4680"]
-        let env = token.map { ["CARAVAN_TOKEN": $0] } ?? [:]
+        let full = args + ["--address", "\(tls == nil ? "http" : "https")://\(ip(i)):4680"]
+        var env = token.map { ["CARAVAN_TOKEN": $0] } ?? [:]
+        if let tls { env.merge(["CARAVAN_CACERT": tls.ca, "CARAVAN_CLIENT_CERT": tls.cert, "CARAVAN_CLIENT_KEY": tls.key]) { a, _ in a } }
         return namespace == nil ? try Self.run(full, stdin: stdin, environment: env) : try inNamespace([Self.binary] + full, allowFailure: true)
     }
 

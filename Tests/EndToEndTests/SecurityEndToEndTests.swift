@@ -125,4 +125,89 @@ import Testing
         #expect(!list.stdout.contains(root))
         #expect(try c.cli(0, ["job", "stop", "--purge", "hello"], token: root).status == 0)
     }
+
+    /// Certificates for a test: a CA with an agent and a client certificate, and a second CA
+    /// with a client certificate of its own.
+    static func certificates(_ dir: String) throws -> (ca: String, server: String, client: String, otherClient: String) {
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (args, what) in [(["tls", "ca", "create", "--out", dir + "/ca"], "CA"),
+                             (["tls", "cert", "create", "--server", "--ca", dir + "/ca.pem", "--ca-key", dir + "/ca-key.pem", "--out", dir + "/server"], "server"),
+                             (["tls", "cert", "create", "--client", "--ca", dir + "/ca.pem", "--ca-key", dir + "/ca-key.pem", "--out", dir + "/client"], "client"),
+                             (["tls", "ca", "create", "--out", dir + "/other-ca"], "other CA"),
+                             (["tls", "cert", "create", "--client", "--ca", dir + "/other-ca.pem", "--ca-key", dir + "/other-ca-key.pem",
+                               "--out", dir + "/other-client"], "other client")] {
+            let r = try LocalCluster.run(args)
+            guard r.status == 0 else { throw HarnessError("\(what): \(r.stderr)") }
+        }
+        // Never overwritten; client certificates name no agent.
+        #expect(try LocalCluster.run(["tls", "ca", "create", "--out", dir + "/ca"]).stderr.contains("exists; not overwriting"))
+        #expect(try LocalCluster.run(["tls", "cert", "create", "--client", "--ip", "127.0.0.1", "--ca", dir + "/ca.pem", "--ca-key", dir + "/ca-key.pem",
+                                      "--out", dir + "/x"]).status == 2)
+        var st = stat()
+        #expect(stat(dir + "/ca-key.pem", &st) == 0 && st.st_mode & 0o777 == 0o600)
+        return (dir + "/ca", dir + "/server", dir + "/client", dir + "/other-client")
+    }
+
+    @Test func mutualTLSForTheCLIAndBetweenAgents() async throws {
+        let dir = NSTemporaryDirectory() + "caravan-tls-\(getpid())"
+        let certs = try Self.certificates(dir)
+        let c = try await LocalCluster(subnet: 80)
+        c.tls = .init(ca: certs.ca + ".pem", cert: certs.client + ".pem", key: certs.client + "-key.pem")
+        let tls = ["--tls-ca-file", certs.ca + ".pem", "--tls-cert-file", certs.server + ".pem", "--tls-key-file", certs.server + "-key.pem"]
+        try c.start(0, join: [1, 2], extra: tls)
+        try c.start(1, join: [0, 2], extra: tls)
+        try c.start(2, join: [0, 1], extra: tls)
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0, 1, 2])
+        let boot = try c.cli(0, ["acl", "bootstrap", "--json"])
+        let root = try #require(try JSONDecoder().decode(ACLTokenView.self, from: Data(boot.stdout.utf8)).secretID)
+
+        // The CLI with the CA, a client certificate and a token runs a job; its logs are relayed
+        // between agents over mutual TLS.
+        let hello = try Self.write("""
+            id: hello
+            groups:
+              - name: g
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "echo over-tls; sleep 300"]}, resources: {cpu: 10m, memory: 8Mi}}
+            """, "tls-hello")
+        let ran = try c.cli(0, ["job", "run", hello], token: root)
+        #expect(ran.status == 0, "\(ran.stdout)\(ran.stderr)")
+        let status = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "hello", "--json"], token: root).stdout.utf8))
+        let alloc = try #require(status.allocations.first { $0.clientStatus == "running" })
+        let node = try #require((0..<3).first { c.ip($0) == c.agents.values.first { $0.name == alloc.node }?.ip })
+        let relayed = try c.cli((node + 1) % 3, ["alloc", "logs", alloc.id, "t"], token: root)
+        #expect(relayed.status == 0 && relayed.stdout.contains("over-tls"), "\(relayed.stdout)\(relayed.stderr)")
+
+        // Refused: plain HTTP, no client certificate, a client certificate from another CA, an
+        // agent certificate checked against another CA.
+        let address = "https://\(c.ip(0)):4680"
+        let plain = try LocalCluster.run(["members", "--address", "http://\(c.ip(0)):4680"], environment: ["CARAVAN_TOKEN": root])
+        #expect(plain.status == 1 && plain.stderr.contains("plain http"), "\(plain.stderr)")
+        let noCert = try LocalCluster.run(["members", "--address", address], environment: ["CARAVAN_CACERT": certs.ca + ".pem", "CARAVAN_TOKEN": root])
+        #expect(noCert.status == 1 && noCert.stderr.contains("asks for a client certificate"), "\(noCert.stderr)")
+        let stranger = try LocalCluster.run(["members", "--address", address],
+                                            environment: ["CARAVAN_CACERT": certs.ca + ".pem", "CARAVAN_CLIENT_CERT": certs.otherClient + ".pem",
+                                                          "CARAVAN_CLIENT_KEY": certs.otherClient + "-key.pem", "CARAVAN_TOKEN": root])
+        #expect(stranger.status == 1 && stranger.stderr.contains("refused this client certificate"), "\(stranger.stderr)")
+        let wrongCA = try LocalCluster.run(["members", "--address", address],
+                                           environment: ["CARAVAN_CACERT": dir + "/other-ca.pem", "CARAVAN_CLIENT_CERT": certs.client + ".pem",
+                                                         "CARAVAN_CLIENT_KEY": certs.client + "-key.pem", "CARAVAN_TOKEN": root])
+        #expect(wrongCA.status == 1 && wrongCA.stderr.contains("not from this CA"), "\(wrongCA.stderr)")
+        let https = try LocalCluster.run(["members", "--address", address], environment: ["CARAVAN_TOKEN": root])
+        #expect(https.status == 2 && https.stderr.contains("CARAVAN_CACERT"), "\(https.stderr)")
+
+        // An agent that serves a client certificate does not pass as an agent: the CLI refuses it,
+        // and so do the agents that relay to it.
+        let impostor = ["--tls-ca-file", certs.ca + ".pem", "--tls-cert-file", certs.client + ".pem", "--tls-key-file", certs.client + "-key.pem"]
+        try c.start(3, join: [0], extra: impostor)
+        var refused = LocalCluster.Output(status: 0, stdout: "", stderr: "")
+        try await c.eventually(within: .seconds(20), "the impostor serves") {
+            refused = try c.cli(3, ["members"], token: root)
+            return !refused.stderr.contains("cannot reach")
+        }
+        #expect(refused.status == 1 && refused.stderr.contains("not from this CA or does not name server.caravan"), "\(refused.stderr)")
+        #expect(try c.cli(0, ["job", "stop", "--purge", "hello"], token: root).status == 0)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
 }

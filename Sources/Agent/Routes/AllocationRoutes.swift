@@ -222,7 +222,8 @@ struct AllocationRoutes {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which runs the allocation, is not alive")
         }
         do {
-            var client = try CaravanClient(address: "http://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10))
+            let scheme = agent.peerTLS == nil ? "http" : "https"
+            var client = try CaravanClient(address: "\(scheme)://\(m.address.host):\(meta.httpPort)", timeout: .seconds(10), tls: agent.peerTLS)
             client.token = request.headers[AccessRules.tokenHeader]
             return client
         } catch {
