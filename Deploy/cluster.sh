@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts or stops N agents on 127.0.0.2, 127.0.0.3, ... on this machine: sealed with one cluster
-# key, ACLs bootstrapped (the management token in run/cluster/bootstrap.token), raw_exec enabled
-# (a local cluster for trying things; agents offer raw_exec only when told to).
+# key, the HTTP API over mutual TLS (CA and certificates in run/cluster/tls), ACLs bootstrapped
+# (the management token in run/cluster/bootstrap.token), raw_exec enabled (a local cluster for
+# trying things; agents offer raw_exec only when told to). Source run/cluster/env for the CLI.
 #   Deploy/cluster.sh up [N]     (default 3) — data dirs and logs under ./run/cluster
 #   Deploy/cluster.sh down       stops the agents and every task they started
 #   Deploy/cluster.sh status
@@ -51,6 +52,14 @@ up() {
   [[ -x "$BIN" ]] || { echo "error: $BIN not built; run swift build" >&2; exit 1; }
   down
   mkdir -p "$RUN"
+  # The cluster's CA, one agent certificate and one client certificate, made once.
+  if [[ ! -f "$RUN/tls/client.pem" ]]; then
+    rm -rf "$RUN/tls"; mkdir -p "$RUN/tls"
+    "$BIN" tls ca create --out "$RUN/tls/ca" >/dev/null
+    "$BIN" tls cert create --server --ca "$RUN/tls/ca.pem" --ca-key "$RUN/tls/ca-key.pem" --out "$RUN/tls/agent" >/dev/null
+    "$BIN" tls cert create --client --ca "$RUN/tls/ca.pem" --ca-key "$RUN/tls/ca-key.pem" --out "$RUN/tls/client" >/dev/null
+  fi
+  export CARAVAN_CACERT="$RUN/tls/ca.pem" CARAVAN_CLIENT_CERT="$RUN/tls/client.pem" CARAVAN_CLIENT_KEY="$RUN/tls/client-key.pem"
   # ACLs are on once bootstrapped (below); a restart finds the management token with the cluster.
   [[ -f "$RUN/bootstrap.token" ]] && export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
   # The first three agents (or all, if fewer) form the Raft group; the leader adds more voters itself.
@@ -66,6 +75,7 @@ up() {
     fi
     nohup "$BIN" agent --name "agent-$i" --bind "$ip" --data-dir "$dir/data" \
       --join 127.0.0.2 --join 127.0.0.3 --bootstrap-expect "$expect" --tag "rack=r$(( (i - 1) % 2 + 1 ))" --enable-raw-exec \
+      --tls-ca-file "$RUN/tls/ca.pem" --tls-cert-file "$RUN/tls/agent.pem" --tls-key-file "$RUN/tls/agent-key.pem" \
       ${CARAVAN_AGENT_ARGS:-} > "$dir/agent.log" 2>&1 < /dev/null &
     echo $! > "$dir/agent.pid"
   done
@@ -75,21 +85,26 @@ up() {
     local ok=1
     for i in $(seq 1 "$n"); do
       local alive
-      alive=$("$BIN" members --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -c '"status" : "alive"' || true)
+      alive=$("$BIN" members --json --address "https://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -c '"status" : "alive"' || true)
       [[ "$alive" == "$n" ]] || { ok=0; break; }
-      "$BIN" status --json --address "http://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -q '"leader" : "' || { ok=0; break; }
+      "$BIN" status --json --address "https://127.0.0.$((i + 1)):4680" 2>/dev/null | grep -q '"leader" : "' || { ok=0; break; }
     done
     if ((ok)); then
       # Turn ACLs on (once per cluster): the management token's secret goes to bootstrap.token.
-      if [[ -z "${CARAVAN_TOKEN:-}" ]] || ! "$BIN" acl token self --address http://127.0.0.2:4680 >/dev/null 2>&1; then
+      if [[ -z "${CARAVAN_TOKEN:-}" ]] || ! "$BIN" acl token self --address https://127.0.0.2:4680 >/dev/null 2>&1; then
         rm -f "$RUN/bootstrap.token"
-        "$BIN" acl bootstrap --address http://127.0.0.2:4680 --secret-file "$RUN/bootstrap.token" >/dev/null
+        "$BIN" acl bootstrap --address https://127.0.0.2:4680 --secret-file "$RUN/bootstrap.token" >/dev/null
         export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
         echo "ACLs bootstrapped: the management token is in $RUN/bootstrap.token"
       fi
+      cat > "$RUN/env" <<ENV
+export CARAVAN_ADDR=https://127.0.0.3:4680
+export CARAVAN_CACERT=$RUN/tls/ca.pem CARAVAN_CLIENT_CERT=$RUN/tls/client.pem CARAVAN_CLIENT_KEY=$RUN/tls/client-key.pem
+export CARAVAN_TOKEN=\$(cat $RUN/bootstrap.token)
+ENV
       echo "cluster of $n agents is up (logs under $RUN)"
-      "$BIN" members --address http://127.0.0.2:4680
-      "$BIN" operator raft peers --address http://127.0.0.2:4680
+      "$BIN" members --address https://127.0.0.2:4680
+      "$BIN" operator raft peers --address https://127.0.0.2:4680
       return 0
     fi
     sleep 0.2
@@ -101,7 +116,7 @@ up() {
 case "${1:-}" in
   up) up "${2:-3}" ;;
   down) down; stop_tasks; echo "cluster stopped (agents and their tasks)" ;;
-  status) [[ -f "$RUN/bootstrap.token" ]] && export CARAVAN_TOKEN="$(cat "$RUN/bootstrap.token")"
-          "$BIN" members --address http://127.0.0.2:4680; "$BIN" operator raft peers --address http://127.0.0.2:4680 ;;
+  status) [[ -f "$RUN/env" ]] && source "$RUN/env"
+          "$BIN" members --address https://127.0.0.2:4680; "$BIN" operator raft peers --address https://127.0.0.2:4680 ;;
   *) echo "usage: $0 up [N] | down | status" >&2; exit 2 ;;
 esac

@@ -7,14 +7,16 @@ export PATH="/opt/swift/usr/bin:$PATH"
 Deploy/install-deps.sh
 swift build --product caravan
 Deploy/cluster.sh up "${1:-3}"
-# The cluster is ready (ACLs on): run the example job through a follower-or-leader agent and follow it.
-export CARAVAN_TOKEN="$(cat run/cluster/bootstrap.token)"
-.build/debug/caravan job run --address http://127.0.0.3:4680 Deploy/examples/hello.yaml
+# The cluster is ready (mutual TLS, ACLs on): run the example job through a follower-or-leader
+# agent and follow it.
+source run/cluster/env
+.build/debug/caravan job run Deploy/examples/hello.yaml
 cat <<MSG
 
-ACLs are on: every command needs the management token (or one made from it).
+The API is served over mutual TLS and ACLs are on: run/cluster/env sets the address, the CA,
+a client certificate and the management token (run/cluster/bootstrap.token) for the CLI.
 Try:
-  export CARAVAN_ADDR=http://127.0.0.3:4680 CARAVAN_TOKEN=\$(cat run/cluster/bootstrap.token)
+  source run/cluster/env
   .build/debug/caravan members
   .build/debug/caravan operator raft peers
   .build/debug/caravan var put app/greeting hello; .build/debug/caravan var get app/greeting
