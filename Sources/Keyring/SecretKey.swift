@@ -41,6 +41,14 @@ public struct SecretKey: Sendable, Hashable, CustomStringConvertible {
         self.id = UInt32(hash[0]) << 24 | UInt32(hash[1]) << 16 | UInt32(hash[2]) << 8 | UInt32(hash[3])
     }
 
+    /// `count` random bytes from libsodium's CSPRNG (nonces, challenges).
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        precondition(sodiumReady, "libsodium failed to initialise")
+        var b = [UInt8](repeating: 0, count: count)
+        b.withUnsafeMutableBytes { randombytes_buf($0.baseAddress!, count) }
+        return b
+    }
+
     /// A new random key from libsodium's CSPRNG.
     public static func generate() -> SecretKey {
         precondition(sodiumReady, "libsodium failed to initialise")

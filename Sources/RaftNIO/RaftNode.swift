@@ -494,6 +494,7 @@ public final class RaftNode: @unchecked Sendable {
     public var framesDropped: Int { get async { (try? await transport.loop.submit { self.transport.framesDropped }.get()) ?? 0 } }
     /// Incoming RPC connections closed for exceeding the per-address or total cap, or for not
     /// proving the key in time.
+    public var framesReplayed: Int { get async { (try? await transport.loop.submit { self.transport.framesReplayed }.get()) ?? 0 } }
     public var connectionsRefused: Int { get async { (try? await transport.loop.submit { self.transport.connectionsRefused }.get()) ?? 0 } }
     public var walCounters: (fsyncs: Int, entries: Int) { get async { (try? await loop.submit { (self.wal.fsyncs, self.wal.entriesWritten) }.get()) ?? (0, 0) } }
 

@@ -18,9 +18,10 @@ import Raft
 /// chunks of ``chunkBytes``, one written after the other, so a large one never sits in memory
 /// twice. All mutable state lives on `loop`.
 public final class RaftTransport: @unchecked Sendable {
-    /// `hello` opens every outgoing connection: a small sealed frame that proves the key, after
-    /// which the receiver accepts frames up to `maxFrame`.
-    enum Kind: UInt8 { case message = 1, snapshotChunk = 2, request = 3, response = 4, hello = 5 }
+    /// `challenge` opens every accepted connection (see ``FrameSession``); the connector's
+    /// `hello` answers it, proving the key and freshness, after which the receiver accepts frames
+    /// up to `maxFrame`.
+    enum Kind: UInt8 { case message = 1, snapshotChunk = 2, request = 3, response = 4, hello = 5, challenge = 6 }
 
     public struct RemoteFailure: Error, Sendable, CustomStringConvertible {
         public let description: String
@@ -86,6 +87,8 @@ public final class RaftTransport: @unchecked Sendable {
     var onUnreachable: (@Sendable (ServerID, _ gone: Bool) -> Void)?
 
     public internal(set) var framesDropped = 0
+    /// Frames refused as replayed (a wrong connection nonce or a spent sequence number).
+    public internal(set) var framesReplayed = 0
 
     init(id: ServerID, bind: String, port: Int, advertise: String, keyring: SharedKeyring, group: any EventLoopGroup, logger: Logger,
          spoolDirectory: String) {
@@ -150,7 +153,7 @@ public final class RaftTransport: @unchecked Sendable {
         w.byte(Kind.message.rawValue)
         w.string(advertised)
         w.raw(RaftCodec.encode(m))
-        peer.enqueue(seal(w.bytes))
+        peer.enqueue(w.bytes)
     }
 
     /// Streams a snapshot file in chunks read from disk; each chunk is read and written when the
@@ -184,7 +187,7 @@ public final class RaftTransport: @unchecked Sendable {
                 offset += n
                 let done = offset >= total
                 if done { Glibc.close(fd) }
-                peer.enqueue(self.seal(w.bytes)) { ok in
+                peer.enqueue(w.bytes) { ok in
                     if ok && !done { next() } else if !ok && !done { Glibc.close(fd) }
                 }
             }
@@ -208,7 +211,7 @@ public final class RaftTransport: @unchecked Sendable {
             let peer = self.connection(to: address, id: nil)
             peer.requests.insert(rid)
             promise.futureResult.whenComplete { _ in peer.requests.remove(rid) }
-            peer.enqueue(self.seal(w.bytes)) { ok in
+            peer.enqueue(w.bytes) { ok in
                 if !ok, let p = self.pendingRequests.removeValue(forKey: rid) {
                     p.fail(RemoteFailure(description: "cannot reach \(address)"))
                 }
@@ -232,7 +235,6 @@ public final class RaftTransport: @unchecked Sendable {
         return p
     }
 
-    func seal(_ payload: [UInt8]) -> [UInt8] { keyring.current.seal(payload) }
 
     // MARK: - Receiving (on a channel's loop)
 
@@ -275,24 +277,24 @@ public final class RaftTransport: @unchecked Sendable {
         }
     }
 
-    /// Handles one frame; true when it opened with the cluster key (the peer holds it).
-    @discardableResult
-    func received(_ frame: ByteBuffer, on channel: any Channel) -> Bool {
-        let bytes = Array(frame.readableBytesView)
-        guard case .success(let payload) = keyring.current.open(bytes) else {
+    /// A frame opened with the cluster key, or nil (counted) when it does not open.
+    func open(_ frame: ByteBuffer) -> [UInt8]? {
+        guard case .success(let payload) = keyring.current.open(Array(frame.readableBytesView)) else {
             loop.execute { self.framesDropped += 1 }
-            return false
+            return nil
         }
-        handle(payload, on: channel)
-        return true
+        return payload
     }
 
-    private func handle(_ payload: [UInt8], on channel: any Channel) {
+    func replayed() { loop.execute { self.framesReplayed += 1 } }
+
+    /// Handles one fresh frame (`kind | body`); answers go back on `channel` under `session`.
+    func handle(_ payload: [UInt8], on channel: any Channel, session: FrameSession) {
         guard let kindByte = payload.first, let kind = Kind(rawValue: kindByte) else { return dropped() }
         var r = ByteReader(payload)
         _ = r.byte()
         switch kind {
-        case .hello:
+        case .hello, .challenge:
             return
         case .message:
             guard let from = r.string(), let body = r.raw(r.remaining), let m = RaftCodec.decodeMessage(Array(body)) else { return dropped() }
@@ -344,7 +346,7 @@ public final class RaftTransport: @unchecked Sendable {
                     w.string(String(describing: e), max: 4096)
                 }
                 var buf = channel.allocator.buffer(capacity: w.bytes.count + 64)
-                buf.writeFrame(self.seal(w.bytes))
+                buf.writeFrame(session.seal(w.bytes, self.keyring))
                 channel.writeAndFlush(buf, promise: nil)
             }
         case .response:
@@ -379,8 +381,14 @@ final class PeerConnection: @unchecked Sendable {
     /// Requests waiting for an answer on this connection; failed at once if it closes.
     var requests: Set<UInt64> = []
     var channel: (any Channel)?
+    /// The connection's session once the peer's challenge arrived; frames wait for it.
+    var session: FrameSession?
     var connecting = false
+    /// Frames (`kind | body`, not yet sealed: sealing binds them to a connection).
     var queue: [([UInt8], ((Bool) -> Void)?)] = []
+    /// A peer that sends no challenge within this time (an agent of an earlier version, or not
+    /// an agent) is hung up on.
+    static let challengeTimeout: TimeAmount = .seconds(3)
     var queuedBytes = 0
     var backoffUntil: NIODeadline = .distantPast
     var backoff: TimeAmount = .milliseconds(20)
@@ -391,20 +399,31 @@ final class PeerConnection: @unchecked Sendable {
         self.transport = transport
     }
 
-    /// Queues a sealed frame; `done` learns whether it was written.
+    /// Sends a frame (`kind | body`), sealed for the connection; `done` learns whether it was written.
     func enqueue(_ frame: [UInt8], done: ((Bool) -> Void)? = nil) {
-        if let ch = channel {
-            write(frame, on: ch, done: done)
+        if let ch = channel, let session {
+            write(session.seal(frame, transport.keyring), on: ch, done: done)
             return
         }
-        guard NIODeadline.now() >= backoffUntil, queuedBytes + frame.count <= Self.maxQueuedBytes else {
+        guard channel != nil || NIODeadline.now() >= backoffUntil, queuedBytes + frame.count <= Self.maxQueuedBytes else {
             transport.framesDropped += 1
             done?(false)
             return
         }
         queue.append((frame, done))
         queuedBytes += frame.count
-        connect()
+        if channel == nil { connect() }
+    }
+
+    /// The peer's challenge arrived on `ch`: answer it with the hello, then send what waited.
+    func established(_ session: FrameSession, challenge: [UInt8], on ch: any Channel) {
+        guard channel === ch, self.session == nil else { return }
+        self.session = session
+        write(session.answer(challenge, transport.keyring), on: ch, done: nil)
+        let pending = queue
+        queue = []
+        queuedBytes = 0
+        for (f, d) in pending { write(session.seal(f, transport.keyring), on: ch, done: d) }
     }
 
     private func write(_ frame: [UInt8], on ch: any Channel, done: ((Bool) -> Void)?) {
@@ -436,7 +455,7 @@ final class PeerConnection: @unchecked Sendable {
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: t.maxFrame)))
-                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: false))
+                    try ch.pipeline.syncOperations.addHandler(FrameHandler(transport: t, incoming: false, peer: self))
                 }
             }
         if let local { boot = boot.bind(to: local) }
@@ -446,20 +465,25 @@ final class PeerConnection: @unchecked Sendable {
             case .success(let ch):
                 guard !t.closed else { ch.close(promise: nil); return }
                 self.channel = ch
+                self.session = nil
                 self.backoff = .milliseconds(20)
+                t.loop.scheduleTask(in: Self.challengeTimeout) {
+                    guard self.channel === ch, self.session == nil else { return }
+                    t.logger.warning("a Raft peer sent no challenge; is it an agent of this version?", metadata: ["peer": "\(self.address)"])
+                    ch.close(promise: nil)
+                }
                 ch.closeFuture.hop(to: t.loop).whenComplete { _ in
                     self.channel = nil
+                    self.session = nil
+                    // Frames that waited for a challenge that never came are dropped (Raft resends).
+                    if !self.queue.isEmpty { self.failQueue() }
                     for rid in self.requests {
                         t.pendingRequests.removeValue(forKey: rid)?.fail(RaftTransport.RemoteFailure(description: "the connection to \(self.address) was lost"))
                     }
                     self.requests = []
                     if !t.closed { t.peerLost(self, gone: true) }
                 }
-                let pending = self.queue
-                self.queue = []
-                self.queuedBytes = 0
-                self.write(t.seal([RaftTransport.Kind.hello.rawValue]), on: ch, done: nil)
-                for (f, d) in pending { self.write(f, on: ch, done: d) }
+                // What is queued waits for the peer's challenge (``established``).
             case .failure(let error):
                 self.backoffUntil = .now() + self.backoff
                 self.backoff = min(self.backoff * 2, .seconds(1))
@@ -491,10 +515,15 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The incoming connection's decoder, whose limit is raised once a frame opened with the key.
     let decoder: LengthPrefixedFrameDecoder?
 
-    init(transport: RaftTransport, incoming: Bool, decoder: LengthPrefixedFrameDecoder? = nil) {
+    /// The outgoing connection this handler reads for.
+    weak var peer: PeerConnection?
+    let session = FrameSession()
+
+    init(transport: RaftTransport, incoming: Bool, decoder: LengthPrefixedFrameDecoder? = nil, peer: PeerConnection? = nil) {
         self.transport = transport
         self.incoming = incoming
         self.decoder = decoder
+        self.peer = peer
     }
 
     var proved = false
@@ -502,6 +531,9 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelActive(context: ChannelHandlerContext) {
         if incoming {
             transport.accepted(context.channel)
+            var buf = context.channel.allocator.buffer(capacity: 64)
+            buf.writeFrame(session.challenge(transport.keyring))
+            context.writeAndFlush(NIOAny(buf), promise: nil)
             let channel = context.channel, transport = self.transport
             context.eventLoop.scheduleTask(in: RaftTransport.proofTimeout) { [weak self] in
                 guard let self, !self.proved, channel.isActive else { return }
@@ -522,15 +554,37 @@ final class FrameHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard transport.received(unwrapInboundIn(data), on: context.channel) else {
+        guard let payload = transport.open(unwrapInboundIn(data)) else {
             // A stranger's first frame that does not open ends its connection (it cannot flood
             // the agent with frames that each cost a decryption attempt).
             if incoming && !proved { context.close(promise: nil) }
             return
         }
-        if !proved && incoming { transport.provenConnection(context.channel) }
-        proved = true
-        if let decoder, decoder.maxFrame < transport.maxFrame { decoder.maxFrame = transport.maxFrame }
+        switch session.check(payload) {
+        case .replayed:
+            transport.replayed()
+            context.close(promise: nil)
+        case .challenge(let nonce):
+            guard !incoming, let peer else { transport.replayed(); context.close(promise: nil); return }
+            let channel = context.channel
+            transport.loop.execute { peer.established(self.session, challenge: nonce, on: channel) }
+        case .frame(let frame):
+            if incoming && !proved {
+                // The first fresh frame is the connector's hello: from now on the key and the
+                // connection are proven.
+                guard frame.first == RaftTransport.Kind.hello.rawValue, session.accept(hello: frame.dropFirst()) else {
+                    transport.replayed()
+                    context.close(promise: nil)
+                    return
+                }
+                transport.provenConnection(context.channel)
+                proved = true
+                if let decoder, decoder.maxFrame < transport.maxFrame { decoder.maxFrame = transport.maxFrame }
+                return
+            }
+            proved = true
+            transport.handle(frame, on: context.channel, session: session)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -215,10 +215,10 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         try await stranger.writeAndFlush(announce)
         try await Self.eventually("the stranger is disconnected", within: .seconds(3)) { !stranger.isActive }
 
-        // 2. After a sealed hello, the same connection may send large frames (junk is dropped).
+        // 2. After the handshake, the same connection may send large frames (junk is dropped).
         let ring = Keyring(primary: try SecretKey(base64: RaftNodeTests.key))
-        let peer = try await connect()
-        try await send(peer, [ring.seal([RaftTransport.Kind.hello.rawValue]), [UInt8](repeating: 7, count: 1 << 20)])
+        let (peer, session, _) = try await RawPeer.handshake(host: "127.0.59.\(l + 2)", ring: ring)
+        try await send(peer, [[UInt8](repeating: 7, count: 1 << 20)])
         try await Task.sleep(for: .milliseconds(300))
         #expect(peer.isActive)
 
@@ -235,7 +235,7 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         w.varint(64)
         w.blob(RaftCodec.encode(message))
         w.blob([UInt8](repeating: 1, count: 32))
-        try await send(peer, [ring.seal(w.bytes)])
+        try await send(peer, [session.seal(w.bytes, SharedKeyring(ring))])
         try await Task.sleep(for: .milliseconds(300))
         let escaped = FileManager.default.enumerator(atPath: g.root)?.compactMap { $0 as? String }.filter { $0.contains("escape") } ?? []
         #expect(escaped.isEmpty, "\(escaped)")
@@ -249,8 +249,7 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         for _ in 0..<20 { crowd.append(try await connect()) }
         try await Self.eventually("connections over the cap are closed", within: .seconds(3)) { crowd.filter(\.isActive).count <= 8 }
         #expect(await g.nodes[l]!.connectionsRefused >= 12)
-        let member = try await connect()
-        try await send(member, [ring.seal([RaftTransport.Kind.hello.rawValue])])
+        let (member, _, _) = try await RawPeer.handshake(host: "127.0.59.\(l + 2)", ring: ring)
         try await Task.sleep(for: .milliseconds(300))
         #expect(member.isActive, "a member's connection was refused while strangers filled the cap")
         // 5. A stranger's frame that does not open closes its connection at once.
@@ -262,10 +261,95 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         for i in 0..<3 { await g.stop(i) }
     }
 
+    /// A sealed frame captured on the wire and sent again — on another connection, or twice on
+    /// the same — is refused and counted, and does not apply twice.
+    @Test func aReplayedSealedFrameIsRefused() async throws {
+        let g = try Group(subnet: 61)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        let host = "127.0.61.\(l + 2)"
+        let ring = Keyring(primary: try SecretKey(base64: RaftNodeTests.key))
+        let shared = SharedKeyring(ring)
+        var w = ByteWriter()
+        w.byte(RaftTransport.Kind.request.rawValue)
+        w.string("127.0.61.99:4681")
+        w.uint64(1)
+        w.byte(RaftNode.Op.apply.rawValue)
+        w.raw(Array("replayed=once".utf8))
+        // A forwarded write on connection A is applied and answered.
+        let (a, sessionA, framesA0) = try await RawPeer.handshake(host: host, ring: ring)
+        let captured = sessionA.seal(w.bytes, shared)
+        let before = await g.nodes[l]!.status().lastIndex
+        try await RawPeer.send(a, [captured])
+        var framesA = framesA0
+        let answer = try #require(await framesA.next())
+        guard case .success(let opened) = ring.open(answer), case .frame(let response) = sessionA.check(opened) else {
+            Issue.record("no fresh answer on A"); return
+        }
+        #expect(response.first == RaftTransport.Kind.response.rawValue)
+        #expect(await g.nodes[l]!.status().lastIndex == before + 1)
+        let refusedBefore = await g.nodes[l]!.framesReplayed
+        // The same bytes again on A: a spent sequence number.
+        try await RawPeer.send(a, [captured])
+        try await Self.eventually("A is closed", within: .seconds(3)) { !a.isActive }
+        // The same bytes on a new, properly opened connection B: the wrong connection nonce.
+        let (b, _, _) = try await RawPeer.handshake(host: host, ring: ring)
+        try await RawPeer.send(b, [captured])
+        try await Self.eventually("B is closed", within: .seconds(3)) { !b.isActive }
+        // A's whole opening replayed on a new connection: its hello names another challenge.
+        let c = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: host, port: 4681).get()
+        let replayedHello = sessionA.seal([RaftTransport.Kind.hello.rawValue] + [UInt8](repeating: 1, count: 16), shared)
+        try await RawPeer.send(c, [replayedHello, captured])
+        try await Self.eventually("C is closed", within: .seconds(3)) { !c.isActive }
+        #expect(await g.nodes[l]!.framesReplayed >= refusedBefore + 3)
+        // Applied once; the group carries on.
+        _ = try await g.nodes[l]!.apply(Array("still=alive".utf8))
+        #expect(await g.nodes[l]!.status().lastIndex == before + 2)
+        for i in 0..<3 { await g.stop(i) }
+    }
+
     @Test func bootstrappingTwiceIsRefused() async throws {
         let g = try Group(subnet: 59)
         try await g.start(0, bootstrap: true)
         await #expect(throws: RaftError.self) { try await g.nodes[0]!.bootstrap(Configuration(servers: g.servers)) }
         await g.stop(0)
+    }
+}
+
+/// A hand-driven Raft connection: reads the agent's challenge and answers it as an agent would.
+enum RawPeer {
+    final class Collector: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        let continuation: AsyncStream<[UInt8]>.Continuation
+        init(_ c: AsyncStream<[UInt8]>.Continuation) { continuation = c }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(Array(unwrapInboundIn(data).readableBytesView)) }
+        func channelInactive(context: ChannelHandlerContext) { continuation.finish() }
+    }
+
+    static func send(_ ch: any Channel, _ frames: [[UInt8]]) async throws {
+        var buf = ch.allocator.buffer(capacity: 1024)
+        for f in frames { buf.writeFrame(f) }
+        try await ch.writeAndFlush(buf)
+    }
+
+    /// Connects, reads the challenge, sends the hello: the connection is proven.
+    static func handshake(host: String, ring: Keyring) async throws
+        -> (any Channel, FrameSession, AsyncStream<[UInt8]>.AsyncIterator) {
+        let (stream, continuation) = AsyncStream<[UInt8]>.makeStream()
+        let ch = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrame: 8 << 20)))
+                    try ch.pipeline.syncOperations.addHandler(Collector(continuation))
+                }
+            }
+            .connect(host: host, port: 4681).get()
+        var frames = stream.makeAsyncIterator()
+        let session = FrameSession()
+        guard let first = await frames.next(), case .success(let opened) = ring.open(first), case .challenge(let nonce) = session.check(opened) else {
+            throw RaftError(.remote, "no challenge from \(host)")
+        }
+        try await send(ch, [session.answer(nonce, SharedKeyring(ring))])
+        return (ch, session, frames)
     }
 }

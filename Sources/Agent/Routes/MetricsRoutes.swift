@@ -53,6 +53,9 @@ struct MetricsRoutes {
 
         m.add("caravan_raft_frames_dropped_total", "counter", "Raft frames dropped (did not open with the cluster key, or malformed).",
               Double(await agent.raft.framesDropped))
+        m.add("caravan_raft_frames_replayed_total", "counter",
+              "Raft frames refused as replayed (captured on another connection, or sent twice), each closing its connection.",
+              Double(await agent.raft.framesReplayed))
         m.add("caravan_raft_connections_refused_total", "counter",
               "Incoming Raft connections closed: over the per-address or total cap, or no proof of the key in time.",
               Double(await agent.raft.connectionsRefused))
