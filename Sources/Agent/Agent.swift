@@ -93,6 +93,11 @@ public final class Agent: Sendable {
         } catch {
             throw AgentError("cannot create data dir \(config.dataDir): \(error)")
         }
+        // The keyring, the Raft log (variables, job files with registry credentials) and every
+        // allocation's files are the agent's alone.
+        if chmod(config.dataDir, 0o700) != 0 {
+            throw AgentError("cannot make data dir \(config.dataDir) private (mode 0700): \(String(cString: strerror(errno)))")
+        }
         let keyring = try loadKeyring(config, logger: logger)
         let tls = try config.tls.map(Self.loadTLS)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)

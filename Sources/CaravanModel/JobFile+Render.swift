@@ -1,4 +1,20 @@
 extension JobFile {
+    /// The job's canonical text with its secrets (registry passwords) replaced by
+    /// `<redacted>`, for views; nil when the text does not parse.
+    public static func redacted(_ text: String) -> String? {
+        guard var job = try? parse(text, file: "stored") else { return nil }
+        var changed = false
+        for g in job.groups.indices {
+            for t in job.groups[g].tasks.indices where job.groups[g].tasks[t].config.auth != nil {
+                job.groups[g].tasks[t].config.auth?.password = redactedMark
+                changed = true
+            }
+        }
+        return changed ? render(job) : text
+    }
+
+    public static let redactedMark = "<redacted>"
+
     /// The job as canonical JSON in the job-file schema, every default written out; parsing it
     /// gives the same job back.
     public static func render(_ job: Job) -> String {

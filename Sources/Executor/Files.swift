@@ -61,10 +61,12 @@ func listDirectory(_ path: String) -> [String] {
     return out
 }
 
-/// Writes a file atomically (temporary file, fsync, rename).
-func writeFile(_ path: String, _ text: String) throws(DriverError) {
+/// Writes a file atomically (temporary file, fsync, rename), readable by its owner only unless
+/// `mode` says otherwise (state files and bundles hold a job's environment and credentials).
+func writeFile(_ path: String, _ text: String, mode: mode_t = 0o600) throws(DriverError) {
     let tmp = path + ".tmp"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    unlink(tmp)
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
     guard fd >= 0 else { throw DriverError("cannot write \(path): \(String(cString: strerror(errno)))") }
     let bytes = Array(text.utf8)
     var off = 0

@@ -154,8 +154,8 @@ public struct RuncDriver: TaskDriver {
         var group = "root:x:0:\nnogroup:x:65534:\n"
         if user.uid != 0 && user.uid != 65534 { passwd += "\(user.name.allSatisfy(\.isNumber) ? "task" : user.name):x:\(user.uid):\(user.gid)::/local:/bin/sh\n" }
         if user.gid != 0 && user.gid != 65534 { group += "task:x:\(user.gid):\n" }
-        try writeFile(rootfs + "/etc/passwd", passwd)
-        try writeFile(rootfs + "/etc/group", group)
+        try writeFile(rootfs + "/etc/passwd", passwd, mode: 0o644)
+        try writeFile(rootfs + "/etc/group", group, mode: 0o644)
     }
 
     /// Host files under /etc that ordinary programs need, bound read-only into an `exec` task's

@@ -44,7 +44,13 @@ struct JobRoutes {
             try await jobQuery(.job, request, context).read.response
         }
         router.get("/v1/job/:id/versions") { request, context in
-            try await jobQuery(.versions, request, context).read.response
+            // Registry passwords never leave the cluster state (revert reads the versions itself).
+            let read = try await jobQuery(.versions, request, context).read
+            return read.response(try read.decode([JobVersionView].self).map { v in
+                var v = v
+                v.job = JobFile.redacted(v.job) ?? "{\"error\": \"the stored job could not be read to withhold its secrets\"}"
+                return v
+            })
         }
         router.get("/v1/job/:id/evaluations") { request, context in
             try await jobQuery(.jobEvaluations, request, context).read.response
