@@ -39,6 +39,8 @@ public final class Agent: Sendable {
     let serverTLS: TLSConfiguration?
     /// Who calls: ACL tokens resolved against the replicated ACL state.
     let tokens: TokenResolver
+    /// Variables sealed at rest under a data key the cluster keyring protects.
+    let cipher: VariableCipher
     /// Set when shutdown begins: long requests (blocking reads, follows, exec) end at once.
     public let stopping = ShutdownSignal()
     /// Exec sessions and log follows in progress here, each capped (`ClusterLimits`).
@@ -53,7 +55,9 @@ public final class Agent: Sendable {
     private let leaving = Mutex<Task<Void, Never>?>(nil)
 
     private init(config: AgentConfiguration, gossip: GossipNode, raft: RaftNode, store: ClusterStore, executor: Executor, images: ImageStore,
-                 logger: Logger, capacity: CapacityView, metadata: NodeMetadata, tls: (server: TLSConfiguration, peer: ClientTLS)?) {
+                 logger: Logger, capacity: CapacityView, metadata: NodeMetadata, tls: (server: TLSConfiguration, peer: ClientTLS)?,
+                 keyring: SharedKeyring) {
+        self.cipher = VariableCipher(keyring: keyring)
         self.serverTLS = tls?.server
         self.peerTLS = tls?.peer
         self.concurrency = (ConcurrencyLimit(config.limits.maxExecSessions, "exec sessions"),
@@ -154,7 +158,7 @@ public final class Agent: Sendable {
         let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, address: config.bind, drivers: drivers,
                                 report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
         return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, images: images, logger: logger,
-                     capacity: capacity, metadata: metadata, tls: tls)
+                     capacity: capacity, metadata: metadata, tls: tls, keyring: shared)
     }
 
     /// The HTTP server's TLS configuration and the client side for calls to other agents, from

@@ -19,8 +19,8 @@ public final class VariableStore: ReplicatedStateMachine {
 
     /// Variable commands and queries live in 0x41…0x7F (0xC1…0xFF ignorable); 0x01…0x3F belong
     /// to the cluster state.
-    enum Command: UInt8 { case put = 0x41, delete = 0x42 }
-    enum Query: UInt8 { case get = 0x41, list = 0x42 }
+    enum Command: UInt8 { case put = 0x41, delete = 0x42, dataKey = 0x43 }
+    enum Query: UInt8 { case get = 0x41, list = 0x42, dataKey = 0x43 }
 
     static func owns(_ firstByte: UInt8) -> Bool {
         let t = firstByte & ~ignorable
@@ -28,7 +28,10 @@ public final class VariableStore: ReplicatedStateMachine {
     }
     static let ignorable: UInt8 = 0x80
     public static let maxPathBytes = 512
+    /// The longest value a caller may store; stored values (sealed) may be longer.
     public static let maxValueBytes = 64 << 10
+    static let maxStoredValueBytes = 96 << 10
+    static let maxDataKeyBytes = 1 << 10
 
     /// The variables, and the bytes of every path and value among them (kept together).
     private struct Contents {
@@ -36,6 +39,9 @@ public final class VariableStore: ReplicatedStateMachine {
         var bytes = 0
     }
     private let items = Mutex(Contents())
+    /// The variables' data key, sealed with the cluster keyring (``VariableCipher``); empty until
+    /// the first encrypted write makes one.
+    private let dataKey = Mutex<[UInt8]>([])
 
     /// How many variables are held and their bytes, leaving out the one at `path` (which a put
     /// would replace), and whether it exists.
@@ -52,9 +58,23 @@ public final class VariableStore: ReplicatedStateMachine {
 
     public static func put(_ path: String, _ value: String) -> [UInt8] {
         var w = ByteWriter()
-        w.byte(Command.put.rawValue); w.string(path, max: maxPathBytes); w.string(value, max: maxValueBytes)
+        w.byte(Command.put.rawValue); w.string(path, max: maxPathBytes); w.string(value, max: maxStoredValueBytes)
         return w.bytes
     }
+
+    /// Sets the sealed data key: `create` only when there is none, otherwise (a re-seal under
+    /// another cluster key) only when there is one.
+    static func setDataKey(_ sealed: [UInt8], create: Bool) -> [UInt8] {
+        var w = ByteWriter()
+        w.byte(Command.dataKey.rawValue); w.byte(create ? 1 : 0); w.blob(sealed)
+        return w.bytes
+    }
+
+    static let dataKeyQuery: [UInt8] = {
+        var w = ByteWriter()
+        w.byte(Query.dataKey.rawValue); w.string("")
+        return w.bytes
+    }()
 
     public static func delete(_ path: String) -> [UInt8] {
         var w = ByteWriter()
@@ -80,17 +100,31 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let n = r.count(max: 1 << 26) else { return nil }
         var out: [(String, Item)] = []
         for _ in 0..<n {
-            guard let p = r.string(max: maxPathBytes), let v = r.string(max: maxValueBytes), let c = r.varint(), let m = r.varint() else { return nil }
+            guard let p = r.string(max: maxPathBytes), let v = r.string(max: maxStoredValueBytes), let c = r.varint(), let m = r.varint() else { return nil }
             out.append((p, Item(value: v, createIndex: c, modifyIndex: m)))
         }
         return r.atEnd ? out : nil
+    }
+
+    /// Items, then (from encrypted variables on) the sealed data key.
+    static func decodeSnapshot(_ bytes: [UInt8]) -> (items: [(String, Item)], dataKey: [UInt8])? {
+        var r = ByteReader(bytes)
+        guard let n = r.count(max: 1 << 26) else { return nil }
+        var out: [(String, Item)] = []
+        for _ in 0..<n {
+            guard let p = r.string(max: maxPathBytes), let v = r.string(max: maxStoredValueBytes), let c = r.varint(), let m = r.varint() else { return nil }
+            out.append((p, Item(value: v, createIndex: c, modifyIndex: m)))
+        }
+        if r.atEnd { return (out, []) }
+        guard let key = r.blob(max: maxDataKeyBytes), r.atEnd else { return nil }
+        return (out, key)
     }
 
     static func encodeItems(_ items: [(String, Item)]) -> [UInt8] {
         var w = ByteWriter()
         w.varint(UInt64(items.count))
         for (p, i) in items {
-            w.string(p, max: maxPathBytes); w.string(i.value, max: maxValueBytes); w.varint(i.createIndex); w.varint(i.modifyIndex)
+            w.string(p, max: maxPathBytes); w.string(i.value, max: maxStoredValueBytes); w.varint(i.createIndex); w.varint(i.modifyIndex)
         }
         return w.bytes
     }
@@ -102,7 +136,7 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let type = r.byte() else { return [1] }
         switch Command(rawValue: type) {
         case .put:
-            guard let p = r.string(max: Self.maxPathBytes), let v = r.string(max: Self.maxValueBytes) else { return [1] }
+            guard let p = r.string(max: Self.maxPathBytes), let v = r.string(max: Self.maxStoredValueBytes) else { return [1] }
             let item = items.withLock { c -> Item in
                 let old = c.all[p]
                 let new = Item(value: v, createIndex: old?.createIndex ?? index, modifyIndex: index)
@@ -123,6 +157,14 @@ public final class VariableStore: ReplicatedStateMachine {
                 return removed != nil
             }
             return [0, existed ? 1 : 0]
+        case .dataKey:
+            guard let create = r.byte(), create <= 1, let sealed = r.blob(max: Self.maxDataKeyBytes), !sealed.isEmpty, r.atEnd else { return [1] }
+            let applied = dataKey.withLock { k -> Bool in
+                guard k.isEmpty == (create == 1) else { return false }
+                k = sealed
+                return true
+            }
+            return [0, applied ? 1 : 0]
         case nil:
             // Unknown: ignorable ones are skipped, others are refused (the same on every agent).
             return type & Self.ignorable != 0 ? [0] : [1]
@@ -134,8 +176,10 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let type = r.byte().flatMap(Query.init(rawValue:)), let p = r.string(max: Self.maxPathBytes) else {
             throw RaftError(.rejected, "malformed query")
         }
+        if type == .dataKey { return dataKey.withLock { $0 } }
         let all = items.withLock { $0.all }
         switch type {
+        case .dataKey: return []
         case .get: return Self.encodeItems(all[p].map { [(p, $0)] } ?? [])
         case .list: return Self.encodeItems(all.filter { $0.key.hasPrefix(p) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         }
@@ -143,17 +187,22 @@ public final class VariableStore: ReplicatedStateMachine {
 
     public func snapshot() -> [UInt8] {
         let all = items.withLock { $0.all }
-        return Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        var w = ByteWriter()
+        w.raw(Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
+        let key = dataKey.withLock { $0 }
+        if !key.isEmpty { w.blob(key) }
+        return w.bytes
     }
 
     public func restore(_ snapshot: [UInt8]) throws {
-        guard let decoded = Self.decodeItems(snapshot) else {
+        guard let decoded = Self.decodeSnapshot(snapshot) else {
             throw RaftError(.rejected, "the variables in the snapshot are damaged")
         }
         items.withLock { c in
             c.all = [:]
-            for (p, i) in decoded { c.all[p] = i }
+            for (p, i) in decoded.items { c.all[p] = i }
             c.bytes = c.all.reduce(0) { $0 + Self.size($1.key, $1.value) }
         }
+        dataKey.withLock { $0 = decoded.dataKey }
     }
 }

@@ -1,8 +1,8 @@
 import CSodium
 
 /// Standard base64 (with padding) through libsodium, so the module needs no Foundation.
-enum Base64 {
-    static func encode(_ bytes: [UInt8]) -> String {
+public enum Base64 {
+    public static func encode(_ bytes: [UInt8]) -> String {
         precondition(sodiumReady, "libsodium failed to initialise")
         let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
         let len = sodium_base64_encoded_len(bytes.count, variant)
@@ -15,7 +15,7 @@ enum Base64 {
         return String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    static func decode(_ text: String) -> [UInt8]? {
+    public static func decode(_ text: String) -> [UInt8]? {
         precondition(sodiumReady, "libsodium failed to initialise")
         let input = Array(text.utf8)
         guard !input.isEmpty else { return nil }

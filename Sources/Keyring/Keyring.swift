@@ -66,6 +66,12 @@ extension Keyring {
     /// Bytes a sealed frame adds to its payload.
     public var overhead: Int { isEncrypted ? Self.headerCount + Self.nonceCount + Self.tagCount : 2 }
 
+    /// The id of the key a sealed frame was sealed with (nil for anything else).
+    public static func keyID(ofSealed frame: [UInt8]) -> UInt32? {
+        guard frame.count >= headerCount, frame[0] == magic, frame[1] == sealedVersion else { return nil }
+        return UInt32(frame[2]) << 24 | UInt32(frame[3]) << 16 | UInt32(frame[4]) << 8 | UInt32(frame[5])
+    }
+
     /// Seals a payload with the primary key and a fresh random nonce; the header is authenticated.
     public func seal(_ payload: [UInt8]) -> [UInt8] {
         guard let key = primary else {

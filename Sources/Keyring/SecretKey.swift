@@ -41,6 +41,15 @@ public struct SecretKey: Sendable, Hashable, CustomStringConvertible {
         self.id = UInt32(hash[0]) << 24 | UInt32(hash[1]) << 16 | UInt32(hash[2]) << 8 | UInt32(hash[3])
     }
 
+    /// A key from 32 raw bytes (a data key kept sealed elsewhere); nil for any other length.
+    public init?(raw: [UInt8]) {
+        guard raw.count == Self.byteCount else { return nil }
+        self.init(bytes: raw)
+    }
+
+    /// The raw bytes, for sealing this key under another. Never log them.
+    public var rawBytes: [UInt8] { bytes }
+
     /// `count` random bytes from libsodium's CSPRNG (nonces, challenges).
     public static func randomBytes(_ count: Int) -> [UInt8] {
         precondition(sodiumReady, "libsodium failed to initialise")

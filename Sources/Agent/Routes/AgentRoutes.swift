@@ -64,7 +64,21 @@ struct AgentRoutes {
         if case .use(let k) = op, !local.keyIDs.contains(k.idString) {
             throw APIError(.conflict, "key_not_installed", "key \(k.idString) is not installed; run `caravan keyring install` first")
         }
+        if case .remove(let k) = op {
+            // The variables' data key must not be sealed only with the key going away: seal it
+            // under the primary first.
+            if (try? await agent.cipher.sealingKeyID(agent.raft)) == k.id { try? await agent.cipher.reseal(agent.raft) }
+            if (try? await agent.cipher.sealingKeyID(agent.raft)) == k.id {
+                throw APIError(.conflict, "key_seals_variables", "key \(k.idString) still seals the variables' data key and it could not be re-sealed under the primary key; try again once the cluster has a leader")
+            }
+        }
         let report = await agent.gossip.keyringOperation(op)
+        if case .use = op, report.succeeded > 0 {
+            // The data key follows the primary, so the old key can be removed later.
+            do { try await agent.cipher.reseal(agent.raft) } catch {
+                agent.logger.warning("could not re-seal the variables' data key under the new primary key", metadata: ["error": "\(error)"])
+            }
+        }
         let view = KeyringView(
             operation: report.operation, nodes: report.asked, succeeded: report.succeeded, unreachable: report.unreachable,
             keys: report.keyCounts, primaryKeys: report.primaryCounts,

@@ -2,6 +2,7 @@ import Access
 import API
 import FoundationEssentials
 import HTTPTypes
+import Keyring
 import Hummingbird
 import Primitives
 import RaftNIO
@@ -20,7 +21,7 @@ struct VariableRoutes {
             guard let (p, item) = items.first else {
                 throw APIError(.notFound, "variable_not_found", "no variable at \(path)")
             }
-            return JSONResponse.make(VariableView(path: p, value: item.value, createIndex: item.createIndex, modifyIndex: item.modifyIndex),
+            return JSONResponse.make(VariableView(path: p, value: try await open(item.value), createIndex: item.createIndex, modifyIndex: item.modifyIndex),
                                      headers: [HTTPField.Name("X-Caravan-Index")!: "\(item.modifyIndex)"])
         }
         router.get("/v1/vars") { request, _ in
@@ -28,7 +29,11 @@ struct VariableRoutes {
             let stale = try request.staleFlag()
             let caller = Caller.current.identity
             let items = try await read(VariableStore.list(prefix: prefix), stale: stale).filter { caller.variableLevel($0.0).allows(.read) }
-            return JSONResponse.make(items.map { VariableView(path: $0.0, value: $0.1.value, createIndex: $0.1.createIndex, modifyIndex: $0.1.modifyIndex) })
+            var views: [VariableView] = []
+            for (p, item) in items {
+                views.append(VariableView(path: p, value: try await open(item.value), createIndex: item.createIndex, modifyIndex: item.modifyIndex))
+            }
+            return JSONResponse.make(views)
         }
         router.put("/v1/var/**") { request, context in
             var request = request
@@ -50,11 +55,14 @@ struct VariableRoutes {
                 throw APIError(.tooManyRequests, "limit_reached",
                                "variables would take more than \(agent.config.limits.maxVariableBytes) bytes (paths and values), the limit; delete some first")
             }
-            let answer: [UInt8]
-            answer = try await agent.propose(VariableStore.put(path, body.value), request)
+            let key: Keyring?
+            do { key = try await agent.cipher.key(agent.raft) } catch let e as VariableCipher.Failure {
+                throw APIError(.internalServerError, "variable_key_unavailable", e.description)
+            } catch { throw APIError(raft: error) }
+            let answer = try await agent.propose(VariableStore.put(path, agent.cipher.seal(body.value, key)), request)
             let item: VariableStore.Item
             if answer.first == 0, let (_, full) = VariableStore.decodeItems(Array(answer.dropFirst()))?.first {
-                item = full  // an older leader answers with the whole item
+                item = VariableStore.Item(value: body.value, createIndex: full.createIndex, modifyIndex: full.modifyIndex)  // an older leader answers with the whole item
             } else {
                 var r = ByteReader(answer)
                 guard r.byte() == 0, let created = r.varint(), let modified = r.varint(), r.atEnd else {
@@ -74,6 +82,13 @@ struct VariableRoutes {
             guard answer[1] == 1 else { throw APIError(.notFound, "variable_not_found", "no variable at \(path)") }
             return JSONResponse.make(["deleted": true])
         }
+    }
+
+    /// A stored value as written.
+    func open(_ stored: String) async throws -> String {
+        do { return try await agent.cipher.open(stored, agent.raft) } catch let e as VariableCipher.Failure {
+            throw APIError(.internalServerError, "variable_unreadable", e.description)
+        } catch { throw APIError(raft: error) }
     }
 
     func read(_ query: [UInt8], stale: Bool) async throws -> [(String, VariableStore.Item)] {
