@@ -89,3 +89,62 @@ public struct ACLTokenRequest: Codable, Sendable, Equatable {
         self.ttl = ttl
     }
 }
+
+/// A namespace's quota as the API spells it: `cpu` like a task's (`2000m`, `2`), `memory` with a
+/// unit (`2Gi`, `512Mi`), `instances` a count; each optional (absent: unlimited).
+public struct QuotaSpec: Codable, Sendable, Equatable {
+    public var cpu: String?
+    public var memory: String?
+    public var instances: Int?
+
+    public init(cpu: String? = nil, memory: String? = nil, instances: Int? = nil) {
+        self.cpu = cpu
+        self.memory = memory
+        self.instances = instances
+    }
+}
+
+/// `PUT /v1/namespace/{name}`.
+public struct NamespaceRequest: Codable, Sendable, Equatable {
+    public var description: String?
+    public var quota: QuotaSpec?
+
+    public init(description: String? = nil, quota: QuotaSpec? = nil) {
+        self.description = description
+        self.quota = quota
+    }
+}
+
+/// A namespace, what its live allocations hold and its quota.
+public struct NamespaceView: Codable, Sendable, Equatable {
+    public struct Amounts: Codable, Sendable, Equatable {
+        public var cpuMillicores: Int?
+        public var memoryMiB: Int?
+        public var instances: Int?
+        public init(cpuMillicores: Int?, memoryMiB: Int?, instances: Int?) {
+            self.cpuMillicores = cpuMillicores
+            self.memoryMiB = memoryMiB
+            self.instances = instances
+        }
+    }
+
+    public var name: String
+    public var description: String
+    /// Absent: no quota.
+    public var quota: Amounts?
+    public var used: Amounts
+    /// Jobs registered in it (stopped ones included until purged).
+    public var jobs: Int
+    public var createIndex: UInt64
+    public var modifyIndex: UInt64
+
+    public init(name: String, description: String, quota: Amounts?, used: Amounts, jobs: Int, createIndex: UInt64, modifyIndex: UInt64) {
+        self.name = name
+        self.description = description
+        self.quota = quota
+        self.used = used
+        self.jobs = jobs
+        self.createIndex = createIndex
+        self.modifyIndex = modifyIndex
+    }
+}

@@ -102,6 +102,8 @@ public struct CaravanClient: Sendable {
     public var retryWrites: Duration = .seconds(20)
     /// The ACL token's secret, sent as `X-Caravan-Token` with every request.
     public var token: String?
+    /// The namespace of jobs, allocations and evaluations (`?namespace=` on their routes); nil: default.
+    public var namespace: String?
     /// TLS, for an `https://` address (required there).
     public let tls: ClientTLS?
 
@@ -228,9 +230,18 @@ public struct CaravanClient: Sendable {
         }
     }
 
+    /// The routes that take `?namespace=`.
+    static let namespacedRoutes = ["/v1/job/", "/v1/jobs", "/v1/allocation", "/v1/evaluation", "/v1/client/allocation/"]
+
+    /// `path` with this client's namespace, on the routes that take one (and do not name one).
+    func namespaced(_ path: String) -> String {
+        guard let namespace, Self.namespacedRoutes.contains(where: { path.hasPrefix($0) }), !path.contains("namespace=") else { return path }
+        return path + (path.contains("?") ? "&" : "?") + "namespace=" + Self.escape(namespace)
+    }
+
     /// The head every request starts with (one request per connection).
     func requestHead(_ method: HTTPMethod, _ path: String) -> HTTPRequestHead {
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: namespaced(path))
         head.headers.add(name: "Host", value: "\(host):\(port)")
         head.headers.add(name: "Connection", value: "close")
         if let token, !token.isEmpty { head.headers.add(name: "X-Caravan-Token", value: token) }
@@ -581,7 +592,7 @@ public struct CaravanClient: Sendable {
     }
 
     /// Percent-encodes a query value.
-    static func escape(_ s: String) -> String {
+    public static func escape(_ s: String) -> String {
         var out = ""
         for b in s.utf8 {
             let c = Character(Unicode.Scalar(b))

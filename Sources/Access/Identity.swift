@@ -47,7 +47,7 @@ public enum Requirement: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .open: "nothing"
         case .anyToken: "a token"
-        case .namespace(let ns, let c): "\(c.rawValue) on namespace \(ns)"
+        case .namespace(let ns, let c): ns == "*" ? "\(c.rawValue) on some namespace" : "\(c.rawValue) on namespace \(ns)"
         case .scope(let s, let l): "\(s.rawValue):\(l)"
         case .variable(let p, let l): "variables:\(l) on \(p.isEmpty ? "every path" : p)"
         case .management: "a management token"
@@ -97,6 +97,10 @@ public struct Identity: Sendable {
         case .open: return true
         case .anyToken: return accessor != nil
         case .management: return false
+        case .namespace("*", let capability):
+            // Every namespace (a list): allowed when some namespace grants it; the list then
+            // holds only what the caller may see.
+            return policies.contains { p in p.namespaces.values.contains { !$0.deny && $0.capabilities.contains(capability) } }
         case .namespace(let ns, let capability):
             var granted = false
             for p in policies {

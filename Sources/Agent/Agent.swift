@@ -267,6 +267,7 @@ public final class Agent: Sendable {
         router.middlewares.add(AccessMiddleware(resolver: tokens))  // inside ErrorMiddleware: refusals are JSON errors
         AgentRoutes(agent: self).register(on: router)
         ACLRoutes(agent: self).register(on: router)
+        NamespaceRoutes(agent: self).register(on: router)
         RaftRoutes(agent: self).register(on: router)
         VariableRoutes(agent: self).register(on: router)
         JobRoutes(agent: self).register(on: router)

@@ -165,9 +165,10 @@ struct ClusterLeader: Service {
             if !failures.isEmpty { memory.broker.block(mine.first { $0.status == .blocked } ?? delivered) }
             return true
         }
-        let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
+        let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations, quotas: view.quotas)
+        let refused = verdict.rejectedNodes + verdict.rejectedNamespaces.map { "namespace " + $0 }
         let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
-            + (verdict.rejectedNodes.isEmpty ? "" : ", plan refused on \(verdict.rejectedNodes.joined(separator: ", ")) (retrying)")
+            + (refused.isEmpty ? "" : ", plan refused on \(refused.joined(separator: ", ")) (retrying)")
         var evals = pending.isEmpty ? [delivered] : pending
         for i in evals.indices {
             evals[i].namespace = key.namespace
@@ -189,7 +190,7 @@ struct ClusterLeader: Service {
                                          evaluations: evals),
                               "apply the plan for job \(key.id)")
         Counter(label: "caravan_scheduler_evaluations_total").increment()
-        if !verdict.rejectedNodes.isEmpty { Counter(label: "caravan_scheduler_plan_rejections_total").increment() }
+        if !refused.isEmpty { Counter(label: "caravan_scheduler_plan_rejections_total").increment() }
         for f in plan.failures {
             for (reason, _) in f.reasons {
                 Counter(label: "caravan_scheduler_failed_placements_total", dimensions: [("reason", Self.reasonClass(reason))]).increment(by: f.unplaced)
@@ -199,7 +200,7 @@ struct ClusterLeader: Service {
         Counter(label: "caravan_scheduler_placements_total").increment(by: verdict.accepted.placements.count)
         memory.lastFailures[key] = failures
         if failures.isEmpty { memory.broker.forgetBlocked(jobKey) } else { memory.broker.block(evals[0]) }
-        if !verdict.rejectedNodes.isEmpty {
+        if !refused.isEmpty {
             // What the plan applier refused is evaluated again against the state just committed.
             var again = Evaluation(id: AllocationID.make(), jobID: key.id, priority: delivered.priority, triggeredBy: .queued)
             again.namespace = key.namespace

@@ -133,7 +133,7 @@ public final class ClusterStore: ReplicatedStateMachine {
 struct ClusterQuery: Codable, Sendable {
     enum Kind: String, Codable {
         case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations, schedulerConfig,
-             evaluation
+             evaluation, namespaces, namespace
 
         /// The tables an answer is made from: its index is the latest change to any of them.
         var tables: [ClusterState.Table] {
@@ -144,6 +144,7 @@ struct ClusterQuery: Codable, Sendable {
             case .nodeAllocations: [.allocations, .jobs]
             case .evaluations, .jobEvaluations, .evaluation: [.evaluations]
             case .schedulerConfig: [.config]
+            case .namespaces, .namespace: [.namespaces, .jobs, .allocations]
             case .plan: []
             }
         }
@@ -207,6 +208,12 @@ enum ClusterViews {
                     ?? s.jobs[key]?.text
                 return text.map { AssignmentView(allocation: allocation(a), job: $0) }
             })
+        case .namespaces:
+            let names = Set(s.namespaces.keys).union([Namespace.defaultName]).sorted()
+            return try enc.encode(names.map { namespaceView($0, s) })
+        case .namespace:
+            guard s.namespaceExists(q.id) else { return Data("null".utf8) }
+            return try enc.encode(namespaceView(q.id, s))
         case .versions:
             let key = ClusterState.JobKey(q.namespace, q.id)
             guard s.jobs[key] != nil else { return Data("null".utf8) }
@@ -214,6 +221,15 @@ enum ClusterViews {
                 JobVersionView(version: $0.version, stopped: $0.stopped, modifyIndex: $0.modifyIndex, job: $0.text, stable: $0.stable)
             })
         }
+    }
+
+    static func namespaceView(_ name: String, _ s: ClusterState) -> NamespaceView {
+        let n = s.namespaces[name] ?? Namespace(name: name, description: name == Namespace.defaultName ? "the default namespace" : "")
+        let u = s.usage(of: name)
+        return NamespaceView(name: name, description: n.description,
+                             quota: n.quota.map { .init(cpuMillicores: $0.cpuMillicores, memoryMiB: $0.memoryMiB, instances: $0.instances) },
+                             used: .init(cpuMillicores: u.cpuMillicores, memoryMiB: u.memoryMiB, instances: u.instances),
+                             jobs: s.jobs.keys.filter { $0.namespace == name }.count, createIndex: n.createIndex, modifyIndex: n.modifyIndex)
     }
 
     /// The record with this id, or the only one whose id starts with it (at least 4 characters);

@@ -39,6 +39,8 @@ struct EvalFeed {
     var wakeAt: [ClusterState.JobKey: Int64] = [:]
     var lastSweep: Int64?
     var sweepEvery: Int64 = 60_000
+    /// The namespaces table as last seen: a quota raised may let blocked evaluations place.
+    var namespacesMark: UInt64 = 0
 
     mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
         var out = Output()
@@ -121,6 +123,8 @@ struct EvalFeed {
             return zip(f, before).contains { $0 > $1 }
         }
         free = nowFree
+        let ns = state.tableIndex[.namespaces] ?? 0
+        if ns != namespacesMark { out.unblock = true; namespacesMark = ns }
 
         // Jobs whose time has come.
         for (key, at) in wakeAt.sorted(by: { $0.key < $1.key }) where at <= now {

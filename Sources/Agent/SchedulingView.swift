@@ -22,8 +22,12 @@ struct SchedulingView {
         var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
                                    previousVersions: Self.previousVersions(state, key), now: now)
         input.promoted = state.jobs[key].map { $0.version == version && $0.promoted } ?? false
+        input.quota = state.namespaces[key.namespace]?.quota
         return input
     }
+
+    /// Every namespace's quota, for the plan applier.
+    var quotas: [String: Quota] { state.namespaces.compactMapValues(\.quota) }
 
     /// The job's kept versions by number.
     static func previousVersions(_ state: ClusterState, _ key: ClusterState.JobKey) -> [Int: Job] {

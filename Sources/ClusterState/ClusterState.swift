@@ -31,7 +31,7 @@ public struct ClusterState: Sendable, Equatable {
         public var promoted: Bool = false
     }
 
-    public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations, config }
+    public enum Table: UInt8, Sendable, CaseIterable { case jobs = 1, nodes, allocations, evaluations, config, namespaces }
 
     public enum Outcome: Sendable, Equatable {
         case applied
@@ -55,8 +55,20 @@ public struct ClusterState: Sendable, Equatable {
     public static let defaultAlgorithm = "binpack"
     public static let algorithms = ["binpack", "spread"]
     public private(set) var lastIndex: UInt64 = 0
+    /// Namespaces made with `caravan namespace apply` (`default` exists without being here).
+    public private(set) var namespaces: [String: Namespace] = [:]
 
     public init() {}
+
+    /// Whether jobs may be registered in `name`.
+    public func namespaceExists(_ name: String) -> Bool { name == Namespace.defaultName || namespaces[name] != nil }
+
+    /// What the live allocations of a namespace hold.
+    public func usage(of namespace: String) -> Quota.Usage {
+        var u = Quota.Usage()
+        for a in allocations.values where a.isLive && a.namespace == namespace { u.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
+        return u
+    }
 
     /// The index of the latest change to any of `tables`.
     public func index(of tables: [Table]) -> UInt64 { tables.map { tableIndex[$0] ?? 0 }.max() ?? 0 }
@@ -189,6 +201,18 @@ public struct ClusterState: Sendable, Equatable {
             versions[key]![i].stable = true
             if cur.version == version { jobs[key]!.stable = true }
             touch(.jobs, index)
+        case .upsertNamespace(var n):
+            n.createIndex = namespaces[n.name]?.createIndex ?? index
+            n.modifyIndex = index
+            namespaces[n.name] = n
+            touch(.namespaces, index)
+        case .deleteNamespace(let name):
+            guard name != Namespace.defaultName else { return .rejected("namespace default cannot be deleted") }
+            guard namespaces[name] != nil else { return .rejected("namespace \(name) does not exist") }
+            let jobsIn = jobs.keys.filter { $0.namespace == name }.count
+            guard jobsIn == 0 else { return .rejected("namespace \(name) holds \(jobsIn) job\(jobsIn == 1 ? "" : "s"); stop and purge them first") }
+            namespaces[name] = nil
+            touch(.namespaces, index)
         case .promote(let ns, let id, let version):
             let key = JobKey(ns, id)
             guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
@@ -274,7 +298,7 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 6
+    static let snapshotVersion: UInt8 = 7
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -300,6 +324,7 @@ public struct ClusterState: Sendable, Equatable {
         w.varint(UInt64(periodicLaunches.count))
         for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
         w.string(schedulerAlgorithm)
+        w.varint(UInt64(namespaces.count)); for k in namespaces.keys.sorted() { RecordCodec.enc(namespaces[k]!, &w) }
         return w.bytes
     }
 
@@ -367,6 +392,10 @@ public struct ClusterState: Sendable, Equatable {
         if format >= 4 {
             guard let algorithm = r.string(), algorithms.contains(algorithm) else { throw RestoreError(description: "bad scheduler configuration") }
             s.schedulerAlgorithm = algorithm
+        }
+        if format >= 7 {
+            guard let n = r.count(max: 1 << 16) else { throw RestoreError(description: "bad namespace count") }
+            for _ in 0..<n { guard let ns = RecordCodec.namespace(&r) else { throw RestoreError(description: "bad namespace") }; s.namespaces[ns.name] = ns }
         }
         guard r.atEnd else { throw RestoreError(description: "trailing bytes in snapshot") }
         return s

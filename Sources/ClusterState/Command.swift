@@ -28,12 +28,16 @@ public enum Command: Sendable, Equatable {
     case markStable(namespace: String, id: String, version: Int)
     /// The canaries of a job version are good: the rest of its instances may be replaced.
     case promote(namespace: String, id: String, version: Int)
+    /// A namespace made or changed (description, quota).
+    case upsertNamespace(Namespace)
+    /// A namespace removed (refused while jobs are registered in it).
+    case deleteNamespace(String)
 
     public static let ignorableFlag: UInt8 = 0x80
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote
+             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote, upsertNamespace, deleteNamespace
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -83,6 +87,10 @@ public enum Command: Sendable, Equatable {
             w.byte(Tag.markStable.rawValue); w.string(ns); w.string(id); w.varint(UInt64(version))
         case .promote(let ns, let id, let version):
             w.byte(Tag.promote.rawValue); w.string(ns); w.string(id); w.varint(UInt64(version))
+        case .upsertNamespace(let n):
+            w.byte(Tag.upsertNamespace.rawValue); RecordCodec.enc(n, &w)
+        case .deleteNamespace(let name):
+            w.byte(Tag.deleteNamespace.rawValue); w.string(name)
         }
         return w.bytes
     }
@@ -147,6 +155,8 @@ public enum Command: Sendable, Equatable {
             if let ns = r.string(), let id = r.string(), let v = r.varint(), v < 1 << 31 { c = .markStable(namespace: ns, id: id, version: Int(v)) } else { c = nil }
         case .promote:
             if let ns = r.string(), let id = r.string(), let v = r.varint(), v < 1 << 31 { c = .promote(namespace: ns, id: id, version: Int(v)) } else { c = nil }
+        case .upsertNamespace: c = RecordCodec.namespace(&r).map { .upsertNamespace($0) }
+        case .deleteNamespace: c = r.string().map { .deleteNamespace($0) }
         case .upsertEvaluations:
             var evals: [Evaluation] = []
             var ok = false

@@ -113,4 +113,37 @@ enum RecordCodec {
         e.createIndex = ci; e.modifyIndex = mi
         return e
     }
+
+    static func enc(_ n: Namespace, _ w: inout ByteWriter) {
+        w.string(n.name); w.string(n.description, max: 4096); w.varint(n.createIndex); w.varint(n.modifyIndex)
+        w.byte(n.quota == nil ? 0 : 1)
+        if let q = n.quota {
+            for v in [q.cpuMillicores, q.memoryMiB, q.instances] {
+                w.byte(v == nil ? 0 : 1)
+                if let v { w.varint(UInt64(max(0, v))) }
+            }
+        }
+    }
+
+    static func namespace(_ r: inout ByteReader) -> Namespace? {
+        guard let name = r.string(), Namespace.isValidName(name), let d = r.string(max: 4096), let ci = r.varint(), let mi = r.varint(),
+              let hasQuota = r.byte(), hasQuota <= 1 else { return nil }
+        var n = Namespace(name: name, description: d)
+        n.createIndex = ci
+        n.modifyIndex = mi
+        if hasQuota == 1 {
+            var parts: [Int?] = []
+            for _ in 0..<3 {
+                guard let has = r.byte(), has <= 1 else { return nil }
+                if has == 1 {
+                    guard let v = r.varint(), v <= 1 << 40 else { return nil }
+                    parts.append(Int(v))
+                } else {
+                    parts.append(nil)
+                }
+            }
+            n.quota = Quota(cpuMillicores: parts[0], memoryMiB: parts[1], instances: parts[2])
+        }
+        return n
+    }
 }

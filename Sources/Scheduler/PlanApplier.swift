@@ -9,9 +9,13 @@ public enum PlanApplier {
         public var accepted: Plan
         /// Nodes whose placements were refused (over capacity, port clash, not schedulable).
         public var rejectedNodes: [String]
+        /// Namespaces whose placements were refused (over quota).
+        public var rejectedNamespaces: [String] = []
     }
 
-    public static func verify(_ plan: Plan, nodes: [Node], allocations: [Allocation]) -> Verdict {
+    /// With `quotas` (namespace → quota), placements that would take a namespace past its quota
+    /// are refused too (all of that namespace's placements in the plan).
+    public static func verify(_ plan: Plan, nodes: [Node], allocations: [Allocation], quotas: [String: Quota] = [:]) -> Verdict {
         let byID = Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, $0) })
         let stopping = Set(plan.stops.map(\.id))
         var cpu: [String: Int] = [:], mem: [String: Int] = [:], disk: [String: Int] = [:]
@@ -36,6 +40,20 @@ public enum PlanApplier {
         }
         var accepted = plan
         accepted.placements = plan.placements.filter { !rejected.contains($0.nodeID) }
-        return Verdict(accepted: accepted, rejectedNodes: rejected.sorted())
+        var overQuota = Set<String>()
+        if !quotas.isEmpty {
+            var used: [String: Quota.Usage] = [:]
+            for a in allocations where a.isLive && !stopping.contains(a.id) && quotas[a.namespace] != nil {
+                used[a.namespace, default: .init()].add(cpu: a.cpuMillicores, memory: a.memoryMiB)
+            }
+            for a in accepted.placements {
+                guard let q = quotas[a.namespace] else { continue }
+                let u = used[a.namespace, default: .init()]
+                if q.refusal(a.namespace, used: u, cpu: a.cpuMillicores, memory: a.memoryMiB) != nil { overQuota.insert(a.namespace) }
+                used[a.namespace, default: .init()].add(cpu: a.cpuMillicores, memory: a.memoryMiB)
+            }
+            accepted.placements.removeAll { overQuota.contains($0.namespace) }
+        }
+        return Verdict(accepted: accepted, rejectedNodes: rejected.sorted(), rejectedNamespaces: overQuota.sorted())
     }
 }

@@ -16,6 +16,9 @@ public struct SchedulerInput: Sendable {
     public var now: Int64?
     /// The version's canaries were promoted (see `UpdateStrategy.canary`).
     public var promoted = false
+    /// The job's namespace's quota: what its live allocations (counted from `allocations`) may
+    /// hold together. An instance over it is not placed, and the failure says so.
+    public var quota: Quota?
 
     public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:],
                 now: Int64? = nil) {
@@ -42,6 +45,10 @@ public struct PlacementFailure: Sendable, Equatable, CustomStringConvertible {
             .map { r in
                 r.key.hasSuffix("exhausted") ? "\(r.key) on \(r.value) node\(r.value == 1 ? "" : "s")" : "\(r.key) filtered \(r.value)"
             }
+        // A quota refusal is about the namespace, not about nodes.
+        if nodesEvaluated == 0, let quota = reasons.keys.first(where: { $0.hasPrefix("namespace ") }) {
+            return "\(unplaced) of group \(group) not placed: \(quota)"
+        }
         return "\(unplaced) of group \(group) not placed: " + (why.isEmpty ? "no nodes" : why.joined(separator: ", ")) + " (\(nodesEvaluated) nodes evaluated)"
     }
 }
@@ -368,6 +375,13 @@ public struct Scheduler {
         var spreads = (job.spreads + group.spreads).map { SpreadState($0, nodes: nodes, here: here, groupCount: group.count) }
         var failure = PlacementFailure(group: group.name, unplaced: 0, nodesEvaluated: 0, reasons: [:])
         for need in needs {
+            if let quota = ctx.input.quota,
+               let refusal = quota.refusal(job.namespace, used: ctx.quotaUsed, cpu: ask.cpu, memory: ask.memory) {
+                failure.unplaced += 1
+                failure.nodesEvaluated = 0
+                failure.reasons = [refusal: 0]
+                continue
+            }
             var best: (index: Int, score: Double)?
             var reasons: [String: Int] = [:]
             var ranked = 0
@@ -450,6 +464,8 @@ struct Context {
     var byID: [String: Allocation] = [:]
     /// Where the next bounded walk over a large cluster starts.
     var cursor = 0
+    /// What the job's namespace holds, for its quota.
+    var quotaUsed = Quota.Usage()
 
     init(input: SchedulerInput) {
         self.input = input
@@ -467,6 +483,7 @@ struct Context {
     static func key(_ a: Allocation) -> String { key(namespace: a.namespace, jobID: a.jobID, group: a.group) }
 
     mutating func take(_ a: Allocation) {
+        if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
         guard let i = nodeIndex[a.nodeID] else { return }
         cpu[i] += a.cpuMillicores
         memory[i] += a.memoryMiB
@@ -476,7 +493,9 @@ struct Context {
     }
 
     mutating func release(_ a: Allocation) {
-        guard a.isLive, let i = nodeIndex[a.nodeID] else { return }
+        guard a.isLive else { return }
+        if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: -1) }
+        guard let i = nodeIndex[a.nodeID] else { return }
         cpu[i] -= a.cpuMillicores
         memory[i] -= a.memoryMiB
         disk[i] -= a.diskMiB

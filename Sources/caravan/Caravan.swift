@@ -12,7 +12,7 @@ struct Caravan: AsyncParsableCommand {
         abstract: "A masterless cluster scheduler: one agent on every machine.",
         version: "0.2.0",
         subcommands: [AgentCommand.self, MembersCommand.self, StatusCommand.self, OperatorCommand.self, VarCommand.self, JobCommand.self, AllocCommand.self, NodeCommand.self, EvalCommand.self,
-                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self, ACLCommand.self, TLSCommand.self]
+                      LeaveCommand.self, KeygenCommand.self, KeyringCommand.self, ACLCommand.self, TLSCommand.self, NamespaceCommand.self]
     )
 
     /// Parses and runs a command; exit status 0 on success, 1 on a failed operation, 2 on bad usage or input.
@@ -78,6 +78,8 @@ struct ClientOptions: ParsableArguments {
     var clientKey: String?
     @Option(name: .long, help: "The name the agent's certificate must carry (default server.caravan for an IP address; $CARAVAN_TLS_SERVER_NAME).")
     var tlsServerName: String?
+    @Option(name: .long, help: "The namespace of the jobs, allocations and evaluations named (default $CARAVAN_NAMESPACE or default; * lists every one).")
+    var namespace: String?
 
     func client() throws -> CaravanClient {
         let env = ProcessInfo.processInfo.environment
@@ -92,6 +94,7 @@ struct ClientOptions: ParsableArguments {
             client = try CaravanClient(address: a, tls: tls)
         } catch { throw CLIError.usage(error.message) }
         client.token = token ?? env["CARAVAN_TOKEN"]
+        client.namespace = namespace ?? env["CARAVAN_NAMESPACE"]
         return client
     }
 }

@@ -11,6 +11,16 @@ struct JobCommand: AsyncParsableCommand {
         commandName: "job", abstract: "Run, inspect and stop jobs.",
         subcommands: [Run.self, Plan.self, Status.self, Stop.self, History.self, Revert.self, Promote.self, Validate.self])
 
+    /// The job and the client agree on the namespace: `--namespace` places a job whose file names
+    /// none; a file that names one is followed there.
+    static func align(_ job: inout Job, _ api: inout CaravanClient) throws {
+        if let ns = api.namespace, ns != job.namespace {
+            guard job.namespace == "default" else { throw CLIError.usage("the job file names namespace \(job.namespace) but --namespace is \(ns)") }
+            job.namespace = ns
+        }
+        api.namespace = job.namespace
+    }
+
     struct History: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "history", abstract: "The job's kept versions, newest first.")
         @OptionGroup var client: ClientOptions
@@ -65,8 +75,9 @@ struct JobCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            let job = try JobFileLoader.load(file)
-            let api = try client.client()
+            var job = try JobFileLoader.load(file)
+            var api = try client.client()
+            try JobCommand.align(&job, &api)
             let p: JobPlanView = try await cli { () async throws(ClientError) in try await api.planJob(JobFile.render(job)) }
             if json { return try printJSON(p) }
             print(p.text, terminator: "")
@@ -86,8 +97,9 @@ struct JobCommand: AsyncParsableCommand {
         @Option(help: "Seconds to follow the job.") var timeout: Double = 60
 
         func run() async throws {
-            let job = try JobFileLoader.load(file)
-            let api = try client.client()
+            var job = try JobFileLoader.load(file)
+            var api = try client.client()
+            try JobCommand.align(&job, &api)
             let reg: JobRegisterView = try await cli { () async throws(ClientError) in try await api.registerJob(JobFile.render(job)) }
             if detach {
                 if json { return try printJSON(reg) }

@@ -60,6 +60,10 @@ import Testing
         "PUT /v1/var/{path}": .variable("write"),
         "DELETE /v1/var/{path}": .variable("write"),
         "GET /v1/vars": .variable("read"),
+        "GET /v1/namespaces": .ns("read-job"),
+        "GET /v1/namespace/{name}": .ns("read-job"),
+        "PUT /v1/namespace/{name}": .management,
+        "DELETE /v1/namespace/{name}": .management,
         "GET /v1/acl/policies": .management,
         "GET /v1/acl/policy/{name}": .management,
         "PUT /v1/acl/policy/{name}": .management,
@@ -116,6 +120,7 @@ import Testing
 
     /// A concrete URI for a documented path.
     static func uri(_ path: String) -> String {
+        if path == "/v1/namespace/{name}" { return "/v1/namespace/default" }
         var p = path.replacingOccurrences(of: "{path}", with: "app/x").replacingOccurrences(of: "{operation}", with: "install")
             .replacingOccurrences(of: "{task}", with: "t").replacingOccurrences(of: "{name}", with: "p")
             .replacingOccurrences(of: "{accessor}", with: "nope").replacingOccurrences(of: "{id}", with: "nope")

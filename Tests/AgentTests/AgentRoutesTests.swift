@@ -373,6 +373,11 @@ import Testing
         try await app.test(.router) { [jobs] client in
             for (source, text) in jobs {
                 let sent = try JobFile.parse(text, file: source)
+                if sent.namespace != "default" {
+                    try await client.execute(uri: "/v1/namespace/\(sent.namespace)", method: .put, body: ByteBuffer(string: "{}")) { r in
+                        #expect(r.status == .ok, "\(source): \(String(buffer: r.body))")
+                    }
+                }
                 try await client.execute(uri: "/v1/jobs", method: .post, body: ByteBuffer(string: text)) { r in
                     #expect(r.status == .ok, "\(source): \(String(buffer: r.body))")
                 }

@@ -43,12 +43,15 @@ struct ClusterRead: Sendable {
 
     var isNull: Bool { data == Array("null".utf8) }
 
-    /// A list answer with only what the caller may see on this route (the whole answer, as it
-    /// came, when the caller may see every namespace).
-    func visible<T: Codable>(_ type: T.Type, _ namespace: KeyPath<T, String>) throws -> Response {
+    /// A list answer with only the namespace asked for (`?namespace=`, default `default`; `*`
+    /// for all) and only what the caller may see on this route.
+    func visible<T: Codable>(_ type: T.Type, _ namespace: KeyPath<T, String>, in asked: String = "*") throws -> Response {
         let caller = Caller.current
-        guard !caller.identity.isManagement else { return response }
-        return response(try decode([T].self).filter { caller.visible(namespace: $0[keyPath: namespace]) })
+        guard !caller.identity.isManagement || asked != "*" else { return response }
+        return response(try decode([T].self).filter { v in
+            let ns = v[keyPath: namespace]
+            return (asked == "*" || ns == asked) && caller.visible(namespace: ns)
+        })
     }
 
     /// Splits a cluster query's answer: the index, then the JSON.

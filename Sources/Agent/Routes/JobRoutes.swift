@@ -38,7 +38,7 @@ struct JobRoutes {
             return JSONResponse.make(["node": id, "eligibility": raw == "true" ? "eligible" : "ineligible"])
         }
         router.get("/v1/jobs") { request, _ in
-            try await agent.read(ClusterQuery(kind: .jobs), request).visible(JobStatusView.self, \.namespace)
+            try await agent.read(ClusterQuery(kind: .jobs), request).visible(JobStatusView.self, \.namespace, in: AccessRules.namespace(request))
         }
         router.get("/v1/job/:id") { request, context in
             try await jobQuery(.job, request, context).read.response
@@ -103,10 +103,10 @@ struct JobRoutes {
             return read.response
         }
         router.get("/v1/allocations") { request, _ in
-            try await agent.read(ClusterQuery(kind: .allocations), request).visible(AllocationView.self, \.namespace)
+            try await agent.read(ClusterQuery(kind: .allocations), request).visible(AllocationView.self, \.namespace, in: AccessRules.namespace(request))
         }
         router.get("/v1/evaluations") { request, _ in
-            try await agent.read(ClusterQuery(kind: .evaluations), request).visible(EvaluationView.self, \.namespace)
+            try await agent.read(ClusterQuery(kind: .evaluations), request).visible(EvaluationView.self, \.namespace, in: AccessRules.namespace(request))
         }
         router.get("/v1/evaluation/:id") { request, context in
             let id = context.parameters.get("id") ?? ""
@@ -120,7 +120,7 @@ struct JobRoutes {
     /// `POST /v1/jobs` (and `/v1/job/{id}`, which must name the same job): parse, commit, and
     /// create the evaluation the leader answers with placements.
     func registerJob(_ request: Request, expectedID: String?) async throws -> Response {
-        let job = try await Self.parseJob(request, expectedID: expectedID)
+        let job = try await namespaced(try await Self.parseJob(request, expectedID: expectedID), request)
         try Caller.current.check(namespace: job.namespace)
         let jobs = agent.store.current.jobs
         if jobs.count >= agent.config.limits.maxJobs && jobs[ClusterState.JobKey(job.namespace, job.id)] == nil {
@@ -136,11 +136,31 @@ struct JobRoutes {
     }
 
     func plan(_ request: Request, expectedID: String?) async throws -> Response {
-        let job = try await Self.parseJob(request, expectedID: expectedID)
+        let job = try await namespaced(try await Self.parseJob(request, expectedID: expectedID), request)
         try Caller.current.check(namespace: job.namespace)
         var q = ClusterQuery(kind: .plan)
         q.text = JobFile.render(job)
         return try await agent.read(q).response
+    }
+
+    /// The job in the namespace the request names (`?namespace=`) when its file names none (or
+    /// `default`); a file naming another is refused. The namespace must exist.
+    func namespaced(_ job: Job, _ request: Request) async throws -> Job {
+        var job = job
+        if let asked = request.uri.queryParameters.get("namespace"), asked != job.namespace {
+            guard job.namespace == Namespace.defaultName else {
+                throw APIError(.badRequest, "invalid_job", "the job file names namespace \(job.namespace) but the request names \(asked)")
+            }
+            guard Namespace.isValidName(asked) else { throw APIError(.badRequest, "invalid_namespace", "namespace \"\(asked)\" must be 1-128 letters, digits, '-', '_' or '.'") }
+            job.namespace = asked
+        }
+        if job.namespace != Namespace.defaultName {
+            let read = try await agent.read(ClusterQuery(kind: .namespace, id: job.namespace))
+            guard !read.isNull else {
+                throw APIError(.badRequest, "namespace_not_found", "namespace \(job.namespace) does not exist (make it with `caravan namespace apply \(job.namespace)`)")
+            }
+        }
+        return job
     }
 
     static func parseJob(_ request: Request, expectedID: String?) async throws -> Job {

@@ -1,0 +1,96 @@
+import API
+import ArgumentParser
+import FoundationEssentials
+
+struct NamespaceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "namespace", abstract: "Namespaces: jobs kept apart, with access and quotas of their own.",
+        discussion: """
+            caravan namespace apply team-a --memory 2Gi --cpu 4000m --instances 20
+            caravan job run --namespace team-a web.yaml        # or namespace: team-a in the file
+            caravan namespace status team-a                    # what it uses against its quota
+
+            An instance that would take a namespace past its quota is not placed; its job's status
+            says why (namespace team-a: memory 2048Mi of 2048Mi used).
+            """,
+        subcommands: [Apply.self, List.self, Status.self, Delete.self])
+
+    static func call<T: Decodable>(_ options: ClientOptions, _ f: (CaravanClient) async throws(ClientError) -> T) async throws -> T {
+        do { return try await f(try options.client()) } catch let e as ClientError { throw CLIError.from(e) }
+    }
+
+    static func amount(_ used: Int?, _ limit: Int?, _ unit: String) -> String {
+        "\(used ?? 0)\(unit)" + (limit.map { " of \($0)\(unit)" } ?? "")
+    }
+
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description and quota).")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The namespace.") var name: String
+        @Option(help: "A description.") var description: String?
+        @Option(help: "Quota: CPU its live instances may hold together (2000m, 4).") var cpu: String?
+        @Option(help: "Quota: memory (512Mi, 2Gi).") var memory: String?
+        @Option(help: "Quota: live instances.") var instances: Int?
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let quota = cpu == nil && memory == nil && instances == nil ? nil : QuotaSpec(cpu: cpu, memory: memory, instances: instances)
+            let body = NamespaceRequest(description: description, quota: quota)
+            let v: NamespaceView = try await NamespaceCommand.call(client) { c throws(ClientError) in
+                try await c.request(.PUT, "/v1/namespace/" + CaravanClient.escape(name), body: body, write: true)
+            }
+            if json { return try printJSON(v) }
+            print("namespace \(v.name) applied (index \(v.modifyIndex))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "The namespaces you may see.")
+        @OptionGroup var client: ClientOptions
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let all: [NamespaceView] = try await NamespaceCommand.call(client) { c throws(ClientError) in try await c.request(.GET, "/v1/namespaces") }
+            if json { return try printJSON(all) }
+            printTable(["NAME", "JOBS", "CPU", "MEMORY", "INSTANCES", "DESCRIPTION"], all.map {
+                [$0.name, "\($0.jobs)", NamespaceCommand.amount($0.used.cpuMillicores, $0.quota?.cpuMillicores, "m"),
+                 NamespaceCommand.amount($0.used.memoryMiB, $0.quota?.memoryMiB, "Mi"),
+                 NamespaceCommand.amount($0.used.instances, $0.quota?.instances, ""), $0.description]
+            })
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "status", abstract: "A namespace: its jobs and what they use against its quota.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The namespace.") var name: String
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let v: NamespaceView = try await NamespaceCommand.call(client) { c throws(ClientError) in
+                try await c.request(.GET, "/v1/namespace/" + CaravanClient.escape(name))
+            }
+            if json { return try printJSON(v) }
+            print("Name        = \(v.name)")
+            print("Description = \(v.description)")
+            print("Jobs        = \(v.jobs)")
+            print("CPU         = \(NamespaceCommand.amount(v.used.cpuMillicores, v.quota?.cpuMillicores, "m"))")
+            print("Memory      = \(NamespaceCommand.amount(v.used.memoryMiB, v.quota?.memoryMiB, "Mi"))")
+            print("Instances   = \(NamespaceCommand.amount(v.used.instances, v.quota?.instances, ""))")
+            if v.quota == nil { print("(no quota)") }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete an empty namespace.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The namespace.") var name: String
+
+        func run() async throws {
+            let _: [String: Bool] = try await NamespaceCommand.call(client) { c throws(ClientError) in
+                try await c.request(.DELETE, "/v1/namespace/" + CaravanClient.escape(name), write: true)
+            }
+            print("namespace \(name) deleted")
+        }
+    }
+}
