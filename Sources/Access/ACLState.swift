@@ -58,6 +58,10 @@ public struct ACLState: Sendable, Equatable {
     }
 
     public mutating func apply(_ command: ACLCommand, index: UInt64) -> Outcome {
+        if case .bootstrap = command {} else if !bootstrapped {
+            // Nothing made before the bootstrap could outlive it as a back door.
+            return .rejected(code: "acl_not_bootstrapped", message: "ACLs are not bootstrapped: run `caravan acl bootstrap` first")
+        }
         switch command {
         case .bootstrap(var t):
             guard !bootstrapped else { return .rejected(code: "already_bootstrapped", message: "ACLs were bootstrapped already; use a management token to make more tokens") }

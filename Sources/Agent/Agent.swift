@@ -72,8 +72,11 @@ public final class Agent: Sendable {
         self.capacity = capacity
         self.metadata = Mutex(metadata)
         self.tokens = TokenResolver(enforceBeforeBootstrap: config.aclEnabled, markerPath: config.dataDir + "/acl-on",
-                                    local: { [store] in store.acl }) { [raft] hash in
-            let bytes = try await raft.read(ACLQuery.resolve(secretHash: hash).encode(), stale: true, timeout: .seconds(2))
+                                    local: { [store] in store.acl },
+                                    groupExists: { [gossip] in
+                                        await gossip.members().contains { NodeMetadata.decode($0.metadata)?.raft == .member }
+                                    }) { [raft] hash, linearizable in
+            let bytes = try await raft.read(ACLQuery.resolve(secretHash: hash).encode(), stale: !linearizable, timeout: .seconds(2))
             guard let state = ACLState.decode(bytes) else { throw APIError(.badGateway, "bad_answer", "a member sent an unreadable ACL answer") }
             return state
         }

@@ -98,6 +98,30 @@ import Testing
         #expect(relayed.status == 0 && relayed.stdout.contains("secret-output"), "\(relayed.stdout)\(relayed.stderr)")
         #expect(try c.cli(other, ["alloc", "logs", alloc.id, "t"], token: ci).stderr.contains("read-logs"))
 
+        // A follow in progress ends once its token is revoked (it does not run on to its end).
+        let ticker = try Self.write("""
+            id: ticker
+            groups:
+              - name: g
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"]}, resources: {cpu: 10m, memory: 8Mi}}
+            """, "ticker")
+        #expect(try c.cli(0, ["job", "run", ticker], token: root).status == 0)
+        let tickers = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "ticker", "--json"], token: root).stdout.utf8))
+        let tick = try #require(tickers.allocations.first { $0.clientStatus == "running" })
+        let follow = Task {
+            try await LocalCluster.runAsync(["alloc", "logs", "-f", tick.id, "t", "--address", "http://\(c.ip(2)):4680", "--token", logger.secretID!],
+                                            limit: .seconds(60))
+        }
+        try await Task.sleep(for: .seconds(1))
+        #expect(try c.cli(0, ["acl", "token", "delete", logger.accessorID], token: root).status == 0)
+        let clock = ContinuousClock()
+        let revokedAt = clock.now
+        let ended = try await follow.value
+        #expect(clock.now - revokedAt < .seconds(10), "the follow ran on after its token was revoked")
+        #expect(ended.status != 0 && ended.stdout.contains("tick"), "\(ended.stderr)")
+        #expect(try c.cli(0, ["job", "stop", "--purge", "ticker"], token: root).status == 0)
+
         // Enough writes that every agent compacts its log, then SIGKILL all three and restart.
         var client = try CaravanClient(address: "http://\(c.ip(0)):4680")
         client.token = root
@@ -121,7 +145,7 @@ import Testing
         }
         let list = try c.cli(2, ["acl", "token", "list", "--json"], token: root)
         let tokens = try JSONDecoder().decode([ACLTokenView].self, from: Data(list.stdout.utf8))
-        #expect(Set(tokens.map(\.name)) == ["bootstrap token", ""] && tokens.allSatisfy { $0.secretID == nil }, "\(list.stdout)")
+        #expect(Set(tokens.map(\.name)) == ["bootstrap token"] && tokens.allSatisfy { $0.secretID == nil }, "\(list.stdout)")
         #expect(!list.stdout.contains(root))
         #expect(try c.cli(0, ["job", "stop", "--purge", "hello"], token: root).status == 0)
     }

@@ -12,6 +12,10 @@ struct ACLRoutes {
 
     func register(on router: Router<BasicRequestContext>) {
         router.post("/v1/acl/bootstrap") { _, _ in
+            // Refused without a log entry once done (anyone may call this).
+            if try await state().bootstrapped {
+                throw APIError(.conflict, "already_bootstrapped", "ACLs were bootstrapped already; use a management token to make more tokens")
+            }
             let secret = Secrets.uuid()
             let token = Token(accessor: Secrets.uuid(), secretHash: Secrets.sha256(secret), name: "bootstrap token", kind: .management,
                               policies: [], createTime: Self.now())
@@ -40,6 +44,7 @@ struct ACLRoutes {
         }
         router.delete("/v1/acl/policy/:name") { _, context in
             let name = context.parameters.get("name") ?? ""
+            guard Policy.isValidName(name) else { throw APIError(.notFound, "policy_not_found", "no ACL policy \(name)") }
             _ = try await commit(.deletePolicy(name))
             return JSONResponse.make(["deleted": true])
         }
@@ -99,6 +104,7 @@ struct ACLRoutes {
         }
         router.delete("/v1/acl/token/:accessor") { _, context in
             let accessor = context.parameters.get("accessor") ?? ""
+            guard !accessor.isEmpty, accessor.utf8.count <= 64 else { throw APIError(.notFound, "token_not_found", "no ACL token \(accessor)") }
             _ = try await commit(.deleteToken(accessor))
             return JSONResponse.make(["deleted": true])
         }
@@ -166,6 +172,9 @@ struct ACLRoutes {
         guard Policy.isValidName(name) else { throw bad("the name must be 1-128 letters, digits, '-', '_' or '.'") }
         var p = Policy(name: name, description: rules.description ?? "")
         guard p.description.unicodeScalars.count <= 4096 else { throw bad("description is over 4096 characters") }
+        guard !p.description.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || $0.value == 0x7F }) else {
+            throw bad("description holds control characters")
+        }
         let namespaces = rules.namespaces ?? [:]
         guard namespaces.count <= 256 else { throw bad("at most 256 namespace rules") }
         for (key, caps) in namespaces {

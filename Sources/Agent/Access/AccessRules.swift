@@ -25,11 +25,23 @@ enum AccessRules {
 
     static func scope(_ s: Scope, _ l: Level) -> @Sendable (Request) throws -> Requirement { { _ in .scope(s, l) } }
 
-    /// The variable path of `/v1/var/{path}` (the router checks its form again).
+    /// The variable path of `/v1/var/{path}` exactly as the route reads it: the segments after
+    /// `v1/var`, empty ones dropped (the router drops them: `/v1/var/app//secret` is
+    /// `app/secret`), then percent-decoded.
     static func variable(_ l: Level) -> @Sendable (Request) throws -> Requirement {
         { r in
-            let raw = String(r.uri.path.dropFirst("/v1/var/".count))
+            let raw = r.uri.path.split(separator: "/").dropFirst(2).joined(separator: "/")
             return .variable(VariableRoutes.percentDecoded(raw) ?? raw, l)
+        }
+    }
+
+    /// Routes about one object whose namespace the handler reads from the object itself (a job
+    /// file, an allocation or evaluation by id): the middleware asks for the capability in some
+    /// namespace, the handler for it in the object's (``Caller/check(namespace:hiding:)``).
+    static func nsObject(_ c: NamespaceCapability) -> @Sendable (Request) throws -> Requirement {
+        { r in
+            let asked = namespace(r)
+            return r.uri.queryParameters.get("namespace") == nil ? .namespace("*", c) : .namespace(asked, c)
         }
     }
 
@@ -49,10 +61,10 @@ enum AccessRules {
             ("GET", "/v1/node/:id", scope(.node, .read)),
             ("POST", "/v1/node/:id/drain", scope(.node, .write)),
             ("POST", "/v1/node/:id/eligibility", scope(.node, .write)),
-            ("POST", "/v1/jobs", ns(.submitJob)),
-            ("POST", "/v1/jobs/plan", ns(.submitJob)),
-            ("POST", "/v1/job/:id", ns(.submitJob)),
-            ("POST", "/v1/job/:id/plan", ns(.submitJob)),
+            ("POST", "/v1/jobs", nsObject(.submitJob)),
+            ("POST", "/v1/jobs/plan", nsObject(.submitJob)),
+            ("POST", "/v1/job/:id", nsObject(.submitJob)),
+            ("POST", "/v1/job/:id/plan", nsObject(.submitJob)),
             ("POST", "/v1/job/:id/revert", ns(.submitJob)),
             ("POST", "/v1/job/:id/promote", ns(.submitJob)),
             ("DELETE", "/v1/job/:id", ns(.submitJob)),
@@ -62,12 +74,12 @@ enum AccessRules {
             ("GET", "/v1/job/:id/evaluations", ns(.readJob)),
             ("GET", "/v1/job/:id/allocations", ns(.readJob)),
             ("GET", "/v1/allocations", ns(.readJob)),
-            ("GET", "/v1/allocation/:id", ns(.readJob)),
+            ("GET", "/v1/allocation/:id", nsObject(.readJob)),
             ("GET", "/v1/evaluations", ns(.readJob)),
-            ("GET", "/v1/evaluation/:id", ns(.readJob)),
-            ("GET", "/v1/client/allocation/:id/logs/:task", ns(.readLogs)),
-            ("POST", "/v1/client/allocation/:id/exec/:task", ns(.allocExec)),
-            ("POST", "/v1/client/allocation/:id/exec/:task/stream", ns(.allocExec)),
+            ("GET", "/v1/evaluation/:id", nsObject(.readJob)),
+            ("GET", "/v1/client/allocation/:id/logs/:task", nsObject(.readLogs)),
+            ("POST", "/v1/client/allocation/:id/exec/:task", nsObject(.allocExec)),
+            ("POST", "/v1/client/allocation/:id/exec/:task/stream", nsObject(.allocExec)),
             ("GET", "/v1/var/**", variable(.read)),
             ("PUT", "/v1/var/**", variable(.write)),
             ("DELETE", "/v1/var/**", variable(.write)),
@@ -116,6 +128,10 @@ enum AccessRules {
         APIError(.forbidden, "permission_denied", "permission denied: this call needs \(need)")
     }
 
+    static func revoked(_ need: Requirement) -> APIError {
+        APIError(.forbidden, "permission_denied", "permission denied: the token no longer allows \(need)")
+    }
+
     /// Registered routes without a rule (the router must not start with any).
     static func missing(_ routes: [(path: String, method: String)]) -> [String] {
         routes.filter { route in
@@ -135,10 +151,15 @@ struct Caller: Sendable {
     @TaskLocal static var current = Caller(identity: .unrestricted, requirement: .open)
 
     /// The route's namespace capability, checked against the namespace of the object itself.
-    func check(namespace: String) throws {
+    /// With `hiding`, a caller without it gets that error (a not-found) instead: an id or prefix
+    /// does not reveal that something exists in a namespace the caller may not see.
+    func check(namespace: String, hiding: APIError? = nil) throws {
         guard case .namespace(_, let capability) = requirement else { return }
         let need = Requirement.namespace(namespace, capability)
-        guard identity.allows(need) else { throw AccessRules.denied(need) }
+        guard identity.allows(need) else {
+            if let hiding, !identity.allows(.namespace(namespace, .readJob)) { throw hiding }
+            throw AccessRules.denied(need)
+        }
     }
 
     /// Whether the caller may see an object of this namespace on the route being served.
@@ -161,11 +182,45 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         let need = try rule.requirement(request)
         // Open routes need no token and no ACL state (they answer while Raft has no leader).
-        let identity = need == .open ? Identity.unrestricted : try await resolver.identity(secret: request.headers[AccessRules.tokenHeader])
+        guard need != .open else { return try await next(request, context) }
+        let secret = request.headers[AccessRules.tokenHeader]
+        let identity = try await resolver.identity(secret: secret)
         guard identity.allows(need) else { throw AccessRules.denied(need) }
-        return try await Caller.$current.withValue(Caller(identity: identity, requirement: need)) {
+        let started = ContinuousClock.now
+        var response = try await Caller.$current.withValue(Caller(identity: identity, requirement: need)) {
             try await next(request, context)
         }
+        guard identity.who != .unrestricted else { return response }
+        // A call that took long (a blocking read) is checked again before it answers, so a token
+        // revoked meanwhile gets nothing more.
+        if ContinuousClock.now - started > TokenResolver.ttl {
+            guard (try? await resolver.identity(secret: secret))?.allows(need) == true else { throw AccessRules.revoked(need) }
+        }
+        // A streamed answer (a log follow, an exec session) ends at its next write once its
+        // token no longer allows it (checked every ``TokenResolver/ttl``).
+        if response.body.contentLength == nil {
+            let body = response.body
+            let resolver = self.resolver
+            response.body = ResponseBody { writer in
+                let revoked = Mutex(false)
+                let watchdog = Task {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: TokenResolver.ttl)
+                        guard !Task.isCancelled else { return }
+                        if (try? await resolver.identity(secret: secret))?.allows(need) != true {
+                            revoked.withLock { $0 = true }
+                            return
+                        }
+                    }
+                }
+                defer { watchdog.cancel() }
+                try await body.map { buffer in
+                    if revoked.withLock({ $0 }) { throw AccessRules.revoked(need) }
+                    return buffer
+                }.write(writer)
+            }
+        }
+        return response
     }
 }
 
@@ -177,7 +232,8 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
 /// in its own copy, in an answer, or in its marker file — serves as ACLs-off; one that has
 /// refuses with 503 `acl_unavailable` rather than let anyone in.
 final class TokenResolver: Sendable {
-    typealias Fetch = @Sendable ([UInt8]?) async throws -> ACLState
+    /// The ACL state for a secret hash: through the leader (`linearizable`) or any member's copy.
+    typealias Fetch = @Sendable ([UInt8]?, _ linearizable: Bool) async throws -> ACLState
     private let fetch: Fetch
     private let local: @Sendable () -> ACLState
     /// `acl.enabled` in the agent's configuration: deny by default even before the bootstrap.
@@ -189,11 +245,16 @@ final class TokenResolver: Sendable {
     static let ttl: Duration = .seconds(2)
     static let maxCached = 10_000
 
+    /// Whether gossip shows a Raft group (some agent publishes that it is a member): then ACLs
+    /// may have been bootstrapped, and an answer is needed.
+    private let groupExists: @Sendable () async -> Bool
+
     init(enforceBeforeBootstrap: Bool, markerPath: String? = nil, local: @escaping @Sendable () -> ACLState = { ACLState() },
-         fetch: @escaping Fetch) {
+         groupExists: @escaping @Sendable () async -> Bool = { true }, fetch: @escaping Fetch) {
         self.enforceBeforeBootstrap = enforceBeforeBootstrap
         self.fetch = fetch
         self.local = local
+        self.groupExists = groupExists
         self.markerPath = markerPath
         self.seenOn = Mutex(markerPath.map { FileManager.default.fileExists(atPath: $0) } ?? false)
     }
@@ -206,14 +267,21 @@ final class TokenResolver: Sendable {
         if first, let markerPath { FileManager.default.createFile(atPath: markerPath, contents: Data("ACLs are on in this cluster\n".utf8)) }
     }
 
-    /// The ACL state for this secret hash: a member's answer, or (none answering) what this
-    /// agent may safely assume.
+    /// The ACL state for this secret hash. Once ACLs are on (as far as this agent has seen, or
+    /// its configuration says) only the leader's answer counts: a member cut off from it, or an
+    /// agent no member answers, refuses (503) rather than trust a copy that may lag a
+    /// revocation. Before that, any member's copy answers; when none answers and gossip shows no
+    /// Raft group at all, ACLs cannot have been bootstrapped.
     private func state(for hash: [UInt8]?) async throws -> ACLState {
-        do { return try await fetch(hash) } catch {
-            let mine = local()
-            if mine.bootstrapped { return mine.subset(secretHash: hash) }
-            if seenOn.withLock({ $0 }) || enforceBeforeBootstrap {
-                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot resolve the ACL token: no Raft member answers (\(error))")
+        let mine = local()
+        if mine.bootstrapped || seenOn.withLock({ $0 }) || enforceBeforeBootstrap {
+            do { return try await fetch(hash, true) } catch {
+                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot check the ACL token: the Raft leader does not answer (\(error))")
+            }
+        }
+        do { return try await fetch(hash, false) } catch {
+            if await groupExists() {
+                throw APIError(.serviceUnavailable, "acl_unavailable", "cannot check the ACL token: no Raft member answers (\(error))")
             }
             return mine
         }

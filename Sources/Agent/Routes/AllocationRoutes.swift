@@ -210,7 +210,7 @@ struct AllocationRoutes {
         let read = try await agent.read(ClusterQuery(kind: .allocation, id: id), request)
         guard !read.isNull else { throw APIError(.notFound, "allocation_not_found", "no allocation \(id)") }
         let view = try read.decode(AllocationView.self)
-        try Caller.current.check(namespace: view.namespace)
+        try Caller.current.check(namespace: view.namespace, hiding: APIError(.notFound, "allocation_not_found", "no allocation \(id)"))
         return (read, view)
     }
 

@@ -112,7 +112,8 @@ struct JobRoutes {
             let id = context.parameters.get("id") ?? ""
             let read = try await agent.read(ClusterQuery(kind: .evaluation, id: id), request)
             guard !read.isNull else { throw APIError(.notFound, "evaluation_not_found", "no evaluation \(id) (the last 10 per job are kept)") }
-            try Caller.current.check(namespace: try read.decode(EvaluationView.self).namespace)
+            try Caller.current.check(namespace: try read.decode(EvaluationView.self).namespace,
+                                     hiding: APIError(.notFound, "evaluation_not_found", "no evaluation \(id) (the last 10 per job are kept)"))
             return read.response
         }
     }
