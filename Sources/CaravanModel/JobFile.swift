@@ -102,7 +102,11 @@ public enum JobFile {
     static func decodeTask(_ r: FieldReader) -> TaskSpec? {
         guard let m = r.mapping(known: ["name", "driver", "config", "env", "resources", "killTimeout", "killSignal", "lifecycle",
                                         "logs", "user", "meta"]) else { return nil }
-        let n = name(m.required("name"))
+        let nameField = m.required("name")
+        let n = name(nameField)
+        if let n, !r.problems.stored, ["alloc", "state.json", "state.json.tmp"].contains(n) {
+            nameField?.fail("\"\(n)\" is reserved (it names the allocation's own directory or files)")
+        }
         let driver = m.required("driver")?.oneOf(TaskSpec.Driver.self)
         var config = DriverConfig()
         if let c = m["config"], let mm = c.mapping(known: ["image", "command", "args", "entrypoint", "workdir", "auth"]) {

@@ -55,7 +55,7 @@ public struct ContainerDriver: TaskDriver {
         guard !args.isEmpty else {
             throw DriverError("image \(image) has no entrypoint or command, and the task sets none (config.command)", event: "Failed Validation")
         }
-        let user = try TaskUser.resolve(ctx.task.user ?? cfg.user ?? "", etc: rootfs + "/etc", fallback: .root)
+        let user = try TaskUser.resolve(ctx.task.user ?? cfg.user ?? "", root: rootfs, fallback: .root)
         try user.own(ctx.directories)
         var c = ctx
         c.environment = env

@@ -11,9 +11,17 @@ func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
 
 /// The same, as bytes (for files that are not text, such as /proc/PID/environ).
 func readSmallBytes(_ path: String, limit: Int = 1 << 20) -> [UInt8]? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // Never blocks on a FIFO someone planted: regular files only.
+    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
+    return readRegular(fd, limit: limit)
+}
+
+/// A regular file's bytes (up to `limit`) from an open descriptor; nil for anything else.
+func readRegular(_ fd: Int32, limit: Int) -> [UInt8]? {
+    var st = stat()
+    guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
     var out: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 8192)
     while out.count < limit {
@@ -59,6 +67,25 @@ func listDirectory(_ path: String) -> [String] {
         if n != "." && n != ".." { out.append(n) }
     }
     return out
+}
+
+/// A file under `root` (a task's or an image's root), every component opened without following
+/// links, so an absolute link inside the root never reaches the host's files; regular files
+/// only, never blocking. Nil when it is missing or is anything else.
+func readFileInRoot(_ root: String, _ relative: String, limit: Int = 1 << 20) -> String? {
+    var fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    let parts = relative.split(separator: "/")
+    for (i, part) in parts.enumerated() {
+        guard part != "..", part != "." else { close(fd); return nil }
+        let last = i == parts.count - 1
+        let next = openat(fd, String(part), (last ? O_RDONLY | O_NONBLOCK : O_RDONLY | O_DIRECTORY) | O_NOFOLLOW | O_CLOEXEC)
+        close(fd)
+        guard next >= 0 else { return nil }
+        fd = next
+    }
+    defer { close(fd) }
+    return readRegular(fd, limit: limit).map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// Writes a file atomically (temporary file, fsync, rename), readable by its owner only unless

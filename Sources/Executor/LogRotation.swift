@@ -22,6 +22,30 @@ public enum LogRotation {
         return openat(dir, String(path[path.index(after: slash)...]), flags | O_NOFOLLOW | O_CLOEXEC, mode)
     }
 
+    /// Opens a task's log file for appending: a regular file, never a link or a FIFO the task
+    /// planted there (that is removed and the file made anew), and never blocking.
+    static func openForAppend(_ path: String, _ mode: mode_t = 0o644) -> Int32 {
+        guard let slash = path.lastIndex(of: "/") else { return -1 }
+        let dir = Glibc.open(String(path[..<slash]), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard dir >= 0 else { return -1 }
+        defer { close(dir) }
+        let name = String(path[path.index(after: slash)...])
+        for _ in 0..<3 {
+            let fd = openat(dir, name, O_WRONLY | O_CREAT | O_APPEND | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, mode)
+            if fd >= 0 {
+                var st = stat()
+                if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG {
+                    _ = fcntl(fd, F_SETFL, O_WRONLY | O_APPEND)
+                    return fd
+                }
+                close(fd)
+            }
+            // A link, a FIFO (ENXIO with no reader), a directory: not ours to follow; replace it.
+            if unlinkat(dir, name, 0) != 0 && errno != ENOENT { _ = unlinkat(dir, name, AT_REMOVEDIR) }
+        }
+        return -1
+    }
+
     /// The size of a regular file at `path` (not followed if a link); nil otherwise.
     static func regularFileSize(_ path: String) -> Int? {
         let fd = openNoFollow(path, O_RDONLY | O_NONBLOCK)

@@ -199,7 +199,7 @@ public final class ProcessSupervisor: @unchecked Sendable {
         func open(_ path: String?) -> Int32 {
             guard let path else { return -1 }
             // The logs directory is the task's to write: a link planted there is not followed.
-            return LogRotation.openNoFollow(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            return LogRotation.openForAppend(path)
         }
         let out = open(spec.stdoutPath), err = open(spec.stderrPath)
         defer { if out >= 0 { close(out) }; if err >= 0 { close(err) } }

@@ -26,7 +26,7 @@ public struct RawExecDriver: TaskDriver {
         let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         var user: TaskUser?
         if let name = ctx.task.user, !name.isEmpty {
-            let u = try TaskUser.resolve(name, etc: "/etc", fallback: .root)
+            let u = try TaskUser.resolve(name, root: "/", fallback: .root)
             if u.uid != 0 || u.gid != 0 {
                 guard geteuid() == 0 else { throw DriverError("user \(name) needs the agent to run as root", event: "Failed Validation", recoverable: false) }
                 try u.own(ctx.directories)
@@ -53,7 +53,7 @@ public struct RawExecDriver: TaskDriver {
         guard let setpriv = resolveCommand("setpriv", path: TaskEnvironment.hostPath) else {
             throw DriverError("setpriv (util-linux) not found: a raw_exec task cannot run as another user here", recoverable: false)
         }
-        return (setpriv, ["setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--", path] + argv.dropFirst())
+        return (setpriv, ["setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--no-new-privs", "--", path] + argv.dropFirst())
     }
 
     public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,

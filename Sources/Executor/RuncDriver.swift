@@ -54,7 +54,7 @@ public struct RuncDriver: TaskDriver {
         }
         let bundle = ctx.directories.task + "/bundle"
         let rootfs = bundle + "/rootfs"
-        let user = try TaskUser.resolve(ctx.task.user ?? "", etc: "/etc", fallback: .nobody)
+        let user = try TaskUser.resolve(ctx.task.user ?? "", root: "/", fallback: .nobody)
         try prepareHostRoot(rootfs, user: user)
         try user.own(ctx.directories)
         let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: user)
@@ -162,7 +162,7 @@ public struct RuncDriver: TaskDriver {
     /// own /etc: name resolution, the dynamic linker's cache, time zone, TLS roots, and Debian's
     /// alternatives (`/usr/bin/awk` → `/etc/alternatives/awk`).
     static let etcFiles = ["/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/ld.so.cache", "/etc/localtime",
-                           "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/protocols", "/etc/services"]
+                           "/etc/ssl/certs", "/etc/alternatives", "/etc/protocols", "/etc/services"]
 
     /// The OCI runtime config of a task.
     static func config(_ ctx: TaskContext, args: [String], rootfs: String, hostMounts: Bool, cwd: String,
@@ -208,7 +208,9 @@ public struct RuncDriver: TaskDriver {
                 "capabilities": ["bounding": caps, "effective": held, "permitted": held],
                 "noNewPrivileges": true,
             ],
-            "root": ["path": .string(rootfs), "readonly": false],
+            // An exec task's root (host directories and an /etc the agent writes) is read-only to
+            // it: nothing it does there is read back as root at its next start.
+            "root": ["path": .string(rootfs), "readonly": .bool(hostMounts)],
             "hostname": .string(String(ctx.directories.taskName.prefix(63))),
             "mounts": .array(mounts),
             "linux": [
@@ -230,8 +232,10 @@ public struct RuncDriver: TaskDriver {
     }
 
     static func bind(_ source: String, _ destination: String, readOnly: Bool) -> JSONValue {
+        // Writable binds too are nosuid and nodev: a setuid binary or a device node a task makes
+        // there means nothing, inside or on the host.
         ["destination": .string(destination), "type": "bind", "source": .string(source),
-         "options": .strings(readOnly ? ["rbind", "ro", "nosuid", "nodev"] : ["rbind", "rw"])]
+         "options": .strings(readOnly ? ["rbind", "ro", "nosuid", "nodev"] : ["rbind", "rw", "nosuid", "nodev"])]
     }
 }
 

@@ -125,9 +125,23 @@ public struct TaskDirectories: Sendable, Equatable {
         self.taskName = taskName
     }
 
+    /// Task names that would put a task's directory on the allocation's own files (`alloc` is
+    /// the shared directory every task writes to).
+    public static let reservedNames: Set<String> = ["alloc", "state.json", "state.json.tmp"]
+
+    /// Makes the directories, each a real directory: a link (or anything else) a task left in
+    /// place of one is removed first, so nothing the agent does to them as root is redirected.
     public func create() throws(DriverError) {
-        for d in [shared, logs, local, secrets] where mkdirAll(d) != 0 {
-            throw DriverError("cannot create \(d): \(String(cString: strerror(errno)))")
+        guard !Self.reservedNames.contains(taskName) else {
+            throw DriverError("task name \(taskName) is reserved (it names the allocation's own files)", event: "Failed Validation", recoverable: false)
+        }
+        for d in [allocation, shared, logs, task, local, secrets] {
+            var st = stat()
+            if lstat(d, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR { unlink(d) }
+            if mkdir(d, 0o755) != 0 && errno != EEXIST {
+                guard mkdirAll(d) == 0 else { throw DriverError("cannot create \(d): \(String(cString: strerror(errno)))") }
+            }
+            guard lstat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw DriverError("cannot create \(d): it is not a directory") }
         }
         chmod(secrets, 0o700)
     }

@@ -15,14 +15,18 @@ public struct TaskUser: Sendable, Equatable {
     /// What `exec` tasks run as unless they name a user.
     public static let nobody = TaskUser(uid: 65534, gid: 65534, name: "nobody")
 
-    /// Resolves `spec` against `<etc>/passwd` and `<etc>/group`; an empty spec is `fallback`.
-    public static func resolve(_ spec: String, etc: String, fallback: TaskUser) throws(DriverError) -> TaskUser {
+    /// Resolves `spec` against `<root>/etc/passwd` and `<root>/etc/group` (read inside `root`:
+    /// links are not followed out of it); an empty spec is `fallback`. On the host (`root` is
+    /// `/`), a group named explicitly may not be a system group (below 1000: `root`, `shadow`,
+    /// `disk`, …) unless it is the user's own or the user is root.
+    public static func resolve(_ spec: String, root: String, fallback: TaskUser) throws(DriverError) -> TaskUser {
         if spec.isEmpty { return fallback }
         let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let etc = root == "/" ? "/etc" : "the image's /etc"
         func lookup(_ file: String, _ name: String) -> (Int, Int)? {
-            for line in (readSmallFile(etc + "/" + file) ?? "").split(separator: "\n") {
+            for line in (readFileInRoot(root, "etc/" + file) ?? "").split(separator: "\n") {
                 let f = line.split(separator: ":", omittingEmptySubsequences: false)
-                if f.count >= 4, f[0] == name, let a = Int(f[2]) { return (a, Int(f[3]) ?? a) }
+                if f.count >= 4, f[0] == name, let a = id(String(f[2])) { return (a, id(String(f[3])) ?? a) }
             }
             return nil
         }
@@ -36,8 +40,13 @@ public struct TaskUser: Sendable, Equatable {
             throw DriverError("user \(parts[0]) is not in \(etc)/passwd", event: "Failed Validation", recoverable: false)
         }
         guard parts.count == 2 else { return user }
+        let primary = user.gid
         if let g = id(parts[1]) { user.gid = g } else if let (g, _) = lookup("group", parts[1]) { user.gid = g } else {
             throw DriverError("group \(parts[1]) is not in \(etc)/group", event: "Failed Validation", recoverable: false)
+        }
+        if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != primary && user.gid != TaskUser.nobody.gid {
+            throw DriverError("group \(parts[1]) is a system group (gid \(user.gid)); a task may take it only as root or as its own user's group",
+                              event: "Failed Validation", recoverable: false)
         }
         return user
     }
@@ -46,7 +55,8 @@ public struct TaskUser: Sendable, Equatable {
     /// files in the allocation's shared directory (sticky, like /tmp). Root needs nothing.
     public func own(_ d: TaskDirectories) throws(DriverError) {
         guard uid != 0 else { return }
-        for dir in [d.local, d.secrets] where chown(dir, uid_t(uid), gid_t(gid)) != 0 {
+        // `create` made these real directories; lchown never follows a link put in their place.
+        for dir in [d.local, d.secrets] where lchown(dir, uid_t(uid), gid_t(gid)) != 0 {
             throw DriverError("cannot give \(dir) to uid \(uid): \(String(cString: strerror(errno)))")
         }
         chmod(d.shared, 0o1777)
@@ -55,8 +65,9 @@ public struct TaskUser: Sendable, Equatable {
 
 /// The seccomp filter every isolated task (`exec`, `container`) runs under: everything is
 /// allowed but the system calls that reach past a container — loading kernel modules, mounting,
-/// changing namespaces, tracing other processes, the kernel keyring, BPF, rebooting, setting the
-/// clock — which fail with EPERM.
+/// making or entering namespaces (`unshare`, `setns`, `clone` with a namespace flag), tracing
+/// other processes, the kernel keyring, BPF, io_uring, rebooting, setting the clock — which
+/// fail with EPERM (`clone3` with ENOSYS, so libc falls back to `clone`).
 enum SeccompProfile {
     static let refused = [
         "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module", "fsconfig",
@@ -64,14 +75,26 @@ enum SeccompProfile {
         "keyctl", "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
         "open_tree", "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
         "quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
-        "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
+        "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old", "io_uring_setup", "io_uring_enter", "io_uring_register",
     ]
 
+    /// `clone` flags that make new namespaces (a user namespace first of all: root inside it
+    /// reaches kernel interfaces a container should not).
+    static let namespaceFlags: [Int] = [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000]
+
     static var json: JSONValue {
-        [
+        var rules: [JSONValue] = [["names": .strings(refused), "action": "SCMP_ACT_ERRNO", "errnoRet": 1]]
+        // clone with any namespace flag fails; clone3 (whose flags a filter cannot read) says it
+        // does not exist, so libc falls back to clone.
+        for flag in namespaceFlags {
+            rules.append(["names": .strings(["clone"]), "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                          "args": [["index": 0, "value": .number(flag), "valueTwo": .number(flag), "op": "SCMP_CMP_MASKED_EQ"]]])
+        }
+        rules.append(["names": .strings(["clone3"]), "action": "SCMP_ACT_ERRNO", "errnoRet": 38])
+        return [
             "defaultAction": "SCMP_ACT_ALLOW",
             "architectures": .strings(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]),
-            "syscalls": [["names": .strings(refused), "action": "SCMP_ACT_ERRNO", "errnoRet": 1]],
+            "syscalls": .array(rules),
         ]
     }
 }

@@ -1,4 +1,5 @@
 import CaravanModel
+import Foundation
 @testable import Executor
 #if canImport(Glibc)
 import Glibc
@@ -90,6 +91,47 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         await ex.sync([assignment("g1", type: .batch, tasks: [ghost])])
         try await log.wait("refused", { $0?.clientStatus == .failed }, id: "g1")
         #expect(log.report("g1")!.taskStates["main"]?.events.contains { $0.message.contains("user no-such-user is not in /etc/passwd") } == true)
+    }
+
+    @Test("what a root task plants (links, FIFOs) is not followed by the agent at its next start; namespaces and io_uring are refused")
+    func plantedLinksAndFifosAreNotFollowed() async throws {
+        let root = tempDir("exec-plant")
+        let log = ReportLog()
+        let ex = executor(root, log)
+        let victim = root + "/victim"
+        try FileManager.default.createDirectory(atPath: victim, withIntermediateDirectories: true)
+        try "untouched\n".write(toFile: victim + "/file", atomically: true, encoding: .utf8)
+        // First run (as root): replace the logs directory with a link to the host and the log
+        // file with a FIFO, then fail. Second run: say so and check the syscalls.
+        let script = """
+            if [ ! -e /local/ran ]; then
+              touch /local/ran
+              rm -f /alloc/logs/main.stdout; mkfifo /alloc/logs/main.stdout
+              rm -rf /alloc/logs/other; ln -s \(victim) /alloc/logs/other
+              exit 1
+            fi
+            echo second run
+            python3 -c 'import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); r = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0); print("clone-newuser", r, os.strerror(ctypes.get_errno())); r = libc.syscall(425, 8, 0); print("io_uring", r, os.strerror(ctypes.get_errno()))'
+            """
+        var t = shell("main", script, driver: .exec)
+        t.user = "root"
+        await ex.sync([assignment("f1", type: .batch, tasks: [t], restart: RestartPolicy(attempts: 1, interval: .seconds(60), delay: .milliseconds(50), mode: .fail))])
+        try await log.wait("the second run ends", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "f1")
+        let out = String(decoding: LogRotation.read(try #require(await ex.logFiles(allocation: "f1", task: "main", stderr: false)), offset: 0,
+                                                    length: 4096).bytes, as: UTF8.self)
+        #expect(out.contains("second run"), "\(log.report("f1")!)")
+        #expect(out.contains("clone-newuser -1 Operation not permitted") && out.contains("io_uring -1 Operation not permitted"), "\(out)")
+        #expect(try String(contentsOfFile: victim + "/file", encoding: .utf8) == "untouched\n")
+        // A task may not be named after the allocation's own directory, nor take a system group.
+        var reserved = shell("alloc", "true", driver: .exec)
+        reserved.user = "nobody"
+        var shadow = shell("main", "true", driver: .exec)
+        shadow.user = "nobody:shadow"
+        await ex.sync([assignment("f2", type: .batch, tasks: [reserved]), assignment("f3", type: .batch, tasks: [shadow])])
+        try await log.wait("refused", { $0?.clientStatus == .failed }, id: "f2")
+        try await log.wait("refused", { $0?.clientStatus == .failed }, id: "f3")
+        #expect(log.report("f2")!.taskStates["alloc"]?.events.contains { $0.message.contains("task name alloc is reserved") } == true)
+        #expect(log.report("f3")!.taskStates["main"]?.events.contains { $0.message.contains("system group") } == true)
     }
 
     @Test("an interactive command in an exec task gets a terminal inside the container, input and a resize")
