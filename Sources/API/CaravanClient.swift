@@ -257,7 +257,7 @@ public struct CaravanClient: Sendable {
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     if let tls {
-                        try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: tls.name(for: host)))
+                        try ch.pipeline.syncOperations.addHandler(tls.handler(for: host))
                     }
                     try ch.pipeline.syncOperations.addHTTPClientHandlers()
                     try ch.pipeline.syncOperations.addHandler(handler)
@@ -336,7 +336,14 @@ public struct CaravanClient: Sendable {
 
     static func describe(_ error: any Error) -> String {
         if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if let e = error as? ClientError { return e.message }
         let text = "\(error)"
+        if text.contains("WRONG_VERSION_NUMBER") { return "the agent does not serve https there (use http://, or check the port)" }
+        if text.contains("CERTIFICATE_EXPIRED") { return "the agent refused this client certificate: it has expired" }
+        if text.contains("CERTIFICATE_VERIFY_FAILED"), text.contains("certificate has expired") || text.contains("CERT_HAS_EXPIRED") {
+            return "the agent's certificate has expired"
+        }
+        if text.contains("does not name") { return text }
         if text.contains("CERTIFICATE_REQUIRED") { return "the agent asks for a client certificate from its CA (--client-cert, --client-key)" }
         if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("certificateVerify") {
             return "the agent's certificate is not from this CA or does not name \(ClientTLS.serverRole) (--ca-cert, --tls-server-name)"

@@ -32,17 +32,17 @@ public struct ClientTLS: Sendable {
         }
         switch (certFile, keyFile) {
         case (let cert?, let key?):
-            do {
-                config.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
-                config.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            } catch {
-                throw ClientError(.badAddress, "cannot read the client certificate \(cert) or its key \(key): \(error)")
+            do { config.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) } } catch {
+                throw ClientError(.badAddress, "cannot read the client certificate \(cert): \(error)")
+            }
+            do { config.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)) } catch {
+                throw ClientError(.badAddress, "cannot read the client key \(key): \(error)")
             }
         case (nil, nil): break
         default: throw ClientError(.badAddress, "a client certificate needs both its file and its key")
         }
         do { context = try NIOSSLContext(configuration: config) } catch {
-            throw ClientError(.badAddress, "cannot set up TLS: \(error)")
+            throw ClientError(.badAddress, "the client certificate \(certFile ?? "") and key \(keyFile ?? "") do not belong together, or cannot be used: \(error)")
         }
     }
 
@@ -51,5 +51,19 @@ public struct ClientTLS: Sendable {
         if let serverName { return serverName }
         let isIP = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         return isIP ? Self.serverRole : host
+    }
+
+    /// The TLS handler for a connection to `host`. When the name to check is the server role, the
+    /// certificate must carry it as a DNS name (an IP address in it matching the peer is not
+    /// enough: it would let any serving certificate from the CA pose as an agent).
+    func handler(for host: String) throws -> NIOSSLClientHandler {
+        let name = name(for: host)
+        guard name == Self.serverRole else { return try NIOSSLClientHandler(context: context, serverHostname: name) }
+        return try NIOSSLClientHandler._makeSSLClientHandler(context: context, serverHostname: name) { cert, channel in
+            let role = Array(Self.serverRole.utf8)
+            let named = cert._subjectAlternativeNames().contains { $0.nameType == .dnsName && Array($0.contents) == role }
+            return named ? channel.eventLoop.makeSucceededVoidFuture()
+                : channel.eventLoop.makeFailedFuture(ClientError(.unreachable, "the agent's certificate does not name \(Self.serverRole)"))
+        }
     }
 }

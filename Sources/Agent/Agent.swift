@@ -106,6 +106,7 @@ public final class Agent: Sendable {
             throw AgentError("cannot make data dir \(config.dataDir) private (mode 0700): \(String(cString: strerror(errno)))")
         }
         let keyring = try loadKeyring(config, logger: logger)
+        if let t = config.tls { try await AgentCertificate.check(t) }
         let tls = try config.tls.map(Self.loadTLS)
         let capacity = HostFingerprint.capacity(dataDir: config.dataDir)
         let images = ImageStore(root: config.dataDir + "/images", insecureRegistries: config.insecureRegistries,

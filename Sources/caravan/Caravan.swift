@@ -87,12 +87,16 @@ struct ClientOptions: ParsableArguments {
         var client: CaravanClient
         do {
             var tls: ClientTLS?
+            // TLS options with a plain address would send the token in the clear: say so.
+            if !a.hasPrefix("https://"), caCert != nil || clientCert != nil || clientKey != nil {
+                throw ClientError(.badAddress, "--ca-cert/--client-cert/--client-key are given but \(a) is plain http: use https://")
+            }
             if a.hasPrefix("https://"), let ca = caCert ?? env["CARAVAN_CACERT"] {
                 tls = try ClientTLS(caFile: ca, certFile: clientCert ?? env["CARAVAN_CLIENT_CERT"], keyFile: clientKey ?? env["CARAVAN_CLIENT_KEY"],
                                     serverName: tlsServerName ?? env["CARAVAN_TLS_SERVER_NAME"])
             }
             client = try CaravanClient(address: a, tls: tls)
-        } catch { throw CLIError.usage(error.message) }
+        } catch let e as ClientError { throw CLIError.usage(e.message) }
         client.token = token ?? env["CARAVAN_TOKEN"]
         client.namespace = namespace ?? env["CARAVAN_NAMESPACE"]
         return client

@@ -33,6 +33,12 @@ struct TLSCommand: AsyncParsableCommand {
         }
     }
 
+    /// Refuses before writing anything when either file of a pair exists (a key without its
+    /// certificate, or the reverse, is worse than nothing).
+    static func ensureFree(_ paths: String...) throws {
+        for p in paths where access(p, F_OK) == 0 { throw CLIError.failed("\(p) exists; not overwriting it") }
+    }
+
     static func read(_ path: String, what: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw CLIError.usage("cannot read the \(what) \(path) (make one with `caravan tls ca create`)")
@@ -71,6 +77,7 @@ struct TLSCommand: AsyncParsableCommand {
                         SubjectKeyIdentifier(hash: privateKey.publicKey)
                     },
                     issuerPrivateKey: privateKey)
+                try TLSCommand.ensureFree(out + "-key.pem", out + ".pem")
                 try TLSCommand.write(try privateKey.serializeAsPEM().pemString + "\n", to: out + "-key.pem", mode: 0o600)
                 try TLSCommand.write(try cert.serializeAsPEM().pemString + "\n", to: out + ".pem", mode: 0o644)
                 print("==> CA certificate \(out).pem, key \(out)-key.pem (keep the key off the agents)")
@@ -136,6 +143,7 @@ struct TLSCommand: AsyncParsableCommand {
                     },
                     issuerPrivateKey: caKeyValue)
                 let prefix = out ?? "caravan-\(role)"
+                try TLSCommand.ensureFree(prefix + "-key.pem", prefix + ".pem")
                 try TLSCommand.write(try privateKey.serializeAsPEM().pemString + "\n", to: prefix + "-key.pem", mode: 0o600)
                 try TLSCommand.write(try cert.serializeAsPEM().pemString + "\n", to: prefix + ".pem", mode: 0o644)
                 print("==> \(role) certificate \(prefix).pem, key \(prefix)-key.pem")

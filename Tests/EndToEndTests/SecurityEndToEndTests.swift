@@ -221,16 +221,35 @@ import Testing
         let https = try LocalCluster.run(["members", "--address", address], environment: ["CARAVAN_TOKEN": root])
         #expect(https.status == 2 && https.stderr.contains("CARAVAN_CACERT"), "\(https.stderr)")
 
-        // An agent that serves a client certificate does not pass as an agent: the CLI refuses it,
-        // and so do the agents that relay to it.
-        let impostor = ["--tls-ca-file", certs.ca + ".pem", "--tls-cert-file", certs.client + ".pem", "--tls-key-file", certs.client + "-key.pem"]
-        try c.start(3, join: [0], extra: impostor)
+        // An agent refuses to start with files that would fail its clients: a client certificate,
+        // one from another CA.
+        for (cert, message) in [(certs.client, "may not serve TLS"), (certs.otherClient, "is not signed by the CA")] {
+            let r = try LocalCluster.run(["agent", "--dev", "--bind", "127.0.80.9", "--data-dir", dir + "/bad-agent",
+                                          "--tls-ca-file", certs.ca + ".pem", "--tls-cert-file", cert + ".pem", "--tls-key-file", cert + "-key.pem"])
+            #expect(r.status == 2 && r.stderr.contains(message), "\(r.stderr)")
+        }
+        // A server with a client certificate from the CA does not pass as an agent (openssl
+        // stands in for one): the CLI checks the server role.
+        let impostor = Process()
+        impostor.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        impostor.arguments = ["s_server", "-accept", "127.0.80.9:4680", "-cert", certs.client + ".pem", "-key", certs.client + "-key.pem",
+                              "-CAfile", certs.ca + ".pem", "-www", "-quiet"]
+        impostor.standardOutput = FileHandle.nullDevice
+        impostor.standardError = FileHandle.nullDevice
+        try impostor.run()
+        defer { impostor.terminate() }
         var refused = LocalCluster.Output(status: 0, stdout: "", stderr: "")
-        try await c.eventually(within: .seconds(20), "the impostor serves") {
-            refused = try c.cli(3, ["members"], token: root)
+        try await c.eventually(within: .seconds(10), "the impostor listens") {
+            refused = try LocalCluster.run(["members", "--address", "https://127.0.80.9:4680"],
+                                           environment: ["CARAVAN_CACERT": certs.ca + ".pem", "CARAVAN_CLIENT_CERT": certs.client + ".pem",
+                                                         "CARAVAN_CLIENT_KEY": certs.client + "-key.pem", "CARAVAN_TOKEN": root])
             return !refused.stderr.contains("cannot reach")
         }
-        #expect(refused.status == 1 && refused.stderr.contains("not from this CA or does not name server.caravan"), "\(refused.stderr)")
+        #expect(refused.status == 1 && (refused.stderr.contains("does not name server.caravan") || refused.stderr.contains("not from this CA")),
+                "\(refused.stderr)")
+        // TLS options with a plain address are refused before the token could go out in the clear.
+        let clear = try LocalCluster.run(["members", "--address", "http://\(c.ip(0)):4680", "--ca-cert", certs.ca + ".pem"])
+        #expect(clear.status == 2 && clear.stderr.contains("plain http"), "\(clear.stderr)")
         #expect(try c.cli(0, ["job", "stop", "--purge", "hello"], token: root).status == 0)
         try? FileManager.default.removeItem(atPath: dir)
     }
