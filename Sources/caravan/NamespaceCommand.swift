@@ -24,7 +24,7 @@ struct NamespaceCommand: AsyncParsableCommand {
     }
 
     struct Apply: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description and quota).")
+        static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description and quota); what is not given stays as it was.")
         @OptionGroup var client: ClientOptions
         @Argument(help: "The namespace.") var name: String
         @Option(help: "A description.") var description: String?
@@ -34,8 +34,21 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            let quota = cpu == nil && memory == nil && instances == nil ? nil : QuotaSpec(cpu: cpu, memory: memory, instances: instances)
-            let body = NamespaceRequest(description: description, quota: quota)
+            // What is not given is kept from the namespace as it is (the API replaces the whole).
+            let existing: NamespaceView? = try? await NamespaceCommand.call(client) { c throws(ClientError) in
+                try await c.request(.GET, "/v1/namespace/" + CaravanClient.escape(name))
+            }
+            var quota = existing?.quota.map { q in
+                QuotaSpec(cpu: q.cpuMillicores.map { "\($0)m" }, memory: q.memoryMiB.map { "\($0)Mi" }, instances: q.instances)
+            }
+            if cpu != nil || memory != nil || instances != nil {
+                var q = quota ?? QuotaSpec()
+                if let cpu { q.cpu = cpu }
+                if let memory { q.memory = memory }
+                if let instances { q.instances = instances }
+                quota = q
+            }
+            let body = NamespaceRequest(description: description ?? existing?.description, quota: quota)
             let v: NamespaceView = try await NamespaceCommand.call(client) { c throws(ClientError) in
                 try await c.request(.PUT, "/v1/namespace/" + CaravanClient.escape(name), body: body, write: true)
             }

@@ -23,6 +23,23 @@ import Testing
         Allocation(id: id, jobID: job, jobVersion: 0, group: "g", name: "\(job).g[0]", nodeID: node, cpuMillicores: 100, memoryMiB: 32, diskMiB: 300)
     }
 
+    @Test func namespacesAreKeptRefusedWhileInUseAndInSnapshots() throws {
+        var s = ClusterState()
+        #expect(s.namespaceExists("default") && !s.namespaceExists("team-a"))
+        let ns = Namespace(name: "team-a", description: "A", quota: Quota(cpuMillicores: 2000, memoryMiB: nil, instances: 4))
+        #expect(s.apply(Command.upsertNamespace(ns).encode(), index: 3) == .applied)
+        #expect(s.namespaces["team-a"]?.quota == ns.quota && s.namespaces["team-a"]?.createIndex == 3 && s.index(of: [.namespaces]) == 3)
+        #expect(s.apply(.registerJob(text: Self.jobText("web").replacingOccurrences(of: "id: web", with: "id: web\nnamespace: team-a")), index: 4) == .applied)
+        #expect(s.apply(.deleteNamespace("team-a"), index: 5) == .rejected("namespace team-a holds 1 job; stop and purge them first"))
+        #expect(s.apply(.deleteNamespace("default"), index: 6) == .rejected("namespace default cannot be deleted"))
+        #expect(s.apply(.deleteNamespace("nope"), index: 7) == .rejected("namespace nope does not exist"))
+        let restored = try ClusterState.restore(s.snapshot())
+        #expect(restored == s)
+        _ = s.apply(.deregisterJob(namespace: "team-a", id: "web", purge: true), index: 8)
+        #expect(s.apply(.deleteNamespace("team-a"), index: 9) == .applied && !s.namespaceExists("team-a"))
+        for c in [Command.upsertNamespace(ns), .deleteNamespace("team-a")] { #expect(Command.decode(c.encode()) == .command(c)) }
+    }
+
     @Test func everyRegisterThatChangesTheJobMakesAVersion() {
         var s = ClusterState()
         #expect(s.apply(Command.registerJob(text: Self.jobText("web")).encode(), index: 5) == .applied)

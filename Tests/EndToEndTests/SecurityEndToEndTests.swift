@@ -253,4 +253,53 @@ import Testing
         #expect(try c.cli(0, ["job", "stop", "--purge", "hello"], token: root).status == 0)
         try? FileManager.default.removeItem(atPath: dir)
     }
+
+    @Test func namespacesKeepJobsApartAndQuotasRefuseWhatIsOver() async throws {
+        let c = try await LocalCluster(subnet: 81)
+        try c.start(0, extra: ["--bootstrap-expect", "1", "--raft-snapshot-every", "100"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let web = try Self.write("""
+            id: web
+            groups:
+              - name: g
+                count: 3
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["300"]}, resources: {cpu: 10m, memory: 32Mi}}
+            """, "ns-web")
+        // A namespace must exist before jobs go in it.
+        let missing = try c.cli(0, ["job", "run", "--namespace", "team-a", web])
+        #expect(missing.status == 2 && missing.stderr.contains("namespace team-a does not exist"), "\(missing.stderr)")
+        #expect(try c.cli(0, ["namespace", "apply", "team-a", "--memory", "64Mi", "--instances", "5", "--description", "team A"]).status == 0)
+        // Two of three fit in the quota; the third is explained.
+        let plan = try c.cli(0, ["job", "plan", "--namespace", "team-a", web])
+        #expect(plan.stdout.contains("namespace team-a: memory 64Mi of 64Mi used"), "\(plan.stdout)\(plan.stderr)")
+        let over = try c.cli(0, ["job", "run", "--namespace", "team-a", web, "--timeout", "10"])
+        #expect(over.status == 1 && over.stdout.contains("1 of group g not placed: namespace team-a: memory 64Mi of 64Mi used"), "\(over.stdout)\(over.stderr)")
+        // The same id in the default namespace is another job.
+        #expect(try c.cli(0, ["job", "run", web]).status == 0)
+        let status = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "team-a", "--json"]).stdout.utf8))
+        #expect(status.used.memoryMiB == 64 && status.used.instances == 2 && status.quota?.memoryMiB == 64 && status.jobs == 1)
+        let list = try c.cli(0, ["namespace", "list"])
+        #expect(list.stdout.contains("team-a") && list.stdout.contains("default"), "\(list.stdout)")
+        #expect(try c.cli(0, ["job", "status", "web", "--namespace", "team-a", "--json"]).stdout.contains("team-a"))
+        // Raising the quota places the one that waited.
+        #expect(try c.cli(0, ["namespace", "apply", "team-a", "--memory", "128Mi"]).status == 0)
+        try await c.eventually(within: .seconds(10), "the third instance runs once the quota allows it") {
+            let v = try? JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "web", "--namespace", "team-a", "--json"]).stdout.utf8))
+            return v?.allocations.filter { $0.clientStatus == "running" }.count == 3
+        }
+        // It survives SIGKILL and restart.
+        c.kill(0)
+        try c.start(0, extra: ["--bootstrap-expect", "1", "--raft-snapshot-every", "100"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        let after = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "team-a", "--json"]).stdout.utf8))
+        #expect(after.quota?.memoryMiB == 128 && after.description == "team A")
+        // A namespace with jobs cannot go; once they are purged it can.
+        let busy = try c.cli(0, ["namespace", "delete", "team-a"])
+        #expect(busy.status != 0 && busy.stderr.contains("holds 1 job"), "\(busy.stderr)")
+        #expect(try c.cli(0, ["job", "stop", "--purge", "--namespace", "team-a", "web"]).status == 0)
+        #expect(try c.cli(0, ["namespace", "delete", "team-a"]).status == 0)
+        #expect(try c.cli(0, ["namespace", "delete", "default"]).status == 2)
+        #expect(try c.cli(0, ["job", "stop", "--purge", "web"]).status == 0)
+    }
 }

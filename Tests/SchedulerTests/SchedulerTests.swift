@@ -37,6 +37,33 @@ import Testing
         return j
     }
 
+    @Test func aNamespaceQuotaRefusesTheInstanceOverItAndThePlanApplierToo() {
+        var job = Self.job(count: 3, cpu: 500, mem: 256)
+        job.namespace = "team-a"
+        let nodes = [Self.node("n1"), Self.node("n2")]
+        // Another job of the namespace already holds 256Mi; the quota is 768Mi.
+        var other = Allocation(id: "o1", jobID: "other", jobVersion: 0, group: "g", name: "other.g[0]", nodeID: "n1", cpuMillicores: 100,
+                               memoryMiB: 256, diskMiB: 10)
+        other.namespace = "team-a"
+        var elsewhere = other
+        elsewhere.id = "o2"
+        elsewhere.namespace = "team-b"
+        var input = SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: [other, elsewhere])
+        input.quota = Quota(memoryMiB: 768)
+        let plan = Self.scheduler().schedule(input)
+        #expect(plan.placements.count == 2)
+        #expect(plan.failures.map(\.description) == ["1 of group g not placed: namespace team-a: memory 768Mi of 768Mi used"])
+        input.quota = Quota(instances: 2)
+        #expect(Self.scheduler().schedule(input).failures.map(\.description) == ["2 of group g not placed: namespace team-a: instances 2 of 2 used"])
+        // A plan made without the quota is cut back by the applier.
+        input.quota = nil
+        let unchecked = Self.scheduler().schedule(input)
+        #expect(unchecked.placements.count == 3)
+        let verdict = PlanApplier.verify(unchecked, nodes: nodes, allocations: [other, elsewhere], quotas: ["team-a": Quota(memoryMiB: 768)])
+        #expect(verdict.accepted.placements.isEmpty && verdict.rejectedNamespaces == ["team-a"])
+        #expect(PlanApplier.verify(unchecked, nodes: nodes, allocations: [other], quotas: ["team-b": Quota(instances: 0)]).accepted.placements.count == 3)
+    }
+
     /// Applies a plan to an allocation list (what the plan applier and Raft would do).
     static func apply(_ plan: Plan, to allocs: inout [Allocation], index: inout UInt64) {
         for s in plan.stops { if let i = allocs.firstIndex(where: { $0.id == s.id }) { allocs[i] = s } }
