@@ -24,6 +24,8 @@ struct E2EBench: AsyncParsableCommand {
         let binary: String
         var processes: [Int: Process] = [:]
         let key = "YmVuY2htYXJrLWtleS1mb3ItY2FyYXZhbi1lMmUtMDE="
+        /// More agent flags (TLS, ACLs).
+        var extra: [String] = []
 
         init(binary: String) { self.binary = binary }
 
@@ -31,7 +33,7 @@ struct E2EBench: AsyncParsableCommand {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = ["agent", "--name", "e2e-\(i)", "--bind", E2EBench.ip(i), "--data-dir", "\(root)/\(i)", "--encrypt", key,
-                           "--join", E2EBench.ip(0), "--join", E2EBench.ip(1), "--log-level", "warning", "--enable-raw-exec"]
+                           "--join", E2EBench.ip(0), "--join", E2EBench.ip(1), "--log-level", "warning", "--enable-raw-exec"] + extra
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()

@@ -37,7 +37,7 @@ struct NamespaceRoutes {
         }
         router.delete("/v1/namespace/:name") { request, context in
             let name = context.parameters.get("name") ?? ""
-            guard name != Namespace.defaultName else { throw APIError(.badRequest, "invalid_namespace", "namespace default cannot be deleted") }
+            guard name != Namespace.defaultName else { throw APIError(.conflict, "namespace_required", "namespace default cannot be deleted") }
             let answer = try await agent.propose(Command.deleteNamespace(name).encode(), request)
             guard answer.first == 0 else {
                 let why = String(decoding: answer.dropFirst(), as: UTF8.self)
