@@ -73,6 +73,8 @@ public final class GossipNode: @unchecked Sendable {
     var ticker: RepeatedTask?
     let origin = NIODeadline.now()
     var traffic = GossipTraffic()
+    /// Replay protection for datagrams (see ``PacketGuard``); touched only on `loop`.
+    var packetGuard = PacketGuard()
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
@@ -256,7 +258,11 @@ public final class GossipNode: @unchecked Sendable {
             // Sealed with a key we do not hold: the cluster may have rotated while we were away.
             if f == .unknownKey { requestRekey(from: Address(host: ip, port: UInt16(port))) }
         case .success(let payload):
-            guard let messages = Codec.decodePacket(payload) else {
+            guard let packet = packetGuard.unwrap(payload) else {
+                drop("replayed", from: "\(ip):\(port)")
+                return
+            }
+            guard let messages = Codec.decodePacket(packet) else {
                 drop("malformed", from: "\(ip):\(port)")
                 return
             }
@@ -327,7 +333,7 @@ public final class GossipNode: @unchecked Sendable {
 
     func sendPacket(_ messages: [Message], to: Address) {
         guard let udp, let sa = socketAddress(to) else { return }
-        let sealed = keyring.seal(Codec.encodePacket(messages))
+        let sealed = keyring.seal(packetGuard.wrap(Codec.encodePacket(messages)))
         traffic.packetsSent += 1
         traffic.bytesSent += sealed.count
         var buf = udp.allocator.buffer(capacity: sealed.count)
