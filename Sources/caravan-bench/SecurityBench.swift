@@ -7,7 +7,7 @@ import Foundation
 struct SecurityBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "security",
-        abstract: "Three agents, plain HTTP without ACLs and then mutual TLS with ACLs: register, read and variable-write latency, submit → running; the ratios.")
+        abstract: "Three agents: plain HTTP without ACLs, with ACLs, and mutual TLS with ACLs: register, read and variable-write latency, submit → running; the ratios.")
 
     @Option(help: "Calls per figure.") var calls: Int = 300
     @Option(help: "Jobs for submit → running.") var jobs: Int = 50
@@ -24,15 +24,19 @@ struct SecurityBench: AsyncParsableCommand {
         let bin = binary ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("caravan").path
         print("# caravan-bench security — \(Date())")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; 3 agents on \(E2EBench.ip(0))–\(E2EBench.ip(2)), sealed; each client call a new connection (as the CLI makes)\n")
-        let plain = try await measure(bin, secure: false)
-        let secure = try await measure(bin, secure: true)
+        let plain = try await measure(bin, tls: false, acl: false)
+        let aclOnly = try await measure(bin, tls: false, acl: true)
+        let secure = try await measure(bin, tls: true, acl: true)
         func p(_ xs: [Double], _ q: Double) -> Double { ExecutorBench.percentile(xs, q) }
-        print("| figure (through a follower) | plain p50 / p99 | TLS + ACLs p50 / p99 | ratio p50 / p99 |")
-        print("|---|---|---|---|")
-        for (name, a, b) in [("register (POST /v1/jobs)", plain.register, secure.register), ("read (GET /v1/job/{id}, linearizable)", plain.read, secure.read),
-                             ("variable write (PUT /v1/var)", plain.write, secure.write), ("submit → running (raw_exec)", plain.running, secure.running)] {
-            print(String(format: "| %@ | %.2f / %.2f ms | %.2f / %.2f ms | %.2f / %.2f |", name, p(a, 0.5), p(a, 0.99), p(b, 0.5), p(b, 0.99),
-                         p(b, 0.5) / max(0.001, p(a, 0.5)), p(b, 0.99) / max(0.001, p(a, 0.99))))
+        func cell(_ xs: [Double]) -> String { String(format: "%.2f / %.2f ms", p(xs, 0.5), p(xs, 0.99)) }
+        func ratio(_ a: [Double], _ b: [Double]) -> String { String(format: "%.2f / %.2f", p(b, 0.5) / max(0.001, p(a, 0.5)), p(b, 0.99) / max(0.001, p(a, 0.99))) }
+        print("| figure (through a follower) | plain p50 / p99 | ACLs | ratio | TLS + ACLs | ratio |")
+        print("|---|---|---|---|---|---|")
+        for (name, a, b, c) in [("register (POST /v1/jobs)", plain.register, aclOnly.register, secure.register),
+                                ("read (GET /v1/job/{id}, linearizable)", plain.read, aclOnly.read, secure.read),
+                                ("variable write (PUT /v1/var)", plain.write, aclOnly.write, secure.write),
+                                ("submit → running (raw_exec)", plain.running, aclOnly.running, secure.running)] {
+            print("| \(name) | \(cell(a)) | \(cell(b)) | \(ratio(a, b)) | \(cell(c)) | \(ratio(a, c)) |")
         }
     }
 
@@ -50,7 +54,8 @@ struct SecurityBench: AsyncParsableCommand {
         return String(decoding: data, as: UTF8.self)
     }
 
-    func measure(_ bin: String, secure: Bool) async throws -> Figures {
+    func measure(_ bin: String, tls useTLS: Bool, acl: Bool) async throws -> Figures {
+        let secure = useTLS
         let cluster = E2EBench.Cluster(binary: bin)
         defer { cluster.stop() }
         try? FileManager.default.removeItem(atPath: cluster.root)
@@ -61,9 +66,10 @@ struct SecurityBench: AsyncParsableCommand {
             _ = try run(bin, ["tls", "ca", "create", "--out", tls + "/ca"])
             _ = try run(bin, ["tls", "cert", "create", "--server", "--ca", tls + "/ca.pem", "--ca-key", tls + "/ca-key.pem", "--out", tls + "/agent"])
             _ = try run(bin, ["tls", "cert", "create", "--client", "--ca", tls + "/ca.pem", "--ca-key", tls + "/ca-key.pem", "--out", tls + "/client"])
-            cluster.extra = ["--tls-ca-file", tls + "/ca.pem", "--tls-cert-file", tls + "/agent.pem", "--tls-key-file", tls + "/agent-key.pem", "--acl-enabled"]
+            cluster.extra = ["--tls-ca-file", tls + "/ca.pem", "--tls-cert-file", tls + "/agent.pem", "--tls-key-file", tls + "/agent-key.pem"]
             clientTLS = try ClientTLS(caFile: tls + "/ca.pem", certFile: tls + "/client.pem", keyFile: tls + "/client-key.pem")
         }
+        if acl { cluster.extra.append("--acl-enabled") }
         for i in 0..<3 { try cluster.start(i) }
         func client(_ i: Int, token: String? = nil) throws -> CaravanClient {
             var c = try CaravanClient(address: "\(secure ? "https" : "http")://\(E2EBench.ip(i)):4680", timeout: .seconds(30), tls: clientTLS)
@@ -79,7 +85,7 @@ struct SecurityBench: AsyncParsableCommand {
         }
         guard leader >= 0 else { throw ValidationError("no leader within 60 s") }
         var token: String?
-        if secure {
+        if acl {
             let t: ACLTokenView = try await client(leader).request(.POST, "/v1/acl/bootstrap")
             token = t.secretID
         }
