@@ -73,8 +73,10 @@ public final class GossipNode: @unchecked Sendable {
     var ticker: RepeatedTask?
     let origin = NIODeadline.now()
     var traffic = GossipTraffic()
-    /// Replay protection for datagrams (see ``PacketGuard``); touched only on `loop`.
+    /// Replay protection for datagrams and for stream requests (see ``PacketGuard``; a session
+    /// and counter of their own each); touched only on `loop`.
     var packetGuard = PacketGuard()
+    var streamGuard = PacketGuard()
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
@@ -280,7 +282,12 @@ public final class GossipNode: @unchecked Sendable {
         case .failure(let f):
             drop(f.rawValue, from: remote)
             return loop.makeSucceededFuture(nil)
-        case .success(let payload):
+        case .success(let guarded):
+            // A stream request captured and sent again (say, a keyring operation) is refused.
+            guard let payload = streamGuard.unwrap(guarded) else {
+                drop("replayed", from: remote)
+                return loop.makeSucceededFuture(nil)
+            }
             guard let kind = payload.first.flatMap(StreamKind.init(rawValue:)) else {
                 drop("malformed", from: remote)
                 return loop.makeSucceededFuture(nil)
@@ -346,7 +353,7 @@ public final class GossipNode: @unchecked Sendable {
         guard let sa = socketAddress(to) else {
             return loop.makeFailedFuture(IOError(errnoCode: EINVAL, reason: "bad address \(to)"))
         }
-        let sealed = raw ? payload : keyring.seal(payload)
+        let sealed = raw ? payload : keyring.seal(streamGuard.wrap(payload))
         let promise = loop.makePromise(of: [UInt8]?.self)
         let maxFrame = self.maxFrame
         let timeoutAmount = timeAmount(timeout)

@@ -126,6 +126,19 @@ import Testing
         }
         try await Self.waitUntil("the second copy is dropped as a replay") { (await a.traffic().dropped["replayed"] ?? 0) == 1 }
         try await udp.close()
+        // A stream request (here a keyring list) captured and sent again on a new connection too.
+        var streams = PacketGuard()
+        let request = ring.seal(streams.wrap([StreamKind.keyringQuery.rawValue] + KeyringOperation.list.encode()))
+        for _ in 0..<2 {
+            let ch = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: target).get()
+            var buf = ch.allocator.buffer(capacity: request.count + 4)
+            buf.writeInteger(UInt32(request.count))
+            buf.writeBytes(request)
+            try await ch.writeAndFlush(buf)
+            try await Task.sleep(for: .milliseconds(200))
+            ch.close(promise: nil)
+        }
+        try await Self.waitUntil("the second stream request is dropped as a replay") { (await a.traffic().dropped["replayed"] ?? 0) == 2 }
         await a.shutdown()
     }
 
