@@ -1,4 +1,5 @@
 import API
+import CaravanModel
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -291,6 +292,19 @@ import Testing
             #expect(try await send(.put, "/v1/acl/token/\(token.accessorID)", #"{"policies": ["dev"]}"#, token: root).0 == .ok)
             #expect(try await send(.get, "/v1/evaluation/\(evalID.prefix(6))", token: secret).0 == .notFound)
             #expect(try await send(.get, "/v1/evaluation/\(evalID.prefix(6))", token: root).0 == .ok)
+            // A node's view lists only the allocations of namespaces the caller may read.
+            let jobs = JobRoutes(agent: agent)
+            _ = try await jobs.commit(.upsertNode(Node(id: "n1", address: "127.0.0.1", cpuMillicores: 1000, memoryMiB: 1024, diskMiB: 1024)), nil)
+            var seen = Allocation(id: "a-default", jobID: "d", jobVersion: 0, group: "g", name: "d.g[0]", nodeID: "n1", cpuMillicores: 1, memoryMiB: 1, diskMiB: 1)
+            var unseen = seen
+            unseen.id = "a-hidden"
+            unseen.namespace = "hidden"
+            seen.namespace = "default"
+            _ = try await jobs.commit(.applyPlan(allocations: [seen, unseen], evaluations: []), nil)
+            #expect(try await send(.put, "/v1/acl/policy/dev", #"{"namespaces": {"default": ["read"]}, "node": "read"}"#, token: root).0 == .ok)
+            let node = try await send(.get, "/v1/node/n1", token: secret)
+            #expect(node.0 == .ok && node.1.contains("a-default") && !node.1.contains("a-hidden"), "\(node.1)")
+            #expect(try await send(.get, "/v1/node/n1", token: root).1.contains("a-hidden"))
             // Bootstrapping again is refused without a log entry.
             let before = agent.store.current.lastIndex
             for _ in 0..<5 { #expect(try await send(.post, "/v1/acl/bootstrap", token: nil).0 == .conflict) }

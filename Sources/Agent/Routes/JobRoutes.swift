@@ -1,3 +1,4 @@
+import Access
 import API
 import CaravanModel
 import ClusterState
@@ -100,7 +101,12 @@ struct JobRoutes {
             let id = context.parameters.get("id") ?? ""
             let read = try await agent.read(ClusterQuery(kind: .node, id: id), request)
             guard !read.isNull else { throw APIError(.notFound, "node_not_found", "no node \(id) (see `caravan node status`)") }
-            return read.response
+            // The node's allocations: only those of namespaces the caller may read.
+            let identity = Caller.current.identity
+            guard !identity.isManagement else { return read.response }
+            var view = try read.decode(NodeDetailView.self)
+            view.allocations.removeAll { !identity.allows(.namespace($0.namespace, .readJob)) }
+            return read.response(view)
         }
         router.get("/v1/allocations") { request, _ in
             try await agent.read(ClusterQuery(kind: .allocations), request).visible(AllocationView.self, \.namespace, in: AccessRules.namespace(request))
