@@ -106,6 +106,8 @@ public struct CaravanClient: Sendable {
     public var namespace: String?
     /// TLS, for an `https://` address (required there).
     public let tls: ClientTLS?
+    /// Connections kept open between requests, shared by this client's copies.
+    let pool = ConnectionPool()
 
     /// Parses `http://HOST:PORT` or `https://HOST:PORT` (the port defaults to 4680); an https
     /// address needs `tls`.
@@ -187,18 +189,37 @@ public struct CaravanClient: Sendable {
         }
     }
 
-    /// Sends one request and returns the raw response, whatever its status.
+    /// Sends one request and returns the raw response, whatever its status. The connection is
+    /// kept for the client's next request (and its copies'): a TLS handshake or TCP connect is
+    /// paid once, not per call. A kept connection the agent closed meanwhile is replaced, and the
+    /// request sent once more, only when nothing of it was answered.
     public func send(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil,
                      headers: [(String, String)] = []) async throws(ClientError) -> Response {
+        if let kept = pool.take() {
+            do { return try await send(method, path, body: body, headers: headers, on: kept) } catch where error.message == Self.closedWithoutAnswer {
+                // Closed while it sat idle: a new connection.
+            }
+        }
         let address = try socketAddress()
-        let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Response.self)
-        var head = requestHead(method, path)
+        let collector = KeepAliveCollector()
+        let channel: any Channel
+        do { channel = try await connect(to: address, collector) } catch { throw unreachable(error) }
+        return try await send(method, path, body: body, headers: headers, on: ConnectionPool.Kept(channel: channel, collector: collector))
+    }
+
+    private func send(_ method: HTTPMethod, _ path: String, body: [UInt8]?, headers: [(String, String)],
+                      on kept: ConnectionPool.Kept) async throws(ClientError) -> Response {
+        let channel = kept.channel
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        var head = requestHead(method, path, keepAlive: true)
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
         if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
         let timeout = self.timeout
-        do {
-            let channel = try await connect(to: address, ResponseCollector(promise: promise))
+        let baseURL = self.baseURL
+        let collector = kept.collector
+        channel.eventLoop.execute {
+            collector.arm(promise)
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if let body {
                 var buf = channel.allocator.buffer(capacity: body.count)
@@ -206,19 +227,22 @@ public struct CaravanClient: Sendable {
                 channel.write(HTTPClientRequestPart.body(.byteBuffer(buf)), promise: nil)
             }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-            let timer = channel.eventLoop.scheduleTask(in: timeout) {
-                promise.fail(ClientError(.unreachable, "no answer from \(baseURL) within the timeout"))
-                channel.close(promise: nil)
-            }
-            defer { timer.cancel() }
-            let response = try await promise.futureResult.get()
+        }
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(ClientError(.unreachable, "no answer from \(baseURL) within the timeout"))
             channel.close(promise: nil)
+        }
+        defer { timer.cancel() }
+        do {
+            let response = try await promise.futureResult.get()
+            let close = response.header("Connection")?.lowercased() == "close"
+            if close || !channel.isActive { channel.close(promise: nil) } else { pool.put(kept) }
             return response
         } catch let e as ClientError {
-            promise.fail(e)
+            channel.close(promise: nil)
             throw e
         } catch {
-            promise.fail(error)
+            channel.close(promise: nil)
             throw unreachable(error)
         }
     }
@@ -240,10 +264,10 @@ public struct CaravanClient: Sendable {
     }
 
     /// The head every request starts with (one request per connection).
-    func requestHead(_ method: HTTPMethod, _ path: String) -> HTTPRequestHead {
+    func requestHead(_ method: HTTPMethod, _ path: String, keepAlive: Bool = false) -> HTTPRequestHead {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: namespaced(path))
         head.headers.add(name: "Host", value: "\(host):\(port)")
-        head.headers.add(name: "Connection", value: "close")
+        if !keepAlive { head.headers.add(name: "Connection", value: "close") }
         if let token, !token.isEmpty { head.headers.add(name: "X-Caravan-Token", value: token) }
         return head
     }
@@ -619,14 +643,57 @@ extension String {
 }
 
 /// Collects one HTTP response.
-final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTPClientResponsePart
-    let promise: EventLoopPromise<CaravanClient.Response>
-    var status = 0
-    var headers: [(String, String)] = []
-    var body: [UInt8] = []
+/// A few connections kept open between one client's requests; each is dropped after a while
+/// idle (well before an agent's own idle timeout closes it).
+final class ConnectionPool: Sendable {
+    struct Kept: @unchecked Sendable {
+        let channel: any Channel
+        let collector: KeepAliveCollector
+        var since = ContinuousClock.now
+    }
+    private let idle = Mutex<[Kept]>([])
+    static let maxIdle = 4
+    static let maxAge: Duration = .seconds(30)
 
-    init(promise: EventLoopPromise<CaravanClient.Response>) { self.promise = promise }
+    func take() -> Kept? {
+        idle.withLock { list in
+            while let k = list.popLast() {
+                if k.channel.isActive && ContinuousClock.now - k.since < Self.maxAge { return k }
+                k.channel.close(promise: nil)
+            }
+            return nil
+        }
+    }
+
+    func put(_ k: Kept) {
+        var k = k
+        k.since = ContinuousClock.now
+        let kept = idle.withLock { list -> Bool in
+            guard list.count < Self.maxIdle else { return false }
+            list.append(k)
+            return true
+        }
+        if !kept { k.channel.close(promise: nil) }
+    }
+
+    deinit { for k in idle.withLock({ $0 }) { k.channel.close(promise: nil) } }
+}
+
+/// Collects one response at a time on a kept connection (armed with each request's promise).
+final class KeepAliveCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    private var promise: EventLoopPromise<CaravanClient.Response>?
+    private var status = 0
+    private var headers: [(String, String)] = []
+    private var body: [UInt8] = []
+
+    /// On the channel's event loop, before the request is written.
+    func arm(_ p: EventLoopPromise<CaravanClient.Response>) {
+        promise = p
+        status = 0
+        headers = []
+        body = []
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -636,16 +703,22 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
         case .body(var b):
             body += b.readBytes(length: b.readableBytes) ?? []
         case .end:
-            promise.succeed(CaravanClient.Response(status: status, headers: headers, body: body))
+            let p = promise
+            promise = nil
+            p?.succeed(CaravanClient.Response(status: status, headers: headers, body: body))
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(ClientError(.unreachable, CaravanClient.closedWithoutAnswer))
+        let p = promise
+        promise = nil
+        p?.fail(ClientError(.unreachable, status == 0 ? CaravanClient.closedWithoutAnswer : "the agent closed the connection mid-answer"))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(CaravanClient.answerError(error))
+        let p = promise
+        promise = nil
+        p?.fail(CaravanClient.answerError(error))
         context.close(promise: nil)
     }
 }
