@@ -23,7 +23,7 @@ struct SecurityBench: AsyncParsableCommand {
     func run() async throws {
         let bin = binary ?? URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("caravan").path
         print("# caravan-bench security — \(Date())")
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; 3 agents on \(E2EBench.ip(0))–\(E2EBench.ip(2)), sealed; each client call a new connection (as the CLI makes)\n")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; 3 agents on \(E2EBench.ip(0))–\(E2EBench.ip(2)), sealed; one client per configuration, its connections kept open between calls\n")
         let plain = try await measure(bin, tls: false, acl: false)
         let aclOnly = try await measure(bin, tls: false, acl: true)
         let secure = try await measure(bin, tls: true, acl: true)
