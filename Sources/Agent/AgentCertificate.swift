@@ -33,8 +33,11 @@ enum AgentCertificate {
         guard case .validCertificate = result else {
             throw AgentError("tls.certFile \(t.certFile) is not signed by the CA in \(t.caFile)", usage: true)
         }
+        if let bc = (try? leaf.extensions.basicConstraints).flatMap({ $0 }), case .isCertificateAuthority = bc {
+            throw AgentError("tls.certFile \(t.certFile) is a CA certificate: an agent must not hold a CA's key; make an agent's with `caravan tls cert create --server`", usage: true)
+        }
         let usages = (try? leaf.extensions.extendedKeyUsage).flatMap { $0 }
-        if let usages, !usages.contains(.serverAuth) {
+        if !(usages?.contains(.serverAuth) ?? false) {
             throw AgentError("tls.certFile \(t.certFile) may not serve TLS (no serverAuth): make an agent's with `caravan tls cert create --server`", usage: true)
         }
         let names = ((try? leaf.extensions.subjectAlternativeNames).flatMap { $0 }) ?? SubjectAlternativeNames([])

@@ -36,9 +36,10 @@ public struct RuncDriver: TaskDriver {
         return (true, runc)
     }
 
+    /// One id per task of an allocation: task names are letters, digits, `-`, `_` and `.`, all
+    /// of which runc takes, so no two names map to one id.
     static func containerID(_ allocationID: String, _ task: String) -> String {
-        let safe = task.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
-        return "caravan-\(allocationID)-\(String(safe))"
+        "caravan-\(allocationID)-\(task)"
     }
 
     public func start(_ ctx: TaskContext, events: @Sendable (TaskEvent) -> Void) async throws(DriverError) -> TaskHandle {
@@ -54,7 +55,8 @@ public struct RuncDriver: TaskDriver {
         }
         let bundle = ctx.directories.task + "/bundle"
         let rootfs = bundle + "/rootfs"
-        let user = try TaskUser.resolve(ctx.task.user ?? "", root: "/", fallback: .nobody)
+        // Without a `user`, a uid of the task's own (no other task or host process shares it).
+        let user = try TaskUser.resolve(ctx.task.user ?? "", root: "/", fallback: .dynamic(ctx.allocationID, ctx.directories.taskName))
         try prepareHostRoot(rootfs, user: user)
         try user.own(ctx.directories)
         let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: user)
@@ -150,9 +152,11 @@ public struct RuncDriver: TaskDriver {
             }
         }
         for d in ["usr", "etc", "alloc", "local", "secrets", "tmp", "proc", "dev", "sys"] { mkdirAll(rootfs + "/" + d) }
+        // runc gives a tmpfs the mode of the directory it is mounted on: /tmp is everyone's.
+        chmod(rootfs + "/tmp", 0o1777)
         var passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         var group = "root:x:0:\nnogroup:x:65534:\n"
-        if user.uid != 0 && user.uid != 65534 { passwd += "\(user.name.allSatisfy(\.isNumber) ? "task" : user.name):x:\(user.uid):\(user.gid)::/local:/bin/sh\n" }
+        if user.uid != 0 && user.uid != 65534 { passwd += "\(user.name.allSatisfy(\.isNumber) || user.name.isEmpty ? "task" : user.name):x:\(user.uid):\(user.gid)::/local:/bin/sh\n" }
         if user.gid != 0 && user.gid != 65534 { group += "task:x:\(user.gid):\n" }
         try writeFile(rootfs + "/etc/passwd", passwd, mode: 0o644)
         try writeFile(rootfs + "/etc/group", group, mode: 0o644)

@@ -144,6 +144,7 @@ public struct TaskDirectories: Sendable, Equatable {
             guard lstat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw DriverError("cannot create \(d): it is not a directory") }
         }
         chmod(secrets, 0o700)
+        chmod(local, 0o700)
     }
 }
 

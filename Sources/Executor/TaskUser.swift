@@ -12,8 +12,21 @@ public struct TaskUser: Sendable, Equatable {
     public var name: String
 
     public static let root = TaskUser(uid: 0, gid: 0, name: "root")
-    /// What `exec` tasks run as unless they name a user.
     public static let nobody = TaskUser(uid: 65534, gid: 65534, name: "nobody")
+
+    /// The first uid (and gid) of the range `exec` tasks that name no user run as.
+    public static let dynamicBase = 2_000_000
+    public static let dynamicRange = 1_000_000
+
+    /// What an `exec` task that names no user runs as: a uid of its own, from its allocation and
+    /// name, in a range no host account uses, so no other task (nor a host process running as
+    /// nobody) can read its `local` or `secrets`.
+    public static func dynamic(_ allocation: String, _ task: String) -> TaskUser {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in (allocation + "/" + task).utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        let id = dynamicBase + Int(h % UInt64(dynamicRange))
+        return TaskUser(uid: id, gid: id, name: "task")
+    }
 
     /// Resolves `spec` against `<root>/etc/passwd` and `<root>/etc/group` (read inside `root`:
     /// links are not followed out of it); an empty spec is `fallback`. On the host (`root` is
@@ -32,22 +45,38 @@ public struct TaskUser: Sendable, Equatable {
         }
         func id(_ s: String) -> Int? { s.allSatisfy(\.isNumber) && !s.isEmpty && s.count <= 10 ? Int(s).flatMap { $0 <= 0xFFFF_FFFE ? $0 : nil } : nil }
         var user: TaskUser
-        if let n = id(parts[0]) { user = TaskUser(uid: n, gid: n, name: parts[0]) } else if let (u, g) = lookup("passwd", parts[0]) {
+        if let n = id(parts[0]) {
+            // A uid with an account takes the account's group; one without, a group of its number.
+            let account = (readFileInRoot(root, "etc/passwd") ?? "").split(separator: "\n").lazy
+                .map { $0.split(separator: ":", omittingEmptySubsequences: false) }.first { $0.count >= 4 && id(String($0[2])) == n }
+            user = TaskUser(uid: n, gid: account.flatMap { id(String($0[3])) } ?? n, name: parts[0])
+        } else if let (u, g) = lookup("passwd", parts[0]) {
             user = TaskUser(uid: u, gid: g, name: parts[0])
         } else if parts[0] == "nobody" {
             user = .nobody
         } else {
             throw DriverError("user \(parts[0]) is not in \(etc)/passwd", event: "Failed Validation", recoverable: false)
         }
-        guard parts.count == 2 else { return user }
         let primary = user.gid
+        func checkGroup(_ name: String) throws(DriverError) {
+            if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != primary && user.gid != TaskUser.nobody.gid {
+                throw DriverError("group \(name) is a system group (gid \(user.gid)); a task may take it only as root or as its own user's group",
+                                  event: "Failed Validation", recoverable: false)
+            }
+        }
+        guard parts.count == 2 else {
+            // A bare uid of no account gets the group of its number: not a system group.
+            if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != TaskUser.nobody.gid && id(parts[0]) != nil
+                && (readFileInRoot(root, "etc/passwd") ?? "").split(separator: "\n").allSatisfy({ $0.split(separator: ":", omittingEmptySubsequences: false).dropFirst(2).first.map(String.init) != parts[0] }) {
+                throw DriverError("uid \(parts[0]) has no account and its group \(user.gid) is a system group; name a group (uid:gid) of 1000 or more",
+                                  event: "Failed Validation", recoverable: false)
+            }
+            return user
+        }
         if let g = id(parts[1]) { user.gid = g } else if let (g, _) = lookup("group", parts[1]) { user.gid = g } else {
             throw DriverError("group \(parts[1]) is not in \(etc)/group", event: "Failed Validation", recoverable: false)
         }
-        if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != primary && user.gid != TaskUser.nobody.gid {
-            throw DriverError("group \(parts[1]) is a system group (gid \(user.gid)); a task may take it only as root or as its own user's group",
-                              event: "Failed Validation", recoverable: false)
-        }
+        try checkGroup(parts[1])
         return user
     }
 
@@ -76,6 +105,7 @@ enum SeccompProfile {
         "open_tree", "perf_event_open", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module", "quotactl",
         "quotactl_fd", "reboot", "request_key", "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
         "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old", "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "pidfd_getfd", "process_madvise",
     ]
 
     /// `clone` flags that make new namespaces (a user namespace first of all: root inside it

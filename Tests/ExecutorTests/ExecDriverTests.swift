@@ -36,7 +36,7 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         // A neighbour allocation with a file of its own, and the agent's keyring beside them.
         try "k".write(toFile: root + "/keyring.json", atomically: true, encoding: .utf8)
         let script = """
-            echo uid=$(id -u) gid=$(id -g)
+            [ "$(id -u)" -ge 2000000 ] && [ "$(id -g)" = "$(id -u)" ] && echo own-uid || echo "shared uid $(id -u)"
             grep CapEff /proc/self/status
             cat /etc/shadow >/dev/null 2>&1 && echo shadow-read || echo shadow-refused
             test -e /etc/caravan && echo etc-caravan || echo no-etc-caravan
@@ -47,6 +47,7 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
             echo x > /local/a && echo local-writable
             echo x > /alloc/b && echo alloc-writable
             echo x > /secrets/c && echo secrets-writable
+            echo x > /tmp/d && echo tmp-writable
             """
         await ex.sync([assignment("n1", type: .batch, tasks: [shell("main", "echo secret > /local/mine", driver: .exec)])])
         try await log.wait("neighbour done", { $0?.clientStatus == .complete }, id: "n1")
@@ -55,8 +56,11 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         try await log.wait("complete", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "p1")
         let files = try #require(await ex.logFiles(allocation: "p1", task: "main", stderr: false))
         let out = String(decoding: LogRotation.read(files, offset: 0, length: 8192).bytes, as: UTF8.self)
+        let errFiles = await ex.logFiles(allocation: "p1", task: "main", stderr: true) ?? []
+        let err = String(decoding: LogRotation.read(errFiles, offset: 0, length: 8192).bytes, as: UTF8.self)
+        #expect(!out.isEmpty, "stderr: \(err)")
         #expect(out == """
-            uid=65534 gid=65534
+            own-uid
             CapEff:\t0000000000000000
             shadow-refused
             no-etc-caravan
@@ -67,13 +71,14 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
             local-writable
             alloc-writable
             secrets-writable
+            tmp-writable
 
             """, "\(log.report("p1")!)")
         // Commands run in the task run as its user too.
         await ex.sync([assignment("p2", tasks: [shell("main", "exec sleep 60", driver: .exec)])])
         try await log.wait("running", { $0?.clientStatus == .running }, id: "p2")
         let who = try await ex.execute(allocation: "p2", task: "main", command: ["id", "-u"], timeout: .seconds(10))
-        #expect(who.output.trimmingCharacters(in: .whitespacesAndNewlines) == "65534", "\(who)")
+        #expect(who.output.trimmingCharacters(in: .whitespacesAndNewlines) == String(TaskUser.dynamic("p2", "main").uid), "\(who)")
         var stop = assignment("p2", tasks: [shell("main", "exec sleep 60", driver: .exec)])
         stop.allocation.desiredStatus = .stop
         await ex.sync([stop])
@@ -127,11 +132,20 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         reserved.user = "nobody"
         var shadow = shell("main", "true", driver: .exec)
         shadow.user = "nobody:shadow"
+        var numeric = shell("main", "true", driver: .exec)
+        numeric.user = "42"
         await ex.sync([assignment("f2", type: .batch, tasks: [reserved]), assignment("f3", type: .batch, tasks: [shadow])])
+        await ex.sync([assignment("f2", type: .batch, tasks: [reserved]), assignment("f3", type: .batch, tasks: [shadow]),
+                       assignment("f4", type: .batch, tasks: [numeric])])
         try await log.wait("refused", { $0?.clientStatus == .failed }, id: "f2")
         try await log.wait("refused", { $0?.clientStatus == .failed }, id: "f3")
         #expect(log.report("f2")!.taskStates["alloc"]?.events.contains { $0.message.contains("task name alloc is reserved") } == true)
         #expect(log.report("f3")!.taskStates["main"]?.events.contains { $0.message.contains("system group") } == true)
+        // A bare uid takes its account's group (42 is _apt on Debian: nogroup), or is refused a system group.
+        try await log.wait("numeric user settled", { $0?.clientStatus == .complete || $0?.clientStatus == .failed }, id: "f4")
+        let numericOK = log.report("f4")!.clientStatus == .complete
+            || log.report("f4")!.taskStates["main"]?.events.contains { $0.message.contains("system group") } == true
+        #expect(numericOK, "\(log.report("f4")!)")
     }
 
     @Test("an interactive command in an exec task gets a terminal inside the container, input and a resize")
