@@ -237,7 +237,7 @@ enum ClusterViews {
     static func byIDOrPrefix<T>(_ id: String, _ table: [String: T], _ what: String) throws -> T? {
         if let exact = table[id] { return exact }
         let matches = id.count >= 4 ? table.filter { $0.key.hasPrefix(id) }.map(\.value) : []
-        if matches.count > 1 { throw RaftError(.rejected, "\(what) prefix \(id) is ambiguous: \(matches.count) \(what)s match") }
+        if matches.count > 1 { throw RaftError(.rejected, "\(what) prefix \(id) matches more than one \(what); give more of the id") }
         return matches.first
     }
 

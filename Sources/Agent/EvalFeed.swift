@@ -41,6 +41,8 @@ struct EvalFeed {
     var sweepEvery: Int64 = 60_000
     /// The namespaces table as last seen: a quota raised may let blocked evaluations place.
     var namespacesMark: UInt64 = 0
+    /// Allocations whose tasks may still run, as last counted: fewer frees quota.
+    var holding = 0
 
     mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
         var out = Output()
@@ -125,6 +127,11 @@ struct EvalFeed {
         free = nowFree
         let ns = state.tableIndex[.namespaces] ?? 0
         if ns != namespacesMark { out.unblock = true; namespacesMark = ns }
+        if !state.namespaces.isEmpty {
+            let nowHolding = state.allocations.values.reduce(0) { $0 + ($1.holdsResources ? 1 : 0) }
+            if nowHolding < holding { out.unblock = true }
+            holding = nowHolding
+        }
 
         // Jobs whose time has come.
         for (key, at) in wakeAt.sorted(by: { $0.key < $1.key }) where at <= now {

@@ -84,6 +84,9 @@ public struct Allocation: Sendable, Equatable {
         desiredStatus == .run && (clientStatus == .pending || clientStatus == .running)
     }
     public var isTerminal: Bool { !isLive }
+    /// Its task may still be running: live, or told to stop but not yet reported stopped (a
+    /// task that ignores SIGTERM runs until its kill timeout). What a namespace quota counts.
+    public var holdsResources: Bool { clientStatus == .pending || clientStatus == .running }
 
     /// Running, with every service check passing (no checks: running is enough).
     public var isHealthy: Bool { clientStatus == .running && checks.values.allSatisfy { $0 == "passing" } }

@@ -57,6 +57,8 @@ public struct ClusterState: Sendable, Equatable {
     public private(set) var lastIndex: UInt64 = 0
     /// Namespaces made with `caravan namespace apply` (`default` exists without being here).
     public private(set) var namespaces: [String: Namespace] = [:]
+    /// Set by the first namespace command: from then on jobs go only into namespaces that exist.
+    public private(set) var namespacesInUse = false
 
     public init() {}
 
@@ -66,7 +68,7 @@ public struct ClusterState: Sendable, Equatable {
     /// What the live allocations of a namespace hold.
     public func usage(of namespace: String) -> Quota.Usage {
         var u = Quota.Usage()
-        for a in allocations.values where a.isLive && a.namespace == namespace { u.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
+        for a in allocations.values where a.holdsResources && a.namespace == namespace { u.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
         return u
     }
 
@@ -90,6 +92,12 @@ public struct ClusterState: Sendable, Equatable {
             let job: Job
             do { job = try JobFile.parse(text, file: "job", stored: true) } catch { return .rejected(error.description) }
             let key = JobKey(job.namespace, job.id)
+            // Once namespaces are in use a job goes only into one that exists (the API checks
+            // first; this settles a register racing the namespace's delete). Logs from before
+            // namespaces replay as they were.
+            if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
+                return .rejected("namespace \(job.namespace) does not exist")
+            }
             let canonical = JobFile.render(job)
             // Every registration asks the scheduler to look at the job (its evaluation id follows
             // from the index, so the API can name it).
@@ -202,6 +210,7 @@ public struct ClusterState: Sendable, Equatable {
             if cur.version == version { jobs[key]!.stable = true }
             touch(.jobs, index)
         case .upsertNamespace(var n):
+            namespacesInUse = true
             n.createIndex = namespaces[n.name]?.createIndex ?? index
             n.modifyIndex = index
             namespaces[n.name] = n
@@ -325,6 +334,7 @@ public struct ClusterState: Sendable, Equatable {
         for k in periodicLaunches.keys.sorted() { w.string(k.namespace); w.string(k.id); RecordCodec.int(Int(periodicLaunches[k]!), &w) }
         w.string(schedulerAlgorithm)
         w.varint(UInt64(namespaces.count)); for k in namespaces.keys.sorted() { RecordCodec.enc(namespaces[k]!, &w) }
+        w.byte(namespacesInUse ? 1 : 0)
         return w.bytes
     }
 
@@ -396,6 +406,8 @@ public struct ClusterState: Sendable, Equatable {
         if format >= 7 {
             guard let n = r.count(max: 1 << 16) else { throw RestoreError(description: "bad namespace count") }
             for _ in 0..<n { guard let ns = RecordCodec.namespace(&r) else { throw RestoreError(description: "bad namespace") }; s.namespaces[ns.name] = ns }
+            guard let inUse = r.byte(), inUse <= 1 else { throw RestoreError(description: "bad namespace flag") }
+            s.namespacesInUse = inUse == 1
         }
         guard r.atEnd else { throw RestoreError(description: "trailing bytes in snapshot") }
         return s

@@ -43,7 +43,7 @@ public enum PlanApplier {
         var overQuota = Set<String>()
         if !quotas.isEmpty {
             var used: [String: Quota.Usage] = [:]
-            for a in allocations where a.isLive && !stopping.contains(a.id) && quotas[a.namespace] != nil {
+            for a in allocations where a.holdsResources && !stopping.contains(a.id) && quotas[a.namespace] != nil {
                 used[a.namespace, default: .init()].add(cpu: a.cpuMillicores, memory: a.memoryMiB)
             }
             for a in accepted.placements {

@@ -477,6 +477,10 @@ struct Context {
         disk = cpu
         ports = Array(repeating: [], count: input.nodes.count)
         for a in input.allocations where a.isLive { take(a) }
+        // Instances told to stop that still run hold their namespace's quota until they end.
+        for a in input.allocations where !a.isLive && a.holdsResources && a.namespace == input.job?.namespace {
+            quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB)
+        }
     }
 
     static func key(namespace: String, jobID: String, group: String) -> String { namespace + "/" + jobID + "/" + group }

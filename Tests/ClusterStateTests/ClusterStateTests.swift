@@ -37,6 +37,12 @@ import Testing
         #expect(restored == s)
         _ = s.apply(.deregisterJob(namespace: "team-a", id: "web", purge: true), index: 8)
         #expect(s.apply(.deleteNamespace("team-a"), index: 9) == .applied && !s.namespaceExists("team-a"))
+        // A register that lost the race with the delete is refused by the log itself.
+        #expect(s.apply(.registerJob(text: Self.jobText("late").replacingOccurrences(of: "id: late", with: "id: late\nnamespace: team-a")), index: 10)
+                == .rejected("namespace team-a does not exist"))
+        // Before any namespace command (logs from before namespaces), any namespace goes.
+        var old = ClusterState()
+        #expect(old.apply(.registerJob(text: Self.jobText("legacy").replacingOccurrences(of: "id: legacy", with: "id: legacy\nnamespace: team-x")), index: 1) == .applied)
         for c in [Command.upsertNamespace(ns), .deleteNamespace("team-a")] { #expect(Command.decode(c.encode()) == .command(c)) }
     }
 

@@ -114,12 +114,15 @@ import Testing
                                             limit: .seconds(60))
         }
         try await Task.sleep(for: .seconds(1))
-        #expect(try c.cli(0, ["acl", "token", "delete", logger.accessorID], token: root).status == 0)
+        // Narrow its policy to another namespace (the token itself stays): the follow ends too.
+        let elsewhere = try Self.write("namespaces:\n  other: [read-logs, read-job]\n", "logs-elsewhere")
+        #expect(try c.cli(0, ["acl", "policy", "apply", "logs", elsewhere], token: root).status == 0)
         let clock = ContinuousClock()
         let revokedAt = clock.now
         let ended = try await follow.value
         #expect(clock.now - revokedAt < .seconds(10), "the follow ran on after its token was revoked")
         #expect(ended.status != 0 && ended.stdout.contains("tick"), "\(ended.stderr)")
+        #expect(try c.cli(0, ["acl", "token", "delete", logger.accessorID], token: root).status == 0)
         #expect(try c.cli(0, ["job", "stop", "--purge", "ticker"], token: root).status == 0)
 
         // Enough writes that every agent compacts its log, then SIGKILL all three and restart.

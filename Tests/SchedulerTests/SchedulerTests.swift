@@ -62,6 +62,16 @@ import Testing
         let verdict = PlanApplier.verify(unchecked, nodes: nodes, allocations: [other, elsewhere], quotas: ["team-a": Quota(memoryMiB: 768)])
         #expect(verdict.accepted.placements.isEmpty && verdict.rejectedNamespaces == ["team-a"])
         #expect(PlanApplier.verify(unchecked, nodes: nodes, allocations: [other], quotas: ["team-b": Quota(instances: 0)]).accepted.placements.count == 3)
+        // An instance told to stop whose task still runs (it ignores SIGTERM) still counts.
+        var lingering = other
+        lingering.id = "o3"
+        lingering.desiredStatus = .stop
+        lingering.clientStatus = .running
+        var withLingering = SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: [other, lingering])
+        withLingering.quota = Quota(memoryMiB: 768)
+        #expect(Self.scheduler().schedule(withLingering).placements.count == 1)
+        #expect(PlanApplier.verify(unchecked, nodes: nodes, allocations: [other, lingering], quotas: ["team-a": Quota(memoryMiB: 1024)])
+            .rejectedNamespaces == ["team-a"])
     }
 
     /// Applies a plan to an allocation list (what the plan applier and Raft would do).

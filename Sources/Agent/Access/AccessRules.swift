@@ -147,6 +147,13 @@ enum AccessRules {
 struct Caller: Sendable {
     var identity: Identity
     var requirement: Requirement
+    /// What the call needs as the handler learned it (the object's own namespace), for the
+    /// checks made later in a long call or a stream.
+    let learned = LearnedNeed()
+    /// How to resolve the caller again (a long call re-checks before it answers).
+    var resolver: TokenResolver?
+    var secret: String?
+    var started = ContinuousClock.now
 
     @TaskLocal static var current = Caller(identity: .unrestricted, requirement: .open)
 
@@ -156,6 +163,7 @@ struct Caller: Sendable {
     func check(namespace: String, hiding: APIError? = nil) throws {
         guard case .namespace(_, let capability) = requirement else { return }
         let need = Requirement.namespace(namespace, capability)
+        learned.set(need)
         guard identity.allows(need) else {
             if let hiding, !identity.allows(.namespace(namespace, .readJob)) { throw hiding }
             throw AccessRules.denied(need)
@@ -167,6 +175,23 @@ struct Caller: Sendable {
         guard case .namespace(_, let capability) = requirement else { return true }
         return identity.allows(.namespace(namespace, capability))
     }
+
+    /// The caller as it is now: resolved again when the call has taken longer than the
+    /// resolver keeps answers (a blocking read filters its answer with today's rights).
+    func fresh() async throws -> Caller {
+        guard let resolver, ContinuousClock.now - started > TokenResolver.ttl, identity.who != .unrestricted else { return self }
+        var c = self
+        c.identity = try await resolver.identity(secret: secret)
+        guard c.identity.allows(requirement) else { throw AccessRules.revoked(requirement) }
+        return c
+    }
+}
+
+/// The requirement a handler learned about its object, kept for the later checks of its call.
+final class LearnedNeed: Sendable {
+    private let need = Mutex<Requirement?>(nil)
+    func set(_ r: Requirement) { need.withLock { $0 = r } }
+    var value: Requirement? { need.withLock { $0 } }
 }
 
 /// Resolves the caller from `X-Caravan-Token` and refuses, with 403 `permission_denied`
@@ -187,14 +212,17 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         let identity = try await resolver.identity(secret: secret)
         guard identity.allows(need) else { throw AccessRules.denied(need) }
         let started = ContinuousClock.now
-        var response = try await Caller.$current.withValue(Caller(identity: identity, requirement: need)) {
+        let caller = Caller(identity: identity, requirement: need, resolver: resolver, secret: secret, started: started)
+        var response = try await Caller.$current.withValue(caller) {
             try await next(request, context)
         }
+        // What the handler learned (an allocation's namespace) is what later checks ask for.
+        let finalNeed = caller.learned.value ?? need
         guard identity.who != .unrestricted else { return response }
         // A call that took long (a blocking read) is checked again before it answers, so a token
         // revoked meanwhile gets nothing more.
         if ContinuousClock.now - started > TokenResolver.ttl {
-            guard (try? await resolver.identity(secret: secret))?.allows(need) == true else { throw AccessRules.revoked(need) }
+            guard (try? await resolver.identity(secret: secret))?.allows(finalNeed) == true else { throw AccessRules.revoked(finalNeed) }
         }
         // A streamed answer (a log follow, an exec session) ends at its next write once its
         // token no longer allows it (checked every ``TokenResolver/ttl``).
@@ -207,7 +235,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: TokenResolver.ttl)
                         guard !Task.isCancelled else { return }
-                        if (try? await resolver.identity(secret: secret))?.allows(need) != true {
+                        if (try? await resolver.identity(secret: secret))?.allows(finalNeed) != true {
                             revoked.withLock { $0 = true }
                             return
                         }
@@ -215,7 +243,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
                 }
                 defer { watchdog.cancel() }
                 try await body.map { buffer in
-                    if revoked.withLock({ $0 }) { throw AccessRules.revoked(need) }
+                    if revoked.withLock({ $0 }) { throw AccessRules.revoked(finalNeed) }
                     return buffer
                 }.write(writer)
             }

@@ -45,8 +45,8 @@ struct ClusterRead: Sendable {
 
     /// A list answer with only the namespace asked for (`?namespace=`, default `default`; `*`
     /// for all) and only what the caller may see on this route.
-    func visible<T: Codable>(_ type: T.Type, _ namespace: KeyPath<T, String>, in asked: String = "*") throws -> Response {
-        let caller = Caller.current
+    func visible<T: Codable>(_ type: T.Type, _ namespace: KeyPath<T, String>, in asked: String = "*") async throws -> Response {
+        let caller = try await Caller.current.fresh()
         guard !caller.identity.isManagement || asked != "*" else { return response }
         return response(try decode([T].self).filter { v in
             let ns = v[keyPath: namespace]

@@ -102,7 +102,7 @@ struct JobRoutes {
             let read = try await agent.read(ClusterQuery(kind: .node, id: id), request)
             guard !read.isNull else { throw APIError(.notFound, "node_not_found", "no node \(id) (see `caravan node status`)") }
             // The node's allocations: only those of namespaces the caller may read.
-            let identity = Caller.current.identity
+            let identity = try await Caller.current.fresh().identity
             guard !identity.isManagement else { return read.response }
             var view = try read.decode(NodeDetailView.self)
             view.allocations.removeAll { !identity.allows(.namespace($0.namespace, .readJob)) }

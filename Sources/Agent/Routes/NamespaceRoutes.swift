@@ -28,6 +28,9 @@ struct NamespaceRoutes {
             let body = try await request.decodeJSON(NamespaceRequest.self)
             var ns = Namespace(name: name, description: body.description ?? "")
             guard ns.description.unicodeScalars.count <= 1024 else { throw APIError(.badRequest, "invalid_body", "description is over 1024 characters") }
+            guard !ns.description.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) else {
+                throw APIError(.badRequest, "invalid_body", "description holds control characters")
+            }
             if let q = body.quota { ns.quota = try Self.quota(q) }
             let index = try await jobs.commit(.upsertNamespace(ns), request)
             let read = try await agent.read(ClusterQuery(kind: .namespace, id: name), request)
