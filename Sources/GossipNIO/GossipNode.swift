@@ -1,4 +1,5 @@
 import Framing
+import FoundationEssentials
 import Gossip
 import Keyring
 import Logging
@@ -77,6 +78,8 @@ public final class GossipNode: @unchecked Sendable {
     /// and counter of their own each); touched only on `loop`.
     var packetGuard = PacketGuard()
     var streamGuard = PacketGuard()
+    /// Where the stream requests seen are written down (beside the peers file).
+    let streamSessionsPath: String?
     var socketAddresses: [Address: SocketAddress] = [:]
     var onEvent: (@Sendable (Event) -> Void)?
     let maxFrame = 16 << 20
@@ -107,6 +110,9 @@ public final class GossipNode: @unchecked Sendable {
         self.identity = config.identity
         self.peersPath = config.peersPath
         self.peers = PeerDirectory.load(path: config.peersPath)
+        // Stream requests seen by earlier runs are not taken again after a restart.
+        self.streamSessionsPath = config.peersPath.map { p in String(p[..<(p.lastIndex(of: "/") ?? p.startIndex)]) + "/stream-sessions" }
+        if let path = streamSessionsPath, let data = FileManager.default.contents(atPath: path) { streamGuard.restoreSeen(Array(data)) }
         self.core = Instance(name: config.name, address: config.advertise ?? config.bind,
                              metadata: MetadataEnvelope.wrap(config.metadata, identity: config.identity),
                              settings: settings, seed: config.seed)
@@ -288,6 +294,7 @@ public final class GossipNode: @unchecked Sendable {
                 drop("replayed", from: remote)
                 return loop.makeSucceededFuture(nil)
             }
+            if let path = streamSessionsPath { try? AtomicFile.write(Data(streamGuard.encodeSeen()), to: path, mode: 0o600) }
             guard let kind = payload.first.flatMap(StreamKind.init(rawValue:)) else {
                 drop("malformed", from: remote)
                 return loop.makeSucceededFuture(nil)

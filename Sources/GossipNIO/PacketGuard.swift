@@ -58,4 +58,25 @@ struct PacketGuard {
         seen[s] = state
         return Array(r.raw(r.remaining) ?? [])
     }
+
+    // MARK: - Kept across restarts (stream requests)
+
+    /// The highest counter seen per session, to be written down.
+    func encodeSeen() -> [UInt8] {
+        var w = ByteWriter()
+        w.varint(UInt64(order.count))
+        for s in order { w.raw(s); w.varint(seen[s]?.highest ?? 0) }
+        return w.bytes
+    }
+
+    /// What an earlier run of this agent had seen: nothing at or below it is taken again.
+    mutating func restoreSeen(_ bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let n = r.count(max: Self.maxSessions) else { return }
+        for _ in 0..<n {
+            guard let s = r.raw(Self.sessionBytes).map(Array.init), let h = r.varint() else { return }
+            if seen[s] == nil { order.append(s) }
+            seen[s] = Seen(highest: h, bits: ~0)
+        }
+    }
 }

@@ -139,6 +139,15 @@ import Testing
             ch.close(promise: nil)
         }
         try await Self.waitUntil("the second stream request is dropped as a replay") { (await a.traffic().dropped["replayed"] ?? 0) == 2 }
+        // What a node has seen of streams survives its restart (written beside its peers file).
+        let kept = PacketGuard.self
+        var before = PacketGuard()
+        let first = streams.wrap([1])
+        _ = before.unwrap(first)
+        var after = kept.init()
+        after.restoreSeen(before.encodeSeen())
+        #expect(after.unwrap(first) == nil, "seen before the restart")
+        #expect(after.unwrap(streams.wrap([2])) == [2], "new requests of the same session still pass")
         await a.shutdown()
     }
 
