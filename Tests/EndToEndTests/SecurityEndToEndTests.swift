@@ -6,6 +6,21 @@ import Testing
 /// the CLI, tokens and policies, relays carrying the caller's token, revocation, and the ACL
 /// state surviving SIGKILL of every agent after the log was compacted.
 @Suite struct SecurityEndToEndTests {
+    /// Runs a one-task raw_exec job running `script` through the CLI and returns its running allocation.
+    static func runShell(_ c: LocalCluster, id: String, script: String, token: String?) throws -> AllocationView {
+        let file = try write("""
+            id: \(id)
+            groups:
+              - name: g
+                tasks:
+                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "\(script)"]}, resources: {cpu: 10m, memory: 8Mi}}
+            """, "job-\(id)")
+        let ran = try c.cli(0, ["job", "run", file], token: token)
+        #expect(ran.status == 0, "\(ran.stdout)\(ran.stderr)")
+        let status = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", id, "--json"], token: token).stdout.utf8))
+        return try #require(status.allocations.first { $0.clientStatus == "running" })
+    }
+
     static func write(_ text: String, _ name: String) throws -> String {
         let path = NSTemporaryDirectory() + "\(name)-\(getpid()).yaml"
         try text.write(toFile: path, atomically: true, encoding: .utf8)
@@ -72,17 +87,7 @@ import Testing
                 "\(run.stdout)\(run.stderr)")
 
         // The deployer runs a job; it cannot exec into it, read its logs or read variables.
-        let hello = try Self.write("""
-            id: hello
-            groups:
-              - name: g
-                tasks:
-                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "echo secret-output; sleep 300"]}, resources: {cpu: 10m, memory: 8Mi}}
-            """, "hello")
-        let ran = try c.cli(0, ["job", "run", hello], token: ci)
-        #expect(ran.status == 0, "\(ran.stdout)\(ran.stderr)")
-        let allocs = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "hello", "--json"], token: ci).stdout.utf8))
-        let alloc = try #require(allocs.allocations.first { $0.clientStatus == "running" })
+        let alloc = try Self.runShell(c, id: "hello", script: "echo secret-output; sleep 300", token: ci)
         let exec = try LocalCluster.run(["alloc", "exec", "--address", "http://\(c.ip(0)):4680", alloc.id, "t", "cat", "/etc/hostname"],
                                         environment: ["CARAVAN_TOKEN": ci])
         #expect(exec.status != 0 && exec.stderr.contains("alloc-exec"), "\(exec.stderr)")
@@ -99,16 +104,7 @@ import Testing
         #expect(try c.cli(other, ["alloc", "logs", alloc.id, "t"], token: ci).stderr.contains("read-logs"))
 
         // A follow in progress ends once its token is revoked (it does not run on to its end).
-        let ticker = try Self.write("""
-            id: ticker
-            groups:
-              - name: g
-                tasks:
-                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "while true; do echo tick; sleep 0.2; done"]}, resources: {cpu: 10m, memory: 8Mi}}
-            """, "ticker")
-        #expect(try c.cli(0, ["job", "run", ticker], token: root).status == 0)
-        let tickers = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "ticker", "--json"], token: root).stdout.utf8))
-        let tick = try #require(tickers.allocations.first { $0.clientStatus == "running" })
+        let tick = try Self.runShell(c, id: "ticker", script: "while true; do echo tick; sleep 0.2; done", token: root)
         let follow = Task {
             try await LocalCluster.runAsync(["alloc", "logs", "-f", tick.id, "t", "--address", "http://\(c.ip(2)):4680", "--token", logger.secretID!],
                                             limit: .seconds(60))
@@ -191,17 +187,7 @@ import Testing
 
         // The CLI with the CA, a client certificate and a token runs a job; its logs are relayed
         // between agents over mutual TLS.
-        let hello = try Self.write("""
-            id: hello
-            groups:
-              - name: g
-                tasks:
-                  - {name: t, driver: raw_exec, config: {command: /bin/sh, args: ["-c", "echo over-tls; sleep 300"]}, resources: {cpu: 10m, memory: 8Mi}}
-            """, "tls-hello")
-        let ran = try c.cli(0, ["job", "run", hello], token: root)
-        #expect(ran.status == 0, "\(ran.stdout)\(ran.stderr)")
-        let status = try JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "hello", "--json"], token: root).stdout.utf8))
-        let alloc = try #require(status.allocations.first { $0.clientStatus == "running" })
+        let alloc = try Self.runShell(c, id: "hello", script: "echo over-tls; sleep 300", token: root)
         let node = try #require((0..<3).first { c.ip($0) == c.agents.values.first { $0.name == alloc.node }?.ip })
         let relayed = try c.cli((node + 1) % 3, ["alloc", "logs", alloc.id, "t"], token: root)
         #expect(relayed.status == 0 && relayed.stdout.contains("over-tls"), "\(relayed.stdout)\(relayed.stderr)")
