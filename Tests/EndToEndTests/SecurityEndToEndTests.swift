@@ -226,7 +226,10 @@ import Testing
         impostor.standardOutput = FileHandle.nullDevice
         impostor.standardError = FileHandle.nullDevice
         try impostor.run()
-        defer { impostor.terminate() }
+        defer {
+            kill(impostor.processIdentifier, SIGKILL)
+            impostor.waitUntilExit()
+        }
         var refused = LocalCluster.Output(status: 0, stdout: "", stderr: "")
         try await c.eventually(within: .seconds(10), "the impostor listens") {
             refused = try LocalCluster.run(["members", "--address", "https://127.0.80.9:4680"],
