@@ -24,6 +24,8 @@ public struct AgentConfiguration: Sendable {
     /// `acl: {enabled: true}` / `--acl-enabled`: deny calls without a token even before
     /// `caravan acl bootstrap` (which turns ACLs on for the whole cluster either way).
     public var aclEnabled = false
+    /// The longest between a task's kill signal and SIGKILL on this agent (`--max-kill-timeout`).
+    public var maxKillTimeout: Duration = .seconds(30)
     /// TLS on the HTTP API (and on this agent's calls to other agents); nil: plain HTTP.
     public var tls: AgentTLS?
     /// Caps on what callers may make the cluster and this agent hold (429 past them).

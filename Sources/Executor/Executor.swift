@@ -39,6 +39,15 @@ public actor Executor {
     let now: @Sendable () -> Int64
     /// Called as each task's process is up (for benchmarks).
     let taskStarted: (@Sendable (_ allocation: String, _ task: String) -> Void)?
+    /// The longest a task is given between its kill signal and SIGKILL, whatever its job asks
+    /// (as Nomad's `max_kill_timeout`): a stopped task cannot hold its node and its namespace's
+    /// quota for longer.
+    public var maxKillTimeout: Duration = .seconds(30)
+
+    public func setMaxKillTimeout(_ d: Duration) { maxKillTimeout = d }
+
+    /// The task's kill timeout, capped.
+    func killTimeout(_ spec: TaskSpec) -> Duration { min(spec.killTimeout, maxKillTimeout) }
     var allocs: [String: AllocRunner] = [:]
     var outbox: [String: AllocationReport] = [:]
     var flushing = false
@@ -420,10 +429,10 @@ public actor Executor {
         t.killRequested = true
         guard let handle = t.handle, let driver = drivers[t.spec.driver] else { r.tasks[name] = t; return }
         let sig = Signals.number(t.spec.killSignal) ?? SIGTERM
-        t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "") + "sent \(t.spec.killSignal), SIGKILL after \(Units.text(t.spec.killTimeout))"))
+        t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "") + "sent \(t.spec.killSignal), SIGKILL after \(Units.text(killTimeout(t.spec)))"))
         r.tasks[name] = t
         driver.signal(handle, sig)
-        let gen = t.generation, allocID = r.allocation.id, timeout = t.spec.killTimeout
+        let gen = t.generation, allocID = r.allocation.id, timeout = killTimeout(t.spec)
         Task {
             try? await Task.sleep(for: timeout)
             self.killTimedOut(allocID, name, gen)
@@ -633,7 +642,7 @@ public actor Executor {
             r.tasks[c.task]!.state.record(TaskEvent(time: now(), type: "Restart Signaled",
                                                     message: "check \(c.name) failed \(c.check.restartAfter) times in a row"))
             driver.signal(handle, Signals.number(t.spec.killSignal) ?? SIGTERM)
-            let taskGen = t.generation, timeout = t.spec.killTimeout, name = c.task
+            let taskGen = t.generation, timeout = killTimeout(t.spec), name = c.task
             Task {
                 try? await Task.sleep(for: timeout)
                 self.killTimedOut(allocID, name, taskGen)

@@ -46,6 +46,7 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Raft election timeout in milliseconds; heartbeat is a tenth (default 1000).") var raftElectionMs: Int?
     @Option(help: "Applied Raft entries between two snapshots of the cluster state (default 10000).") var raftSnapshotEvery: Int?
     @Option(help: "The longest a blocking read (?index=…&wait=…) waits, in seconds (default 600; 1 to 3600).") var maxQueryWait: Int?
+    @Option(help: "The longest a task is given between its kill signal and SIGKILL, in seconds, whatever its job asks (default 30; 1 to 3600).") var maxKillTimeout: Int?
     @Option(help: "trace, debug, info, warning or error (default info).") var logLevel: String?
     @Option(help: "A YAML or JSON file of these settings (name, bind, join, dataDir, tags, ports, …); flags win over it.")
     var config: String?
@@ -130,6 +131,7 @@ struct AgentCommand: AsyncParsableCommand {
         let raftElectionMs = try self.raftElectionMs ?? file?.int("raftElectionMs") ?? 1000
         let raftSnapshotEvery = try self.raftSnapshotEvery ?? file?.int("raftSnapshotEvery") ?? 10_000
         let maxQueryWait = try self.maxQueryWait ?? file?.int("maxQueryWait") ?? 600
+        let maxKillTimeout = try self.maxKillTimeout ?? file?.int("maxKillTimeout") ?? 30
         let gossipProfile = try self.gossipProfile ?? file?.string("gossipProfile") ?? "lan"
         var tags = try file?.map("tags") ?? [:]
         let bindIP = bind ?? (dev ? "127.0.0.1" : nil)
@@ -152,6 +154,7 @@ struct AgentCommand: AsyncParsableCommand {
         guard raftDeadGrace >= 0, raftDeadGrace <= 86_400 else { throw CLIError.usage("--raft-dead-grace: \(raftDeadGrace) must be 0 to 86400 seconds") }
         guard (50...60_000).contains(raftElectionMs) else { throw CLIError.usage("--raft-election-ms: \(raftElectionMs) must be 50 to 60000") }
         guard (1...3600).contains(maxQueryWait) else { throw CLIError.usage("--max-query-wait: \(maxQueryWait) must be 1 to 3600 seconds") }
+        guard (1...3600).contains(maxKillTimeout) else { throw CLIError.usage("--max-kill-timeout: \(maxKillTimeout) must be 1 to 3600 seconds") }
         guard (100...1_000_000).contains(raftSnapshotEvery) else {
             throw CLIError.usage("--raft-snapshot-every: \(raftSnapshotEvery) must be 100 to 1000000 entries")
         }
@@ -203,6 +206,7 @@ struct AgentCommand: AsyncParsableCommand {
         config.raftHeartbeat = .milliseconds(max(10, raftElectionMs / 10))
         config.raftSnapshotEvery = raftSnapshotEvery
         config.limits.maxQueryWait = .seconds(maxQueryWait)
+        config.maxKillTimeout = .seconds(maxKillTimeout)
         for j in join {
             guard let a = Address(parsing: j, defaultPort: 4682), (try? SocketAddress(ipAddress: a.host, port: 0)) != nil else {
                 throw CLIError.usage("--join: \"\(j)\" is not IP[:PORT]")

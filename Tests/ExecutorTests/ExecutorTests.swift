@@ -153,6 +153,25 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         #expect(st.events.contains { $0.message.contains("sent SIGKILL") })
     }
 
+    @Test("a job's kill timeout is capped by the agent's: a task ignoring SIGTERM cannot linger for its hour")
+    func killTimeoutIsCapped() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("kill-cap"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        await ex.setMaxKillTimeout(.seconds(1))
+        var t = shell("main", "trap '' TERM; while true; do sleep 0.1; done")
+        t.killTimeout = .seconds(3600)
+        var a = assignment("a9", tasks: [t])
+        await ex.sync([a])
+        try await log.wait("running", { $0?.clientStatus == .running }, id: "a9")
+        a.allocation.desiredStatus = .stop
+        let t0 = ContinuousClock.now
+        await ex.sync([a])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "a9")
+        #expect(ContinuousClock.now - t0 < .seconds(10))
+        let st = try #require(log.report("a9")?.taskStates["main"])
+        #expect(st.exitCode == 137 && st.events.contains { $0.message.contains("SIGKILL after 1s") }, "\(st.events)")
+    }
+
     @Test("prestart tasks run before the main task, poststop after it")
     func lifecycle() async throws {
         let root = tempDir("hooks")
