@@ -138,9 +138,7 @@ public struct TaskDirectories: Sendable, Equatable {
         for d in [allocation, shared, logs, task, local, secrets] {
             var st = stat()
             if lstat(d, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR { unlink(d) }
-            if mkdir(d, 0o755) != 0 && errno != EEXIST {
-                guard mkdirAll(d) == 0 else { throw DriverError("cannot create \(d): \(String(cString: strerror(errno)))") }
-            }
+            guard mkdirAll(d) == 0 else { throw DriverError("cannot create \(d): \(String(cString: strerror(errno)))") }
             guard lstat(d, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { throw DriverError("cannot create \(d): it is not a directory") }
         }
         chmod(secrets, 0o700)

@@ -36,47 +36,49 @@ public struct TaskUser: Sendable, Equatable {
         if spec.isEmpty { return fallback }
         let parts = spec.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         let etc = root == "/" ? "/etc" : "the image's /etc"
-        func lookup(_ file: String, _ name: String) -> (Int, Int)? {
-            for line in (readFileInRoot(root, "etc/" + file) ?? "").split(separator: "\n") {
+        func id(_ s: Substring) -> Int? { s.allSatisfy(\.isNumber) && !s.isEmpty && s.count <= 10 ? Int(s).flatMap { $0 <= 0xFFFF_FFFE ? $0 : nil } : nil }
+        /// `name:x:id:gid…` lines of a file under `root/etc` as (name, id, gid).
+        func entries(_ file: String) -> [(name: Substring, id: Int, gid: Int)] {
+            (readFileInRoot(root, "etc/" + file) ?? "").split(separator: "\n").compactMap { line in
                 let f = line.split(separator: ":", omittingEmptySubsequences: false)
-                if f.count >= 4, f[0] == name, let a = id(String(f[2])) { return (a, id(String(f[3])) ?? a) }
+                guard f.count >= 4, let a = id(f[2]) else { return nil }
+                return (f[0], a, id(f[3]) ?? a)
             }
-            return nil
         }
-        func id(_ s: String) -> Int? { s.allSatisfy(\.isNumber) && !s.isEmpty && s.count <= 10 ? Int(s).flatMap { $0 <= 0xFFFF_FFFE ? $0 : nil } : nil }
+        let accounts = entries("passwd")
         var user: TaskUser
-        if let n = id(parts[0]) {
+        let account: (name: Substring, id: Int, gid: Int)?
+        if let n = id(Substring(parts[0])) {
             // A uid with an account takes the account's group; one without, a group of its number.
-            let account = (readFileInRoot(root, "etc/passwd") ?? "").split(separator: "\n").lazy
-                .map { $0.split(separator: ":", omittingEmptySubsequences: false) }.first { $0.count >= 4 && id(String($0[2])) == n }
-            user = TaskUser(uid: n, gid: account.flatMap { id(String($0[3])) } ?? n, name: parts[0])
-        } else if let (u, g) = lookup("passwd", parts[0]) {
-            user = TaskUser(uid: u, gid: g, name: parts[0])
+            account = accounts.first { $0.id == n }
+            user = TaskUser(uid: n, gid: account?.gid ?? n, name: parts[0])
+        } else if let a = accounts.first(where: { $0.name == parts[0] }) {
+            account = a
+            user = TaskUser(uid: a.id, gid: a.gid, name: parts[0])
         } else if parts[0] == "nobody" {
+            account = nil
             user = .nobody
         } else {
             throw DriverError("user \(parts[0]) is not in \(etc)/passwd", event: "Failed Validation", recoverable: false)
         }
         let primary = user.gid
-        func checkGroup(_ name: String) throws(DriverError) {
-            if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != primary && user.gid != TaskUser.nobody.gid {
-                throw DriverError("group \(name) is a system group (gid \(user.gid)); a task may take it only as root or as its own user's group",
-                                  event: "Failed Validation", recoverable: false)
+        if parts.count == 2 {
+            if let g = id(Substring(parts[1])) { user.gid = g } else if let g = entries("group").first(where: { $0.name == parts[1] }) { user.gid = g.id } else {
+                throw DriverError("group \(parts[1]) is not in \(etc)/group", event: "Failed Validation", recoverable: false)
             }
         }
-        guard parts.count == 2 else {
-            // A bare uid of no account gets the group of its number: not a system group.
-            if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != TaskUser.nobody.gid && id(parts[0]) != nil
-                && (readFileInRoot(root, "etc/passwd") ?? "").split(separator: "\n").allSatisfy({ $0.split(separator: ":", omittingEmptySubsequences: false).dropFirst(2).first.map(String.init) != parts[0] }) {
+        // On the host a task may not take a system group (below 1000: root, shadow, disk, …)
+        // unless it is root or the group is its own user's.
+        if root == "/" && user.uid != 0 && user.gid < 1000 && user.gid != TaskUser.nobody.gid {
+            if parts.count == 2 && user.gid != primary {
+                throw DriverError("group \(parts[1]) is a system group (gid \(user.gid)); a task may take it only as root or as its own user's group",
+                                  event: "Failed Validation", recoverable: false)
+            }
+            if parts.count == 1 && account == nil && id(Substring(parts[0])) != nil {
                 throw DriverError("uid \(parts[0]) has no account and its group \(user.gid) is a system group; name a group (uid:gid) of 1000 or more",
                                   event: "Failed Validation", recoverable: false)
             }
-            return user
         }
-        if let g = id(parts[1]) { user.gid = g } else if let (g, _) = lookup("group", parts[1]) { user.gid = g } else {
-            throw DriverError("group \(parts[1]) is not in \(etc)/group", event: "Failed Validation", recoverable: false)
-        }
-        try checkGroup(parts[1])
         return user
     }
 

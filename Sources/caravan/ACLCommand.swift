@@ -5,7 +5,6 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOHTTP1
 
 struct ACLCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,13 +16,6 @@ struct ACLCommand: AsyncParsableCommand {
             the policy named `anonymous`, if there is one.
             """,
         subcommands: [Bootstrap.self, PolicyCommand.self, TokenCommand.self])
-
-    static func call<T: Decodable>(_ options: ClientOptions, _ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<String>.none,
-                                  as: T.Type = T.self) async throws -> T {
-        do { return try await options.client().request(method, path, body: body, as: T.self) } catch let e as ClientError {
-            throw CLIError.from(e)
-        }
-    }
 
     static func printToken(_ t: ACLTokenView) {
         print("Accessor ID  = \(t.accessorID)")
@@ -48,7 +40,7 @@ struct ACLCommand: AsyncParsableCommand {
         @Option(help: "Also write the token's secret to this file (mode 0600).") var secretFile: String?
 
         func run() async throws {
-            let t = try await ACLCommand.call(client, .POST, "/v1/acl/bootstrap", as: ACLTokenView.self)
+            let t = try await client.call(.POST, "/v1/acl/bootstrap", as: ACLTokenView.self)
             if let secretFile, let secret = t.secretID {
                 let fd = open(secretFile, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o600)
                 guard fd >= 0 else { throw CLIError.failed("cannot write \(secretFile): \(String(cString: strerror(errno)))") }
@@ -87,7 +79,7 @@ struct ACLCommand: AsyncParsableCommand {
             func run() async throws {
                 var rules = try PolicyFile.load(file)
                 if let description { rules.description = description }
-                let v = try await ACLCommand.call(client, .PUT, "/v1/acl/policy/" + name, body: rules, as: ACLPolicyView.self)
+                let v = try await client.call(.PUT, "/v1/acl/policy/" + name, body: rules, as: ACLPolicyView.self)
                 if json { return try printJSON(v) }
                 print("policy \(v.name) applied (index \(v.modifyIndex))")
             }
@@ -99,7 +91,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Flag(name: .long, help: "Print JSON.") var json = false
 
             func run() async throws {
-                let all = try await ACLCommand.call(client, .GET, "/v1/acl/policies", as: [ACLPolicyView].self)
+                let all = try await client.call(.GET, "/v1/acl/policies", as: [ACLPolicyView].self)
                 if json { return try printJSON(all) }
                 printTable(["NAME", "DESCRIPTION"], all.map { [$0.name, $0.rules.description ?? ""] })
             }
@@ -111,7 +103,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Argument(help: "The policy's name.") var name: String
 
             func run() async throws {
-                try printJSON(try await ACLCommand.call(client, .GET, "/v1/acl/policy/" + name, as: ACLPolicyView.self))
+                try printJSON(try await client.call(.GET, "/v1/acl/policy/" + name, as: ACLPolicyView.self))
             }
         }
 
@@ -121,7 +113,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Argument(help: "The policy's name.") var name: String
 
             func run() async throws {
-                _ = try await ACLCommand.call(client, .DELETE, "/v1/acl/policy/" + name, as: [String: Bool].self)
+                _ = try await client.call(.DELETE, "/v1/acl/policy/" + name, as: [String: Bool].self)
                 print("policy \(name) deleted")
             }
         }
@@ -141,7 +133,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Flag(name: .long, help: "Print JSON.") var json = false
 
             func run() async throws {
-                let t = try await ACLCommand.call(client, .POST, "/v1/acl/tokens",
+                let t = try await client.call(.POST, "/v1/acl/tokens",
                                                  body: ACLTokenRequest(name: name, type: type, policies: policy, ttl: ttl), as: ACLTokenView.self)
                 if json { return try printJSON(t) }
                 ACLCommand.printToken(t)
@@ -154,7 +146,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Flag(name: .long, help: "Print JSON.") var json = false
 
             func run() async throws {
-                let all = try await ACLCommand.call(client, .GET, "/v1/acl/tokens", as: [ACLTokenView].self)
+                let all = try await client.call(.GET, "/v1/acl/tokens", as: [ACLTokenView].self)
                 if json { return try printJSON(all) }
                 printTable(["ACCESSOR", "NAME", "TYPE", "POLICIES", "EXPIRES"],
                            all.map { [$0.accessorID, $0.name, $0.type, $0.policies.joined(separator: ","),
@@ -169,7 +161,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Flag(name: .long, help: "Print JSON.") var json = false
 
             func run() async throws {
-                let t = try await ACLCommand.call(client, .GET, "/v1/acl/token/" + accessor, as: ACLTokenView.self)
+                let t = try await client.call(.GET, "/v1/acl/token/" + accessor, as: ACLTokenView.self)
                 if json { return try printJSON(t) }
                 ACLCommand.printToken(t)
             }
@@ -186,7 +178,7 @@ struct ACLCommand: AsyncParsableCommand {
 
             func run() async throws {
                 let body = ACLTokenRequest(name: name, policies: policy.isEmpty ? nil : policy, ttl: ttl)
-                let t = try await ACLCommand.call(client, .PUT, "/v1/acl/token/" + accessor, body: body, as: ACLTokenView.self)
+                let t = try await client.call(.PUT, "/v1/acl/token/" + accessor, body: body, as: ACLTokenView.self)
                 if json { return try printJSON(t) }
                 ACLCommand.printToken(t)
             }
@@ -198,7 +190,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Argument(help: "The token's accessor id.") var accessor: String
 
             func run() async throws {
-                _ = try await ACLCommand.call(client, .DELETE, "/v1/acl/token/" + accessor, as: [String: Bool].self)
+                _ = try await client.call(.DELETE, "/v1/acl/token/" + accessor, as: [String: Bool].self)
                 print("token \(accessor) deleted")
             }
         }
@@ -209,7 +201,7 @@ struct ACLCommand: AsyncParsableCommand {
             @Flag(name: .long, help: "Print JSON.") var json = false
 
             func run() async throws {
-                let t = try await ACLCommand.call(client, .GET, "/v1/acl/token/self", as: ACLTokenView.self)
+                let t = try await client.call(.GET, "/v1/acl/token/self", as: ACLTokenView.self)
                 if json { return try printJSON(t) }
                 ACLCommand.printToken(t)
             }

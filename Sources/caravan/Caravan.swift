@@ -1,6 +1,7 @@
 import API
 import ArgumentParser
 import FoundationEssentials
+import NIOHTTP1
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -100,6 +101,16 @@ struct ClientOptions: ParsableArguments {
         client.token = token ?? env["CARAVAN_TOKEN"]
         client.namespace = namespace ?? env["CARAVAN_NAMESPACE"]
         return client
+    }
+}
+
+extension ClientOptions {
+    /// One API call with this command's client (`write`: tagged and retried as `CaravanClient.write`
+    /// does); a failure becomes the CLI's one-line error and exit status.
+    func call<T: Decodable>(_ method: HTTPMethod, _ path: String, body: (some Encodable)? = Optional<String>.none,
+                            as: T.Type = T.self, write: Bool = false) async throws -> T {
+        let api = try client()
+        return try await cli { () async throws(ClientError) in try await api.request(method, path, body: body, as: T.self, write: write) }
     }
 }
 

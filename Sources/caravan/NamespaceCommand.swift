@@ -15,10 +15,6 @@ struct NamespaceCommand: AsyncParsableCommand {
             """,
         subcommands: [Apply.self, List.self, Status.self, Delete.self])
 
-    static func call<T: Decodable>(_ options: ClientOptions, _ f: (CaravanClient) async throws(ClientError) -> T) async throws -> T {
-        do { return try await f(try options.client()) } catch let e as ClientError { throw CLIError.from(e) }
-    }
-
     static func amount(_ used: Int?, _ limit: Int?, _ unit: String) -> String {
         "\(used ?? 0)\(unit)" + (limit.map { " of \($0)\(unit)" } ?? "")
     }
@@ -35,9 +31,7 @@ struct NamespaceCommand: AsyncParsableCommand {
 
         func run() async throws {
             // What is not given is kept from the namespace as it is (the API replaces the whole).
-            let existing: NamespaceView? = try? await NamespaceCommand.call(client) { c throws(ClientError) in
-                try await c.request(.GET, "/v1/namespace/" + CaravanClient.escape(name))
-            }
+            let existing: NamespaceView? = try? await client.call(.GET, "/v1/namespace/" + CaravanClient.escape(name))
             var quota = existing?.quota.map { q in
                 QuotaSpec(cpu: q.cpuMillicores.map { "\($0)m" }, memory: q.memoryMiB.map { "\($0)Mi" }, instances: q.instances)
             }
@@ -49,9 +43,7 @@ struct NamespaceCommand: AsyncParsableCommand {
                 quota = q
             }
             let body = NamespaceRequest(description: description ?? existing?.description, quota: quota)
-            let v: NamespaceView = try await NamespaceCommand.call(client) { c throws(ClientError) in
-                try await c.request(.PUT, "/v1/namespace/" + CaravanClient.escape(name), body: body, write: true)
-            }
+            let v: NamespaceView = try await client.call(.PUT, "/v1/namespace/" + CaravanClient.escape(name), body: body, write: true)
             if json { return try printJSON(v) }
             print("namespace \(v.name) applied (index \(v.modifyIndex))")
         }
@@ -63,7 +55,7 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            let all: [NamespaceView] = try await NamespaceCommand.call(client) { c throws(ClientError) in try await c.request(.GET, "/v1/namespaces") }
+            let all: [NamespaceView] = try await client.call(.GET, "/v1/namespaces")
             if json { return try printJSON(all) }
             printTable(["NAME", "JOBS", "CPU", "MEMORY", "INSTANCES", "DESCRIPTION"], all.map {
                 [$0.name, "\($0.jobs)", NamespaceCommand.amount($0.used.cpuMillicores, $0.quota?.cpuMillicores, "m"),
@@ -80,9 +72,7 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
-            let v: NamespaceView = try await NamespaceCommand.call(client) { c throws(ClientError) in
-                try await c.request(.GET, "/v1/namespace/" + CaravanClient.escape(name))
-            }
+            let v: NamespaceView = try await client.call(.GET, "/v1/namespace/" + CaravanClient.escape(name))
             if json { return try printJSON(v) }
             print("Name        = \(v.name)")
             print("Description = \(v.description)")
@@ -100,9 +90,7 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Argument(help: "The namespace.") var name: String
 
         func run() async throws {
-            let _: [String: Bool] = try await NamespaceCommand.call(client) { c throws(ClientError) in
-                try await c.request(.DELETE, "/v1/namespace/" + CaravanClient.escape(name), write: true)
-            }
+            let _: [String: Bool] = try await client.call(.DELETE, "/v1/namespace/" + CaravanClient.escape(name), write: true)
             print("namespace \(name) deleted")
         }
     }

@@ -1,5 +1,6 @@
 import Access
 import API
+import Executor
 import FoundationEssentials
 import Hummingbird
 import Keyring
@@ -18,7 +19,7 @@ struct ACLRoutes {
             }
             let secret = Secrets.uuid()
             let token = Token(accessor: Secrets.uuid(), secretHash: Secrets.sha256(secret), name: "bootstrap token", kind: .management,
-                              policies: [], createTime: Self.now())
+                              policies: [], createTime: Executor.unixMillis())
             let index = try await commit(.bootstrap(token))
             var view = Self.view(token, secret: secret)
             view.createIndex = index
@@ -49,7 +50,7 @@ struct ACLRoutes {
             return JSONResponse.make(["deleted": true])
         }
         router.get("/v1/acl/tokens") { _, _ in
-            let now = Self.now()
+            let now = Executor.unixMillis()
             return JSONResponse.make(try await state().tokens.values.sorted { $0.createIndex < $1.createIndex }.map { Self.view($0, now: now) })
         }
         router.post("/v1/acl/tokens") { request, _ in
@@ -64,7 +65,7 @@ struct ACLRoutes {
             }
             let policies = try Self.checkedPolicies(body.policies ?? [], kind: kind, state)
             let name = try Self.checkedName(body.name ?? "")
-            let now = Self.now()
+            let now = Executor.unixMillis()
             let expiry = try body.ttl.map { now + (try Self.ttlMillis($0)) }
             let secret = Secrets.uuid()
             let token = Token(accessor: Secrets.uuid(), secretHash: Secrets.sha256(secret), name: name, kind: kind, policies: policies,
@@ -79,12 +80,12 @@ struct ACLRoutes {
             guard let accessor = Caller.current.identity.accessor, let t = try await state().tokens[accessor] else {
                 throw APIError(.notFound, "token_not_found", "this call carries no ACL token (X-Caravan-Token), or ACLs are off")
             }
-            return JSONResponse.make(Self.view(t, now: Self.now()))
+            return JSONResponse.make(Self.view(t))
         }
         router.get("/v1/acl/token/:accessor") { _, context in
             let accessor = context.parameters.get("accessor") ?? ""
             guard let t = try await state().tokens[accessor] else { throw APIError(.notFound, "token_not_found", "no ACL token \(accessor)") }
-            return JSONResponse.make(Self.view(t, now: Self.now()))
+            return JSONResponse.make(Self.view(t))
         }
         router.put("/v1/acl/token/:accessor") { request, context in
             var request = request
@@ -97,10 +98,10 @@ struct ACLRoutes {
             }
             if let p = body.policies { t.policies = try Self.checkedPolicies(p, kind: t.kind, state) }
             if let n = body.name { t.name = try Self.checkedName(n) }
-            if let ttl = body.ttl { t.expiryTime = Self.now() + (try Self.ttlMillis(ttl)) }
+            if let ttl = body.ttl { t.expiryTime = Executor.unixMillis() + (try Self.ttlMillis(ttl)) }
             _ = try await commit(.upsertToken(t))
             guard let stored = try await self.state().tokens[accessor] else { throw APIError(.notFound, "token_not_found", "no ACL token \(accessor)") }
-            return JSONResponse.make(Self.view(stored, now: Self.now()))
+            return JSONResponse.make(Self.view(stored))
         }
         router.delete("/v1/acl/token/:accessor") { _, context in
             let accessor = context.parameters.get("accessor") ?? ""
@@ -109,8 +110,6 @@ struct ACLRoutes {
             return JSONResponse.make(["deleted": true])
         }
     }
-
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Commits an ACL change; the resolver forgets what it cached, so this agent enforces it at once.
     func commit(_ c: ACLCommand) async throws -> UInt64 {
@@ -214,9 +213,9 @@ struct ACLRoutes {
         return ACLPolicyView(name: p.name, rules: rules, createIndex: p.createIndex, modifyIndex: p.modifyIndex)
     }
 
-    static func view(_ t: Token, secret: String? = nil, now: Int64 = 0) -> ACLTokenView {
+    static func view(_ t: Token, secret: String? = nil, now: Int64 = Executor.unixMillis()) -> ACLTokenView {
         ACLTokenView(accessorID: t.accessor, secretID: secret, name: t.name, type: t.kind == .management ? "management" : "client",
-                     policies: t.policies, createTime: t.createTime, expiryTime: t.expiryTime, expired: t.isExpired(at: now == 0 ? Self.now() : now),
+                     policies: t.policies, createTime: t.createTime, expiryTime: t.expiryTime, expired: t.isExpired(at: now),
                      createIndex: t.createIndex, modifyIndex: t.modifyIndex)
     }
 }

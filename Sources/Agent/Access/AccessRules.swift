@@ -1,4 +1,5 @@
 import Access
+import Executor
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
@@ -39,10 +40,7 @@ enum AccessRules {
     /// file, an allocation or evaluation by id): the middleware asks for the capability in some
     /// namespace, the handler for it in the object's (``Caller/check(namespace:hiding:)``).
     static func nsObject(_ c: NamespaceCapability) -> @Sendable (Request) throws -> Requirement {
-        { r in
-            let asked = namespace(r)
-            return r.uri.queryParameters.get("namespace") == nil ? .namespace("*", c) : .namespace(asked, c)
-        }
+        { r in .namespace(r.uri.queryParameters.get("namespace") ?? "*", c) }
     }
 
     static let table: [Rule] = {
@@ -199,7 +197,6 @@ final class LearnedNeed: Sendable {
 struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     let resolver: TokenResolver
 
-
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         // A path no route serves: the router answers 404 or 405 itself.
         guard let rule = AccessRules.rule(method: request.method.rawValue, path: request.uri.path) else {
@@ -222,7 +219,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         // A call that took long (a blocking read) is checked again before it answers, so a token
         // revoked meanwhile gets nothing more.
         if ContinuousClock.now - started > TokenResolver.ttl {
-            guard (try? await resolver.identity(secret: secret))?.allows(finalNeed) == true else { throw AccessRules.revoked(finalNeed) }
+            guard await resolver.allows(finalNeed, secret: secret) else { throw AccessRules.revoked(finalNeed) }
         }
         // A streamed answer (a log follow, an exec session) ends at its next write once its
         // token no longer allows it (checked every ``TokenResolver/ttl``).
@@ -235,7 +232,7 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: TokenResolver.ttl)
                         guard !Task.isCancelled else { return }
-                        if (try? await resolver.identity(secret: secret))?.allows(finalNeed) != true {
+                        if await !resolver.allows(finalNeed, secret: secret) {
                             revoked.withLock { $0 = true }
                             return
                         }
@@ -252,13 +249,10 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Turns a token secret into an ``Identity`` from the replicated ACL state. Agents outside the
-/// Raft group ask a member; answers are kept for ``ttl`` (so a revoked token stops working on
-/// every agent within that time; on the agent that revoked it at once).
-///
-/// When no member answers (no leader yet, a partition), an agent that has never seen ACLs on —
-/// in its own copy, in an answer, or in its marker file — serves as ACLs-off; one that has
-/// refuses with 503 `acl_unavailable` rather than let anyone in.
+/// Turns a token secret into an ``Identity`` from the replicated ACL state; answers are kept for
+/// ``ttl`` (so a revoked token stops working on every agent within that time; on the agent that
+/// revoked it at once). How the state is read, and what happens when nothing answers, is
+/// ``state(for:)``'s to say.
 final class TokenResolver: Sendable {
     /// The ACL state for a secret hash: through the leader (`linearizable`) or any member's copy.
     typealias Fetch = @Sendable ([UInt8]?, _ linearizable: Bool) async throws -> ACLState
@@ -317,6 +311,12 @@ final class TokenResolver: Sendable {
 
     func forget() { cache.withLock { $0.removeAll() } }
 
+    /// Whether the caller with this secret may, as of now, do what `need` names (false also
+    /// when its token cannot be resolved).
+    func allows(_ need: Requirement, secret: String?) async -> Bool {
+        (try? await identity(secret: secret))?.allows(need) == true
+    }
+
     func identity(secret: String?) async throws -> Identity {
         // An empty or absent header is an anonymous call.
         let hash = secret.flatMap { $0.isEmpty ? nil : Secrets.sha256($0) }
@@ -337,8 +337,7 @@ final class TokenResolver: Sendable {
             // ACLs off, unless this agent was told to enforce them from the start.
             return enforceBeforeBootstrap ? Identity(who: .anonymous, policies: []) : .unrestricted
         }
-        let ms = Int64(Date().timeIntervalSince1970 * 1000)
-        guard let identity = state.identity(secretHash: hash, now: ms) else {
+        guard let identity = state.identity(secretHash: hash, now: Executor.unixMillis()) else {
             throw APIError(.forbidden, "permission_denied", "permission denied: the ACL token is unknown or expired")
         }
         return identity

@@ -1,4 +1,5 @@
 import API
+import Executor
 import FoundationEssentials
 import HTTPTypes
 import Hummingbird
@@ -95,7 +96,7 @@ extension Agent {
             if let old = await membersWithoutWriteIDs() {
                 throw APIError(.conflict, "write_ids_unsupported", "agents \(old.joined(separator: ", ")) run a version without exactly-once writes; send the write without X-Caravan-Write-ID until they are upgraded")
             }
-            let stamp = Int64(Date().timeIntervalSince1970 * 1000)
+            let stamp = Executor.unixMillis()
             bytes = ClientSessions.wrap(client: client, seq: seq, stamp: stamp, command)
         }
         let answer: [UInt8]
