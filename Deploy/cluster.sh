@@ -56,7 +56,10 @@ up() {
   if [[ ! -f "$RUN/tls/client.pem" ]]; then
     rm -rf "$RUN/tls"; mkdir -p "$RUN/tls"
     "$BIN" tls ca create --out "$RUN/tls/ca" >/dev/null
-    "$BIN" tls cert create --server --ca "$RUN/tls/ca.pem" --ca-key "$RUN/tls/ca-key.pem" --out "$RUN/tls/agent" >/dev/null
+    # The agents' addresses are in it too, so curl and other clients can check it by IP.
+    local ips=() j
+    for j in $(seq 2 251); do ips+=(--ip "127.0.0.$j"); done
+    "$BIN" tls cert create --server --ca "$RUN/tls/ca.pem" --ca-key "$RUN/tls/ca-key.pem" --out "$RUN/tls/agent" "${ips[@]}" >/dev/null
     "$BIN" tls cert create --client --ca "$RUN/tls/ca.pem" --ca-key "$RUN/tls/ca-key.pem" --out "$RUN/tls/client" >/dev/null
   fi
   export CARAVAN_CACERT="$RUN/tls/ca.pem" CARAVAN_CLIENT_CERT="$RUN/tls/client.pem" CARAVAN_CLIENT_KEY="$RUN/tls/client-key.pem"
