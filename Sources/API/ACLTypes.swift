@@ -108,10 +108,24 @@ public struct QuotaSpec: Codable, Sendable, Equatable {
 public struct NamespaceRequest: Codable, Sendable, Equatable {
     public var description: String?
     public var quota: QuotaSpec?
+    public var capabilities: NamespaceCapabilities?
 
-    public init(description: String? = nil, quota: QuotaSpec? = nil) {
+    public init(description: String? = nil, quota: QuotaSpec? = nil, capabilities: NamespaceCapabilities? = nil) {
         self.description = description
         self.quota = quota
+        self.capabilities = capabilities
+    }
+}
+
+/// The task drivers a namespace's jobs may use: only `enabledTaskDrivers` when given, never one
+/// of `disabledTaskDrivers` (`raw_exec`, `exec`, `container`).
+public struct NamespaceCapabilities: Codable, Sendable, Equatable {
+    public var enabledTaskDrivers: [String]?
+    public var disabledTaskDrivers: [String]?
+
+    public init(enabledTaskDrivers: [String]? = nil, disabledTaskDrivers: [String]? = nil) {
+        self.enabledTaskDrivers = enabledTaskDrivers
+        self.disabledTaskDrivers = disabledTaskDrivers
     }
 }
 
@@ -132,16 +146,20 @@ public struct NamespaceView: Codable, Sendable, Equatable {
     public var description: String
     /// Absent: no quota.
     public var quota: Amounts?
+    /// Absent: every driver.
+    public var capabilities: NamespaceCapabilities?
     public var used: Amounts
     /// Jobs registered in it (stopped ones included until purged).
     public var jobs: Int
     public var createIndex: UInt64
     public var modifyIndex: UInt64
 
-    public init(name: String, description: String, quota: Amounts?, used: Amounts, jobs: Int, createIndex: UInt64, modifyIndex: UInt64) {
+    public init(name: String, description: String, quota: Amounts?, capabilities: NamespaceCapabilities? = nil, used: Amounts, jobs: Int,
+                createIndex: UInt64, modifyIndex: UInt64) {
         self.name = name
         self.description = description
         self.quota = quota
+        self.capabilities = capabilities
         self.used = used
         self.jobs = jobs
         self.createIndex = createIndex

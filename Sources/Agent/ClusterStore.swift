@@ -228,6 +228,9 @@ enum ClusterViews {
         let u = s.usage(of: name)
         return NamespaceView(name: name, description: n.description,
                              quota: n.quota.map { .init(cpuMillicores: $0.cpuMillicores, memoryMiB: $0.memoryMiB, instances: $0.instances) },
+                             capabilities: n.drivers.isUnrestricted ? nil
+                                 : NamespaceCapabilities(enabledTaskDrivers: n.drivers.enabled?.map(\.rawValue),
+                                                         disabledTaskDrivers: n.drivers.disabled.isEmpty ? nil : n.drivers.disabled.map(\.rawValue)),
                              used: .init(cpuMillicores: u.cpuMillicores, memoryMiB: u.memoryMiB, instances: u.instances),
                              jobs: s.jobs.keys.filter { $0.namespace == name }.count, createIndex: n.createIndex, modifyIndex: n.modifyIndex)
     }

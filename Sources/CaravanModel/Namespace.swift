@@ -5,6 +5,8 @@ public struct Namespace: Sendable, Equatable {
     public var name: String
     public var description: String
     public var quota: Quota?
+    /// Which task drivers its jobs may use (Nomad's namespace capabilities).
+    public var drivers = DriverRule()
     public var createIndex: UInt64 = 0
     public var modifyIndex: UInt64 = 0
 
@@ -22,6 +24,33 @@ public struct Namespace: Sendable, Equatable {
         !s.isEmpty && s.utf8.count <= 128 && s != "." && s != ".." && s.utf8.allSatisfy { b in
             (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x5F || b == 0x2E
         }
+    }
+}
+
+/// The task drivers a namespace's jobs may use: only `enabled` ones when it is set, never a
+/// `disabled` one. Checked when a job is registered (the log refuses it, so no path around it).
+public struct DriverRule: Sendable, Equatable {
+    /// nil: every driver not disabled.
+    public var enabled: [TaskSpec.Driver]?
+    public var disabled: [TaskSpec.Driver] = []
+
+    public init(enabled: [TaskSpec.Driver]? = nil, disabled: [TaskSpec.Driver] = []) {
+        self.enabled = enabled
+        self.disabled = disabled
+    }
+
+    public var isUnrestricted: Bool { enabled == nil && disabled.isEmpty }
+
+    public func allows(_ d: TaskSpec.Driver) -> Bool { !disabled.contains(d) && (enabled?.contains(d) ?? true) }
+
+    /// Why `job` may not run in `namespace`, naming the first task whose driver is not allowed.
+    public func refusal(_ job: Job, namespace: String) -> String? {
+        for g in job.groups {
+            for t in g.tasks where !allows(t.driver) {
+                return "namespace \(namespace) does not allow the \(t.driver.rawValue) driver (task \(g.name).\(t.name))"
+            }
+        }
+        return nil
     }
 }
 

@@ -98,6 +98,7 @@ public struct ClusterState: Sendable, Equatable {
             if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
                 return .rejected("namespace \(job.namespace) does not exist")
             }
+            if let why = namespaces[job.namespace]?.drivers.refusal(job, namespace: job.namespace) { return .rejected(why) }
             let canonical = JobFile.render(job)
             // Every registration asks the scheduler to look at the job (its evaluation id follows
             // from the index, so the API can name it).

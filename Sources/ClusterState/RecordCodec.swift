@@ -116,22 +116,31 @@ enum RecordCodec {
 
     static func enc(_ n: Namespace, _ w: inout ByteWriter) {
         w.string(n.name); w.string(n.description, max: 4096); w.varint(n.createIndex); w.varint(n.modifyIndex)
-        w.byte(n.quota == nil ? 0 : 1)
+        // Bit 0: a quota follows; bit 1: a driver rule follows (namespaces written before driver
+        // rules have only 0 or 1 here).
+        w.byte((n.quota == nil ? 0 : 1) | (n.drivers.isUnrestricted ? 0 : 2))
         if let q = n.quota {
             for v in [q.cpuMillicores, q.memoryMiB, q.instances] {
                 w.byte(v == nil ? 0 : 1)
                 if let v { w.varint(UInt64(max(0, v))) }
             }
         }
+        if !n.drivers.isUnrestricted {
+            w.byte(n.drivers.enabled == nil ? 0 : 1)
+            for list in [n.drivers.enabled ?? [], n.drivers.disabled] {
+                w.varint(UInt64(list.count))
+                for d in list { w.string(d.rawValue) }
+            }
+        }
     }
 
     static func namespace(_ r: inout ByteReader) -> Namespace? {
         guard let name = r.string(), Namespace.isValidName(name), let d = r.string(max: 4096), let ci = r.varint(), let mi = r.varint(),
-              let hasQuota = r.byte(), hasQuota <= 1 else { return nil }
+              let flags = r.byte(), flags <= 3 else { return nil }
         var n = Namespace(name: name, description: d)
         n.createIndex = ci
         n.modifyIndex = mi
-        if hasQuota == 1 {
+        if flags & 1 != 0 {
             var parts: [Int?] = []
             for _ in 0..<3 {
                 guard let has = r.byte(), has <= 1 else { return nil }
@@ -143,6 +152,20 @@ enum RecordCodec {
                 }
             }
             n.quota = Quota(cpuMillicores: parts[0], memoryMiB: parts[1], instances: parts[2])
+        }
+        if flags & 2 != 0 {
+            guard let hasEnabled = r.byte(), hasEnabled <= 1 else { return nil }
+            var lists: [[TaskSpec.Driver]] = []
+            for _ in 0..<2 {
+                guard let count = r.varint(), count <= UInt64(TaskSpec.Driver.allCases.count) else { return nil }
+                var list: [TaskSpec.Driver] = []
+                for _ in 0..<count {
+                    guard let d = r.string().flatMap(TaskSpec.Driver.init(rawValue:)) else { return nil }
+                    list.append(d)
+                }
+                lists.append(list)
+            }
+            n.drivers = DriverRule(enabled: hasEnabled == 1 ? lists[0] : nil, disabled: lists[1])
         }
         return n
     }

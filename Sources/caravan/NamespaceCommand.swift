@@ -9,6 +9,7 @@ struct NamespaceCommand: AsyncParsableCommand {
             caravan namespace apply team-a --memory 2Gi --cpu 4000m --instances 20
             caravan job run --namespace team-a web.yaml        # or namespace: team-a in the file
             caravan namespace status team-a                    # what it uses against its quota
+            caravan namespace apply team-a --enabled-drivers exec,container   # no raw_exec there
 
             An instance that would take a namespace past its quota is not placed; its job's status
             says why (namespace team-a: memory 2048Mi of 2048Mi used).
@@ -19,6 +20,13 @@ struct NamespaceCommand: AsyncParsableCommand {
         "\(used ?? 0)\(unit)" + (limit.map { " of \($0)\(unit)" } ?? "")
     }
 
+    /// Which drivers a namespace allows, as one line.
+    static func drivers(_ c: NamespaceCapabilities?) -> String {
+        let enabled = c?.enabledTaskDrivers.map { $0.isEmpty ? "none" : $0.joined(separator: ", ") } ?? "all"
+        let disabled = c?.disabledTaskDrivers ?? []
+        return enabled + (disabled.isEmpty ? "" : " except " + disabled.joined(separator: ", "))
+    }
+
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description and quota); what is not given stays as it was.")
         @OptionGroup var client: ClientOptions
@@ -27,6 +35,8 @@ struct NamespaceCommand: AsyncParsableCommand {
         @Option(help: "Quota: CPU its live instances may hold together (2000m, 4).") var cpu: String?
         @Option(help: "Quota: memory (512Mi, 2Gi).") var memory: String?
         @Option(help: "Quota: live instances.") var instances: Int?
+        @Option(help: "The only task drivers its jobs may use, comma-separated (raw_exec, exec, container); `all` for every one.") var enabledDrivers: String?
+        @Option(help: "Task drivers its jobs may not use, comma-separated; `none` for no such rule.") var disabledDrivers: String?
         @Flag(name: .long, help: "Print JSON.") var json = false
 
         func run() async throws {
@@ -42,7 +52,20 @@ struct NamespaceCommand: AsyncParsableCommand {
                 if let instances { q.instances = instances }
                 quota = q
             }
-            let body = NamespaceRequest(description: description ?? existing?.description, quota: quota)
+            var capabilities = existing?.capabilities
+            func names(_ s: String) -> [String] { s.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty } }
+            if let enabledDrivers {
+                var c = capabilities ?? NamespaceCapabilities()
+                c.enabledTaskDrivers = enabledDrivers == "all" ? nil : names(enabledDrivers)
+                capabilities = c
+            }
+            if let disabledDrivers {
+                var c = capabilities ?? NamespaceCapabilities()
+                c.disabledTaskDrivers = disabledDrivers == "none" ? nil : names(disabledDrivers)
+                capabilities = c
+            }
+            let body = NamespaceRequest(description: description ?? existing?.description, quota: quota,
+                                        capabilities: capabilities ?? NamespaceCapabilities())
             let v: NamespaceView = try await client.call(.PUT, "/v1/namespace/" + CaravanClient.escape(name), body: body, write: true)
             if json { return try printJSON(v) }
             print("namespace \(v.name) applied (index \(v.modifyIndex))")
@@ -81,6 +104,7 @@ struct NamespaceCommand: AsyncParsableCommand {
             print("Memory      = \(NamespaceCommand.amount(v.used.memoryMiB, v.quota?.memoryMiB, "Mi"))")
             print("Instances   = \(NamespaceCommand.amount(v.used.instances, v.quota?.instances, ""))")
             if v.quota == nil { print("(no quota)") }
+            print("Drivers     = \(NamespaceCommand.drivers(v.capabilities))")
         }
     }
 

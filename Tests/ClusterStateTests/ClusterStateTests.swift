@@ -46,6 +46,26 @@ import Testing
         for c in [Command.upsertNamespace(ns), .deleteNamespace("team-a")] { #expect(Command.decode(c.encode()) == .command(c)) }
     }
 
+    @Test func aNamespaceDriverRuleRefusesJobsThatUseAnotherDriverAndIsKept() throws {
+        var s = ClusterState()
+        var ns = Namespace(name: "team-b", quota: Quota(instances: 3))
+        ns.drivers = DriverRule(enabled: [.exec, .container])
+        #expect(s.apply(Command.upsertNamespace(ns).encode(), index: 2) == .applied)
+        let raw = Self.jobText("web").replacingOccurrences(of: "id: web", with: "id: web\nnamespace: team-b")
+        #expect(s.apply(.registerJob(text: raw), index: 3) == .rejected("namespace team-b does not allow the raw_exec driver (task g.t)"))
+        #expect(s.apply(.registerJob(text: raw.replacingOccurrences(of: "raw_exec", with: "exec")), index: 4) == .applied)
+        // Another namespace (and default) is not bound by it.
+        #expect(s.apply(.registerJob(text: Self.jobText("web")), index: 5) == .applied)
+        // A disabled driver wins over an enabled one; the rule goes through the log and snapshots.
+        ns.drivers = DriverRule(enabled: [.exec, .rawExec], disabled: [.exec])
+        #expect(Command.decode(Command.upsertNamespace(ns).encode()) == .command(.upsertNamespace(ns)))
+        #expect(s.apply(Command.upsertNamespace(ns).encode(), index: 6) == .applied)
+        #expect(s.apply(.registerJob(text: raw.replacingOccurrences(of: "raw_exec", with: "exec").replacingOccurrences(of: "count: 2", with: "count: 1")), index: 7)
+                == .rejected("namespace team-b does not allow the exec driver (task g.t)"))
+        let restored = try ClusterState.restore(s.snapshot())
+        #expect(restored == s && restored.namespaces["team-b"]?.drivers == ns.drivers && restored.namespaces["team-b"]?.quota?.instances == 3)
+    }
+
     @Test func everyRegisterThatChangesTheJobMakesAVersion() {
         var s = ClusterState()
         #expect(s.apply(Command.registerJob(text: Self.jobText("web")).encode(), index: 5) == .applied)

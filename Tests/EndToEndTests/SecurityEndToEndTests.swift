@@ -280,12 +280,23 @@ import Testing
             let v = try? JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", "web", "--namespace", "team-a", "--json"]).stdout.utf8))
             return v?.allocations.filter { $0.clientStatus == "running" }.count == 3
         }
+        // A namespace may allow only some drivers: a job using another is refused, naming it.
+        #expect(try c.cli(0, ["namespace", "apply", "locked", "--enabled-drivers", "exec,container", "--disabled-drivers", "container"]).status == 0)
+        let locked = try c.cli(0, ["job", "run", "--namespace", "locked", web])
+        #expect(locked.status != 0 && locked.stderr.contains("namespace locked does not allow the raw_exec driver (task g.t)"), "\(locked.stderr)")
+        let shown = try c.cli(0, ["namespace", "status", "locked"])
+        #expect(shown.stdout.contains("Drivers     = exec, container except container"), "\(shown.stdout)")
+        let badDriver = try c.cli(0, ["namespace", "apply", "locked", "--disabled-drivers", "docker"])
+        #expect(badDriver.status != 0 && badDriver.stderr.contains("\"docker\" is not a driver"), "\(badDriver.stderr)")
         // It survives SIGKILL and restart.
         c.kill(0)
         try c.start(0, extra: ["--bootstrap-expect", "1", "--raft-snapshot-every", "100"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
         let after = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "team-a", "--json"]).stdout.utf8))
         #expect(after.quota?.memoryMiB == 128 && after.description == "team A")
+        let lockedAfter = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "locked", "--json"]).stdout.utf8))
+        #expect(lockedAfter.capabilities == NamespaceCapabilities(enabledTaskDrivers: ["exec", "container"], disabledTaskDrivers: ["container"]))
+        #expect(try c.cli(0, ["job", "run", "--namespace", "locked", web]).status != 0)
         // A namespace with jobs cannot go; once they are purged it can.
         let busy = try c.cli(0, ["namespace", "delete", "team-a"])
         #expect(busy.status != 0 && busy.stderr.contains("holds 1 job"), "\(busy.stderr)")

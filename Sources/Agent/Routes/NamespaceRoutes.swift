@@ -32,6 +32,7 @@ struct NamespaceRoutes {
                 throw APIError(.badRequest, "invalid_body", "description holds control characters")
             }
             if let q = body.quota { ns.quota = try Self.quota(q) }
+            if let c = body.capabilities { ns.drivers = try Self.drivers(c) }
             let index = try await jobs.commit(.upsertNamespace(ns), request)
             let read = try await agent.read(ClusterQuery(kind: .namespace, id: name), request)
             var view = try read.decode(NamespaceView.self)
@@ -49,6 +50,25 @@ struct NamespaceRoutes {
             }
             return JSONResponse.make(["deleted": true])
         }
+    }
+
+    /// A namespace's driver rule from its API form; an unknown driver is named.
+    static func drivers(_ c: NamespaceCapabilities) throws -> DriverRule {
+        func list(_ names: [String]?, _ field: String) throws -> [TaskSpec.Driver]? {
+            guard let names else { return nil }
+            guard names.count <= 16 else { throw APIError(.badRequest, "invalid_capabilities", "capabilities.\(field): at most 16 drivers") }
+            var out: [TaskSpec.Driver] = []
+            for n in names {
+                guard let d = TaskSpec.Driver(rawValue: n) else {
+                    let known = TaskSpec.Driver.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw APIError(.badRequest, "invalid_capabilities", "capabilities.\(field): \"\(n.prefix(64))\" is not a driver (\(known))")
+                }
+                if !out.contains(d) { out.append(d) }
+            }
+            return out
+        }
+        return DriverRule(enabled: try list(c.enabledTaskDrivers, "enabledTaskDrivers"),
+                          disabled: try list(c.disabledTaskDrivers, "disabledTaskDrivers") ?? [])
     }
 
     /// A quota from its API form; each part checked with the units job files use.
