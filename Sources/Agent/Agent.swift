@@ -162,6 +162,7 @@ public final class Agent: Sendable {
         let executor = Executor(root: config.dataDir + "/alloc", nodeName: config.name, address: config.bind, drivers: drivers,
                                 report: { [raft] reports in await NodeClient.commit(reports, raft: raft, logger: logger) })
         await executor.setMaxKillTimeout(config.maxKillTimeout)
+        await executor.setUserPolicy(config.taskUsers)
         return Agent(config: config, gossip: node, raft: raft, store: store, executor: executor, images: images, logger: logger,
                      capacity: capacity, metadata: metadata, tls: tls, keyring: shared)
     }

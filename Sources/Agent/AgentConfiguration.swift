@@ -26,6 +26,8 @@ public struct AgentConfiguration: Sendable {
     public var aclEnabled = false
     /// The longest between a task's kill signal and SIGKILL on this agent (`--max-kill-timeout`).
     public var maxKillTimeout: Duration = .seconds(30)
+    /// Host users tasks may not run as here (`--deny-task-uids`, `--deny-task-gids`, `--deny-task-users-in`).
+    public var taskUsers = TaskUserPolicy.standard
     /// TLS on the HTTP API (and on this agent's calls to other agents); nil: plain HTTP.
     public var tls: AgentTLS?
     /// Caps on what callers may make the cluster and this agent hold (429 past them).

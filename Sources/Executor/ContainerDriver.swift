@@ -56,6 +56,7 @@ public struct ContainerDriver: TaskDriver {
             throw DriverError("image \(image) has no entrypoint or command, and the task sets none (config.command)", event: "Failed Validation")
         }
         let user = try TaskUser.resolve(ctx.task.user ?? cfg.user ?? "", root: rootfs, fallback: .root)
+        try ctx.userPolicy.check(user, driver: name)
         try user.own(ctx.directories)
         var c = ctx
         c.environment = env

@@ -46,6 +46,10 @@ public actor Executor {
 
     public func setMaxKillTimeout(_ d: Duration) { maxKillTimeout = d }
 
+    /// Host users tasks may not run as on this node (`--deny-task-uids`, …).
+    public var userPolicy = TaskUserPolicy.standard
+    public func setUserPolicy(_ p: TaskUserPolicy) { userPolicy = p }
+
     /// The task's kill timeout, capped.
     func killTimeout(_ spec: TaskSpec) -> Duration { min(spec.killTimeout, maxKillTimeout) }
     var allocs: [String: AllocRunner] = [:]
@@ -244,7 +248,7 @@ public actor Executor {
         let ctx = TaskContext(allocationID: allocID, task: t.spec, directories: dirs, environment: env,
                               command: t.spec.config.command.map { TaskEnvironment.interpolate($0, env) },
                               arguments: t.spec.config.args.map { TaskEnvironment.interpolate($0, env) }, cgroup: cgroup,
-                              onExit: { [weak self] status in
+                              userPolicy: userPolicy, onExit: { [weak self] status in
                                   guard let self else { return }
                                   Task { await self.exited(allocID, name, gen, status) }
                               })

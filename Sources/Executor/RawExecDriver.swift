@@ -24,14 +24,15 @@ public struct RawExecDriver: TaskDriver {
             throw DriverError("command \(command) not found (PATH=\(ctx.environment["PATH"] ?? ""))", recoverable: false)
         }
         let env = ctx.environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        // Without a `user` the task runs as the agent does.
+        let named = ctx.task.user.flatMap { $0.isEmpty ? nil : $0 }
+        let effective = try TaskUser.resolve(named ?? "", root: "/", fallback: TaskUser(uid: Int(geteuid()), gid: Int(getegid()), name: "the agent's user"))
+        try ctx.userPolicy.check(effective, driver: name)
         var user: TaskUser?
-        if let name = ctx.task.user, !name.isEmpty {
-            let u = try TaskUser.resolve(name, root: "/", fallback: .root)
-            if u.uid != 0 || u.gid != 0 {
-                guard geteuid() == 0 else { throw DriverError("user \(name) needs the agent to run as root", event: "Failed Validation", recoverable: false) }
-                try u.own(ctx.directories)
-                user = u
-            }
+        if let named, effective.uid != 0 || effective.gid != 0 {
+            guard geteuid() == 0 else { throw DriverError("user \(named) needs the agent to run as root", event: "Failed Validation", recoverable: false) }
+            try effective.own(ctx.directories)
+            user = effective
         }
         let (program, argv) = try Self.asUser(user.map { ($0.uid, $0.gid) }, path, [command] + ctx.arguments)
         let spec = SpawnSpec(path: program, arguments: argv, environment: env,

@@ -57,6 +57,7 @@ public struct RuncDriver: TaskDriver {
         let rootfs = bundle + "/rootfs"
         // Without a `user`, a uid of the task's own (no other task or host process shares it).
         let user = try TaskUser.resolve(ctx.task.user ?? "", root: "/", fallback: .dynamic(ctx.allocationID, ctx.directories.taskName))
+        try ctx.userPolicy.check(user, driver: name)
         try prepareHostRoot(rootfs, user: user)
         try user.own(ctx.directories)
         let config = Self.config(ctx, args: [command] + ctx.arguments, rootfs: rootfs, hostMounts: true, cwd: "/local", user: user)

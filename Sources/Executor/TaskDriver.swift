@@ -15,6 +15,8 @@ public struct TaskContext: Sendable {
     public var command: String?
     public var arguments: [String]
     public var cgroup: TaskCgroup
+    /// Host users this node does not run tasks as.
+    public var userPolicy = TaskUserPolicy.standard
     /// Called once when the task's process ends.
     public var onExit: @Sendable (ExitStatus) -> Void
 }

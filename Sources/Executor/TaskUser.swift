@@ -130,3 +130,57 @@ enum SeccompProfile {
         ]
     }
 }
+
+/// Host users and groups tasks of some drivers may not run as on this node (Nomad's
+/// `denied_host_uids`/`denied_host_gids`): by default `exec` tasks may not run as root. The
+/// check is on the uid and gid a task would really run as — the one it names, the image's
+/// for `container`, the agent's own for `raw_exec` without a `user` — and a refused task fails
+/// before it starts, saying which rule refused it.
+public struct TaskUserPolicy: Sendable, Equatable {
+    public var deniedUids: [ClosedRange<Int>]
+    public var deniedGids: [ClosedRange<Int>]
+    public var drivers: Set<TaskSpec.Driver>
+
+    public init(deniedUids: [ClosedRange<Int>], deniedGids: [ClosedRange<Int>] = [], drivers: Set<TaskSpec.Driver>) {
+        self.deniedUids = deniedUids
+        self.deniedGids = deniedGids
+        self.drivers = drivers
+    }
+
+    /// An agent's policy unless its configuration says otherwise: no root in `exec`.
+    public static let standard = TaskUserPolicy(deniedUids: [0...0], drivers: [.exec])
+    /// Nothing refused.
+    public static let none = TaskUserPolicy(deniedUids: [], drivers: [])
+
+    /// `0,100-199` → [0...0, 100...199]; nil for anything else. Empty: none.
+    public static func ranges(_ text: String) -> [ClosedRange<Int>]? {
+        var out: [ClosedRange<Int>] = []
+        for part in text.split(separator: ",") {
+            let p = part.filter { $0 != " " }
+            let ends = p.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+            let nums = ends.map { s -> Int? in s.count <= 10 && !s.isEmpty && s.allSatisfy(\.isASCII) && s.allSatisfy(\.isNumber) ? Int(s) : nil }
+            guard nums.allSatisfy({ $0 != nil && $0! <= 0xFFFF_FFFE }), let lo = nums.first!, let hi = nums.last!, lo <= hi else {
+                return nil
+            }
+            out.append(lo...hi)
+        }
+        return out
+    }
+
+    public static func text(_ ranges: [ClosedRange<Int>]) -> String {
+        ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
+    }
+
+    /// Refuses `user` for a task of `driver` when its uid or gid is denied here.
+    public func check(_ user: TaskUser, driver: TaskSpec.Driver) throws(DriverError) {
+        guard drivers.contains(driver) else { return }
+        if deniedUids.contains(where: { $0.contains(user.uid) }) {
+            throw DriverError("user \(user.name) (uid \(user.uid)) may not run \(driver.rawValue) tasks on this node (its agent denies uids \(Self.text(deniedUids)))",
+                              event: "Failed Validation", recoverable: false)
+        }
+        if deniedGids.contains(where: { $0.contains(user.gid) }) {
+            throw DriverError("group \(user.gid) may not run \(driver.rawValue) tasks on this node (its agent denies gids \(Self.text(deniedGids)))",
+                              event: "Failed Validation", recoverable: false)
+        }
+    }
+}

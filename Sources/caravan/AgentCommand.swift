@@ -1,4 +1,5 @@
 import Agent
+import CaravanModel
 import Executor
 import ArgumentParser
 import FoundationEssentials
@@ -47,6 +48,9 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(help: "Applied Raft entries between two snapshots of the cluster state (default 10000).") var raftSnapshotEvery: Int?
     @Option(help: "The longest a blocking read (?index=…&wait=…) waits, in seconds (default 600; 1 to 3600).") var maxQueryWait: Int?
     @Option(help: "The longest a task is given between its kill signal and SIGKILL, in seconds, whatever its job asks (default 30; 1 to 3600).") var maxKillTimeout: Int?
+    @Option(help: "Host uids tasks may not run as, like 0,100-199 (default 0: no root); see --deny-task-users-in.") var denyTaskUids: String?
+    @Option(help: "Host gids tasks may not run as, like 0,100-199 (default none).") var denyTaskGids: String?
+    @Option(help: "The drivers whose tasks --deny-task-uids/-gids apply to, comma-separated (default exec).") var denyTaskUsersIn: String?
     @Option(help: "trace, debug, info, warning or error (default info).") var logLevel: String?
     @Option(help: "A YAML or JSON file of these settings (name, bind, join, dataDir, tags, ports, …); flags win over it.")
     var config: String?
@@ -207,6 +211,7 @@ struct AgentCommand: AsyncParsableCommand {
         config.raftSnapshotEvery = raftSnapshotEvery
         config.limits.maxQueryWait = .seconds(maxQueryWait)
         config.maxKillTimeout = .seconds(maxKillTimeout)
+        config.taskUsers = try taskUserPolicy(file)
         for j in join {
             guard let a = Address(parsing: j, defaultPort: 4682), (try? SocketAddress(ipAddress: a.host, port: 0)) != nil else {
                 throw CLIError.usage("--join: \"\(j)\" is not IP[:PORT]")
@@ -269,5 +274,34 @@ enum ArgvScrubber {
             }
             i += 1
         }
+    }
+}
+
+extension AgentCommand {
+    /// `--deny-task-uids/-gids/-users-in` or `taskUsers: {denyUids, denyGids, drivers}`.
+    func taskUserPolicy(_ file: AgentConfigFile?) throws -> TaskUserPolicy {
+        let section = try file?.map("taskUsers") ?? [:]
+        for key in section.keys where !["denyUids", "denyGids", "drivers"].contains(key) {
+            throw CLIError.usage("\(file!.path): taskUsers.\(key): unknown setting (denyUids, denyGids, drivers)")
+        }
+        var policy = TaskUserPolicy.standard
+        for (flag, value, key) in [("--deny-task-uids", denyTaskUids, "denyUids"), ("--deny-task-gids", denyTaskGids, "denyGids")] {
+            guard let text = value ?? section[key] else { continue }
+            guard let ranges = TaskUserPolicy.ranges(text) else {
+                throw CLIError.usage("\(value != nil ? flag : "\(file!.path): taskUsers.\(key)"): \"\(text.prefix(60))\" is not a list of ids or ranges such as 0,100-199")
+            }
+            if key == "denyUids" { policy.deniedUids = ranges } else { policy.deniedGids = ranges }
+        }
+        if let text = denyTaskUsersIn ?? section["drivers"] {
+            var drivers: Set<TaskSpec.Driver> = []
+            for n in text.split(separator: ",").map({ String($0.filter { $0 != " " }) }) where !n.isEmpty {
+                guard let d = TaskSpec.Driver(rawValue: n) else {
+                    throw CLIError.usage("--deny-task-users-in: \"\(n.prefix(40))\" is not a driver (raw_exec, exec, container)")
+                }
+                drivers.insert(d)
+            }
+            policy.drivers = drivers
+        }
+        return policy
     }
 }

@@ -14,7 +14,7 @@ import FoundationEssentials
 struct AgentConfigFile {
     static let keys = ["name", "bind", "advertise", "join", "dataDir", "encrypt", "keyringFile", "tags", "insecureRegistries", "registryCAs", "registryClientCerts",
                        "gossipProfile", "ports", "bootstrapExpect", "raftVoters", "raftDeadGrace", "raftElectionMs", "raftSnapshotEvery", "maxQueryWait", "logLevel",
-                       "enableRawExec", "acl", "tls", "maxKillTimeout"]
+                       "enableRawExec", "acl", "tls", "maxKillTimeout", "taskUsers"]
 
     var values: [String: DocumentNode] = [:]
     let path: String

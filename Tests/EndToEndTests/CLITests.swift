@@ -52,6 +52,10 @@ import Testing
             // Every documented setting is known (raftSnapshotEvery once was not); values are checked.
             ("bind: 127.0.73.2\nraftSnapshotEvery: 5\n", "--raft-snapshot-every: 5 must be 100 to 1000000 entries"),
             ("bind: 127.0.73.2\nmaxQueryWait: 0\n", "--max-query-wait: 0 must be 1 to 3600 seconds"),
+            ("bind: 127.0.73.2\ntaskUsers: {denyUids: \"0,x-9\"}\n", "taskUsers.denyUids: \"0,x-9\" is not a list of ids or ranges"),
+            ("bind: 127.0.73.2\ntaskUsers: {denyGids: \"9-1\"}\n", "taskUsers.denyGids: \"9-1\" is not a list"),
+            ("bind: 127.0.73.2\ntaskUsers: {drivers: \"exec,docker\"}\n", "\"docker\" is not a driver (raw_exec, exec, container)"),
+            ("bind: 127.0.73.2\ntaskUsers: {denyUid: 0}\n", "taskUsers.denyUid: unknown setting (denyUids, denyGids, drivers)"),
         ] {
             let path = dir + "/agent.yaml"
             try text.write(toFile: path, atomically: true, encoding: .utf8)

@@ -82,9 +82,23 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         var stop = assignment("p2", tasks: [shell("main", "exec sleep 60", driver: .exec)])
         stop.allocation.desiredStatus = .stop
         await ex.sync([stop])
-        // A task that names root keeps the reduced capability set (and still no host /etc).
+        // By default an exec task may not run as root: it fails before it starts, saying why.
         var asRoot = shell("main", "echo uid=$(id -u); grep CapEff /proc/self/status; test -e /etc/shadow && echo shadow || echo no-shadow", driver: .exec)
         asRoot.user = "root"
+        await ex.sync([assignment("r0", type: .batch, tasks: [asRoot])])
+        try await log.wait("root refused", { $0?.clientStatus == .failed }, id: "r0")
+        #expect(log.report("r0")!.taskStates["main"]?.events.contains {
+            $0.type == "Failed Validation" && $0.message.contains("user root (uid 0) may not run exec tasks on this node (its agent denies uids 0)")
+        } == true, "\(log.report("r0")!)")
+        // So may a group the agent denies, also when the user is the task's own.
+        await ex.setUserPolicy(TaskUserPolicy(deniedUids: [], deniedGids: [65534...65534], drivers: [.exec]))
+        var asNobody = shell("main", "true", driver: .exec)
+        asNobody.user = "nobody"
+        await ex.sync([assignment("n0", type: .batch, tasks: [asNobody])])
+        try await log.wait("nogroup refused", { $0?.clientStatus == .failed }, id: "n0")
+        #expect(log.report("n0")!.taskStates["main"]?.events.contains { $0.message.contains("group 65534 may not run exec tasks on this node (its agent denies gids 65534)") } == true)
+        // An agent that allows root: the task keeps the reduced capability set (and still no host /etc).
+        await ex.setUserPolicy(.none)
         await ex.sync([assignment("r1", type: .batch, tasks: [asRoot])])
         try await log.wait("root task done", { $0?.clientStatus == .complete }, id: "r1")
         let rootOut = String(decoding: LogRotation.read(try #require(await ex.logFiles(allocation: "r1", task: "main", stderr: false)), offset: 0,
@@ -103,6 +117,7 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         let root = tempDir("exec-plant")
         let log = ReportLog()
         let ex = executor(root, log)
+        await ex.setUserPolicy(.none)
         let victim = root + "/victim"
         try FileManager.default.createDirectory(atPath: victim, withIntermediateDirectories: true)
         try "untouched\n".write(toFile: victim + "/file", atomically: true, encoding: .utf8)

@@ -106,6 +106,12 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         var stop = assignment("u1", tasks: [t])
         stop.allocation.desiredStatus = .stop
         await ex.sync([stop])
+        // An agent that checks raw_exec users refuses a task that would run as it (root) unnamed.
+        await ex.setUserPolicy(TaskUserPolicy(deniedUids: [0...0], drivers: [.rawExec]))
+        await ex.sync([assignment("u2", type: .batch, tasks: [shell("main", "true")])])
+        try await log.wait("refused", { $0?.clientStatus == .failed }, id: "u2")
+        #expect(log.report("u2")!.taskStates["main"]?.events.contains { $0.message.contains("user the agent's user (uid 0) may not run raw_exec tasks") } == true,
+                "\(log.report("u2")!)")
     }
 
     @Test("a crashing task restarts per policy, then stops with attempts exhausted and fails the allocation")
