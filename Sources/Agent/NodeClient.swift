@@ -20,13 +20,17 @@ struct NodeClient: Service {
     var retry: Duration = .milliseconds(250)
     /// How often images no task uses are collected (beyond the 3 most recently used).
     var imageCollection: Duration = .seconds(300)
+    /// How often logs are rotated and allocations' disk use checked.
+    var diskCheck: Duration = .seconds(2)
 
     func run() async throws {
         let executor = agent.executor
         let found = await executor.recover()
         if found > 0 { agent.logger.info("found running tasks again after a restart", metadata: ["tasks": "\(found)"]) }
         var jobs: [String: Job] = [:]
-        var lastRotate = ContinuousClock.now
+        // Log rotation and each allocation's disk allowance, beside the loop below.
+        let diskWatch = Task { await executor.watchDisk(every: diskCheck) }
+        defer { diskWatch.cancel() }
         var lastCollect = ContinuousClock.now
         var index: UInt64 = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
@@ -58,10 +62,6 @@ struct NodeClient: Service {
                 agent.logger.debug("cannot read this node's allocations yet", metadata: ["error": "\(error)"])
                 index = 0
                 try? await Task.sleep(for: retry)
-            }
-            if ContinuousClock.now - lastRotate > .seconds(5) {
-                await executor.rotateLogs()
-                lastRotate = .now
             }
             if ContinuousClock.now - lastCollect > imageCollection {
                 let (images, blobs) = await agent.images.collect()

@@ -248,7 +248,7 @@ public actor Executor {
         let ctx = TaskContext(allocationID: allocID, task: t.spec, directories: dirs, environment: env,
                               command: t.spec.config.command.map { TaskEnvironment.interpolate($0, env) },
                               arguments: t.spec.config.args.map { TaskEnvironment.interpolate($0, env) }, cgroup: cgroup,
-                              userPolicy: userPolicy, onExit: { [weak self] status in
+                              userPolicy: userPolicy, fileSizeLimitBytes: Self.diskAllowanceBytes(r.group), onExit: { [weak self] status in
                                   guard let self else { return }
                                   Task { await self.exited(allocID, name, gen, status) }
                               })
@@ -320,6 +320,10 @@ public actor Executor {
         t.handle = nil
         t.starting = false
         t.state.exitCode = status.known ? status.code : nil
+        if status.signal == Int(SIGXFSZ) {
+            t.state.record(TaskEvent(time: now(), type: "Disk Limit Exceeded",
+                                     message: "a file reached the allocation's disk allowance of \(Self.diskAllowanceBytes(r.group) >> 20) MiB (ephemeralDisk and logs)"))
+        }
         if oom {
             Counter(label: "caravan_executor_oom_kills_total").increment()
             t.state.record(TaskEvent(time: now(), type: "OOM Killed",
@@ -558,16 +562,67 @@ public actor Executor {
         return t.isDead && !t.waitingToRestart
     }
 
-    /// Size-rotates every task's log files (called every few seconds).
-    public func rotateLogs() {
-        for r in allocs.values {
-            for (name, t) in r.tasks where t.handle != nil {
+    /// What the disk watch looks at in one allocation whose tasks may be running.
+    struct DiskTarget: Sendable {
+        var allocation: String
+        var directory: String
+        /// Its `ephemeralDisk` plus what its tasks' logs may keep (both streams, every file).
+        var limitBytes: Int
+        var diskMiB: Int
+        var logs: [(path: String, maxBytes: Int, maxFiles: Int)]
+    }
+
+    /// What an allocation of `group` may keep on disk: its `ephemeralDisk` and, on top, what
+    /// its tasks' logs may keep (both streams, every rotated file). No file a task writes may
+    /// grow past it either (RLIMIT_FSIZE), so one runaway file is stopped at once.
+    public static func diskAllowanceBytes(_ group: TaskGroup) -> Int {
+        group.tasks.reduce(group.ephemeralDiskMiB << 20) { $0 + 2 * ($1.logs.maxFileSizeMiB << 20) * $1.logs.maxFiles }
+    }
+
+    func diskTargets() -> [DiskTarget] {
+        allocs.values.compactMap { r in
+            guard r.stopReason == nil, r.failReason == nil, r.tasks.values.contains(where: \.isActive) else { return nil }
+            var logs: [(path: String, maxBytes: Int, maxFiles: Int)] = []
+            for (name, t) in r.tasks where t.isActive {
                 let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
-                for f in [dirs.stdout, dirs.stderr] {
-                    LogRotation.rotateIfNeeded(f, maxBytes: t.spec.logs.maxFileSizeMiB << 20, maxFiles: t.spec.logs.maxFiles)
+                logs += [dirs.stdout, dirs.stderr].map { ($0, t.spec.logs.maxFileSizeMiB << 20, t.spec.logs.maxFiles) }
+            }
+            return DiskTarget(allocation: r.allocation.id, directory: r.directory, limitBytes: Self.diskAllowanceBytes(r.group),
+                              diskMiB: r.group.ephemeralDiskMiB, logs: logs)
+        }
+    }
+
+    /// Every `interval` until cancelled: rotates task logs past their size, then fails each
+    /// allocation whose directory holds more than its `ephemeralDisk` and its logs' allowance
+    /// (as the kubelet evicts a pod past its ephemeral-storage limit). The files are walked off
+    /// the executor, so a large tree never holds up the tasks' bookkeeping.
+    public nonisolated func watchDisk(every interval: Duration) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            for t in await diskTargets() {
+                for l in t.logs { LogRotation.rotateIfNeeded(l.path, maxBytes: l.maxBytes, maxFiles: l.maxFiles) }
+                switch DiskUsage.measure(t.directory, stopAt: t.limitBytes) {
+                case .bytes(let used) where used > t.limitBytes:
+                    await diskExceeded(t.allocation, "ephemeral disk exceeded: over \(t.limitBytes >> 20) MiB used (ephemeralDisk \(t.diskMiB) MiB and its logs' \((t.limitBytes >> 20) - t.diskMiB) MiB)")
+                case .tooDeep:
+                    await diskExceeded(t.allocation, "ephemeral disk exceeded: directories nested deeper than \(DiskUsage.maxDepth) levels")
+                case .bytes: break
                 }
             }
         }
+    }
+
+    /// Fails the allocation: its tasks are killed and not restarted; the cluster places it anew
+    /// (elsewhere, with an empty directory) as its reschedule policy says.
+    func diskExceeded(_ allocID: String, _ reason: String) {
+        guard let r = allocs[allocID], r.stopReason == nil, r.failReason == nil else { return }
+        Counter(label: "caravan_executor_disk_limit_kills_total").increment()
+        r.failReason = reason
+        stopChecks(r)
+        for name in r.tasks.keys { kill(r, name, event: "Disk Limit Exceeded", message: reason) }
+        persist(r)
+        advance(r)
+        finishIfDone(r)
     }
 
     // MARK: - Service checks

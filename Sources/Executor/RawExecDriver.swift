@@ -34,7 +34,14 @@ public struct RawExecDriver: TaskDriver {
             try effective.own(ctx.directories)
             user = effective
         }
-        let (program, argv) = try Self.asUser(user.map { ($0.uid, $0.gid) }, path, [command] + ctx.arguments)
+        var (program, argv) = try Self.asUser(user.map { ($0.uid, $0.gid) }, path, [command] + ctx.arguments)
+        // No file it writes grows past its allocation's disk allowance: util-linux's prlimit sets
+        // RLIMIT_FSIZE and execs it (same process). A task running as root may raise it again —
+        // raw_exec is the driver an operator trusts; the agent's disk watch still counts.
+        if let n = ctx.fileSizeLimitBytes, let prlimit = resolveCommand("prlimit", path: TaskEnvironment.hostPath) {
+            argv = ["prlimit", "--fsize=\(n)", "--", program] + argv.dropFirst()
+            program = prlimit
+        }
         let spec = SpawnSpec(path: program, arguments: argv, environment: env,
                              workingDirectory: ctx.directories.task, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         let pid: Int32

@@ -212,6 +212,7 @@ public struct RuncDriver: TaskDriver {
                 "cwd": .string(cwd),
                 "capabilities": ["bounding": caps, "effective": held, "permitted": held],
                 "noNewPrivileges": true,
+                "rlimits": ctx.fileSizeLimitBytes.map { n in [["type": "RLIMIT_FSIZE", "hard": .number(n), "soft": .number(n)]] } ?? [],
             ],
             // An exec task's root (host directories and an /etc the agent writes) is read-only to
             // it: nothing it does there is read back as root at its next start.

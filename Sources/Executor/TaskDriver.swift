@@ -17,6 +17,8 @@ public struct TaskContext: Sendable {
     public var cgroup: TaskCgroup
     /// Host users this node does not run tasks as.
     public var userPolicy = TaskUserPolicy.standard
+    /// The largest file the task may write (RLIMIT_FSIZE): its allocation's disk allowance.
+    public var fileSizeLimitBytes: Int?
     /// Called once when the task's process ends.
     public var onExit: @Sendable (ExitStatus) -> Void
 }

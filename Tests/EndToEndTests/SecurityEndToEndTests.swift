@@ -306,4 +306,53 @@ import Testing
         #expect(keep.status == 1 && keep.stderr.contains("cannot be deleted"), "\(keep.stderr)")
         #expect(try c.cli(0, ["job", "stop", "--purge", "web"]).status == 0)
     }
+
+    @Test(.enabled(if: geteuid() == 0 && (access("/usr/sbin/runc", X_OK) == 0 || access("/usr/bin/runc", X_OK) == 0)))
+    func aJobPastItsEphemeralDiskFailsAndRootInExecIsRefused() async throws {
+        let c = try await LocalCluster(subnet: 82)
+        try c.start(0, extra: ["--bootstrap-expect", "1"])
+        _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        // 4 files of 4 MiB with 8 MiB allowed (+ 2 MiB of logs): the watch fails the allocation.
+        let fill = try Self.write("""
+            id: fill
+            groups:
+              - name: g
+                ephemeralDisk: {size: 8Mi}
+                restart: {attempts: 0, mode: fail}
+                reschedule: {attempts: 0}
+                tasks:
+                  - name: t
+                    driver: exec
+                    config: {command: /bin/sh, args: ["-c", "for i in 1 2 3 4; do head -c 4194304 /dev/zero > /local/f$i; done; exec sleep 300"]}
+                    logs: {maxFiles: 1, maxFileSize: 1Mi}
+                    resources: {cpu: 10m, memory: 32Mi}
+            """, "disk-fill")
+        #expect(try c.cli(0, ["job", "run", fill, "--detach"]).status == 0)
+        func failure(_ job: String) async throws -> String {
+            var why = ""
+            try await c.eventually(within: .seconds(30), "\(job)'s allocation fails, saying why") {
+                let v = try? JSONDecoder().decode(JobStatusView.self, from: Data(try c.cli(0, ["job", "status", job, "--json"]).stdout.utf8))
+                why = v?.allocations.first?.clientDescription ?? ""
+                return v?.allocations.first?.clientStatus == "failed"
+            }
+            return why
+        }
+        let why = try await failure("fill")
+        #expect(why.contains("ephemeral disk exceeded: over 10 MiB used (ephemeralDisk 8 MiB and its logs' 2 MiB)"), "\(why)")
+        // A task naming root is refused by the agent's default rule, with the reason in its events.
+        let root = try Self.write("""
+            id: as-root
+            type: batch
+            groups:
+              - name: g
+                restart: {attempts: 0, mode: fail}
+                reschedule: {attempts: 0}
+                tasks:
+                  - {name: t, driver: exec, user: root, config: {command: /bin/true}, resources: {cpu: 10m, memory: 32Mi}}
+            """, "as-root")
+        #expect(try c.cli(0, ["job", "run", root, "--detach"]).status == 0)
+        let refused = try await failure("as-root")
+        #expect(refused.contains("user root (uid 0) may not run exec tasks on this node (its agent denies uids 0)"), "\(refused)")
+        for j in ["fill", "as-root"] { #expect(try c.cli(0, ["job", "stop", "--purge", j]).status == 0) }
+    }
 }

@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a directory tree holds on disk, as the agent counts it against an allocation's
+/// `ephemeralDisk`: the blocks of every file and directory (each entry at least 4 KiB, so a
+/// million empty files are not free), without following links or entering other filesystems
+/// (a container's overlay root, `/proc`). Walked through directory descriptors, never paths, so
+/// what a task renames or links during the walk cannot send it outside the tree.
+public enum DiskUsage {
+    /// The deepest nesting walked; a tree deeper than this counts as over any limit.
+    public static let maxDepth = 128
+    public static let minimumEntryBytes = 4096
+
+    public enum Result: Equatable, Sendable {
+        /// The bytes counted (exact when under `stopAt`).
+        case bytes(Int)
+        /// Nested deeper than `maxDepth`.
+        case tooDeep
+    }
+
+    /// The bytes under `path`; counting stops once past `stopAt` (the walk is bounded by it).
+    public static func measure(_ path: String, stopAt: Int) -> Result {
+        let top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard top >= 0 else { return .bytes(0) }
+        var st = stat()
+        guard fstat(top, &st) == 0 else { close(top); return .bytes(0) }
+        let device = st.st_dev
+        var total = max(Int(st.st_blocks) * 512, minimumEntryBytes)
+        // One open directory stream per level of the current path.
+        var stack: [OpaquePointer] = []
+        guard let first = fdopendir(top) else { close(top); return .bytes(total) }
+        stack.append(first)
+        defer { for d in stack { closedir(d) } }
+        while let dir = stack.last {
+            guard total <= stopAt else { return .bytes(total) }
+            guard let entry = readdir(dir) else {
+                closedir(stack.removeLast())
+                continue
+            }
+            // The name's own bytes (not a String: a name that is not UTF-8 must still be found).
+            let parent = dirfd(dir)
+            var s = stat()
+            var isDot = false
+            let statted = withUnsafePointer(to: &entry.pointee.d_name) { p in
+                p.withMemoryRebound(to: CChar.self, capacity: 256) { name -> Bool in
+                    isDot = name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
+                    return !isDot && fstatat(parent, name, &s, AT_SYMLINK_NOFOLLOW) == 0
+                }
+            }
+            guard statted else { continue }
+            // Another filesystem mounted here (an overlay root): not this allocation's blocks.
+            guard s.st_dev == device else { continue }
+            total += max(Int(s.st_blocks) * 512, minimumEntryBytes)
+            guard s.st_mode & S_IFMT == S_IFDIR else { continue }
+            guard stack.count < maxDepth else { return .tooDeep }
+            let fd = withUnsafePointer(to: &entry.pointee.d_name) { p in
+                p.withMemoryRebound(to: CChar.self, capacity: 256) { openat(parent, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }
+            }
+            guard fd >= 0 else { continue }
+            guard let child = fdopendir(fd) else { close(fd); continue }
+            stack.append(child)
+        }
+        return .bytes(total)
+    }
+}

@@ -1,0 +1,77 @@
+import CaravanModel
+@testable import Executor
+import Foundation
+import Testing
+
+/// An allocation keeps at most its `ephemeralDisk` (plus its logs' allowance) on the node: the
+/// count is the agent's own walk, which no link, odd name or deep tree gets around.
+@Suite struct DiskLimitTests {
+    @Test func theWalkCountsEveryEntryOnceAndNeverLeavesTheTree() throws {
+        let root = tempDir("du")
+        let outside = tempDir("du-outside")
+        try Data(count: 3 << 20).write(to: URL(fileURLWithPath: outside + "/big"))
+        let base = DiskUsage.measure(root, stopAt: .max)
+        // Written blocks count; a link to a big file outside, and the link's target, do not.
+        let fd = open(root + "/data", O_CREAT | O_WRONLY, 0o644)
+        var chunk = [UInt8](repeating: 7, count: 1 << 20)
+        for _ in 0..<2 { _ = chunk.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) } }
+        close(fd)
+        symlink(outside, root + "/away")
+        symlink(outside + "/big", root + "/big-link")
+        guard case .bytes(let b0) = base, case .bytes(let b1) = DiskUsage.measure(root, stopAt: .max) else { Issue.record("too deep"); return }
+        #expect(b1 - b0 >= 2 << 20 && b1 - b0 < (2 << 20) + 64 << 10, "\(b1 - b0)")
+        // A name that is not UTF-8 is found all the same.
+        let odd = root + "/\u{1}"
+        mkdir(odd, 0o755)
+        let name: [CChar] = Array((odd + "/").utf8CString.dropLast()) + [CChar(bitPattern: 0xFF), CChar(bitPattern: 0xFE), 0]
+        let ofd = open(name, O_CREAT | O_WRONLY, 0o644)
+        #expect(ofd >= 0)
+        for _ in 0..<3 { _ = chunk.withUnsafeMutableBytes { write(ofd, $0.baseAddress, $0.count) } }
+        close(ofd)
+        guard case .bytes(let b2) = DiskUsage.measure(root, stopAt: .max) else { Issue.record("too deep"); return }
+        #expect(b2 - b1 >= 3 << 20, "\(b2 - b1)")
+        // Empty files are not free, and the walk stops once past the bound.
+        for i in 0..<100 { close(open(root + "/e\(i)", O_CREAT | O_WRONLY, 0o644)) }
+        guard case .bytes(let b3) = DiskUsage.measure(root, stopAt: .max), case .bytes(let stopped) = DiskUsage.measure(root, stopAt: 1 << 20) else { return }
+        #expect(b3 - b2 >= 100 * 4096)
+        #expect(stopped > 1 << 20 && stopped < b3)
+        // A tree nested deeper than the walk goes is over any limit.
+        var deep = root + "/d"
+        for _ in 0...DiskUsage.maxDepth { mkdir(deep, 0o755); deep += "/d" }
+        #expect(DiskUsage.measure(root, stopAt: .max) == .tooDeep)
+    }
+
+    @Test("a task that writes past its ephemeral disk fails its allocation, named; one within it runs on")
+    func anAllocationPastItsDiskIsFailed() async throws {
+        let log = ReportLog()
+        let ex = Executor(root: tempDir("disk"), nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        let watch = Task { await ex.watchDisk(every: .milliseconds(100)) }
+        defer { watch.cancel() }
+        func job(_ id: String, _ script: String, diskMiB: Int) -> Assignment {
+            var t = shell("main", script)
+            t.logs.maxFiles = 1
+            t.logs.maxFileSizeMiB = 1
+            var a = assignment(id, tasks: [t], restart: fastRestart)
+            a.job.groups[0].ephemeralDiskMiB = diskMiB
+            return a
+        }
+        // 8 MiB in four files into its own directory, with 4 MiB allowed (+ 2 MiB of logs).
+        await ex.sync([job("big", "for i in 1 2 3 4; do head -c 2097152 /dev/zero > local/f$i; done; exec sleep 60", diskMiB: 4),
+                       job("small", "head -c 1048576 /dev/zero > local/fill; exec sleep 60", diskMiB: 4)])
+        try await log.wait("the big one fails", { $0?.clientStatus == .failed }, id: "big")
+        let r = try #require(log.report("big"))
+        #expect(r.description.contains("ephemeral disk exceeded: over 6 MiB used (ephemeralDisk 4 MiB and its logs' 2 MiB)"), "\(r)")
+        #expect(r.taskStates["main"]?.events.contains { $0.type == "Disk Limit Exceeded" } == true)
+        // One file written as fast as it goes (output, here) stops at the allowance at once.
+        await ex.sync([job("big", "true", diskMiB: 4), job("loud", "exec head -c 104857600 /dev/zero", diskMiB: 4),
+                       job("small", "head -c 1048576 /dev/zero > local/fill; exec sleep 60", diskMiB: 4)])
+        try await log.wait("the loud one stops", { $0?.clientStatus == .failed }, id: "loud")
+        #expect(log.report("loud")?.taskStates["main"]?.events.contains {
+            $0.type == "Disk Limit Exceeded" && $0.message.contains("a file reached the allocation's disk allowance of 6 MiB")
+        } == true, "\(String(describing: log.report("loud")))")
+        let files = await ex.logFiles(allocation: "loud", task: "main", stderr: false) ?? []
+        let kept = files.compactMap { try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int }.reduce(0, +)
+        #expect(kept < 100 << 20, "log files hold \(kept) bytes")
+        #expect(log.report("small")?.clientStatus == .running)
+    }
+}
