@@ -31,6 +31,13 @@ import FoundationEssentials
 struct ClusterLeader: Service {
     let agent: Agent
     var interval: Duration = .milliseconds(200)
+    /// Commands the state refused during the current pass.
+    let refused = Refusals()
+
+    final class Refusals: Sendable {
+        let count = Mutex(0)
+        func take() -> Int { count.withLock { n in defer { n = 0 }; return n } }
+    }
 
     func run() async throws {
         var memory = Memory()
@@ -45,7 +52,13 @@ struct ClusterLeader: Service {
                     await commit(c, what)
                 }
                 // Again as soon as anything is committed (a job registered, an allocation
-                // stopped), or after `interval` for what gossip and the clock bring.
+                // stopped), or after `interval` for what gossip and the clock bring — but never
+                // at once after a pass the state refused something of: a refusal is committed
+                // too, and would wake a pass that proposes it again.
+                if refused.take() > 0 {
+                    try? await Task.sleep(for: interval)
+                    seen = await agent.raft.status().applied
+                }
                 seen = await agent.raft.waitApplied(after: seen, wait: interval)
             } else {
                 memory = Memory()
@@ -279,7 +292,9 @@ struct ClusterLeader: Service {
             let stalled = waiting.isEmpty && older
                 && Self.lastProgress(mine).map { now - $0 > Int64(u.progressDeadline / .milliseconds(1)) } == true
             if u.autoRevert, failed || overdue || stalled,
-               let target = (state.versions[key] ?? []).first(where: { $0.stable && $0.version < rec.version && $0.text != rec.text }) {
+               let target = (state.versions[key] ?? []).first(where: {
+                   $0.stable && $0.version < rec.version && $0.text != rec.text && state.driverRefusal($0.job) == nil
+               }) {
                 let why = failed ? "has a failed instance"
                     : overdue ? "has an instance not healthy within \(Units.text(u.healthyDeadline))"
                     : "made no progress within \(Units.text(u.progressDeadline))"
@@ -301,7 +316,7 @@ struct ClusterLeader: Service {
                 continue
             }
             if !waiting.isEmpty {
-                if u.autoPromote && waiting.allSatisfy({ settled($0) >= min(u.canary, $0.count) }) {
+                if u.autoPromote && state.driverRefusal(rec.job) == nil && waiting.allSatisfy({ settled($0) >= min(u.canary, $0.count) }) {
                     out.append((.promote(namespace: key.namespace, id: key.id, version: rec.version),
                                 "auto-promote: the canaries of job \(key.id) version \(rec.version) are healthy"))
                 }
@@ -357,8 +372,19 @@ struct ClusterLeader: Service {
                 agent.logger.info("periodic launch skipped: the previous one still runs", metadata: ["job": "\(key.id)"])
             } else {
                 let child = Periodic.child(of: rec.job, at: next)
-                agent.logger.info("periodic launch", metadata: ["job": "\(key.id)", "child": "\(child.id)"])
-                guard await commit(.registerJob(text: JobFile.render(child)), "launch \(child.id)") else { continue }
+                if let why = state.driverRefusal(child) {
+                    // Its namespace no longer allows a driver it uses: this launch is skipped, and
+                    // said once, as a failed evaluation of the periodic job.
+                    agent.logger.warning("periodic launch refused", metadata: ["job": "\(key.id)", "why": "\(why)"])
+                    var e = Evaluation(id: AllocationID.make(), jobID: key.id, priority: rec.job.priority, triggeredBy: .periodic)
+                    e.namespace = key.namespace
+                    e.status = .failed
+                    e.statusDescription = "periodic launch \(child.id) not run: \(why)"
+                    await commit(.upsertEvaluations([e]), "record the refused launch of \(key.id)")
+                } else {
+                    agent.logger.info("periodic launch", metadata: ["job": "\(key.id)", "child": "\(child.id)"])
+                    guard await commit(.registerJob(text: JobFile.render(child)), "launch \(child.id)") else { continue }
+                }
             }
             await commit(.periodicLaunch(namespace: key.namespace, id: key.id, time: next), "record the launch of \(key.id)")
         }
@@ -407,6 +433,7 @@ struct ClusterLeader: Service {
         do {
             let answer = try await agent.raft.apply(c.encode(), timeout: .seconds(5))
             if answer.first != 0 {
+                refused.count.withLock { $0 += 1 }
                 agent.logger.warning("cluster state refused a command", metadata: ["what": "\(what)", "why": "\(String(decoding: answer.dropFirst(), as: UTF8.self))"])
                 return false
             }

@@ -247,6 +247,7 @@ enum ClusterViews {
     /// What registering this job would do against the state as it is (a dry run on the leader).
     static func plan(_ text: String, _ s: ClusterState) throws -> JobPlanView {
         let job = try JobFile.parse(text, file: "plan")
+        if let why = s.driverRefusal(job) { throw RaftError(.rejected, why) }
         let key = ClusterState.JobKey(job.namespace, job.id)
         let current = s.jobs[key]
         let changed = current.map { $0.text != JobFile.render(job) || $0.stopped } ?? true

@@ -85,6 +85,12 @@ public struct ClusterState: Sendable, Equatable {
         }
     }
 
+    /// Why `job` may not be registered (or promoted) in its namespace now: a task whose driver
+    /// the namespace does not allow. Nil when it may.
+    public func driverRefusal(_ job: Job) -> String? {
+        namespaces[job.namespace]?.drivers.refusal(job, namespace: job.namespace)
+    }
+
     public mutating func apply(_ c: Command, index: UInt64) -> Outcome {
         lastIndex = max(lastIndex, index)
         switch c {
@@ -98,7 +104,7 @@ public struct ClusterState: Sendable, Equatable {
             if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
                 return .rejected("namespace \(job.namespace) does not exist")
             }
-            if let why = namespaces[job.namespace]?.drivers.refusal(job, namespace: job.namespace) { return .rejected(why) }
+            if let why = driverRefusal(job) { return .rejected(why) }
             let canonical = JobFile.render(job)
             // Every registration asks the scheduler to look at the job (its evaluation id follows
             // from the index, so the API can name it).
@@ -229,6 +235,8 @@ public struct ClusterState: Sendable, Equatable {
             guard cur.version == version else { return .rejected("job \(id) version \(version) is not its current version (\(cur.version))") }
             guard (cur.job.update?.canary ?? 0) > 0 else { return .rejected("job \(id) version \(version) has no canaries to promote (update.canary is 0)") }
             guard !cur.promoted else { return .applied }
+            // Promoting places the new version's instances: its drivers must be allowed now.
+            if let why = driverRefusal(cur.job) { return .rejected(why) }
             jobs[key]!.promoted = true
             jobs[key]!.modifyIndex = index
             if let i = versions[key]?.firstIndex(where: { $0.version == version }) { versions[key]![i].promoted = true }

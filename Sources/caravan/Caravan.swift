@@ -112,6 +112,17 @@ extension ClientOptions {
         let api = try client()
         return try await cli { () async throws(ClientError) in try await api.request(method, path, body: body, as: T.self, write: write) }
     }
+
+    /// A GET whose 404 is an answer (nil), not a failure; every other failure still is one.
+    func find<T: Decodable>(_ path: String, as: T.Type = T.self) async throws -> T? {
+        let api = try client()
+        return try await cli { () async throws(ClientError) -> T? in
+            do throws(ClientError) { return try await api.request(.GET, path, body: Optional<String>.none, as: T.self) } catch {
+                if case .api(status: 404, _) = error.code { return nil }
+                throw error
+            }
+        }
+    }
 }
 
 func printJSON(_ value: some Encodable) throws {

@@ -28,7 +28,7 @@ struct NamespaceCommand: AsyncParsableCommand {
     }
 
     struct Apply: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description and quota); what is not given stays as it was.")
+        static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make or change a namespace (its description, quota and drivers); what is not given stays as it was.")
         @OptionGroup var client: ClientOptions
         @Argument(help: "The namespace.") var name: String
         @Option(help: "A description.") var description: String?
@@ -41,7 +41,9 @@ struct NamespaceCommand: AsyncParsableCommand {
 
         func run() async throws {
             // What is not given is kept from the namespace as it is (the API replaces the whole).
-            let existing: NamespaceView? = try? await client.call(.GET, "/v1/namespace/" + CaravanClient.escape(name))
+            // Only "no such namespace" means there is nothing to keep: any other failure stops
+            // here, before a PUT could replace what it could not read.
+            let existing = try await client.find("/v1/namespace/" + CaravanClient.escape(name), as: NamespaceView.self)
             var quota = existing?.quota.map { q in
                 QuotaSpec(cpu: q.cpuMillicores.map { "\($0)m" }, memory: q.memoryMiB.map { "\($0)Mi" }, instances: q.instances)
             }
@@ -53,15 +55,19 @@ struct NamespaceCommand: AsyncParsableCommand {
                 quota = q
             }
             var capabilities = existing?.capabilities
-            func names(_ s: String) -> [String] { s.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty } }
+            func names(_ s: String, _ flag: String) throws -> [String] {
+                let list = s.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
+                guard !list.isEmpty else { throw CLIError.usage("\(flag): name at least one driver (raw_exec, exec, container)") }
+                return list
+            }
             if let enabledDrivers {
                 var c = capabilities ?? NamespaceCapabilities()
-                c.enabledTaskDrivers = enabledDrivers == "all" ? nil : names(enabledDrivers)
+                c.enabledTaskDrivers = enabledDrivers == "all" ? nil : try names(enabledDrivers, "--enabled-drivers")
                 capabilities = c
             }
             if let disabledDrivers {
                 var c = capabilities ?? NamespaceCapabilities()
-                c.disabledTaskDrivers = disabledDrivers == "none" ? nil : names(disabledDrivers)
+                c.disabledTaskDrivers = disabledDrivers == "none" ? nil : try names(disabledDrivers, "--disabled-drivers")
                 capabilities = c
             }
             let body = NamespaceRequest(description: description ?? existing?.description, quota: quota,
@@ -80,10 +86,10 @@ struct NamespaceCommand: AsyncParsableCommand {
         func run() async throws {
             let all: [NamespaceView] = try await client.call(.GET, "/v1/namespaces")
             if json { return try printJSON(all) }
-            printTable(["NAME", "JOBS", "CPU", "MEMORY", "INSTANCES", "DESCRIPTION"], all.map {
+            printTable(["NAME", "JOBS", "CPU", "MEMORY", "INSTANCES", "DRIVERS", "DESCRIPTION"], all.map {
                 [$0.name, "\($0.jobs)", NamespaceCommand.amount($0.used.cpuMillicores, $0.quota?.cpuMillicores, "m"),
                  NamespaceCommand.amount($0.used.memoryMiB, $0.quota?.memoryMiB, "Mi"),
-                 NamespaceCommand.amount($0.used.instances, $0.quota?.instances, ""), $0.description]
+                 NamespaceCommand.amount($0.used.instances, $0.quota?.instances, ""), NamespaceCommand.drivers($0.capabilities), $0.description]
             })
         }
     }

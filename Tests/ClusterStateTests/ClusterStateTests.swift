@@ -64,6 +64,15 @@ import Testing
                 == .rejected("namespace team-b does not allow the exec driver (task g.t)"))
         let restored = try ClusterState.restore(s.snapshot())
         #expect(restored == s && restored.namespaces["team-b"]?.drivers == ns.drivers && restored.namespaces["team-b"]?.quota?.instances == 3)
+        // A version registered before the rule may not be promoted after it.
+        let canary = Self.jobText("c", canary: 1).replacingOccurrences(of: "id: c", with: "id: c\nnamespace: team-c")
+        #expect(s.apply(.upsertNamespace(Namespace(name: "team-c")), index: 10) == .applied)
+        #expect(s.apply(.registerJob(text: canary), index: 11) == .applied)
+        #expect(s.apply(.registerJob(text: canary.replacingOccurrences(of: "count: 2", with: "count: 3")), index: 12) == .applied)
+        var locked = Namespace(name: "team-c")
+        locked.drivers = DriverRule(disabled: [.rawExec])
+        #expect(s.apply(.upsertNamespace(locked), index: 13) == .applied)
+        #expect(s.apply(.promote(namespace: "team-c", id: "c", version: 1), index: 14) == .rejected("namespace team-c does not allow the raw_exec driver (task g.t)"))
     }
 
     @Test func everyRegisterThatChangesTheJobMakesAVersion() {

@@ -281,11 +281,22 @@ import Testing
             return v?.allocations.filter { $0.clientStatus == "running" }.count == 3
         }
         // A namespace may allow only some drivers: a job using another is refused, naming it.
-        #expect(try c.cli(0, ["namespace", "apply", "locked", "--enabled-drivers", "exec,container", "--disabled-drivers", "container"]).status == 0)
+        #expect(try c.cli(0, ["namespace", "apply", "locked", "--enabled-drivers", "exec,container", "--disabled-drivers", "raw_exec"]).status == 0)
         let locked = try c.cli(0, ["job", "run", "--namespace", "locked", web])
         #expect(locked.status != 0 && locked.stderr.contains("namespace locked does not allow the raw_exec driver (task g.t)"), "\(locked.stderr)")
         let shown = try c.cli(0, ["namespace", "status", "locked"])
-        #expect(shown.stdout.contains("Drivers     = exec, container except container"), "\(shown.stdout)")
+        #expect(shown.stdout.contains("Drivers     = exec, container except raw_exec"), "\(shown.stdout)")
+        // A typo is refused, not dropped; so is a driver both enabled and disabled, and an empty list.
+        for (body, message) in [(#"{"capabilities": {"disabledTaskDriver": ["raw_exec"]}}"#, #"unknown field \"capabilities.disabledTaskDriver\""#),
+                                (#"{"capabilities": {"enabledTaskDrivers": ["exec"], "disabledTaskDrivers": ["exec"]}}"#, "exec is both enabled and disabled")] {
+            let r = try LocalCluster.run(["-s", "-X", "PUT", "--data-binary", body, "http://\(c.ip(0)):4680/v1/namespace/locked"], executable: "/usr/bin/curl")
+            #expect(r.stdout.contains(message), "\(body) → \(r.stdout)")
+        }
+        let empty = try c.cli(0, ["namespace", "apply", "locked", "--enabled-drivers", ","])
+        #expect(empty.status == 2 && empty.stderr.contains("name at least one driver"), "\(empty.stderr)")
+        // job plan says what job run would.
+        let planned = try c.cli(0, ["job", "plan", "--namespace", "locked", web])
+        #expect(planned.status != 0 && planned.stderr.contains("does not allow the raw_exec driver"), "\(planned.stdout)\(planned.stderr)")
         let badDriver = try c.cli(0, ["namespace", "apply", "locked", "--disabled-drivers", "docker"])
         #expect(badDriver.status != 0 && badDriver.stderr.contains("\"docker\" is not a driver"), "\(badDriver.stderr)")
         // It survives SIGKILL and restart.
@@ -295,7 +306,7 @@ import Testing
         let after = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "team-a", "--json"]).stdout.utf8))
         #expect(after.quota?.memoryMiB == 128 && after.description == "team A")
         let lockedAfter = try JSONDecoder().decode(NamespaceView.self, from: Data(try c.cli(0, ["namespace", "status", "locked", "--json"]).stdout.utf8))
-        #expect(lockedAfter.capabilities == NamespaceCapabilities(enabledTaskDrivers: ["exec", "container"], disabledTaskDrivers: ["container"]))
+        #expect(lockedAfter.capabilities == NamespaceCapabilities(enabledTaskDrivers: ["exec", "container"], disabledTaskDrivers: ["raw_exec"]))
         #expect(try c.cli(0, ["job", "run", "--namespace", "locked", web]).status != 0)
         // A namespace with jobs cannot go; once they are purged it can.
         let busy = try c.cli(0, ["namespace", "delete", "team-a"])

@@ -137,7 +137,18 @@ extension Request {
         }
         guard buffer.readableBytes > 0 else { throw APIError(.badRequest, "invalid_body", "request body is empty; expected JSON") }
         do {
-            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+            let data = Data(buffer.readableBytesView)
+            let value = try JSONDecoder().decode(T.self, from: data)
+            // A field the type does not know (a typo, another tool's spelling) is refused, not
+            // dropped: what was asked for must be what is stored.
+            if let known = value as? any Encodable, let asked = try? JSONDecoder().decode(JSONShape.self, from: data),
+               let shown = try? JSONDecoder().decode(JSONShape.self, from: JSONEncoder().encode(known)),
+               let unknown = asked.unknownKey(against: shown, path: "") {
+                throw APIError(.badRequest, "invalid_body", "request body: unknown field \"\(unknown.prefix(200))\"")
+            }
+            return value
+        } catch let e as APIError {
+            throw e
         } catch let DecodingError.keyNotFound(key, _) {
             throw APIError(.badRequest, "invalid_body", "request body: missing field \"\(key.stringValue)\"")
         } catch let DecodingError.typeMismatch(_, ctx) {
@@ -157,5 +168,50 @@ struct WriteIDEcho<Context: RequestContext>: RouterMiddleware {
         var response = try await next(request, context)
         response.headers[ClusterRead.writeIDHeader] = id
         return response
+    }
+}
+
+/// The keys of a JSON document, to tell which of a request's fields its type did not read.
+indirect enum JSONShape: Decodable {
+    case object([String: JSONShape]), array([JSONShape]), scalar, null
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Decoder) throws {
+        if let c = try? decoder.container(keyedBy: Key.self) {
+            var fields: [String: JSONShape] = [:]
+            for k in c.allKeys { fields[k.stringValue] = try c.decode(JSONShape.self, forKey: k) }
+            self = .object(fields)
+        } else if var u = try? decoder.unkeyedContainer() {
+            var items: [JSONShape] = []
+            while !u.isAtEnd { items.append(try u.decode(JSONShape.self)) }
+            self = .array(items)
+        } else {
+            self = try decoder.singleValueContainer().decodeNil() ? .null : .scalar
+        }
+    }
+
+    /// The path of the first field with a value in `self` that `known` lacks.
+    func unknownKey(against known: JSONShape, path: String) -> String? {
+        switch (self, known) {
+        case (.object(let asked), .object(let kept)):
+            for (k, v) in asked.sorted(by: { $0.key < $1.key }) {
+                let p = path.isEmpty ? k : path + "." + k
+                if case .null = v { continue }
+                guard let other = kept[k] else { return p }
+                if let deeper = v.unknownKey(against: other, path: p) { return deeper }
+            }
+        case (.array(let asked), .array(let kept)) where asked.count == kept.count:
+            for (i, pair) in zip(asked, kept).enumerated() {
+                if let deeper = pair.0.unknownKey(against: pair.1, path: path + "[\(i)]") { return deeper }
+            }
+        default: break
+        }
+        return nil
     }
 }

@@ -167,8 +167,9 @@ extension Agent {
                     }
                     guard let (applied, bytes) = answerOnShutdown ? try await stopping.unlessTriggered(wait) : try await wait() else {
                         // Shutting down: answer with this agent's copy as it is now (the client
-                        // sees an unchanged index, as when a wait runs out, and asks again).
-                        (index, json) = try ClusterRead.split(try await raft.read(query, stale: true, timeout: .milliseconds(500)))
+                        // sees an unchanged index, as when a wait runs out, and asks again) —
+                        // read from the state machine itself, which Raft stopping cannot refuse.
+                        (index, json) = try ClusterRead.split(try store.query(query))
                         break
                     }
                     (index, json) = try ClusterRead.split(bytes)

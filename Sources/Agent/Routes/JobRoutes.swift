@@ -167,6 +167,9 @@ struct JobRoutes {
                 throw APIError(.badRequest, "namespace_not_found", "namespace \(job.namespace) does not exist (make it with `caravan namespace apply \(job.namespace)`)")
             }
         }
+        // Refused here, against this agent's copy, rather than by the log (which checks again,
+        // for a rule set meanwhile): a refused job costs no log entry.
+        if let why = agent.store.current.driverRefusal(job) { throw APIError(.badRequest, "driver_not_allowed", why) }
         return job
     }
 

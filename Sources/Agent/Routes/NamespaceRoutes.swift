@@ -67,8 +67,14 @@ struct NamespaceRoutes {
             }
             return out
         }
-        return DriverRule(enabled: try list(c.enabledTaskDrivers, "enabledTaskDrivers"),
-                          disabled: try list(c.disabledTaskDrivers, "disabledTaskDrivers") ?? [])
+        // An empty enabled list means no rule (as in Nomad), not "no driver at all".
+        let enabled = try list(c.enabledTaskDrivers, "enabledTaskDrivers")
+        let rule = DriverRule(enabled: enabled?.isEmpty == true ? nil : enabled,
+                              disabled: try list(c.disabledTaskDrivers, "disabledTaskDrivers") ?? [])
+        if let both = rule.enabled?.first(where: rule.disabled.contains) {
+            throw APIError(.badRequest, "invalid_capabilities", "capabilities: \(both.rawValue) is both enabled and disabled")
+        }
+        return rule
     }
 
     /// A quota from its API form; each part checked with the units job files use.
