@@ -35,6 +35,11 @@ public struct TaskGroup: Sendable, Equatable {
     public var reschedule: ReschedulePolicy
     public var migrate = MigrateStrategy()
     public var ephemeralDiskMiB: Int = 300
+    /// What an instance may keep on its node's disk, reserved there and held to: its
+    /// `ephemeralDisk` and, besides, what its tasks' logs may keep.
+    public var diskMiB: Int {
+        tasks.reduce(min(ephemeralDiskMiB, 1 << 24)) { min($0 + $1.logs.keptMiB, 1 << 40) }
+    }
     public var ports: [Port] = []
     public var services: [ServiceSpec] = []
     public var tasks: [TaskSpec] = []
@@ -314,4 +319,9 @@ public struct LogPolicy: Sendable, Equatable {
     public var maxFiles: Int = 10
     public var maxFileSizeMiB: Int = 10
     public init() {}
+
+    public static let maxFileSizeLimitMiB = 1024
+
+    /// What one task's logs may keep on disk: both streams, every file (at most 200 GiB).
+    public var keptMiB: Int { 2 * min(maxFiles, 100) * min(maxFileSizeMiB, Self.maxFileSizeLimitMiB) }
 }

@@ -141,7 +141,10 @@ public enum JobFile {
         }
         if let l = m["logs"], let mm = l.mapping(known: ["maxFiles", "maxFileSize"]) {
             if let v = mm["maxFiles"]?.int(1...100) { t.logs.maxFiles = v }
-            if let v = mm["maxFileSize"]?.mebibytes { t.logs.maxFileSizeMiB = v }
+            if let f = mm["maxFileSize"], let v = f.mebibytes {
+                // What logs may keep is reserved on the node beside ephemeralDisk: kept sane.
+                if v > LogPolicy.maxFileSizeLimitMiB && !f.problems.stored { f.fail("must be at most 1Gi") } else { t.logs.maxFileSizeMiB = v }
+            }
         }
         t.user = m["user"]?.string()
         if let meta = m["meta"] { t.meta = meta.stringMap() }

@@ -10,6 +10,9 @@ import Glibc
 public enum DiskUsage {
     /// The deepest nesting walked; a tree deeper than this counts as over any limit.
     public static let maxDepth = 128
+    /// The most entries walked; a tree with more counts as over any limit (and a walk stays
+    /// well under a second).
+    public static let maxEntries = 500_000
     public static let minimumEntryBytes = 4096
 
     public enum Result: Equatable, Sendable {
@@ -17,6 +20,8 @@ public enum DiskUsage {
         case bytes(Int)
         /// Nested deeper than `maxDepth`.
         case tooDeep
+        /// More than `maxEntries` files and directories.
+        case tooMany
     }
 
     /// The bytes under `path`; counting stops once past `stopAt` (the walk is bounded by it).
@@ -27,6 +32,9 @@ public enum DiskUsage {
         guard fstat(top, &st) == 0 else { close(top); return .bytes(0) }
         let device = st.st_dev
         var total = max(Int(st.st_blocks) * 512, minimumEntryBytes)
+        var entries = 0
+        // A file with several links is counted once (its other names cost an entry each).
+        var linked: Set<UInt64> = []
         // One open directory stream per level of the current path.
         var stack: [OpaquePointer] = []
         guard let first = fdopendir(top) else { close(top); return .bytes(total) }
@@ -51,6 +59,12 @@ public enum DiskUsage {
             guard statted else { continue }
             // Another filesystem mounted here (an overlay root): not this allocation's blocks.
             guard s.st_dev == device else { continue }
+            entries += 1
+            guard entries <= maxEntries else { return .tooMany }
+            if s.st_nlink > 1 && s.st_mode & S_IFMT != S_IFDIR && !linked.insert(UInt64(s.st_ino)).inserted {
+                total += minimumEntryBytes
+                continue
+            }
             total += max(Int(s.st_blocks) * 512, minimumEntryBytes)
             guard s.st_mode & S_IFMT == S_IFDIR else { continue }
             guard stack.count < maxDepth else { return .tooDeep }

@@ -1,4 +1,5 @@
 import CaravanModel
+import Dispatch
 import FoundationEssentials
 import Metrics
 #if canImport(Glibc)
@@ -101,6 +102,9 @@ public actor Executor {
         var stopReason: String?
         /// Failed because a task failed (siblings are then killed).
         var failReason: String?
+        /// Held more than its disk allowance: its files go once its tasks are dead.
+        var diskExceeded = false
+        var filesRemoved = false
         /// The cluster no longer lists it: forget it once its tasks are dead.
         var forgotten = false
         var lastReport: AllocationReport?
@@ -421,8 +425,8 @@ public actor Executor {
         finishIfDone(r)
     }
 
-    /// Sends the task its kill signal, then SIGKILL after its kill timeout.
-    func kill(_ r: AllocRunner, _ name: String, event: String = "Killing", message: String? = nil) {
+    /// Sends the task its kill signal, then SIGKILL after its kill timeout (`now`: SIGKILL at once).
+    func kill(_ r: AllocRunner, _ name: String, event: String = "Killing", message: String? = nil, now immediately: Bool = false) {
         guard var t = r.tasks[name], !t.isDead else { return }
         if t.waitingToRestart {
             t.killRequested = true
@@ -436,10 +440,12 @@ public actor Executor {
         guard t.handle != nil || t.starting else { return }
         t.killRequested = true
         guard let handle = t.handle, let driver = drivers[t.spec.driver] else { r.tasks[name] = t; return }
-        let sig = Signals.number(t.spec.killSignal) ?? SIGTERM
-        t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "") + "sent \(t.spec.killSignal), SIGKILL after \(Units.text(killTimeout(t.spec)))"))
+        let sig = immediately ? SIGKILL : Signals.number(t.spec.killSignal) ?? SIGTERM
+        t.state.record(TaskEvent(time: now(), type: event, message: (message.map { $0 + "; " } ?? "")
+                                 + (immediately ? "sent SIGKILL" : "sent \(t.spec.killSignal), SIGKILL after \(Units.text(killTimeout(t.spec)))")))
         r.tasks[name] = t
         driver.signal(handle, sig)
+        if immediately { return }
         let gen = t.generation, allocID = r.allocation.id, timeout = killTimeout(t.spec)
         Task {
             try? await Task.sleep(for: timeout)
@@ -457,6 +463,11 @@ public actor Executor {
     func finishIfDone(_ r: AllocRunner) {
         refreshStatus(r)
         guard r.tasks.values.allSatisfy(\.isDead) else { return }
+        if r.diskExceeded && !r.filesRemoved {
+            r.filesRemoved = true
+            let (dir, tasks) = (r.directory, Array(r.tasks.keys))
+            Self.walkQueue.async { Self.removeAllButLogs(dir, tasks: tasks) }
+        }
         if r.forgotten {
             allocs[r.allocation.id] = nil
             outbox[r.allocation.id] = nil
@@ -575,13 +586,12 @@ public actor Executor {
     /// What an allocation of `group` may keep on disk: its `ephemeralDisk` and, on top, what
     /// its tasks' logs may keep (both streams, every rotated file). No file a task writes may
     /// grow past it either (RLIMIT_FSIZE), so one runaway file is stopped at once.
-    public static func diskAllowanceBytes(_ group: TaskGroup) -> Int {
-        group.tasks.reduce(group.ephemeralDiskMiB << 20) { $0 + 2 * ($1.logs.maxFileSizeMiB << 20) * $1.logs.maxFiles }
-    }
+    public static func diskAllowanceBytes(_ group: TaskGroup) -> Int { group.diskMiB << 20 }
 
     func diskTargets() -> [DiskTarget] {
         allocs.values.compactMap { r in
-            guard r.stopReason == nil, r.failReason == nil, r.tasks.values.contains(where: \.isActive) else { return nil }
+            // Every allocation with a task that may still write (a poststop task after a failure too).
+            guard r.tasks.values.contains(where: \.isActive) else { return nil }
             var logs: [(path: String, maxBytes: Int, maxFiles: Int)] = []
             for (name, t) in r.tasks where t.isActive {
                 let dirs = TaskDirectories(allocationDirectory: r.directory, taskName: name)
@@ -600,12 +610,20 @@ public actor Executor {
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             for t in await diskTargets() {
-                for l in t.logs { LogRotation.rotateIfNeeded(l.path, maxBytes: l.maxBytes, maxFiles: l.maxFiles) }
-                switch DiskUsage.measure(t.directory, stopAt: t.limitBytes) {
+                // Walked on a thread of its own, not one of the few the agent's tasks share.
+                let measured = await withCheckedContinuation { c in
+                    Self.walkQueue.async {
+                        for l in t.logs { LogRotation.rotateIfNeeded(l.path, maxBytes: l.maxBytes, maxFiles: l.maxFiles) }
+                        c.resume(returning: DiskUsage.measure(t.directory, stopAt: t.limitBytes))
+                    }
+                }
+                switch measured {
                 case .bytes(let used) where used > t.limitBytes:
                     await diskExceeded(t.allocation, "ephemeral disk exceeded: over \(t.limitBytes >> 20) MiB used (ephemeralDisk \(t.diskMiB) MiB and its logs' \((t.limitBytes >> 20) - t.diskMiB) MiB)")
                 case .tooDeep:
                     await diskExceeded(t.allocation, "ephemeral disk exceeded: directories nested deeper than \(DiskUsage.maxDepth) levels")
+                case .tooMany:
+                    await diskExceeded(t.allocation, "ephemeral disk exceeded: more than \(DiskUsage.maxEntries) files and directories")
                 case .bytes: break
                 }
             }
@@ -614,15 +632,36 @@ public actor Executor {
 
     /// Fails the allocation: its tasks are killed and not restarted; the cluster places it anew
     /// (elsewhere, with an empty directory) as its reschedule policy says.
+    /// Its tasks get SIGKILL at once (no grace to write more in), and once they are dead its
+    /// files are removed but for its logs.
     func diskExceeded(_ allocID: String, _ reason: String) {
-        guard let r = allocs[allocID], r.stopReason == nil, r.failReason == nil else { return }
-        Counter(label: "caravan_executor_disk_limit_kills_total").increment()
-        r.failReason = reason
+        guard let r = allocs[allocID] else { return }
+        if !r.diskExceeded { Counter(label: "caravan_executor_disk_limit_kills_total").increment() }
+        r.diskExceeded = true
+        if r.failReason == nil && r.stopReason == nil { r.failReason = reason }
         stopChecks(r)
-        for name in r.tasks.keys { kill(r, name, event: "Disk Limit Exceeded", message: reason) }
+        for name in r.tasks.keys {
+            r.tasks[name]?.killRequested = false
+            kill(r, name, event: "Disk Limit Exceeded", message: reason, now: true)
+        }
         persist(r)
         advance(r)
         finishIfDone(r)
+    }
+
+    static let walkQueue = DispatchQueue(label: "caravan.executor.disk")
+
+    /// Frees what an allocation over its allowance wrote: everything in its directory but its
+    /// logs (kept for `alloc logs` until the cluster forgets it). The shared directory goes whole
+    /// (any names a task made in it) with the logs set aside and put back.
+    static func removeAllButLogs(_ directory: String, tasks: [String]) {
+        let dirs = TaskDirectories(allocationDirectory: directory, taskName: "_")
+        for t in tasks { removeTree(directory + "/" + t) }
+        let aside = directory + "/.logs"
+        guard rename(dirs.logs, aside) == 0 else { return }
+        removeTree(dirs.shared)
+        mkdirAll(dirs.shared)
+        rename(aside, dirs.logs)
     }
 
     // MARK: - Service checks

@@ -45,15 +45,74 @@ func mkdirAll(_ path: String, mode: mode_t = 0o755) -> Int32 {
 }
 
 /// Removes a file or a directory tree; a directory still mounted is detached when it will not go.
+///
+/// Walked through directory descriptors with each name's own bytes (a name that is not UTF-8 is
+/// removed like any other) and one descriptor at a time, going back up through `..` (a tree
+/// nested far deeper than PATH_MAX still goes). Another filesystem mounted inside is detached
+/// before it is entered, never emptied where it is mounted.
 func removeTree(_ path: String) {
     guard !path.isEmpty, path != "/" else { return }
-    var st = stat()
-    guard lstat(path, &st) == 0 else { return }
-    if (st.st_mode & S_IFMT) == S_IFDIR {
-        for n in listDirectory(path) { removeTree(path + "/" + n) }
-        if rmdir(path) != 0 && errno == EBUSY { _ = umount2(path, Int32(MNT_DETACH)); _ = rmdir(path) }
-    } else {
-        unlink(path)
+    var top = stat()
+    guard lstat(path, &top) == 0 else { return }
+    guard top.st_mode & S_IFMT == S_IFDIR else { unlink(path); return }
+    func detachAndRemove(_ p: String) {
+        // Still a mount point: detached, then removed as the directory below it.
+        if rmdir(p) != 0 && (errno == EBUSY || errno == ENOTEMPTY), umount2(p, Int32(MNT_DETACH)) == 0 { removeTree(p) }
+    }
+    var cur = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard cur >= 0 else { return }
+    var names: [[CChar]] = []
+    // Directories that would not go (held busy, immutable): not entered again.
+    var stuck: Set<[[CChar]]> = []
+    func pathText(_ extra: [CChar]? = nil) -> String {
+        (names + (extra.map { [$0] } ?? [])).reduce(path) { $0 + "/" + String(decoding: $1.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    }
+    while true {
+        var descend: [CChar]?
+        let listing = openat(cur, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if listing >= 0, let d = fdopendir(listing) {
+            while descend == nil, let e = readdir(d) {
+                let name: [CChar] = withUnsafeBytes(of: e.pointee.d_name) { raw in raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
+                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+                var st = stat()
+                let z = name + [0]
+                guard fstatat(cur, z, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                if st.st_mode & S_IFMT != S_IFDIR {
+                    unlinkat(cur, z, 0)
+                } else if !stuck.contains(names + [name]) {
+                    if st.st_dev != top.st_dev { _ = umount2(pathText(name), Int32(MNT_DETACH)) }
+                    descend = name
+                }
+            }
+            closedir(d)
+        } else if listing >= 0 {
+            close(listing)
+        }
+        if let name = descend {
+            let child = openat(cur, name + [0], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            var st = stat()
+            if child >= 0, fstat(child, &st) == 0, st.st_dev == top.st_dev {
+                close(cur)
+                cur = child
+                names.append(name)
+            } else {
+                if child >= 0 { close(child) }
+                stuck.insert(names + [name])
+            }
+            continue
+        }
+        // Empty (or holding only what would not go): up a level, and remove it from there.
+        guard let last = names.last else {
+            close(cur)
+            detachAndRemove(path)
+            return
+        }
+        let parent = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        close(cur)
+        guard parent >= 0 else { return }
+        cur = parent
+        names.removeLast()
+        if unlinkat(cur, last + [0], AT_REMOVEDIR) != 0 { stuck.insert(names + [last]) }
     }
 }
 

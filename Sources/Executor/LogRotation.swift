@@ -4,8 +4,8 @@ import Glibc
 
 /// Task output goes straight from the process to `<task>.stdout` / `<task>.stderr` (opened for
 /// append, so no agent process sits in between and nothing breaks when the agent restarts).
-/// When a file grows past its size it is copied to `<name>.N` (N increasing, newest highest) and
-/// truncated; at most `maxFiles` files are kept.
+/// When a file grows past its size its newest `maxFileSize` bytes are copied to `<name>.N` (N
+/// increasing, newest highest) and it is truncated; at most `maxFiles` files are kept.
 ///
 /// The logs directory is one the task can write to, so every file in it is opened without
 /// following links, relative to a descriptor of the directory that was itself opened without
@@ -71,7 +71,8 @@ public enum LogRotation {
         guard let size = regularFileSize(live), size > maxBytes else { return }
         let existing = rotated(live)
         let next = (existing.last ?? 0) + 1
-        guard copy(live, to: "\(live).\(next)") else { return }
+        // Only the newest `maxBytes` are kept: a burst between two checks is not kept whole.
+        guard copy(live, to: "\(live).\(next)", last: maxBytes) else { return }
         let fd = openNoFollow(live, O_WRONLY | O_NONBLOCK)
         guard fd >= 0 else { return }
         ftruncate(fd, 0)
@@ -82,10 +83,12 @@ public enum LogRotation {
         }
     }
 
-    static func copy(_ from: String, to: String) -> Bool {
+    static func copy(_ from: String, to: String, last: Int = .max) -> Bool {
         let src = openNoFollow(from, O_RDONLY | O_NONBLOCK)
         guard src >= 0 else { return false }
         defer { close(src) }
+        var st = stat()
+        if fstat(src, &st) == 0, Int(st.st_size) > last { lseek(src, off_t(Int(st.st_size) - last), SEEK_SET) }
         // A new file only: a name the task made first (a link, say) is not written through.
         let dst = openNoFollow(to, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard dst >= 0 else { return false }

@@ -34,14 +34,7 @@ public struct RawExecDriver: TaskDriver {
             try effective.own(ctx.directories)
             user = effective
         }
-        var (program, argv) = try Self.asUser(user.map { ($0.uid, $0.gid) }, path, [command] + ctx.arguments)
-        // No file it writes grows past its allocation's disk allowance: util-linux's prlimit sets
-        // RLIMIT_FSIZE and execs it (same process). A task running as root may raise it again —
-        // raw_exec is the driver an operator trusts; the agent's disk watch still counts.
-        if let n = ctx.fileSizeLimitBytes, let prlimit = resolveCommand("prlimit", path: TaskEnvironment.hostPath) {
-            argv = ["prlimit", "--fsize=\(n)", "--", program] + argv.dropFirst()
-            program = prlimit
-        }
+        let (program, argv) = try Self.wrapped(user.map { ($0.uid, $0.gid) }, fileSize: ctx.fileSizeLimitBytes, path, [command] + ctx.arguments)
         let spec = SpawnSpec(path: program, arguments: argv, environment: env,
                              workingDirectory: ctx.directories.task, stdoutPath: ctx.directories.stdout, stderrPath: ctx.directories.stderr)
         let pid: Int32
@@ -52,16 +45,29 @@ public struct RawExecDriver: TaskDriver {
         var handle = TaskHandle(pid: pid, startTime: ProcessIdentity.startTime(of: pid) ?? 0)
         handle.uid = user?.uid
         handle.gid = user?.gid
+        handle.fileSizeLimit = ctx.fileSizeLimitBytes
         return handle
     }
 
-    /// The program and argv that run `argv` (at `path`) as `user`: itself, or through setpriv.
-    static func asUser(_ user: (uid: Int, gid: Int)?, _ path: String, _ argv: [String]) throws(DriverError) -> (String, [String]) {
-        guard let user else { return (path, argv) }
-        guard let setpriv = resolveCommand("setpriv", path: TaskEnvironment.hostPath) else {
-            throw DriverError("setpriv (util-linux) not found: a raw_exec task cannot run as another user here", recoverable: false)
+    /// The program and argv that run `argv` (at `path`) as `user` (through setpriv) and with no
+    /// file growing past `fileSize` (through prlimit, which sets RLIMIT_FSIZE and execs it: the
+    /// same process). A task running as root may raise the limit again — raw_exec is the driver
+    /// an operator trusts; the agent's disk watch still counts what it writes.
+    static func wrapped(_ user: (uid: Int, gid: Int)?, fileSize: Int?, _ path: String, _ argv: [String]) throws(DriverError) -> (String, [String]) {
+        var (program, args) = (path, argv)
+        if let user {
+            guard let setpriv = resolveCommand("setpriv", path: TaskEnvironment.hostPath) else {
+                throw DriverError("setpriv (util-linux) not found: a raw_exec task cannot run as another user here", recoverable: false)
+            }
+            (program, args) = (setpriv, ["setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--no-new-privs", "--", program] + args.dropFirst())
         }
-        return (setpriv, ["setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--no-new-privs", "--", path] + argv.dropFirst())
+        if let fileSize {
+            guard let prlimit = resolveCommand("prlimit", path: TaskEnvironment.hostPath) else {
+                throw DriverError("prlimit (util-linux) not found: a raw_exec task's file sizes cannot be limited here", recoverable: false)
+            }
+            (program, args) = (prlimit, ["prlimit", "--fsize=\(fileSize)", "--", program] + args.dropFirst())
+        }
+        return (program, args)
     }
 
     public func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
@@ -69,8 +75,8 @@ public struct RawExecDriver: TaskDriver {
         guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]) else {
             return (127, "command \(command.first ?? "") not found")
         }
-        guard let (program, argv) = try? Self.asUser(handle.uid.map { ($0, handle.gid ?? $0) }, path, command) else {
-            return (127, "setpriv (util-linux) not found")
+        guard let (program, argv) = try? Self.wrapped(handle.uid.map { ($0, handle.gid ?? $0) }, fileSize: handle.fileSizeLimit, path, command) else {
+            return (127, "setpriv or prlimit (util-linux) not found")
         }
         return await runCommand(program, argv, environment: environment.map { "\($0.key)=\($0.value)" }, directory: directory, timeout: timeout)
     }
@@ -78,7 +84,7 @@ public struct RawExecDriver: TaskDriver {
     public func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
                                    tty: Bool) -> InteractiveCommand? {
         guard let first = command.first, let path = resolveCommand(first, path: environment["PATH"]),
-              let (program, argv) = try? Self.asUser(handle.uid.map { ($0, handle.gid ?? $0) }, path, command) else { return nil }
+              let (program, argv) = try? Self.wrapped(handle.uid.map { ($0, handle.gid ?? $0) }, fileSize: handle.fileSizeLimit, path, command) else { return nil }
         var env = environment
         if tty && env["TERM"] == nil { env["TERM"] = "xterm" }
         return InteractiveCommand(path: program, arguments: argv, environment: env.map { "\($0.key)=\($0.value)" }.sorted(), directory: directory)

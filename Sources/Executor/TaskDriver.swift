@@ -35,6 +35,8 @@ public struct TaskHandle: Codable, Sendable, Equatable {
     /// The user a raw_exec task runs as when it names one (commands run in it run as it too).
     public var uid: Int?
     public var gid: Int?
+    /// The largest file a raw_exec task (and what runs in it) may write.
+    public var fileSizeLimit: Int?
 
     public init(pid: Int32, startTime: UInt64, container: String? = nil, bundle: String? = nil) {
         self.pid = pid

@@ -442,7 +442,7 @@ struct Ask {
     init(_ g: TaskGroup) {
         cpu = g.tasks.reduce(0) { $0 + $1.resources.cpuMillicores }
         memory = g.tasks.reduce(0) { $0 + $1.resources.memoryMiB }
-        disk = g.ephemeralDiskMiB
+        disk = g.diskMiB
         drivers = Set(g.tasks.map(\.driver.rawValue))
         staticPorts = g.ports.compactMap(\.staticPort)
     }

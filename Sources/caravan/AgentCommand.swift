@@ -296,7 +296,8 @@ extension AgentCommand {
             var drivers: Set<TaskSpec.Driver> = []
             for n in text.split(separator: ",").map({ String($0.filter { $0 != " " }) }) where !n.isEmpty {
                 guard let d = TaskSpec.Driver(rawValue: n) else {
-                    throw CLIError.usage("--deny-task-users-in: \"\(n.prefix(40))\" is not a driver (raw_exec, exec, container)")
+                    let source = denyTaskUsersIn != nil ? "--deny-task-users-in" : "\(file!.path): taskUsers.drivers"
+                    throw CLIError.usage("\(source): \"\(n.prefix(40))\" is not a driver (raw_exec, exec, container)")
                 }
                 drivers.insert(d)
             }

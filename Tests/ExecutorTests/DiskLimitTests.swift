@@ -35,10 +35,35 @@ import Testing
         guard case .bytes(let b3) = DiskUsage.measure(root, stopAt: .max), case .bytes(let stopped) = DiskUsage.measure(root, stopAt: 1 << 20) else { return }
         #expect(b3 - b2 >= 100 * 4096)
         #expect(stopped > 1 << 20 && stopped < b3)
+        // A file with more names is counted once.
+        for i in 0..<4 { link(root + "/data", root + "/data-link\(i)") }
+        guard case .bytes(let b4) = DiskUsage.measure(root, stopAt: .max) else { return }
+        #expect(b4 - b3 == 4 * 4096, "\(b4 - b3)")
         // A tree nested deeper than the walk goes is over any limit.
         var deep = root + "/d"
         for _ in 0...DiskUsage.maxDepth { mkdir(deep, 0o755); deep += "/d" }
         #expect(DiskUsage.measure(root, stopAt: .max) == .tooDeep)
+    }
+
+    @Test func removeTreeTakesOddNamesAndTreesDeeperThanAPathCanName() throws {
+        let root = tempDir("rm")
+        // Deeper than PATH_MAX (4096) can name: 1,500 levels of 8-byte names, made through fds.
+        var fd = open(root, O_RDONLY | O_DIRECTORY)
+        for _ in 0..<1500 {
+            mkdirat(fd, "dddddddd", 0o755)
+            let next = openat(fd, "dddddddd", O_RDONLY | O_DIRECTORY)
+            close(fd)
+            fd = next
+        }
+        let odd: [CChar] = [CChar(bitPattern: 0xFF), CChar(bitPattern: 0xFE), 0]
+        close(openat(fd, odd, O_CREAT | O_WRONLY, 0o644))
+        close(fd)
+        close(open(root + "/\u{1}x", O_CREAT | O_WRONLY, 0o644))
+        let topOdd = open(root, O_RDONLY | O_DIRECTORY)
+        mkdirat(topOdd, odd, 0o755)
+        close(topOdd)
+        removeTree(root)
+        #expect(access(root, F_OK) != 0)
     }
 
     @Test("a task that writes past its ephemeral disk fails its allocation, named; one within it runs on")
@@ -55,13 +80,23 @@ import Testing
             a.job.groups[0].ephemeralDiskMiB = diskMiB
             return a
         }
-        // 8 MiB in four files into its own directory, with 4 MiB allowed (+ 2 MiB of logs).
-        await ex.sync([job("big", "for i in 1 2 3 4; do head -c 2097152 /dev/zero > local/f$i; done; exec sleep 60", diskMiB: 4),
+        // 8 MiB in four files into its own directory, with 4 MiB allowed (+ 2 MiB of logs); it
+        // ignores SIGTERM and has a long kill timeout, which a disk kill does not wait for.
+        var big = job("big", "trap '' TERM; echo started; for i in 1 2 3 4; do head -c 2097152 /dev/zero > local/f$i; done; while true; do sleep 1; done", diskMiB: 4)
+        big.job.groups[0].tasks[0].killTimeout = .seconds(60)
+        await ex.sync([big,
                        job("small", "head -c 1048576 /dev/zero > local/fill; exec sleep 60", diskMiB: 4)])
         try await log.wait("the big one fails", { $0?.clientStatus == .failed }, id: "big")
         let r = try #require(log.report("big"))
         #expect(r.description.contains("ephemeral disk exceeded: over 6 MiB used (ephemeralDisk 4 MiB and its logs' 2 MiB)"), "\(r)")
-        #expect(r.taskStates["main"]?.events.contains { $0.type == "Disk Limit Exceeded" } == true)
+        #expect(r.taskStates["main"]?.events.contains { $0.type == "Disk Limit Exceeded" && $0.message.hasSuffix("sent SIGKILL") } == true)
+        // Its files go, its logs stay.
+        let logFile = try #require(await ex.logFiles(allocation: "big", task: "main", stderr: false)?.last)
+        let dir = String(logFile.dropLast("/alloc/logs/main.stdout".count))
+        for _ in 0..<200 where access(dir + "/main/local/f1", F_OK) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(access(dir + "/main/local/f1", F_OK) != 0)
+        let out = String(decoding: LogRotation.read(try #require(await ex.logFiles(allocation: "big", task: "main", stderr: false)), offset: 0, length: 100).bytes, as: UTF8.self)
+        #expect(out == "started\n")
         // One file written as fast as it goes (output, here) stops at the allowance at once.
         await ex.sync([job("big", "true", diskMiB: 4), job("loud", "exec head -c 104857600 /dev/zero", diskMiB: 4),
                        job("small", "head -c 1048576 /dev/zero > local/fill; exec sleep 60", diskMiB: 4)])
