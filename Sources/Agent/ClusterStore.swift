@@ -4,6 +4,7 @@ import CaravanModel
 import ClusterState
 import Executor
 import FoundationEssentials
+import LeaderCore
 import Primitives
 import Raft
 import RaftNIO
@@ -249,12 +250,9 @@ enum ClusterViews {
         let job = try JobFile.parse(text, file: "plan")
         if let why = s.driverRefusal(job) { throw RaftError(.rejected, why) }
         let key = ClusterState.JobKey(job.namespace, job.id)
-        let current = s.jobs[key]
-        let changed = current.map { $0.text != JobFile.render(job) || $0.stopped } ?? true
-        let version = current.map { changed ? $0.version + 1 : $0.version } ?? 0
         var n = 0
-        let scheduler = Scheduler(algorithm: SchedulingAlgorithm(rawValue: s.schedulerAlgorithm) ?? .binpack, newID: { n += 1; return "planned-\(n)" })
-        let plan = scheduler.schedule(SchedulingView(s).input(for: key, job: job, version: version, stopped: false))
+        let scheduled = LeaderCore.schedule(key, in: SchedulingView(s), job: job, now: Executor.unixMillis(), newID: { n += 1; return "planned-\(n)" })
+        let (plan, version) = (scheduled.plan, scheduled.input.jobVersion)
         return JobPlanView(id: job.id, version: version,
                            placements: plan.placements.map { .init(name: $0.name, node: $0.nodeID, reason: $0.previousAllocation.map { "replaces \($0.prefix(8))" } ?? "new") },
                            stops: plan.stops.map { .init(name: $0.name, node: $0.nodeID, reason: $0.desiredDescription) },

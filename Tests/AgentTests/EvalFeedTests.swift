@@ -1,5 +1,6 @@
 import CaravanModel
 import ClusterState
+import LeaderCore
 import Scheduler
 import Testing
 @testable import Agent
@@ -104,41 +105,46 @@ import Testing
         #expect(f.next(c.state).unblock, "a schedulable node changed")
     }
 
-    /// The broker and the feed together, driving the scheduler the way the leader does: a job
-    /// that does not fit is blocked, and placed once capacity grows — without a pass per job.
-    @Test func aBlockedJobIsPlacedWhenANodeJoins() throws {
+    /// The broker and the feed together, in the leader's own core: a job that does not fit is
+    /// blocked, and placed once capacity grows — without a pass per job.
+    @Test func aBlockedJobIsPlacedWhenANodeJoins() async throws {
         var c = JobPlanGoldenTests.Cluster()
         c.node("n1", cpu: 1000, memory: 512)
-        var f = Fed()
-        var broker = EvalBroker()
-        var ids = 0
-        func pass() throws -> [String] {
-            let out = f.feed.changes(in: c.state, now: 1_000, newID: { ids += 1; return "f\(ids)" })
-            for e in out.evaluations { broker.enqueue(e) }
-            if out.unblock { broker.unblock() }
-            var placed: [String] = []
-            while let d = broker.dequeue(now: 1_000) {
-                let key = ClusterState.JobKey(d.evaluation.namespace, d.evaluation.jobID)
-                let rec = try #require(c.state.jobs[key])
-                let plan = Scheduler(newID: { ids += 1; return "a\(ids)" })
-                    .schedule(SchedulingView(c.state).input(for: key, job: rec.job, version: rec.version, stopped: rec.stopped, now: nil))
-                var e = d.evaluation
-                e.status = plan.failures.isEmpty ? .complete : .blocked
-                c.apply(.applyPlan(allocations: plan.placements, evaluations: [e]))
-                placed += plan.placements.map(\.name)
-                if !plan.failures.isEmpty { broker.block(e) }
-                try broker.ack(d.evaluation.id, token: d.token)
-            }
-            return placed
+        let copy = StateCopy(c.state)
+        var core = LeaderCore()
+        let ids = CountingIDs("a")
+        let env = LeaderCore.Environment(now: { 1_000 }, newID: { ids.next() })
+        func pass() async -> [String] {
+            let before = Set(copy.state.allocations.keys)
+            _ = await core.pass(copy, members: nil, env)
+            return copy.state.allocations.values.filter { !before.contains($0.id) }.map(\.name).sorted()
         }
-        c.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("big", count: 3, memory: "256Mi")))))
-        #expect(try pass().count == 2, "two fit on n1")
-        #expect(broker.stats.blocked == 1)
-        #expect(try pass().isEmpty, "its own placements changed the job: evaluated again, still blocked")
-        #expect(try pass().isEmpty)
-        #expect(broker.stats.blocked == 1)
+        copy.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("big", count: 3, memory: "256Mi")))))
+        #expect(await pass().count == 2, "two fit on n1")
+        #expect(core.broker.stats.blocked == 1)
+        #expect(await pass().isEmpty, "its own placements changed the job: evaluated again, still blocked")
+        #expect(await pass().isEmpty)
+        #expect(core.broker.stats.blocked == 1)
         c.node("n2", cpu: 1000, memory: 512)
-        #expect(try pass() == ["big.g[2]"], "the node joining wakes the blocked evaluation")
-        #expect(broker.stats == EvalBroker.Stats())
+        copy.apply(.upsertNode(c.state.nodes["n2"]!))
+        #expect(await pass() == ["big.g[2]"], "the node joining wakes the blocked evaluation")
+        #expect(core.broker.stats == EvalBroker.Stats())
+        #expect(copy.refusals.isEmpty)
+    }
+
+    /// A system job that does not fit on two nodes fails once per node in one plan: the leader
+    /// records both (it once built a dictionary of them by group and crashed).
+    @Test func aSystemJobThatFitsNowhereIsRecordedNotACrash() async throws {
+        var c = JobPlanGoldenTests.Cluster()
+        c.node("n1", cpu: 1000, memory: 128)
+        c.node("n2", cpu: 1000, memory: 128)
+        let copy = StateCopy(c.state)
+        var core = LeaderCore()
+        let ids = CountingIDs("a")
+        copy.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("everywhere", type: "system", memory: "256Mi")))))
+        _ = await core.pass(copy, members: nil, LeaderCore.Environment(now: { 1_000 }, newID: { ids.next() }))
+        let e = try #require(copy.state.evaluations.values.first { $0.jobID == "everywhere" })
+        #expect(e.status == .blocked && e.failedPlacements["g"]?.contains("memory exhausted") == true, "\(e)")
+        #expect(copy.refusals.isEmpty)
     }
 }

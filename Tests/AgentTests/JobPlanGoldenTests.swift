@@ -1,6 +1,7 @@
 import API
 import CaravanModel
 import ClusterState
+import LeaderCore
 import Scheduler
 import Testing
 @testable import Agent
@@ -37,8 +38,7 @@ import Testing
             apply(.registerJob(text: JobFile.render(job)))
             let key = ClusterState.JobKey(job.namespace, job.id)
             var n = allocations
-            let plan = Scheduler(algorithm: .binpack, newID: { n += 1; return "a\(n)" })
-                .schedule(SchedulingView(state).input(for: key, job: job, version: state.jobs[key]!.version, stopped: false, now: nil))
+            let plan = LeaderCore.schedule(key, in: SchedulingView(state), now: nil, newID: { n += 1; return "a\(n)" }).plan
             allocations = n
             apply(.applyPlan(allocations: plan.placements, evaluations: []))
             apply(.clientUpdate(plan.placements.map { ClientAllocationUpdate(allocationID: $0.id, clientStatus: .running, description: "") }))

@@ -1,5 +1,6 @@
 import CaravanModel
 import ClusterState
+import LeaderCore
 import Testing
 @testable import Agent
 
@@ -24,11 +25,11 @@ import Testing
             let allocs = c.state.allocations(ofJob: .init("default", child))
             if k != 2 { c.apply(.clientUpdate(allocs.map { .init(allocationID: $0.id, clientStatus: .complete, description: "") })) }
         }
-        #expect(ClusterLeader.expiredLaunches(c.state).map(\.id) == [0, 1].map { "nightly-periodic-\(1_800_000_000 + $0 * 86400)" },
+        #expect(LeaderCore.expiredLaunches(c.state).map(\.id) == [0, 1].map { "nightly-periodic-\(1_800_000_000 + $0 * 86400)" },
                 "the 5 newest stay, and the third still runs")
         // Without its periodic job, every finished launch goes.
         c.apply(.deregisterJob(namespace: "default", id: "nightly", purge: true))
-        #expect(ClusterLeader.expiredLaunches(c.state).count == 7)
+        #expect(LeaderCore.expiredLaunches(c.state).count == 7)
     }
 }
 
@@ -61,12 +62,12 @@ import Testing
 
     @Test func aHealthyVersionBecomesStableAndAFailingOneIsRevertedToIt() throws {
         var (c, _) = try Self.running(Self.job("/bin/v0"))
-        #expect(ClusterLeader.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
-        let stable = ClusterLeader.rolloutActions(c.state, now: 1_010_000)
+        #expect(LeaderCore.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
+        let stable = LeaderCore.rolloutActions(c.state, now: 1_010_000)
         #expect(stable.map(\.0) == [.markStable(namespace: "default", id: "web", version: 0)])
         for (cmd, _) in stable { c.apply(cmd) }
         #expect(c.state.versions[.init("default", "web")]?.first?.stable == true)
-        #expect(ClusterLeader.rolloutActions(c.state, now: 2_000_000).isEmpty, "nothing more to do")
+        #expect(LeaderCore.rolloutActions(c.state, now: 2_000_000).isEmpty, "nothing more to do")
 
         // Version 1 starts rolling out and its first replacement fails: back to version 0's definition.
         let v1 = try JobFile.parse(Self.job("/bin/v1"))
@@ -75,13 +76,13 @@ import Testing
         failed.createIndex = c.index
         c.apply(.applyPlan(allocations: [failed], evaluations: []))
         c.apply(.clientUpdate([.init(allocationID: "f1", clientStatus: .failed, description: "exit 1")]))
-        let revert = ClusterLeader.rolloutActions(c.state, now: 3_000_000)
+        let revert = LeaderCore.rolloutActions(c.state, now: 3_000_000)
         #expect(revert.count == 1)
         guard case .registerJob(let text)? = revert.first?.0 else { Issue.record("expected a register, got \(revert)"); return }
         #expect(text == c.state.versions[.init("default", "web")]?.last?.text, "version 0's definition")
         c.apply(.registerJob(text: text))
         #expect(c.state.jobs[.init("default", "web")]?.version == 2)
-        #expect(ClusterLeader.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
+        #expect(LeaderCore.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
     }
 
     @Test func aRolloutWithoutProgressWithinProgressDeadlineIsRevertedOrSaidToHaveStalled() throws {
@@ -91,7 +92,7 @@ import Testing
         for autoRevert in [false, true] {
             var (c, v0) = try Self.running(job("/bin/v0", autoRevert: autoRevert))
             let key = ClusterState.JobKey("default", "web")
-            for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
+            for (cmd, _) in LeaderCore.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
             // Version 1: its first instance gets healthy, then nothing more happens (the next is
             // never placed) while one old instance still runs.
             c.apply(.registerJob(text: JobFile.render(try JobFile.parse(job("/bin/v1", autoRevert: autoRevert)))))
@@ -104,8 +105,8 @@ import Testing
             t.record(TaskEvent(time: 1_999_000, type: "Received", message: ""))
             t.startedAt = 2_000_000
             c.apply(.clientUpdate([.init(allocationID: "n1", clientStatus: .running, description: "", taskStates: ["t": t])]))
-            #expect(ClusterLeader.rolloutActions(c.state, now: 2_059_000).isEmpty, "within its progress deadline")
-            let late = ClusterLeader.rolloutActions(c.state, now: 2_061_000)
+            #expect(LeaderCore.rolloutActions(c.state, now: 2_059_000).isEmpty, "within its progress deadline")
+            let late = LeaderCore.rolloutActions(c.state, now: 2_061_000)
             #expect(late.count == 1, "\(late.map(\.1))")
             if autoRevert {
                 #expect(late.first?.1.contains("made no progress within 1m") == true, "\(late.map(\.1))")
@@ -114,7 +115,7 @@ import Testing
                 guard case .upsertEvaluations(let evals)? = late.first?.0, let e = evals.first else { Issue.record("expected an evaluation, got \(late.map(\.1))"); continue }
                 #expect(e.status == .failed && e.triggeredBy == .rollingUpdate && e.statusDescription.contains("made no progress within 1m"))
                 c.apply(.upsertEvaluations(evals))
-                #expect(ClusterLeader.rolloutActions(c.state, now: 2_100_000).isEmpty, "said once")
+                #expect(LeaderCore.rolloutActions(c.state, now: 2_100_000).isEmpty, "said once")
                 #expect(ClusterViews.jobStatus(key, c.state, withAllocations: false).failedEvaluation?.contains("made no progress") == true,
                         "job status says so")
             }
@@ -123,7 +124,7 @@ import Testing
 
     @Test func anInstanceNotHealthyWithinHealthyDeadlineIsRevertedToo() throws {
         var (c, _) = try Self.running(Self.job("/bin/v0"))
-        for (cmd, _) in ClusterLeader.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
+        for (cmd, _) in LeaderCore.rolloutActions(c.state, now: 1_010_000) { c.apply(cmd) }
         // Version 1's instance runs but its check never passes (healthyDeadline 5m by default).
         c.apply(.registerJob(text: JobFile.render(try JobFile.parse(Self.job("/bin/v1")))))
         var slow = Allocation(id: "s1", jobID: "web", jobVersion: 1, group: "g", name: "web.g[0]", nodeID: "n1", cpuMillicores: 10, memoryMiB: 8, diskMiB: 300)
@@ -132,8 +133,8 @@ import Testing
         var t = TaskState(state: .running)
         t.record(TaskEvent(time: 2_000_000, type: "Received", message: ""))
         c.apply(.clientUpdate([.init(allocationID: "s1", clientStatus: .running, description: "", taskStates: ["t": t], checks: ["web.0.http": "critical"])]))
-        #expect(ClusterLeader.rolloutActions(c.state, now: 2_000_000 + 299_000).isEmpty, "still within its deadline")
-        let revert = ClusterLeader.rolloutActions(c.state, now: 2_000_000 + 301_000)
+        #expect(LeaderCore.rolloutActions(c.state, now: 2_000_000 + 299_000).isEmpty, "still within its deadline")
+        let revert = LeaderCore.rolloutActions(c.state, now: 2_000_000 + 301_000)
         #expect(revert.count == 1 && revert[0].1.contains("not healthy within 5m"), "\(revert.map(\.1))")
     }
 
@@ -151,8 +152,8 @@ import Testing
         running.startedAt = 1_000_000
         let canary = try #require(live.first { $0.jobVersion == 1 })
         c.apply(.clientUpdate([.init(allocationID: canary.id, clientStatus: .running, description: "", taskStates: ["t": running])]))
-        #expect(ClusterLeader.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
-        let promote = ClusterLeader.rolloutActions(c.state, now: 1_010_000)
+        #expect(LeaderCore.rolloutActions(c.state, now: 1_005_000).isEmpty, "healthy for 5 s only")
+        let promote = LeaderCore.rolloutActions(c.state, now: 1_010_000)
         #expect(promote.map(\.0) == [.promote(namespace: "default", id: "web", version: 1)])
         for (cmd, _) in promote { c.apply(cmd) }
         let st = ClusterViews.jobStatus(key, c.state, withAllocations: false)

@@ -1,63 +1,41 @@
 import CaravanModel
 import CaravanTesting
 import ClusterState
+import LeaderCore
 import Scheduler
 import Testing
 
 /// Seeded runs of a whole cluster's life: nodes join, die, come back and drain while jobs are
-/// registered, updated and stopped. After every event the leader's loop (schedule, verify,
-/// commit) runs until nothing changes, an executor stand-in marks new allocations running, and
-/// the properties users rely on are checked.
+/// registered, updated and stopped. After every event the leader's real core (`LeaderCore`:
+/// evaluation feed and broker, schedule, verify, commit) runs until nothing changes, an executor
+/// stand-in marks new allocations running, and the properties users rely on are checked.
 @Suite struct ClusterSimulationTests {
+    /// The cluster: its state, changed by commands, and the leader's real core running on it.
     struct World {
-        var state = ClusterState()
-        var index: UInt64 = 0
-        var ids = 0
+        let copy = StateCopy(ClusterState())
+        var core = LeaderCore()
+        /// Unix ms; an hour passes between two leader passes, so delayed reschedules fall due.
+        var clock: Int64 = 1_800_000_000_000
+        let ids = CountingIDs("a")
+        var state: ClusterState { copy.state }
 
-        mutating func apply(_ c: Command) {
-            index += 1
-            let outcome = state.apply(c.encode(), index: index)
-            precondition(outcome == .applied, "\(outcome)")
-        }
-
-        /// The leader's reconcile pass over every job; true if it changed something.
-        mutating func reconcile() -> Bool {
-            var changed = false
-            var keys = Set(state.jobs.keys)
-            for a in state.allocations.values where a.isLive { keys.insert(.init(a.namespace, a.jobID)) }
-            for key in keys.sorted() {
-                let rec = state.jobs[key]
-                let previous = Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
-                let input = SchedulerInput(job: rec?.job, jobVersion: rec?.version ?? 0, jobStopped: rec?.stopped ?? true,
-                                           nodes: Array(state.nodes.values), allocations: Array(state.allocations.values),
-                                           previousVersions: previous)
-                var n = ids
-                let plan = rec == nil ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
-                    : Scheduler(newID: { n += 1; return "a\(n)" }).schedule(input)
-                ids = n
-                guard !plan.isEmpty else { continue }
-                let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations)
-                guard !verdict.accepted.isEmpty else { continue }
-                apply(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements, evaluations: []))
-                changed = true
-            }
-            return changed
+        func apply(_ c: Command) {
+            let ok = copy.apply(c)
+            precondition(ok, "\(copy.refusals.last ?? "")")
         }
 
         /// What the executor will do: pending allocations that should run start running.
-        mutating func run() {
-            let starting = state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
+        static func run(_ copy: StateCopy) {
+            let starting = copy.state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
             if !starting.isEmpty {
-                apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
+                copy.apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
             }
         }
 
-        mutating func settle() {
-            for _ in 0..<20 {
-                let changed = reconcile()
-                run()
-                if !changed { return }
-            }
+        /// Leader passes (and nodes starting what they are given) until nothing changes.
+        mutating func settle() async {
+            let ids = self.ids
+            await core.settle(copy, clock: &clock, step: 3_600_000, newID: { ids.next() }, between: Self.run)
         }
     }
 
@@ -67,7 +45,7 @@ import Testing
     }
 
     @Test(arguments: 0..<10)
-    func aClusterLivesThroughJoinsDeathsDrainsAndJobChanges(batch: Int) {
+    func aClusterLivesThroughJoinsDeathsDrainsAndJobChanges(batch: Int) async {
         for seed in UInt64(batch * 20)..<UInt64(batch * 20 + 20) {
             var r = SeededRandom(seed: seed)
             var w = World()
@@ -105,7 +83,7 @@ import Testing
                         w.apply(.clientUpdate([.init(allocationID: a.id, clientStatus: r.chance(0.5) ? .complete : .failed, description: "")]))
                     }
                 }
-                w.settle()
+                await w.settle()
                 Self.check(w.state, seed: seed)
             }
         }

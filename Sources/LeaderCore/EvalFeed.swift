@@ -16,18 +16,20 @@ import Scheduler
 ///   waiting for `minHealthyTime`) gets one then (`scheduled`);
 /// - on the first pass after winning an election, and once a minute after, every job gets one
 ///   (`reconcile`) — whatever a lost write or a former leader left undone is redone.
-struct EvalFeed {
-    struct JobMark: Equatable {
+public struct EvalFeed: Sendable {
+    public struct JobMark: Equatable, Sendable {
         var job: UInt64
         var allocations: UInt64
         var count: Int
     }
 
-    struct Output {
-        var evaluations: [Evaluation] = []
+    public struct Output: Sendable {
+        public var evaluations: [Evaluation] = []
         /// Capacity grew: blocked evaluations should be retried.
-        var unblock = false
+        public var unblock = false
     }
+
+    public init() {}
 
     var jobs: [ClusterState.JobKey: JobMark] = [:]
     var nodes: [String: UInt64] = [:]
@@ -36,15 +38,15 @@ struct EvalFeed {
     /// Committed pending evaluations already enqueued.
     var fed: Set<String> = []
     /// Jobs to look at again at a time (Unix ms).
-    var wakeAt: [ClusterState.JobKey: Int64] = [:]
+    public var wakeAt: [ClusterState.JobKey: Int64] = [:]
     var lastSweep: Int64?
-    var sweepEvery: Int64 = 60_000
+    public var sweepEvery: Int64 = 60_000
     /// The namespaces table as last seen: a quota raised may let blocked evaluations place.
     var namespacesMark: UInt64 = 0
     /// Allocations whose tasks may still run, as last counted: fewer frees quota.
     var holding = 0
 
-    mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
+    public mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
         var out = Output()
         var queued: Set<ClusterState.JobKey> = []
         func add(_ key: ClusterState.JobKey, _ trigger: Evaluation.Trigger, node: String? = nil) {

@@ -1,16 +1,15 @@
 import CaravanModel
 import ClusterState
-import Executor
 import Scheduler
 
 /// The cluster state as the scheduler reads it: the node and allocation lists are built once
 /// per state, not once per job scheduled against it.
-struct SchedulingView {
-    let state: ClusterState
-    let nodes: [Node]
-    let allocations: [Allocation]
+public struct SchedulingView: Sendable {
+    public let state: ClusterState
+    public let nodes: [Node]
+    public let allocations: [Allocation]
 
-    init(_ state: ClusterState) {
+    public init(_ state: ClusterState) {
         self.state = state
         nodes = Array(state.nodes.values)
         allocations = Array(state.allocations.values)
@@ -18,7 +17,7 @@ struct SchedulingView {
 
     /// What the scheduler needs to reconcile `job` (nil when purged) as version `version`; the
     /// job's kept versions let it tell in-place updates from destructive ones.
-    func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64? = Executor.unixMillis()) -> SchedulerInput {
+    public func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64?) -> SchedulerInput {
         var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
                                    previousVersions: Self.previousVersions(state, key), now: now)
         input.promoted = state.jobs[key].map { $0.version == version && $0.promoted } ?? false
@@ -27,16 +26,16 @@ struct SchedulingView {
     }
 
     /// Every namespace's quota, for the plan applier.
-    var quotas: [String: Quota] { state.namespaces.compactMapValues(\.quota) }
+    public var quotas: [String: Quota] { state.namespaces.compactMapValues(\.quota) }
 
     /// The job's kept versions by number.
-    static func previousVersions(_ state: ClusterState, _ key: ClusterState.JobKey) -> [Int: Job] {
+    public static func previousVersions(_ state: ClusterState, _ key: ClusterState.JobKey) -> [Int: Job] {
         Dictionary((state.versions[key] ?? []).map { ($0.version, $0.job) }, uniquingKeysWith: { a, _ in a })
     }
 
     /// What `Scheduler.awaitingPromotion` reads about a job's current version — its kept
     /// predecessors and whether it was promoted — without the cluster's nodes and allocations.
-    static func promotionInput(_ state: ClusterState, _ key: ClusterState.JobKey, _ rec: ClusterState.JobRecord) -> SchedulerInput {
+    public static func promotionInput(_ state: ClusterState, _ key: ClusterState.JobKey, _ rec: ClusterState.JobRecord) -> SchedulerInput {
         var input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: rec.stopped, nodes: [], allocations: [],
                                    previousVersions: previousVersions(state, key))
         input.promoted = rec.promoted
