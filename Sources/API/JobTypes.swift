@@ -367,3 +367,76 @@ extension JobPlanView {
         return out
     }
 }
+
+/// `POST /v1/operator/what-if`: what to suppose (every part optional, combinable).
+public struct WhatIfRequest: Codable, Sendable, Equatable {
+    public var killNodes: [String]?
+    /// `meta.KEY=VALUE` or `attr.KEY=VALUE`.
+    public var killNodesWhere: [String]?
+    public var drainNodes: [String]?
+    public var addNodes: Int?
+    public var addNodesLike: String?
+    /// A job file (YAML or JSON): what placing it would displace, and whether it fits.
+    public var job: String?
+
+    public init(killNodes: [String]? = nil, killNodesWhere: [String]? = nil, drainNodes: [String]? = nil, addNodes: Int? = nil,
+                addNodesLike: String? = nil, job: String? = nil) {
+        self.killNodes = killNodes
+        self.killNodesWhere = killNodesWhere
+        self.drainNodes = drainNodes
+        self.addNodes = addNodes
+        self.addNodesLike = addNodesLike
+        self.job = job
+    }
+}
+
+/// What the leader's core would do after the supposed change, against what it would do anyway.
+public struct WhatIfView: Codable, Sendable, Equatable {
+    public struct Instance: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var job: String
+        public var name: String
+        public var from: String?
+        public var to: String?
+        public init(namespace: String, job: String, name: String, from: String?, to: String?) {
+            self.namespace = namespace
+            self.job = job
+            self.name = name
+            self.from = from
+            self.to = to
+        }
+    }
+    public struct Failure: Codable, Sendable, Equatable {
+        public var namespace: String
+        public var job: String
+        public var group: String
+        public var reason: String
+        public init(namespace: String, job: String, group: String, reason: String) {
+            self.namespace = namespace
+            self.job = job
+            self.group = group
+            self.reason = reason
+        }
+    }
+    public var killed: [String]
+    public var drained: [String]
+    public var added: [String]
+    public var moved: [Instance]
+    public var placed: [Instance]
+    public var stopped: [Instance]
+    public var unplaced: [Failure]
+    /// The Raft index of the state it started from.
+    public var index: UInt64
+
+    public init(killed: [String], drained: [String], added: [String], moved: [Instance], placed: [Instance], stopped: [Instance],
+                unplaced: [Failure], index: UInt64) {
+        self.killed = killed
+        self.drained = drained
+        self.added = added
+        self.moved = moved
+        self.placed = placed
+        self.stopped = stopped
+        self.unplaced = unplaced
+        self.index = index
+    }
+}

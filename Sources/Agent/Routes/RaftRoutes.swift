@@ -1,5 +1,8 @@
 import API
+import CaravanModel
 import ClusterState
+import Executor
+import LeaderCore
 import Hummingbird
 import Raft
 import RaftNIO
@@ -51,6 +54,35 @@ struct RaftRoutes {
             }
             let index = try await JobRoutes(agent: agent).commit(.schedulerConfig(algorithm: body.algorithm), request)
             return JSONResponse.make(SchedulerConfigView(algorithm: body.algorithm, modifyIndex: index))
+        }
+        router.post("/v1/operator/what-if") { request, _ in
+            var request = request
+            let body = try await request.decodeJSON(WhatIfRequest.self)
+            var change = WhatIf.Change()
+            for (list, field) in [(body.killNodes, "killNodes"), (body.killNodesWhere, "killNodesWhere"), (body.drainNodes, "drainNodes")] {
+                guard (list?.count ?? 0) <= 10_000 else { throw APIError(.badRequest, "invalid_body", "\(field): at most 10000 entries") }
+            }
+            change.killNodes = body.killNodes ?? []
+            change.killNodesWhere = body.killNodesWhere ?? []
+            change.drainNodes = body.drainNodes ?? []
+            change.addNodes = body.addNodes ?? 0
+            change.addNodesLike = body.addNodesLike
+            if let text = body.job {
+                do throws(JobFileError) { change.job = try JobFile.parse(text, file: "job") } catch {
+                    throw APIError(.badRequest, "invalid_job", error.problems.map(\.description).joined(separator: "\n"))
+                }
+            }
+            // A linearizable read first: this agent's copy then holds every write made before.
+            let read = try await agent.read(ClusterQuery(kind: .schedulerConfig), request)
+            let o: WhatIf.Outcome
+            do throws(WhatIf.Problem) { o = try await WhatIf.run(agent.store.current, change, now: Executor.unixMillis()) } catch {
+                throw APIError(.badRequest, "invalid_what_if", error.description)
+            }
+            func view(_ i: WhatIf.Instance) -> WhatIfView.Instance { .init(namespace: i.namespace, job: i.job, name: i.name, from: i.from, to: i.to) }
+            return JSONResponse.make(WhatIfView(killed: o.killed, drained: o.drained, added: o.added, moved: o.moved.map(view), placed: o.placed.map(view),
+                                                stopped: o.stopped.map(view),
+                                                unplaced: o.unplaced.map { .init(namespace: $0.namespace, job: $0.job, group: $0.group, reason: $0.reason) },
+                                                index: read.index))
         }
         router.post("/v1/operator/raft/transfer-leader") { request, _ in
             let target = request.uri.queryParameters.get("id").flatMap { $0.isEmpty ? nil : ServerID($0) }
