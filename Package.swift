@@ -104,7 +104,7 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "caravan-bench", dependencies: [
             "Gossip", "GossipSimulation", "Raft", "RaftNIO", "RaftSimulation", "CaravanTesting", "API", "Keyring",
-            "CaravanModel", "Scheduler", "ClusterState", "Agent", "Executor",
+            "CaravanModel", "Scheduler", "ClusterState", "LeaderCore", "Agent", "Executor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -46,6 +46,14 @@ public struct EvalFeed: Sendable {
     /// Allocations whose tasks may still run, as last counted: fewer frees quota.
     var holding = 0
 
+    /// Takes `state` as already looked at: the next call reports only what changed since (and
+    /// the evaluations the API committed, which are work still to do). What-if starts here, so
+    /// only what a supposed change touches is scheduled again.
+    public mutating func prime(_ state: ClusterState, now: Int64) {
+        _ = changes(in: state, now: now, newID: { "" })
+        fed = []
+    }
+
     public mutating func changes(in state: ClusterState, now: Int64, newID: () -> String) -> Output {
         var out = Output()
         var queued: Set<ClusterState.JobKey> = []

@@ -96,8 +96,8 @@ public enum WhatIf {
         }
 
         let baseline = StateCopy(state)
-        await settle(baseline, now: now)
-        await settle(scenario, now: now)
+        await settle(baseline, from: state, now: now)
+        await settle(scenario, from: state, now: now)
 
         let before = placement(baseline.state), after = placement(scenario.state)
         for (key, node) in after.sorted(by: { $0.key < $1.key }) {
@@ -128,13 +128,16 @@ public enum WhatIf {
         throw Problem("\"\(expr.prefix(80))\": write meta.KEY=VALUE or attr.KEY=VALUE")
     }
 
-    /// The leader's passes until nothing changes, with nodes starting what they are given (and
-    /// a minute passing each time, so migrations and delays move on).
-    static func settle(_ copy: StateCopy, now: Int64) async {
+    /// The leader's passes until nothing changes, with nodes starting what they are given (and a
+    /// second passing each time).
+    static func settle(_ copy: StateCopy, from original: ClusterState, now: Int64) async {
+        // As a leader that has seen `original`: what the change touched (and work still pending)
+        // is scheduled, not every job again.
         var core = LeaderCore()
+        core.feed.prime(original, now: now)
         var clock = now
         let ids = CountingIDs("what-if-")
-        await core.settle(copy, clock: &clock, step: 60_000, maxPasses: 200, newID: { ids.next() }) { c in
+        await core.settle(copy, clock: &clock, step: 1_000, maxPasses: 200, newID: { ids.next() }) { c in
             let starting = c.state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
             if !starting.isEmpty {
                 c.apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
