@@ -94,7 +94,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: strict),
         .executableTarget(name: "caravan", dependencies: [
-            "Agent", "API", "Keyring", "CaravanModel", "CUV", "Executor",
+            "Agent", "API", "Keyring", "CaravanModel", "ClusterState", "LeaderCore", "CUV", "Executor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "X509", package: "swift-certificates"),

@@ -73,8 +73,26 @@ public final class ClusterStore: ReplicatedStateMachine {
 
     static let clusterQuery: UInt8 = 0x01
 
+    /// A query for the whole replicated state as a snapshot file (`caravan operator snapshot save`).
+    static let snapshotQuery: UInt8 = 0x02
+
+    /// What a snapshot file starts with, before the store's own snapshot.
+    static let snapshotMagic = Array("CARAVAN-SNAPSHOT 1\n".utf8)
+
+    /// The replicated state read back from a snapshot file; the error names what is wrong.
+    public static func state(fromSnapshotFile bytes: [UInt8]) throws -> ClusterState {
+        guard bytes.starts(with: snapshotMagic) else {
+            throw ClusterState.RestoreError(description: "not a Caravan snapshot file (from `caravan operator snapshot save`)")
+        }
+        let store = ClusterStore()
+        try store.restore(Array(bytes.dropFirst(snapshotMagic.count)))
+        return store.current
+    }
+
     public func query(_ request: [UInt8]) throws -> [UInt8] {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
+        // Run where entries are applied, between two of them: every part at the same index.
+        if first == Self.snapshotQuery, request.count == 1 { return Self.snapshotMagic + snapshot() }
         if first == Self.clusterQuery {
             let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
             let s = current

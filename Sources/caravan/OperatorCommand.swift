@@ -1,10 +1,18 @@
+import Agent
 import API
 import ArgumentParser
+import CaravanModel
+import ClusterState
+import Executor
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import LeaderCore
 
 struct OperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "operator", abstract: "Operate the cluster's internals.", subcommands: [RaftCommand.self, SchedulerCommand.self, WhatIfCommand.self])
+        commandName: "operator", abstract: "Operate the cluster's internals.", subcommands: [RaftCommand.self, SchedulerCommand.self, WhatIfCommand.self, SnapshotCommand.self])
 }
 
 /// `caravan operator what-if`: the leader's core run on a copy of the cluster's state with a
@@ -32,6 +40,8 @@ struct WhatIfCommand: AsyncParsableCommand {
     @Option(help: "Suppose this job file is registered.") var job: String?
     @Flag(name: .long, help: "Print JSON.") var json = false
 
+    @Option(help: "Ask a snapshot file (`caravan operator snapshot save`) instead of a live cluster, here, offline.") var snapshot: String?
+
     func run() async throws {
         var text: String?
         if let job {
@@ -43,9 +53,14 @@ struct WhatIfCommand: AsyncParsableCommand {
         guard !killNodes.isEmpty || !killNodesWhere.isEmpty || !drainNodes.isEmpty || addNodes != nil || text != nil else {
             throw CLIError.usage("suppose something: --kill-node, --kill-nodes-where, --drain, --add-nodes N --like ID or --job FILE")
         }
-        let body = WhatIfRequest(killNodes: killNodes, killNodesWhere: killNodesWhere, drainNodes: drainNodes, addNodes: addNodes,
-                                 addNodesLike: like, job: text)
-        let v: WhatIfView = try await client.call(.POST, "/v1/operator/what-if", body: body)
+        let v: WhatIfView
+        if let snapshot {
+            v = try await offline(snapshot, job: text)
+        } else {
+            let body = WhatIfRequest(killNodes: killNodes, killNodesWhere: killNodesWhere, drainNodes: drainNodes, addNodes: addNodes,
+                                     addNodesLike: like, job: text)
+            v = try await client.call(.POST, "/v1/operator/what-if", body: body)
+        }
         if json { return try printJSON(v) }
         for (what, nodes) in [("lost", v.killed), ("drained", v.drained), ("added", v.added)] where !nodes.isEmpty {
             print("Nodes \(what): \(nodes.joined(separator: ", "))")
@@ -68,6 +83,29 @@ struct WhatIfCommand: AsyncParsableCommand {
             print("\nWould not fit:")
             for f in v.unplaced { print("  \(f.namespace == "default" ? f.job : "\(f.namespace)/\(f.job)") group \(f.group): \(f.reason)") }
         }
+    }
+
+    /// The same question asked of a snapshot file, with the same core, in this process.
+    func offline(_ path: String, job text: String?) async throws -> WhatIfView {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError.usage("--snapshot: cannot read \(path)") }
+        let state: ClusterState
+        do { state = try ClusterStore.state(fromSnapshotFile: Array(data)) } catch { throw CLIError.usage("--snapshot: \(path): \(error)") }
+        var change = WhatIf.Change()
+        change.killNodes = killNodes
+        change.killNodesWhere = killNodesWhere
+        change.drainNodes = drainNodes
+        change.addNodes = addNodes ?? 0
+        change.addNodesLike = like
+        if let text {
+            do { change.job = try JobFile.parse(text, file: job ?? "job") } catch { throw CLIError.usage("\(error)") }
+        }
+        let o: WhatIf.Outcome
+        do throws(WhatIf.Problem) { o = try await WhatIf.run(state, change, now: Executor.unixMillis()) } catch { throw CLIError.usage(error.description) }
+        func view(_ i: WhatIf.Instance) -> WhatIfView.Instance { .init(namespace: i.namespace, job: i.job, name: i.name, from: i.from, to: i.to) }
+        return WhatIfView(killed: o.killed, drained: o.drained, added: o.added, moved: o.moved.map(view), placed: o.placed.map(view),
+                          stopped: o.stopped.map(view),
+                          unplaced: o.unplaced.map { .init(namespace: $0.namespace, job: $0.job, group: $0.group, reason: $0.reason) },
+                          index: state.lastIndex)
     }
 }
 
@@ -145,6 +183,40 @@ struct SchedulerCommand: AsyncParsableCommand {
             let c: SchedulerConfigView = try await cli { () async throws(ClientError) in try await api.setSchedulerConfiguration(algorithm: algorithm) }
             if json { return try printJSON(c) }
             print("Scheduler algorithm set to \(c.algorithm) (index \(c.modifyIndex))")
+        }
+    }
+}
+
+/// `caravan operator snapshot save FILE`: the whole replicated state, consistent, in one file.
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Save the cluster's replicated state to a file (for what-if offline, or safekeeping).",
+        subcommands: [Save.self])
+
+    struct Save: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "save", abstract: "Write a consistent snapshot of the replicated state (jobs, allocations, nodes, sealed variables, ACLs) to FILE, mode 0600.")
+        @OptionGroup var client: ClientOptions
+        @Argument(help: "The file to write (not overwritten).") var file: String
+
+        func run() async throws {
+            guard access(file, F_OK) != 0 else { throw CLIError.usage("\(file) exists; name a new file") }
+            let api = try client.client()
+            let r = try await cli { () async throws(ClientError) in try await api.send(.GET, "/v1/operator/snapshot") }
+            if r.status != 200 { _ = try await cli { () async throws(ClientError) in try CaravanClient.decode(r, as: [String: String].self) } }
+            let state: ClusterState
+            do { state = try ClusterStore.state(fromSnapshotFile: r.body) } catch { throw CLIError.failed("the agent's answer is not a snapshot: \(error)") }
+            let tmp = file + ".partial"
+            let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            guard fd >= 0 else { throw CLIError.failed("cannot create \(tmp): \(String(cString: strerror(errno)))") }
+            let wrote = r.body.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            let synced = fsync(fd) == 0
+            close(fd)
+            guard wrote == r.body.count, synced, rename(tmp, file) == 0 else {
+                unlink(tmp)
+                throw CLIError.failed("cannot write \(file): \(String(cString: strerror(errno)))")
+            }
+            print("snapshot saved to \(file): \(r.body.count) bytes, index \(state.lastIndex), \(state.jobs.count) jobs, \(state.nodes.count) nodes, \(state.allocations.count) allocations")
         }
     }
 }

@@ -35,6 +35,19 @@ import Testing
         #expect(predicted.unplaced.contains { $0.job == "pinned" } && predicted.unplaced.contains { $0.job == "web" && $0.reason.contains("distinct_hosts") })
         let text = try c.cli(1, ["operator", "what-if", "--kill-nodes-where", "meta.rack=r1"])
         #expect(text.stdout.contains("Would not fit:") && text.stdout.contains("pinned group g:"), "\(text.stdout)")
+        // The same question of a saved snapshot, offline, gives the same answer.
+        let snap = NSTemporaryDirectory() + "what-if-\(getpid()).snap"
+        try? FileManager.default.removeItem(atPath: snap)
+        let saved = try c.cli(2, ["operator", "snapshot", "save", snap])
+        #expect(saved.status == 0 && saved.stdout.contains("3 nodes"), "\(saved.stdout)\(saved.stderr)")
+        #expect((try FileManager.default.attributesOfItem(atPath: snap)[.posixPermissions] as? Int) == 0o600)
+        #expect(try c.cli(2, ["operator", "snapshot", "save", snap]).stderr.contains("exists"))
+        let offline = try JSONDecoder().decode(WhatIfView.self, from: Data(try LocalCluster.run(
+            ["operator", "what-if", "--snapshot", snap, "--kill-nodes-where", "meta.rack=r1", "--json"]).stdout.utf8))
+        #expect(offline.moved == predicted.moved && offline.stopped == predicted.stopped && offline.unplaced == predicted.unplaced, "\(offline)")
+        let notASnapshot = try LocalCluster.run(["operator", "what-if", "--snapshot", "/etc/hostname", "--kill-node", "x"])
+        #expect(notASnapshot.status == 2 && notASnapshot.stderr.contains("not a Caravan snapshot file"), "\(notASnapshot.stderr)")
+        try? FileManager.default.removeItem(atPath: snap)
         let bad = try c.cli(1, ["operator", "what-if", "--kill-node", "nope"])
         #expect(bad.status != 0 && bad.stderr.contains("no node nope"), "\(bad.stderr)")
         // Now for real.

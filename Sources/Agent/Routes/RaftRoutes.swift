@@ -55,6 +55,14 @@ struct RaftRoutes {
             let index = try await JobRoutes(agent: agent).commit(.schedulerConfig(algorithm: body.algorithm), request)
             return JSONResponse.make(SchedulerConfigView(algorithm: body.algorithm, modifyIndex: index))
         }
+        router.get("/v1/operator/snapshot") { _, _ in
+            // Linearizable: the state as of every write acknowledged before this call.
+            let bytes: [UInt8]
+            do { bytes = try await agent.raft.read([ClusterStore.snapshotQuery], timeout: .seconds(30)) } catch { throw APIError(raft: error) }
+            var headers = HTTPFields()
+            headers[.contentType] = "application/octet-stream"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
         router.post("/v1/operator/what-if") { request, _ in
             var request = request
             let body = try await request.decodeJSON(WhatIfRequest.self)
