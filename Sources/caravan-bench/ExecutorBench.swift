@@ -15,6 +15,7 @@ struct ExecutorBench: AsyncParsableCommand {
     @Option(help: "Registry HOST:PORT holding busybox:1.36 for the container driver (Deploy/registry.sh up); none skips it.")
     var registry: String?
     @Option(help: "Work directory (removed afterwards).") var dir: String = "/tmp/caravan-bench-executor"
+    @Flag(help: "Only the disk watch's walk.") var diskOnly = false
 
     final class Clock: Sendable {
         let started = Mutex<[String: ContinuousClock.Instant]>([:])
@@ -22,6 +23,7 @@ struct ExecutorBench: AsyncParsableCommand {
 
     func run() async throws {
         try? FileManager.default.removeItem(atPath: dir)
+        if diskOnly { return diskWalk() }
         print("caravan-bench executor: \(starts) starts per driver, \(many) concurrent tasks; \(ProcessInfo.processInfo.activeProcessorCount) cores")
         var drivers: [(TaskSpec.Driver, String)] = [(.rawExec, "")]
         if RuncDriver(stateRoot: "/tmp").fingerprint().usable { drivers.append((.exec, "")) } else { print("exec: skipped (needs root and runc)") }
@@ -30,7 +32,30 @@ struct ExecutorBench: AsyncParsableCommand {
             try await latency(driver, image: image)
         }
         try await scale()
+        diskWalk()
         try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// What the disk watch costs per allocation and pass: one walk of a tree of N files.
+    func diskWalk() {
+        for files in [1_000, 10_000, 100_000] {
+            let root = dir + "/walk-\(files)"
+            for d in 0..<max(1, files / 1000) {
+                let sub = root + "/d\(d)"
+                try? FileManager.default.createDirectory(atPath: sub, withIntermediateDirectories: true)
+                for f in 0..<min(files, 1000) { close(open(sub + "/f\(f)", O_CREAT | O_WRONLY, 0o644)) }
+            }
+            let clock = ContinuousClock()
+            var best = Duration.seconds(3600)
+            for _ in 0..<5 {
+                let t0 = clock.now
+                _ = DiskUsage.measure(root, stopAt: .max)
+                best = min(best, clock.now - t0)
+            }
+            let ms = Double(best.components.seconds) * 1000 + Double(best.components.attoseconds) / 1e15
+            print("disk watch: one walk of \(files) files takes \(String(format: "%.2f", ms)) ms (best of 5)")
+            try? FileManager.default.removeItem(atPath: root)
+        }
     }
 
     func makeExecutor(_ root: String, clock: Clock) -> Executor {
