@@ -42,23 +42,23 @@ public struct ClusterState: Sendable, Equatable {
     /// Versions kept per job (the newest first), for `job history` and `job revert`.
     public static let versionsKept = 6
 
-    public private(set) var jobs: [JobKey: JobRecord] = [:]
-    public private(set) var versions: [JobKey: [JobRecord]] = [:]
-    public private(set) var nodes: [String: Node] = [:]
-    public private(set) var allocations: [String: Allocation] = [:]
-    public private(set) var evaluations: [String: Evaluation] = [:]
+    public internal(set) var jobs: [JobKey: JobRecord] = [:]
+    public internal(set) var versions: [JobKey: [JobRecord]] = [:]
+    public internal(set) var nodes: [String: Node] = [:]
+    public internal(set) var allocations: [String: Allocation] = [:]
+    public internal(set) var evaluations: [String: Evaluation] = [:]
     /// The last launch time (Unix seconds) of each periodic job.
-    public private(set) var periodicLaunches: [JobKey: Int64] = [:]
-    public private(set) var tableIndex: [Table: UInt64] = [:]
+    public internal(set) var periodicLaunches: [JobKey: Int64] = [:]
+    public internal(set) var tableIndex: [Table: UInt64] = [:]
     /// How the leader ranks nodes, cluster-wide: `binpack` (the default) or `spread`.
-    public private(set) var schedulerAlgorithm: String = ClusterState.defaultAlgorithm
+    public internal(set) var schedulerAlgorithm: String = ClusterState.defaultAlgorithm
     public static let defaultAlgorithm = "binpack"
     public static let algorithms = ["binpack", "spread"]
-    public private(set) var lastIndex: UInt64 = 0
+    public internal(set) var lastIndex: UInt64 = 0
     /// Namespaces made with `caravan namespace apply` (`default` exists without being here).
-    public private(set) var namespaces: [String: Namespace] = [:]
+    public internal(set) var namespaces: [String: Namespace] = [:]
     /// Set by the first namespace command: from then on jobs go only into namespaces that exist.
-    public private(set) var namespacesInUse = false
+    public internal(set) var namespacesInUse = false
 
     public init() {}
 
@@ -94,172 +94,30 @@ public struct ClusterState: Sendable, Equatable {
     public mutating func apply(_ c: Command, index: UInt64) -> Outcome {
         lastIndex = max(lastIndex, index)
         switch c {
-        case .registerJob(let text):
-            let job: Job
-            do { job = try JobFile.parse(text, file: "job", stored: true) } catch { return .rejected(error.description) }
-            let key = JobKey(job.namespace, job.id)
-            // Once namespaces are in use a job goes only into one that exists (the API checks
-            // first; this settles a register racing the namespace's delete). Logs from before
-            // namespaces replay as they were.
-            if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
-                return .rejected("namespace \(job.namespace) does not exist")
-            }
-            if let why = driverRefusal(job) { return .rejected(why) }
-            let canonical = JobFile.render(job)
-            // Every registration asks the scheduler to look at the job (its evaluation id follows
-            // from the index, so the API can name it).
-            upsert([Evaluation.pending(for: key, priority: job.priority, .jobRegister, index: index)], index)
-            if let cur = jobs[key], cur.text == canonical, !cur.stopped { return .applied }  // unchanged: no new version
-            let version = jobs[key].map { $0.version + 1 } ?? 0
-            let record = JobRecord(job: job, text: canonical, version: version, stopped: false,
-                                   createIndex: jobs[key]?.createIndex ?? index, modifyIndex: index)
-            jobs[key] = record
-            versions[key, default: []].insert(record, at: 0)
-            if versions[key]!.count > Self.versionsKept { versions[key]!.removeLast() }
-            touch(.jobs, index)
-        case .deregisterJob(let ns, let id, let purge):
-            let key = JobKey(ns, id)
-            guard var cur = jobs[key] else { return .rejected("job \(id) is not registered") }
-            if purge {
-                jobs[key] = nil
-                versions[key] = nil
-                periodicLaunches[key] = nil
-                // Its finished allocations and its evaluations go with it: a job registered again
-                // under the same id starts afresh (a batch job runs again). Live allocations stay
-                // until the leader has stopped them.
-                let finished = allocations.values.filter { $0.jobID == id && $0.namespace == ns && !$0.isLive }
-                for a in finished { allocations[a.id] = nil }
-                if !finished.isEmpty { touch(.allocations, index) }
-                let evals = evaluations(ofJob: key)
-                for e in evals { evaluations[e.id] = nil }
-                if !evals.isEmpty { touch(.evaluations, index) }
-            } else {
-                cur.stopped = true
-                cur.modifyIndex = index
-                jobs[key] = cur
-                upsert([Evaluation.pending(for: key, priority: cur.job.priority, .jobDeregister, index: index)], index)
-            }
-            touch(.jobs, index)
-        case .upsertNode(var n):
-            if let cur = nodes[n.id] {
-                n.createIndex = cur.createIndex
-                n.eligibility = cur.eligibility
-                n.draining = cur.draining
-            } else {
-                n.createIndex = index
-            }
-            n.modifyIndex = index
-            nodes[n.id] = n
-            touch(.nodes, index)
-        case .nodeStatus(let id, let status):
-            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
-            n.status = status
-            n.modifyIndex = index
-            nodes[id] = n
-            touch(.nodes, index)
-            if status == .down {
-                // Its allocations are lost; the scheduler replaces them.
-                for (aid, a) in allocations where a.nodeID == id && a.isLive {
-                    var lost = a
-                    lost.clientStatus = .lost
-                    lost.clientDescription = "node \(id) is down"
-                    lost.modifyIndex = index
-                    allocations[aid] = lost
-                    touch(.allocations, index)
-                }
-            }
-        case .nodeEligibility(let id, let el):
-            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
-            n.eligibility = el
-            n.modifyIndex = index
-            nodes[id] = n
-            touch(.nodes, index)
-        case .nodeDrain(let id, let d):
-            guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
-            n.draining = d
-            if d { n.eligibility = .ineligible }
-            n.modifyIndex = index
-            nodes[id] = n
-            touch(.nodes, index)
-        case .applyPlan(let allocs, let evals):
-            for var a in allocs {
-                a.createIndex = allocations[a.id]?.createIndex ?? index
-                a.modifyIndex = index
-                allocations[a.id] = a
-            }
-            if !allocs.isEmpty {
-                touch(.allocations, index)
-                collectGarbage(jobs: Set(allocs.map { JobKey($0.namespace, $0.jobID) }))
-            }
-            upsert(evals, index)
-        case .clientUpdate(let updates):
-            for u in updates {
-                guard var a = allocations[u.allocationID] else { continue }
-                // A lost or finished allocation does not come back to life.
-                if a.clientStatus == .lost || a.clientStatus == .complete || a.clientStatus == .failed { continue }
-                a.clientStatus = u.clientStatus
-                a.clientDescription = u.description
-                if let ts = u.taskStates { a.taskStates = ts }
-                if let cs = u.checks { a.checks = cs }
-                a.modifyIndex = index
-                allocations[u.allocationID] = a
-                touch(.allocations, index)
-            }
-        case .upsertEvaluations(let evals):
-            upsert(evals, index)
-        case .markStable(let ns, let id, let version):
-            let key = JobKey(ns, id)
-            guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
-            guard let i = versions[key]?.firstIndex(where: { $0.version == version }) else {
-                return .rejected("job \(id) has no version \(version)")
-            }
-            versions[key]![i].stable = true
-            if cur.version == version { jobs[key]!.stable = true }
-            touch(.jobs, index)
-        case .upsertNamespace(var n):
-            namespacesInUse = true
-            n.createIndex = namespaces[n.name]?.createIndex ?? index
-            n.modifyIndex = index
-            namespaces[n.name] = n
-            touch(.namespaces, index)
-        case .deleteNamespace(let name):
-            guard name != Namespace.defaultName else { return .rejected("namespace default cannot be deleted") }
-            guard namespaces[name] != nil else { return .rejected("namespace \(name) does not exist") }
-            let jobsIn = jobs.keys.filter { $0.namespace == name }.count
-            guard jobsIn == 0 else { return .rejected("namespace \(name) holds \(jobsIn) job\(jobsIn == 1 ? "" : "s"); stop and purge them first") }
-            namespaces[name] = nil
-            touch(.namespaces, index)
-        case .promote(let ns, let id, let version):
-            let key = JobKey(ns, id)
-            guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
-            guard cur.version == version else { return .rejected("job \(id) version \(version) is not its current version (\(cur.version))") }
-            guard (cur.job.update?.canary ?? 0) > 0 else { return .rejected("job \(id) version \(version) has no canaries to promote (update.canary is 0)") }
-            guard !cur.promoted else { return .applied }
-            // Promoting places the new version's instances: its drivers must be allowed now.
-            if let why = driverRefusal(cur.job) { return .rejected(why) }
-            jobs[key]!.promoted = true
-            jobs[key]!.modifyIndex = index
-            if let i = versions[key]?.firstIndex(where: { $0.version == version }) { versions[key]![i].promoted = true }
-            touch(.jobs, index)
-        case .schedulerConfig(let algorithm):
-            guard Self.algorithms.contains(algorithm) else {
-                return .rejected("scheduler algorithm \(algorithm) is not one of \(Self.algorithms.joined(separator: ", "))")
-            }
-            schedulerAlgorithm = algorithm
-            touch(.config, index)
-        case .periodicLaunch(let ns, let id, let time):
-            let key = JobKey(ns, id)
-            periodicLaunches[key] = max(periodicLaunches[key] ?? .min, time)
-            touch(.jobs, index)
+        case .registerJob(let text): return applyRegisterJob(text, index: index)
+        case .deregisterJob(let ns, let id, let purge): return applyDeregisterJob(ns, id, purge, index: index)
+        case .upsertNode(let n): return applyUpsertNode(n, index: index)
+        case .nodeStatus(let id, let status): return applyNodeStatus(id, status, index: index)
+        case .nodeEligibility(let id, let el): return applyNodeEligibility(id, el, index: index)
+        case .nodeDrain(let id, let d): return applyNodeDrain(id, d, index: index)
+        case .applyPlan(let allocs, let evals): return applyApplyPlan(allocs, evals, index: index)
+        case .clientUpdate(let updates): return applyClientUpdate(updates, index: index)
+        case .upsertEvaluations(let evals): return applyUpsertEvaluations(evals, index: index)
+        case .markStable(let ns, let id, let version): return applyMarkStable(ns, id, version, index: index)
+        case .upsertNamespace(let n): return applyUpsertNamespace(n, index: index)
+        case .deleteNamespace(let name): return applyDeleteNamespace(name, index: index)
+        case .promote(let ns, let id, let version): return applyPromote(ns, id, version, index: index)
+        case .schedulerConfig(let algorithm): return applySchedulerConfig(algorithm, index: index)
+        case .periodicLaunch(let ns, let id, let time): return applyPeriodicLaunch(ns, id, time, index: index)
         }
-        return .applied
     }
+
 
     /// Finished allocations (stopped, complete, failed, lost) kept per job, the newest; older
     /// ones are dropped when a plan for the job is applied, so history stays bounded.
     public static let finishedAllocationsKept = 50
 
-    private mutating func collectGarbage(jobs: Set<JobKey>) {
+    mutating func collectGarbage(jobs: Set<JobKey>) {
         var referenced: Set<String>?
         for job in jobs {
             let finished = allocations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.isTerminal }
@@ -274,7 +132,7 @@ public struct ClusterState: Sendable, Equatable {
     /// Evaluations kept per job (the newest); older ones are dropped as new ones arrive.
     public static let evaluationsKept = 10
 
-    private mutating func upsert(_ evals: [Evaluation], _ index: UInt64) {
+    mutating func upsert(_ evals: [Evaluation], _ index: UInt64) {
         for var e in evals {
             e.createIndex = evaluations[e.id]?.createIndex ?? index
             e.modifyIndex = index
@@ -287,7 +145,7 @@ public struct ClusterState: Sendable, Equatable {
         }
     }
 
-    private mutating func touch(_ t: Table, _ index: UInt64) { tableIndex[t] = max(tableIndex[t] ?? 0, index) }
+    mutating func touch(_ t: Table, _ index: UInt64) { tableIndex[t] = max(tableIndex[t] ?? 0, index) }
 
     // MARK: - Queries
 

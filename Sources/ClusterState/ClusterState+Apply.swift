@@ -1,0 +1,208 @@
+import CaravanModel
+
+/// Each command's effect on the state, one function per command (`apply` dispatches).
+extension ClusterState {
+    mutating func applyRegisterJob(_ text: String, index: UInt64) -> Outcome {
+        let job: Job
+        do { job = try JobFile.parse(text, file: "job", stored: true) } catch { return .rejected(error.description) }
+        let key = JobKey(job.namespace, job.id)
+        // Once namespaces are in use a job goes only into one that exists (the API checks
+        // first; this settles a register racing the namespace's delete). Logs from before
+        // namespaces replay as they were.
+        if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
+            return .rejected("namespace \(job.namespace) does not exist")
+        }
+        if let why = driverRefusal(job) { return .rejected(why) }
+        let canonical = JobFile.render(job)
+        // Every registration asks the scheduler to look at the job (its evaluation id follows
+        // from the index, so the API can name it).
+        upsert([Evaluation.pending(for: key, priority: job.priority, .jobRegister, index: index)], index)
+        if let cur = jobs[key], cur.text == canonical, !cur.stopped { return .applied }  // unchanged: no new version
+        let version = jobs[key].map { $0.version + 1 } ?? 0
+        let record = JobRecord(job: job, text: canonical, version: version, stopped: false,
+                               createIndex: jobs[key]?.createIndex ?? index, modifyIndex: index)
+        jobs[key] = record
+        versions[key, default: []].insert(record, at: 0)
+        if versions[key]!.count > Self.versionsKept { versions[key]!.removeLast() }
+        touch(.jobs, index)
+        return .applied
+    }
+
+    mutating func applyDeregisterJob(_ ns: String, _ id: String, _ purge: Bool, index: UInt64) -> Outcome {
+        let key = JobKey(ns, id)
+        guard var cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+        if purge {
+            jobs[key] = nil
+            versions[key] = nil
+            periodicLaunches[key] = nil
+            // Its finished allocations and its evaluations go with it: a job registered again
+            // under the same id starts afresh (a batch job runs again). Live allocations stay
+            // until the leader has stopped them.
+            let finished = allocations.values.filter { $0.jobID == id && $0.namespace == ns && !$0.isLive }
+            for a in finished { allocations[a.id] = nil }
+            if !finished.isEmpty { touch(.allocations, index) }
+            let evals = evaluations(ofJob: key)
+            for e in evals { evaluations[e.id] = nil }
+            if !evals.isEmpty { touch(.evaluations, index) }
+        } else {
+            cur.stopped = true
+            cur.modifyIndex = index
+            jobs[key] = cur
+            upsert([Evaluation.pending(for: key, priority: cur.job.priority, .jobDeregister, index: index)], index)
+        }
+        touch(.jobs, index)
+        return .applied
+    }
+
+    mutating func applyUpsertNode(_ n: Node, index: UInt64) -> Outcome {
+    var n = n
+        if let cur = nodes[n.id] {
+            n.createIndex = cur.createIndex
+            n.eligibility = cur.eligibility
+            n.draining = cur.draining
+        } else {
+            n.createIndex = index
+        }
+        n.modifyIndex = index
+        nodes[n.id] = n
+        touch(.nodes, index)
+        return .applied
+    }
+
+    mutating func applyNodeStatus(_ id: String, _ status: Node.Status, index: UInt64) -> Outcome {
+        guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+        n.status = status
+        n.modifyIndex = index
+        nodes[id] = n
+        touch(.nodes, index)
+        if status == .down {
+            // Its allocations are lost; the scheduler replaces them.
+            for (aid, a) in allocations where a.nodeID == id && a.isLive {
+                var lost = a
+                lost.clientStatus = .lost
+                lost.clientDescription = "node \(id) is down"
+                lost.modifyIndex = index
+                allocations[aid] = lost
+                touch(.allocations, index)
+            }
+        }
+        return .applied
+    }
+
+    mutating func applyNodeEligibility(_ id: String, _ el: Node.Eligibility, index: UInt64) -> Outcome {
+        guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+        n.eligibility = el
+        n.modifyIndex = index
+        nodes[id] = n
+        touch(.nodes, index)
+        return .applied
+    }
+
+    mutating func applyNodeDrain(_ id: String, _ d: Bool, index: UInt64) -> Outcome {
+        guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
+        n.draining = d
+        if d { n.eligibility = .ineligible }
+        n.modifyIndex = index
+        nodes[id] = n
+        touch(.nodes, index)
+        return .applied
+    }
+
+    mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
+        for var a in allocs {
+            a.createIndex = allocations[a.id]?.createIndex ?? index
+            a.modifyIndex = index
+            allocations[a.id] = a
+        }
+        if !allocs.isEmpty {
+            touch(.allocations, index)
+            collectGarbage(jobs: Set(allocs.map { JobKey($0.namespace, $0.jobID) }))
+        }
+        upsert(evals, index)
+        return .applied
+    }
+
+    mutating func applyClientUpdate(_ updates: [ClientAllocationUpdate], index: UInt64) -> Outcome {
+        for u in updates {
+            guard var a = allocations[u.allocationID] else { continue }
+            // A lost or finished allocation does not come back to life.
+            if a.clientStatus == .lost || a.clientStatus == .complete || a.clientStatus == .failed { continue }
+            a.clientStatus = u.clientStatus
+            a.clientDescription = u.description
+            if let ts = u.taskStates { a.taskStates = ts }
+            if let cs = u.checks { a.checks = cs }
+            a.modifyIndex = index
+            allocations[u.allocationID] = a
+            touch(.allocations, index)
+        }
+        return .applied
+    }
+
+    mutating func applyUpsertEvaluations(_ evals: [Evaluation], index: UInt64) -> Outcome {
+        upsert(evals, index)
+        return .applied
+    }
+
+    mutating func applyMarkStable(_ ns: String, _ id: String, _ version: Int, index: UInt64) -> Outcome {
+        let key = JobKey(ns, id)
+        guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+        guard let i = versions[key]?.firstIndex(where: { $0.version == version }) else {
+            return .rejected("job \(id) has no version \(version)")
+        }
+        versions[key]![i].stable = true
+        if cur.version == version { jobs[key]!.stable = true }
+        touch(.jobs, index)
+        return .applied
+    }
+
+    mutating func applyUpsertNamespace(_ n: Namespace, index: UInt64) -> Outcome {
+    var n = n
+        namespacesInUse = true
+        n.createIndex = namespaces[n.name]?.createIndex ?? index
+        n.modifyIndex = index
+        namespaces[n.name] = n
+        touch(.namespaces, index)
+        return .applied
+    }
+
+    mutating func applyDeleteNamespace(_ name: String, index: UInt64) -> Outcome {
+        guard name != Namespace.defaultName else { return .rejected("namespace default cannot be deleted") }
+        guard namespaces[name] != nil else { return .rejected("namespace \(name) does not exist") }
+        let jobsIn = jobs.keys.filter { $0.namespace == name }.count
+        guard jobsIn == 0 else { return .rejected("namespace \(name) holds \(jobsIn) job\(jobsIn == 1 ? "" : "s"); stop and purge them first") }
+        namespaces[name] = nil
+        touch(.namespaces, index)
+        return .applied
+    }
+
+    mutating func applyPromote(_ ns: String, _ id: String, _ version: Int, index: UInt64) -> Outcome {
+        let key = JobKey(ns, id)
+        guard let cur = jobs[key] else { return .rejected("job \(id) is not registered") }
+        guard cur.version == version else { return .rejected("job \(id) version \(version) is not its current version (\(cur.version))") }
+        guard (cur.job.update?.canary ?? 0) > 0 else { return .rejected("job \(id) version \(version) has no canaries to promote (update.canary is 0)") }
+        guard !cur.promoted else { return .applied }
+        // Promoting places the new version's instances: its drivers must be allowed now.
+        if let why = driverRefusal(cur.job) { return .rejected(why) }
+        jobs[key]!.promoted = true
+        jobs[key]!.modifyIndex = index
+        if let i = versions[key]?.firstIndex(where: { $0.version == version }) { versions[key]![i].promoted = true }
+        touch(.jobs, index)
+        return .applied
+    }
+
+    mutating func applySchedulerConfig(_ algorithm: String, index: UInt64) -> Outcome {
+        guard Self.algorithms.contains(algorithm) else {
+            return .rejected("scheduler algorithm \(algorithm) is not one of \(Self.algorithms.joined(separator: ", "))")
+        }
+        schedulerAlgorithm = algorithm
+        touch(.config, index)
+        return .applied
+    }
+
+    mutating func applyPeriodicLaunch(_ ns: String, _ id: String, _ time: Int64, index: UInt64) -> Outcome {
+        let key = JobKey(ns, id)
+        periodicLaunches[key] = max(periodicLaunches[key] ?? .min, time)
+        touch(.jobs, index)
+        return .applied
+    }
+}
