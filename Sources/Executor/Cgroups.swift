@@ -113,6 +113,23 @@ public struct TaskCgroup: Sendable, Equatable {
         }
     }
 
+    /// Kills every process still in the group (and runc's child group): what a task left behind
+    /// — a daemon it started, a `setsid` child — ends with it. v2's `cgroup.kill` where the
+    /// kernel has it; otherwise SIGKILL to each pid listed, a few rounds (a fork racing the list).
+    public func killAll() {
+        guard version != .none else { return }
+        for c in controllers {
+            for d in [dir(c) + "/ctr", dir(c)] {
+                if version == .v2 && write(d + "/cgroup.kill", "1") { continue }
+                for _ in 0..<5 {
+                    let pids = (readSmallFile(d + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }.filter { $0 > 1 }
+                    if pids.isEmpty { break }
+                    for pid in pids { Glibc.kill(pid, SIGKILL) }
+                }
+            }
+        }
+    }
+
     /// Removes the group (and runc's leftover child, if any); processes still in it keep it alive.
     public func remove() {
         // runc makes the path in every v1 hierarchy (cpuset, freezer, …), not only ours.

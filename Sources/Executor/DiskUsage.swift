@@ -22,6 +22,9 @@ public enum DiskUsage {
         case tooDeep
         /// More than `maxEntries` files and directories.
         case tooMany
+        /// Another filesystem inside (a mount, a btrfs subvolume) other than a container's root:
+        /// its blocks would not be counted, so it is not allowed.
+        case foreignFilesystem
     }
 
     /// The bytes under `path`; counting stops once past `stopAt` (the walk is bounded by it).
@@ -35,8 +38,9 @@ public enum DiskUsage {
         var entries = 0
         // A file with several links is counted once (its other names cost an entry each).
         var linked: Set<UInt64> = []
-        // One open directory stream per level of the current path.
+        // One open directory stream per level of the current path, and the names down to it.
         var stack: [OpaquePointer] = []
+        var path: [[UInt8]] = []
         guard let first = fdopendir(top) else { close(top); return .bytes(total) }
         stack.append(first)
         defer { for d in stack { closedir(d) } }
@@ -44,6 +48,7 @@ public enum DiskUsage {
             guard total <= stopAt else { return .bytes(total) }
             guard let entry = readdir(dir) else {
                 closedir(stack.removeLast())
+                if !path.isEmpty { path.removeLast() }
                 continue
             }
             // The name's own bytes (not a String: a name that is not UTF-8 must still be found).
@@ -57,8 +62,13 @@ public enum DiskUsage {
                 }
             }
             guard statted else { continue }
-            // Another filesystem mounted here (an overlay root): not this allocation's blocks.
-            guard s.st_dev == device else { continue }
+            // Another filesystem here: a container's overlay root (`<task>/bundle/rootfs`, its
+            // writes are counted in the task directory) is skipped; anything else is refused.
+            if s.st_dev != device {
+                let entryName = withUnsafeBytes(of: &entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+                if stack.count == 3 && path.count == 2 && path[1] == Array("bundle".utf8) && entryName == Array("rootfs".utf8) { continue }
+                return .foreignFilesystem
+            }
             entries += 1
             guard entries <= maxEntries else { return .tooMany }
             if s.st_nlink > 1 && s.st_mode & S_IFMT != S_IFDIR && !linked.insert(UInt64(s.st_ino)).inserted {
@@ -74,6 +84,7 @@ public enum DiskUsage {
             guard fd >= 0 else { continue }
             guard let child = fdopendir(fd) else { close(fd); continue }
             stack.append(child)
+            path.append(withUnsafeBytes(of: &entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) })
         }
         return .bytes(total)
     }

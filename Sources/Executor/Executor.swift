@@ -300,7 +300,8 @@ public actor Executor {
         r.tasks[name] = t
         taskStarted?(allocID, name)
         persist(r)
-        if r.stopReason != nil || r.failReason != nil || t.killRequested { kill(r, name) }
+        // Started after its allocation was told to stop (a poststop task is what runs then).
+        if (r.stopReason != nil || r.failReason != nil) && t.hook != .poststop || t.killRequested { kill(r, name, now: r.diskExceeded) }
         advance(r)
     }
 
@@ -350,7 +351,7 @@ public actor Executor {
             t.state.failed = false
             t.state.finishedAt = now()
             r.tasks[name] = t
-            TaskCgroup(allocation: r.allocation.id, task: name).remove()
+            endLeftovers(r, name)
         } else if retryable, let delay = restartDelay(&t, r.group.restart) {
             t.state.state = .pending
             t.state.restarts += 1
@@ -372,7 +373,7 @@ public actor Executor {
                                      message: retryable ? "Exceeded allowed attempts \(p.attempts) in interval \(Units.text(p.interval)) and mode is \"\(p.mode.rawValue)\""
                                                         : "Error was unrecoverable: \(reason)"))
             r.tasks[name] = t
-            TaskCgroup(allocation: r.allocation.id, task: name).remove()
+            endLeftovers(r, name)
             if t.hook != .poststop && !(t.hook == .poststart) && r.failReason == nil {
                 r.failReason = "task \(name) failed: \(reason)"
                 stopChecks(r)
@@ -382,6 +383,16 @@ public actor Executor {
         persist(r)
         advance(r)
         finishIfDone(r)
+    }
+
+    /// What a task that ended for good left running — a daemon it started, a `setsid` child —
+    /// is killed (everything in its cgroup; for a plain process without one, every process that
+    /// carries its allocation and task in its environment), and its cgroup removed.
+    func endLeftovers(_ r: AllocRunner, _ name: String) {
+        let cg = TaskCgroup(allocation: r.allocation.id, task: name)
+        cg.killAll()
+        if r.tasks[name]?.spec.driver == .rawExec { StrayProcesses.kill(allocation: r.allocation.id, task: name) }
+        cg.remove()
     }
 
     /// The delay before the next restart, or nil when the policy says stop (mode fail).
@@ -463,15 +474,22 @@ public actor Executor {
     func finishIfDone(_ r: AllocRunner) {
         refreshStatus(r)
         guard r.tasks.values.allSatisfy(\.isDead) else { return }
-        if r.diskExceeded && !r.filesRemoved {
-            r.filesRemoved = true
-            let (dir, tasks) = (r.directory, Array(r.tasks.keys))
-            Self.walkQueue.async { Self.removeAllButLogs(dir, tasks: tasks) }
-        }
+        // Files go off the executor and off the disk watch's queue, one removal after another.
+        let (dir, specs) = (r.directory, r.tasks.mapValues(\.spec))
         if r.forgotten {
             allocs[r.allocation.id] = nil
             outbox[r.allocation.id] = nil
-            removeTree(r.directory)
+            Self.removalQueue.async {
+                Self.unmountRootfs(dir, specs)
+                removeTree(dir)
+            }
+        } else if r.diskExceeded && !r.filesRemoved {
+            r.filesRemoved = true
+            persist(r)
+            Self.removalQueue.async {
+                Self.unmountRootfs(dir, specs)
+                Self.removeAllButLogs(dir, specs)
+            }
         }
     }
 
@@ -619,9 +637,11 @@ public actor Executor {
                 }
                 switch measured {
                 case .bytes(let used) where used > t.limitBytes:
-                    await diskExceeded(t.allocation, "ephemeral disk exceeded: over \(t.limitBytes >> 20) MiB used (ephemeralDisk \(t.diskMiB) MiB and its logs' \((t.limitBytes >> 20) - t.diskMiB) MiB)")
+                    await diskExceeded(t.allocation, "ephemeral disk exceeded: over \(t.limitBytes >> 20) MiB used (ephemeralDisk \(min(t.diskMiB, t.limitBytes >> 20)) MiB and its logs' \((t.limitBytes >> 20) - min(t.diskMiB, t.limitBytes >> 20)) MiB)")
                 case .tooDeep:
                     await diskExceeded(t.allocation, "ephemeral disk exceeded: directories nested deeper than \(DiskUsage.maxDepth) levels")
+                case .foreignFilesystem:
+                    await diskExceeded(t.allocation, "ephemeral disk exceeded: another filesystem inside its directories (a mount or a subvolume) would not be counted")
                 case .tooMany:
                     await diskExceeded(t.allocation, "ephemeral disk exceeded: more than \(DiskUsage.maxEntries) files and directories")
                 case .bytes: break
@@ -650,18 +670,66 @@ public actor Executor {
     }
 
     static let walkQueue = DispatchQueue(label: "caravan.executor.disk")
+    static let removalQueue = DispatchQueue(label: "caravan.executor.removal")
+
+    /// Detaches what a container task left mounted as its root (its driver does when the task
+    /// ends; not when the agent was down then). Reached through descriptors, never a link.
+    static func unmountRootfs(_ directory: String, _ specs: [String: TaskSpec]) {
+        for (name, spec) in specs where spec.driver == .container {
+            let task = open(directory + "/" + name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard task >= 0 else { continue }
+            let bundle = openat(task, "bundle", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            close(task)
+            guard bundle >= 0 else { continue }
+            _ = umount2("/proc/self/fd/\(bundle)/rootfs", Int32(MNT_DETACH) | 8 /* UMOUNT_NOFOLLOW */)
+            close(bundle)
+        }
+    }
 
     /// Frees what an allocation over its allowance wrote: everything in its directory but its
-    /// logs (kept for `alloc logs` until the cluster forgets it). The shared directory goes whole
-    /// (any names a task made in it) with the logs set aside and put back.
-    static func removeAllButLogs(_ directory: String, tasks: [String]) {
-        let dirs = TaskDirectories(allocationDirectory: directory, taskName: "_")
-        for t in tasks { removeTree(directory + "/" + t) }
-        let aside = directory + "/.logs"
-        guard rename(dirs.logs, aside) == 0 else { return }
-        removeTree(dirs.shared)
-        mkdirAll(dirs.shared)
-        rename(aside, dirs.logs)
+    /// tasks' log files, each cut to its size (kept for `alloc logs` until the cluster forgets
+    /// it). Through descriptors and raw names: nothing renamed, nothing followed.
+    static func removeAllButLogs(_ directory: String, _ specs: [String: TaskSpec]) {
+        let top = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard top >= 0 else { return }
+        defer { close(top) }
+        func each(_ dir: Int32, _ body: ([CChar]) -> Void) {
+            let listing = openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard listing >= 0, let d = fdopendir(listing) else { if listing >= 0 { close(listing) }; return }
+            var names: [[CChar]] = []
+            while let e = readdir(d) {
+                let n: [CChar] = withUnsafeBytes(of: e.pointee.d_name) { raw in raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
+                if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
+            }
+            closedir(d)
+            names.forEach(body)
+        }
+        let keep = Array("alloc".utf8CString.dropLast())
+        each(top) { n in if n != keep && n != Array("state.json".utf8CString.dropLast()) { removeEntry(top, n) } }
+        let shared = openat(top, "alloc", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard shared >= 0 else { return }
+        defer { close(shared) }
+        each(shared) { n in if n != Array("logs".utf8CString.dropLast()) { removeEntry(shared, n) } }
+        let logs = openat(shared, "logs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard logs >= 0 else { return }
+        defer { close(logs) }
+        each(logs) { n in
+            let text = String(decoding: n.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let owner = specs.first { name, _ in
+                let base = [name + ".stdout", name + ".stderr"]
+                return base.contains(text) || base.contains { b in text.hasPrefix(b + ".") && Int(text.dropFirst(b.count + 1)).map { $0 > 0 && $0 < 1_000_000 } == true }
+            }
+            var st = stat()
+            guard let (_, spec) = owner, fstatat(logs, n + [0], &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else {
+                removeEntry(logs, n)
+                return
+            }
+            let fd = openat(logs, n + [0], O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+            if fd >= 0 {
+                ftruncate(fd, off_t(min(Int(st.st_size), spec.logs.maxFileSizeMiB << 20)))
+                close(fd)
+            }
+        }
     }
 
     // MARK: - Service checks
@@ -776,6 +844,8 @@ public actor Executor {
         var stopReason: String?
         var failReason: String?
         var tasks: [String: PTask]
+        /// Failed for disk: once its tasks are dead its files are removed (again after a restart).
+        var diskExceeded: Bool?
     }
 
     func persist(_ r: AllocRunner) {
@@ -783,7 +853,8 @@ public actor Executor {
         let p = Persisted(id: a.id, namespace: a.namespace, jobID: a.jobID, jobVersion: a.jobVersion, group: a.group, name: a.name,
                           nodeID: a.nodeID, cpu: a.cpuMillicores, memory: a.memoryMiB, disk: a.diskMiB, ports: a.ports,
                           job: JobFile.render(r.job), stopReason: r.stopReason, failReason: r.failReason,
-                          tasks: r.tasks.mapValues { .init(state: $0.state, handle: $0.handle, restartTimes: $0.restartTimes, killRequested: $0.killRequested) })
+                          tasks: r.tasks.mapValues { .init(state: $0.state, handle: $0.handle, restartTimes: $0.restartTimes, killRequested: $0.killRequested) },
+                          diskExceeded: r.diskExceeded ? true : nil)
         guard let data = try? JSONEncoder().encode(p) else { return }
         mkdirAll(r.directory)
         try? writeFile(r.directory + "/state.json", String(decoding: data, as: UTF8.self))
@@ -795,6 +866,8 @@ public actor Executor {
     @discardableResult
     public func recover() -> Int {
         mkdirAll(root)
+        // Allocation ids are not listed to tasks: a task cannot find (and fill) another's directory.
+        chmod(root, 0o711)
         var found = 0
         for id in listDirectory(root) where !id.hasPrefix(".") {
             guard let text = readSmallFile(root + "/" + id + "/state.json"),
@@ -808,6 +881,7 @@ public actor Executor {
             r.directory = root + "/" + id
             r.stopReason = p.stopReason
             r.failReason = p.failReason
+            r.diskExceeded = p.diskExceeded ?? false
             allocs[id] = r
             var lost: [String] = []
             for t in group.tasks {

@@ -44,75 +44,100 @@ func mkdirAll(_ path: String, mode: mode_t = 0o755) -> Int32 {
     return 0
 }
 
-/// Removes a file or a directory tree; a directory still mounted is detached when it will not go.
-///
-/// Walked through directory descriptors with each name's own bytes (a name that is not UTF-8 is
-/// removed like any other) and one descriptor at a time, going back up through `..` (a tree
-/// nested far deeper than PATH_MAX still goes). Another filesystem mounted inside is detached
-/// before it is entered, never emptied where it is mounted.
+/// Removes a file or a directory tree; the directory itself, if still a mount point, is detached
+/// (by its path, never following a link) when it will not go.
 func removeTree(_ path: String) {
-    guard !path.isEmpty, path != "/" else { return }
+    guard !path.isEmpty, path != "/", let slash = path.lastIndex(of: "/") else { return }
+    let parentPath = slash == path.startIndex ? "/" : String(path[..<slash])
+    let parent = open(parentPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard parent >= 0 else { return }
+    defer { close(parent) }
+    let name = Array(String(path[path.index(after: slash)...]).utf8CString.dropLast())
+    if !removeEntry(parent, name) && errno == EBUSY, umount2(path, Int32(MNT_DETACH) | 8 /* UMOUNT_NOFOLLOW */) == 0 {
+        _ = removeEntry(parent, name)
+    }
+}
+
+/// Removes the entry `name` of the directory open as `parent`: a file, or a directory tree.
+///
+/// Walked through descriptors, each name by its own bytes (a name that is not UTF-8 goes like any
+/// other), one directory open at a time, climbing back through `..` — a tree nested far deeper
+/// than PATH_MAX still goes. Every climb must land on the directory the walk came down from
+/// (device and inode recorded on the way down): a directory a process moved meanwhile ends the
+/// walk there, so nothing outside the tree is ever reached. A directory on another filesystem (a
+/// mount, a btrfs subvolume) is neither entered nor unmounted; it and what holds it are left.
+/// False when something was left.
+@discardableResult
+func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
+    var st = stat()
+    guard fstatat(parent, name + [0], &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno == ENOENT }
+    guard st.st_mode & S_IFMT == S_IFDIR else { return unlinkat(parent, name + [0], 0) == 0 || errno == ENOENT }
     var top = stat()
-    guard lstat(path, &top) == 0 else { return }
-    guard top.st_mode & S_IFMT == S_IFDIR else { unlink(path); return }
-    func detachAndRemove(_ p: String) {
-        // Still a mount point: detached, then removed as the directory below it.
-        if rmdir(p) != 0 && (errno == EBUSY || errno == ENOTEMPTY), umount2(p, Int32(MNT_DETACH)) == 0 { removeTree(p) }
-    }
-    var cur = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    guard cur >= 0 else { return }
+    guard fstat(parent, &top) == 0, st.st_dev == top.st_dev else { return false }
+    let device = st.st_dev
+    var cur = openat(parent, name + [0], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard cur >= 0 else { return false }
+    // The directories walked into, top first: each one's name and (inode) — and the top's parent.
     var names: [[CChar]] = []
-    // Directories that would not go (held busy, immutable): not entered again.
+    var inodes: [UInt64] = [UInt64(top.st_ino), UInt64(st.st_ino)]
     var stuck: Set<[[CChar]]> = []
-    func pathText(_ extra: [CChar]? = nil) -> String {
-        (names + (extra.map { [$0] } ?? [])).reduce(path) { $0 + "/" + String(decoding: $1.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
-    }
+    var complete = true
     while true {
-        var descend: [CChar]?
+        var descend: (name: [CChar], inode: UInt64)?
         let listing = openat(cur, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if listing >= 0, let d = fdopendir(listing) {
             while descend == nil, let e = readdir(d) {
-                let name: [CChar] = withUnsafeBytes(of: e.pointee.d_name) { raw in raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
-                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
-                var st = stat()
-                let z = name + [0]
-                guard fstatat(cur, z, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-                if st.st_mode & S_IFMT != S_IFDIR {
-                    unlinkat(cur, z, 0)
-                } else if !stuck.contains(names + [name]) {
-                    if st.st_dev != top.st_dev { _ = umount2(pathText(name), Int32(MNT_DETACH)) }
-                    descend = name
+                let entry: [CChar] = withUnsafeBytes(of: e.pointee.d_name) { raw in raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
+                if entry == [0x2E] || entry == [0x2E, 0x2E] { continue }
+                var es = stat()
+                guard fstatat(cur, entry + [0], &es, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                if es.st_mode & S_IFMT != S_IFDIR {
+                    if unlinkat(cur, entry + [0], 0) != 0 { complete = false }
+                } else if es.st_dev != device {
+                    complete = false
+                } else if !stuck.contains(names + [entry]) {
+                    descend = (entry, UInt64(es.st_ino))
                 }
             }
             closedir(d)
-        } else if listing >= 0 {
-            close(listing)
+        } else {
+            if listing >= 0 { close(listing) }
+            complete = false
         }
-        if let name = descend {
-            let child = openat(cur, name + [0], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            var st = stat()
-            if child >= 0, fstat(child, &st) == 0, st.st_dev == top.st_dev {
+        if let (entry, inode) = descend {
+            let child = openat(cur, entry + [0], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            var cs = stat()
+            if child >= 0, fstat(child, &cs) == 0, cs.st_dev == device, UInt64(cs.st_ino) == inode {
                 close(cur)
                 cur = child
-                names.append(name)
+                names.append(entry)
+                inodes.append(inode)
             } else {
                 if child >= 0 { close(child) }
-                stuck.insert(names + [name])
+                stuck.insert(names + [entry])
             }
             continue
         }
         // Empty (or holding only what would not go): up a level, and remove it from there.
-        guard let last = names.last else {
-            close(cur)
-            detachAndRemove(path)
-            return
-        }
-        let parent = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let up = openat(cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         close(cur)
-        guard parent >= 0 else { return }
-        cur = parent
-        names.removeLast()
-        if unlinkat(cur, last + [0], AT_REMOVEDIR) != 0 { stuck.insert(names + [last]) }
+        var us = stat()
+        let expected = inodes[inodes.count - 2]
+        guard up >= 0, fstat(up, &us) == 0, us.st_dev == device, UInt64(us.st_ino) == expected else {
+            // Moved while being removed: stop here rather than climb somewhere else.
+            if up >= 0 { close(up) }
+            return false
+        }
+        guard let last = names.popLast() else {
+            close(up)
+            return unlinkat(parent, name + [0], AT_REMOVEDIR) == 0 && complete
+        }
+        inodes.removeLast()
+        cur = up
+        if unlinkat(cur, last + [0], AT_REMOVEDIR) != 0 {
+            stuck.insert(names + [last])
+            complete = false
+        }
     }
 }
 

@@ -64,7 +64,11 @@ public enum LogRotation {
     static func rotated(_ live: String) -> [Int] {
         let slash = live.lastIndex(of: "/")!
         let dir = String(live[..<slash]), base = String(live[live.index(after: slash)...]) + "."
-        return listDirectory(dir).compactMap { $0.hasPrefix(base) ? Int($0.dropFirst(base.count)) : nil }.sorted()
+        // Numbers a task could not have us overflow on: rotation never gets near a million.
+        return listDirectory(dir).compactMap { n -> Int? in
+            guard n.hasPrefix(base), n.count - base.count <= 7, let i = Int(n.dropFirst(base.count)), i > 0 else { return nil }
+            return i
+        }.sorted()
     }
 
     public static func rotateIfNeeded(_ live: String, maxBytes: Int, maxFiles: Int) {

@@ -14,7 +14,11 @@ public struct RawExecDriver: TaskDriver {
 
     public init(useCgroups: Bool = true) { self.useCgroups = useCgroups }
 
-    public func fingerprint() -> (usable: Bool, detail: String) { (true, "plain processes") }
+    /// Usable where util-linux's `prlimit` is (every task's files are limited through it).
+    public func fingerprint() -> (usable: Bool, detail: String) {
+        resolveCommand("prlimit", path: TaskEnvironment.hostPath) == nil
+            ? (false, "prlimit (util-linux) not found: a task's file sizes could not be limited") : (true, "plain processes")
+    }
 
     public func start(_ ctx: TaskContext, events: @Sendable (TaskEvent) -> Void) async throws(DriverError) -> TaskHandle {
         guard let command = ctx.command, !command.isEmpty else {

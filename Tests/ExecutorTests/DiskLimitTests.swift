@@ -82,7 +82,7 @@ import Testing
         }
         // 8 MiB in four files into its own directory, with 4 MiB allowed (+ 2 MiB of logs); it
         // ignores SIGTERM and has a long kill timeout, which a disk kill does not wait for.
-        var big = job("big", "trap '' TERM; echo started; for i in 1 2 3 4; do head -c 2097152 /dev/zero > local/f$i; done; while true; do sleep 1; done", diskMiB: 4)
+        var big = job("big", "trap '' TERM; echo started; echo junk > ../alloc/logs/junk; for i in 1 2 3 4; do head -c 2097152 /dev/zero > local/f$i; done; while true; do sleep 1; done", diskMiB: 4)
         big.job.groups[0].tasks[0].killTimeout = .seconds(60)
         await ex.sync([big,
                        job("small", "head -c 1048576 /dev/zero > local/fill; exec sleep 60", diskMiB: 4)])
@@ -95,6 +95,7 @@ import Testing
         let dir = String(logFile.dropLast("/alloc/logs/main.stdout".count))
         for _ in 0..<200 where access(dir + "/main/local/f1", F_OK) == 0 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(access(dir + "/main/local/f1", F_OK) != 0)
+        #expect(access(dir + "/alloc/logs/junk", F_OK) != 0, "only the tasks' own log files are kept")
         let out = String(decoding: LogRotation.read(try #require(await ex.logFiles(allocation: "big", task: "main", stderr: false)), offset: 0, length: 100).bytes, as: UTF8.self)
         #expect(out == "started\n")
         // One file written as fast as it goes (output, here) stops at the allowance at once.
@@ -108,5 +109,32 @@ import Testing
         let kept = files.compactMap { try? FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int }.reduce(0, +)
         #expect(kept < 100 << 20, "log files hold \(kept) bytes")
         #expect(log.report("small")?.clientStatus == .running)
+    }
+
+    @Test(.enabled(if: geteuid() == 0))
+    func anotherFilesystemInsideIsRefusedAndNeverEmptied() throws {
+        let root = tempDir("foreign")
+        let mnt = root + "/main/local/m"
+        mkdirAll(mnt)
+        guard mount("tmpfs", mnt, "tmpfs", 0, "size=1m") == 0 else { Issue.record("cannot mount a tmpfs"); return }
+        defer { umount2(mnt, Int32(MNT_DETACH)); removeTree(root) }
+        close(open(mnt + "/inside", O_CREAT | O_WRONLY, 0o644))
+        #expect(DiskUsage.measure(root, stopAt: .max) == .foreignFilesystem)
+        // A container's overlay root is where one is expected: skipped, not refused.
+        let rootfs = root + "/c/bundle/rootfs"
+        mkdirAll(rootfs)
+        // Removal does not enter the mount (nor unmount it): what is inside stays.
+        removeTree(root + "/main")
+        #expect(access(mnt + "/inside", F_OK) == 0)
+    }
+
+    @Test func rotatedNamesCannotOverflowTheNextNumber() throws {
+        let root = tempDir("names")
+        mkdirAll(root + "/logs")
+        let live = root + "/logs/t.stdout"
+        try Data(count: 2048).write(to: URL(fileURLWithPath: live))
+        close(open(live + ".9223372036854775807", O_CREAT | O_WRONLY, 0o644))
+        LogRotation.rotateIfNeeded(live, maxBytes: 1024, maxFiles: 3)
+        #expect(access(live + ".1", F_OK) == 0)
     }
 }

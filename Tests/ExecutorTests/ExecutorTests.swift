@@ -185,7 +185,8 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
         var pre = shell("pre", "echo pre >> $CARAVAN_ALLOC_DIR/order")
         pre.lifecycle = Lifecycle(hook: .prestart)
-        var post = shell("post", "echo post >> $CARAVAN_ALLOC_DIR/order")
+        // It takes a moment: a poststop task is not killed for starting after the stop.
+        var post = shell("post", "sleep 0.5; echo post >> $CARAVAN_ALLOC_DIR/order")
         post.lifecycle = Lifecycle(hook: .poststop)
         let main = shell("main", "echo main >> $CARAVAN_ALLOC_DIR/order")
         await ex.sync([assignment("a5", type: .batch, tasks: [post, main, pre])])
@@ -198,7 +199,8 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         let root = tempDir("poststop")
         let log = ReportLog()
         let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
-        var post = shell("post", "echo post >> $CARAVAN_ALLOC_DIR/order")
+        // It takes a moment: a poststop task is not killed for starting after the stop.
+        var post = shell("post", "sleep 0.5; echo post >> $CARAVAN_ALLOC_DIR/order")
         post.lifecycle = Lifecycle(hook: .poststop)
         var a = assignment("p1", tasks: [shell("main", "echo main >> $CARAVAN_ALLOC_DIR/order; exec sleep 60"), post])
         await ex.sync([a])
@@ -208,6 +210,18 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         try await log.wait("complete", { $0?.clientStatus == .complete }, id: "p1")
         #expect(readSmallFile(root + "/p1/alloc/order") == "main\npost\n")
         #expect(log.report("p1")?.taskStates["post"]?.state == .dead)
+    }
+
+    @Test("what a task leaves running when it ends (a setsid child) is killed with it")
+    func leftoversEndWithTheirTask() async throws {
+        let log = ReportLog()
+        let root = tempDir("leftovers")
+        let ex = Executor(root: root, nodeName: "n1", drivers: [RawExecDriver(useCgroups: false)], report: log.sink)
+        await ex.sync([assignment("l1", type: .batch, tasks: [shell("main", "setsid sleep 1000 > /dev/null 2>&1 < /dev/null & echo $! > pid")])])
+        try await log.wait("done", { $0?.clientStatus == .complete }, id: "l1")
+        let pid = try #require(Int32((readSmallFile(root + "/l1/main/pid") ?? "").filter(\.isNumber)))
+        for _ in 0..<100 where kill(pid, 0) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(kill(pid, 0) != 0, "the setsid child \(pid) outlived its task")
     }
 
     @Test("after an agent restart the same process is found again, not restarted; one that died meanwhile is restarted")
