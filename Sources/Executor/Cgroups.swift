@@ -130,6 +130,14 @@ public struct TaskCgroup: Sendable, Equatable {
         }
     }
 
+    /// Whether no process is left in the group (or it is gone).
+    public var isEmpty: Bool {
+        guard version != .none else { return true }
+        return controllers.allSatisfy { c in
+            [dir(c) + "/ctr", dir(c)].allSatisfy { (readSmallFile($0 + "/cgroup.procs") ?? "").allSatisfy { !$0.isNumber } }
+        }
+    }
+
     /// Removes the group (and runc's leftover child, if any); processes still in it keep it alive.
     public func remove() {
         // runc makes the path in every v1 hierarchy (cpuset, freezer, …), not only ours.

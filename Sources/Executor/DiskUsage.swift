@@ -28,7 +28,10 @@ public enum DiskUsage {
     }
 
     /// The bytes under `path`; counting stops once past `stopAt` (the walk is bounded by it).
-    public static func measure(_ path: String, stopAt: Int) -> Result {
+    /// `containerTasks`: the tasks whose `<task>/bundle/rootfs` may be another filesystem (their
+    /// overlay root).
+    public static func measure(_ path: String, stopAt: Int, containerTasks: Set<String> = []) -> Result {
+        let allowed = Set(containerTasks.map { Array($0.utf8) })
         let top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard top >= 0 else { return .bytes(0) }
         var st = stat()
@@ -66,7 +69,8 @@ public enum DiskUsage {
             // writes are counted in the task directory) is skipped; anything else is refused.
             if s.st_dev != device {
                 let entryName = withUnsafeBytes(of: &entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-                if stack.count == 3 && path.count == 2 && path[1] == Array("bundle".utf8) && entryName == Array("rootfs".utf8) { continue }
+                if stack.count == 3 && path.count == 2 && allowed.contains(path[0]) && path[1] == Array("bundle".utf8)
+                    && entryName == Array("rootfs".utf8) { continue }
                 return .foreignFilesystem
             }
             entries += 1

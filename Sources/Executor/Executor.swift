@@ -390,9 +390,17 @@ public actor Executor {
     /// carries its allocation and task in its environment), and its cgroup removed.
     func endLeftovers(_ r: AllocRunner, _ name: String) {
         let cg = TaskCgroup(allocation: r.allocation.id, task: name)
-        cg.killAll()
-        if r.tasks[name]?.spec.driver == .rawExec { StrayProcesses.kill(allocation: r.allocation.id, task: name) }
-        cg.remove()
+        let (id, plain) = (r.allocation.id, r.tasks[name]?.spec.driver == .rawExec)
+        // Off the executor: killing and waiting for the group to empty takes a moment.
+        Self.removalQueue.async {
+            for _ in 0..<20 {
+                cg.killAll()
+                if plain { StrayProcesses.kill(allocation: id, task: name) }
+                if cg.isEmpty { break }
+                usleep(50_000)
+            }
+            cg.remove()
+        }
     }
 
     /// The delay before the next restart, or nil when the policy says stop (mode fail).
@@ -599,6 +607,7 @@ public actor Executor {
         var limitBytes: Int
         var diskMiB: Int
         var logs: [(path: String, maxBytes: Int, maxFiles: Int)]
+        var containerTasks: Set<String>
     }
 
     /// What an allocation of `group` may keep on disk: its `ephemeralDisk` and, on top, what
@@ -616,7 +625,8 @@ public actor Executor {
                 logs += [dirs.stdout, dirs.stderr].map { ($0, t.spec.logs.maxFileSizeMiB << 20, t.spec.logs.maxFiles) }
             }
             return DiskTarget(allocation: r.allocation.id, directory: r.directory, limitBytes: Self.diskAllowanceBytes(r.group),
-                              diskMiB: r.group.ephemeralDiskMiB, logs: logs)
+                              diskMiB: r.group.ephemeralDiskMiB, logs: logs,
+                              containerTasks: Set(r.tasks.filter { $0.value.spec.driver == .container }.keys))
         }
     }
 
@@ -632,7 +642,7 @@ public actor Executor {
                 let measured = await withCheckedContinuation { c in
                     Self.walkQueue.async {
                         for l in t.logs { LogRotation.rotateIfNeeded(l.path, maxBytes: l.maxBytes, maxFiles: l.maxFiles) }
-                        c.resume(returning: DiskUsage.measure(t.directory, stopAt: t.limitBytes))
+                        c.resume(returning: DiskUsage.measure(t.directory, stopAt: t.limitBytes, containerTasks: t.containerTasks))
                     }
                 }
                 switch measured {
@@ -705,7 +715,8 @@ public actor Executor {
             names.forEach(body)
         }
         let keep = Array("alloc".utf8CString.dropLast())
-        each(top) { n in if n != keep && n != Array("state.json".utf8CString.dropLast()) { removeEntry(top, n) } }
+        let state = [Array("state.json".utf8CString.dropLast()), Array("state.json.tmp".utf8CString.dropLast())]
+        each(top) { n in if n != keep && !state.contains(n) { removeEntry(top, n) } }
         let shared = openat(top, "alloc", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard shared >= 0 else { return }
         defer { close(shared) }
@@ -713,22 +724,33 @@ public actor Executor {
         let logs = openat(shared, "logs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard logs >= 0 else { return }
         defer { close(logs) }
+        // Per stream, the live file and the newest maxFiles − 1 rotated ones: what logs may keep.
+        var kept: Set<String> = []
+        for (name, spec) in specs {
+            for stream in [name + ".stdout", name + ".stderr"] {
+                kept.insert(stream)
+                let dirs = TaskDirectories(allocationDirectory: directory, taskName: name)
+                let rotated = LogRotation.rotated(stream == name + ".stdout" ? dirs.stdout : dirs.stderr)
+                for i in rotated.suffix(max(0, min(spec.logs.maxFiles, 100) - 1)) { kept.insert("\(stream).\(i)") }
+            }
+        }
         each(logs) { n in
             let text = String(decoding: n.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            let owner = specs.first { name, _ in
-                let base = [name + ".stdout", name + ".stderr"]
-                return base.contains(text) || base.contains { b in text.hasPrefix(b + ".") && Int(text.dropFirst(b.count + 1)).map { $0 > 0 && $0 < 1_000_000 } == true }
-            }
+            let owner = kept.contains(text) && Array(text.utf8CString.dropLast()) == n
+                ? specs.first { name, _ in text.hasPrefix(name + ".stdout") || text.hasPrefix(name + ".stderr") } : nil
             var st = stat()
             guard let (_, spec) = owner, fstatat(logs, n + [0], &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else {
                 removeEntry(logs, n)
                 return
             }
             let fd = openat(logs, n + [0], O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-            if fd >= 0 {
-                ftruncate(fd, off_t(min(Int(st.st_size), spec.logs.maxFileSizeMiB << 20)))
-                close(fd)
+            var fs = stat()
+            if fd >= 0, fstat(fd, &fs) == 0, fs.st_mode & S_IFMT == S_IFREG, fs.st_nlink == 1 {
+                ftruncate(fd, off_t(min(Int(fs.st_size), spec.logs.maxFileSizeMiB << 20)))
+            } else {
+                removeEntry(logs, n)
             }
+            if fd >= 0 { close(fd) }
         }
     }
 

@@ -69,6 +69,8 @@ func removeTree(_ path: String) {
 /// False when something was left.
 @discardableResult
 func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
+    // One name of an entry: never ".", "..", empty or a path.
+    guard !name.isEmpty, name != [0x2E], name != [0x2E, 0x2E], !name.contains(0x2F), !name.contains(0) else { return false }
     var st = stat()
     guard fstatat(parent, name + [0], &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno == ENOENT }
     guard st.st_mode & S_IFMT == S_IFDIR else { return unlinkat(parent, name + [0], 0) == 0 || errno == ENOENT }
@@ -77,10 +79,13 @@ func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
     let device = st.st_dev
     var cur = openat(parent, name + [0], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard cur >= 0 else { return false }
-    // The directories walked into, top first: each one's name and (inode) — and the top's parent.
+    var opened = stat()
+    guard fstat(cur, &opened) == 0, opened.st_dev == device, opened.st_ino == st.st_ino else { close(cur); return false }
+    // The directories walked into, top first: each one's name and (inode) — and the top's parent;
+    // per level, the names there that would not go (not entered again).
     var names: [[CChar]] = []
     var inodes: [UInt64] = [UInt64(top.st_ino), UInt64(st.st_ino)]
-    var stuck: Set<[[CChar]]> = []
+    var stuckAt: [Set<[CChar]>] = [[]]
     var complete = true
     while true {
         var descend: (name: [CChar], inode: UInt64)?
@@ -95,7 +100,7 @@ func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
                     if unlinkat(cur, entry + [0], 0) != 0 { complete = false }
                 } else if es.st_dev != device {
                     complete = false
-                } else if !stuck.contains(names + [entry]) {
+                } else if !stuckAt[stuckAt.count - 1].contains(entry) {
                     descend = (entry, UInt64(es.st_ino))
                 }
             }
@@ -112,9 +117,10 @@ func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
                 cur = child
                 names.append(entry)
                 inodes.append(inode)
+                stuckAt.append([])
             } else {
                 if child >= 0 { close(child) }
-                stuck.insert(names + [entry])
+                stuckAt[stuckAt.count - 1].insert(entry)
             }
             continue
         }
@@ -133,9 +139,10 @@ func removeEntry(_ parent: Int32, _ name: [CChar]) -> Bool {
             return unlinkat(parent, name + [0], AT_REMOVEDIR) == 0 && complete
         }
         inodes.removeLast()
+        stuckAt.removeLast()
         cur = up
         if unlinkat(cur, last + [0], AT_REMOVEDIR) != 0 {
-            stuck.insert(names + [last])
+            stuckAt[stuckAt.count - 1].insert(last)
             complete = false
         }
     }

@@ -61,7 +61,7 @@ public enum LogRotation {
         rotated(live).map { "\(live).\($0)" } + [live]
     }
 
-    static func rotated(_ live: String) -> [Int] {
+    public static func rotated(_ live: String) -> [Int] {
         let slash = live.lastIndex(of: "/")!
         let dir = String(live[..<slash]), base = String(live[live.index(after: slash)...]) + "."
         // Numbers a task could not have us overflow on: rotation never gets near a million.

@@ -120,12 +120,18 @@ import Testing
         defer { umount2(mnt, Int32(MNT_DETACH)); removeTree(root) }
         close(open(mnt + "/inside", O_CREAT | O_WRONLY, 0o644))
         #expect(DiskUsage.measure(root, stopAt: .max) == .foreignFilesystem)
-        // A container's overlay root is where one is expected: skipped, not refused.
-        let rootfs = root + "/c/bundle/rootfs"
-        mkdirAll(rootfs)
         // Removal does not enter the mount (nor unmount it): what is inside stays.
         removeTree(root + "/main")
         #expect(access(mnt + "/inside", F_OK) == 0)
+        umount2(mnt, Int32(MNT_DETACH))
+        removeTree(root + "/main")
+        // A container task's overlay root is where one is expected: skipped — for that task only.
+        let rootfs = root + "/c/bundle/rootfs"
+        mkdirAll(rootfs)
+        guard mount("tmpfs", rootfs, "tmpfs", 0, "size=1m") == 0 else { return }
+        defer { umount2(rootfs, Int32(MNT_DETACH)) }
+        #expect(DiskUsage.measure(root, stopAt: .max, containerTasks: ["c"]) != .foreignFilesystem)
+        #expect(DiskUsage.measure(root, stopAt: .max, containerTasks: ["alloc"]) == .foreignFilesystem)
     }
 
     @Test func rotatedNamesCannotOverflowTheNextNumber() throws {
