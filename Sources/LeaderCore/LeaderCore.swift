@@ -329,6 +329,15 @@ public final class StateCopy: LeaderShell, @unchecked Sendable {
     }
 
     public func note(_ level: LeaderCore.Level, _ message: String, _ metadata: [String: String]) {}
+
+    /// What nodes do with what they are given, in one step: pending allocations that should run
+    /// are reported running (a stand-in for the executors, between two passes).
+    public func startPending() {
+        let starting = state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
+        if !starting.isEmpty {
+            apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
+        }
+    }
 }
 
 extension LeaderCore {

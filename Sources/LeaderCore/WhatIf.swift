@@ -137,12 +137,7 @@ public enum WhatIf {
         core.feed.prime(original, now: now)
         var clock = now
         let ids = CountingIDs("what-if-")
-        await core.settle(copy, clock: &clock, step: 1_000, maxPasses: 200, newID: { ids.next() }) { c in
-            let starting = c.state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
-            if !starting.isEmpty {
-                c.apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
-            }
-        }
+        await core.settle(copy, clock: &clock, step: 1_000, maxPasses: 200, newID: { ids.next() }) { $0.startPending() }
     }
 
     struct Key: Hashable, Comparable {

@@ -25,10 +25,7 @@ struct WhatIfBench: AsyncParsableCommand {
         var core = LeaderCore()
         var at: Int64 = 1_800_000_000_000
         let ids = CountingIDs("a")
-        await core.settle(copy, clock: &at, step: 60_000, newID: { ids.next() }) { c in
-            let starting = c.state.allocations.values.filter { $0.clientStatus == .pending }
-            if !starting.isEmpty { c.apply(.clientUpdate(starting.map { .init(allocationID: $0.id, clientStatus: .running, description: "") })) }
-        }
+        await core.settle(copy, clock: &at, step: 60_000, newID: { ids.next() }) { $0.startPending() }
         let built = clock.now - t0
         say("built: \(nodes) nodes, \(copy.state.allocations.count) allocations of \(jobs) jobs placed and running through LeaderCore in \(Self.seconds(built)) s")
         var change = WhatIf.Change()

@@ -101,11 +101,7 @@ struct WhatIfCommand: AsyncParsableCommand {
         }
         let o: WhatIf.Outcome
         do throws(WhatIf.Problem) { o = try await WhatIf.run(state, change, now: Executor.unixMillis()) } catch { throw CLIError.usage(error.description) }
-        func view(_ i: WhatIf.Instance) -> WhatIfView.Instance { .init(namespace: i.namespace, job: i.job, name: i.name, from: i.from, to: i.to) }
-        return WhatIfView(killed: o.killed, drained: o.drained, added: o.added, moved: o.moved.map(view), placed: o.placed.map(view),
-                          stopped: o.stopped.map(view),
-                          unplaced: o.unplaced.map { .init(namespace: $0.namespace, job: $0.job, group: $0.group, reason: $0.reason) },
-                          index: state.lastIndex)
+        return WhatIfView(o, index: state.lastIndex)
     }
 }
 

@@ -24,18 +24,10 @@ import Testing
             precondition(ok, "\(copy.refusals.last ?? "")")
         }
 
-        /// What the executor will do: pending allocations that should run start running.
-        static func run(_ copy: StateCopy) {
-            let starting = copy.state.allocations.values.filter { $0.desiredStatus == .run && $0.clientStatus == .pending }
-            if !starting.isEmpty {
-                copy.apply(.clientUpdate(starting.sorted { $0.id < $1.id }.map { .init(allocationID: $0.id, clientStatus: .running, description: "") }))
-            }
-        }
-
         /// Leader passes (and nodes starting what they are given) until nothing changes.
         mutating func settle() async {
             let ids = self.ids
-            await core.settle(copy, clock: &clock, step: 3_600_000, newID: { ids.next() }, between: Self.run)
+            await core.settle(copy, clock: &clock, step: 3_600_000, newID: { ids.next() }, between: { $0.startPending() })
         }
     }
 

@@ -86,11 +86,7 @@ struct RaftRoutes {
             do throws(WhatIf.Problem) { o = try await WhatIf.run(agent.store.current, change, now: Executor.unixMillis()) } catch {
                 throw APIError(.badRequest, "invalid_what_if", error.description)
             }
-            func view(_ i: WhatIf.Instance) -> WhatIfView.Instance { .init(namespace: i.namespace, job: i.job, name: i.name, from: i.from, to: i.to) }
-            return JSONResponse.make(WhatIfView(killed: o.killed, drained: o.drained, added: o.added, moved: o.moved.map(view), placed: o.placed.map(view),
-                                                stopped: o.stopped.map(view),
-                                                unplaced: o.unplaced.map { .init(namespace: $0.namespace, job: $0.job, group: $0.group, reason: $0.reason) },
-                                                index: read.index))
+            return JSONResponse.make(WhatIfView(o, index: read.index))
         }
         router.post("/v1/operator/raft/transfer-leader") { request, _ in
             let target = request.uri.queryParameters.get("id").flatMap { $0.isEmpty ? nil : ServerID($0) }
@@ -137,5 +133,15 @@ extension APIError {
         } else {
             self.init(.internalServerError, "internal", "\(error)")
         }
+    }
+}
+
+extension WhatIfView {
+    /// The API's form of a what-if's outcome (the route and the CLI's offline answer alike).
+    public init(_ o: WhatIf.Outcome, index: UInt64) {
+        func view(_ i: WhatIf.Instance) -> Instance { .init(namespace: i.namespace, job: i.job, name: i.name, from: i.from, to: i.to) }
+        self.init(killed: o.killed, drained: o.drained, added: o.added, moved: o.moved.map(view), placed: o.placed.map(view),
+                  stopped: o.stopped.map(view), unplaced: o.unplaced.map { .init(namespace: $0.namespace, job: $0.job, group: $0.group, reason: $0.reason) },
+                  index: index)
     }
 }
