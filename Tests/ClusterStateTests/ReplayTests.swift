@@ -1,0 +1,104 @@
+import CaravanModel
+import CaravanTesting
+import ClusterState
+import Foundation
+import LeaderCore
+import Primitives
+import Testing
+
+/// A log and a snapshot written by an earlier version of the agent (Fixtures/, made by
+/// `CARAVAN_WRITE_FIXTURES=1 swift test --filter ReplayTests` on 2026-12-07, before job
+/// registrations changed form) still load, and replaying the log gives the snapshot's state:
+/// what an upgraded replica does with what an older one wrote.
+@Suite struct ReplayTests {
+    static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+    static let tag = "2026-12-07"
+
+    /// A cluster's life through the leader's real core: nodes, varied jobs (every job-file
+    /// field the generator knows), a namespace with a quota and a driver rule, placements,
+    /// failures, a drain, a canary promotion, a periodic launch, a stop and a purge.
+    static func life() async -> StateCopy {
+        let copy = StateCopy(ClusterState())
+        for i in 0..<6 {
+            var n = Node(id: "n\(i)", address: "10.0.0.\(i)", cpuMillicores: 8000, memoryMiB: 16384, diskMiB: 1_000_000)
+            n.meta = ["rack": "r\(i % 3)"]
+            n.attributes = ["kernel.name": "linux", "unique.hostname": "n\(i)"]
+            n.drivers = ["raw_exec", "exec", "container"]
+            copy.apply(.upsertNode(n))
+        }
+        var ns = Namespace(name: "team-a", description: "A", quota: Quota(cpuMillicores: 20_000, memoryMiB: nil, instances: 40))
+        ns.drivers = DriverRule(enabled: [.exec, .container])
+        copy.apply(.upsertNamespace(ns))
+        copy.apply(.schedulerConfig(algorithm: "spread"))
+        var gen = JobGenerator(seed: 7)
+        for _ in 0..<12 {
+            var job = gen.job()
+            job.periodic = nil
+            for g in job.groups.indices { job.groups[g].count = min(job.groups[g].count, 3) }
+            copy.apply(.registerJob(text: JobFile.render(job)))
+        }
+        copy.apply(.registerJob(text: """
+            id: canaried
+            update: {canary: 1, maxParallel: 1}
+            groups:
+              - name: g
+                count: 2
+                tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["1"]}, resources: {cpu: 100m, memory: 64Mi}}]
+            """))
+        copy.apply(.registerJob(text: "id: nightly\ntype: batch\nperiodic: {cron: \"0 3 * * *\"}\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n"))
+        var core = LeaderCore()
+        var clock: Int64 = 1_800_000_000_000
+        let ids = CountingIDs("r")
+        await core.settle(copy, clock: &clock, step: 60_000, newID: { ids.next() }) { $0.startPending() }
+        if let a = copy.state.allocations.values.sorted(by: { $0.id < $1.id }).first {
+            copy.apply(.clientUpdate([.init(allocationID: a.id, clientStatus: .failed, description: "exit 1")]))
+        }
+        copy.apply(.nodeDrain(id: "n1", draining: true))
+        copy.apply(.registerJob(text: """
+            id: canaried
+            update: {canary: 1, maxParallel: 1}
+            groups:
+              - name: g
+                count: 2
+                tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["2"]}, resources: {cpu: 100m, memory: 64Mi}}]
+            """))
+        await core.settle(copy, clock: &clock, step: 60_000, newID: { ids.next() }) { $0.startPending() }
+        copy.apply(.promote(namespace: "default", id: "canaried", version: 1))
+        copy.apply(.periodicLaunch(namespace: "default", id: "nightly", time: 1_800_000_000))
+        copy.apply(.nodeStatus(id: "n2", status: .down))
+        await core.settle(copy, clock: &clock, step: 60_000, newID: { ids.next() }) { $0.startPending() }
+        if let first = copy.state.jobs.keys.sorted().first { copy.apply(.deregisterJob(namespace: first.namespace, id: first.id, purge: false)) }
+        await core.settle(copy, clock: &clock, step: 60_000, newID: { ids.next() }) { $0.startPending() }
+        return copy
+    }
+
+    @Test func aLogAndASnapshotWrittenEarlierStillLoadAndAgree() async throws {
+        let logPath = Self.dir + "/log-\(Self.tag).bin", snapPath = Self.dir + "/snapshot-\(Self.tag).bin"
+        if ProcessInfo.processInfo.environment["CARAVAN_WRITE_FIXTURES"] == "1" {
+            let copy = await Self.life()
+            var w = ByteWriter()
+            for c in copy.applied { w.blob(c.encode()) }
+            try FileManager.default.createDirectory(atPath: Self.dir, withIntermediateDirectories: true)
+            try Data(w.bytes).write(to: URL(fileURLWithPath: logPath))
+            try Data(copy.state.snapshot()).write(to: URL(fileURLWithPath: snapPath))
+        }
+        let log = try Data(contentsOf: URL(fileURLWithPath: logPath))
+        var r = ByteReader(Array(log))
+        var state = ClusterState()
+        var index: UInt64 = 0
+        var commands = 0
+        while !r.atEnd {
+            let bytes = try #require(r.blob(max: 64 << 20))
+            index += 1
+            let outcome = state.apply(bytes, index: index)
+            #expect(outcome == .applied, "entry \(index): \(outcome)")
+            commands += 1
+        }
+        let restored = try ClusterState.restore(Array(try Data(contentsOf: URL(fileURLWithPath: snapPath))))
+        #expect(commands > 50)
+        #expect(restored == state, "replaying the log does not give the snapshot's state")
+        #expect(state.jobs.count >= 12 && state.namespaces["team-a"]?.drivers.enabled == [.exec, .container])
+        #expect(state.jobs[.init("default", "canaried")]?.promoted == true && state.schedulerAlgorithm == "spread")
+        #expect(state.allocations.values.contains { $0.clientStatus == .lost } && state.nodes["n1"]?.draining == true)
+    }
+}
