@@ -213,7 +213,7 @@ public struct LeaderCore: Sendable {
         let (plan, input, verdict) = (scheduled.plan, scheduled.input, scheduled.verdict)
         if let at = Self.recheckAt(plan, input, now: now) { feed.wakeAt[key] = at }
         // A system job fails per node: one group may have several (joined, never a duplicate key).
-        let failures = Dictionary(plan.failures.map { ($0.group, $0.description) }, uniquingKeysWith: { $0 + "; " + $1 })
+        let failures = Dictionary(plan.failures.map { ($0.group, $0.description) }, uniquingKeysWith: { $0 == $1 || $0.contains($1) ? $0 : $0 + "; " + $1 })
         // Evaluations the API created (a register, a stop) are answered by this one; so is the
         // delivered one when it is a blocked evaluation retried.
         let pending = mine.filter { $0.status == .pending || ($0.id == delivered.id && $0.status == .blocked) }
@@ -302,6 +302,8 @@ public final class StateCopy: LeaderShell, @unchecked Sendable {
     public private(set) var index: UInt64
     /// Every command applied, in order.
     public private(set) var applied: [Command] = []
+    /// Every command proposed, refused ones too, in order: the log a Raft group would hold.
+    public private(set) var log: [Command] = []
     /// Why each refused command was refused.
     public private(set) var refusals: [String] = []
 
@@ -318,6 +320,7 @@ public final class StateCopy: LeaderShell, @unchecked Sendable {
     @discardableResult
     public func apply(_ command: Command) -> Bool {
         index += 1
+        log.append(command)
         switch state.apply(command, index: index) {
         case .applied, .ignoredAsUnknown:
             applied.append(command)
