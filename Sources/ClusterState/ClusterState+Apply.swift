@@ -2,9 +2,14 @@ import CaravanModel
 
 /// Each command's effect on the state, one function per command (`apply` dispatches).
 extension ClusterState {
+    /// A registration logged as job text (agents before 2026-12-07): parsed as it was then.
     mutating func applyRegisterJob(_ text: String, index: UInt64) -> Outcome {
         let job: Job
         do { job = try JobFile.parse(text, file: "job", stored: true) } catch { return .rejected(error.description) }
+        return applyRegister(job, index: index)
+    }
+
+    mutating func applyRegister(_ job: Job, index: UInt64) -> Outcome {
         let key = JobKey(job.namespace, job.id)
         // Once namespaces are in use a job goes only into one that exists (the API checks
         // first; this settles a register racing the namespace's delete). Logs from before
@@ -13,13 +18,12 @@ extension ClusterState {
             return .rejected("namespace \(job.namespace) does not exist")
         }
         if let why = driverRefusal(job) { return .rejected(why) }
-        let canonical = JobFile.render(job)
         // Every registration asks the scheduler to look at the job (its evaluation id follows
         // from the index, so the API can name it).
         upsert([Evaluation.pending(for: key, priority: job.priority, .jobRegister, index: index)], index)
-        if let cur = jobs[key], cur.text == canonical, !cur.stopped { return .applied }  // unchanged: no new version
+        if let cur = jobs[key], cur.job == job, !cur.stopped { return .applied }  // unchanged: no new version
         let version = jobs[key].map { $0.version + 1 } ?? 0
-        let record = JobRecord(job: job, text: canonical, version: version, stopped: false,
+        let record = JobRecord(job: job, text: JobFile.render(job), version: version, stopped: false,
                                createIndex: jobs[key]?.createIndex ?? index, modifyIndex: index)
         jobs[key] = record
         versions[key, default: []].insert(record, at: 0)

@@ -95,6 +95,7 @@ public struct ClusterState: Sendable, Equatable {
         lastIndex = max(lastIndex, index)
         switch c {
         case .registerJob(let text): return applyRegisterJob(text, index: index)
+        case .register(let job): return applyRegister(job, index: index)
         case .deregisterJob(let ns, let id, let purge): return applyDeregisterJob(ns, id, purge, index: index)
         case .upsertNode(let n): return applyUpsertNode(n, index: index)
         case .nodeStatus(let id, let status): return applyNodeStatus(id, status, index: index)
@@ -174,7 +175,8 @@ public struct ClusterState: Sendable, Equatable {
 
     // MARK: - Snapshot
 
-    static let snapshotVersion: UInt8 = 7
+    /// 8: jobs as `JobCodec` records (7 and before: job-file text, parsed when restored).
+    static let snapshotVersion: UInt8 = 8
 
     /// A compact, deterministic encoding of the whole state (sorted keys).
     public func snapshot() -> [UInt8] {
@@ -184,7 +186,7 @@ public struct ClusterState: Sendable, Equatable {
         w.varint(UInt64(tableIndex.count))
         for (t, i) in tableIndex.sorted(by: { $0.key.rawValue < $1.key.rawValue }) { w.byte(t.rawValue); w.varint(i) }
         func job(_ r: JobRecord) {
-            w.string(r.text, max: 4 << 20); w.varint(UInt64(r.version)); w.byte(r.stopped ? 1 : 0); w.varint(r.createIndex); w.varint(r.modifyIndex)
+            w.blob(JobCodec.encode(r.job)); w.varint(UInt64(r.version)); w.byte(r.stopped ? 1 : 0); w.varint(r.createIndex); w.varint(r.modifyIndex)
             w.byte((r.stable ? 1 : 0) | (r.promoted ? 2 : 0))
         }
         w.varint(UInt64(jobs.count))
@@ -222,11 +224,18 @@ public struct ClusterState: Sendable, Equatable {
             s.tableIndex[t] = i
         }
         func job() throws(RestoreError) -> JobRecord {
-            guard let text = r.string(max: 4 << 20), let v = r.varint(), let st = r.byte(), let ci = r.varint(), let mi = r.varint() else {
+            let j: Job, text: String
+            if format >= 8 {
+                guard let bytes = r.blob(max: 4 << 20), let decoded = JobCodec.decode(bytes) else { throw RestoreError(description: "bad job record") }
+                (j, text) = (decoded, JobFile.render(decoded))
+            } else {
+                guard let t = r.string(max: 4 << 20) else { throw RestoreError(description: "bad job record") }
+                do { j = try JobFile.parse(t, file: "snapshot", stored: true) } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
+                text = t
+            }
+            guard let v = r.varint(), let st = r.byte(), let ci = r.varint(), let mi = r.varint() else {
                 throw RestoreError(description: "bad job record")
             }
-            let j: Job
-            do { j = try JobFile.parse(text, file: "snapshot", stored: true) } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
             var rec = JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)
             if format >= 5 {
                 guard let flags = r.byte(), flags < 4 else { throw RestoreError(description: "bad job record") }

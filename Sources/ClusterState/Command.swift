@@ -6,8 +6,13 @@ import Primitives
 /// newer leader can add commands without stopping older followers; any other unknown type is
 /// an error the same on every agent.
 public enum Command: Sendable, Equatable {
-    /// A job in canonical job-file JSON; every register makes a new version.
+    /// A job as its file's text, parsed when applied: what agents before 2026-12-07 wrote. Still
+    /// applied when a log or snapshot holds it; new registrations are `register`.
     case registerJob(text: String)
+    /// A job, parsed and defaulted where it was submitted, encoded by `JobCodec`: applying it
+    /// parses nothing, so every release replays it to the same job. A register that changes the
+    /// job makes a new version.
+    case register(Job)
     case deregisterJob(namespace: String, id: String, purge: Bool)
     case upsertNode(Node)
     case nodeStatus(id: String, status: Node.Status)
@@ -37,7 +42,7 @@ public enum Command: Sendable, Equatable {
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote, upsertNamespace, deleteNamespace
+             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote, upsertNamespace, deleteNamespace, register
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -91,6 +96,8 @@ public enum Command: Sendable, Equatable {
             w.byte(Tag.upsertNamespace.rawValue); RecordCodec.enc(n, &w)
         case .deleteNamespace(let name):
             w.byte(Tag.deleteNamespace.rawValue); w.string(name)
+        case .register(let job):
+            w.byte(Tag.register.rawValue); w.blob(JobCodec.encode(job))
         }
         return w.bytes
     }
@@ -111,6 +118,7 @@ public enum Command: Sendable, Equatable {
         let c: Command?
         switch tag {
         case .registerJob: c = r.string(max: 4 << 20).map { .registerJob(text: $0) }
+        case .register: c = r.blob(max: 4 << 20).flatMap(JobCodec.decode).map { .register($0) }
         case .deregisterJob:
             if let ns = r.string(), let id = r.string(), let p = r.byte() { c = .deregisterJob(namespace: ns, id: id, purge: p == 1) } else { c = nil }
         case .upsertNode: c = RecordCodec.node(&r).map { .upsertNode($0) }

@@ -29,8 +29,15 @@ public enum JobCodec {
     static func int(_ r: inout ByteReader) -> Int? { RecordCodec.int(&r) }
     static func bool(_ v: Bool, _ w: inout ByteWriter) { w.byte(v ? 1 : 0) }
     static func bool(_ r: inout ByteReader) -> Bool? { r.byte().flatMap { $0 <= 1 ? $0 == 1 : nil } }
-    static func ms(_ d: Duration, _ w: inout ByteWriter) { int(Int(d / .milliseconds(1)), &w) }
-    static func ms(_ r: inout ByteReader) -> Duration? { int(&r).map { .milliseconds($0) } }
+    /// A duration exactly: whole seconds and attoseconds.
+    static func ms(_ d: Duration, _ w: inout ByteWriter) {
+        let (s, a) = d.components
+        int(Int(s), &w); int(Int(a), &w)
+    }
+    static func ms(_ r: inout ByteReader) -> Duration? {
+        guard let s = int(&r), let a = int(&r), abs(a) < 1_000_000_000_000_000_000 else { return nil }
+        return Duration(secondsComponent: Int64(s), attosecondsComponent: Int64(a))
+    }
     static func opt(_ s: String?, _ w: inout ByteWriter) { w.byte(s == nil ? 0 : 1); if let s { w.string(s, max: 1 << 20) } }
     static func opt(_ r: inout ByteReader) -> String?? {
         guard let has = r.byte(), has <= 1 else { return nil }

@@ -2,7 +2,7 @@ import CaravanModel
 import Primitives
 
 /// Binary encoding of nodes, allocations and evaluations (Raft commands and snapshots).
-/// Jobs travel as their canonical job-file JSON, so one schema serves files, API and log.
+/// Jobs are encoded by `JobCodec`.
 enum RecordCodec {
     static func map(_ m: [String: String], _ w: inout ByteWriter) {
         w.varint(UInt64(m.count))

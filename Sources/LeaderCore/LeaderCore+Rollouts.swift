@@ -48,7 +48,7 @@ extension LeaderCore {
                 let why = failed ? "has a failed instance"
                     : overdue ? "has an instance not healthy within \(Units.text(u.healthyDeadline))"
                     : "made no progress within \(Units.text(u.progressDeadline))"
-                out.append((.registerJob(text: target.text),
+                out.append((.register(target.job),
                             "auto-revert: job \(key.id) version \(rec.version) \(why); registering stable version \(target.version) again"))
                 continue
             }
@@ -132,7 +132,7 @@ extension LeaderCore {
                     _ = await shell.propose(.upsertEvaluations([e]), "record the refused launch of \(key.id)")
                 } else {
                     shell.note(.info, "periodic launch", ["job": key.id, "child": child.id])
-                    guard await shell.propose(.registerJob(text: JobFile.render(child)), "launch \(child.id)") else { continue }
+                    guard await shell.propose(.register(child), "launch \(child.id)") else { continue }
                 }
             }
             _ = await shell.propose(.periodicLaunch(namespace: key.namespace, id: key.id, time: next), "record the launch of \(key.id)")

@@ -91,7 +91,7 @@ public enum WhatIf {
                 out.added.append(n.id)
             }
         }
-        if let job = change.job, !scenario.apply(.registerJob(text: JobFile.render(job))) {
+        if let job = change.job, !scenario.apply(.register(job)) {
             throw Problem(scenario.refusals.last ?? "the job was refused")
         }
 

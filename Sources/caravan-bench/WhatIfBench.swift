@@ -21,7 +21,7 @@ struct WhatIfBench: AsyncParsableCommand {
         for i in 0..<nodes { copy.apply(.upsertNode(SchedulerBench.node(i, cpu: 8000, mem: 16384, rack: "r\(i % 10)"))) }
         let clock = ContinuousClock()
         var t0 = clock.now
-        for j in 0..<jobs { copy.apply(.registerJob(text: JobFile.render(SchedulerBench.job("j\(j)", count: count, cpu: 250, mem: 512)))) }
+        for j in 0..<jobs { copy.apply(.register(SchedulerBench.job("j\(j)", count: count, cpu: 250, mem: 512))) }
         var core = LeaderCore()
         var at: Int64 = 1_800_000_000_000
         let ids = CountingIDs("a")

@@ -78,9 +78,9 @@ import Testing
         c.apply(.clientUpdate([.init(allocationID: "f1", clientStatus: .failed, description: "exit 1")]))
         let revert = LeaderCore.rolloutActions(c.state, now: 3_000_000)
         #expect(revert.count == 1)
-        guard case .registerJob(let text)? = revert.first?.0 else { Issue.record("expected a register, got \(revert)"); return }
-        #expect(text == c.state.versions[.init("default", "web")]?.last?.text, "version 0's definition")
-        c.apply(.registerJob(text: text))
+        guard case .register(let job)? = revert.first?.0 else { Issue.record("expected a register, got \(revert)"); return }
+        #expect(job == c.state.versions[.init("default", "web")]?.last?.job, "version 0's definition")
+        c.apply(.register(job))
         #expect(c.state.jobs[.init("default", "web")]?.version == 2)
         #expect(LeaderCore.rolloutActions(c.state, now: 3_000_000).isEmpty, "no second revert")
     }
@@ -110,7 +110,7 @@ import Testing
             #expect(late.count == 1, "\(late.map(\.1))")
             if autoRevert {
                 #expect(late.first?.1.contains("made no progress within 1m") == true, "\(late.map(\.1))")
-                guard case .registerJob? = late.first?.0 else { Issue.record("expected a revert, got \(late.map(\.1))"); continue }
+                guard case .register? = late.first?.0 else { Issue.record("expected a revert, got \(late.map(\.1))"); continue }
             } else {
                 guard case .upsertEvaluations(let evals)? = late.first?.0, let e = evals.first else { Issue.record("expected an evaluation, got \(late.map(\.1))"); continue }
                 #expect(e.status == .failed && e.triggeredBy == .rollingUpdate && e.statusDescription.contains("made no progress within 1m"))

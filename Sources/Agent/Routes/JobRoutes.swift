@@ -67,7 +67,11 @@ struct JobRoutes {
                 throw APIError(.badRequest, "unknown_version", "job \(id) has no version \(version) (kept: \(versions.map { String($0.version) }.joined(separator: ", ")))")
             }
             // Registering the old definition again makes it the newest version.
-            let index = try await commit(.registerJob(text: target.job), request)
+            let old: Job
+            do { old = try JobFile.parse(target.job, file: "version \(version)", stored: true) } catch {
+                throw APIError(.internalServerError, "bad_version", "version \(version) of job \(id) cannot be read: \(error)")
+            }
+            let index = try await commit(.register(old), request)
             return JSONResponse.make(JobRegisterView(id: id, namespace: ns, index: index,
                                                      evaluationID: Evaluation.id(at: index, for: .init(ns, id))))
         }
@@ -134,7 +138,7 @@ struct JobRoutes {
             throw APIError(.tooManyRequests, "limit_reached",
                            "the cluster holds \(jobs.count) jobs, the limit (\(agent.config.limits.maxJobs)); purge stopped jobs first (caravan job stop -purge)")
         }
-        let index = try await commit(.registerJob(text: JobFile.render(job)), request)
+        let index = try await commit(.register(job), request)
         let eval = Evaluation.id(at: index, for: .init(job.namespace, job.id))
         // Read back what the registration left (a new version, or the unchanged job).
         let st = try? await agent.read(ClusterQuery(kind: .job, namespace: job.namespace, id: job.id)).decode(JobStatusView.self)
