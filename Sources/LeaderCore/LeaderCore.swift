@@ -248,7 +248,7 @@ public struct LeaderCore: Sendable {
         report.evaluations += 1
         if !refused.isEmpty { report.planRejections += 1 }
         for f in plan.failures {
-            for (reason, _) in f.reasons { report.failedPlacements[Self.reasonClass(reason), default: 0] += f.unplaced }
+            for (reason, _) in f.reasons { report.failedPlacements[reason.metricClass, default: 0] += f.unplaced }
         }
         guard ok else { return false }
         report.placements += verdict.accepted.placements.count
@@ -283,16 +283,6 @@ public struct LeaderCore: Sendable {
         return times.min()
     }
 
-    /// A placement failure's reason without the job's own values ("constraint ${attr.x} = y" →
-    /// "constraint"), so the metric has few series.
-    public static func reasonClass(_ reason: String) -> String {
-        if reason.hasSuffix("exhausted") || reason.hasPrefix("node ") { return reason.replacing(" ", with: "_") }
-        if reason.hasPrefix("missing driver") { return "missing_driver" }
-        if reason.hasPrefix("port ") { return "port_in_use" }
-        if reason.hasPrefix("constraint distinct_hosts") { return "distinct_hosts" }
-        if reason.hasPrefix("constraint distinct_property") { return "distinct_property" }
-        return String(reason.prefix { $0 != " " })
-    }
 }
 
 /// A copy of the cluster state that proposals apply to at once, in memory: what the seeded

@@ -33,22 +33,74 @@ public struct SchedulerInput: Sendable {
 }
 
 /// Why some instances of a group could not be placed, by reason, for `job status` and `job plan`.
+/// Why a node could not take an instance, or why none was tried. Rendered to text only at the
+/// edge (`description`, the evaluation a user reads); metrics read `metricClass`.
+public enum FailureReason: Hashable, Sendable, CustomStringConvertible {
+    public enum Resource: String, Sendable { case cpu, memory, disk }
+
+    case nodeDown, nodeDraining, nodeIneligible
+    case datacenter(String)
+    case missingDriver(String)
+    /// A constraint the node does not meet, as `Feasibility.describe` says it.
+    case constraint(String)
+    case distinctHosts
+    case distinctProperty(String)
+    case exhausted(Resource)
+    case portInUse(Int)
+    /// The job's namespace is at its quota (`namespace team-a: memory 2048Mi of 2048Mi used`).
+    case quota(String)
+
+    public var description: String {
+        switch self {
+        case .nodeDown: "node down"
+        case .nodeDraining: "node draining"
+        case .nodeIneligible: "node ineligible"
+        case .datacenter(let dc): "datacenter \(dc)"
+        case .missingDriver(let d): d == "raw_exec" ? "missing driver raw_exec (agents offer it only with --enable-raw-exec)" : "missing driver \(d)"
+        case .constraint(let c): c
+        case .distinctHosts: "constraint distinct_hosts"
+        case .distinctProperty(let a): "constraint distinct_property \(a)"
+        case .exhausted(let r): "\(r.rawValue) exhausted"
+        case .portInUse(let p): "port \(p) in use"
+        case .quota(let why): why
+        }
+    }
+
+    /// A node ran out of something (rather than not being a candidate at all).
+    public var isExhaustion: Bool { if case .exhausted = self { true } else { false } }
+
+    /// The reason without the job's own values, for a metric with few series.
+    public var metricClass: String {
+        switch self {
+        case .nodeDown: "node_down"
+        case .nodeDraining: "node_draining"
+        case .nodeIneligible: "node_ineligible"
+        case .datacenter: "datacenter"
+        case .missingDriver: "missing_driver"
+        case .constraint: "constraint"
+        case .distinctHosts: "distinct_hosts"
+        case .distinctProperty: "distinct_property"
+        case .exhausted(let r): "\(r.rawValue)_exhausted"
+        case .portInUse: "port_in_use"
+        case .quota: "quota"
+        }
+    }
+}
+
 public struct PlacementFailure: Sendable, Equatable, CustomStringConvertible {
     public var group: String
     public var unplaced: Int
     public var nodesEvaluated: Int
-    /// Reason → nodes it ruled out ("memory exhausted", "constraint ${attr.kernel.name} = linux", …).
-    public var reasons: [String: Int]
+    /// Reason → nodes it ruled out.
+    public var reasons: [FailureReason: Int]
 
     public var description: String {
-        let why = reasons.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key < $1.key) }
-            .map { r in
-                r.key.hasSuffix("exhausted") ? "\(r.key) on \(r.value) node\(r.value == 1 ? "" : "s")" : "\(r.key) filtered \(r.value)"
-            }
         // A quota refusal is about the namespace, not about nodes.
-        if nodesEvaluated == 0, let quota = reasons.keys.first(where: { $0.hasPrefix("namespace ") }) {
+        if nodesEvaluated == 0, let quota = reasons.keys.first(where: { if case .quota = $0 { true } else { false } }) {
             return "\(unplaced) of group \(group) not placed: \(quota)"
         }
+        let why = reasons.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key.description < $1.key.description) }
+            .map { r in r.key.isExhaustion ? "\(r.key) on \(r.value) node\(r.value == 1 ? "" : "s")" : "\(r.key) filtered \(r.value)" }
         return "\(unplaced) of group \(group) not placed: " + (why.isEmpty ? "no nodes" : why.joined(separator: ", ")) + " (\(nodesEvaluated) nodes evaluated)"
     }
 }
@@ -359,7 +411,7 @@ public struct Scheduler {
         let nodes = ctx.input.nodes
         let candidates: [Int] = only.map { id in ctx.nodeIndex[id].map { [$0] } ?? [] } ?? Array(nodes.indices)
         // What depends on the node alone is decided once per group, not once per instance.
-        var staticReason = [String?](repeating: nil, count: nodes.count)
+        var staticReason = [FailureReason?](repeating: nil, count: nodes.count)
         var affinity = [Double](repeating: 0, count: nodes.count)
         let constraints = job.constraints + group.constraints
         let distinctHosts = constraints.contains { $0.operator == .distinctHosts }
@@ -379,20 +431,20 @@ public struct Scheduler {
                let refusal = quota.refusal(job.namespace, used: ctx.quotaUsed, cpu: ask.cpu, memory: ask.memory) {
                 failure.unplaced += 1
                 failure.nodesEvaluated = 0
-                failure.reasons = [refusal: 0]
+                failure.reasons = [.quota(refusal): 0]
                 continue
             }
             var best: (index: Int, score: Double)?
-            var reasons: [String: Int] = [:]
+            var reasons: [FailureReason: Int] = [:]
             var ranked = 0
             let start = candidates.count > maxCandidates ? ctx.cursor % candidates.count : 0
             for step in 0..<candidates.count {
                 if ranked >= maxCandidates { break }
                 let i = candidates[(start + step) % candidates.count]
                 if let why = staticReason[i] { reasons[why, default: 0] += 1; continue }
-                if distinctHosts && here[i] > 0 { reasons["constraint distinct_hosts", default: 0] += 1; continue }
+                if distinctHosts && here[i] > 0 { reasons[.distinctHosts, default: 0] += 1; continue }
                 if let c = distinctProperty.first(where: { !ctx.distinctPropertyAllows($0, nodes[i], here) }) {
-                    reasons["constraint distinct_property \(c.attribute)", default: 0] += 1
+                    reasons[.distinctProperty(c.attribute), default: 0] += 1
                     continue
                 }
                 if let why = ctx.resourceReason(i, ask) { reasons[why, default: 0] += 1; continue }
@@ -425,7 +477,7 @@ public struct Scheduler {
             here[chosen.index] += 1
             for k in spreads.indices { spreads[k].placed(on: chosen.index) }
         }
-        if failure.unplaced > 0 && !(quietIfInfeasible && failure.reasons.keys.allSatisfy { !$0.hasSuffix("exhausted") }) {
+        if failure.unplaced > 0 && !(quietIfInfeasible && failure.reasons.keys.allSatisfy { !$0.isExhaustion }) {
             plan.failures.append(failure)
         }
     }
@@ -515,20 +567,18 @@ struct Context {
     }
 
     /// Why a node can never take this group (whatever else is placed), or nil.
-    static func staticReason(_ node: Node, _ job: Job, _ constraints: [Constraint], _ ask: Ask) -> String? {
-        if node.status == .down { return "node down" }
-        if node.draining { return "node draining" }
-        if node.eligibility == .ineligible { return "node ineligible" }
-        if !job.datacenters.contains("*") && !job.datacenters.contains(node.datacenter) { return "datacenter \(node.datacenter)" }
-        for d in ask.drivers.sorted() where !node.drivers.contains(d) {
-            // Agents offer raw_exec only when told to: say how, where the operator will look.
-            return d == "raw_exec" ? "missing driver raw_exec (agents offer it only with --enable-raw-exec)" : "missing driver \(d)"
-        }
+    static func staticReason(_ node: Node, _ job: Job, _ constraints: [Constraint], _ ask: Ask) -> FailureReason? {
+        if node.status == .down { return .nodeDown }
+        if node.draining { return .nodeDraining }
+        if node.eligibility == .ineligible { return .nodeIneligible }
+        if !job.datacenters.contains("*") && !job.datacenters.contains(node.datacenter) { return .datacenter(node.datacenter) }
+        // (Agents offer raw_exec only when told to: its description says how.)
+        for d in ask.drivers.sorted() where !node.drivers.contains(d) { return .missingDriver(d) }
         for c in constraints where c.operator != .distinctHosts && c.operator != .distinctProperty {
-            if !Feasibility.holds(c, on: node) { return Feasibility.describe(c) }
+            if !Feasibility.holds(c, on: node) { return .constraint(Feasibility.describe(c)) }
         }
-        if ask.cpu > node.cpuMillicores { return "cpu exhausted" }
-        if ask.memory > node.memoryMiB { return "memory exhausted" }
+        if ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
+        if ask.memory > node.memoryMiB { return .exhausted(.memory) }
         return nil
     }
 
@@ -540,12 +590,12 @@ struct Context {
         return used < limit
     }
 
-    func resourceReason(_ i: Int, _ ask: Ask) -> String? {
+    func resourceReason(_ i: Int, _ ask: Ask) -> FailureReason? {
         let node = input.nodes[i]
-        if cpu[i] + ask.cpu > node.cpuMillicores { return "cpu exhausted" }
-        if memory[i] + ask.memory > node.memoryMiB { return "memory exhausted" }
-        if disk[i] + ask.disk > node.diskMiB { return "disk exhausted" }
-        for p in ask.staticPorts where ports[i].contains(p) { return "port \(p) in use" }
+        if cpu[i] + ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
+        if memory[i] + ask.memory > node.memoryMiB { return .exhausted(.memory) }
+        if disk[i] + ask.disk > node.diskMiB { return .exhausted(.disk) }
+        for p in ask.staticPorts where ports[i].contains(p) { return .portInUse(p) }
         return nil
     }
 
