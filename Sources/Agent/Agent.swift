@@ -48,6 +48,8 @@ public final class Agent: Sendable {
     let httpConnections = HTTPConnectionCounter()
     var execSessions: ConcurrencyLimit { concurrency.exec }
     var logFollows: ConcurrencyLimit { concurrency.follows }
+    /// What-ifs computing here: one at a time, so questions cannot crowd out the agent's work.
+    let whatIfs = ConcurrencyLimit(1, "what-ifs")
     private let concurrency: (exec: ConcurrencyLimit, follows: ConcurrencyLimit)
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)

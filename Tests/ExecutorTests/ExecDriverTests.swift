@@ -207,8 +207,11 @@ let canRunContainers = geteuid() == 0 && RuncDriver(stateRoot: "/tmp").fingerpri
         let st = try #require(log.report("o1")?.taskStates["hog"])
         #expect(st.failed && st.exitCode == 137)
         #expect(st.events.contains { $0.type == "OOM Killed" }, "\(st.events)")
-        // The task's cgroups are gone once it is dead.
-        #expect(access("/sys/fs/cgroup/memory/caravan/o1-hog", F_OK) != 0)
+        // The task's cgroups are gone soon after it is dead (removed off the executor's actor).
+        let cgroup = "/sys/fs/cgroup/memory/caravan/o1-hog"
+        let deadline = ContinuousClock.now + .seconds(10)
+        while access(cgroup, F_OK) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(access(cgroup, F_OK) != 0)
     }
 
     @Test("an exec task keeps running across an executor restart and is stopped afterwards")

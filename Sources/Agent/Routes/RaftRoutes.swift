@@ -82,6 +82,8 @@ struct RaftRoutes {
             }
             // A linearizable read first: this agent's copy then holds every write made before.
             let read = try await agent.read(ClusterQuery(kind: .schedulerConfig), request)
+            try agent.whatIfs.acquire()
+            defer { agent.whatIfs.release() }
             let o: WhatIf.Outcome
             do throws(WhatIf.Problem) { o = try await WhatIf.run(agent.store.current, change, now: Executor.unixMillis()) } catch {
                 throw APIError(.badRequest, "invalid_what_if", error.description)
