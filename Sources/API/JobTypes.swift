@@ -440,3 +440,25 @@ public struct WhatIfView: Codable, Sendable, Equatable {
         self.index = index
     }
 }
+
+/// `PUT /v1/operator/snapshot`: a snapshot file restored into this cluster.
+public struct SnapshotRestoreView: Codable, Sendable, Equatable {
+    /// The Raft index the restore was committed at.
+    public var index: UInt64
+    public var jobs: Int
+    public var allocations: Int
+    public var variables: Int
+    /// Nodes of the file that are members here, and those that are not (marked down: their
+    /// allocations are placed again on this cluster's nodes).
+    public var nodesKept: [String]
+    public var nodesDown: [String]
+
+    public init(index: UInt64, jobs: Int, allocations: Int, variables: Int, nodesKept: [String], nodesDown: [String]) {
+        self.index = index
+        self.jobs = jobs
+        self.allocations = allocations
+        self.variables = variables
+        self.nodesKept = nodesKept
+        self.nodesDown = nodesDown
+    }
+}

@@ -50,6 +50,8 @@ public final class Agent: Sendable {
     var logFollows: ConcurrencyLimit { concurrency.follows }
     /// What-ifs computing here: one at a time, so questions cannot crowd out the agent's work.
     let whatIfs = ConcurrencyLimit(1, "what-ifs")
+    /// Snapshot restores in progress here (each holds a whole snapshot file in memory).
+    let restores = ConcurrencyLimit(1, "snapshot restores")
     private let concurrency: (exec: ConcurrencyLimit, follows: ConcurrencyLimit)
     private let metadata: Mutex<NodeMetadata>
     private let shutdownTrigger = Mutex<(@Sendable () -> Void)?>(nil)

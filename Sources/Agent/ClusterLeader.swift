@@ -29,7 +29,12 @@ struct ClusterLeader: Service, LeaderShell {
     func run() async throws {
         var core = LeaderCore()
         var seen: UInt64 = 0
+        var restores = agent.store.restores
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            if agent.store.restores != restores {
+                // The whole state was replaced: what the core learned of the old one is void.
+                (core, restores) = (LeaderCore(), agent.store.restores)
+            }
             if await agent.raft.status().role == .leader {
                 let report = await core.pass(self, members: await members(), Self.environment)
                 Self.record(report)

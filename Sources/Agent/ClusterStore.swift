@@ -23,6 +23,11 @@ public final class ClusterStore: ReplicatedStateMachine {
 
     /// The ACL state of this agent's copy.
     var acl: ACLState { access.withLock { $0 } }
+    /// How many times the whole state was replaced (a Raft snapshot installed, a snapshot file
+    /// restored): what was derived from the old state (the leader's queues, the variables' data
+    /// key) is dropped when it changes.
+    var restores: Int { restoreCount.load(ordering: .acquiring) }
+    private let restoreCount = Atomic<Int>(0)
 
     public init() {}
 
@@ -48,6 +53,7 @@ public final class ClusterStore: ReplicatedStateMachine {
                 return answer
             }
         }
+        if first == Self.restoreCommand { return applyRestore(command, index: index) }
         if VariableStore.owns(first) { return variables.apply(command, index: index) }
         if first == ACLCommand.tag {
             guard let c = ACLCommand.decode(command) else { return [1] + Array("malformed ACL command".utf8) }
@@ -89,6 +95,91 @@ public final class ClusterStore: ReplicatedStateMachine {
         return store.current
     }
 
+    // MARK: - Restoring a snapshot file
+
+    /// A snapshot file restored into this cluster (`caravan operator snapshot restore`): the
+    /// last byte of the cluster state's command space, which it does not use.
+    static let restoreCommand: UInt8 = 0x3F
+
+    /// The largest snapshot file `PUT /v1/operator/snapshot` takes (the restore is one log entry).
+    static let maxRestoreBytes = RaftNode.maxCommandBytes
+
+    /// The restore command: the names of this cluster's members when it was proposed, then the
+    /// store's snapshot of `parts` (its sessions left out: this cluster's stay).
+    static func restore(_ parts: Parts, members: Set<String>) -> [UInt8] {
+        let snapshot = encode(state: parts.state.snapshot(), variables: VariableStore.encodeSnapshot(parts.variables),
+                              sessions: ClientSessions().encode(), acl: parts.acl.encode())
+        var w = ByteWriter(capacity: snapshot.count + 64 * members.count + 16)
+        w.byte(restoreCommand)
+        w.varint(UInt64(members.count))
+        for m in members.sorted() { w.string(m) }
+        w.raw(snapshot)
+        return w.bytes
+    }
+
+    /// Replaces the jobs, allocations, nodes, evaluations, namespaces, scheduler configuration,
+    /// variables and ACL state with the file's, at `index`; this cluster's client sessions and
+    /// variables' data key stay. Nodes the file names that are not members here are marked down.
+    private func applyRestore(_ command: [UInt8], index: LogIndex) -> [UInt8] {
+        var r = ByteReader(command)
+        _ = r.byte()
+        var members = Set<String>()
+        guard let n = r.count(max: 100_000) else { return [1] + Array("malformed restore command".utf8) }
+        for _ in 0..<n {
+            guard let m = r.string() else { return [1] + Array("malformed restore command".utf8) }
+            members.insert(m)
+        }
+        let parts: Parts
+        do { parts = try Self.parts(Array(r.raw(r.remaining) ?? [])) } catch { return [1] + Array("\(error)".utf8) }
+        var cs = parts.state
+        cs.adopt(at: index, members: members)
+        state.withLock { $0 = cs }
+        // The variables come sealed under this cluster's data key (the route sealed them
+        // again), which stays.
+        variables.replace(with: (parts.variables.items, variables.sealedDataKey))
+        access.withLock { $0 = parts.acl }
+        restoreCount.add(1, ordering: .releasing)
+        var w = ByteWriter()
+        w.byte(0)
+        w.varint(index)
+        return w.bytes
+    }
+
+    /// A store snapshot, read into its parts; the error names the part that is damaged.
+    struct Parts {
+        var state: ClusterState
+        var variables: VariableStore.Snapshot
+        var sessions: ClientSessions
+        var acl: ACLState
+    }
+
+    static func parts(_ snapshot: [UInt8]) throws -> Parts {
+        var r = ByteReader(snapshot)
+        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)) else {
+            throw ClusterState.RestoreError(description: "the snapshot is cut short or damaged: its cluster state and variables do not read")
+        }
+        // Snapshots from before exactly-once writes end here; later ones carry the sessions.
+        var restoredSessions = ClientSessions()
+        if !r.atEnd {
+            guard let ss = r.blob(max: Int(Int32.max)), let decoded = ClientSessions.decode(ss) else {
+                throw ClusterState.RestoreError(description: "the client sessions in the snapshot are damaged")
+            }
+            restoredSessions = decoded
+        }
+        // ... and from ACLs on, the ACL state.
+        var restoredACL = ACLState()
+        if !r.atEnd {
+            guard let a = r.blob(max: Int(Int32.max)), r.atEnd, let decoded = ACLState.decode(a) else {
+                throw ClusterState.RestoreError(description: "the ACL state in the snapshot is damaged")
+            }
+            restoredACL = decoded
+        }
+        guard let variables = VariableStore.decodeSnapshot(vs) else {
+            throw ClusterState.RestoreError(description: "the variables in the snapshot are damaged")
+        }
+        return Parts(state: try ClusterState.restore(cs), variables: variables, sessions: restoredSessions, acl: restoredACL)
+    }
+
     public func query(_ request: [UInt8]) throws -> [UInt8] {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
         // Run where entries are applied, between two of them: every part at the same index.
@@ -111,40 +202,25 @@ public final class ClusterStore: ReplicatedStateMachine {
     }
 
     public func snapshot() -> [UInt8] {
+        Self.encode(state: state.withLock { $0.snapshot() }, variables: variables.snapshot(), sessions: sessions.withLock { $0.encode() }, acl: acl.encode())
+    }
+
+    static func encode(state: [UInt8], variables: [UInt8], sessions: [UInt8], acl: [UInt8]) -> [UInt8] {
         var w = ByteWriter()
-        w.blob(state.withLock { $0.snapshot() })
-        w.blob(variables.snapshot())
-        w.blob(sessions.withLock { $0.encode() })
-        w.blob(acl.encode())
+        w.blob(state)
+        w.blob(variables)
+        w.blob(sessions)
+        w.blob(acl)
         return w.bytes
     }
 
     public func restore(_ snapshot: [UInt8]) throws {
-        var r = ByteReader(snapshot)
-        guard let cs = r.blob(max: Int(Int32.max)), let vs = r.blob(max: Int(Int32.max)) else {
-            throw ClusterState.RestoreError(description: "not a cluster snapshot (cluster state and variables)")
-        }
-        // Snapshots from before exactly-once writes end here; later ones carry the sessions.
-        var restoredSessions = ClientSessions()
-        if !r.atEnd {
-            guard let ss = r.blob(max: Int(Int32.max)), let decoded = ClientSessions.decode(ss) else {
-                throw ClusterState.RestoreError(description: "the client sessions in the snapshot are damaged")
-            }
-            restoredSessions = decoded
-        }
-        // ... and from ACLs on, the ACL state.
-        var restoredACL = ACLState()
-        if !r.atEnd {
-            guard let a = r.blob(max: Int(Int32.max)), r.atEnd, let decoded = ACLState.decode(a) else {
-                throw ClusterState.RestoreError(description: "the ACL state in the snapshot is damaged")
-            }
-            restoredACL = decoded
-        }
-        let restored = try ClusterState.restore(cs)
-        try variables.restore(vs)
-        state.withLock { $0 = restored }
-        sessions.withLock { $0 = restoredSessions }
-        access.withLock { $0 = restoredACL }
+        let p = try Self.parts(snapshot)
+        state.withLock { $0 = p.state }
+        variables.replace(with: p.variables)
+        sessions.withLock { $0 = p.sessions }
+        access.withLock { $0 = p.acl }
+        restoreCount.add(1, ordering: .releasing)
     }
 }
 

@@ -72,6 +72,34 @@ final class VariableCipher: Sendable {
         _ = try await raft.apply(VariableStore.setDataKey(ring.seal(raw), create: false))
     }
 
+    /// A snapshot file's variables made this cluster's, for a restore: values sealed under the
+    /// file's data key (opened with this agent's keyring) are sealed again under this cluster's,
+    /// which stays; the file's data key is dropped. Plain values stay as they are. The error
+    /// says which key is missing.
+    func adopt(_ snap: VariableStore.Snapshot, _ raft: RaftNode) async throws -> VariableStore.Snapshot {
+        let sealed = snap.items.indices.filter { snap.items[$0].1.value.hasPrefix(Self.prefix) }
+        guard !sealed.isEmpty else { return (snap.items, []) }
+        guard keyring.current.isEncrypted else {
+            throw Failure(description: "the snapshot holds \(sealed.count) sealed variables and this cluster has no cluster key to seal them again: start it with a key (`caravan keyring`)")
+        }
+        guard case .success(let raw) = keyring.current.open(snap.dataKey), let fileKey = SecretKey(raw: raw) else {
+            let id = Keyring.keyID(ofSealed: snap.dataKey).map { String($0, radix: 16) } ?? "?"
+            throw Failure(description: "the snapshot's variables are sealed under cluster key \(id), which this agent's keyring does not hold: install that key (`caravan keyring install`) before restoring, or restore on an agent that has it")
+        }
+        let from = Keyring(primary: fileKey)
+        guard let to = try await key(raft) else { throw Failure(description: "no data key") }
+        var items = snap.items
+        for i in sealed {
+            let stored = items[i].1.value
+            guard let bytes = Base64.decode(String(stored.dropFirst(Self.prefix.count))), case .success(let plain) = from.open(bytes),
+                  let text = String(validating: plain, as: UTF8.self) else {
+                throw Failure(description: "variable \(items[i].0) in the snapshot does not open with the snapshot's data key")
+            }
+            items[i].1.value = seal(text, to)
+        }
+        return (items, [])
+    }
+
     /// The id of the cluster key the data key is sealed with (nil: no data key yet).
     func sealingKeyID(_ raft: RaftNode) async throws -> UInt32? {
         Keyring.keyID(ofSealed: try await raft.read(VariableStore.dataKeyQuery))

@@ -107,7 +107,10 @@ public final class VariableStore: ReplicatedStateMachine {
     }
 
     /// Items, then (from encrypted variables on) the sealed data key.
-    static func decodeSnapshot(_ bytes: [UInt8]) -> (items: [(String, Item)], dataKey: [UInt8])? {
+    /// The variables and the sealed data key a snapshot holds.
+    typealias Snapshot = (items: [(String, Item)], dataKey: [UInt8])
+
+    static func decodeSnapshot(_ bytes: [UInt8]) -> Snapshot? {
         var r = ByteReader(bytes)
         guard let n = r.count(max: 1 << 26) else { return nil }
         var out: [(String, Item)] = []
@@ -187,10 +190,13 @@ public final class VariableStore: ReplicatedStateMachine {
 
     public func snapshot() -> [UInt8] {
         let all = items.withLock { $0.all }
+        return Self.encodeSnapshot((all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, dataKey.withLock { $0 }))
+    }
+
+    static func encodeSnapshot(_ snap: Snapshot) -> [UInt8] {
         var w = ByteWriter()
-        w.raw(Self.encodeItems(all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }))
-        let key = dataKey.withLock { $0 }
-        if !key.isEmpty { w.blob(key) }
+        w.raw(Self.encodeItems(snap.items))
+        if !snap.dataKey.isEmpty { w.blob(snap.dataKey) }
         return w.bytes
     }
 
@@ -198,6 +204,14 @@ public final class VariableStore: ReplicatedStateMachine {
         guard let decoded = Self.decodeSnapshot(snapshot) else {
             throw RaftError(.rejected, "the variables in the snapshot are damaged")
         }
+        replace(with: decoded)
+    }
+
+    /// The data key as stored (sealed), empty when there is none.
+    var sealedDataKey: [UInt8] { dataKey.withLock { $0 } }
+
+    /// Every variable and the data key replaced by a snapshot's (``decodeSnapshot(_:)``).
+    func replace(with decoded: Snapshot) {
         items.withLock { c in
             c.all = [:]
             for (p, i) in decoded.items { c.all[p] = i }

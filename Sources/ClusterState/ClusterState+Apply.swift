@@ -210,3 +210,17 @@ extension ClusterState {
         return .applied
     }
 }
+
+extension ClusterState {
+    /// This state, read from another cluster's snapshot, made this cluster's at `index` (where
+    /// the restore was committed): every table changed at `index`, so blocking reads and the
+    /// leader see it all as new; nodes not in `members` (the snapshot's cluster's, not this
+    /// one's) are down, so their allocations are lost and placed again on this cluster's nodes.
+    public mutating func adopt(at index: UInt64, members: Set<String>) {
+        lastIndex = index
+        for t in Table.allCases { tableIndex[t] = index }
+        for id in nodes.keys.sorted() where !members.contains(id) && nodes[id]?.status != .down {
+            _ = applyNodeStatus(id, .down, index: index)
+        }
+    }
+}

@@ -216,9 +216,17 @@ public final class RaftNode: @unchecked Sendable {
 
     // MARK: - Writes and reads
 
+    /// The largest command one log entry carries: with its framing it still fits in one message
+    /// to a follower (``RaftTransport``'s largest frame).
+    public static let maxCommandBytes = RaftCodec.maxEntryBytes - (64 << 10)
+
     /// Commits `command` through the leader and returns the state machine's answer.
     public func apply(_ command: [UInt8], timeout: Duration = .seconds(10)) async throws -> [UInt8] {
-        try await submit(.apply, command, hops: 0, deadline: ContinuousClock.now + timeout).get()
+        // Larger would be logged, then never reach the followers: refused before it is.
+        guard command.count <= Self.maxCommandBytes else {
+            throw RaftError(.rejected, "a command of \(command.count) bytes is over the \(Self.maxCommandBytes)-byte limit of one log entry")
+        }
+        return try await submit(.apply, command, hops: 0, deadline: ContinuousClock.now + timeout).get()
     }
 
     /// Answers `request` from state that reflects every write acknowledged before the call

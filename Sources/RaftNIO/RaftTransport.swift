@@ -34,7 +34,8 @@ public final class RaftTransport: @unchecked Sendable {
     let keyring: SharedKeyring
     let logger: Logger
     let bindHost: String
-    let maxFrame = 8 << 20
+    /// One entry of the largest size (`RaftCodec.maxEntryBytes`) with its message around it.
+    let maxFrame = RaftCodec.maxEntryBytes + (1 << 20)
     /// The largest frame an incoming connection may send before one of its frames has opened
     /// with the cluster key: a stranger cannot make the agent buffer megabytes per connection.
     static let maxFrameBeforeProof = 64 << 10

@@ -186,8 +186,37 @@ struct SchedulerCommand: AsyncParsableCommand {
 /// `caravan operator snapshot save FILE`: the whole replicated state, consistent, in one file.
 struct SnapshotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "snapshot", abstract: "Save the cluster's replicated state to a file (for what-if offline, or safekeeping).",
-        subcommands: [Save.self])
+        commandName: "snapshot", abstract: "Save the cluster's replicated state to a file (for what-if offline, or safekeeping), or restore one.",
+        subcommands: [Save.self, Restore.self])
+
+    struct Restore: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "restore",
+            abstract: "Replace this cluster's jobs, allocations, nodes, evaluations, namespaces, variables and ACLs with a snapshot file's.",
+            discussion: """
+                The file's nodes that are not members of this cluster are marked down, so their work is placed \
+                again on this cluster's nodes. Its ACL tokens replace this cluster's: keep one of them. Sealed \
+                variables need the cluster key they were sealed with in this agent's keyring.
+                """)
+        @OptionGroup var client: ClientOptions
+        @Flag(help: "Print the answer as JSON.") var json = false
+        @Argument(help: "A file written by `caravan operator snapshot save`.") var file: String
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: file) else { throw CLIError.usage("cannot read \(file)") }
+            let bytes = Array(data)
+            // Checked here too, so a wrong file is named before it is sent.
+            do { _ = try ClusterStore.state(fromSnapshotFile: bytes) } catch { throw CLIError.usage("\(file): \(error)") }
+            let api = try client.client()
+            let r = try await cli { () async throws(ClientError) in try await api.send(.PUT, "/v1/operator/snapshot", body: bytes) }
+            let v = try await cli { () async throws(ClientError) in try CaravanClient.decode(r, as: SnapshotRestoreView.self) }
+            if json { return try printJSON(v) }
+            print("restored \(file) at index \(v.index): \(v.jobs) jobs, \(v.allocations) allocations, \(v.variables) variables")
+            if !v.nodesDown.isEmpty {
+                print("\(v.nodesDown.count) nodes of the snapshot are not members here and were marked down (their work is placed again): \(v.nodesDown.joined(separator: ", "))")
+            }
+        }
+    }
 
     struct Save: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

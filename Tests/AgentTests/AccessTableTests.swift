@@ -36,6 +36,7 @@ import Testing
         "PUT /v1/operator/scheduler/configuration": .scope("operator", "write"),
         "POST /v1/operator/what-if": .scope("operator", "read"),
         "GET /v1/operator/snapshot": .management,
+        "PUT /v1/operator/snapshot": .management,
         "GET /v1/nodes": .scope("node", "read"),
         "GET /v1/node/{id}": .scope("node", "read"),
         "POST /v1/node/{id}/drain": .scope("node", "write"),

@@ -23,6 +23,23 @@ import Testing
         Allocation(id: id, jobID: job, jobVersion: 0, group: "g", name: "\(job).g[0]", nodeID: node, cpuMillicores: 100, memoryMiB: 32, diskMiB: 300)
     }
 
+    @Test func aStateAdoptedFromAnotherClusterIsNewAtItsIndexAndItsForeignNodesAreDown() throws {
+        // The old cluster's indices run far past the new cluster's log.
+        var s = ClusterState()
+        for (i, n) in ["a", "b", "keep"].enumerated() { #expect(s.apply(.upsertNode(Self.node(n)), index: UInt64(900 + i)) == .applied) }
+        #expect(s.apply(.nodeStatus(id: "b", status: .down), index: 950) == .applied)
+        #expect(s.apply(.applyPlan(allocations: [Self.alloc("x", node: "a"), Self.alloc("y", node: "keep", job: "db")], evaluations: []), index: 990) == .applied)
+        var adopted = try ClusterState.restore(s.snapshot())
+        adopted.adopt(at: 40, members: ["keep", "new"])
+        #expect(adopted.lastIndex == 40 && ClusterState.Table.allCases.allSatisfy { adopted.index(of: [$0]) == 40 })
+        #expect(adopted.nodes["a"]?.status == .down && adopted.nodes["b"]?.status == .down && adopted.nodes["keep"]?.status == .ready)
+        #expect(adopted.nodes["b"]?.modifyIndex == 950, "a node already down is left as it was")
+        #expect(adopted.allocations["x"]?.clientStatus == .lost && adopted.allocations["x"]?.modifyIndex == 40)
+        #expect(adopted.allocations["y"] == s.allocations["y"])
+        // What comes next in the new log is newer than everything adopted.
+        #expect(adopted.apply(.upsertNode(Self.node("new")), index: 41) == .applied && adopted.index(of: [.nodes]) == 41)
+    }
+
     @Test func namespacesAreKeptRefusedWhileInUseAndInSnapshots() throws {
         var s = ClusterState()
         #expect(s.namespaceExists("default") && !s.namespaceExists("team-a"))

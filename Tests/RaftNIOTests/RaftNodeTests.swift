@@ -116,6 +116,14 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         let view = try await g.nodes[follower]!.groupView()
         #expect(view.leader == ServerID("n\(l)"))
         #expect(view.configuration.voters.count == 3)
+        // A command larger than a default message (12 MiB, a restored snapshot's size) is
+        // forwarded, committed and reaches every follower; one over the entry limit is refused
+        // before it is logged, so replication never sticks on it.
+        let large = String(repeating: "z", count: 12 << 20)
+        _ = try await g.nodes[follower]!.apply(Array("large=\(large)".utf8), timeout: .seconds(30))
+        for i in 0..<3 { #expect(try await g.nodes[i]!.read(Array("large".utf8)).count == large.utf8.count) }
+        await #expect(throws: RaftError.self) { try await g.nodes[l]!.apply([UInt8](repeating: 1, count: RaftNode.maxCommandBytes + 1)) }
+        _ = try await g.nodes[follower]!.apply(Array("color=green".utf8))
         for i in 0..<3 { await g.stop(i) }
     }
 

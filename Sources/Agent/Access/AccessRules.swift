@@ -57,6 +57,7 @@ enum AccessRules {
             ("PUT", "/v1/operator/scheduler/configuration", scope(.operator, .write)),
             ("POST", "/v1/operator/what-if", scope(.operator, .read)),
             ("GET", "/v1/operator/snapshot", { _ in .management }),
+            ("PUT", "/v1/operator/snapshot", { _ in .management }),
             ("GET", "/v1/nodes", scope(.node, .read)),
             ("GET", "/v1/node/:id", scope(.node, .read)),
             ("POST", "/v1/node/:id/drain", scope(.node, .write)),

@@ -201,7 +201,12 @@ struct JobRoutes {
 
     /// Commits a cluster-state command through the leader; the Raft index it landed at.
     func commit(_ c: Command, _ request: Request?, notFoundCode: String = "rejected") async throws -> UInt64 {
-        let answer = try await agent.propose(c.encode(), request)
+        try await commitRaw(c.encode(), request, notFoundCode: notFoundCode)
+    }
+
+    /// Commits an encoded state machine command whose answer is a status byte and an index.
+    func commitRaw(_ command: [UInt8], _ request: Request?, notFoundCode: String = "rejected") async throws -> UInt64 {
+        let answer = try await agent.propose(command, request)
         guard answer.first == 0 else {
             let why = String(decoding: answer.dropFirst(), as: UTF8.self)
             if why.contains("is not registered") { throw APIError(.notFound, notFoundCode, why) }

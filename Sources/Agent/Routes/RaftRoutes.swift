@@ -63,6 +63,34 @@ struct RaftRoutes {
             headers[.contentType] = "application/octet-stream"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
+        router.put("/v1/operator/snapshot") { request, _ in
+            try agent.restores.acquire()
+            defer { agent.restores.release() }
+            let file: [UInt8]
+            do { file = Array(buffer: try await request.body.collect(upTo: ClusterStore.maxRestoreBytes)) } catch {
+                throw APIError(.contentTooLarge, "request_too_large", "a snapshot file to restore is at most \(ClusterStore.maxRestoreBytes) bytes")
+            }
+            guard file.starts(with: ClusterStore.snapshotMagic) else {
+                throw APIError(.badRequest, "invalid_snapshot", "not a Caravan snapshot file (from `caravan operator snapshot save`)")
+            }
+            var parts: ClusterStore.Parts
+            do { parts = try ClusterStore.parts(Array(file.dropFirst(ClusterStore.snapshotMagic.count))) } catch {
+                throw APIError(.badRequest, "invalid_snapshot", "the snapshot file is damaged: \(error)")
+            }
+            do { parts.variables = try await agent.cipher.adopt(parts.variables, agent.raft) } catch let e as VariableCipher.Failure {
+                throw APIError(.badRequest, "invalid_snapshot", e.description)
+            } catch { throw APIError(raft: error) }
+            let members = Set(await agent.gossip.members().filter { $0.status == .alive || $0.status == .suspect }.map(\.name))
+            let command = ClusterStore.restore(parts, members: members)
+            guard command.count <= RaftNode.maxCommandBytes else {
+                throw APIError(.contentTooLarge, "request_too_large", "the restore is \(command.count) bytes, over the \(RaftNode.maxCommandBytes)-byte limit of one log entry")
+            }
+            let index = try await JobRoutes(agent: agent).commitRaw(command, request)
+            let nodes = parts.state.nodes.keys.sorted()
+            return JSONResponse.make(SnapshotRestoreView(index: index, jobs: parts.state.jobs.count, allocations: parts.state.allocations.count,
+                                                         variables: parts.variables.items.count, nodesKept: nodes.filter(members.contains),
+                                                         nodesDown: nodes.filter { !members.contains($0) && parts.state.nodes[$0]?.status != .down }))
+        }
         router.post("/v1/operator/what-if") { request, _ in
             var request = request
             let body = try await request.decodeJSON(WhatIfRequest.self)
