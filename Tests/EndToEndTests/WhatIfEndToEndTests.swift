@@ -16,7 +16,8 @@ import Testing
             "    tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: [\"300\"]}, resources: {cpu: 10m, memory: 16Mi}}]\n" + extra
         }
         let jobs = [
-            ("web", "id: web\ngroups:\n  - name: g\n    count: 3\n    constraints: [{operator: distinct_hosts}]\n" + task()),
+            // A service spread over the three racks, one instance per host.
+            ("web", "id: web\ngroups:\n  - name: g\n    count: 3\n    spreads: [{attribute: \"${meta.rack}\"}]\n    constraints: [{operator: distinct_hosts}]\n" + task()),
             ("pinned", "id: pinned\ngroups:\n  - name: g\n    constraints: [{attribute: \"${meta.rack}\", value: r1}]\n" + task()),
             ("cache", "id: cache\ngroups:\n  - name: g\n    count: 2\n" + task()),
         ]
