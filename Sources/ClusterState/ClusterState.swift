@@ -233,7 +233,7 @@ public struct ClusterState: Sendable, Equatable {
                 do { j = try JobFile.parse(t, file: "snapshot", stored: true) } catch { throw RestoreError(description: "bad job in snapshot: \(error)") }
                 text = t
             }
-            guard let v = r.varint(), let st = r.byte(), let ci = r.varint(), let mi = r.varint() else {
+            guard let v = r.varint(), v <= UInt64(Int32.max), let st = r.byte(), let ci = r.varint(), let mi = r.varint() else {
                 throw RestoreError(description: "bad job record")
             }
             var rec = JobRecord(job: j, text: text, version: Int(v), stopped: st == 1, createIndex: ci, modifyIndex: mi)

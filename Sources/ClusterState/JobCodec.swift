@@ -10,6 +10,9 @@ import Primitives
 /// format-1 records keep decoding with the new field at the value format 1 meant.
 public enum JobCodec {
     public static let format: UInt64 = 1
+    /// Every string and list may be as long as the whole record (a registration's limit):
+    /// nothing a job file can say is cut or refused here.
+    static let maxString = 4 << 20
 
     public static func encode(_ job: Job) -> [UInt8] {
         var w = ByteWriter()
@@ -26,7 +29,11 @@ public enum JobCodec {
     // MARK: - Small parts
 
     static func int(_ v: Int, _ w: inout ByteWriter) { RecordCodec.int(v, &w) }
-    static func int(_ r: inout ByteReader) -> Int? { RecordCodec.int(&r) }
+    /// Every number in a job (counts, sizes, weights, ports, priorities) is far inside this;
+    /// decoded numbers outside it are refused, so no later arithmetic on them can overflow.
+    static let maxMagnitude = 1 << 50
+    static let maxSeconds = 100 * 366 * 86_400
+    static func int(_ r: inout ByteReader) -> Int? { RecordCodec.int(&r).flatMap { $0 != .min && abs($0) <= maxMagnitude ? $0 : nil } }
     static func bool(_ v: Bool, _ w: inout ByteWriter) { w.byte(v ? 1 : 0) }
     static func bool(_ r: inout ByteReader) -> Bool? { r.byte().flatMap { $0 <= 1 ? $0 == 1 : nil } }
     /// A duration exactly: whole seconds and attoseconds.
@@ -35,14 +42,29 @@ public enum JobCodec {
         int(Int(s), &w); int(Int(a), &w)
     }
     static func ms(_ r: inout ByteReader) -> Duration? {
-        guard let s = int(&r), let a = int(&r), abs(a) < 1_000_000_000_000_000_000 else { return nil }
+        // No job duration is negative or anywhere near a century; bounded so nothing that
+        // renders or adds them up can overflow, whatever bytes a snapshot file holds.
+        guard let s = int(&r), let a = RecordCodec.int(&r), (0...maxSeconds).contains(s), (0..<1_000_000_000_000_000_000).contains(a) else { return nil }
         return Duration(secondsComponent: Int64(s), attosecondsComponent: Int64(a))
     }
-    static func opt(_ s: String?, _ w: inout ByteWriter) { w.byte(s == nil ? 0 : 1); if let s { w.string(s, max: 1 << 20) } }
+    static func opt(_ s: String?, _ w: inout ByteWriter) { w.byte(s == nil ? 0 : 1); if let s { w.string(s, max: maxString) } }
     static func opt(_ r: inout ByteReader) -> String?? {
         guard let has = r.byte(), has <= 1 else { return nil }
         if has == 0 { return .some(nil) }
-        return r.string(max: 1 << 20).map { .some($0) }
+        return r.string(max: maxString).map { .some($0) }
+    }
+    static func map(_ m: [String: String], _ w: inout ByteWriter) {
+        w.varint(UInt64(m.count))
+        for (k, v) in m.sorted(by: { $0.key < $1.key }) { w.string(k, max: maxString); w.string(v, max: maxString) }
+    }
+    static func map(_ r: inout ByteReader) -> [String: String]? {
+        guard let n = r.count(max: maxString) else { return nil }
+        var out: [String: String] = [:]
+        for _ in 0..<n {
+            guard let k = r.string(max: maxString), let v = r.string(max: maxString) else { return nil }
+            out[k] = v
+        }
+        return out
     }
     static func optInt(_ v: Int?, _ w: inout ByteWriter) { w.byte(v == nil ? 0 : 1); if let v { int(v, &w) } }
     static func optInt(_ r: inout ByteReader) -> Int?? {
@@ -50,11 +72,11 @@ public enum JobCodec {
         if has == 0 { return .some(nil) }
         return int(&r).map { .some($0) }
     }
-    static func strings(_ l: [String], _ w: inout ByteWriter) { w.varint(UInt64(l.count)); for s in l { w.string(s, max: 1 << 20) } }
+    static func strings(_ l: [String], _ w: inout ByteWriter) { w.varint(UInt64(l.count)); for s in l { w.string(s, max: maxString) } }
     static func strings(_ r: inout ByteReader) -> [String]? {
-        guard let n = r.count(max: 100_000) else { return nil }
+        guard let n = r.count(max: maxString) else { return nil }
         var out: [String] = []
-        for _ in 0..<n { guard let s = r.string(max: 1 << 20) else { return nil }; out.append(s) }
+        for _ in 0..<n { guard let s = r.string(max: maxString) else { return nil }; out.append(s) }
         return out
     }
     static func list<T>(_ l: [T], _ w: inout ByteWriter, _ each: (T, inout ByteWriter) -> Void) {
@@ -62,21 +84,21 @@ public enum JobCodec {
         for x in l { each(x, &w) }
     }
     static func list<T>(_ r: inout ByteReader, _ each: (inout ByteReader) -> T?) -> [T]? {
-        guard let n = r.count(max: 100_000) else { return nil }
+        guard let n = r.count(max: maxString) else { return nil }
         var out: [T] = []
         for _ in 0..<n { guard let x = each(&r) else { return nil }; out.append(x) }
         return out
     }
     static func raw<E: RawRepresentable>(_ r: inout ByteReader, _: E.Type) -> E? where E.RawValue == String {
-        r.string().flatMap(E.init(rawValue:))
+        r.string(max: maxString).flatMap(E.init(rawValue:))
     }
 
     // MARK: - Job
 
     static func enc(_ j: Job, _ w: inout ByteWriter) {
         w.varint(format)
-        w.string(j.id); w.string(j.name, max: 1 << 16); w.string(j.namespace); w.string(j.type.rawValue); int(j.priority, &w)
-        strings(j.datacenters, &w); RecordCodec.map(j.meta, &w)
+        w.string(j.id, max: maxString); w.string(j.name, max: maxString); w.string(j.namespace, max: maxString); w.string(j.type.rawValue, max: maxString); int(j.priority, &w)
+        strings(j.datacenters, &w); map(j.meta, &w)
         list(j.constraints, &w, enc); list(j.affinities, &w, enc); list(j.spreads, &w, enc)
         w.byte(j.update == nil ? 0 : 1)
         if let u = j.update {
@@ -84,13 +106,13 @@ public enum JobCodec {
             ms(u.progressDeadline, &w); bool(u.autoRevert, &w)
         }
         w.byte(j.periodic == nil ? 0 : 1)
-        if let p = j.periodic { w.string(p.cron); w.string(p.timeZone); bool(p.prohibitOverlap, &w) }
+        if let p = j.periodic { w.string(p.cron, max: maxString); w.string(p.timeZone, max: maxString); bool(p.prohibitOverlap, &w) }
         list(j.groups, &w, enc)
     }
 
     static func job(_ r: inout ByteReader) -> Job? {
-        guard let f = r.varint(), f == format, let id = r.string(), let name = r.string(max: 1 << 16), let ns = r.string(),
-              let type = raw(&r, Job.Kind.self), let priority = int(&r), let dcs = strings(&r), let meta = RecordCodec.map(&r),
+        guard let f = r.varint(), f == format, let id = r.string(max: maxString), let name = r.string(max: maxString), let ns = r.string(max: maxString),
+              let type = raw(&r, Job.Kind.self), let priority = int(&r), let dcs = strings(&r), let meta = map(&r),
               let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread), let hasUpdate = r.byte() else { return nil }
         var j = Job(id: id, name: name)
         j.namespace = ns; j.type = type; j.priority = priority; j.datacenters = dcs; j.meta = meta
@@ -105,7 +127,7 @@ public enum JobCodec {
         } else if hasUpdate != 0 { return nil }
         guard let hasPeriodic = r.byte(), hasPeriodic <= 1 else { return nil }
         if hasPeriodic == 1 {
-            guard let cron = r.string(), let tz = r.string(), let po = bool(&r) else { return nil }
+            guard let cron = r.string(max: maxString), let tz = r.string(max: maxString), let po = bool(&r) else { return nil }
             j.periodic = Periodic(cron: cron, timeZone: tz, prohibitOverlap: po)
         }
         guard let groups = list(&r, group) else { return nil }
@@ -115,26 +137,26 @@ public enum JobCodec {
 
     // MARK: - Placement rules
 
-    static func enc(_ c: Constraint, _ w: inout ByteWriter) { w.string(c.attribute); w.string(c.operator.rawValue); w.string(c.value) }
+    static func enc(_ c: Constraint, _ w: inout ByteWriter) { w.string(c.attribute, max: maxString); w.string(c.operator.rawValue, max: maxString); w.string(c.value, max: maxString) }
     static func constraint(_ r: inout ByteReader) -> Constraint? {
-        guard let a = r.string(), let op = raw(&r, Constraint.Operator.self), let v = r.string() else { return nil }
+        guard let a = r.string(max: maxString), let op = raw(&r, Constraint.Operator.self), let v = r.string(max: maxString) else { return nil }
         return Constraint(attribute: a, operator: op, value: v)
     }
 
-    static func enc(_ a: Affinity, _ w: inout ByteWriter) { w.string(a.attribute); w.string(a.operator.rawValue); w.string(a.value); int(a.weight, &w) }
+    static func enc(_ a: Affinity, _ w: inout ByteWriter) { w.string(a.attribute, max: maxString); w.string(a.operator.rawValue, max: maxString); w.string(a.value, max: maxString); int(a.weight, &w) }
     static func affinity(_ r: inout ByteReader) -> Affinity? {
-        guard let a = r.string(), let op = raw(&r, Constraint.Operator.self), let v = r.string(), let wt = int(&r) else { return nil }
+        guard let a = r.string(max: maxString), let op = raw(&r, Constraint.Operator.self), let v = r.string(max: maxString), let wt = int(&r) else { return nil }
         return Affinity(attribute: a, operator: op, value: v, weight: wt)
     }
 
     static func enc(_ s: Spread, _ w: inout ByteWriter) {
-        w.string(s.attribute); int(s.weight, &w)
-        list(s.targets, &w) { t, w in w.string(t.value); int(t.percent, &w) }
+        w.string(s.attribute, max: maxString); int(s.weight, &w)
+        list(s.targets, &w) { t, w in w.string(t.value, max: maxString); int(t.percent, &w) }
     }
     static func spread(_ r: inout ByteReader) -> Spread? {
-        guard let a = r.string(), let wt = int(&r),
+        guard let a = r.string(max: maxString), let wt = int(&r),
               let ts = list(&r, { r -> Spread.Target? in
-                  guard let v = r.string(), let p = int(&r) else { return nil }
+                  guard let v = r.string(max: maxString), let p = int(&r) else { return nil }
                   return Spread.Target(value: v, percent: p)
               }) else { return nil }
         var s = Spread(attribute: a, weight: wt)
@@ -145,36 +167,36 @@ public enum JobCodec {
     // MARK: - Groups and tasks
 
     static func enc(_ g: TaskGroup, _ w: inout ByteWriter) {
-        w.string(g.name); int(g.count, &w)
+        w.string(g.name, max: maxString); int(g.count, &w)
         list(g.constraints, &w, enc); list(g.affinities, &w, enc); list(g.spreads, &w, enc)
-        int(g.restart.attempts, &w); ms(g.restart.interval, &w); ms(g.restart.delay, &w); w.string(g.restart.mode.rawValue)
+        int(g.restart.attempts, &w); ms(g.restart.interval, &w); ms(g.restart.delay, &w); w.string(g.restart.mode.rawValue, max: maxString)
         let rs = g.reschedule
-        int(rs.attempts, &w); ms(rs.interval, &w); ms(rs.delay, &w); w.string(rs.delayFunction.rawValue); ms(rs.maxDelay, &w); bool(rs.unlimited, &w)
+        int(rs.attempts, &w); ms(rs.interval, &w); ms(rs.delay, &w); w.string(rs.delayFunction.rawValue, max: maxString); ms(rs.maxDelay, &w); bool(rs.unlimited, &w)
         int(g.migrate.maxParallel, &w); ms(g.migrate.minHealthyTime, &w); ms(g.migrate.healthyDeadline, &w)
         int(g.ephemeralDiskMiB, &w)
-        list(g.ports, &w) { p, w in w.string(p.label); optInt(p.staticPort, &w); optInt(p.to, &w) }
+        list(g.ports, &w) { p, w in w.string(p.label, max: maxString); optInt(p.staticPort, &w); optInt(p.to, &w) }
         list(g.services, &w) { s, w in
-            w.string(s.name); opt(s.port, &w); strings(s.tags, &w)
+            w.string(s.name, max: maxString); opt(s.port, &w); strings(s.tags, &w)
             list(s.checks, &w) { c, w in
-                w.string(c.type.rawValue); opt(c.path, &w); opt(c.command, &w); strings(c.args, &w); opt(c.port, &w)
+                w.string(c.type.rawValue, max: maxString); opt(c.path, &w); opt(c.command, &w); strings(c.args, &w); opt(c.port, &w)
                 ms(c.interval, &w); ms(c.timeout, &w); int(c.restartAfter, &w)
             }
         }
         list(g.tasks, &w, enc)
-        RecordCodec.map(g.meta, &w)
+        map(g.meta, &w)
     }
 
     static func group(_ r: inout ByteReader) -> TaskGroup? {
-        guard let name = r.string(), let count = int(&r), let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread),
+        guard let name = r.string(max: maxString), let count = int(&r), let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread),
               let ra = int(&r), let ri = ms(&r), let rd = ms(&r), let rm = raw(&r, RestartPolicy.Mode.self),
               let sa = int(&r), let si = ms(&r), let sd = ms(&r), let sf = raw(&r, ReschedulePolicy.DelayFunction.self), let smax = ms(&r),
               let su = bool(&r), let mp = int(&r), let mht = ms(&r), let mhd = ms(&r), let disk = int(&r),
               let ports = list(&r, { r -> Port? in
-                  guard let label = r.string(), let st = optInt(&r), let to = optInt(&r) else { return nil }
+                  guard let label = r.string(max: maxString), let st = optInt(&r), let to = optInt(&r) else { return nil }
                   return Port(label: label, staticPort: st, to: to)
               }),
               let services = list(&r, { r -> ServiceSpec? in
-                  guard let name = r.string(), let port = opt(&r), let tags = strings(&r),
+                  guard let name = r.string(max: maxString), let port = opt(&r), let tags = strings(&r),
                         let checks = list(&r, { r -> Check? in
                             guard let type = raw(&r, Check.Kind.self), let path = opt(&r), let command = opt(&r), let args = strings(&r),
                                   let port = opt(&r), let interval = ms(&r), let timeout = ms(&r), let ra = int(&r) else { return nil }
@@ -185,7 +207,7 @@ public enum JobCodec {
                   s.checks = checks
                   return s
               }),
-              let tasks = list(&r, task), let meta = RecordCodec.map(&r) else { return nil }
+              let tasks = list(&r, task), let meta = map(&r) else { return nil }
         var g = TaskGroup(name: name, count: count, tasks: tasks)
         g.constraints = cs; g.affinities = afs; g.spreads = sps
         g.restart = RestartPolicy(attempts: ra, interval: ri, delay: rd, mode: rm)
@@ -196,23 +218,23 @@ public enum JobCodec {
     }
 
     static func enc(_ t: TaskSpec, _ w: inout ByteWriter) {
-        w.string(t.name); w.string(t.driver.rawValue)
+        w.string(t.name, max: maxString); w.string(t.driver.rawValue, max: maxString)
         let c = t.config
         opt(c.image, &w); opt(c.command, &w); strings(c.args, &w)
         w.byte(c.entrypoint == nil ? 0 : 1); if let e = c.entrypoint { strings(e, &w) }
         opt(c.workdir, &w)
-        w.byte(c.auth == nil ? 0 : 1); if let a = c.auth { w.string(a.username, max: 1 << 16); w.string(a.password, max: 1 << 16) }
-        RecordCodec.map(t.env, &w)
+        w.byte(c.auth == nil ? 0 : 1); if let a = c.auth { w.string(a.username, max: maxString); w.string(a.password, max: maxString) }
+        map(t.env, &w)
         int(t.resources.cpuMillicores, &w); int(t.resources.memoryMiB, &w); optInt(t.resources.memoryMaxMiB, &w); bool(t.resources.cpuHardLimit, &w)
-        ms(t.killTimeout, &w); w.string(t.killSignal)
-        w.byte(t.lifecycle == nil ? 0 : 1); if let l = t.lifecycle { w.string(l.hook.rawValue); bool(l.sidecar, &w) }
+        ms(t.killTimeout, &w); w.string(t.killSignal, max: maxString)
+        w.byte(t.lifecycle == nil ? 0 : 1); if let l = t.lifecycle { w.string(l.hook.rawValue, max: maxString); bool(l.sidecar, &w) }
         int(t.logs.maxFiles, &w); int(t.logs.maxFileSizeMiB, &w)
         opt(t.user, &w)
-        RecordCodec.map(t.meta, &w)
+        map(t.meta, &w)
     }
 
     static func task(_ r: inout ByteReader) -> TaskSpec? {
-        guard let name = r.string(), let driver = raw(&r, TaskSpec.Driver.self), let image = opt(&r), let command = opt(&r),
+        guard let name = r.string(max: maxString), let driver = raw(&r, TaskSpec.Driver.self), let image = opt(&r), let command = opt(&r),
               let args = strings(&r), let hasEntry = r.byte(), hasEntry <= 1 else { return nil }
         var config = DriverConfig(command: command, args: args)
         config.image = image
@@ -220,11 +242,11 @@ public enum JobCodec {
         guard let workdir = opt(&r), let hasAuth = r.byte(), hasAuth <= 1 else { return nil }
         config.workdir = workdir
         if hasAuth == 1 {
-            guard let u = r.string(max: 1 << 16), let p = r.string(max: 1 << 16) else { return nil }
+            guard let u = r.string(max: maxString), let p = r.string(max: maxString) else { return nil }
             config.auth = RegistryAuth(username: u, password: p)
         }
-        guard let env = RecordCodec.map(&r), let cpu = int(&r), let mem = int(&r), let memMax = optInt(&r), let hard = bool(&r),
-              let kt = ms(&r), let ks = r.string(), let hasLife = r.byte(), hasLife <= 1 else { return nil }
+        guard let env = map(&r), let cpu = int(&r), let mem = int(&r), let memMax = optInt(&r), let hard = bool(&r),
+              let kt = ms(&r), let ks = r.string(max: maxString), let hasLife = r.byte(), hasLife <= 1 else { return nil }
         var t = TaskSpec(name: name, driver: driver, config: config)
         t.env = env
         t.resources = Resources(cpuMillicores: cpu, memoryMiB: mem)
@@ -236,7 +258,7 @@ public enum JobCodec {
             guard let hook = raw(&r, Lifecycle.Hook.self), let sidecar = bool(&r) else { return nil }
             t.lifecycle = Lifecycle(hook: hook, sidecar: sidecar)
         }
-        guard let mf = int(&r), let mfs = int(&r), let user = opt(&r), let meta = RecordCodec.map(&r) else { return nil }
+        guard let mf = int(&r), let mfs = int(&r), let user = opt(&r), let meta = map(&r) else { return nil }
         t.logs.maxFiles = mf
         t.logs.maxFileSizeMiB = mfs
         t.user = user

@@ -1,6 +1,6 @@
 import CaravanModel
 import CaravanTesting
-import ClusterState
+@testable import ClusterState
 import Foundation
 import LeaderCore
 import Primitives
@@ -122,6 +122,36 @@ import Testing
             other[0] = 9
             #expect(JobCodec.decode(other) == nil)
         }
+    }
+
+    @Test func longStringsAndListsComeBackWholeAndHostileBytesNeverTrap() throws {
+        // What a job file may say is never cut: a long constraint value, meta, many args.
+        var job = try JobFile.parse(ClusterStateTests.jobText("long"))
+        job.constraints = [Constraint(attribute: "${meta.rack}", operator: .regexp, value: "^(" + Array(repeating: "r1", count: 300).joined(separator: "|") + ")$")]
+        job.meta = [String(repeating: "k", count: 5000): String(repeating: "v", count: 70_000)]
+        job.groups[0].tasks[0].config.args = (0..<120_000).map { "\($0 % 10)" }
+        job.periodic = Periodic(cron: String(repeating: "* ", count: 200) + "*", timeZone: "UTC", prohibitOverlap: false)
+        #expect(JobCodec.decode(JobCodec.encode(job)) == job)
+        // Mutated records decode to nil or to a job that renders (nothing overflows).
+        var gen = JobGenerator(seed: 13)
+        var rng = SeededRandom(seed: 5)
+        for _ in 0..<200 {
+            var bytes = JobCodec.encode(gen.job())
+            for _ in 0..<4 {
+                let i = Int(rng.next() % UInt64(bytes.count))
+                bytes[i] = rng.next() % 3 == 0 ? 0xFF : UInt8(truncatingIfNeeded: rng.next())
+            }
+            if let j = JobCodec.decode(bytes) { _ = JobFile.render(j) }
+        }
+        // The numbers that trapped before: Int.min attoseconds, huge seconds, huge counts.
+        var w = ByteWriter()
+        JobCodec.int(Int.min, &w)
+        var r = ByteReader(w.bytes)
+        #expect(JobCodec.int(&r) == nil)
+        w = ByteWriter()
+        JobCodec.int(Int.max / 2, &w); JobCodec.int(0, &w)
+        r = ByteReader(w.bytes)
+        #expect(JobCodec.ms(&r) == nil)
     }
 
     @Test func aRegisterAppliesWithoutParsingAndMatchesTheTextForm() throws {
