@@ -20,6 +20,8 @@ struct ClusterLeader: Service, LeaderShell {
 
     final class Refusals: Sendable {
         let count = Mutex(0)
+        /// The state's restore count when the current pass began.
+        let restores = Mutex(0)
         func take() -> Int { count.withLock { n in defer { n = 0 }; return n } }
     }
 
@@ -32,9 +34,11 @@ struct ClusterLeader: Service, LeaderShell {
         var restores = agent.store.restores
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if agent.store.restores != restores {
-                // The whole state was replaced: what the core learned of the old one is void.
+                // The whole state was replaced: what the core learned of the old one is void,
+                // and so is what a pass made from it (`propose` drops it).
                 (core, restores) = (LeaderCore(), agent.store.restores)
             }
+            refused.restores.withLock { $0 = restores }
             if await agent.raft.status().role == .leader {
                 let report = await core.pass(self, members: await members(), Self.environment)
                 Self.record(report)
@@ -89,6 +93,7 @@ struct ClusterLeader: Service, LeaderShell {
     func currentState() async -> ClusterState { agent.store.current }
 
     func propose(_ c: Command, _ what: String) async -> Bool {
+        guard refused.restores.withLock({ $0 }) == agent.store.restores else { return false }
         do {
             let answer = try await agent.raft.apply(c.encode(), timeout: .seconds(5))
             if answer.first != 0 {

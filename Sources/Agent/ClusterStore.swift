@@ -24,8 +24,8 @@ public final class ClusterStore: ReplicatedStateMachine {
     /// The ACL state of this agent's copy.
     var acl: ACLState { access.withLock { $0 } }
     /// How many times the whole state was replaced (a Raft snapshot installed, a snapshot file
-    /// restored): what was derived from the old state (the leader's queues, the variables' data
-    /// key) is dropped when it changes.
+    /// restored): what the leader derived from the old state (its queues, a pass in progress)
+    /// is dropped when it changes.
     var restores: Int { restoreCount.load(ordering: .acquiring) }
     private let restoreCount = Atomic<Int>(0)
 
@@ -131,18 +131,52 @@ public final class ClusterStore: ReplicatedStateMachine {
         }
         let parts: Parts
         do { parts = try Self.parts(Array(r.raw(r.remaining) ?? [])) } catch { return [1] + Array("\(error)".utf8) }
+        // Decided here, in log order, so no bootstrap can slip in between a check and the restore.
+        if acl.bootstrapped && !parts.acl.bootstrapped { return ClientSessions.refusalAnswer("acl_not_in_snapshot", Self.aclRefusal) }
         var cs = parts.state
-        cs.adopt(at: index, members: members)
+        let highest = parts.variables.items.reduce(cs.highestIndex) { max($0, $1.1.createIndex, $1.1.modifyIndex) }
+        let shift = highest > index ? highest - index : 0
+        cs.adopt(at: index, members: members, shift: shift)
         state.withLock { $0 = cs }
         // The variables come sealed under this cluster's data key (the route sealed them
         // again), which stays.
-        variables.replace(with: (parts.variables.items, variables.sealedDataKey))
+        let items = parts.variables.items.map { p, i in
+            (p, VariableStore.Item(value: i.value, createIndex: ClusterState.rebased(i.createIndex, by: shift),
+                                   modifyIndex: ClusterState.rebased(i.modifyIndex, by: shift)))
+        }
+        variables.replace(with: (items, variables.sealedDataKey))
         access.withLock { $0 = parts.acl }
         restoreCount.add(1, ordering: .releasing)
         var w = ByteWriter()
         w.byte(0)
         w.varint(index)
         return w.bytes
+    }
+
+    static let aclRefusal = "this cluster has ACLs and the snapshot has none: restoring it would turn access control off; bootstrap ACLs where the snapshot came from and save it again"
+
+    /// Why the file's contents may not be restored (checked where the restore is asked for, like
+    /// anything a caller sends): every job must read back as a valid job file says it (what the
+    /// API would have accepted), every allocation id must be one that can name a directory.
+    static func refusal(_ parts: Parts) -> String? {
+        let s = parts.state
+        for (key, rec) in s.jobs.sorted(by: { $0.key < $1.key }) {
+            for r in [rec] + (s.versions[key] ?? []) {
+                do throws(JobFileError) {
+                    guard try JobFile.parse(JobFile.render(r.job), file: "job \(key.namespace)/\(key.id)") == r.job else {
+                        return "job \(key.namespace)/\(key.id) (version \(r.version)) does not read back as the same job"
+                    }
+                } catch {
+                    return "job \(key.namespace)/\(key.id) (version \(r.version)) is not a valid job: " + error.problems.prefix(3).map(\.description).joined(separator: "; ")
+                }
+                guard r.job.id == key.id && r.job.namespace == key.namespace else { return "job \(key.namespace)/\(key.id) is filed under another name" }
+            }
+        }
+        if let bad = s.allocations.keys.first(where: { !Allocation.isValidID($0) }) {
+            return "allocation id \"\(bad.prefix(80))\" is not one an allocation can have"
+        }
+        if let bad = s.allocations.first(where: { $0.key != $0.value.id }) { return "allocation \(bad.key.prefix(80)) is filed under another id" }
+        return nil
     }
 
     /// A store snapshot, read into its parts; the error names the part that is damaged.

@@ -74,11 +74,14 @@ final class VariableCipher: Sendable {
 
     /// A snapshot file's variables made this cluster's, for a restore: values sealed under the
     /// file's data key (opened with this agent's keyring) are sealed again under this cluster's,
-    /// which stays; the file's data key is dropped. Plain values stay as they are. The error
-    /// says which key is missing.
+    /// which stays; the file's data key is dropped. Plain values are sealed too when this
+    /// cluster has a key. The error says which key is missing.
     func adopt(_ snap: VariableStore.Snapshot, _ raft: RaftNode) async throws -> VariableStore.Snapshot {
         let sealed = snap.items.indices.filter { snap.items[$0].1.value.hasPrefix(Self.prefix) }
-        guard !sealed.isEmpty else { return (snap.items, []) }
+        if sealed.isEmpty {
+            guard !snap.items.isEmpty, let to = try await key(raft) else { return (snap.items, []) }
+            return (snap.items.map { p, i in (p, VariableStore.Item(value: seal(i.value, to), createIndex: i.createIndex, modifyIndex: i.modifyIndex)) }, [])
+        }
         guard keyring.current.isEncrypted else {
             throw Failure(description: "the snapshot holds \(sealed.count) sealed variables and this cluster has no cluster key to seal them again: start it with a key (`caravan keyring`)")
         }
@@ -89,6 +92,7 @@ final class VariableCipher: Sendable {
         let from = Keyring(primary: fileKey)
         guard let to = try await key(raft) else { throw Failure(description: "no data key") }
         var items = snap.items
+        for i in items.indices where !items[i].1.value.hasPrefix(Self.prefix) { items[i].1.value = seal(items[i].1.value, to) }
         for i in sealed {
             let stored = items[i].1.value
             guard let bytes = Base64.decode(String(stored.dropFirst(Self.prefix.count))), case .success(let plain) = from.open(bytes),

@@ -36,6 +36,16 @@ public struct Node: Sendable, Equatable {
 }
 
 /// One instance of a group placed on a node.
+extension Allocation {
+    /// Whether `id` can name an allocation (and so its directory on a node): 1-64 letters,
+    /// digits, '-', '_' or '.', and not . or .. — what leaders make is hex with dashes; ids from
+    /// anywhere else (a snapshot file) are held to this.
+    public static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 64 && id != "." && id != ".."
+            && id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+    }
+}
+
 public struct Allocation: Sendable, Equatable {
     public enum DesiredStatus: String, Sendable, CaseIterable { case run, stop, evict }
     public enum ClientStatus: String, Sendable, CaseIterable { case pending, running, complete, failed, lost }

@@ -114,6 +114,9 @@ extension ClusterState {
 
     mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
         for var a in allocs {
+            // A placement for a job no longer registered (purged, or a restore replaced the
+            // state while the plan was made) is dropped: nothing would ever stop it.
+            if allocations[a.id] == nil && jobs[JobKey(a.namespace, a.jobID)] == nil { continue }
             a.createIndex = allocations[a.id]?.createIndex ?? index
             a.modifyIndex = index
             allocations[a.id] = a
@@ -212,11 +215,39 @@ extension ClusterState {
 }
 
 extension ClusterState {
+    /// The highest index anything in this state carries.
+    public var highestIndex: UInt64 {
+        var m = lastIndex
+        for r in jobs.values { m = max(m, r.createIndex, r.modifyIndex) }
+        for l in versions.values { for r in l { m = max(m, r.createIndex, r.modifyIndex) } }
+        for n in nodes.values { m = max(m, n.createIndex, n.modifyIndex) }
+        for a in allocations.values { m = max(m, a.createIndex, a.modifyIndex) }
+        for e in evaluations.values { m = max(m, e.createIndex, e.modifyIndex) }
+        for n in namespaces.values { m = max(m, n.createIndex, n.modifyIndex) }
+        for i in tableIndex.values { m = max(m, i) }
+        return m
+    }
+
+    /// An index of the other cluster's moved back by `shift`, no lower than 1 (0 stays 0).
+    public static func rebased(_ v: UInt64, by shift: UInt64) -> UInt64 { v == 0 ? 0 : v > shift ? v - shift : 1 }
+
     /// This state, read from another cluster's snapshot, made this cluster's at `index` (where
     /// the restore was committed): every table changed at `index`, so blocking reads and the
-    /// leader see it all as new; nodes not in `members` (the snapshot's cluster's, not this
+    /// leader see it all as new; every object's own indexes moved back by `shift` (what makes
+    /// the newest of them `index`, when the other cluster's log ran further than this one's), so
+    /// whatever this cluster writes next is newer than anything restored — order among the
+    /// restored objects is kept; and nodes not in `members` (the other cluster's, not this
     /// one's) are down, so their allocations are lost and placed again on this cluster's nodes.
-    public mutating func adopt(at index: UInt64, members: Set<String>) {
+    public mutating func adopt(at index: UInt64, members: Set<String>, shift: UInt64) {
+        func re(_ v: inout UInt64) { v = Self.rebased(v, by: shift) }
+        for k in Array(jobs.keys) { re(&jobs[k]!.createIndex); re(&jobs[k]!.modifyIndex) }
+        for k in Array(versions.keys) {
+            for i in versions[k]!.indices { re(&versions[k]![i].createIndex); re(&versions[k]![i].modifyIndex) }
+        }
+        for k in Array(nodes.keys) { re(&nodes[k]!.createIndex); re(&nodes[k]!.modifyIndex) }
+        for k in Array(allocations.keys) { re(&allocations[k]!.createIndex); re(&allocations[k]!.modifyIndex) }
+        for k in Array(evaluations.keys) { re(&evaluations[k]!.createIndex); re(&evaluations[k]!.modifyIndex) }
+        for k in Array(namespaces.keys) { re(&namespaces[k]!.createIndex); re(&namespaces[k]!.modifyIndex) }
         lastIndex = index
         for t in Table.allCases { tableIndex[t] = index }
         for id in nodes.keys.sorted() where !members.contains(id) && nodes[id]?.status != .down {

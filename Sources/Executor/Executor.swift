@@ -149,6 +149,8 @@ public actor Executor {
             if let r = allocs[a.allocation.id] {
                 update(r, with: a)
             } else if a.allocation.desiredStatus == .run && (a.allocation.clientStatus == .pending || a.allocation.clientStatus == .running) {
+                // Its id names its directory: one that could name another is never run.
+                guard Allocation.isValidID(a.allocation.id) else { continue }
                 admit(a)
             }
         }

@@ -208,7 +208,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             // Checked here too, so a wrong file is named before it is sent.
             do { _ = try ClusterStore.state(fromSnapshotFile: bytes) } catch { throw CLIError.usage("\(file): \(error)") }
             let api = try client.client()
-            let r = try await cli { () async throws(ClientError) in try await api.send(.PUT, "/v1/operator/snapshot", body: bytes) }
+            let r = try await cli { () async throws(ClientError) in try await api.write(.PUT, "/v1/operator/snapshot", body: bytes) }
             let v = try await cli { () async throws(ClientError) in try CaravanClient.decode(r, as: SnapshotRestoreView.self) }
             if json { return try printJSON(v) }
             print("restored \(file) at index \(v.index): \(v.jobs) jobs, \(v.allocations) allocations, \(v.variables) variables")

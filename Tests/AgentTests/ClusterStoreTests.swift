@@ -1,3 +1,5 @@
+import CaravanModel
+import Access
 import ClusterState
 import Primitives
 import Testing
@@ -20,6 +22,39 @@ import Testing
         // A refused restore leaves the state it had untouched.
         #expect(throws: (any Error).self) { try copy.restore(snap + [0]) }
         #expect(copy.snapshot() == snap)
+    }
+
+    /// A snapshot file is restored only when what it holds is what the API would accept: a job
+    /// that is not a valid job file (a count of -1 crashed the leader) or an allocation id that
+    /// could name another directory is refused, naming it. A file without ACLs is never applied
+    /// over a cluster that has them.
+    @Test func aRestoreRefusesInvalidJobsPathIdsAndDroppingACLs() throws {
+        func file(_ build: (inout ClusterState) -> Void) throws -> ClusterStore.Parts {
+            var s = ClusterState()
+            build(&s)
+            return try ClusterStore.parts(ClusterStore.encode(state: s.snapshot(), variables: VariableStore.encodeSnapshot(([], [])),
+                                                              sessions: ClientSessions().encode(), acl: ACLState().encode()))
+        }
+        let good = try JobFile.parse("id: web\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n")
+        var negative = good
+        negative.groups[0].count = -1
+        let ok = try file { s in _ = s.apply(.register(good), index: 1) }
+        #expect(ClusterStore.refusal(ok) == nil)
+        let bad = try file { s in _ = s.apply(.register(negative), index: 1) }
+        #expect(ClusterStore.refusal(bad)?.contains("job default/web (version 0) is not a valid job") == true, "\(ClusterStore.refusal(bad) ?? "")")
+        let escape = try file { s in
+            _ = s.apply(.register(good), index: 1)
+            _ = s.apply(.applyPlan(allocations: [Allocation(id: "../../victim", jobID: "web", jobVersion: 0, group: "g", name: "web.g[0]", nodeID: "n1",
+                                                            cpuMillicores: 100, memoryMiB: 32, diskMiB: 300)], evaluations: []), index: 2)
+        }
+        #expect(ClusterStore.refusal(escape) == "allocation id \"../../victim\" is not one an allocation can have")
+        #expect(!Allocation.isValidID("..") && !Allocation.isValidID("a/b") && Allocation.isValidID("0f3a9c2e-1b2c-4d5e-8f90-a1b2c3d4e5f6"))
+        // Over a cluster with ACLs, a file without them is refused in the log itself.
+        let store = ClusterStore()
+        _ = store.apply(ACLCommand.bootstrap(Token(accessor: "acc", secretHash: Array(repeating: 7, count: 32), name: "boot", kind: .management, policies: [], createTime: 1)).encode(), index: 1)
+        let answer = store.apply(ClusterStore.restore(ok, members: []), index: 2)
+        #expect(ClientSessions.decodeRefusal(answer)?.code == "acl_not_in_snapshot")
+        #expect(store.current.jobs.isEmpty && store.acl.bootstrapped)
     }
 
     /// A tagged write retried is applied once: the retry gets the first answer, a later write

@@ -77,6 +77,10 @@ struct RaftRoutes {
             do { parts = try ClusterStore.parts(Array(file.dropFirst(ClusterStore.snapshotMagic.count))) } catch {
                 throw APIError(.badRequest, "invalid_snapshot", "the snapshot file is damaged: \(error)")
             }
+            if let why = ClusterStore.refusal(parts) { throw APIError(.badRequest, "invalid_snapshot", why) }
+            if !parts.acl.bootstrapped, try await ACLRoutes(agent: agent).state().bootstrapped {
+                throw APIError(.conflict, "acl_not_in_snapshot", ClusterStore.aclRefusal)
+            }
             do { parts.variables = try await agent.cipher.adopt(parts.variables, agent.raft) } catch let e as VariableCipher.Failure {
                 throw APIError(.badRequest, "invalid_snapshot", e.description)
             } catch { throw APIError(raft: error) }
