@@ -23,6 +23,14 @@ public enum JobFile {
     }
 
     static let idCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    /// 128 less "-periodic-" and a Unix time of up to 12 digits.
+    public static let maxPeriodicIDLength = 106
+
+    /// Whether `id` is a job id a job file may give: 1-128 letters, digits, '-', '_' or '.',
+    /// and not . or ..
+    public static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= 128 && id.allSatisfy { idCharacters.contains($0) } && id != "." && id != ".."
+    }
 
     static func name(_ r: FieldReader?) -> String? {
         guard let r, let s = r.string() else { return nil }
@@ -261,6 +269,9 @@ public enum JobFile {
         }
         if let u = job.update, u.autoPromote, u.canary == 0 {
             problems.add(line(["update", "autoPromote"]), "update.autoPromote", "needs canary > 0 (there is nothing to promote)")
+        }
+        if job.periodic != nil && job.id.count > maxPeriodicIDLength {
+            problems.add(line(["id"]), "id", "a periodic job's id is at most \(maxPeriodicIDLength) characters, so its launches' ids (<id>-periodic-<time>) are ids too")
         }
         if job.periodic != nil && (job.type == .service || job.type == .system) {
             problems.add(line(["periodic"]), "periodic", "applies to batch and sysbatch jobs only")

@@ -17,7 +17,7 @@ extension ClusterState {
         if namespacesInUse && !namespaceExists(job.namespace) && jobs[key] == nil {
             return .rejected("namespace \(job.namespace) does not exist")
         }
-        if let why = driverRefusal(job) { return .rejected(why) }
+        if let why = registrationRefusal(job) { return .rejected(why) }
         // Every registration asks the scheduler to look at the job (its evaluation id follows
         // from the index, so the API can name it).
         upsert([Evaluation.pending(for: key, priority: job.priority, .jobRegister, index: index)], index)

@@ -91,6 +91,13 @@ public struct ClusterState: Sendable, Equatable {
         namespaces[job.namespace]?.drivers.refusal(job, namespace: job.namespace)
     }
 
+    /// Why `job` may not be registered as it is: an id no job file could give (a periodic
+    /// launch of a parent stored with a long id), or a driver its namespace does not allow.
+    public func registrationRefusal(_ job: Job) -> String? {
+        guard JobFile.isValidID(job.id) else { return "job id \"\(job.id.prefix(140))\" is not 1-128 letters, digits, '-', '_' or '.'" }
+        return driverRefusal(job)
+    }
+
     public mutating func apply(_ c: Command, index: UInt64) -> Outcome {
         lastIndex = max(lastIndex, index)
         switch c {

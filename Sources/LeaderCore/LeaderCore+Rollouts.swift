@@ -43,7 +43,7 @@ extension LeaderCore {
                 && Self.lastProgress(mine).map { now - $0 > Int64(u.progressDeadline / .milliseconds(1)) } == true
             if u.autoRevert, failed || overdue || stalled,
                let target = (state.versions[key] ?? []).first(where: {
-                   $0.stable && $0.version < rec.version && $0.text != rec.text && state.driverRefusal($0.job) == nil
+                   $0.stable && $0.version < rec.version && $0.job != rec.job && state.registrationRefusal($0.job) == nil
                }) {
                 let why = failed ? "has a failed instance"
                     : overdue ? "has an instance not healthy within \(Units.text(u.healthyDeadline))"
@@ -121,9 +121,10 @@ extension LeaderCore {
                 shell.note(.info, "periodic launch skipped: the previous one still runs", ["job": key.id])
             } else {
                 let child = Periodic.child(of: rec.job, at: next)
-                if let why = state.driverRefusal(child) {
-                    // Its namespace no longer allows a driver it uses: this launch is skipped, and
-                    // said once, as a failed evaluation of the periodic job.
+                if let why = state.registrationRefusal(child) {
+                    // Its namespace no longer allows a driver it uses (or the parent, stored
+                    // before ids were checked, is too long to name a launch): this launch is
+                    // skipped, and said once, as a failed evaluation of the periodic job.
                     shell.note(.warning, "periodic launch refused", ["job": key.id, "why": why])
                     var e = Evaluation(id: env.newID(), jobID: key.id, priority: rec.job.priority, triggeredBy: .periodic)
                     e.namespace = key.namespace

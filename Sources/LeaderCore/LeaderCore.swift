@@ -172,7 +172,7 @@ public struct LeaderCore: Sendable {
         let job = asked ?? rec?.job
         let version: Int
         if let asked, let rec {
-            version = rec.text != JobFile.render(asked) || rec.stopped ? rec.version + 1 : rec.version
+            version = rec.job != asked || rec.stopped ? rec.version + 1 : rec.version
         } else {
             version = rec?.version ?? 0
         }

@@ -43,6 +43,19 @@ import Testing
         #expect(adopted.apply(.upsertNode(Self.node("new")), index: 41) == .applied && adopted.index(of: [.nodes]) == 41)
     }
 
+    @Test func aRegistrationWithAnIdNoJobFileGivesIsRefusedAndPeriodicIdsLeaveRoomForLaunches() throws {
+        var job = try JobFile.parse(Self.jobText("web"))
+        job.id = String(repeating: "a", count: 129)
+        var s = ClusterState()
+        #expect(s.apply(.register(job), index: 1) == .rejected("job id \"\(job.id)\" is not 1-128 letters, digits, '-', '_' or '.'"))
+        #expect(s.jobs.isEmpty)
+        let periodic = { (id: String) in "id: \(id)\ntype: batch\nperiodic: {cron: \"* * * * *\"}\n" + Self.jobText("x").split(separator: "\n").dropFirst().joined(separator: "\n") }
+        #expect(throws: JobFileError.self) { try JobFile.parse(periodic(String(repeating: "p", count: JobFile.maxPeriodicIDLength + 1))) }
+        let longest = try JobFile.parse(periodic(String(repeating: "p", count: JobFile.maxPeriodicIDLength)))
+        let child = Periodic.child(of: longest, at: 99_999_999_999)
+        #expect(JobFile.isValidID(child.id) && s.registrationRefusal(child) == nil)
+    }
+
     @Test func namespacesAreKeptRefusedWhileInUseAndInSnapshots() throws {
         var s = ClusterState()
         #expect(s.namespaceExists("default") && !s.namespaceExists("team-a"))
