@@ -56,7 +56,9 @@ public enum WhatIf {
         init(_ d: String) { description = d }
     }
 
-    public static let maxAddedNodes = 10_000
+    /// Enough to ask about growing a cluster a lot; past it, one question could hold a core for
+    /// many seconds (every system job is placed on every added node).
+    public static let maxAddedNodes = 1_000
 
     /// Runs the change against `state` (the cluster as it is) at `now` (Unix ms).
     public static func run(_ state: ClusterState, _ change: Change, now: Int64) async throws(Problem) -> Outcome {
@@ -142,14 +144,19 @@ public enum WhatIf {
 
     struct Key: Hashable, Comparable {
         var namespace: String, job: String, name: String
-        static func < (a: Key, b: Key) -> Bool { (a.namespace, a.job, a.name) < (b.namespace, b.job, b.name) }
+        /// For system and sysbatch jobs, whose instance on every node has the same name: the node.
+        var node = ""
+        static func < (a: Key, b: Key) -> Bool { (a.namespace, a.job, a.name, a.node) < (b.namespace, b.job, b.name, b.node) }
     }
 
-    /// Where each live instance that is meant to run is, by name.
+    /// Where each live instance that is meant to run is, by name (and node, for system jobs:
+    /// theirs never move, they start or stop).
     static func placement(_ s: ClusterState) -> [Key: String] {
         var out: [Key: String] = [:]
         for a in s.allocations.values where a.desiredStatus == .run && a.isLive {
-            out[Key(namespace: a.namespace, job: a.jobID, name: a.name)] = a.nodeID
+            let type = s.jobs[.init(a.namespace, a.jobID)]?.job.type
+            let perNode = type == .system || type == .sysbatch
+            out[Key(namespace: a.namespace, job: a.jobID, name: a.name, node: perNode ? a.nodeID : "")] = a.nodeID
         }
         return out
     }

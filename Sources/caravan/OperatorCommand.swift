@@ -231,16 +231,17 @@ struct SnapshotCommand: AsyncParsableCommand {
             if r.status != 200 { _ = try await cli { () async throws(ClientError) in try CaravanClient.decode(r, as: [String: String].self) } }
             let state: ClusterState
             do { state = try ClusterStore.state(fromSnapshotFile: r.body) } catch { throw CLIError.failed("the agent's answer is not a snapshot: \(error)") }
-            let tmp = file + ".partial"
+            let tmp = file + ".partial-\(getpid())"
             let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0o600)
             guard fd >= 0 else { throw CLIError.failed("cannot create \(tmp): \(String(cString: strerror(errno)))") }
             let wrote = r.body.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             let synced = fsync(fd) == 0
             close(fd)
-            guard wrote == r.body.count, synced, rename(tmp, file) == 0 else {
-                unlink(tmp)
-                throw CLIError.failed("cannot write \(file): \(String(cString: strerror(errno)))")
-            }
+            // link, not rename: a file made at that name meanwhile is never replaced.
+            let linked = wrote == r.body.count && synced && link(tmp, file) == 0
+            let why = String(cString: strerror(errno))
+            unlink(tmp)
+            guard linked else { throw CLIError.failed("cannot write \(file): \(why)") }
             print("snapshot saved to \(file): \(r.body.count) bytes, index \(state.lastIndex), \(state.jobs.count) jobs, \(state.nodes.count) nodes, \(state.allocations.count) allocations")
         }
     }

@@ -46,6 +46,28 @@ import Testing
         }
     }
 
+    /// A system job's instances share one name on every node: losing a node stops its one,
+    /// adding nodes places one on each, the same answer every time.
+    @Test func systemJobsStartAndStopPerNode() async throws {
+        var c = try Self.cluster()
+        try c.run("type: system\n" + JobPlanGoldenTests.job("sys", count: 1, memory: "16Mi"))
+        #expect(c.state.allocations.values.filter { $0.jobID == "sys" && $0.isLive }.count == 3)
+        var kill = WhatIf.Change()
+        kill.killNodes = ["n2"]
+        let lost = try await WhatIf.run(c.state, kill, now: 1_000_000)
+        #expect(lost.stopped.contains { $0.job == "sys" && $0.from == "n2" } && !lost.moved.contains { $0.job == "sys" }, "\(lost)")
+        var add = WhatIf.Change()
+        add.addNodes = 2
+        add.addNodesLike = "n1"
+        for _ in 0..<3 {
+            let o = try await WhatIf.run(c.state, add, now: 1_000_000)
+            #expect(o.placed.filter { $0.job == "sys" }.compactMap(\.to).sorted() == ["n1-what-if-1", "n1-what-if-2"], "\(o)")
+            #expect(!o.moved.contains { $0.job == "sys" })
+        }
+        add.addNodes = WhatIf.maxAddedNodes + 1
+        await #expect(throws: WhatIf.Problem.self) { try await WhatIf.run(c.state, add, now: 1_000_000) }
+    }
+
     @Test func addedNodesDrainsAndAJobAreSupposedAndBadInputIsNamed() async throws {
         let c = try Self.cluster()
         var change = WhatIf.Change()

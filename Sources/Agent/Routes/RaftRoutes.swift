@@ -112,15 +112,14 @@ struct RaftRoutes {
                     throw APIError(.badRequest, "invalid_job", error.problems.map(\.description).joined(separator: "\n"))
                 }
             }
-            // A linearizable read first: this agent's copy then holds every write made before.
-            let read = try await agent.read(ClusterQuery(kind: .schedulerConfig), request)
             try agent.whatIfs.acquire()
             defer { agent.whatIfs.release() }
+            let state = try await linearizableState()
             let o: WhatIf.Outcome
-            do throws(WhatIf.Problem) { o = try await WhatIf.run(agent.store.current, change, now: Executor.unixMillis()) } catch {
+            do throws(WhatIf.Problem) { o = try await WhatIf.run(state, change, now: Executor.unixMillis()) } catch {
                 throw APIError(.badRequest, "invalid_what_if", error.description)
             }
-            return JSONResponse.make(WhatIfView(o, index: read.index))
+            return JSONResponse.make(WhatIfView(o, index: state.lastIndex))
         }
         router.post("/v1/operator/raft/transfer-leader") { request, _ in
             let target = request.uri.queryParameters.get("id").flatMap { $0.isEmpty ? nil : ServerID($0) }
@@ -148,6 +147,22 @@ struct RaftRoutes {
 
     func groupView() async throws -> GroupView {
         do { return try await agent.raft.groupView() } catch { throw APIError(raft: error) }
+    }
+
+    /// The cluster state with every write acknowledged before the call: this agent's copy once
+    /// it has applied what the leader had (a ReadIndex read), or — on an agent that keeps no
+    /// copy, or one too far behind — the leader's whole state.
+    func linearizableState() async throws -> ClusterState {
+        do {
+            let (applied, _) = try await agent.raft.read(VariableStore.dataKeyQuery, after: 0, wait: .zero)
+            if agent.store.current.lastIndex > 0, await agent.raft.waitApplied(after: max(applied, 1) - 1, wait: .seconds(2)) >= applied {
+                return agent.store.current
+            }
+            let bytes = try await agent.raft.read([ClusterStore.snapshotQuery], timeout: .seconds(30))
+            return try ClusterStore.state(fromSnapshotFile: bytes)
+        } catch let e as ClusterState.RestoreError {
+            throw APIError(.badGateway, "bad_answer", "the leader's state did not read: \(e)")
+        } catch { throw APIError(raft: error) }
     }
 }
 
