@@ -114,9 +114,6 @@ extension ClusterState {
 
     mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
         for var a in allocs {
-            // A placement for a job no longer registered (purged, or a restore replaced the
-            // state while the plan was made) is dropped: nothing would ever stop it.
-            if allocations[a.id] == nil && jobs[JobKey(a.namespace, a.jobID)] == nil { continue }
             a.createIndex = allocations[a.id]?.createIndex ?? index
             a.modifyIndex = index
             allocations[a.id] = a

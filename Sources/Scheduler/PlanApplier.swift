@@ -20,11 +20,13 @@ public enum PlanApplier {
         let stopping = Set(plan.stops.map(\.id))
         var cpu: [String: Int] = [:], mem: [String: Int] = [:], disk: [String: Int] = [:]
         var ports: [String: Set<Int>] = [:]
-        for a in allocations where a.isLive && !stopping.contains(a.id) {
+        // Only the nodes placed on are checked: only their use is added up.
+        let placedOn = Set(plan.placements.map(\.nodeID))
+        for a in allocations where placedOn.contains(a.nodeID) && a.isLive && !stopping.contains(a.id) {
             cpu[a.nodeID, default: 0] += a.cpuMillicores
             mem[a.nodeID, default: 0] += a.memoryMiB
             disk[a.nodeID, default: 0] += a.diskMiB
-            ports[a.nodeID, default: []].formUnion(a.ports.values)
+            if !a.ports.isEmpty { ports[a.nodeID, default: []].formUnion(a.ports.values) }
         }
         var rejected = Set<String>()
         for (nodeID, placements) in Dictionary(grouping: plan.placements, by: \.nodeID) {

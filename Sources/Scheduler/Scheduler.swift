@@ -544,8 +544,9 @@ struct Context {
         cpu[i] += a.cpuMillicores
         memory[i] += a.memoryMiB
         disk[i] += a.diskMiB
-        ports[i].formUnion(a.ports.values)
-        instances[Self.key(a), default: [:]][i, default: 0] += 1
+        if !a.ports.isEmpty { ports[i].formUnion(a.ports.values) }
+        // Instances per node are read only for the job being scheduled (spreads, distinct hosts).
+        if a.jobID == input.job?.id && a.namespace == input.job?.namespace { instances[Self.key(a), default: [:]][i, default: 0] += 1 }
     }
 
     mutating func release(_ a: Allocation) {
@@ -555,8 +556,8 @@ struct Context {
         cpu[i] -= a.cpuMillicores
         memory[i] -= a.memoryMiB
         disk[i] -= a.diskMiB
-        ports[i].subtract(a.ports.values)
-        instances[Self.key(a), default: [:]][i, default: 0] -= 1
+        if !a.ports.isEmpty { ports[i].subtract(a.ports.values) }
+        if a.jobID == input.job?.id && a.namespace == input.job?.namespace { instances[Self.key(a), default: [:]][i, default: 0] -= 1 }
     }
 
     /// Instances of a group per node index.
