@@ -102,11 +102,12 @@ public enum WhatIf {
         await settle(scenario, from: state, now: now)
 
         let before = placement(baseline.state), after = placement(scenario.state)
-        for (key, node) in after.sorted(by: { $0.key < $1.key }) {
+        // Only what differs is sorted (most instances stay where they are).
+        for (key, node) in after.filter({ before[$0.key] != $0.value }).sorted(by: { $0.key < $1.key }) {
             let i = Instance(namespace: key.namespace, job: key.job, name: key.name, from: before[key], to: node)
-            if let from = before[key] { if from != node { out.moved.append(i) } } else { out.placed.append(i) }
+            if before[key] != nil { out.moved.append(i) } else { out.placed.append(i) }
         }
-        for (key, node) in before.sorted(by: { $0.key < $1.key }) where after[key] == nil {
+        for (key, node) in before.filter({ after[$0.key] == nil }).sorted(by: { $0.key < $1.key }) {
             out.stopped.append(Instance(namespace: key.namespace, job: key.job, name: key.name, from: node, to: nil))
         }
         let failedBefore = failures(baseline.state)
