@@ -37,14 +37,17 @@ import Testing
             for g in job.groups.indices { job.groups[g].count = min(job.groups[g].count, 3) }
             copy.apply(.registerJob(text: JobFile.render(job)))
         }
-        copy.apply(.registerJob(text: """
-            id: canaried
-            update: {canary: 1, maxParallel: 1}
-            groups:
-              - name: g
-                count: 2
-                tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["1"]}, resources: {cpu: 100m, memory: 64Mi}}]
-            """))
+        func canaried(_ seconds: Int) -> Command {
+            .registerJob(text: """
+                id: canaried
+                update: {canary: 1, maxParallel: 1}
+                groups:
+                  - name: g
+                    count: 2
+                    tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["\(seconds)"]}, resources: {cpu: 100m, memory: 64Mi}}]
+                """)
+        }
+        copy.apply(canaried(1))
         copy.apply(.registerJob(text: "id: nightly\ntype: batch\nperiodic: {cron: \"0 3 * * *\"}\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n"))
         var core = LeaderCore()
         var clock: Int64 = 1_800_000_000_000
@@ -54,14 +57,7 @@ import Testing
             copy.apply(.clientUpdate([.init(allocationID: a.id, clientStatus: .failed, description: "exit 1")]))
         }
         copy.apply(.nodeDrain(id: "n1", draining: true))
-        copy.apply(.registerJob(text: """
-            id: canaried
-            update: {canary: 1, maxParallel: 1}
-            groups:
-              - name: g
-                count: 2
-                tasks: [{name: t, driver: raw_exec, config: {command: /bin/sleep, args: ["2"]}, resources: {cpu: 100m, memory: 64Mi}}]
-            """))
+        copy.apply(canaried(2))
         await core.settle(copy, clock: &clock, step: 60_000, newID: { ids.next() }) { $0.startPending() }
         copy.apply(.promote(namespace: "default", id: "canaried", version: 1))
         copy.apply(.periodicLaunch(namespace: "default", id: "nightly", time: 1_800_000_000))
