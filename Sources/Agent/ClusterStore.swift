@@ -217,7 +217,15 @@ public final class ClusterStore: ReplicatedStateMachine {
     public func query(_ request: [UInt8]) throws -> [UInt8] {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
         // Run where entries are applied, between two of them: every part at the same index.
-        if first == Self.snapshotQuery, request.count == 1 { return Self.snapshotMagic + snapshot() }
+        if first == Self.snapshotQuery, request.count == 1 {
+            // One answer between agents carries at most one log entry's worth (and a restore takes
+            // no more): a larger state is refused with the reason, never retried over and over.
+            let bytes = Self.snapshotMagic + snapshot()
+            guard bytes.count <= Self.maxRestoreBytes else {
+                throw RaftError(.rejected, "the replicated state is \(bytes.count) bytes, over the \(Self.maxRestoreBytes)-byte limit of a snapshot file; back up a voter's data dir instead (Docs/operations.md, Backups)")
+            }
+            return bytes
+        }
         if first == Self.clusterQuery {
             let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
             let s = current

@@ -3,6 +3,7 @@ import ArgumentParser
 import CaravanModel
 import CaravanTesting
 import ClusterState
+import LeaderCore
 import Foundation
 import Keyring
 import Logging
@@ -61,9 +62,8 @@ struct PlacementBench: AsyncParsableCommand {
         let state = store.current
         let key = ClusterState.JobKey("default", "big")
         var k = 0
-        let plan = Scheduler(newID: { k += 1; return "alloc-\(k)" }).schedule(SchedulerInput(
-            job: state.jobs[key]!.job, jobVersion: 0, jobStopped: false, nodes: Array(state.nodes.values), allocations: Array(state.allocations.values)))
-        let verdict = PlanApplier.verify(plan, nodes: Array(state.nodes.values), allocations: Array(state.allocations.values))
+        // The leader's own schedule-and-verify step (its evaluations aside: one plan, committed in chunks).
+        let verdict = LeaderCore.schedule(key, in: SchedulingView(state), now: nil, newID: { k += 1; return "alloc-\(k)" }).verdict
         let scheduled = clock.now - t0
         let placements = verdict.accepted.placements
         var commands: [Command] = []
