@@ -134,15 +134,13 @@ public final class ClusterStore: ReplicatedStateMachine {
         // Decided here, in log order, so no bootstrap can slip in between a check and the restore.
         if acl.bootstrapped && !parts.acl.bootstrapped { return ClientSessions.refusalAnswer("acl_not_in_snapshot", Self.aclRefusal) }
         var cs = parts.state
-        let highest = parts.variables.items.reduce(cs.highestIndex) { max($0, $1.1.createIndex, $1.1.modifyIndex) }
-        let shift = highest > index ? highest - index : 0
-        cs.adopt(at: index, members: members, shift: shift)
+        let rebase = ClusterState.rebasing(cs.objectIndexes + parts.variables.items.flatMap { [$0.1.createIndex, $0.1.modifyIndex] }, to: index)
+        cs.adopt(at: index, members: members, rebase: rebase)
         state.withLock { $0 = cs }
         // The variables come sealed under this cluster's data key (the route sealed them
         // again), which stays.
         let items = parts.variables.items.map { p, i in
-            (p, VariableStore.Item(value: i.value, createIndex: ClusterState.rebased(i.createIndex, by: shift),
-                                   modifyIndex: ClusterState.rebased(i.modifyIndex, by: shift)))
+            (p, VariableStore.Item(value: i.value, createIndex: rebase[i.createIndex] ?? 1, modifyIndex: rebase[i.modifyIndex] ?? 1))
         }
         variables.replace(with: (items, variables.sealedDataKey))
         access.withLock { $0 = parts.acl }

@@ -212,31 +212,40 @@ extension ClusterState {
 }
 
 extension ClusterState {
-    /// The highest index anything in this state carries.
-    public var highestIndex: UInt64 {
-        var m = lastIndex
-        for r in jobs.values { m = max(m, r.createIndex, r.modifyIndex) }
-        for l in versions.values { for r in l { m = max(m, r.createIndex, r.modifyIndex) } }
-        for n in nodes.values { m = max(m, n.createIndex, n.modifyIndex) }
-        for a in allocations.values { m = max(m, a.createIndex, a.modifyIndex) }
-        for e in evaluations.values { m = max(m, e.createIndex, e.modifyIndex) }
-        for n in namespaces.values { m = max(m, n.createIndex, n.modifyIndex) }
-        for i in tableIndex.values { m = max(m, i) }
-        return m
+    /// Every create and modify index the objects in this state carry (with repeats).
+    public var objectIndexes: [UInt64] {
+        var out: [UInt64] = []
+        for r in jobs.values { out += [r.createIndex, r.modifyIndex] }
+        for l in versions.values { for r in l { out += [r.createIndex, r.modifyIndex] } }
+        for n in nodes.values { out += [n.createIndex, n.modifyIndex] }
+        for a in allocations.values { out += [a.createIndex, a.modifyIndex] }
+        for e in evaluations.values { out += [e.createIndex, e.modifyIndex] }
+        for n in namespaces.values { out += [n.createIndex, n.modifyIndex] }
+        return out
     }
 
-    /// An index of the other cluster's moved back by `shift`, no lower than 1 (0 stays 0).
-    public static func rebased(_ v: UInt64, by shift: UInt64) -> UInt64 { v == 0 ? 0 : v > shift ? v - shift : 1 }
+    /// How another cluster's indexes become this one's when its state is restored at `index`:
+    /// the distinct values, in order, end at `index` (the newest restored is the restore's),
+    /// so order among restored objects is kept and this cluster's next writes are newer. Only
+    /// when there are more distinct values than `index` do the oldest share 1. 0 stays 0.
+    public static func rebasing(_ indexes: [UInt64], to index: UInt64) -> [UInt64: UInt64] {
+        let distinct = Array(Set(indexes.filter { $0 > 0 })).sorted()
+        var out: [UInt64: UInt64] = [0: 0]
+        for (rank, v) in distinct.enumerated() {
+            let behind = UInt64(distinct.count - 1 - rank)
+            out[v] = index > behind ? index - behind : 1
+        }
+        return out
+    }
 
     /// This state, read from another cluster's snapshot, made this cluster's at `index` (where
     /// the restore was committed): every table changed at `index`, so blocking reads and the
-    /// leader see it all as new; every object's own indexes moved back by `shift` (what makes
-    /// the newest of them `index`, when the other cluster's log ran further than this one's), so
-    /// whatever this cluster writes next is newer than anything restored — order among the
-    /// restored objects is kept; and nodes not in `members` (the other cluster's, not this
+    /// leader see it all as new; every object's own indexes renumbered by `rebase`
+    /// (``rebasing(_:to:)``), so whatever this cluster writes next is newer than anything
+    /// restored and their order is kept; and nodes not in `members` (the other cluster's, not this
     /// one's) are down, so their allocations are lost and placed again on this cluster's nodes.
-    public mutating func adopt(at index: UInt64, members: Set<String>, shift: UInt64) {
-        func re(_ v: inout UInt64) { v = Self.rebased(v, by: shift) }
+    public mutating func adopt(at index: UInt64, members: Set<String>, rebase: [UInt64: UInt64]) {
+        func re(_ v: inout UInt64) { v = rebase[v] ?? min(v, index) }
         for k in Array(jobs.keys) { re(&jobs[k]!.createIndex); re(&jobs[k]!.modifyIndex) }
         for k in Array(versions.keys) {
             for i in versions[k]!.indices { re(&versions[k]![i].createIndex); re(&versions[k]![i].modifyIndex) }

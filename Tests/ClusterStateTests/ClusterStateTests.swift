@@ -30,15 +30,19 @@ import Testing
         #expect(s.apply(.nodeStatus(id: "b", status: .down), index: 950) == .applied)
         #expect(s.apply(.applyPlan(allocations: [Self.alloc("x", node: "a"), Self.alloc("y", node: "keep", job: "db")], evaluations: []), index: 990) == .applied)
         var adopted = try ClusterState.restore(s.snapshot())
-        #expect(adopted.highestIndex == 990)
-        adopted.adopt(at: 40, members: ["keep", "new"], shift: 990 - 40)
+        let rebase = ClusterState.rebasing(adopted.objectIndexes, to: 40)
+        adopted.adopt(at: 40, members: ["keep", "new"], rebase: rebase)
         #expect(adopted.lastIndex == 40 && ClusterState.Table.allCases.allSatisfy { adopted.index(of: [$0]) == 40 })
         #expect(adopted.nodes["a"]?.status == .down && adopted.nodes["b"]?.status == .down && adopted.nodes["keep"]?.status == .ready)
-        // Every object's indexes moved back in order: the newest restored is the restore's.
-        #expect(adopted.nodes["b"]?.modifyIndex == 1, "a node already down is left down, its index moved back")
-        #expect(adopted.nodes["keep"]?.createIndex == 1 && adopted.allocations["y"]?.createIndex == 40)
+        // Every object's indexes renumbered in order, ending at the restore's: distinct values
+        // 900, 901, 902, 950, 990 become 36…40.
+        #expect(adopted.nodes["a"]?.createIndex == 36 && adopted.nodes["keep"]?.createIndex == 38)
+        #expect(adopted.nodes["b"]?.modifyIndex == 39, "a node already down is left down, its index renumbered")
+        #expect(adopted.allocations["y"]?.createIndex == 40)
         #expect(adopted.allocations["x"]?.clientStatus == .lost && adopted.allocations["x"]?.modifyIndex == 40)
-        #expect(adopted.highestIndex == 40)
+        #expect(adopted.objectIndexes.max() == 40)
+        // More distinct indexes than the restore's index: only the oldest share 1.
+        #expect(ClusterState.rebasing([5, 6, 7, 8], to: 2) == [0: 0, 5: 1, 6: 1, 7: 1, 8: 2])
         // What comes next in the new log is newer than everything adopted.
         #expect(adopted.apply(.upsertNode(Self.node("new")), index: 41) == .applied && adopted.index(of: [.nodes]) == 41)
     }
