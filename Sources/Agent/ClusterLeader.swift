@@ -15,14 +15,15 @@ import Synchronization
 struct ClusterLeader: Service, LeaderShell {
     let agent: Agent
     var interval: Duration = .milliseconds(200)
-    /// Commands the state refused during the current pass.
-    let refused = Refusals()
+    /// What the current pass is about: its refusals and the state it started from.
+    let pass = Pass()
 
-    final class Refusals: Sendable {
-        let count = Mutex(0)
-        /// The state's restore count when the current pass began.
+    final class Pass: Sendable {
+        /// Commands the state refused during the pass.
+        let refused = Mutex(0)
+        /// The state's restore count when the pass began.
         let restores = Mutex(0)
-        func take() -> Int { count.withLock { n in defer { n = 0 }; return n } }
+        func takeRefused() -> Int { refused.withLock { n in defer { n = 0 }; return n } }
     }
 
     static let environment = LeaderCore.Environment(now: { Executor.unixMillis() }, newID: { AllocationID.make() },
@@ -38,7 +39,7 @@ struct ClusterLeader: Service, LeaderShell {
                 // and so is what a pass made from it (`propose` drops it).
                 (core, restores) = (LeaderCore(), agent.store.restores)
             }
-            refused.restores.withLock { $0 = restores }
+            pass.restores.withLock { $0 = restores }
             if await agent.raft.status().role == .leader {
                 let report = await core.pass(self, members: await members(), Self.environment)
                 Self.record(report)
@@ -46,7 +47,7 @@ struct ClusterLeader: Service, LeaderShell {
                 // stopped), or after `interval` for what gossip and the clock bring — but never
                 // at once after a pass the state refused something of: a refusal is committed
                 // too, and would wake a pass that proposes it again.
-                if refused.take() > 0 {
+                if pass.takeRefused() > 0 {
                     try? await Task.sleep(for: interval)
                     seen = await agent.raft.status().applied
                 }
@@ -71,7 +72,7 @@ struct ClusterLeader: Service, LeaderShell {
                 n.drivers = meta.drivers
                 node = n
             }
-            return LeaderCore.Member(name: m.name, alive: m.status == .alive || m.status == .suspect, node: node, status: "\(m.status)")
+            return LeaderCore.Member(name: m.name, alive: m.status.isUp, node: node, status: "\(m.status)")
         }
     }
 
@@ -93,11 +94,11 @@ struct ClusterLeader: Service, LeaderShell {
     func currentState() async -> ClusterState { agent.store.current }
 
     func propose(_ c: Command, _ what: String) async -> Bool {
-        guard refused.restores.withLock({ $0 }) == agent.store.restores else { return false }
+        guard pass.restores.withLock({ $0 }) == agent.store.restores else { return false }
         do {
             let answer = try await agent.raft.apply(c.encode(), timeout: .seconds(5))
             if answer.first != 0 {
-                refused.count.withLock { $0 += 1 }
+                pass.refused.withLock { $0 += 1 }
                 agent.logger.warning("cluster state refused a command", metadata: ["what": "\(what)", "why": "\(String(decoding: answer.dropFirst(), as: UTF8.self))"])
                 return false
             }

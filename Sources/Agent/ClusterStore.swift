@@ -85,14 +85,13 @@ public final class ClusterStore: ReplicatedStateMachine {
     /// What a snapshot file starts with, before the store's own snapshot.
     static let snapshotMagic = Array("CARAVAN-SNAPSHOT 1\n".utf8)
 
+    /// What a file that does not start with ``snapshotMagic`` is told.
+    static let notASnapshotFile = "not a Caravan snapshot file (from `caravan operator snapshot save`)"
+
     /// The replicated state read back from a snapshot file; the error names what is wrong.
     public static func state(fromSnapshotFile bytes: [UInt8]) throws -> ClusterState {
-        guard bytes.starts(with: snapshotMagic) else {
-            throw ClusterState.RestoreError(description: "not a Caravan snapshot file (from `caravan operator snapshot save`)")
-        }
-        let store = ClusterStore()
-        try store.restore(Array(bytes.dropFirst(snapshotMagic.count)))
-        return store.current
+        guard bytes.starts(with: snapshotMagic) else { throw ClusterState.RestoreError(description: notASnapshotFile) }
+        return try parts(Array(bytes.dropFirst(snapshotMagic.count))).state
     }
 
     // MARK: - Restoring a snapshot file
@@ -134,13 +133,13 @@ public final class ClusterStore: ReplicatedStateMachine {
         // Decided here, in log order, so no bootstrap can slip in between a check and the restore.
         if acl.bootstrapped && !parts.acl.bootstrapped { return ClientSessions.refusalAnswer("acl_not_in_snapshot", Self.aclRefusal) }
         var cs = parts.state
-        let rebase = ClusterState.rebasing(cs.objectIndexes + parts.variables.items.flatMap { [$0.1.createIndex, $0.1.modifyIndex] }, to: index)
+        let rebase = ClusterState.Rebasing(cs.objectIndexes + parts.variables.items.flatMap { [$0.1.createIndex, $0.1.modifyIndex] }, to: index)
         cs.adopt(at: index, members: members, rebase: rebase)
         state.withLock { $0 = cs }
         // The variables come sealed under this cluster's data key (the route sealed them
         // again), which stays.
         let items = parts.variables.items.map { p, i in
-            (p, VariableStore.Item(value: i.value, createIndex: rebase[i.createIndex] ?? 1, modifyIndex: rebase[i.modifyIndex] ?? 1))
+            (p, VariableStore.Item(value: i.value, createIndex: rebase(i.createIndex), modifyIndex: rebase(i.modifyIndex)))
         }
         variables.replace(with: (items, variables.sealedDataKey))
         access.withLock { $0 = parts.acl }

@@ -52,11 +52,14 @@ final class VariableCipher: Sendable {
         guard let key = try await key(raft) else {
             throw Failure(description: "a sealed variable cannot be read without a cluster key")
         }
-        guard let bytes = Base64.decode(String(stored.dropFirst(Self.prefix.count))), case .success(let plain) = key.open(bytes),
-              let text = String(validating: plain, as: UTF8.self) else {
-            throw Failure(description: "a stored variable does not open with the data key")
-        }
+        guard let text = Self.unseal(stored, key) else { throw Failure(description: "a stored variable does not open with the data key") }
         return text
+    }
+
+    /// A sealed value (with its prefix) opened with `key`; nil when it does not open.
+    private static func unseal(_ stored: String, _ key: Keyring) -> String? {
+        guard let bytes = Base64.decode(String(stored.dropFirst(prefix.count))), case .success(let plain) = key.open(bytes) else { return nil }
+        return String(validating: plain, as: UTF8.self)
     }
 
     /// After the cluster's primary key changed: seals the data key under it, unless it already
@@ -77,29 +80,29 @@ final class VariableCipher: Sendable {
     /// which stays; the file's data key is dropped. Plain values are sealed too when this
     /// cluster has a key. The error says which key is missing.
     func adopt(_ snap: VariableStore.Snapshot, _ raft: RaftNode) async throws -> VariableStore.Snapshot {
-        let sealed = snap.items.indices.filter { snap.items[$0].1.value.hasPrefix(Self.prefix) }
-        if sealed.isEmpty {
-            guard !snap.items.isEmpty, let to = try await key(raft) else { return (snap.items, []) }
-            return (snap.items.map { p, i in (p, VariableStore.Item(value: seal(i.value, to), createIndex: i.createIndex, modifyIndex: i.modifyIndex)) }, [])
-        }
-        guard keyring.current.isEncrypted else {
-            throw Failure(description: "the snapshot holds \(sealed.count) sealed variables and this cluster has no cluster key to seal them again: start it with a key (`caravan keyring`)")
-        }
-        guard case .success(let raw) = keyring.current.open(snap.dataKey), let fileKey = SecretKey(raw: raw) else {
-            let id = Keyring.keyID(ofSealed: snap.dataKey).map { String($0, radix: 16) } ?? "?"
-            throw Failure(description: "the snapshot's variables are sealed under cluster key \(id), which this agent's keyring does not hold: install that key (`caravan keyring install`) before restoring, or restore on an agent that has it")
-        }
-        let from = Keyring(primary: fileKey)
-        guard let to = try await key(raft) else { throw Failure(description: "no data key") }
-        var items = snap.items
-        for i in items.indices where !items[i].1.value.hasPrefix(Self.prefix) { items[i].1.value = seal(items[i].1.value, to) }
-        for i in sealed {
-            let stored = items[i].1.value
-            guard let bytes = Base64.decode(String(stored.dropFirst(Self.prefix.count))), case .success(let plain) = from.open(bytes),
-                  let text = String(validating: plain, as: UTF8.self) else {
-                throw Failure(description: "variable \(items[i].0) in the snapshot does not open with the snapshot's data key")
+        let sealed = snap.items.filter { $0.1.value.hasPrefix(Self.prefix) }.count
+        var from: Keyring?
+        if sealed > 0 {
+            guard keyring.current.isEncrypted else {
+                throw Failure(description: "the snapshot holds \(sealed) sealed variables and this cluster has no cluster key to seal them again: start it with a key (`caravan keyring`)")
             }
-            items[i].1.value = seal(text, to)
+            guard case .success(let raw) = keyring.current.open(snap.dataKey), let fileKey = SecretKey(raw: raw) else {
+                let id = Keyring.keyID(ofSealed: snap.dataKey).map { String($0, radix: 16) } ?? "?"
+                throw Failure(description: "the snapshot's variables are sealed under cluster key \(id), which this agent's keyring does not hold: install that key (`caravan keyring install`) before restoring, or restore on an agent that has it")
+            }
+            from = Keyring(primary: fileKey)
+        }
+        guard !snap.items.isEmpty, let to = try await key(raft) else { return (snap.items, []) }
+        let items = try snap.items.map { path, item in
+            var item = item
+            if item.value.hasPrefix(Self.prefix) {
+                guard let from, let text = Self.unseal(item.value, from) else {
+                    throw Failure(description: "variable \(path) in the snapshot does not open with the snapshot's data key")
+                }
+                item.value = text
+            }
+            item.value = seal(item.value, to)
+            return (path, item)
         }
         return (items, [])
     }

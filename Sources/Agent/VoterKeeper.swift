@@ -46,7 +46,7 @@ struct VoterKeeper: Service {
         await agent.gossip.members().map { m in
             let meta = NodeMetadata.decode(m.metadata)
             return Peer(name: m.name, rpc: "\(m.address.host):\(meta?.rpcPort ?? 4681)",
-                        alive: m.status == .alive || m.status == .suspect, left: m.status == .left, meta: meta)
+                        alive: m.status.isUp, left: m.status == .left, meta: meta)
         }
     }
 

@@ -34,7 +34,8 @@ public enum JobFile {
 
     static func name(_ r: FieldReader?) -> String? {
         guard let r, let s = r.string() else { return nil }
-        guard s.count <= 128, s.allSatisfy({ idCharacters.contains($0) }), r.problems.stored || (s != "." && s != "..") else {
+        // Stored jobs from before the rule may be named . or ..
+        guard isValidID(s) || (r.problems.stored && (s == "." || s == "..")) else {
             r.fail("\"\(s)\" must be 1-128 letters, digits, '-', '_' or '.' (and not . or ..)")
             return nil
         }

@@ -228,24 +228,32 @@ extension ClusterState {
     /// the distinct values, in order, end at `index` (the newest restored is the restore's),
     /// so order among restored objects is kept and this cluster's next writes are newer. Only
     /// when there are more distinct values than `index` do the oldest share 1. 0 stays 0.
-    public static func rebasing(_ indexes: [UInt64], to index: UInt64) -> [UInt64: UInt64] {
-        let distinct = Array(Set(indexes.filter { $0 > 0 })).sorted()
-        var out: [UInt64: UInt64] = [0: 0]
-        for (rank, v) in distinct.enumerated() {
-            let behind = UInt64(distinct.count - 1 - rank)
-            out[v] = index > behind ? index - behind : 1
+    public struct Rebasing: Sendable {
+        let renumbered: [UInt64: UInt64]
+        let index: UInt64
+
+        public init(_ indexes: [UInt64], to index: UInt64) {
+            let distinct = Array(Set(indexes.filter { $0 > 0 })).sorted()
+            var out: [UInt64: UInt64] = [0: 0]
+            for (rank, v) in distinct.enumerated() {
+                let behind = UInt64(distinct.count - 1 - rank)
+                out[v] = index > behind ? index - behind : 1
+            }
+            (renumbered, self.index) = (out, index)
         }
-        return out
+
+        /// `v` as this cluster's (a value it was not made from is kept no newer than `index`).
+        public func callAsFunction(_ v: UInt64) -> UInt64 { renumbered[v] ?? min(v, index) }
     }
 
     /// This state, read from another cluster's snapshot, made this cluster's at `index` (where
     /// the restore was committed): every table changed at `index`, so blocking reads and the
     /// leader see it all as new; every object's own indexes renumbered by `rebase`
-    /// (``rebasing(_:to:)``), so whatever this cluster writes next is newer than anything
-    /// restored and their order is kept; and nodes not in `members` (the other cluster's, not this
+    /// (``Rebasing``), so whatever this cluster writes next is newer than anything restored and
+    /// their order is kept; and nodes not in `members` (the other cluster's, not this
     /// one's) are down, so their allocations are lost and placed again on this cluster's nodes.
-    public mutating func adopt(at index: UInt64, members: Set<String>, rebase: [UInt64: UInt64]) {
-        func re(_ v: inout UInt64) { v = rebase[v] ?? min(v, index) }
+    public mutating func adopt(at index: UInt64, members: Set<String>, rebase: Rebasing) {
+        func re(_ v: inout UInt64) { v = rebase(v) }
         for k in Array(jobs.keys) { re(&jobs[k]!.createIndex); re(&jobs[k]!.modifyIndex) }
         for k in Array(versions.keys) {
             for i in versions[k]!.indices { re(&versions[k]![i].createIndex); re(&versions[k]![i].modifyIndex) }

@@ -47,36 +47,27 @@ public enum JobCodec {
         guard let s = int(&r), let a = RecordCodec.int(&r), (0...maxSeconds).contains(s), (0..<1_000_000_000_000_000_000).contains(a) else { return nil }
         return Duration(secondsComponent: Int64(s), attosecondsComponent: Int64(a))
     }
-    static func opt(_ s: String?, _ w: inout ByteWriter) { w.byte(s == nil ? 0 : 1); if let s { w.string(s, max: maxString) } }
+    static func opt(_ s: String?, _ w: inout ByteWriter) { w.byte(s == nil ? 0 : 1); if let s { str(s, &w) } }
     static func opt(_ r: inout ByteReader) -> String?? {
         guard let has = r.byte(), has <= 1 else { return nil }
         if has == 0 { return .some(nil) }
-        return r.string(max: maxString).map { .some($0) }
+        return str(&r).map { .some($0) }
     }
-    static func map(_ m: [String: String], _ w: inout ByteWriter) {
-        w.varint(UInt64(m.count))
-        for (k, v) in m.sorted(by: { $0.key < $1.key }) { w.string(k, max: maxString); w.string(v, max: maxString) }
-    }
-    static func map(_ r: inout ByteReader) -> [String: String]? {
-        guard let n = r.count(max: maxString) else { return nil }
-        var out: [String: String] = [:]
-        for _ in 0..<n {
-            guard let k = r.string(max: maxString), let v = r.string(max: maxString) else { return nil }
-            out[k] = v
-        }
-        return out
-    }
+    static func map(_ m: [String: String], _ w: inout ByteWriter) { RecordCodec.map(m, &w, key: maxString, value: maxString) }
+    static func map(_ r: inout ByteReader) -> [String: String]? { RecordCodec.map(&r, count: maxString, key: maxString, value: maxString) }
+    static func str(_ s: String, _ w: inout ByteWriter) { w.string(s, max: maxString) }
+    static func str(_ r: inout ByteReader) -> String? { r.string(max: maxString) }
     static func optInt(_ v: Int?, _ w: inout ByteWriter) { w.byte(v == nil ? 0 : 1); if let v { int(v, &w) } }
     static func optInt(_ r: inout ByteReader) -> Int?? {
         guard let has = r.byte(), has <= 1 else { return nil }
         if has == 0 { return .some(nil) }
         return int(&r).map { .some($0) }
     }
-    static func strings(_ l: [String], _ w: inout ByteWriter) { w.varint(UInt64(l.count)); for s in l { w.string(s, max: maxString) } }
+    static func strings(_ l: [String], _ w: inout ByteWriter) { w.varint(UInt64(l.count)); for s in l { str(s, &w) } }
     static func strings(_ r: inout ByteReader) -> [String]? {
         guard let n = r.count(max: maxString) else { return nil }
         var out: [String] = []
-        for _ in 0..<n { guard let s = r.string(max: maxString) else { return nil }; out.append(s) }
+        for _ in 0..<n { guard let s = str(&r) else { return nil }; out.append(s) }
         return out
     }
     static func list<T>(_ l: [T], _ w: inout ByteWriter, _ each: (T, inout ByteWriter) -> Void) {
@@ -90,14 +81,14 @@ public enum JobCodec {
         return out
     }
     static func raw<E: RawRepresentable>(_ r: inout ByteReader, _: E.Type) -> E? where E.RawValue == String {
-        r.string(max: maxString).flatMap(E.init(rawValue:))
+        str(&r).flatMap(E.init(rawValue:))
     }
 
     // MARK: - Job
 
     static func enc(_ j: Job, _ w: inout ByteWriter) {
         w.varint(format)
-        w.string(j.id, max: maxString); w.string(j.name, max: maxString); w.string(j.namespace, max: maxString); w.string(j.type.rawValue, max: maxString); int(j.priority, &w)
+        str(j.id, &w); str(j.name, &w); str(j.namespace, &w); str(j.type.rawValue, &w); int(j.priority, &w)
         strings(j.datacenters, &w); map(j.meta, &w)
         list(j.constraints, &w, enc); list(j.affinities, &w, enc); list(j.spreads, &w, enc)
         w.byte(j.update == nil ? 0 : 1)
@@ -106,12 +97,12 @@ public enum JobCodec {
             ms(u.progressDeadline, &w); bool(u.autoRevert, &w)
         }
         w.byte(j.periodic == nil ? 0 : 1)
-        if let p = j.periodic { w.string(p.cron, max: maxString); w.string(p.timeZone, max: maxString); bool(p.prohibitOverlap, &w) }
+        if let p = j.periodic { str(p.cron, &w); str(p.timeZone, &w); bool(p.prohibitOverlap, &w) }
         list(j.groups, &w, enc)
     }
 
     static func job(_ r: inout ByteReader) -> Job? {
-        guard let f = r.varint(), f == format, let id = r.string(max: maxString), let name = r.string(max: maxString), let ns = r.string(max: maxString),
+        guard let f = r.varint(), f == format, let id = str(&r), let name = str(&r), let ns = str(&r),
               let type = raw(&r, Job.Kind.self), let priority = int(&r), let dcs = strings(&r), let meta = map(&r),
               let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread), let hasUpdate = r.byte() else { return nil }
         var j = Job(id: id, name: name)
@@ -127,7 +118,7 @@ public enum JobCodec {
         } else if hasUpdate != 0 { return nil }
         guard let hasPeriodic = r.byte(), hasPeriodic <= 1 else { return nil }
         if hasPeriodic == 1 {
-            guard let cron = r.string(max: maxString), let tz = r.string(max: maxString), let po = bool(&r) else { return nil }
+            guard let cron = str(&r), let tz = str(&r), let po = bool(&r) else { return nil }
             j.periodic = Periodic(cron: cron, timeZone: tz, prohibitOverlap: po)
         }
         guard let groups = list(&r, group) else { return nil }
@@ -137,26 +128,26 @@ public enum JobCodec {
 
     // MARK: - Placement rules
 
-    static func enc(_ c: Constraint, _ w: inout ByteWriter) { w.string(c.attribute, max: maxString); w.string(c.operator.rawValue, max: maxString); w.string(c.value, max: maxString) }
+    static func enc(_ c: Constraint, _ w: inout ByteWriter) { str(c.attribute, &w); str(c.operator.rawValue, &w); str(c.value, &w) }
     static func constraint(_ r: inout ByteReader) -> Constraint? {
-        guard let a = r.string(max: maxString), let op = raw(&r, Constraint.Operator.self), let v = r.string(max: maxString) else { return nil }
+        guard let a = str(&r), let op = raw(&r, Constraint.Operator.self), let v = str(&r) else { return nil }
         return Constraint(attribute: a, operator: op, value: v)
     }
 
-    static func enc(_ a: Affinity, _ w: inout ByteWriter) { w.string(a.attribute, max: maxString); w.string(a.operator.rawValue, max: maxString); w.string(a.value, max: maxString); int(a.weight, &w) }
+    static func enc(_ a: Affinity, _ w: inout ByteWriter) { str(a.attribute, &w); str(a.operator.rawValue, &w); str(a.value, &w); int(a.weight, &w) }
     static func affinity(_ r: inout ByteReader) -> Affinity? {
-        guard let a = r.string(max: maxString), let op = raw(&r, Constraint.Operator.self), let v = r.string(max: maxString), let wt = int(&r) else { return nil }
+        guard let a = str(&r), let op = raw(&r, Constraint.Operator.self), let v = str(&r), let wt = int(&r) else { return nil }
         return Affinity(attribute: a, operator: op, value: v, weight: wt)
     }
 
     static func enc(_ s: Spread, _ w: inout ByteWriter) {
-        w.string(s.attribute, max: maxString); int(s.weight, &w)
-        list(s.targets, &w) { t, w in w.string(t.value, max: maxString); int(t.percent, &w) }
+        str(s.attribute, &w); int(s.weight, &w)
+        list(s.targets, &w) { t, w in str(t.value, &w); int(t.percent, &w) }
     }
     static func spread(_ r: inout ByteReader) -> Spread? {
-        guard let a = r.string(max: maxString), let wt = int(&r),
+        guard let a = str(&r), let wt = int(&r),
               let ts = list(&r, { r -> Spread.Target? in
-                  guard let v = r.string(max: maxString), let p = int(&r) else { return nil }
+                  guard let v = str(&r), let p = int(&r) else { return nil }
                   return Spread.Target(value: v, percent: p)
               }) else { return nil }
         var s = Spread(attribute: a, weight: wt)
@@ -167,18 +158,18 @@ public enum JobCodec {
     // MARK: - Groups and tasks
 
     static func enc(_ g: TaskGroup, _ w: inout ByteWriter) {
-        w.string(g.name, max: maxString); int(g.count, &w)
+        str(g.name, &w); int(g.count, &w)
         list(g.constraints, &w, enc); list(g.affinities, &w, enc); list(g.spreads, &w, enc)
-        int(g.restart.attempts, &w); ms(g.restart.interval, &w); ms(g.restart.delay, &w); w.string(g.restart.mode.rawValue, max: maxString)
+        int(g.restart.attempts, &w); ms(g.restart.interval, &w); ms(g.restart.delay, &w); str(g.restart.mode.rawValue, &w)
         let rs = g.reschedule
-        int(rs.attempts, &w); ms(rs.interval, &w); ms(rs.delay, &w); w.string(rs.delayFunction.rawValue, max: maxString); ms(rs.maxDelay, &w); bool(rs.unlimited, &w)
+        int(rs.attempts, &w); ms(rs.interval, &w); ms(rs.delay, &w); str(rs.delayFunction.rawValue, &w); ms(rs.maxDelay, &w); bool(rs.unlimited, &w)
         int(g.migrate.maxParallel, &w); ms(g.migrate.minHealthyTime, &w); ms(g.migrate.healthyDeadline, &w)
         int(g.ephemeralDiskMiB, &w)
-        list(g.ports, &w) { p, w in w.string(p.label, max: maxString); optInt(p.staticPort, &w); optInt(p.to, &w) }
+        list(g.ports, &w) { p, w in str(p.label, &w); optInt(p.staticPort, &w); optInt(p.to, &w) }
         list(g.services, &w) { s, w in
-            w.string(s.name, max: maxString); opt(s.port, &w); strings(s.tags, &w)
+            str(s.name, &w); opt(s.port, &w); strings(s.tags, &w)
             list(s.checks, &w) { c, w in
-                w.string(c.type.rawValue, max: maxString); opt(c.path, &w); opt(c.command, &w); strings(c.args, &w); opt(c.port, &w)
+                str(c.type.rawValue, &w); opt(c.path, &w); opt(c.command, &w); strings(c.args, &w); opt(c.port, &w)
                 ms(c.interval, &w); ms(c.timeout, &w); int(c.restartAfter, &w)
             }
         }
@@ -187,16 +178,16 @@ public enum JobCodec {
     }
 
     static func group(_ r: inout ByteReader) -> TaskGroup? {
-        guard let name = r.string(max: maxString), let count = int(&r), let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread),
+        guard let name = str(&r), let count = int(&r), let cs = list(&r, constraint), let afs = list(&r, affinity), let sps = list(&r, spread),
               let ra = int(&r), let ri = ms(&r), let rd = ms(&r), let rm = raw(&r, RestartPolicy.Mode.self),
               let sa = int(&r), let si = ms(&r), let sd = ms(&r), let sf = raw(&r, ReschedulePolicy.DelayFunction.self), let smax = ms(&r),
               let su = bool(&r), let mp = int(&r), let mht = ms(&r), let mhd = ms(&r), let disk = int(&r),
               let ports = list(&r, { r -> Port? in
-                  guard let label = r.string(max: maxString), let st = optInt(&r), let to = optInt(&r) else { return nil }
+                  guard let label = str(&r), let st = optInt(&r), let to = optInt(&r) else { return nil }
                   return Port(label: label, staticPort: st, to: to)
               }),
               let services = list(&r, { r -> ServiceSpec? in
-                  guard let name = r.string(max: maxString), let port = opt(&r), let tags = strings(&r),
+                  guard let name = str(&r), let port = opt(&r), let tags = strings(&r),
                         let checks = list(&r, { r -> Check? in
                             guard let type = raw(&r, Check.Kind.self), let path = opt(&r), let command = opt(&r), let args = strings(&r),
                                   let port = opt(&r), let interval = ms(&r), let timeout = ms(&r), let ra = int(&r) else { return nil }
@@ -218,23 +209,23 @@ public enum JobCodec {
     }
 
     static func enc(_ t: TaskSpec, _ w: inout ByteWriter) {
-        w.string(t.name, max: maxString); w.string(t.driver.rawValue, max: maxString)
+        str(t.name, &w); str(t.driver.rawValue, &w)
         let c = t.config
         opt(c.image, &w); opt(c.command, &w); strings(c.args, &w)
         w.byte(c.entrypoint == nil ? 0 : 1); if let e = c.entrypoint { strings(e, &w) }
         opt(c.workdir, &w)
-        w.byte(c.auth == nil ? 0 : 1); if let a = c.auth { w.string(a.username, max: maxString); w.string(a.password, max: maxString) }
+        w.byte(c.auth == nil ? 0 : 1); if let a = c.auth { str(a.username, &w); str(a.password, &w) }
         map(t.env, &w)
         int(t.resources.cpuMillicores, &w); int(t.resources.memoryMiB, &w); optInt(t.resources.memoryMaxMiB, &w); bool(t.resources.cpuHardLimit, &w)
-        ms(t.killTimeout, &w); w.string(t.killSignal, max: maxString)
-        w.byte(t.lifecycle == nil ? 0 : 1); if let l = t.lifecycle { w.string(l.hook.rawValue, max: maxString); bool(l.sidecar, &w) }
+        ms(t.killTimeout, &w); str(t.killSignal, &w)
+        w.byte(t.lifecycle == nil ? 0 : 1); if let l = t.lifecycle { str(l.hook.rawValue, &w); bool(l.sidecar, &w) }
         int(t.logs.maxFiles, &w); int(t.logs.maxFileSizeMiB, &w)
         opt(t.user, &w)
         map(t.meta, &w)
     }
 
     static func task(_ r: inout ByteReader) -> TaskSpec? {
-        guard let name = r.string(max: maxString), let driver = raw(&r, TaskSpec.Driver.self), let image = opt(&r), let command = opt(&r),
+        guard let name = str(&r), let driver = raw(&r, TaskSpec.Driver.self), let image = opt(&r), let command = opt(&r),
               let args = strings(&r), let hasEntry = r.byte(), hasEntry <= 1 else { return nil }
         var config = DriverConfig(command: command, args: args)
         config.image = image
@@ -242,11 +233,11 @@ public enum JobCodec {
         guard let workdir = opt(&r), let hasAuth = r.byte(), hasAuth <= 1 else { return nil }
         config.workdir = workdir
         if hasAuth == 1 {
-            guard let u = r.string(max: maxString), let p = r.string(max: maxString) else { return nil }
+            guard let u = str(&r), let p = str(&r) else { return nil }
             config.auth = RegistryAuth(username: u, password: p)
         }
         guard let env = map(&r), let cpu = int(&r), let mem = int(&r), let memMax = optInt(&r), let hard = bool(&r),
-              let kt = ms(&r), let ks = r.string(max: maxString), let hasLife = r.byte(), hasLife <= 1 else { return nil }
+              let kt = ms(&r), let ks = str(&r), let hasLife = r.byte(), hasLife <= 1 else { return nil }
         var t = TaskSpec(name: name, driver: driver, config: config)
         t.env = env
         t.resources = Resources(cpuMillicores: cpu, memoryMiB: mem)

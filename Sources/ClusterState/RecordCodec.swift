@@ -4,16 +4,17 @@ import Primitives
 /// Binary encoding of nodes, allocations and evaluations (Raft commands and snapshots).
 /// Jobs are encoded by `JobCodec`.
 enum RecordCodec {
-    static func map(_ m: [String: String], _ w: inout ByteWriter) {
+    /// A string map, keys sorted; keys and values longer than `key`/`value` bytes are cut.
+    static func map(_ m: [String: String], _ w: inout ByteWriter, key: Int = 4096, value: Int = 65536) {
         w.varint(UInt64(m.count))
-        for (k, v) in m.sorted(by: { $0.key < $1.key }) { w.string(k, max: 4096); w.string(v, max: 65536) }
+        for (k, v) in m.sorted(by: { $0.key < $1.key }) { w.string(k, max: key); w.string(v, max: value) }
     }
 
-    static func map(_ r: inout ByteReader) -> [String: String]? {
-        guard let n = r.count(max: 100_000) else { return nil }
+    static func map(_ r: inout ByteReader, count: Int = 100_000, key: Int = 4096, value: Int = 65536) -> [String: String]? {
+        guard let n = r.count(max: count) else { return nil }
         var out: [String: String] = [:]
         for _ in 0..<n {
-            guard let k = r.string(max: 4096), let v = r.string(max: 65536) else { return nil }
+            guard let k = r.string(max: key), let v = r.string(max: value) else { return nil }
             out[k] = v
         }
         return out

@@ -54,6 +54,9 @@ public enum MemberStatus: UInt8, Sendable, CaseIterable, CustomStringConvertible
     case dead = 2
     case left = 3
 
+    /// Counted as up: alive, or suspected but not yet declared dead (it may refute).
+    public var isUp: Bool { self == .alive || self == .suspect }
+
     /// Order of precedence at the same incarnation: a later state overrides an earlier one.
     var precedence: Int {
         switch self {

@@ -545,9 +545,11 @@ struct Context {
         memory[i] += a.memoryMiB
         disk[i] += a.diskMiB
         if !a.ports.isEmpty { ports[i].formUnion(a.ports.values) }
-        // Instances per node are read only for the job being scheduled (spreads, distinct hosts).
-        if a.jobID == input.job?.id && a.namespace == input.job?.namespace { instances[Self.key(a), default: [:]][i, default: 0] += 1 }
+        if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] += 1 }
     }
+
+    /// Instances per node are read only for the job being scheduled (spreads, distinct hosts).
+    private func isOfScheduledJob(_ a: Allocation) -> Bool { a.jobID == input.job?.id && a.namespace == input.job?.namespace }
 
     mutating func release(_ a: Allocation) {
         guard a.isLive else { return }
@@ -557,7 +559,7 @@ struct Context {
         memory[i] -= a.memoryMiB
         disk[i] -= a.diskMiB
         if !a.ports.isEmpty { ports[i].subtract(a.ports.values) }
-        if a.jobID == input.job?.id && a.namespace == input.job?.namespace { instances[Self.key(a), default: [:]][i, default: 0] -= 1 }
+        if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] -= 1 }
     }
 
     /// Instances of a group per node index.

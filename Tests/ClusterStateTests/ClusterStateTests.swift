@@ -30,7 +30,7 @@ import Testing
         #expect(s.apply(.nodeStatus(id: "b", status: .down), index: 950) == .applied)
         #expect(s.apply(.applyPlan(allocations: [Self.alloc("x", node: "a"), Self.alloc("y", node: "keep", job: "db")], evaluations: []), index: 990) == .applied)
         var adopted = try ClusterState.restore(s.snapshot())
-        let rebase = ClusterState.rebasing(adopted.objectIndexes, to: 40)
+        let rebase = ClusterState.Rebasing(adopted.objectIndexes, to: 40)
         adopted.adopt(at: 40, members: ["keep", "new"], rebase: rebase)
         #expect(adopted.lastIndex == 40 && ClusterState.Table.allCases.allSatisfy { adopted.index(of: [$0]) == 40 })
         #expect(adopted.nodes["a"]?.status == .down && adopted.nodes["b"]?.status == .down && adopted.nodes["keep"]?.status == .ready)
@@ -42,7 +42,8 @@ import Testing
         #expect(adopted.allocations["x"]?.clientStatus == .lost && adopted.allocations["x"]?.modifyIndex == 40)
         #expect(adopted.objectIndexes.max() == 40)
         // More distinct indexes than the restore's index: only the oldest share 1.
-        #expect(ClusterState.rebasing([5, 6, 7, 8], to: 2) == [0: 0, 5: 1, 6: 1, 7: 1, 8: 2])
+        let crowded = ClusterState.Rebasing([5, 6, 7, 8], to: 2)
+        #expect([0, 5, 6, 7, 8].map { crowded($0) } == [0, 1, 1, 1, 2])
         // What comes next in the new log is newer than everything adopted.
         #expect(adopted.apply(.upsertNode(Self.node("new")), index: 41) == .applied && adopted.index(of: [.nodes]) == 41)
     }

@@ -217,7 +217,7 @@ struct AllocationRoutes {
     /// A client for the agent named `node` (its HTTP address comes from gossip), carrying the
     /// caller's token: the node checks the caller, never this agent.
     func client(for node: String, _ request: Request) async throws -> CaravanClient {
-        guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status == .alive || m.status == .suspect,
+        guard let m = await agent.gossip.members().first(where: { $0.name == node }), m.status.isUp,
               let meta = NodeMetadata.decode(m.metadata) else {
             throw APIError(.serviceUnavailable, "node_unreachable", "node \(node), which runs the allocation, is not alive")
         }

@@ -70,9 +70,7 @@ struct RaftRoutes {
             do { file = Array(buffer: try await request.body.collect(upTo: ClusterStore.maxRestoreBytes)) } catch {
                 throw APIError(.contentTooLarge, "request_too_large", "a snapshot file to restore is at most \(ClusterStore.maxRestoreBytes) bytes")
             }
-            guard file.starts(with: ClusterStore.snapshotMagic) else {
-                throw APIError(.badRequest, "invalid_snapshot", "not a Caravan snapshot file (from `caravan operator snapshot save`)")
-            }
+            guard file.starts(with: ClusterStore.snapshotMagic) else { throw APIError(.badRequest, "invalid_snapshot", ClusterStore.notASnapshotFile) }
             var parts: ClusterStore.Parts
             do { parts = try ClusterStore.parts(Array(file.dropFirst(ClusterStore.snapshotMagic.count))) } catch {
                 throw APIError(.badRequest, "invalid_snapshot", "the snapshot file is damaged: \(error)")
@@ -84,7 +82,7 @@ struct RaftRoutes {
             do { parts.variables = try await agent.cipher.adopt(parts.variables, agent.raft) } catch let e as VariableCipher.Failure {
                 throw APIError(.badRequest, "invalid_snapshot", e.description)
             } catch { throw APIError(raft: error) }
-            let members = Set(await agent.gossip.members().filter { $0.status == .alive || $0.status == .suspect }.map(\.name))
+            let members = Set(await agent.gossip.members().filter(\.status.isUp).map(\.name))
             let command = ClusterStore.restore(parts, members: members)
             guard command.count <= RaftNode.maxCommandBytes else {
                 throw APIError(.contentTooLarge, "request_too_large", "the restore is \(command.count) bytes, over the \(RaftNode.maxCommandBytes)-byte limit of one log entry")
