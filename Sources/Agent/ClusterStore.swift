@@ -240,6 +240,15 @@ public final class ClusterStore: ReplicatedStateMachine {
         return try variables.query(request)
     }
 
+    /// A cluster query's answer leads with the index of the last change to its tables: a blocking
+    /// read of it wakes when that index moves (a variable write does not wake a job watcher).
+    public func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)? {
+        guard request.first == Self.clusterQuery,
+              let q = try? JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst())), !q.kind.tables.isEmpty else { return nil }
+        let tables = q.kind.tables
+        return { [self] in max(1, self.state.withLock { $0.index(of: tables) }) }
+    }
+
     public func snapshot() -> [UInt8] {
         Self.encode(state: state.withLock { $0.snapshot() }, variables: variables.snapshot(), sessions: sessions.withLock { $0.encode() }, acl: acl.encode())
     }

@@ -20,6 +20,14 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     /// Replaces the whole state with a snapshot's. Throws when the snapshot can't be read: the
     /// node then stops rather than serve a state that silently lost what the snapshot held.
     func restore(_ snapshot: [UInt8]) throws
+    /// For a blocking read: how to learn, cheaply and on the Raft loop, the index of the last change
+    /// to what `request` answers — so a waiting read wakes only when that moves, not on every
+    /// entry applied. nil: any applied entry may change the answer.
+    func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)?
+}
+
+extension ReplicatedStateMachine {
+    public func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)? { nil }
 }
 
 public struct RaftNodeConfiguration: Sendable {
@@ -99,10 +107,25 @@ public final class RaftNode: @unchecked Sendable {
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
     let leaderChangesCounter = Counter(label: "caravan_raft_leader_changes_total")
     var readContext: UInt64 = 0
+    var readsConfirmedCount = 0
     var reads: [UInt64: EventLoopPromise<Void>] = [:]
     var readsWaitingApply: [(index: LogIndex, promise: EventLoopPromise<Void>)] = []
-    /// Blocking reads waiting for the applied index to pass theirs, by ticket.
-    var applyWatchers: [UInt64: (after: LogIndex, promise: EventLoopPromise<Void>)] = [:]
+    /// Blocking reads waiting for the applied index to pass theirs (and, with a change index,
+    /// for what they read to change past `changed`), by ticket.
+    var applyWatchers: [UInt64: Watcher] = [:]
+    struct Watcher {
+        var after: LogIndex
+        var changed: LogIndex
+        var changeIndex: (@Sendable () -> LogIndex)?
+        var promise: EventLoopPromise<Void>
+        /// An entry past `after` is applied and, when the state machine can tell, what the read
+        /// shows changed past `changed`.
+        func isDue(applied: LogIndex) -> Bool {
+            guard after < applied else { return false }
+            guard let changeIndex else { return true }
+            return changeIndex() > changed
+        }
+    }
     var nextWatcher: UInt64 = 0
     /// When a message from the current leader last arrived (followers).
     var lastLeaderContact: ContinuousClock.Instant?
@@ -127,7 +150,7 @@ public final class RaftNode: @unchecked Sendable {
         self.wal = wal
         self.fsm = fsm
         self.transport = RaftTransport(id: config.id, bind: config.bindHost, port: config.port, advertise: config.advertise,
-                                       keyring: config.keyring, group: group, logger: logger, spoolDirectory: wal.spoolDirectory)
+                                       keyring: config.keyring, group: ownGroup, logger: logger, spoolDirectory: wal.spoolDirectory)
         self.core = RaftCore(id: config.id, settings: config.settings, seed: config.seed, hardState: recovered.hardState,
                              snapshot: recovered.snapshot?.metadata, entries: recovered.entries)
         self.persistedTerm = recovered.hardState.term
@@ -237,15 +260,17 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     /// A blocking read: waits (up to `wait`) until this group has applied an entry past `after`,
-    /// then answers like ``read(_:stale:timeout:)``, together with the applied index the answer
-    /// reflects. Returns at the end of `wait` even if nothing was applied (the caller compares).
-    public func read(_ request: [UInt8], stale: Bool = false, after: LogIndex, wait: Duration,
+    /// and — when the state machine can tell (``ReplicatedStateMachine/changeIndex(of:)``) —
+    /// until what `request` reads last changed past `changedAfter`; then answers like
+    /// ``read(_:stale:timeout:)``, together with the applied index the answer reflects. Returns at
+    /// the end of `wait` even if nothing changed (the caller compares).
+    public func read(_ request: [UInt8], stale: Bool = false, after: LogIndex, changedAfter: LogIndex = 0, wait: Duration,
                      timeout: Duration = .seconds(10)) async throws -> (applied: LogIndex, answer: [UInt8]) {
         let until = ContinuousClock.now + wait
         // Cancelling the caller's task gives up at once (an agent shutting down does not wait out
         // a read that waits on the leader).
-        let bytes = try await Self.cancellable(submit(.waitRead, Self.waitPayload(request, stale: stale, after: after, until: until),
-                                                      hops: 0, deadline: until + timeout))
+        let payload = Self.waitPayload(request, stale: stale, after: after, changedAfter: changedAfter, until: until)
+        let bytes = try await Self.cancellable(submit(.waitRead, payload, hops: 0, deadline: until + timeout))
         var r = ByteReader(bytes)
         guard let applied = r.varint() else { throw RaftError(.remote, "unreadable blocking-read answer") }
         return (applied, Array(r.raw(r.remaining) ?? []))
@@ -269,35 +294,53 @@ public final class RaftNode: @unchecked Sendable {
     public func waitApplied(after: LogIndex, wait: Duration) async -> LogIndex {
         guard !stopped.load(ordering: .relaxed) else { return after }
         let until = ContinuousClock.now + wait
-        return (try? await loop.flatSubmit { self.watch(after: after, until: until).map { self.applied } }.get()) ?? after
+        return (try? await loop.flatSubmit { self.watch(after: after, changedAfter: 0, request: nil, until: until).map { self.applied } }.get()) ?? after
     }
 
-    static func waitPayload(_ request: [UInt8], stale: Bool, after: LogIndex, until: ContinuousClock.Instant) -> [UInt8] {
-        var w = ByteWriter(capacity: request.count + 12)
-        w.byte(stale ? 1 : 0)
+    /// `flags | after | [changedAfter] | wait ms | request`; flags: 1 stale, 2 changedAfter present.
+    static func waitPayload(_ request: [UInt8], stale: Bool, after: LogIndex, changedAfter: LogIndex, until: ContinuousClock.Instant) -> [UInt8] {
+        var w = ByteWriter(capacity: request.count + 20)
+        w.byte((stale ? 1 : 0) | (changedAfter > 0 ? 2 : 0))
         w.varint(after)
+        if changedAfter > 0 { w.varint(changedAfter) }
         let left = max(.zero, ContinuousClock.now.duration(to: until))
         w.varint(UInt64(left / .milliseconds(1)))
         w.raw(request)
         return w.bytes
     }
 
-    static func parseWait(_ payload: [UInt8]) -> (stale: Bool, after: LogIndex, wait: Duration, request: [UInt8])? {
+    struct WaitRequest {
+        var stale: Bool
+        var after: LogIndex
+        var changedAfter: LogIndex
+        var wait: Duration
+        var request: [UInt8]
+    }
+
+    static func parseWait(_ payload: [UInt8]) -> WaitRequest? {
         var r = ByteReader(payload)
-        guard let flags = r.byte(), let after = r.varint(), let ms = r.varint(), ms <= 3_600_000 else { return nil }
-        return (flags == 1, after, .milliseconds(Int64(ms)), Array(r.raw(r.remaining) ?? []))
+        guard let flags = r.byte(), flags & ~3 == 0, let after = r.varint() else { return nil }
+        var changed: LogIndex = 0
+        if flags & 2 != 0 {
+            guard let c = r.varint() else { return nil }
+            changed = c
+        }
+        guard let ms = r.varint(), ms <= 3_600_000 else { return nil }
+        return WaitRequest(stale: flags & 1 != 0, after: after, changedAfter: changed, wait: .milliseconds(Int64(ms)),
+                           request: Array(r.raw(r.remaining) ?? []))
     }
 
     /// On the loop: a blocking read served here (the leader, or a member for a stale one) —
     /// wait for the applied index, then answer with it; anywhere else, forwarded.
     private func waitRead(_ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]>? {
-        guard let (stale, after, wait, request) = Self.parseWait(payload) else {
+        guard let p = Self.parseWait(payload) else {
             return loop.makeFailedFuture(RaftError(.rejected, "malformed blocking read"))
         }
+        let (stale, after, request) = (p.stale, p.after, p.request)
         let member = stale && core.configuration.contains(id) && applied > 0
         guard member || core.role == .leader else { return nil }
-        let until = ContinuousClock.now + wait
-        return watch(after: after, until: until).flatMap {
+        let until = ContinuousClock.now + p.wait
+        return watch(after: after, changedAfter: p.changedAfter, request: request, until: until).flatMap {
             @Sendable func answer() throws -> [UInt8] {
                 var w = ByteWriter()
                 w.varint(self.applied)
@@ -307,17 +350,24 @@ public final class RaftNode: @unchecked Sendable {
             if member { return self.loop.makeCompletedFuture { try answer() } }
             if self.core.role == .leader { return self.confirmRead().flatMapThrowing { try answer() } }
             // Leadership moved while waiting: ask the new leader, without waiting again.
-            return self.route(.waitRead, Self.waitPayload(request, stale: false, after: after, until: .now), hops: hops, deadline: deadline)
+            return self.route(.waitRead, Self.waitPayload(request, stale: false, after: after, changedAfter: p.changedAfter, until: .now),
+                              hops: hops, deadline: deadline)
         }
     }
 
-    /// Succeeds once an entry past `after` is applied, or at `until`, whichever comes first.
-    private func watch(after: LogIndex, until: ContinuousClock.Instant) -> EventLoopFuture<Void> {
-        guard applied <= after, ContinuousClock.now < until else { return loop.makeSucceededVoidFuture() }
+    /// Succeeds once an entry past `after` is applied and what `request` reads changed past
+    /// `changedAfter` (when the state machine can tell), or at `until`, whichever comes first.
+    private func watch(after: LogIndex, changedAfter: LogIndex, request: [UInt8]?, until: ContinuousClock.Instant) -> EventLoopFuture<Void> {
+        let changeIndex = changedAfter > 0 ? request.flatMap { fsm.changeIndex(of: $0) } : nil
+        let w = Watcher(after: after, changed: changedAfter, changeIndex: changeIndex, promise: loop.makePromise(of: Void.self))
+        guard !w.isDue(applied: applied), ContinuousClock.now < until else {
+            w.promise.succeed(())
+            return w.promise.futureResult
+        }
         nextWatcher += 1
         let ticket = nextWatcher
-        let p = loop.makePromise(of: Void.self)
-        applyWatchers[ticket] = (after, p)
+        let p = w.promise
+        applyWatchers[ticket] = w
         let left = ContinuousClock.now.duration(to: until)
         loop.scheduleTask(in: .nanoseconds(Int64(left / .nanoseconds(1)))) {
             self.applyWatchers.removeValue(forKey: ticket)?.promise.succeed(())
@@ -327,7 +377,7 @@ public final class RaftNode: @unchecked Sendable {
 
     private func wakeWatchers() {
         guard !applyWatchers.isEmpty else { return }
-        for (ticket, w) in applyWatchers where w.after < applied {
+        for (ticket, w) in applyWatchers where w.isDue(applied: applied) {
             applyWatchers[ticket] = nil
             w.promise.succeed(())
         }
@@ -384,7 +434,7 @@ public final class RaftNode: @unchecked Sendable {
         if op == .waitRead, let p = Self.parseWait(payload) {
             // What is left of the wait travels, not the wait first asked for.
             let until = ContinuousClock.now + p.wait
-            w.raw(Self.waitPayload(p.request, stale: p.stale, after: p.after, until: until))
+            w.raw(Self.waitPayload(p.request, stale: p.stale, after: p.after, changedAfter: p.changedAfter, until: until))
         } else {
             w.raw(payload)
         }
@@ -436,6 +486,7 @@ public final class RaftNode: @unchecked Sendable {
     /// Succeeds once this leader has confirmed it still leads and has applied everything
     /// committed before the call (ReadIndex).
     private func confirmRead() -> EventLoopFuture<Void> {
+        readsConfirmedCount += 1
         readContext += 1
         let p = loop.makePromise(of: Void.self)
         do {
@@ -504,6 +555,8 @@ public final class RaftNode: @unchecked Sendable {
     /// proving the key in time.
     public var framesReplayed: Int { get async { (try? await transport.loop.submit { self.transport.framesReplayed }.get()) ?? 0 } }
     public var connectionsRefused: Int { get async { (try? await transport.loop.submit { self.transport.connectionsRefused }.get()) ?? 0 } }
+    /// ReadIndex rounds this agent started as the leader (each one heartbeat to every follower).
+    public var readsConfirmed: Int { get async { (try? await loop.submit { self.readsConfirmedCount }.get()) ?? 0 } }
     public var walCounters: (fsyncs: Int, entries: Int) { get async { (try? await loop.submit { (self.wal.fsyncs, self.wal.entriesWritten) }.get()) ?? (0, 0) } }
 
     /// Hands leadership to another voter first (so the cluster does not wait for an election

@@ -141,10 +141,14 @@ public final class RaftTransport: @unchecked Sendable {
         loop.execute { self.addressBook[id] = address }
     }
 
+    /// On the node's own loop (where the transport lives) the frames are written at once — before
+    /// the leader's fsync that follows in the same pass.
     func send(_ messages: [Message]) {
-        loop.execute {
-            for m in messages { self.sendOnLoop(m) }
+        guard loop.inEventLoop else {
+            loop.execute { for m in messages { self.sendOnLoop(m) } }
+            return
         }
+        for m in messages { sendOnLoop(m) }
     }
 
     private func sendOnLoop(_ m: Message) {

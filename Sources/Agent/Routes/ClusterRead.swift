@@ -163,7 +163,7 @@ extension Agent {
                     let left = max(.zero, ContinuousClock.now.duration(to: until))
                     let since = after
                     let wait: @Sendable () async throws -> (applied: UInt64, answer: [UInt8]) = {
-                        try await raft.read(query, stale: stale, after: since, wait: left)
+                        try await raft.read(query, stale: stale, after: since, changedAfter: minIndex, wait: left)
                     }
                     guard let (applied, bytes) = answerOnShutdown ? try await stopping.unlessTriggered(wait) : try await wait() else {
                         // Shutting down: answer with this agent's copy as it is now (the client
