@@ -64,9 +64,12 @@ struct GossipBench: AsyncParsableCommand {
     @Flag(help: "During the soak, freeze one agent 2.5 s of every 5 s (SIGSTOP/SIGCONT).") var freeze = false
     @Flag(help: "Skip the crash and silent-death measurements.") var noCrash = false
     @Flag(help: .hidden) var inNamespace = false
+    @Flag(help: "Run inside a private network namespace, where loopback's counters give what went on the wire (bytes with headers, packets).")
+    var namespace = false
+    @Option(help: "The serf binary to run side by side (same sizes, same run); none skips it.") var serf: String = "/usr/bin/serf"
 
     func run() async throws {
-        if loss > 0 && !inNamespace {
+        if (loss > 0 || namespace) && !inNamespace {
             // Re-run this command inside a fresh network namespace where the loss is injected.
             try rerunInNamespace()
         }
@@ -175,9 +178,43 @@ struct GossipBench: AsyncParsableCommand {
         guard p.terminationStatus == 0 else { throw ValidationError("\(args.joined(separator: " ")) failed") }
     }
 
+    /// What one run of N agents measured (Caravan's or Serf's).
+    struct Figures {
+        var joins: [String] = []
+        var payloadBytes: Double?
+        var wire: (bytes: Double, packets: Double)?
+        var rss: [Int] = []
+        var killed: Duration?
+        var silent: Duration?
+    }
+
+    /// Bytes and packets per node per second on loopback over `idleSeconds` (only inside a namespace).
+    func wireRate(_ n: Int) async throws -> (bytes: Double, packets: Double)? {
+        guard inNamespace else {
+            try await Task.sleep(for: .seconds(idleSeconds))
+            return nil
+        }
+        let clock = ContinuousClock()
+        let w0 = loopbackSent(), t0 = clock.now
+        try await Task.sleep(for: .seconds(idleSeconds))
+        let w1 = loopbackSent(), secs = seconds(clock.now - t0)
+        return (Double(w1.bytes - w0.bytes) / Double(n) / secs, Double(w1.packets - w0.packets) / Double(n) / secs)
+    }
+
+    func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
     func agents(_ n: Int, binary: String) async throws {
-        let lossNote = loss > 0 ? ", \(Int(loss * 100))% UDP loss in a private network namespace" : ""
-        print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y\(lossNote))")
+        let lossNote = loss > 0 ? ", \(Int(loss * 100))% UDP loss in a private network namespace" : (inNamespace ? ", in a private network namespace" : "")
+        let anchor = FileManager.default.isExecutableFile(atPath: serf) && loss == 0 && soak == 0 ? serf : nil
+        print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y\(lossNote))" + (anchor == nil ? "" : "; serf: 127.71.x.y, LAN profile, encrypted"))
+        guard let f = try await caravanFigures(n, binary: binary) else { return }
+        // Serf runs once Caravan's agents are gone, so each has the namespace's counters to itself.
+        printTable(n, caravan: f, serf: try anchor.map { try serfFigures(n, binary: $0) })
+    }
+
+    /// Caravan's figures for N agents (nil after a soak, which prints its own).
+    func caravanFigures(_ n: Int, binary: String) async throws -> Figures? {
+        var f = Figures()
         var joins: [String] = []
         var r = try start(n, binary: binary, subnet: 60)
         for trial in 0..<joinTrials {
@@ -191,7 +228,7 @@ struct GossipBench: AsyncParsableCommand {
         defer { stop(r) }
         if soak > 0 {
             try await soakTest(r, n: n)
-            return
+            return nil
         }
         try await Task.sleep(for: .seconds(settle))
         func totalBytes() async -> Int {
@@ -204,17 +241,13 @@ struct GossipBench: AsyncParsableCommand {
         let b0 = await totalBytes()
         let clock = ContinuousClock()
         let t0 = clock.now
-        try await Task.sleep(for: .seconds(idleSeconds))
-        let b1 = await totalBytes()
+        f.wire = try await wireRate(n)
         let elapsed = clock.now - t0
-        let secs = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let perNode = Double(b1 - b0) / Double(n) / secs
-        let rss = r.processes.map { rssKiB($0.processIdentifier) }
-        print("| figure | value |\n|---|---|")
-        print("| all \(n) list all \(n) alive after a simultaneous start | \(joins.joined(separator: ", ")) |")
-        print("| idle gossip per node (UDP + TCP, sent), \(settle) s after the join, over \(idleSeconds) s | \(Int(perNode)) bytes/s |")
-        print("| idle RSS per agent | avg \(rss.reduce(0, +) / max(rss.count, 1) / 1024) MiB, max \((rss.max() ?? 0) / 1024) MiB |")
-        guard !noCrash else { print(""); return }
+        let b1 = await totalBytes()
+        f.payloadBytes = Double(b1 - b0) / Double(n) / seconds(elapsed)
+        f.rss = r.processes.map { rssKiB($0.processIdentifier) }
+        f.joins = joins
+        guard !noCrash else { return f }
         let victim = n / 2
         kill(r.processes[victim].processIdentifier, SIGKILL)
         let dead = await until(r, skip: [victim], deadline: .seconds(60)) { ms in
@@ -226,8 +259,80 @@ struct GossipBench: AsyncParsableCommand {
             ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
         }
         kill(r.processes[frozen].processIdentifier, SIGCONT)
-        print("| SIGKILL of one agent → all others list it dead | \(fmt(dead)) |")
-        print("| SIGSTOP (silent, like a vanished host) → all others list it dead | \(fmt(silent)) |\n")
+        f.killed = dead
+        f.silent = silent
+        return f
+    }
+
+    /// The same measurements of Serf agents (LAN profile, encrypted) on 127.71.x.y.
+    func serfFigures(_ n: Int, binary: String) throws -> Figures {
+        var f = Figures()
+        var cluster = try SerfCluster(binary: binary, subnet: 71, count: n)
+        defer { cluster.stop() }
+        let clock = ContinuousClock()
+        func until(skip: Set<Int> = [], deadline: Duration, _ ok: ([String: String]) -> Bool) -> Duration? {
+            let start = clock.now
+            var done = Set<Int>()
+            while clock.now - start < deadline {
+                for i in 0..<n where !skip.contains(i) && !done.contains(i) {
+                    if let ms = cluster.members(i), ok(ms) { done.insert(i) }
+                }
+                if done.count + skip.count == n { return clock.now - start }
+                usleep(20_000)
+            }
+            return nil
+        }
+        for trial in 0..<joinTrials {
+            if trial > 0 {
+                cluster.stop()
+                cluster = try SerfCluster(binary: binary, subnet: 71, count: n)
+            }
+            f.joins.append(fmt(until(deadline: .seconds(60)) { ms in ms.values.filter { $0 == "alive" }.count == n }))
+        }
+        sleep(UInt32(settle))
+        if inNamespace {
+            let w0 = loopbackSent(), t0 = clock.now
+            sleep(UInt32(idleSeconds))
+            let w1 = loopbackSent(), secs = seconds(clock.now - t0)
+            f.wire = (Double(w1.bytes - w0.bytes) / Double(n) / secs, Double(w1.packets - w0.packets) / Double(n) / secs)
+        }
+        f.rss = cluster.processes.map { rssKiB($0.processIdentifier) }
+        guard !noCrash else { return f }
+        let victim = n / 2, frozen = n / 3
+        kill(cluster.processes[victim].processIdentifier, SIGKILL)
+        f.killed = until(skip: [victim], deadline: .seconds(60)) { $0["serf-\(victim)"] == "failed" }
+        kill(cluster.processes[frozen].processIdentifier, SIGSTOP)
+        f.silent = until(skip: [victim, frozen], deadline: .seconds(60)) { $0["serf-\(frozen)"] == "failed" }
+        kill(cluster.processes[frozen].processIdentifier, SIGCONT)
+        return f
+    }
+
+    func printTable(_ n: Int, caravan c: Figures, serf s: Figures?) {
+        func ratio(_ a: Double?, _ b: Double?) -> String {
+            guard let a, let b, a > 0 else { return "" }
+            return String(format: "%.2f×", b / a)
+        }
+        func rss(_ f: Figures) -> String { "avg \(f.rss.reduce(0, +) / max(f.rss.count, 1) / 1024) MiB, max \((f.rss.max() ?? 0) / 1024) MiB" }
+        func avgRSS(_ f: Figures) -> Double { Double(f.rss.reduce(0, +)) / Double(max(f.rss.count, 1)) }
+        let d = { (x: Duration?) -> Double? in x.map(self.seconds) }
+        print("| figure, N = \(n) | Caravan |" + (s == nil ? "" : " serf (same run) | serf ÷ Caravan (> 1: Caravan better) |"))
+        print("|---|---|" + (s == nil ? "" : "---|---|"))
+        func row(_ title: String, _ a: String, _ b: String?, _ r: String) {
+            print("| \(title) | \(a) |" + (s == nil ? "" : " \(b ?? "") | \(r) |"))
+        }
+        row("all \(n) list all \(n) alive after a simultaneous start", c.joins.joined(separator: ", "), s?.joins.joined(separator: ", "), "")
+        if let w = c.wire {
+            row("idle traffic per node on the wire (IP packets on loopback, all kinds), \(settle) s after the join, over \(idleSeconds) s",
+                String(format: "%.0f bytes/s, %.1f packets/s", w.bytes, w.packets),
+                s?.wire.map { String(format: "%.0f bytes/s, %.1f packets/s", $0.bytes, $0.packets) }, ratio(w.bytes, s?.wire?.bytes))
+        }
+        row("idle gossip per node, sealed payload (UDP + TCP, the agents' counters)", "\(Int(c.payloadBytes ?? 0)) bytes/s", "—", "")
+        row("idle RSS per agent", rss(c), s.map(rss), ratio(avgRSS(c), s.map(avgRSS)))
+        if !noCrash {
+            row("SIGKILL of one agent → all others list it dead", fmt(c.killed), s.map { fmt($0.killed) }, ratio(d(c.killed), d(s?.killed)))
+            row("SIGSTOP (silent, like a vanished host) → all others list it dead", fmt(c.silent), s.map { fmt($0.silent) }, ratio(d(c.silent), d(s?.silent)))
+        }
+        print("")
     }
 
     /// Watches every agent for `soak` seconds; every member is healthy, so any `dead` is false.
