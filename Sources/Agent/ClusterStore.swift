@@ -283,7 +283,9 @@ struct ClusterQuery: Codable, Sendable {
             switch self {
             case .jobs, .job, .versions: [.jobs, .allocations, .evaluations]
             case .nodes, .node: [.nodes, .allocations]
-            case .allocations, .allocation: [.allocations]
+            case .allocations: [.allocations]
+            // One allocation's view names its replacement and when it is placed again, from its job.
+            case .allocation: [.allocations, .jobs]
             case .nodeAllocations: [.allocations, .jobs]
             case .evaluations, .jobEvaluations, .evaluation: [.evaluations]
             case .schedulerConfig: [.config]

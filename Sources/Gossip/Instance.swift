@@ -22,7 +22,8 @@ public struct Instance: Sendable {
     public private(set) var isLeaving = false
     /// When this member last re-announced itself to someone still suspecting an older
     /// incarnation of it (see `applySuspect`).
-    private var lastReassertion: Duration = .seconds(-1_000_000)
+    /// When this node last said again, to each member, that it is alive (see `applySuspect`).
+    private var reassertedTo: [String: Duration] = [:]
     public private(set) var stats = Stats()
 
     /// Every other member this node knows, by name.
@@ -297,14 +298,18 @@ public struct Instance: Sendable {
         guard let m = others[target] else { return nil }
         let s = nextSeq()
         let scale = localHealth + 1
-        probes[s] = Probe(target: target, address: m.address, sentAt: now, timeoutAt: now + probeTimeout(for: target),
-                          endAt: now + settings.probeInterval * scale, regular: regular)
+        // The probe fails `indirectTimeout` after its direct wait ran out (not at the next
+        // interval): a silent member is suspected as soon as the indirect probes had their time.
+        let direct = probeTimeout(for: target)
+        probes[s] = Probe(target: target, address: m.address, sentAt: now, timeoutAt: now + direct,
+                          endAt: now + direct + settings.indirectTimeout * scale, regular: regular)
         stats.probes += 1
         var first: [Message] = [.ping(seq: s, target: target)]
-        // Buddy system (Lifeguard IV.C): tell a suspect at once, ahead of everything else.
+        // Buddy system (Lifeguard IV.C): tell a suspect at once, ahead of everything else. It
+        // names this node as the one who suspects: a suspect that already refuted (a higher
+        // incarnation we have not heard of) says so again to us, straight away.
         if m.status == .suspect {
-            first.append(.suspect(name: target, incarnation: m.incarnation,
-                                  from: suspicions[target]?.from ?? name, refused: false))
+            first.append(.suspect(name: target, incarnation: m.incarnation, from: name, refused: false))
         }
         out.append(send(first, to: m.address))
         return s
@@ -345,9 +350,8 @@ public struct Instance: Sendable {
                 finishFailedProbe(s, now: now, into: &out)
             } else if !p.indirect && now >= p.timeoutAt {
                 probes[s]!.indirect = true
-                // Give the indirect probes and the TCP ping a whole interval, however early the
-                // adaptive direct timeout fired.
-                probes[s]!.endAt = max(p.endAt, now + settings.probeInterval * (localHealth + 1))
+                // The indirect probes and the TCP ping get their whole window from now.
+                probes[s]!.endAt = max(p.endAt, now + settings.indirectTimeout * (localHealth + 1))
                 // SWIM §3.1: ask k others to probe on our behalf; Lifeguard IV.A: they nack if they fail.
                 let helpers = randomLive(count: settings.indirectChecks, excluding: [p.target], aliveOnly: true)
                 probes[s]!.expectedNacks = helpers.count
@@ -433,7 +437,9 @@ public struct Instance: Sendable {
             if !s.refused && s.finalProbe == nil {
                 let seq = startProbe(n, regular: false, now: now, into: &out)
                 s.finalProbe = seq
-                s.deadline = now + (settings.probeTimeout + settings.probeInterval) * (localHealth + 1) + settings.tickInterval
+                s.deadline = now + (settings.probeTimeout + settings.indirectTimeout) * (localHealth + 1) + settings.tickInterval
+                // The probe stays open until the verdict: an answer any time before it spares the member.
+                if let seq { probes[seq]?.endAt = s.deadline }
                 suspicions[n] = s
                 continue
             }
@@ -531,11 +537,12 @@ public struct Instance: Sendable {
             guard !isLeaving else { return }
             if inc >= incarnation {
                 refute(.suspect, over: inc, into: &out)
-            } else if now - lastReassertion >= settings.probeInterval {
+            } else if now - (reassertedTo[by] ?? .seconds(-1_000_000)) >= settings.probeInterval {
                 // Someone still suspects an older incarnation of this member: the refutation never
-                // reached it (its broadcasts ran out while the network was cut). Say it again,
-                // without a new incarnation — it suspected until then, so it stayed suspect.
-                lastReassertion = now
+                // reached it (lost, or its broadcasts ran out while the network was cut). Say it
+                // again to that member, without a new incarnation — once per interval each.
+                if reassertedTo.count >= 4096 { reassertedTo.removeAll() }
+                reassertedTo[by] = now
                 let alive = Message.alive(name: name, address: address, incarnation: incarnation, metadata: metadata)
                 broadcasts.enqueue(alive)
                 if let m = others[by] {

@@ -8,6 +8,9 @@ public struct Settings: Sendable, Equatable {
     public var probeTimeout: Duration
     /// Shortest direct-ack wait the RTT-adaptive timeout may use.
     public var minProbeTimeout: Duration
+    /// How long the indirect probes and the TCP ping have after the direct ack wait ran out,
+    /// before the probe counts as failed (and the window of the last probe before a death).
+    public var indirectTimeout: Duration
     /// Members asked to probe indirectly (SWIM's k).
     public var indirectChecks: Int
     /// Suspicion timeout floor is `suspicionMultiplier × max(1, log10(n)) × probeInterval`,
@@ -50,19 +53,21 @@ public struct Settings: Sendable, Equatable {
     public var joinRetryInitial: Duration
     public var joinRetryMax: Duration
 
-    /// For a LAN or a single data centre: sub-second probing, generous suspicion so a paused
-    /// agent (GC, SIGSTOP, a busy host) is not declared dead, fast verdicts on refused connections.
+    /// For a LAN or a single data centre: a probe every half second (four small packets a second
+    /// per node), suspicion long enough that an agent paused for 2.5 s (GC, SIGSTOP, a busy host)
+    /// is not declared dead, fast verdicts on refused connections.
     public static let lan = Settings(
         tickInterval: .milliseconds(10),
-        probeInterval: .milliseconds(250),
+        probeInterval: .milliseconds(500),
         probeTimeout: .milliseconds(200),
         minProbeTimeout: .milliseconds(40),
+        indirectTimeout: .milliseconds(300),
         indirectChecks: 3,
-        suspicionMultiplier: 4,
-        minSuspicionTimeout: .seconds(4),
+        suspicionMultiplier: 1.5,
+        minSuspicionTimeout: .milliseconds(2200),
         suspicionMaxMultiplier: 3,
         suspicionConfirmations: 3,
-        refusedSuspicionTimeout: .milliseconds(500),
+        refusedSuspicionTimeout: .milliseconds(250),
         maxLocalHealth: 8,
         retransmitMultiplier: 4,
         refutationFanout: 64,
@@ -71,7 +76,7 @@ public struct Settings: Sendable, Equatable {
         pushPullInterval: .seconds(30),
         initialPushPullInterval: .seconds(1),
         maxPacketSize: 1400,
-        sealOverhead: 46,
+        sealOverhead: 34,
         maxMetadataSize: 512,
         metadataMinInterval: .seconds(1),
         reconnectInterval: .seconds(10),
@@ -86,6 +91,7 @@ public struct Settings: Sendable, Equatable {
         s.probeInterval = .milliseconds(100)
         s.probeTimeout = .milliseconds(50)
         s.minProbeTimeout = .milliseconds(20)
+        s.indirectTimeout = .milliseconds(100)
         s.minSuspicionTimeout = .seconds(1)
         s.refusedSuspicionTimeout = .milliseconds(200)
         s.gossipInterval = .milliseconds(50)

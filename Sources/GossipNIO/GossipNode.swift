@@ -106,7 +106,9 @@ public final class GossipNode: @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         var settings = config.settings
-        settings.sealOverhead = config.keyring.overhead
+        // Datagrams are sealed with their replay numbers as the nonce; without keys, plain
+        // frames carry those numbers inside (the larger of the two).
+        settings.sealOverhead = config.keyring.isEncrypted ? Keyring.datagramOverhead : config.keyring.overhead + PacketGuard.sessionBytes + 10
         self.identity = config.identity
         self.peersPath = config.peersPath
         self.peers = PeerDirectory.load(path: config.peersPath)
@@ -257,16 +259,24 @@ public final class GossipNode: @unchecked Sendable {
         traffic.packetsReceived += 1
         traffic.bytesReceived += bytes.readableBytes
         guard let ip = remote.ipAddress, let port = remote.port else { return }
-        let opened = bytes.withUnsafeReadableBytes { raw in
-            keyring.open(UnsafeBufferPointer(start: raw.bindMemory(to: UInt8.self).baseAddress, count: raw.count))
+        // A sealed datagram carries its replay numbers as its nonce; a frame of the first
+        // version (and a plain one) inside its payload.
+        let opened: Result<[UInt8]?, OpenFailure> = bytes.withUnsafeReadableBytes { raw in
+            let frame = UnsafeBufferPointer(start: raw.bindMemory(to: UInt8.self).baseAddress, count: raw.count)
+            if frame.count >= 2, frame[1] == Keyring.datagramVersion {
+                return keyring.openDatagram(frame).map { d in
+                    packetGuard.accept(session: d.session, counter: UInt64(d.counter)) ? d.payload : nil
+                }
+            }
+            return keyring.open(frame).map { packetGuard.unwrap($0) }
         }
         switch opened {
         case .failure(let f):
             drop(f.rawValue, from: "\(ip):\(port)")
             // Sealed with a key we do not hold: the cluster may have rotated while we were away.
             if f == .unknownKey { requestRekey(from: Address(host: ip, port: UInt16(port))) }
-        case .success(let payload):
-            guard let packet = packetGuard.unwrap(payload) else {
+        case .success(let inner):
+            guard let packet = inner else {
                 drop("replayed", from: "\(ip):\(port)")
                 return
             }
@@ -347,7 +357,9 @@ public final class GossipNode: @unchecked Sendable {
 
     func sendPacket(_ messages: [Message], to: Address) {
         guard let udp, let sa = socketAddress(to) else { return }
-        let sealed = keyring.seal(packetGuard.wrap(Codec.encodePacket(messages)))
+        let packet = Codec.encodePacket(messages)
+        let (session, counter) = packetGuard.next()
+        let sealed = keyring.sealDatagram(packet, session: session, counter: counter) ?? keyring.seal(packetGuard.wrap(packet))
         traffic.packetsSent += 1
         traffic.bytesSent += sealed.count
         var buf = udp.allocator.buffer(capacity: sealed.count)
@@ -430,7 +442,9 @@ public final class GossipNode: @unchecked Sendable {
         var nonce = [UInt8](repeating: 0, count: 8)
         for i in nonce.indices { nonce[i] = UInt8.random(in: 0...255) }
         let ping = [StreamKind.liveness.rawValue] + nonce
-        request(ping, to: a, expectReply: true, timeout: core.settings.probeInterval).whenComplete { result in
+        // As long as the probe's indirect window (scaled like it by this node's health).
+        let window = core.settings.indirectTimeout * (core.localHealth + 1)
+        request(ping, to: a, expectReply: true, timeout: window).whenComplete { result in
             switch result {
             case .success(let frame?):
                 if case .success(let echo) = self.keyring.open(frame), echo == ping {

@@ -11,7 +11,7 @@ struct PacketGuard {
     static let window: UInt64 = 64
     static let maxSessions = 4096
 
-    let session: [UInt8]
+    private(set) var session: [UInt8]
     private var sent: UInt64 = 0
 
     private struct Seen {
@@ -33,10 +33,27 @@ struct PacketGuard {
         return w.bytes
     }
 
+    /// The session and counter for the next sealed datagram (they are its nonce, so they never
+    /// repeat: past 2³²−1 packets the session changes).
+    mutating func next() -> (session: [UInt8], counter: UInt32) {
+        if sent >= UInt64(UInt32.max) {
+            session = SecretKey.randomBytes(Self.sessionBytes)
+            sent = 0
+        }
+        sent += 1
+        return (session, UInt32(sent))
+    }
+
     /// The packet inside an opened payload, or nil when it is malformed or a replay.
     mutating func unwrap(_ payload: [UInt8]) -> [UInt8]? {
         var r = ByteReader(payload)
-        guard let s = r.raw(Self.sessionBytes).map(Array.init), let n = r.varint(), n > 0 else { return nil }
+        guard let s = r.raw(Self.sessionBytes).map(Array.init), let n = r.varint(), accept(session: s, counter: n) else { return nil }
+        return Array(r.raw(r.remaining) ?? [])
+    }
+
+    /// Whether packet `counter` of `session` is new (and notes it); false for a replay.
+    mutating func accept(session s: [UInt8], counter n: UInt64) -> Bool {
+        guard n > 0 else { return false }
         guard var state = seen[s] else {
             if seen.count >= Self.maxSessions, let oldest = order.first {
                 seen[oldest] = nil
@@ -44,7 +61,7 @@ struct PacketGuard {
             }
             seen[s] = Seen(highest: n, bits: 1)
             order.append(s)
-            return Array(r.raw(r.remaining) ?? [])
+            return true
         }
         if n > state.highest {
             let shift = n - state.highest
@@ -52,11 +69,11 @@ struct PacketGuard {
             state.highest = n
         } else {
             let back = state.highest - n
-            guard back < Self.window, state.bits & (1 << back) == 0 else { return nil }
+            guard back < Self.window, state.bits & (1 << back) == 0 else { return false }
             state.bits |= 1 << back
         }
         seen[s] = state
-        return Array(r.raw(r.remaining) ?? [])
+        return true
     }
 
     // MARK: - Kept across restarts (stream requests)

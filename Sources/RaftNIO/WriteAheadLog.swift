@@ -77,11 +77,12 @@ public final class WriteAheadLog: @unchecked Sendable {
         var lastEnd: Int?
         for (n, seg) in segments.enumerated() {
             let bytes = try Self.read(seg.path)
+            // Where the zeros that end the segment begin: its preallocated, unwritten rest.
+            let tail = Self.zeroTail(bytes, after: 0)
             var off = 0
             defer { if n == segments.count - 1 { lastEnd = off } }
             while off < bytes.count {
-                // The preallocated rest of the segment: nothing was written there.
-                if bytes[off] == 0, Self.isZero(bytes, from: off) { break }
+                if off >= tail { break }
                 guard let (type, payload, next) = Self.record(in: bytes, at: off) else {
                     let isLast = n == segments.count - 1
                     guard isLast else {
@@ -91,7 +92,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                     // record with valid records after it is damage to fsync'd, acknowledged data:
                     // cutting there would drop later entries and the term and vote saved after.
                     guard Self.isTornWrite(bytes, at: off) else {
-                        throw Failure(description: "corrupt record in \(seg.path) at byte \(off), with \(bytes.count - off) bytes after it: acknowledged entries would be lost by cutting it; see Docs/operations.md (a member that will not start)")
+                        throw Failure(description: "corrupt record in \(seg.path) at byte \(off), with \(tail - off) written bytes after it: acknowledged entries would be lost by cutting it; see Docs/operations.md (a member that will not start)")
                     }
                     repairs.append("cut a torn or corrupt tail of \(bytes.count - off) bytes off \(seg.path) at byte \(off)")
                     try Self.truncate(seg.path, to: off)
@@ -140,9 +141,6 @@ public final class WriteAheadLog: @unchecked Sendable {
         return Recovered(hardState: hs, snapshot: snapshot, entries: entries, repairs: repairs)
     }
 
-    /// Whether every byte from `off` to the end is zero.
-    static func isZero(_ bytes: [UInt8], from off: Int) -> Bool { zeroTail(bytes, after: off) == off }
-
     /// Where the run of zeros that ends `bytes` begins (not before `after`); compared a block at
     /// a time, since a preallocated segment is megabytes of them.
     static func zeroTail(_ bytes: [UInt8], after: Int) -> Int {
@@ -173,6 +171,11 @@ public final class WriteAheadLog: @unchecked Sendable {
         // The zeros that end a preallocated segment are not a hole in a write: only runs with
         // something written after them count.
         let tail = zeroTail(bytes, after: off)
+        // The rest of a sector that never reached the disk: zeros from the record's start to a
+        // 512-byte boundary, with what the same write put after it.
+        var z = off
+        while z < tail, bytes[z] == 0 { z += 1 }
+        if z > off, z < tail, z % 512 == 0 { return true }
         var zeros = 0
         for i in off..<min(tail, claimed + 4096) {
             zeros = bytes[i] == 0 ? zeros + 1 : 0
@@ -192,7 +195,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                     hashed += next - at
                     // To the end of the file, or of what was written (the zeros of a
                     // preallocated segment follow).
-                    if next == bytes.count || (bytes[next] == 0 && isZero(bytes, from: next)) { return false }
+                    if next >= tail { return false }
                     walked.append(at)
                     at = next
                 }
@@ -275,8 +278,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         let path = walDir + "/" + Self.pad(seq) + "-" + Self.pad(firstIndex) + ".wal"
         segments.append((seq, firstIndex, path))
         try openForAppend(path, end: 0)
-        // Allocated whole now (zeros); a file system that cannot just grows it as records come.
-        _ = posix_fallocate(fd, 0, off_t(segmentBytes))
+        Self.preallocate(fd, bytes: segmentBytes)
         // Each segment starts with the hard state, so older segments can be deleted safely.
         var w = ByteWriter()
         Self.append(.hardState, RaftCodec.encode(lastHardState), to: &w)
@@ -284,6 +286,27 @@ public final class WriteAheadLog: @unchecked Sendable {
         guard fdatasync(fd) == 0 else { throw Failure(description: "fsync of \(path) failed: \(Self.errorText())") }
         Self.syncDirectory(walDir)
     }
+
+    /// Allocates a new segment whole (it reads as zeros) with `fallocate(2)`, which only records
+    /// the extent. Where that is not supported nothing happens (no slow fallback writing zeros on
+    /// the Raft loop), nor on tmpfs (it would pin the memory): the file then grows as records come.
+    static func preallocate(_ fd: Int32, bytes: Int) {
+        guard let allocate = fallocateCall, let statfs = fstatfsCall else { return }
+        // `struct statfs` begins with the file system's magic number (a long).
+        var buffer = [Int](repeating: 0, count: 64)
+        guard buffer.withUnsafeMutableBytes({ statfs(fd, $0.baseAddress!) }) == 0, buffer[0] != 0x0102_1994 else { return }
+        _ = allocate(fd, 0, 0, off_t(bytes))
+    }
+
+    /// glibc's `fallocate` and `fstatfs`, which the Glibc module does not export.
+    private static let fallocateCall: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32)? = {
+        guard let sym = dlsym(dlopen(nil, RTLD_NOW), "fallocate") else { return nil }
+        return unsafeBitCast(sym, to: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32).self)
+    }()
+    private static let fstatfsCall: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32)? = {
+        guard let sym = dlsym(dlopen(nil, RTLD_NOW), "fstatfs") else { return nil }
+        return unsafeBitCast(sym, to: (@convention(c) (Int32, UnsafeMutableRawPointer) -> Int32).self)
+    }()
 
     /// Opens a segment for writing after its last record (`end`; the file's size when nil).
     private func openForAppend(_ path: String, end: Int?) throws(Failure) {

@@ -76,6 +76,7 @@ struct GossipBench: AsyncParsableCommand {
         if inNamespace {
             let perMille = Int(loss * 1000)
             try shell(["nft", "-f", "-"], stdin: "table inet faults {\n chain input {\n type filter hook input priority 0;\n udp dport 4682 numgen random mod 1000 < \(perMille) drop\n }\n}\n")
+            try PortMeter.install(ports: [4682, 7946, 4681, 4680])
         }
         print("# caravan-bench gossip — \(Date())")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB\n")
@@ -183,22 +184,28 @@ struct GossipBench: AsyncParsableCommand {
         var joins: [String] = []
         var payloadBytes: Double?
         var wire: (bytes: Double, packets: Double)?
+        /// The membership protocol's own port only (gossip's 4682, Serf's 7946), headers included.
+        var port: (bytes: Double, packets: Double)?
+        /// Where the rest of an agent's traffic goes.
+        var others: String?
         var rss: [Int] = []
         var killed: Duration?
         var silent: Duration?
     }
 
     /// Bytes and packets per node per second on loopback over `idleSeconds` (only inside a namespace).
-    func wireRate(_ n: Int) async throws -> (bytes: Double, packets: Double)? {
+    /// Per node per second: everything on loopback, and the membership port's own packets.
+    func wireRate(_ n: Int, port: Int) -> (all: (bytes: Double, packets: Double), port: (bytes: Double, packets: Double))? {
         guard inNamespace else {
-            try await Task.sleep(for: .seconds(idleSeconds))
+            sleep(UInt32(idleSeconds))
             return nil
         }
         let clock = ContinuousClock()
-        let w0 = loopbackSent(), t0 = clock.now
-        try await Task.sleep(for: .seconds(idleSeconds))
-        let w1 = loopbackSent(), secs = seconds(clock.now - t0)
-        return (Double(w1.bytes - w0.bytes) / Double(n) / secs, Double(w1.packets - w0.packets) / Double(n) / secs)
+        let w0 = loopbackSent(), p0 = PortMeter.read(port), t0 = clock.now
+        sleep(UInt32(idleSeconds))
+        let w1 = loopbackSent(), p1 = PortMeter.read(port), secs = seconds(clock.now - t0)
+        func rate(_ b: Int, _ p: Int) -> (bytes: Double, packets: Double) { (Double(b) / Double(n) / secs, Double(p) / Double(n) / secs) }
+        return (rate(w1.bytes - w0.bytes, w1.packets - w0.packets), rate(p1.bytes - p0.bytes, p1.packets - p0.packets))
     }
 
     func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -241,7 +248,16 @@ struct GossipBench: AsyncParsableCommand {
         let b0 = await totalBytes()
         let clock = ContinuousClock()
         let t0 = clock.now
-        f.wire = try await wireRate(n)
+        let r0 = PortMeter.read(4681), h0 = PortMeter.read(4680), rt0 = ContinuousClock.now
+        let w = wireRate(n, port: 4682)
+        f.wire = w?.all
+        f.port = w?.port
+        if inNamespace {
+            let r1 = PortMeter.read(4681), h1 = PortMeter.read(4680), secs = seconds(ContinuousClock.now - rt0) * Double(n)
+            f.others = String(format: "Raft RPC (4681) %.0f bytes/s, %.1f packets/s; HTTP API (4680, the bench's own calls) %.0f bytes/s, %.1f packets/s",
+                              Double(r1.bytes - r0.bytes) / secs, Double(r1.packets - r0.packets) / secs,
+                              Double(h1.bytes - h0.bytes) / secs, Double(h1.packets - h0.packets) / secs)
+        }
         let elapsed = clock.now - t0
         let b1 = await totalBytes()
         f.payloadBytes = Double(b1 - b0) / Double(n) / seconds(elapsed)
@@ -290,12 +306,9 @@ struct GossipBench: AsyncParsableCommand {
             f.joins.append(fmt(until(deadline: .seconds(60)) { ms in ms.values.filter { $0 == "alive" }.count == n }))
         }
         sleep(UInt32(settle))
-        if inNamespace {
-            let w0 = loopbackSent(), t0 = clock.now
-            sleep(UInt32(idleSeconds))
-            let w1 = loopbackSent(), secs = seconds(clock.now - t0)
-            f.wire = (Double(w1.bytes - w0.bytes) / Double(n) / secs, Double(w1.packets - w0.packets) / Double(n) / secs)
-        }
+        let w = wireRate(n, port: 7946)
+        f.wire = w?.all
+        f.port = w?.port
         f.rss = cluster.processes.map { rssKiB($0.processIdentifier) }
         guard !noCrash else { return f }
         let victim = n / 2, frozen = n / 3
@@ -321,11 +334,17 @@ struct GossipBench: AsyncParsableCommand {
             print("| \(title) | \(a) |" + (s == nil ? "" : " \(b ?? "") | \(r) |"))
         }
         row("all \(n) list all \(n) alive after a simultaneous start", c.joins.joined(separator: ", "), s?.joins.joined(separator: ", "), "")
+        if let p = c.port {
+            row("idle gossip per node on the wire (packets to or from the gossip port, UDP + TCP, headers included), \(settle) s after the join, over \(idleSeconds) s",
+                String(format: "%.0f bytes/s, %.1f packets/s", p.bytes, p.packets),
+                s?.port.map { String(format: "%.0f bytes/s, %.1f packets/s", $0.bytes, $0.packets) }, ratio(p.bytes, s?.port?.bytes))
+        }
         if let w = c.wire {
-            row("idle traffic per node on the wire (IP packets on loopback, all kinds), \(settle) s after the join, over \(idleSeconds) s",
+            row("everything an idle agent sends (all loopback packets: gossip, Raft, API, per node)",
                 String(format: "%.0f bytes/s, %.1f packets/s", w.bytes, w.packets),
                 s?.wire.map { String(format: "%.0f bytes/s, %.1f packets/s", $0.bytes, $0.packets) }, ratio(w.bytes, s?.wire?.bytes))
         }
+        if let o = c.others { row("of which not gossip, per node", o, "—", "") }
         row("idle gossip per node, sealed payload (UDP + TCP, the agents' counters)", "\(Int(c.payloadBytes ?? 0)) bytes/s", "—", "")
         row("idle RSS per agent", rss(c), s.map(rss), ratio(avgRSS(c), s.map(avgRSS)))
         if !noCrash {

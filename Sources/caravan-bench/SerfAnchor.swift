@@ -7,7 +7,7 @@ import Glibc
 /// address pattern on their own subnet), and asked about membership over Serf's RPC protocol
 /// (MessagePack over TCP) — no process start per question, so both are polled alike.
 struct SerfCluster {
-    static let key = "YmVuY2gtc2VyZi1rZXktMDE="  // 16 bytes: Serf's AES-GCM keyring
+    static let key = "YmVuY2gtc2VyZi1rZXktMQ=="  // 16 bytes: Serf's AES-GCM keyring
     let binary: String
     let subnet: Int
     var processes: [Process] = []
@@ -205,4 +205,46 @@ func loopbackSent() -> (bytes: Int, packets: Int) {
         return (Int(f[8]) ?? 0, Int(f[9]) ?? 0)
     }
     return (0, 0)
+}
+
+/// nftables counters (inside the bench's own network namespace) of the packets to or from one
+/// port, TCP and UDP: a membership protocol's own traffic, apart from whatever else the agents
+/// send (Raft, the HTTP API).
+enum PortMeter {
+    static func install(ports: [Int]) throws {
+        var rules = "table inet bench {\n"
+        for p in ports { rules += " counter port\(p) {}\n" }
+        rules += " chain egress {\n  type filter hook output priority 0;\n"
+        for p in ports {
+            rules += "  meta l4proto { tcp, udp } th sport \(p) counter name port\(p)\n"
+            rules += "  meta l4proto { tcp, udp } th sport != \(p) th dport \(p) counter name port\(p)\n"
+        }
+        rules += " }\n}\n"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["nft", "-f", "-"]
+        let input = Pipe()
+        p.standardInput = input
+        try p.run()
+        input.fileHandleForWriting.write(Data(rules.utf8))
+        try input.fileHandleForWriting.close()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw HTTPLoad.Failure(description: "nft could not install the port counters") }
+    }
+
+    /// Bytes and packets counted for `port` so far.
+    static func read(_ port: Int) -> (bytes: Int, packets: Int) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["nft", "list", "counter", "inet", "bench", "port\(port)"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return (0, 0) }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
+        func after(_ w: String) -> Int { words.firstIndex(of: Substring(w)).flatMap { Int(words[$0 + 1]) } ?? 0 }
+        return (after("bytes"), after("packets"))
+    }
 }

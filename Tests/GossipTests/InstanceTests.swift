@@ -55,6 +55,31 @@ import Testing
         #expect(!again.contains { if case .send(let ms, _) = $0 { return ms.contains { if case .alive = $0 { return true }; return false } }; return false })
     }
 
+    /// A ping to a suspect carries the suspicion in the pinger's name (not the rumour's first
+    /// author), so a suspect that already refuted answers that very member; and a suspect answers
+    /// each member still suspecting it, once per interval each.
+    @Test func buddyPingsNameThePingerAndEveryStaleSuspecterIsAnswered() {
+        var n = node()
+        let out = n.onPacket([.suspect(name: "b", incarnation: Incarnation(1), from: "c", refused: false)], from: peer, now: .zero)
+        let buddy = out.compactMap { d -> [Message]? in if case .send(let ms, peer) = d { ms } else { nil } }
+            .first { $0.contains(where: { if case .ping(_, "b") = $0 { true } else { false } }) }
+        #expect(buddy?.contains(.suspect(name: "b", incarnation: Incarnation(1), from: "a", refused: false)) == true, "\(out)")
+
+        var s = node()
+        let third = Address(host: "127.0.0.4", port: 4682)
+        _ = s.onStreamReply(.fullState([MemberRecord(name: "c", address: third, status: .alive, incarnation: Incarnation(1), metadata: [])]),
+                            from: third, now: .zero)
+        _ = s.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "b", refused: false)], from: peer, now: .zero)
+        #expect(s.incarnation == Incarnation(1))
+        let alive = Message.alive(name: "a", address: me, incarnation: Incarnation(1), metadata: [])
+        func answered(_ out: [Directive], to: Address) -> Bool {
+            out.contains { if case .send(let ms, let a) = $0 { a == to && ms.contains(alive) } else { false } }
+        }
+        let t = Duration.seconds(5)
+        #expect(answered(s.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "b", refused: false)], from: peer, now: t), to: peer))
+        #expect(answered(s.onPacket([.suspect(name: "a", incarnation: Incarnation(0), from: "c", refused: false)], from: third, now: t), to: third))
+    }
+
     @Test func staleIncarnationsAreIgnored() {
         var n = node()
         _ = n.onPacket([.dead(name: "b", incarnation: Incarnation(0), from: "c")], from: peer, now: .zero)
@@ -78,10 +103,11 @@ import Testing
         out = n.onTick(now: .milliseconds(220))
         // Only one other member: no helpers, but the TCP reachability check is asked for.
         #expect(out.contains(.checkReachability(of: "b", at: peer, seq: seq)))
-        // The indirect probes and the TCP ping get a whole interval from the direct timeout.
-        out = n.onTick(now: .milliseconds(400))
+        // The indirect probes and the TCP ping get the indirect window (300 ms) from the direct
+        // timeout — not the rest of the probe interval.
+        out = n.onTick(now: .milliseconds(500))
         #expect(n.member(named: "b")?.status == .alive)
-        out = n.onTick(now: .milliseconds(480))
+        out = n.onTick(now: .milliseconds(520))
         #expect(n.member(named: "b")?.status == .suspect)
         #expect(out.contains { if case .event(.memberSuspected(_, by: "a")) = $0 { true } else { false } })
         #expect(n.localHealth == 1)
