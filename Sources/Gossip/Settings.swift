@@ -67,7 +67,7 @@ public struct Settings: Sendable, Equatable {
         minSuspicionTimeout: .milliseconds(2200),
         suspicionMaxMultiplier: 3,
         suspicionConfirmations: 3,
-        refusedSuspicionTimeout: .milliseconds(250),
+        refusedSuspicionTimeout: .milliseconds(150),
         maxLocalHealth: 8,
         retransmitMultiplier: 4,
         refutationFanout: 64,

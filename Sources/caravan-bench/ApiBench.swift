@@ -33,6 +33,8 @@ struct ApiBench: AsyncParsableCommand {
         var follower: String
         var write: @Sendable (Int) -> [UInt8]
         var read: @Sendable (Int) -> [UInt8]
+        /// The cheapest request the server answers (the HTTP path's floor on this machine).
+        var trivial: [UInt8]
     }
 
     func run() async throws {
@@ -74,7 +76,7 @@ struct ApiBench: AsyncParsableCommand {
         }
         var targets = [Target(name: "Caravan", port: 4680, hosts: hosts, leader: leader, follower: hosts.first { $0 != leader }!,
                               write: { HTTPLoad.put("/v1/var/bench/k\($0 % 100)", body) },
-                              read: { HTTPLoad.get("/v1/var/bench/k\($0 % 100)") })]
+                              read: { HTTPLoad.get("/v1/var/bench/k\($0 % 100)") }, trivial: HTTPLoad.get("/v1/status/leader"))]
 
         if FileManager.default.isExecutableFile(atPath: etcd) {
             let ehosts = (0..<3).map { Self.ip(Self.etcdSubnet, $0) }
@@ -109,7 +111,7 @@ struct ApiBench: AsyncParsableCommand {
             let keys = (0..<100).map { b64("bench/k\($0)") }
             targets.append(Target(name: "etcd \(Self.version(etcd))", port: 2379, hosts: ehosts, leader: eleader, follower: ehosts.first { $0 != eleader }!,
                                   write: { HTTPLoad.post("/v3/kv/put", "{\"key\":\"\(keys[$0 % 100])\",\"value\":\"\(ev)\"}") },
-                                  read: { HTTPLoad.post("/v3/kv/range", "{\"key\":\"\(keys[$0 % 100])\"}") }))
+                                  read: { HTTPLoad.post("/v3/kv/range", "{\"key\":\"\(keys[$0 % 100])\"}") }, trivial: HTTPLoad.get("/version")))
         } else {
             print("(etcd not found at \(etcd): Caravan only; `apt install etcd-server` for the side-by-side figures)")
         }
@@ -130,6 +132,9 @@ struct ApiBench: AsyncParsableCommand {
                     add(f, "\(what): p50 ms", false, t, r.p50); f += 1
                     add(f, "\(what): p99 ms", false, t, r.p99); f += 1
                 }
+                let trivial = target.trivial
+                record("floor: a trivial GET on the leader (Caravan /v1/status/leader, etcd /version)",
+                       try HTTPLoad.sequential(host: target.leader, port: target.port, count: requests) { _ in trivial })
                 record("sequential writes to the leader", try HTTPLoad.sequential(host: target.leader, port: target.port, count: requests, target.write))
                 record("sequential writes through a follower", try HTTPLoad.sequential(host: target.follower, port: target.port, count: requests, target.write))
                 record("sequential linearizable reads, leader", try HTTPLoad.sequential(host: target.leader, port: target.port, count: requests, target.read))

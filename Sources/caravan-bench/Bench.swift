@@ -63,6 +63,7 @@ struct GossipBench: AsyncParsableCommand {
     @Option(help: "Soak: seconds to watch for false deaths after the join (0 = no soak).") var soak: Int = 0
     @Flag(help: "During the soak, freeze one agent 2.5 s of every 5 s (SIGSTOP/SIGCONT).") var freeze = false
     @Flag(help: "Skip the crash and silent-death measurements.") var noCrash = false
+    @Option(help: "SIGKILL and SIGSTOP trials per size (a different agent each time).") var killTrials: Int = 5
     @Flag(help: .hidden) var inNamespace = false
     @Flag(help: "Run inside a private network namespace, where loopback's counters give what went on the wire (bytes with headers, packets).")
     var namespace = false
@@ -189,8 +190,8 @@ struct GossipBench: AsyncParsableCommand {
         /// Where the rest of an agent's traffic goes.
         var others: String?
         var rss: [Int] = []
-        var killed: Duration?
-        var silent: Duration?
+        var killed: [Duration?] = []
+        var silent: [Duration?] = []
     }
 
     /// Bytes and packets per node per second on loopback over `idleSeconds` (only inside a namespace).
@@ -264,19 +265,22 @@ struct GossipBench: AsyncParsableCommand {
         f.rss = r.processes.map { rssKiB($0.processIdentifier) }
         f.joins = joins
         guard !noCrash else { return f }
-        let victim = n / 2
-        kill(r.processes[victim].processIdentifier, SIGKILL)
-        let dead = await until(r, skip: [victim], deadline: .seconds(60)) { ms in
-            ms.first { $0.name == "bench-\(victim)" }?.status == "dead"
+        var gone = Set<Int>()
+        for t in 0..<min(killTrials, n / 2 - 1) {
+            let victim = n - 1 - t, frozen = t + 1
+            kill(r.processes[victim].processIdentifier, SIGKILL)
+            gone.insert(victim)
+            f.killed.append(await until(r, skip: gone, deadline: .seconds(60)) { ms in
+                ms.first { $0.name == "bench-\(victim)" }?.status == "dead"
+            })
+            kill(r.processes[frozen].processIdentifier, SIGSTOP)
+            f.silent.append(await until(r, skip: gone.union([frozen]), deadline: .seconds(60)) { ms in
+                ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
+            })
+            kill(r.processes[frozen].processIdentifier, SIGCONT)
+            // Back alive everywhere before the next trial.
+            _ = await until(r, skip: gone, deadline: .seconds(30)) { ms in ms.first { $0.name == "bench-\(frozen)" }?.status == "alive" }
         }
-        let frozen = n / 3
-        kill(r.processes[frozen].processIdentifier, SIGSTOP)
-        let silent = await until(r, skip: [victim, frozen], deadline: .seconds(60)) { ms in
-            ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
-        }
-        kill(r.processes[frozen].processIdentifier, SIGCONT)
-        f.killed = dead
-        f.silent = silent
         return f
     }
 
@@ -311,12 +315,17 @@ struct GossipBench: AsyncParsableCommand {
         f.port = w?.port
         f.rss = cluster.processes.map { rssKiB($0.processIdentifier) }
         guard !noCrash else { return f }
-        let victim = n / 2, frozen = n / 3
-        kill(cluster.processes[victim].processIdentifier, SIGKILL)
-        f.killed = until(skip: [victim], deadline: .seconds(60)) { $0["serf-\(victim)"] == "failed" }
-        kill(cluster.processes[frozen].processIdentifier, SIGSTOP)
-        f.silent = until(skip: [victim, frozen], deadline: .seconds(60)) { $0["serf-\(frozen)"] == "failed" }
-        kill(cluster.processes[frozen].processIdentifier, SIGCONT)
+        var gone = Set<Int>()
+        for t in 0..<min(killTrials, n / 2 - 1) {
+            let victim = n - 1 - t, frozen = t + 1
+            kill(cluster.processes[victim].processIdentifier, SIGKILL)
+            gone.insert(victim)
+            f.killed.append(until(skip: gone, deadline: .seconds(60)) { $0["serf-\(victim)"] == "failed" })
+            kill(cluster.processes[frozen].processIdentifier, SIGSTOP)
+            f.silent.append(until(skip: gone.union([frozen]), deadline: .seconds(60)) { $0["serf-\(frozen)"] == "failed" })
+            kill(cluster.processes[frozen].processIdentifier, SIGCONT)
+            _ = until(skip: gone, deadline: .seconds(30)) { $0["serf-\(frozen)"] == "alive" }
+        }
         return f
     }
 
@@ -327,7 +336,16 @@ struct GossipBench: AsyncParsableCommand {
         }
         func rss(_ f: Figures) -> String { "avg \(f.rss.reduce(0, +) / max(f.rss.count, 1) / 1024) MiB, max \((f.rss.max() ?? 0) / 1024) MiB" }
         func avgRSS(_ f: Figures) -> Double { Double(f.rss.reduce(0, +)) / Double(max(f.rss.count, 1)) }
-        let d = { (x: Duration?) -> Double? in x.map(self.seconds) }
+        // Median and max of the trials (nil if any never happened).
+        func stats(_ xs: [Duration?]) -> (median: Double, max: Double)? {
+            let v = xs.compactMap { $0.map(self.seconds) }.sorted()
+            guard !v.isEmpty, v.count == xs.count else { return nil }
+            return (v[v.count / 2], v.last!)
+        }
+        func show(_ xs: [Duration?]) -> String {
+            guard let s = stats(xs) else { return "not reached in \(xs.filter { $0 == nil }.count) of \(xs.count)" }
+            return String(format: "median %.2f s, max %.2f s (%d trials)", s.median, s.max, xs.count)
+        }
         print("| figure, N = \(n) | Caravan |" + (s == nil ? "" : " serf (same run) | serf ÷ Caravan (> 1: Caravan better) |"))
         print("|---|---|" + (s == nil ? "" : "---|---|"))
         func row(_ title: String, _ a: String, _ b: String?, _ r: String) {
@@ -348,8 +366,10 @@ struct GossipBench: AsyncParsableCommand {
         row("idle gossip per node, sealed payload (UDP + TCP, the agents' counters)", "\(Int(c.payloadBytes ?? 0)) bytes/s", "—", "")
         row("idle RSS per agent", rss(c), s.map(rss), ratio(avgRSS(c), s.map(avgRSS)))
         if !noCrash {
-            row("SIGKILL of one agent → all others list it dead", fmt(c.killed), s.map { fmt($0.killed) }, ratio(d(c.killed), d(s?.killed)))
-            row("SIGSTOP (silent, like a vanished host) → all others list it dead", fmt(c.silent), s.map { fmt($0.silent) }, ratio(d(c.silent), d(s?.silent)))
+            row("SIGKILL of one agent → all others list it dead", show(c.killed), s.map { show($0.killed) },
+                ratio(stats(c.killed)?.median, s.flatMap { stats($0.killed)?.median }))
+            row("SIGSTOP (silent, like a vanished host) → all others list it dead", show(c.silent), s.map { show($0.silent) },
+                ratio(stats(c.silent)?.median, s.flatMap { stats($0.silent)?.median }))
         }
         print("")
     }
