@@ -205,30 +205,13 @@ enum HTTPLoad {
         var buffer = [UInt8](repeating: 0, count: 65536)
         var have = 0
 
-        init(host: String, port: UInt16) throws {
-            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            var tv = timeval(tv_sec: 10, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &addr.sin_addr)
-            let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            guard ok == 0 else { close(fd); throw Failure(description: "cannot connect to \(host):\(port)") }
-        }
+        init(host: String, port: UInt16) throws { fd = try HTTPLoad.connect(host: host, port: port, timeoutSeconds: 10) }
 
         deinit { close(fd) }
 
         /// Sends one request, reads one response; its status and body.
         func roundTrip(_ request: [UInt8]) throws -> (Int, [UInt8]) {
-            var sent = 0
-            while sent < request.count {
-                let n = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, request.count - sent, Int32(MSG_NOSIGNAL)) }
-                guard n > 0 else { throw Failure(description: "send failed") }
-                sent += n
-            }
+            try HTTPLoad.sendAll(fd, request)
             // Headers, then Content-Length bytes of body (or chunks).
             while true {
                 if let end = headerEnd() {
@@ -289,6 +272,31 @@ enum HTTPLoad {
             buffer.replaceSubrange(0..<n, with: [])
             buffer += [UInt8](repeating: 0, count: n)
             have -= n
+        }
+    }
+
+    /// A blocking TCP connection (no Nagle delay, reads time out after `timeoutSeconds`).
+    static func connect(host: String, port: UInt16, timeoutSeconds: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &addr.sin_addr)
+        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard ok == 0 else { close(fd); throw Failure(description: "cannot connect to \(host):\(port)") }
+        return fd
+    }
+
+    static func sendAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw Failure(description: "send failed") }
+            sent += n
         }
     }
 

@@ -53,15 +53,7 @@ final class SerfRPC {
     var buffer: [UInt8] = []
 
     init(host: String, port: UInt16) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        inet_pton(AF_INET, host, &addr.sin_addr)
-        let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard ok == 0 else { close(fd); throw HTTPLoad.Failure(description: "serf rpc: cannot connect to \(host)") }
+        fd = try HTTPLoad.connect(host: host, port: port, timeoutSeconds: 2)
         try call("handshake", body: .map([("Version", .int(1))]), wantBody: false)
     }
 
@@ -87,12 +79,7 @@ final class SerfRPC {
         MsgPack.map([("Command", .str(command)), ("Seq", .int(Int64(seq)))]).encode(into: &out)
         body?.encode(into: &out)
         seq += 1
-        var sent = 0
-        while sent < out.count {
-            let n = out.withUnsafeBytes { send(fd, $0.baseAddress! + sent, out.count - sent, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw HTTPLoad.Failure(description: "serf rpc: send failed") }
-            sent += n
-        }
+        try HTTPLoad.sendAll(fd, out)
         guard case .map(let header) = try next() else { throw HTTPLoad.Failure(description: "serf rpc: bad header") }
         if case .str(let e)? = header.first(where: { $0.0 == "Error" })?.1, !e.isEmpty { throw HTTPLoad.Failure(description: "serf rpc: \(e)") }
         return wantBody ? try next() : nil
