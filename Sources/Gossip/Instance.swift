@@ -41,6 +41,10 @@ public struct Instance: Sendable {
     private var rng: Xoshiro
     private var rtt: [String: Duration] = [:]
     private var nextGossipAt: Duration = .zero
+    /// A death (declared here or newly heard) or a refused-connection suspicion is waiting to be
+    /// told: it goes out at once, not at the next gossip round, so each member that learns it
+    /// passes it on within milliseconds and the whole cluster knows in a few hops.
+    private var urgentNews = false
     private var nextPushPullAt: Duration?
     private var pushPullInterval: Duration
     private var joining: Join?
@@ -171,7 +175,15 @@ public struct Instance: Sendable {
         tickPushPull(now: now, into: &out)
         tickReconnect(now: now, into: &out)
         tickReap(now: now, into: &out)
+        sendUrgentNews(now: now, into: &out)
         return out
+    }
+
+    private mutating func sendUrgentNews(now: Duration, into out: inout [Directive]) {
+        guard urgentNews else { return }
+        urgentNews = false
+        nextGossipAt = now
+        tickGossip(now: now, into: &out)
     }
 
     /// Handles one decoded, authenticated packet that arrived from `from`.
@@ -201,6 +213,7 @@ public struct Instance: Sendable {
                 applyLeft(n, incarnation: inc, now: now, into: &out)
             }
         }
+        sendUrgentNews(now: now, into: &out)
         return out
     }
 
@@ -275,6 +288,7 @@ public struct Instance: Sendable {
         case .silent:
             break
         }
+        sendUrgentNews(now: now, into: &out)
         return out
     }
 
@@ -447,6 +461,7 @@ public struct Instance: Sendable {
             setStatus(&m, .dead, now: now)
             others[n] = m
             stats.deathsDeclared += 1
+            urgentNews = true
             broadcasts.enqueue(.dead(name: n, incarnation: m.incarnation, from: name))
             out.append(.event(.memberDied(m, by: name)))
         }
@@ -564,6 +579,7 @@ public struct Instance: Sendable {
             var s = Suspicion(start: now, confirmers: [by], refused: refused, deadline: now, from: by)
             s.deadline = now + suspicionTimeout(s)
             suspicions[n] = s
+            if refused { urgentNews = true }
             stats.suspicionsRaised += by == name ? 1 : 0
             broadcasts.enqueue(.suspect(name: n, incarnation: inc, from: by, refused: refused))
             out.append(.event(.memberSuspected(m, by: by)))
@@ -581,6 +597,7 @@ public struct Instance: Sendable {
             let newlyRefused = refused && !s.refused
             guard newConfirmer || newlyRefused else { return }
             s.confirmers.insert(by)
+            if newlyRefused { urgentNews = true }
             s.refused = s.refused || refused
             s.deadline = s.start + suspicionTimeout(s)
             suspicions[n] = s
@@ -599,6 +616,7 @@ public struct Instance: Sendable {
         setStatus(&m, .dead, now: now)
         others[n] = m
         suspicions[n] = nil
+        urgentNews = true
         broadcasts.enqueue(.dead(name: n, incarnation: inc, from: by))
         out.append(.event(.memberDied(m, by: by)))
     }
