@@ -217,7 +217,9 @@ struct GossipBench: AsyncParsableCommand {
         print("## Real agents, N = \(n) (release binary, sealed, loopback 127.\(60).x.y\(lossNote))" + (anchor == nil ? "" : "; serf: 127.71.x.y, LAN profile, encrypted"))
         guard let f = try await caravanFigures(n, binary: binary) else { return }
         // Serf runs once Caravan's agents are gone, so each has the namespace's counters to itself.
-        printTable(n, caravan: f, serf: try anchor.map { try serfFigures(n, binary: $0) })
+        var serfFigures: Figures?
+        if let anchor { serfFigures = try await self.serfFigures(n, binary: anchor) }
+        printTable(n, caravan: f, serf: serfFigures)
     }
 
     /// Caravan's figures for N agents (nil after a soak, which prints its own).
@@ -265,27 +267,50 @@ struct GossipBench: AsyncParsableCommand {
         f.rss = r.processes.map { rssKiB($0.processIdentifier) }
         f.joins = joins
         guard !noCrash else { return f }
-        var gone = Set<Int>()
-        for t in 0..<min(killTrials, n / 2 - 1) {
-            let victim = n - 1 - t, frozen = t + 1
-            kill(r.processes[victim].processIdentifier, SIGKILL)
-            gone.insert(victim)
-            f.killed.append(await until(r, skip: gone, deadline: .seconds(60)) { ms in
-                ms.first { $0.name == "bench-\(victim)" }?.status == "dead"
-            })
-            kill(r.processes[frozen].processIdentifier, SIGSTOP)
-            f.silent.append(await until(r, skip: gone.union([frozen]), deadline: .seconds(60)) { ms in
-                ms.first { $0.name == "bench-\(frozen)" }?.status == "dead"
-            })
-            kill(r.processes[frozen].processIdentifier, SIGCONT)
-            // Back alive everywhere before the next trial.
-            _ = await until(r, skip: gone, deadline: .seconds(30)) { ms in ms.first { $0.name == "bench-\(frozen)" }?.status == "alive" }
+        let clients = r.clients
+        (f.killed, f.silent) = await deathTrials(n, pids: r.processes.map(\.processIdentifier), name: { "bench-\($0)" },
+                                                 dead: "dead") { i, name in
+            (try? await clients[i].members())?.first { $0.name == name }?.status
         }
         return f
     }
 
+    /// SIGKILL, then SIGSTOP (resumed after), of a different agent each trial: how long until
+    /// every other agent lists it `dead` (whatever the system calls it), as `status(i, name)` —
+    /// agent i's view of a member — tells.
+    func deathTrials(_ n: Int, pids: [Int32], name: (Int) -> String, dead: String,
+                     status: (Int, String) async -> String?) async -> (killed: [Duration?], silent: [Duration?]) {
+        let clock = ContinuousClock()
+        func until(skip: Set<Int>, _ who: String, is word: String) async -> Duration? {
+            let start = clock.now
+            var done = Set<Int>()
+            while clock.now - start < .seconds(60) {
+                for i in 0..<n where !skip.contains(i) && !done.contains(i) {
+                    if await status(i, who) == word { done.insert(i) }
+                }
+                if done.count + skip.count == n { return clock.now - start }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+        var killed: [Duration?] = [], silent: [Duration?] = []
+        var gone = Set<Int>()
+        for t in 0..<min(killTrials, n / 2 - 1) {
+            let victim = n - 1 - t, frozen = t + 1
+            kill(pids[victim], SIGKILL)
+            gone.insert(victim)
+            killed.append(await until(skip: gone, name(victim), is: dead))
+            kill(pids[frozen], SIGSTOP)
+            silent.append(await until(skip: gone.union([frozen]), name(frozen), is: dead))
+            kill(pids[frozen], SIGCONT)
+            // Back alive everywhere before the next trial.
+            _ = await until(skip: gone, name(frozen), is: "alive")
+        }
+        return (killed, silent)
+    }
+
     /// The same measurements of Serf agents (LAN profile, encrypted) on 127.71.x.y.
-    func serfFigures(_ n: Int, binary: String) throws -> Figures {
+    func serfFigures(_ n: Int, binary: String) async throws -> Figures {
         var f = Figures()
         var cluster = try SerfCluster(binary: binary, subnet: 71, count: n)
         defer { cluster.stop() }
@@ -315,17 +340,9 @@ struct GossipBench: AsyncParsableCommand {
         f.port = w?.port
         f.rss = cluster.processes.map { rssKiB($0.processIdentifier) }
         guard !noCrash else { return f }
-        var gone = Set<Int>()
-        for t in 0..<min(killTrials, n / 2 - 1) {
-            let victim = n - 1 - t, frozen = t + 1
-            kill(cluster.processes[victim].processIdentifier, SIGKILL)
-            gone.insert(victim)
-            f.killed.append(until(skip: gone, deadline: .seconds(60)) { $0["serf-\(victim)"] == "failed" })
-            kill(cluster.processes[frozen].processIdentifier, SIGSTOP)
-            f.silent.append(until(skip: gone.union([frozen]), deadline: .seconds(60)) { $0["serf-\(frozen)"] == "failed" })
-            kill(cluster.processes[frozen].processIdentifier, SIGCONT)
-            _ = until(skip: gone, deadline: .seconds(30)) { $0["serf-\(frozen)"] == "alive" }
-        }
+        let members = { [cluster] (i: Int) in cluster.members(i) }
+        (f.killed, f.silent) = await deathTrials(n, pids: cluster.processes.map(\.processIdentifier), name: { "serf-\($0)" },
+                                                 dead: "failed") { i, name in members(i)?[name] }
         return f
     }
 
