@@ -80,7 +80,6 @@ public struct Instance: Sendable {
         var confirmers: Set<String>
         var refused: Bool
         var deadline: Duration
-        var from: String
         /// Sequence of the last-chance probe sent when the timeout expired, if any.
         var finalProbe: UInt32?
     }
@@ -576,7 +575,7 @@ public struct Instance: Sendable {
             m.incarnation = inc
             setStatus(&m, .suspect, now: now)
             others[n] = m
-            var s = Suspicion(start: now, confirmers: [by], refused: refused, deadline: now, from: by)
+            var s = Suspicion(start: now, confirmers: [by], refused: refused, deadline: now)
             s.deadline = now + suspicionTimeout(s)
             suspicions[n] = s
             if refused { urgentNews = true }

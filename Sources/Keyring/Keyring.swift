@@ -69,7 +69,19 @@ extension Keyring {
     /// The id of the key a sealed frame was sealed with (nil for anything else).
     public static func keyID(ofSealed frame: [UInt8]) -> UInt32? {
         guard frame.count >= headerCount, frame[0] == magic, frame[1] == sealedVersion else { return nil }
-        return UInt32(frame[2]) << 24 | UInt32(frame[3]) << 16 | UInt32(frame[4]) << 8 | UInt32(frame[5])
+        return frame.withUnsafeBufferPointer(keyID(in:))
+    }
+
+    /// The key id of a frame's header (bytes 2–5, big-endian; every sealed version has it there).
+    static func keyID(in frame: UnsafeBufferPointer<UInt8>) -> UInt32 {
+        UInt32(frame[2]) << 24 | UInt32(frame[3]) << 16 | UInt32(frame[4]) << 8 | UInt32(frame[5])
+    }
+
+    /// Writes a sealed frame's first six bytes — magic, version, key id — into `out`.
+    static func writeHeader(_ version: UInt8, _ key: SecretKey, into out: inout [UInt8]) {
+        out[0] = magic
+        out[1] = version
+        for i in 0..<4 { out[2 + i] = UInt8(truncatingIfNeeded: key.id >> (24 - 8 * UInt32(i))) }
     }
 
     /// Seals a payload with the primary key and a fresh random nonce; the header is authenticated.
@@ -77,11 +89,8 @@ extension Keyring {
         guard let key = primary else {
             return [Self.magic, Self.plainVersion] + payload
         }
-        let header: [UInt8] = [Self.magic, Self.sealedVersion,
-                               UInt8(key.id >> 24), UInt8((key.id >> 16) & 0xFF),
-                               UInt8((key.id >> 8) & 0xFF), UInt8(key.id & 0xFF)]
         var out = [UInt8](repeating: 0, count: Self.headerCount + Self.nonceCount + payload.count + Self.tagCount)
-        for i in 0..<Self.headerCount { out[i] = header[i] }
+        Self.writeHeader(Self.sealedVersion, key, into: &out)
         out.withUnsafeMutableBufferPointer { o in
             let nonce = o.baseAddress! + Self.headerCount
             randombytes_buf(nonce, Self.nonceCount)
@@ -115,8 +124,7 @@ extension Keyring {
         case Self.sealedVersion:
             guard isEncrypted else { return .failure(.sealedButNoKeys) }
             guard frame.count >= Self.headerCount + Self.nonceCount + Self.tagCount else { return .failure(.truncated) }
-            let id = UInt32(frame[2]) << 24 | UInt32(frame[3]) << 16 | UInt32(frame[4]) << 8 | UInt32(frame[5])
-            guard let key = key(withID: id) else { return .failure(.unknownKey) }
+            guard let key = key(withID: Self.keyID(in: frame)) else { return .failure(.unknownKey) }
             let base = frame.baseAddress!
             let nonce = base + Self.headerCount
             let cipher = nonce + Self.nonceCount
@@ -166,9 +174,7 @@ extension Keyring {
     public func sealDatagram(_ payload: [UInt8], session: [UInt8], counter: UInt32) -> [UInt8]? {
         guard let key = primary, session.count == Self.datagramSessionCount else { return nil }
         var out = [UInt8](repeating: 0, count: Self.datagramHeaderCount + payload.count + Self.tagCount)
-        out[0] = Self.magic
-        out[1] = Self.datagramVersion
-        for i in 0..<4 { out[2 + i] = UInt8(truncatingIfNeeded: key.id >> (24 - 8 * UInt32(i))) }
+        Self.writeHeader(Self.datagramVersion, key, into: &out)
         for i in 0..<Self.datagramSessionCount { out[6 + i] = session[i] }
         for i in 0..<4 { out[14 + i] = UInt8(truncatingIfNeeded: counter >> (24 - 8 * UInt32(i))) }
         out.withUnsafeMutableBufferPointer { o in
@@ -195,8 +201,7 @@ extension Keyring {
         guard frame[1] == Self.datagramVersion else { return .failure(.unsupportedVersion) }
         guard isEncrypted else { return .failure(.sealedButNoKeys) }
         guard frame.count >= Self.datagramOverhead else { return .failure(.truncated) }
-        let id = UInt32(frame[2]) << 24 | UInt32(frame[3]) << 16 | UInt32(frame[4]) << 8 | UInt32(frame[5])
-        guard let key = key(withID: id) else { return .failure(.unknownKey) }
+        guard let key = key(withID: Self.keyID(in: frame)) else { return .failure(.unknownKey) }
         let base = frame.baseAddress!
         let clen = frame.count - Self.datagramHeaderCount
         var out = [UInt8](repeating: 0, count: max(1, clen - Self.tagCount))

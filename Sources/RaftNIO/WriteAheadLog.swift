@@ -91,7 +91,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                     // Only what a crash mid-write leaves may be cut (never acknowledged). A bad
                     // record with valid records after it is damage to fsync'd, acknowledged data:
                     // cutting there would drop later entries and the term and vote saved after.
-                    guard Self.isTornWrite(bytes, at: off) else {
+                    guard Self.isTornWrite(bytes, at: off, tail: tail) else {
                         throw Failure(description: "corrupt record in \(seg.path) at byte \(off), with \(tail - off) written bytes after it: acknowledged entries would be lost by cutting it; see Docs/operations.md (a member that will not start)")
                     }
                     repairs.append("cut a torn or corrupt tail of \(bytes.count - off) bytes off \(seg.path) at byte \(off)")
@@ -162,20 +162,20 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// its header runs past the end of the file; or a sector's worth of zeros (512 bytes) starts
     /// within it or just after it — pages of the last, unsynced write that never reached the disk
     /// (they may land out of order); or no chain of valid records from any later offset runs on
-    /// to the end of the file (or to the zeros that end a preallocated segment). Otherwise it is damage to data written before, with acknowledged
-    /// records after it, and must not be cut.
-    static func isTornWrite(_ bytes: [UInt8], at off: Int) -> Bool {
+    /// to the end of the file (or to the zeros that end a preallocated segment, which begin at
+    /// `tail`). Otherwise it is damage to data written before, with acknowledged records after
+    /// it, and must not be cut.
+    static func isTornWrite(_ bytes: [UInt8], at off: Int, tail: Int) -> Bool {
         guard off + 8 <= bytes.count else { return true }
         func u32(_ i: Int) -> Int { Int(bytes[i]) | Int(bytes[i + 1]) << 8 | Int(bytes[i + 2]) << 16 | Int(bytes[i + 3]) << 24 }
         let claimed = min(bytes.count, off + 8 + u32(off))
-        // The zeros that end a preallocated segment are not a hole in a write: only runs with
-        // something written after them count.
-        let tail = zeroTail(bytes, after: off)
         // The rest of a sector that never reached the disk: zeros from the record's start to a
         // 512-byte boundary, with what the same write put after it.
         var z = off
         while z < tail, bytes[z] == 0 { z += 1 }
         if z > off, z < tail, z % 512 == 0 { return true }
+        // The zeros that end a preallocated segment are not a hole in a write: only runs with
+        // something written after them count.
         var zeros = 0
         for i in off..<min(tail, claimed + 4096) {
             zeros = bytes[i] == 0 ? zeros + 1 : 0
