@@ -686,9 +686,17 @@ final class KeepAliveCollector: ChannelInboundHandler, @unchecked Sendable {
     private var status = 0
     private var headers: [(String, String)] = []
     private var body: [UInt8] = []
+    /// How the connection ended while no request was waiting (a TLS handshake refused before the
+    /// request was armed, an idle connection closed by the agent): the next request fails with
+    /// it at once instead of waiting out its timeout.
+    private var ended: ClientError?
 
     /// On the channel's event loop, before the request is written.
     func arm(_ p: EventLoopPromise<CaravanClient.Response>) {
+        if let ended {
+            p.fail(ended)
+            return
+        }
         promise = p
         status = 0
         headers = []
@@ -710,15 +718,22 @@ final class KeepAliveCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let p = promise
+        guard let p = promise else {
+            if ended == nil { ended = ClientError(.unreachable, CaravanClient.closedWithoutAnswer) }
+            return
+        }
         promise = nil
-        p?.fail(ClientError(.unreachable, status == 0 ? CaravanClient.closedWithoutAnswer : "the agent closed the connection mid-answer"))
+        p.fail(ClientError(.unreachable, status == 0 ? CaravanClient.closedWithoutAnswer : "the agent closed the connection mid-answer"))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let p = promise
-        promise = nil
-        p?.fail(CaravanClient.answerError(error))
+        let failure = CaravanClient.answerError(error)
+        if let p = promise {
+            promise = nil
+            p.fail(failure)
+        } else if ended == nil {
+            ended = failure
+        }
         context.close(promise: nil)
     }
 }
