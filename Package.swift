@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // System libraries (Debian: libsodium-dev, libuv1-dev).
@@ -40,7 +41,9 @@ let package = Package(
         .target(name: "Primitives", swiftSettings: strict),
         .target(name: "Gossip", dependencies: ["Primitives"], swiftSettings: strict),
         .target(name: "Raft", dependencies: ["Primitives"], swiftSettings: strict),
-        .target(name: "ClusterState", dependencies: ["CaravanModel", "Primitives"], swiftSettings: strict),
+        .target(name: "ClusterState", dependencies: [
+            "CaravanModel", "Primitives", .product(name: "HashTreeCollections", package: "swift-collections"),
+        ], swiftSettings: strict),
         .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
         .target(name: "Access", dependencies: ["Primitives"], swiftSettings: strict),
 
@@ -81,6 +84,7 @@ let package = Package(
         .target(name: "LeaderCore", dependencies: ["CaravanModel", "ClusterState", "Scheduler"]),
         .target(name: "Agent", dependencies: [
             "CaravanModel", "ClusterState", "Scheduler", "LeaderCore", "Access", "Keyring", "Primitives", "Framing", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
+            .product(name: "HashTreeCollections", package: "swift-collections"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),

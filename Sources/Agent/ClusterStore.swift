@@ -2,6 +2,7 @@ import Access
 import API
 import CaravanModel
 import ClusterState
+import HashTreeCollections
 import Executor
 import FoundationEssentials
 import LeaderCore
@@ -319,7 +320,7 @@ enum ClusterViews {
         case .node:
             guard let n = s.nodes[q.id] else { return Data("null".utf8) }
             return try enc.encode(NodeDetailView(node: node(n, s), attributes: n.attributes, meta: n.meta,
-                                                 allocations: s.allocations.values.filter { $0.nodeID == n.id }
+                                                 allocations: s.allocations(onNode: n.id)
                                                      .sorted { ($0.isLive ? 0 : 1, $0.name) < ($1.isLive ? 0 : 1, $1.name) }.map(allocation)))
         case .schedulerConfig:
             return try enc.encode(SchedulerConfigView(algorithm: s.schedulerAlgorithm, modifyIndex: s.tableIndex[.config] ?? 0))
@@ -344,7 +345,7 @@ enum ClusterViews {
             }
             return try enc.encode(byIDOrPrefix(q.id, s.allocations, "allocation").map(view))
         case .nodeAllocations:
-            let mine = s.allocations.values.filter { $0.nodeID == q.id }.sorted { $0.id < $1.id }
+            let mine = s.allocations(onNode: q.id)
             return try enc.encode(mine.compactMap { a -> AssignmentView? in
                 let key = ClusterState.JobKey(a.namespace, a.jobID)
                 let text = s.jobs[key].flatMap { $0.version == a.jobVersion ? $0.text : nil }
@@ -382,7 +383,7 @@ enum ClusterViews {
 
     /// The record with this id, or the only one whose id starts with it (at least 4 characters);
     /// nil (encoded as `null`) when there is none, an error when the prefix is ambiguous.
-    static func byIDOrPrefix<T>(_ id: String, _ table: [String: T], _ what: String) throws -> T? {
+    static func byIDOrPrefix<T>(_ id: String, _ table: TreeDictionary<String, T>, _ what: String) throws -> T? {
         if let exact = table[id] { return exact }
         let matches = id.count >= 4 ? table.filter { $0.key.hasPrefix(id) }.map(\.value) : []
         if matches.count > 1 { throw RaftError(.rejected, "\(what) prefix \(id) matches more than one \(what); give more of the id") }

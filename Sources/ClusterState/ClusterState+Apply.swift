@@ -42,11 +42,11 @@ extension ClusterState {
             // Its finished allocations and its evaluations go with it: a job registered again
             // under the same id starts afresh (a batch job runs again). Live allocations stay
             // until the leader has stopped them.
-            let finished = allocations.values.filter { $0.jobID == id && $0.namespace == ns && !$0.isLive }
-            for a in finished { allocations[a.id] = nil }
+            let finished = allocations(ofJob: key).filter { !$0.isLive }
+            for a in finished { setAllocation(nil, id: a.id) }
             if !finished.isEmpty { touch(.allocations, index) }
             let evals = evaluations(ofJob: key)
-            for e in evals { evaluations[e.id] = nil }
+            for e in evals { setEvaluation(nil, id: e.id) }
             if !evals.isEmpty { touch(.evaluations, index) }
         } else {
             cur.stopped = true
@@ -68,7 +68,7 @@ extension ClusterState {
             n.createIndex = index
         }
         n.modifyIndex = index
-        nodes[n.id] = n
+        setNode(n)
         touch(.nodes, index)
         return .applied
     }
@@ -77,16 +77,16 @@ extension ClusterState {
         guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
         n.status = status
         n.modifyIndex = index
-        nodes[id] = n
+        setNode(n)
         touch(.nodes, index)
         if status == .down {
             // Its allocations are lost; the scheduler replaces them.
-            for (aid, a) in allocations where a.nodeID == id && a.isLive {
+            for a in liveAllocations(onNode: id) {
                 var lost = a
                 lost.clientStatus = .lost
                 lost.clientDescription = "node \(id) is down"
                 lost.modifyIndex = index
-                allocations[aid] = lost
+                setAllocation(lost, id: a.id)
                 touch(.allocations, index)
             }
         }
@@ -97,7 +97,7 @@ extension ClusterState {
         guard var n = nodes[id] else { return .rejected("node \(id) is not registered") }
         n.eligibility = el
         n.modifyIndex = index
-        nodes[id] = n
+        setNode(n)
         touch(.nodes, index)
         return .applied
     }
@@ -107,7 +107,7 @@ extension ClusterState {
         n.draining = d
         if d { n.eligibility = .ineligible }
         n.modifyIndex = index
-        nodes[id] = n
+        setNode(n)
         touch(.nodes, index)
         return .applied
     }
@@ -116,7 +116,7 @@ extension ClusterState {
         for var a in allocs {
             a.createIndex = allocations[a.id]?.createIndex ?? index
             a.modifyIndex = index
-            allocations[a.id] = a
+            setAllocation(a, id: a.id)
         }
         if !allocs.isEmpty {
             touch(.allocations, index)
@@ -136,7 +136,7 @@ extension ClusterState {
             if let ts = u.taskStates { a.taskStates = ts }
             if let cs = u.checks { a.checks = cs }
             a.modifyIndex = index
-            allocations[u.allocationID] = a
+            setAllocation(a, id: u.allocationID)
             touch(.allocations, index)
         }
         return .applied
@@ -258,7 +258,12 @@ extension ClusterState {
         for k in Array(versions.keys) {
             for i in versions[k]!.indices { re(&versions[k]![i].createIndex); re(&versions[k]![i].modifyIndex) }
         }
-        for k in Array(nodes.keys) { re(&nodes[k]!.createIndex); re(&nodes[k]!.modifyIndex) }
+        for k in Array(nodes.keys) {
+            var n = nodes[k]!
+            re(&n.createIndex); re(&n.modifyIndex)
+            setNode(n)
+        }
+        // Indexes are not what the allocation and evaluation indexes file by: changed in place.
         for k in Array(allocations.keys) { re(&allocations[k]!.createIndex); re(&allocations[k]!.modifyIndex) }
         for k in Array(evaluations.keys) { re(&evaluations[k]!.createIndex); re(&evaluations[k]!.modifyIndex) }
         for k in Array(namespaces.keys) { re(&namespaces[k]!.createIndex); re(&namespaces[k]!.modifyIndex) }

@@ -1,10 +1,18 @@
 import CaravanModel
+import HashTreeCollections
 import Primitives
 
 /// The replicated record of the cluster: jobs (with their versions), nodes, allocations and
 /// evaluations. ``apply(_:index:)`` is deterministic — the same commands at the same indexes
 /// give the same state on every agent — and every table remembers the index of its last
 /// change, which is what blocking queries wait on.
+///
+/// The tables that grow with the workload (jobs, versions, allocations, evaluations and their
+/// indexes) are persistent hash tries: a copy shares everything with the original, and a change
+/// to either copies only the path to what changed — so a reader holding the state while the
+/// next command applies costs nothing, whether the cluster holds a thousand allocations or a
+/// million. What allocations hold per node and namespace (``use``) and each job's and node's
+/// allocations are kept up to date as commands apply, so no query walks every allocation.
 public struct ClusterState: Sendable, Equatable {
     public struct JobKey: Hashable, Sendable, Comparable {
         public var namespace: String
@@ -42,11 +50,20 @@ public struct ClusterState: Sendable, Equatable {
     /// Versions kept per job (the newest first), for `job history` and `job revert`.
     public static let versionsKept = 6
 
-    public internal(set) var jobs: [JobKey: JobRecord] = [:]
-    public internal(set) var versions: [JobKey: [JobRecord]] = [:]
+    public internal(set) var jobs: TreeDictionary<JobKey, JobRecord> = [:]
+    public internal(set) var versions: TreeDictionary<JobKey, [JobRecord]> = [:]
+    /// Changed only through ``setNode(_:)``, which keeps ``use`` in step.
     public internal(set) var nodes: [String: Node] = [:]
-    public internal(set) var allocations: [String: Allocation] = [:]
-    public internal(set) var evaluations: [String: Evaluation] = [:]
+    /// Changed only through ``setAllocation(_:id:)``, which keeps the indexes in step.
+    public internal(set) var allocations: TreeDictionary<String, Allocation> = [:]
+    /// Changed only through ``setEvaluation(_:id:)``.
+    public internal(set) var evaluations: TreeDictionary<String, Evaluation> = [:]
+    /// What allocations hold per node (by slot) and per namespace; every node in slot order.
+    public private(set) var use = ClusterUse()
+    /// Allocation ids by job and by node (every status); evaluation ids by job.
+    public private(set) var allocationsByJob: TreeDictionary<JobKey, Set<String>> = [:]
+    public private(set) var allocationsByNode: TreeDictionary<String, Set<String>> = [:]
+    public private(set) var evaluationsByJob: TreeDictionary<JobKey, Set<String>> = [:]
     /// The last launch time (Unix seconds) of each periodic job.
     public internal(set) var periodicLaunches: [JobKey: Int64] = [:]
     public internal(set) var tableIndex: [Table: UInt64] = [:]
@@ -62,15 +79,88 @@ public struct ClusterState: Sendable, Equatable {
 
     public init() {}
 
+    /// Equal when every table is (the indexes follow from the tables; node slots follow from
+    /// the order nodes arrived in, which a restored copy does not share).
+    public static func == (a: ClusterState, b: ClusterState) -> Bool {
+        a.jobs == b.jobs && a.versions == b.versions && a.nodes == b.nodes && a.allocations == b.allocations
+            && a.evaluations == b.evaluations && a.periodicLaunches == b.periodicLaunches && a.tableIndex == b.tableIndex
+            && a.schedulerAlgorithm == b.schedulerAlgorithm && a.lastIndex == b.lastIndex && a.namespaces == b.namespaces
+            && a.namespacesInUse == b.namespacesInUse
+    }
+
+    // MARK: - The one way each indexed table changes
+
+    /// Files `a` under `id` (nil removes it), keeping ``use`` and the job and node indexes in step.
+    mutating func setAllocation(_ a: Allocation?, id: String) {
+        let old = allocations[id]
+        if let old {
+            use.add(old, sign: -1)
+            if a == nil || a!.jobID != old.jobID || a!.namespace != old.namespace || a!.nodeID != old.nodeID {
+                Self.remove(id, from: &allocationsByJob, JobKey(old.namespace, old.jobID))
+                Self.remove(id, from: &allocationsByNode, old.nodeID)
+            }
+        }
+        allocations[id] = a
+        guard let a else { return }
+        use.add(a)
+        if old == nil || a.jobID != old!.jobID || a.namespace != old!.namespace || a.nodeID != old!.nodeID {
+            allocationsByJob[JobKey(a.namespace, a.jobID), default: []].insert(id)
+            allocationsByNode[a.nodeID, default: []].insert(id)
+        }
+    }
+
+    /// Records a node, new or changed (nodes are never removed: a dead one is marked down).
+    mutating func setNode(_ n: Node) {
+        nodes[n.id] = n
+        let table = allocations
+        use.upsert(n, holding: (allocationsByNode[n.id] ?? []).lazy.compactMap { table[$0] })
+    }
+
+    /// Files `e` under `id` (nil removes it), keeping the job index in step.
+    mutating func setEvaluation(_ e: Evaluation?, id: String) {
+        if let old = evaluations[id], e == nil || e!.jobID != old.jobID || e!.namespace != old.namespace {
+            Self.remove(id, from: &evaluationsByJob, JobKey(old.namespace, old.jobID))
+        }
+        evaluations[id] = e
+        if let e { evaluationsByJob[JobKey(e.namespace, e.jobID), default: []].insert(id) }
+    }
+
+    /// What the kept indexes get wrong against the tables, added up again from scratch (empty
+    /// when they agree): what tests and the simulator check after every command.
+    public func indexDrift() -> [String] {
+        var out: [String] = []
+        let fresh = ClusterUse(nodes: use.nodes, allocations: Array(allocations.values))
+        if use.nodes.count != nodes.count || use.nodes.contains(where: { nodes[$0.id] != $0 }) { out.append("node slots differ from the nodes table") }
+        if fresh.use != use.use { out.append("use per node differs") }
+        if fresh.ports != use.ports { out.append("ports per node differ") }
+        // The same partition of the nodes (numbers differ: the kept one remembers classes nodes left).
+        var liveToFresh: [Int: Int] = [:], freshToLive: [Int: Int] = [:]
+        for (l, f) in zip(use.classOf, fresh.classOf) where liveToFresh.updateValue(f, forKey: l) ?? f != f || freshToLive.updateValue(l, forKey: f) ?? l != l {
+            out.append("scheduling classes differ")
+            break
+        }
+        let nonzero = use.namespaces.filter { $0.value != Quota.Usage() }
+        if fresh.namespaces != nonzero { out.append("namespace use differs: \(nonzero) vs \(fresh.namespaces)") }
+        var byJob: [JobKey: Set<String>] = [:], byNode: [String: Set<String>] = [:], evals: [JobKey: Set<String>] = [:]
+        for (id, a) in allocations { byJob[JobKey(a.namespace, a.jobID), default: []].insert(id); byNode[a.nodeID, default: []].insert(id) }
+        for (id, e) in evaluations { evals[JobKey(e.namespace, e.jobID), default: []].insert(id) }
+        if byJob != Dictionary(uniqueKeysWithValues: allocationsByJob.map { ($0.key, $0.value) }) { out.append("allocations by job differ") }
+        if byNode != Dictionary(uniqueKeysWithValues: allocationsByNode.map { ($0.key, $0.value) }) { out.append("allocations by node differ") }
+        if evals != Dictionary(uniqueKeysWithValues: evaluationsByJob.map { ($0.key, $0.value) }) { out.append("evaluations by job differ") }
+        return out
+    }
+
+    private static func remove<K>(_ id: String, from index: inout TreeDictionary<K, Set<String>>, _ key: K) {
+        guard var ids = index.removeValue(forKey: key) else { return }
+        ids.remove(id)
+        if !ids.isEmpty { index[key] = ids }
+    }
+
     /// Whether jobs may be registered in `name`.
     public func namespaceExists(_ name: String) -> Bool { name == Namespace.defaultName || namespaces[name] != nil }
 
     /// What the live allocations of a namespace hold.
-    public func usage(of namespace: String) -> Quota.Usage {
-        var u = Quota.Usage()
-        for a in allocations.values where a.holdsResources && a.namespace == namespace { u.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
-        return u
-    }
+    public func usage(of namespace: String) -> Quota.Usage { use.usage(of: namespace) }
 
     /// The index of the latest change to any of `tables`.
     public func index(of tables: [Table]) -> UInt64 { tables.map { tableIndex[$0] ?? 0 }.max() ?? 0 }
@@ -126,14 +216,15 @@ public struct ClusterState: Sendable, Equatable {
     public static let finishedAllocationsKept = 50
 
     mutating func collectGarbage(jobs: Set<JobKey>) {
-        var referenced: Set<String>?
         for job in jobs {
-            let finished = allocations.values.filter { $0.jobID == job.id && $0.namespace == job.namespace && $0.isTerminal }
+            let mine = allocations(ofJob: job)
+            let finished = mine.filter(\.isTerminal)
             guard finished.count > Self.finishedAllocationsKept else { continue }
-            // Keep anything a live allocation still points back to (found once, when needed).
-            if referenced == nil { referenced = Set(allocations.values.filter { $0.isLive }.compactMap(\.previousAllocation)) }
+            // Keep anything a live allocation still points back to (a replacement is always of
+            // the same job).
+            let referenced = Set(mine.filter(\.isLive).compactMap(\.previousAllocation))
             let sorted = finished.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
-            for old in sorted.dropFirst(Self.finishedAllocationsKept) where !referenced!.contains(old.id) { allocations[old.id] = nil }
+            for old in sorted.dropFirst(Self.finishedAllocationsKept) where !referenced.contains(old.id) { setAllocation(nil, id: old.id) }
         }
     }
 
@@ -144,12 +235,12 @@ public struct ClusterState: Sendable, Equatable {
         for var e in evals {
             e.createIndex = evaluations[e.id]?.createIndex ?? index
             e.modifyIndex = index
-            evaluations[e.id] = e
+            setEvaluation(e, id: e.id)
         }
         guard !evals.isEmpty else { return }
         touch(.evaluations, index)
         for job in Set(evals.map { JobKey($0.namespace, $0.jobID) }) {
-            for old in evaluations(ofJob: job).dropFirst(Self.evaluationsKept) { evaluations[old.id] = nil }
+            for old in evaluations(ofJob: job).dropFirst(Self.evaluationsKept) { setEvaluation(nil, id: old.id) }
         }
     }
 
@@ -159,25 +250,29 @@ public struct ClusterState: Sendable, Equatable {
 
     /// Allocations on a node that hold resources there.
     public func liveAllocations(onNode id: String) -> [Allocation] {
-        allocations.values.filter { $0.nodeID == id && $0.isLive }.sorted { $0.id < $1.id }
+        allocations(onNode: id).filter(\.isLive)
+    }
+
+    /// Every allocation filed on a node (any status), by id.
+    public func allocations(onNode id: String) -> [Allocation] {
+        (allocationsByNode[id] ?? []).compactMap { allocations[$0] }.sorted { $0.id < $1.id }
     }
 
     /// A job's evaluations, newest first.
     public func evaluations(ofJob key: JobKey) -> [Evaluation] {
-        evaluations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
+        (evaluationsByJob[key] ?? []).compactMap { evaluations[$0] }.sorted { ($0.modifyIndex, $0.id) > ($1.modifyIndex, $1.id) }
     }
 
     public func allocations(ofJob key: JobKey) -> [Allocation] {
-        allocations.values.filter { $0.jobID == key.id && $0.namespace == key.namespace }.sorted { $0.name < $1.name || ($0.name == $1.name && $0.createIndex < $1.createIndex) }
+        (allocationsByJob[key] ?? []).compactMap { allocations[$0] }
+            .sorted { $0.name < $1.name || ($0.name == $1.name && ($0.createIndex, $0.id) < ($1.createIndex, $1.id)) }
     }
 
     /// CPU and memory reserved on a node by its live allocations.
     public func used(onNode id: String) -> (cpuMillicores: Int, memoryMiB: Int, diskMiB: Int) {
-        var cpu = 0, mem = 0, disk = 0
-        for a in allocations.values where a.nodeID == id && a.isLive {
-            cpu += a.cpuMillicores; mem += a.memoryMiB; disk += a.diskMiB
-        }
-        return (cpu, mem, disk)
+        guard let s = use.slot[id] else { return (0, 0, 0) }
+        let u = use.use[s]
+        return (u.cpuMillicores, u.memoryMiB, u.diskMiB)
     }
 
     // MARK: - Snapshot
@@ -262,7 +357,7 @@ public struct ClusterState: Sendable, Equatable {
             s.versions[key] = vs
         }
         guard let nn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad node count") }
-        for _ in 0..<nn { guard let n = RecordCodec.node(&r) else { throw RestoreError(description: "bad node") }; s.nodes[n.id] = n }
+        for _ in 0..<nn { guard let n = RecordCodec.node(&r) else { throw RestoreError(description: "bad node") }; s.setNode(n) }
         guard let an = r.count(max: 1 << 26) else { throw RestoreError(description: "bad allocation count") }
         for _ in 0..<an {
             guard var a = RecordCodec.allocation(&r) else { throw RestoreError(description: "bad allocation") }
@@ -271,10 +366,10 @@ public struct ClusterState: Sendable, Equatable {
                 a.taskStates = ts
                 a.checks = checks
             }
-            s.allocations[a.id] = a
+            s.setAllocation(a, id: a.id)
         }
         guard let en = r.count(max: 1 << 26) else { throw RestoreError(description: "bad evaluation count") }
-        for _ in 0..<en { guard let e = RecordCodec.evaluation(&r) else { throw RestoreError(description: "bad evaluation") }; s.evaluations[e.id] = e }
+        for _ in 0..<en { guard let e = RecordCodec.evaluation(&r) else { throw RestoreError(description: "bad evaluation") }; s.setEvaluation(e, id: e.id) }
         if format >= 2 {
             guard let pn = r.count(max: 1 << 24) else { throw RestoreError(description: "bad periodic count") }
             for _ in 0..<pn {

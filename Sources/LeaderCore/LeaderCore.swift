@@ -181,7 +181,7 @@ public struct LeaderCore: Sendable {
         let plan = job == nil
             ? Scheduler.stopAll(jobID: key.id, namespace: key.namespace, allocations: input.allocations)
             : scheduler.schedule(input)
-        let verdict = PlanApplier.verify(plan, nodes: input.nodes, allocations: input.allocations, quotas: view.quotas)
+        let verdict = PlanApplier.verify(plan, cluster: input.cluster, quotas: view.quotas)
         return Scheduled(input: input, plan: plan, verdict: verdict)
     }
 
@@ -200,7 +200,7 @@ public struct LeaderCore: Sendable {
             for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
             return await shell.propose(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
         }
-        if rec == nil && !view.allocations.contains(where: { $0.jobID == key.id && $0.namespace == key.namespace && $0.isLive }) {
+        if rec == nil && !view.state.allocations(ofJob: key).contains(where: \.isLive) {
             // Purged and nothing left running: only its pending evaluations to answer.
             broker.forgetBlocked(jobKey)
             var done = mine.filter { $0.status == .pending || $0.status == .blocked }

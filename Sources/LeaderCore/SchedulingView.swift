@@ -2,24 +2,24 @@ import CaravanModel
 import ClusterState
 import Scheduler
 
-/// The cluster state as the scheduler reads it: the node and allocation lists are built once
-/// per state, not once per job scheduled against it.
+/// The cluster state as the scheduler reads it: the nodes and what is used on them as the
+/// state keeps them (``ClusterUse``), and each job's own allocations from the state's index —
+/// nothing is copied or added up per job, however many allocations the cluster holds.
 public struct SchedulingView: Sendable {
     public let state: ClusterState
-    public let nodes: [Node]
-    public let allocations: [Allocation]
 
     public init(_ state: ClusterState) {
         self.state = state
-        nodes = Array(state.nodes.values)
-        allocations = Array(state.allocations.values)
     }
+
+    /// Every node, by slot.
+    public var nodes: [Node] { state.use.nodes }
 
     /// What the scheduler needs to reconcile `job` (nil when purged) as version `version`; the
     /// job's kept versions let it tell in-place updates from destructive ones.
     public func input(for key: ClusterState.JobKey, job: Job?, version: Int, stopped: Bool, now: Int64?) -> SchedulerInput {
-        var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, nodes: nodes, allocations: allocations,
-                                   previousVersions: Self.previousVersions(state, key), now: now)
+        var input = SchedulerInput(job: job, jobVersion: version, jobStopped: stopped, cluster: state.use,
+                                   jobAllocations: state.allocations(ofJob: key), previousVersions: Self.previousVersions(state, key), now: now)
         input.promoted = state.jobs[key].map { $0.version == version && $0.promoted } ?? false
         input.quota = state.namespaces[key.namespace]?.quota
         return input
@@ -36,8 +36,8 @@ public struct SchedulingView: Sendable {
     /// What `Scheduler.awaitingPromotion` reads about a job's current version — its kept
     /// predecessors and whether it was promoted — without the cluster's nodes and allocations.
     public static func promotionInput(_ state: ClusterState, _ key: ClusterState.JobKey, _ rec: ClusterState.JobRecord) -> SchedulerInput {
-        var input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: rec.stopped, nodes: [], allocations: [],
-                                   previousVersions: previousVersions(state, key))
+        var input = SchedulerInput(job: rec.job, jobVersion: rec.version, jobStopped: rec.stopped, cluster: ClusterUse(),
+                                   jobAllocations: [], previousVersions: previousVersions(state, key))
         input.promoted = rec.promoted
         return input
     }

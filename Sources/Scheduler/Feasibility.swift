@@ -18,6 +18,12 @@ enum Feasibility {
         }
     }
 
+    /// Whether an attribute reads what makes a node unique (its id or name, a `unique.*`
+    /// attribute): nodes of one scheduling class may differ there.
+    static func readsUniqueness(_ attribute: String) -> Bool {
+        attribute.hasPrefix("${node.unique.") || attribute.hasPrefix("${attr.unique.")
+    }
+
     /// Whether a constraint that depends on the node alone holds.
     static func holds(_ c: Constraint, on node: Node) -> Bool {
         let value = resolve(c.attribute, on: node)

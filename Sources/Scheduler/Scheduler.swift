@@ -1,13 +1,15 @@
 import CaravanModel
 
-/// What the scheduler sees: the job (nil if it was purged), its current version, and the
-/// cluster's nodes and allocations as the replicated state has them.
+/// What the scheduler sees: the job (nil if it was purged), its current version, the cluster's
+/// nodes and what its allocations hold on them (``ClusterUse``, kept by the replicated state as
+/// commands apply), and the job's own allocations.
 public struct SchedulerInput: Sendable {
     public var job: Job?
     public var jobVersion: Int
     public var jobStopped: Bool
-    public var nodes: [Node]
-    /// Every allocation in the cluster (the job's own and others', which hold resources).
+    /// Every node and what live allocations hold on each, by slot; each namespace's use.
+    public var cluster: ClusterUse
+    /// The job's own allocations, every status (with no job: every allocation given).
     public var allocations: [Allocation]
     /// Earlier versions of the job still known, to tell in-place updates from destructive ones.
     public var previousVersions: [Int: Job]
@@ -16,19 +18,33 @@ public struct SchedulerInput: Sendable {
     public var now: Int64?
     /// The version's canaries were promoted (see `UpdateStrategy.canary`).
     public var promoted = false
-    /// The job's namespace's quota: what its live allocations (counted from `allocations`) may
-    /// hold together. An instance over it is not placed, and the failure says so.
+    /// The job's namespace's quota: what its allocations that hold resources may hold together
+    /// (``ClusterUse/usage(of:)``). An instance over it is not placed, and the failure says so.
     public var quota: Quota?
 
-    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:],
-                now: Int64? = nil) {
+    /// Every node, by slot.
+    public var nodes: [Node] { cluster.nodes }
+
+    /// From the cluster's use as the state keeps it and the job's own allocations: what the
+    /// leader passes, at a cost that does not grow with the cluster's allocations.
+    public init(job: Job?, jobVersion: Int, jobStopped: Bool, cluster: ClusterUse, jobAllocations: [Allocation],
+                previousVersions: [Int: Job] = [:], now: Int64? = nil) {
         self.now = now
         self.job = job
         self.jobVersion = jobVersion
         self.jobStopped = jobStopped
-        self.nodes = nodes
-        self.allocations = allocations
+        self.cluster = cluster
+        self.allocations = jobAllocations
         self.previousVersions = previousVersions
+    }
+
+    /// From lists: `allocations` is every allocation in the cluster (the job's and others',
+    /// which hold resources); the use is added up from them.
+    public init(job: Job?, jobVersion: Int, jobStopped: Bool, nodes: [Node], allocations: [Allocation], previousVersions: [Int: Job] = [:],
+                now: Int64? = nil) {
+        let mine = job.map { j in allocations.filter { $0.jobID == j.id && $0.namespace == j.namespace } } ?? allocations
+        self.init(job: job, jobVersion: jobVersion, jobStopped: jobStopped, cluster: ClusterUse(nodes: nodes, allocations: allocations),
+                  jobAllocations: mine, previousVersions: previousVersions, now: now)
     }
 }
 
@@ -157,7 +173,7 @@ public struct Scheduler {
             for a in mine where a.desiredStatus == .run && a.isLive { stop(a, "job stopped", &plan, &ctx) }
             return plan
         }
-        let nodesByID = Dictionary(uniqueKeysWithValues: input.nodes.map { ($0.id, $0) })
+        let nodesByID = NodesByID(input.cluster)
         for group in job.groups {
             let existing = mine.filter { $0.group == group.name && $0.desiredStatus == .run }
             // Evicted by a drain and not yet replaced by a running instance: migrations in flight.
@@ -194,7 +210,7 @@ public struct Scheduler {
     // MARK: - Reconcilers
 
     /// Service and batch: exactly `count` instances named `job.group[i]`.
-    private func reconcileCount(_ job: Job, _ group: TaskGroup, _ existing: [Allocation], _ nodes: [String: Node],
+    private func reconcileCount(_ job: Job, _ group: TaskGroup, _ existing: [Allocation], _ nodes: NodesByID,
                                 _ plan: inout Plan, _ ctx: inout Context) {
         var byIndex: [Int: Allocation] = [:]
         var needs: [(index: Int, previous: Allocation?)] = []
@@ -276,7 +292,7 @@ public struct Scheduler {
     }
 
     /// System and sysbatch: one instance on every feasible node.
-    private func reconcileSystem(_ job: Job, _ group: TaskGroup, _ existing: [Allocation], _ nodes: [String: Node],
+    private func reconcileSystem(_ job: Job, _ group: TaskGroup, _ existing: [Allocation], _ nodes: NodesByID,
                                  _ plan: inout Plan, _ ctx: inout Context) {
         var covered = Set<String>()
         for a in existing {
@@ -409,19 +425,31 @@ public struct Scheduler {
         let ask = Ask(group)
         let key = Context.key(namespace: job.namespace, jobID: job.id, group: group.name)
         let nodes = ctx.input.nodes
-        let candidates: [Int] = only.map { id in ctx.nodeIndex[id].map { [$0] } ?? [] } ?? Array(nodes.indices)
-        // What depends on the node alone is decided once per group, not once per instance.
-        var staticReason = [FailureReason?](repeating: nil, count: nodes.count)
-        var affinity = [Double](repeating: 0, count: nodes.count)
+        let onlySlot = only.flatMap { ctx.nodeIndex[$0] }
+        let candidateCount = only == nil ? nodes.count : onlySlot == nil ? 0 : 1
         let constraints = job.constraints + group.constraints
         let distinctHosts = constraints.contains { $0.operator == .distinctHosts }
         let distinctProperty = constraints.filter { $0.operator == .distinctProperty }
         let affinities = job.affinities + group.affinities
-        for i in candidates {
-            staticReason[i] = Context.staticReason(nodes[i], job, constraints, ask)
-            for a in affinities where Feasibility.holds(Constraint(attribute: a.attribute, operator: a.operator, value: a.value), on: nodes[i]) {
-                affinity[i] += Double(a.weight) / 100
+        // What depends on the node alone is decided once per group and scheduling class (nodes
+        // alike but for their identity), when the walk first meets one — or once per node when a
+        // constraint or affinity reads what is unique to a node.
+        let perNode = (constraints.map(\.attribute) + affinities.map(\.attribute)).contains(where: Feasibility.readsUniqueness)
+        let classOf = ctx.input.cluster.classOf
+        let memoSize = perNode ? nodes.count : ctx.input.cluster.classCount
+        var known = [Bool](repeating: false, count: memoSize)
+        var staticReasons = [FailureReason?](repeating: nil, count: memoSize)
+        var affinityScores = [Double](repeating: 0, count: memoSize)
+        func nodeOnly(_ i: Int) -> (reason: FailureReason?, affinity: Double) {
+            let m = perNode ? i : classOf[i]
+            if !known[m] {
+                known[m] = true
+                staticReasons[m] = Context.staticReason(nodes[i], job, constraints, ask)
+                for a in affinities where Feasibility.holds(Constraint(attribute: a.attribute, operator: a.operator, value: a.value), on: nodes[i]) {
+                    affinityScores[m] += Double(a.weight) / 100
+                }
             }
+            return (staticReasons[m], affinityScores[m])
         }
         var here = ctx.counts(of: key)
         var spreads = (job.spreads + group.spreads).map { SpreadState($0, nodes: nodes, here: here, groupCount: group.count) }
@@ -437,11 +465,12 @@ public struct Scheduler {
             var best: (index: Int, score: Double)?
             var reasons: [FailureReason: Int] = [:]
             var ranked = 0
-            let start = candidates.count > maxCandidates ? ctx.cursor % candidates.count : 0
-            for step in 0..<candidates.count {
+            let start = candidateCount > maxCandidates ? ctx.cursor % candidateCount : 0
+            for step in 0..<candidateCount {
                 if ranked >= maxCandidates { break }
-                let i = candidates[(start + step) % candidates.count]
-                if let why = staticReason[i] { reasons[why, default: 0] += 1; continue }
+                let i = onlySlot ?? (start + step) % candidateCount
+                let (staticReason, affinity) = nodeOnly(i)
+                if let why = staticReason { reasons[why, default: 0] += 1; continue }
                 if distinctHosts && here[i] > 0 { reasons[.distinctHosts, default: 0] += 1; continue }
                 if let c = distinctProperty.first(where: { !ctx.distinctPropertyAllows($0, nodes[i], here) }) {
                     reasons[.distinctProperty(c.attribute), default: 0] += 1
@@ -449,14 +478,14 @@ public struct Scheduler {
                 }
                 if let why = ctx.resourceReason(i, ask) { reasons[why, default: 0] += 1; continue }
                 ranked += 1
-                var score = ctx.fit(i, ask, algorithm) + affinity[i] - Double(here[i]) / Double(max(1, group.count))
+                var score = ctx.fit(i, ask, algorithm) + affinity - Double(here[i]) / Double(max(1, group.count))
                 for sp in spreads { score += sp.score(i) }
                 if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
             }
-            ctx.cursor += max(1, candidates.count / 16)
+            ctx.cursor += max(1, candidateCount / 16)
             guard let chosen = best else {
                 failure.unplaced += 1
-                failure.nodesEvaluated = candidates.count
+                failure.nodesEvaluated = candidateCount
                 failure.reasons = reasons
                 continue
             }
@@ -500,19 +529,28 @@ struct Ask {
     }
 }
 
-/// The cluster as the plan so far leaves it: resources and ports in use per node (by index,
-/// so the inner loop does no hashing of node names), instances of each group per node.
+/// Nodes by id, read from the cluster's slots (no dictionary built per evaluation).
+struct NodesByID {
+    let cluster: ClusterUse
+    init(_ cluster: ClusterUse) { self.cluster = cluster }
+    subscript(id: String) -> Node? { cluster.slot[id].map { cluster.nodes[$0] } }
+}
+
+/// The cluster as the plan so far leaves it: resources and ports in use per node (by slot, so
+/// the inner loop does no hashing of node names), instances of the job's groups per node.
+/// Starts from what the state keeps (``ClusterUse``) and changes only by what this plan places
+/// and stops.
 struct Context {
     let input: SchedulerInput
     let nodeIndex: [String: Int]
-    var cpu: [Int]
-    var memory: [Int]
-    var disk: [Int]
-    var ports: [Set<Int>]
+    var use: [ClusterUse.NodeUse]
+    /// Ports in use on the slots this plan touched or read (the rest: as the cluster's use has them).
+    private var portsTouched: [Int: Set<Int>] = [:]
     /// (job, group) → node index → live instances.
     var instances: [String: [Int: Int]] = [:]
     var migrations: [String: Int] = [:]
-    /// Allocations by id, built when a reschedule window needs a chain walked.
+    /// The job's allocations by id, built when a reschedule window needs a chain walked (a
+    /// replacement is always of the same job).
     var byID: [String: Allocation] = [:]
     /// Where the next bounded walk over a large cluster starts.
     var cursor = 0
@@ -521,46 +559,46 @@ struct Context {
 
     init(input: SchedulerInput) {
         self.input = input
-        var idx: [String: Int] = [:]
-        for (i, n) in input.nodes.enumerated() { idx[n.id] = i }
-        nodeIndex = idx
-        cpu = Array(repeating: 0, count: input.nodes.count)
-        memory = cpu
-        disk = cpu
-        ports = Array(repeating: [], count: input.nodes.count)
-        for a in input.allocations where a.isLive { take(a) }
-        // Instances told to stop that still run hold their namespace's quota until they end.
-        for a in input.allocations where !a.isLive && a.holdsResources && a.namespace == input.job?.namespace {
-            quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB)
+        nodeIndex = input.cluster.slot
+        use = input.cluster.use
+        quotaUsed = input.job.map { input.cluster.usage(of: $0.namespace) } ?? Quota.Usage()
+        for a in input.allocations where a.isLive && isOfScheduledJob(a) {
+            guard let i = nodeIndex[a.nodeID] else { continue }
+            instances[Self.key(a), default: [:]][i, default: 0] += 1
         }
     }
 
     static func key(namespace: String, jobID: String, group: String) -> String { namespace + "/" + jobID + "/" + group }
     static func key(_ a: Allocation) -> String { key(namespace: a.namespace, jobID: a.jobID, group: a.group) }
 
-    mutating func take(_ a: Allocation) {
-        if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB) }
+    /// Ports in use on slot `i`.
+    func ports(_ i: Int) -> Set<Int> { portsTouched[i] ?? Set((input.cluster.ports[i] ?? [:]).keys) }
+
+    /// Counts a placement in.
+    mutating func take(_ a: Allocation) { add(a, 1) }
+
+    /// Counts a live allocation that this plan stops out.
+    mutating func release(_ a: Allocation) {
+        guard a.isLive else { return }
+        add(a, -1)
+    }
+
+    private mutating func add(_ a: Allocation, _ sign: Int) {
+        if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: sign) }
         guard let i = nodeIndex[a.nodeID] else { return }
-        cpu[i] += a.cpuMillicores
-        memory[i] += a.memoryMiB
-        disk[i] += a.diskMiB
-        if !a.ports.isEmpty { ports[i].formUnion(a.ports.values) }
-        if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] += 1 }
+        use[i].cpuMillicores += sign * a.cpuMillicores
+        use[i].memoryMiB += sign * a.memoryMiB
+        use[i].diskMiB += sign * a.diskMiB
+        if !a.ports.isEmpty {
+            var p = ports(i)
+            if sign > 0 { p.formUnion(a.ports.values) } else { p.subtract(a.ports.values) }
+            portsTouched[i] = p
+        }
+        if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] += sign }
     }
 
     /// Instances per node are read only for the job being scheduled (spreads, distinct hosts).
     private func isOfScheduledJob(_ a: Allocation) -> Bool { a.jobID == input.job?.id && a.namespace == input.job?.namespace }
-
-    mutating func release(_ a: Allocation) {
-        guard a.isLive else { return }
-        if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: -1) }
-        guard let i = nodeIndex[a.nodeID] else { return }
-        cpu[i] -= a.cpuMillicores
-        memory[i] -= a.memoryMiB
-        disk[i] -= a.diskMiB
-        if !a.ports.isEmpty { ports[i].subtract(a.ports.values) }
-        if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] -= 1 }
-    }
 
     /// Instances of a group per node index.
     func counts(of key: String) -> [Int] {
@@ -595,24 +633,29 @@ struct Context {
 
     func resourceReason(_ i: Int, _ ask: Ask) -> FailureReason? {
         let node = input.nodes[i]
-        if cpu[i] + ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
-        if memory[i] + ask.memory > node.memoryMiB { return .exhausted(.memory) }
-        if disk[i] + ask.disk > node.diskMiB { return .exhausted(.disk) }
-        for p in ask.staticPorts where ports[i].contains(p) { return .portInUse(p) }
+        let u = use[i]
+        if u.cpuMillicores + ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
+        if u.memoryMiB + ask.memory > node.memoryMiB { return .exhausted(.memory) }
+        if u.diskMiB + ask.disk > node.diskMiB { return .exhausted(.disk) }
+        if !ask.staticPorts.isEmpty {
+            let held = ports(i)
+            for p in ask.staticPorts where held.contains(p) { return .portInUse(p) }
+        }
         return nil
     }
 
     /// Bin-packing: how full the node would be (CPU and memory alike); spread: how empty.
     func fit(_ i: Int, _ ask: Ask, _ algorithm: SchedulingAlgorithm) -> Double {
         let node = input.nodes[i]
-        let f = (Double(cpu[i] + ask.cpu) / Double(max(1, node.cpuMillicores)) + Double(memory[i] + ask.memory) / Double(max(1, node.memoryMiB))) / 2
+        let u = use[i]
+        let f = (Double(u.cpuMillicores + ask.cpu) / Double(max(1, node.cpuMillicores)) + Double(u.memoryMiB + ask.memory) / Double(max(1, node.memoryMiB))) / 2
         return algorithm == .binpack ? f : 1 - f
     }
 
     /// Dynamic ports from 20000–32000 not in use on the node, static ones as asked.
     mutating func assignPorts(_ group: TaskGroup, on i: Int) -> [String: Int] {
         var out: [String: Int] = [:]
-        var used = ports[i]
+        var used = ports(i)
         for p in group.ports {
             if let s = p.staticPort { out[p.label] = s; used.insert(s); continue }
             var candidate = 20000

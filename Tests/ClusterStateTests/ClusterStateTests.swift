@@ -222,13 +222,19 @@ import Testing
             let cmds = Self.commands(seed: seed)
             var a = ClusterState(), b = ClusterState()
             for (i, c) in cmds.enumerated() {
+                let held = a  // a reader holding the state while the next command applies
                 _ = a.apply(c.encode(), index: UInt64(i + 1))
                 _ = b.apply(c.encode(), index: UInt64(i + 1))
+                // The kept indexes (use per node and namespace, allocations by job and node,
+                // evaluations by job) always agree with the tables added up from scratch.
+                #expect(a.indexDrift() == [], "after \(c)")
+                #expect(held.indexDrift() == [])
             }
             #expect(a == b)
             #expect(a.snapshot() == b.snapshot(), "the same state must encode to the same bytes")
             let restored = try? ClusterState.restore(a.snapshot())
             #expect(restored == a)
+            #expect(restored?.indexDrift() == [])
         }
     }
 

@@ -82,6 +82,9 @@ import Testing
     }
 
     static func check(_ s: ClusterState, seed: UInt64) {
+        // What the state keeps per node and namespace agrees with its allocations added up anew
+        // (the "used" read below comes from the kept use).
+        #expect(s.indexDrift() == [], "seed \(seed)")
         for n in s.nodes.values {
             let used = s.used(onNode: n.id)
             #expect(used.cpuMillicores <= n.cpuMillicores && used.memoryMiB <= n.memoryMiB, "seed \(seed): \(n.id) over-committed")

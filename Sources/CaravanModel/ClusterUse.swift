@@ -1,0 +1,112 @@
+/// What the cluster's allocations hold, node by node and namespace by namespace, with the
+/// nodes in a fixed order (a node's *slot*): what the scheduler and the plan applier read
+/// instead of walking every allocation. The replicated state keeps one up to date as commands
+/// apply (``add(_:sign:)`` for each allocation that changes), so reading it for an evaluation
+/// costs nothing however many allocations the cluster holds; ``init(nodes:allocations:)``
+/// builds one from lists (tests, small inputs).
+public struct ClusterUse: Sendable, Equatable {
+    /// What live allocations reserve on one node.
+    public struct NodeUse: Sendable, Equatable {
+        public var cpuMillicores = 0
+        public var memoryMiB = 0
+        public var diskMiB = 0
+        public init() {}
+    }
+
+    /// Every node, by slot. Slots are never reused: a node keeps its slot for the life of the state.
+    public private(set) var nodes: [Node] = []
+    /// Node id → slot.
+    public private(set) var slot: [String: Int] = [:]
+    /// Each slot's scheduling class: nodes with the same class (``Node/SchedulingClass``) pass or
+    /// fail the same node-only checks, so those are decided once per class.
+    public private(set) var classOf: [Int] = []
+    private var classes: [Node.SchedulingClass: Int] = [:]
+    /// What live allocations reserve on each slot.
+    public private(set) var use: [NodeUse] = []
+    /// Ports live allocations hold, by slot (only slots that hold any): port → allocations.
+    public private(set) var ports: [Int: [Int: Int]] = [:]
+    /// What allocations that hold resources (``Allocation/holdsResources``) take from each
+    /// namespace, for its quota.
+    public private(set) var namespaces: [String: Quota.Usage] = [:]
+
+    public init() {}
+
+    /// Built from lists: every node, then every allocation added.
+    public init(nodes: [Node], allocations: [Allocation]) {
+        for n in nodes { upsert(n, holding: []) }
+        for a in allocations { add(a) }
+    }
+
+    /// How many scheduling classes the nodes fall into.
+    public var classCount: Int { classes.count }
+
+    /// Records a node, new or changed; a new one gets the next slot and starts with what
+    /// `holding` (the allocations already filed under its id) reserve.
+    public mutating func upsert(_ node: Node, holding: some Sequence<Allocation>) {
+        let key = node.schedulingClass
+        let c: Int
+        if let known = classes[key] { c = known } else {
+            c = classes.count
+            classes[key] = c
+        }
+        if let s = slot[node.id] {
+            nodes[s] = node
+            classOf[s] = c
+            return
+        }
+        let s = nodes.count
+        slot[node.id] = s
+        nodes.append(node)
+        classOf.append(c)
+        use.append(NodeUse())
+        for a in holding where a.isLive { addToNode(a, s, 1) }
+    }
+
+    /// Counts `a` in (`sign` 1) or out (−1): on its node while it is live, in its namespace
+    /// while it holds resources. Call it with the old version out and the new one in.
+    public mutating func add(_ a: Allocation, sign: Int = 1) {
+        if a.holdsResources { namespaces[a.namespace, default: Quota.Usage()].add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: sign) }
+        if a.isLive, let s = slot[a.nodeID] { addToNode(a, s, sign) }
+    }
+
+    private mutating func addToNode(_ a: Allocation, _ s: Int, _ sign: Int) {
+        use[s].cpuMillicores += sign * a.cpuMillicores
+        use[s].memoryMiB += sign * a.memoryMiB
+        use[s].diskMiB += sign * a.diskMiB
+        guard !a.ports.isEmpty else { return }
+        var held = ports[s] ?? [:]
+        for p in a.ports.values {
+            let n = held[p, default: 0] + sign
+            held[p] = n > 0 ? n : nil
+        }
+        ports[s] = held.isEmpty ? nil : held
+    }
+
+    /// What the allocations that hold resources take from `namespace`.
+    public func usage(of namespace: String) -> Quota.Usage { namespaces[namespace] ?? Quota.Usage() }
+}
+
+extension Node {
+    /// Everything about a node that the scheduler's node-only checks read, except what makes it
+    /// unique: its id, address, indexes and `unique.*` attributes. Constraints and affinities on
+    /// those (`${node.unique.id}`, `${attr.unique.hostname}`) are checked node by node.
+    public struct SchedulingClass: Hashable, Sendable {
+        var datacenter: String
+        var nodeClass: String
+        var attributes: [String: String]
+        var meta: [String: String]
+        var drivers: [String]
+        var cpuMillicores: Int
+        var memoryMiB: Int
+        var diskMiB: Int
+        var status: Status
+        var eligibility: Eligibility
+        var draining: Bool
+    }
+
+    public var schedulingClass: SchedulingClass {
+        SchedulingClass(datacenter: datacenter, nodeClass: nodeClass, attributes: attributes.filter { !$0.key.hasPrefix("unique.") },
+                        meta: meta, drivers: drivers, cpuMillicores: cpuMillicores, memoryMiB: memoryMiB, diskMiB: diskMiB,
+                        status: status, eligibility: eligibility, draining: draining)
+    }
+}
