@@ -93,6 +93,12 @@ struct ClusterLeader: Service, LeaderShell {
 
     func currentState() async -> ClusterState { agent.store.current }
 
+    /// Plans are decided 64 ahead and proposed together: Raft puts what arrives during one
+    /// append into the next, so a burst of evaluations costs a few fsyncs, not one each.
+    var pipelineDepth: Int { 64 }
+
+    func proposeAll(_ commands: [(Command, String)]) async -> [Bool] { await proposeTogether(commands) }
+
     func propose(_ c: Command, _ what: String) async -> Bool {
         guard pass.restores.withLock({ $0 }) == agent.store.restores else { return false }
         do {

@@ -266,6 +266,7 @@ extension ClusterState {
         // Indexes are not what the allocation and evaluation indexes file by: changed in place.
         for k in Array(allocations.keys) { re(&allocations[k]!.createIndex); re(&allocations[k]!.modifyIndex) }
         for k in Array(evaluations.keys) { re(&evaluations[k]!.createIndex); re(&evaluations[k]!.modifyIndex) }
+        rebuildAllocationMarks()
         for k in Array(namespaces.keys) { re(&namespaces[k]!.createIndex); re(&namespaces[k]!.modifyIndex) }
         lastIndex = index
         for t in Table.allCases { tableIndex[t] = index }

@@ -64,6 +64,18 @@ public struct ClusterState: Sendable, Equatable {
     public private(set) var allocationsByJob: TreeDictionary<JobKey, Set<String>> = [:]
     public private(set) var allocationsByNode: TreeDictionary<String, Set<String>> = [:]
     public private(set) var evaluationsByJob: TreeDictionary<JobKey, Set<String>> = [:]
+    /// Per job, what its allocations' changes come to (what the leader's evaluation feed compares
+    /// between passes instead of reading every allocation).
+    public private(set) var allocationMarks: TreeDictionary<JobKey, AllocationMark> = [:]
+
+    /// How a job's allocations stand: how many, and the newest change of any, of a failed one
+    /// and of a lost one (indexes only grow: a mark that did not change means nothing did).
+    public struct AllocationMark: Sendable, Equatable {
+        public var count = 0
+        public var latest: UInt64 = 0
+        public var latestFailed: UInt64 = 0
+        public var latestLost: UInt64 = 0
+    }
     /// The last launch time (Unix seconds) of each periodic job.
     public internal(set) var periodicLaunches: [JobKey: Int64] = [:]
     public internal(set) var tableIndex: [Table: UInt64] = [:]
@@ -101,7 +113,21 @@ public struct ClusterState: Sendable, Equatable {
             }
         }
         allocations[id] = a
+        if let old, a == nil || a!.jobID != old.jobID || a!.namespace != old.namespace {
+            let key = JobKey(old.namespace, old.jobID)
+            if var m = allocationMarks[key] {
+                m.count -= 1
+                allocationMarks[key] = m.count > 0 ? m : nil
+            }
+        }
         guard let a else { return }
+        let key = JobKey(a.namespace, a.jobID)
+        var m = allocationMarks[key] ?? AllocationMark()
+        if old == nil || old!.jobID != a.jobID || old!.namespace != a.namespace { m.count += 1 }
+        m.latest = max(m.latest, a.modifyIndex)
+        if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
+        if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
+        allocationMarks[key] = m
         use.add(a)
         if old == nil || a.jobID != old!.jobID || a.namespace != old!.namespace || a.nodeID != old!.nodeID {
             allocationsByJob[JobKey(a.namespace, a.jobID), default: []].insert(id)
@@ -147,7 +173,25 @@ public struct ClusterState: Sendable, Equatable {
         if byJob != Dictionary(uniqueKeysWithValues: allocationsByJob.map { ($0.key, $0.value) }) { out.append("allocations by job differ") }
         if byNode != Dictionary(uniqueKeysWithValues: allocationsByNode.map { ($0.key, $0.value) }) { out.append("allocations by node differ") }
         if evals != Dictionary(uniqueKeysWithValues: evaluationsByJob.map { ($0.key, $0.value) }) { out.append("evaluations by job differ") }
+        if Set(allocationMarks.keys) != Set(byJob.keys) || allocationMarks.contains(where: { k, m in
+            let mine = byJob[k] ?? []
+            return m.count != mine.count || mine.contains { allocations[$0]!.modifyIndex > m.latest }
+        }) { out.append("allocation marks differ") }
         return out
+    }
+
+    /// The per-job marks added up anew (after every allocation's indexes were renumbered).
+    mutating func rebuildAllocationMarks() {
+        allocationMarks = [:]
+        for a in allocations.values {
+            let key = JobKey(a.namespace, a.jobID)
+            var m = allocationMarks[key] ?? AllocationMark()
+            m.count += 1
+            m.latest = max(m.latest, a.modifyIndex)
+            if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
+            if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
+            allocationMarks[key] = m
+        }
     }
 
     private static func remove<K>(_ id: String, from index: inout TreeDictionary<K, Set<String>>, _ key: K) {

@@ -73,39 +73,31 @@ public struct EvalFeed: Sendable {
         }
         fed = Set(pending.map(\.id))
 
-        // Jobs and their allocations.
+        // Jobs and their allocations, from the marks the state keeps per job (not every allocation).
         var marks: [ClusterState.JobKey: JobMark] = [:]
-        var onNode: [String: Set<ClusterState.JobKey>] = [:]
-        var used: [String: [Int]] = [:]
         var failedSince: Set<ClusterState.JobKey> = [], lostSince: Set<ClusterState.JobKey> = []
         for (key, rec) in state.jobs { marks[key] = JobMark(job: rec.modifyIndex, allocations: 0, count: 0) }
-        for a in state.allocations.values {
-            let key = ClusterState.JobKey(a.namespace, a.jobID)
-            if state.jobs[key] == nil && !a.isLive { continue }  // purged, and this one finished
-            var m = marks[key] ?? JobMark(job: 0, allocations: 0, count: 0)
-            m.allocations = max(m.allocations, a.modifyIndex)
-            m.count += 1
-            marks[key] = m
-            let before = jobs[key]?.allocations ?? 0
-            if a.modifyIndex > before && a.clientStatus == .failed { failedSince.insert(key) }
-            if a.modifyIndex > before && a.clientStatus == .lost { lostSince.insert(key) }
-            onNode[a.nodeID, default: []].insert(key)
-            if a.isLive {
-                used[a.nodeID, default: [0, 0, 0]][0] += a.cpuMillicores
-                used[a.nodeID, default: [0, 0, 0]][1] += a.memoryMiB
-                used[a.nodeID, default: [0, 0, 0]][2] += a.diskMiB
+        for (key, m) in state.allocationMarks {
+            guard state.jobs[key] != nil else {
+                // Purged: only its live allocations count (the finished ones go with it).
+                let live = state.allocations(ofJob: key).filter(\.isLive)
+                if let newest = live.map(\.modifyIndex).max() { marks[key] = JobMark(job: 0, allocations: newest, count: live.count) }
+                continue
             }
+            marks[key]!.allocations = m.latest
+            marks[key]!.count = m.count
+            let before = jobs[key]?.allocations ?? 0
+            if m.latestFailed > before { failedSince.insert(key) }
+            if m.latestLost > before { lostSince.insert(key) }
         }
         let sweep = lastSweep.map { now - $0 >= sweepEvery } ?? true
         if sweep { lastSweep = now }
-        for (key, m) in marks.sorted(by: { $0.key < $1.key }) {
+        let changed = sweep ? Array(marks.keys) : marks.compactMap { key, m in jobs[key] == m ? nil : key }
+        for key in changed.sorted() {
             if sweep { add(key, .reconcile); continue }
-            guard let old = jobs[key], old == m else {
-                let trigger: Evaluation.Trigger = jobs[key]?.job != m.job ? .jobRegister
-                    : failedSince.contains(key) ? .allocFailure : lostSince.contains(key) ? .nodeUpdate : .allocUpdate
-                add(key, trigger)
-                continue
-            }
+            let trigger: Evaluation.Trigger = jobs[key]?.job != marks[key]!.job ? .jobRegister
+                : failedSince.contains(key) ? .allocFailure : lostSince.contains(key) ? .nodeUpdate : .allocUpdate
+            add(key, trigger)
         }
         jobs = marks
 
@@ -116,14 +108,16 @@ public struct EvalFeed: Sendable {
         for (id, n) in state.nodes {
             nodeMarks[id] = n.modifyIndex
             if n.isSchedulable {
-                let u = used[id] ?? [0, 0, 0]
-                nowFree[id] = [n.cpuMillicores - u[0], n.memoryMiB - u[1], n.diskMiB - u[2]]
+                let u = state.used(onNode: id)
+                nowFree[id] = [n.cpuMillicores - u.cpuMillicores, n.memoryMiB - u.memoryMiB, n.diskMiB - u.diskMiB]
             }
         }
         var schedulableChanged = false
         for id in Set(nodeMarks.keys).union(nodes.keys).sorted() where nodeMarks[id] != nodes[id] {
             let trigger: Evaluation.Trigger = state.nodes[id]?.draining == true ? .nodeDrain : .nodeUpdate
-            for key in (onNode[id] ?? []).sorted() { add(key, trigger, node: id) }
+            let here = Set(state.allocations(onNode: id).map { ClusterState.JobKey($0.namespace, $0.jobID) })
+                .filter { key in state.jobs[key] != nil || state.allocations(ofJob: key).contains(where: \.isLive) }
+            for key in here.sorted() { add(key, trigger, node: id) }
             for key in system { add(key, trigger, node: id) }
             // A schedulable node that changed (new attributes, drivers, tags) may now satisfy
             // what a blocked job asks for.
@@ -138,7 +132,7 @@ public struct EvalFeed: Sendable {
         let ns = state.tableIndex[.namespaces] ?? 0
         if ns != namespacesMark { out.unblock = true; namespacesMark = ns }
         if !state.namespaces.isEmpty {
-            let nowHolding = state.allocations.values.reduce(0) { $0 + ($1.holdsResources ? 1 : 0) }
+            let nowHolding = state.use.namespaces.values.reduce(0) { $0 + $1.instances }
             if nowHolding < holding { out.unblock = true }
             holding = nowHolding
         }

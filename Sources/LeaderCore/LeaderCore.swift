@@ -13,6 +13,35 @@ public protocol LeaderShell {
     func propose(_ command: Command, _ what: String) async -> Bool
     /// Something worth a line in the agent's log.
     func note(_ level: LeaderCore.Level, _ message: String, _ metadata: [String: String])
+    /// Proposes several commands at once (the log batches them); each answer as ``propose(_:_:)``
+    /// gives it. By default one after the other.
+    func proposeAll(_ commands: [(Command, String)]) async -> [Bool]
+    /// How many evaluations the core decides before it waits for their plans to commit: each
+    /// is scheduled against the state with the plans decided before it placed (1: one at a time).
+    var pipelineDepth: Int { get }
+}
+
+extension LeaderShell {
+    public func proposeAll(_ commands: [(Command, String)]) async -> [Bool] {
+        var out: [Bool] = []
+        for (c, what) in commands { out.append(await propose(c, what)) }
+        return out
+    }
+
+    public var pipelineDepth: Int { 1 }
+}
+
+extension LeaderShell where Self: Sendable {
+    /// Proposes every command at once (a shell over Raft: the log batches them into one append)
+    /// and gives the answers in the commands' order.
+    public func proposeTogether(_ commands: [(Command, String)]) async -> [Bool] {
+        await withTaskGroup(of: (Int, Bool).self) { g in
+            for (i, (c, what)) in commands.enumerated() { g.addTask { (i, await self.propose(c, what)) } }
+            var out = Array(repeating: false, count: commands.count)
+            for await (i, ok) in g { out[i] = ok }
+            return out
+        }
+    }
 }
 
 /// The leader's duties towards the cluster state, run once per pass — after every commit and at
@@ -134,17 +163,46 @@ public struct LeaderCore: Sendable {
         let fed = feed.changes(in: await shell.currentState(), now: env.now(), newID: env.newID)
         for e in fed.evaluations { broker.enqueue(e) }
         if fed.unblock { _ = broker.unblock() }
-        while let d = broker.dequeue(now: env.now()) {
-            let id = d.evaluation.id
-            do {
-                if await evaluate(d.evaluation, shell, env, &report) {
-                    try broker.ack(id, token: d.token)
-                } else {
-                    shell.note(.info, "evaluation handed back", ["evaluation": id, "job": d.evaluation.jobID, "attempt": "\(d.attempt)"])
-                    try broker.nack(id, token: d.token, now: env.now())
+        let depth = max(1, shell.pipelineDepth)
+        while true {
+            // Up to `depth` evaluations decided against the state as the plans decided before
+            // them leave it, then their commands proposed together.
+            var state = await shell.currentState()
+            var batch: [(delivery: EvalBroker.Delivery, decision: Decision)] = []
+            while batch.count < depth, let d = broker.dequeue(now: env.now()) {
+                let decision = decide(d.evaluation, state, env, &report)
+                if batch.count + 1 < depth, case .commit(.applyPlan(let allocations, _), _, _) = decision {
+                    // What it places and keeps running counts for the next decisions; what it
+                    // stops frees nothing until it is committed (a plan that fails to commit
+                    // must not have made room for another).
+                    _ = state.apply(.applyPlan(allocations: allocations.filter { $0.desiredStatus == .run }, evaluations: []),
+                                    index: state.lastIndex + 1)
                 }
-            } catch {
-                shell.note(.warning, "evaluation answered too late", ["evaluation": id, "error": "\(error)"])
+                batch.append((d, decision))
+            }
+            if batch.isEmpty { break }
+            let commands = batch.compactMap { item -> (Command, String)? in
+                if case .commit(let c, let what, _) = item.decision { return (c, what) }
+                return nil
+            }
+            var answers = await shell.proposeAll(commands)[...]
+            for (d, decision) in batch {
+                var ok = true
+                if case .commit(_, _, let after) = decision {
+                    ok = answers.popFirst() ?? false
+                    if ok, let after { committed(after, shell, env, &report) }
+                }
+                let id = d.evaluation.id
+                do {
+                    if ok {
+                        try broker.ack(id, token: d.token)
+                    } else {
+                        shell.note(.info, "evaluation handed back", ["evaluation": id, "job": d.evaluation.jobID, "attempt": "\(d.attempt)"])
+                        try broker.nack(id, token: d.token, now: env.now())
+                    }
+                } catch {
+                    shell.note(.warning, "evaluation answered too late", ["evaluation": id, "error": "\(error)"])
+                }
             }
         }
         let failed = broker.takeFailed()
@@ -185,28 +243,46 @@ public struct LeaderCore: Sendable {
         return Scheduled(input: input, plan: plan, verdict: verdict)
     }
 
-    /// Schedules the job of one evaluation against the latest state and commits the plan with the
-    /// evaluations it answers. False when the commit failed (the evaluation is handed back).
-    mutating func evaluate(_ delivered: Evaluation, _ shell: some LeaderShell, _ env: Environment, _ report: inout Report) async -> Bool {
+    /// What one evaluation comes to: nothing to commit, or a command and what to do once it is.
+    enum Decision {
+        case done
+        case commit(Command, String, AfterCommit?)
+    }
+
+    /// What a committed plan leaves to the core's own books.
+    struct AfterCommit {
+        var key: ClusterState.JobKey
+        var failures: [String: String]
+        var answered: Evaluation
+        var priority: Int
+        var refused: Bool
+        var placed: Int
+        var stopped: Int
+    }
+
+    /// Schedules the job of one evaluation against `state` and says what to commit: the plan
+    /// with the evaluations it answers (or only the evaluations, for a periodic template or a
+    /// purged job). The broker and the core's books change here only for what needs no commit.
+    mutating func decide(_ delivered: Evaluation, _ state: ClusterState, _ env: Environment, _ report: inout Report) -> Decision {
         let key = ClusterState.JobKey(delivered.namespace, delivered.jobID)
-        let view = SchedulingView(await shell.currentState())
-        let rec = view.state.jobs[key]
-        let mine = view.state.evaluations(ofJob: key)
+        let view = SchedulingView(state)
+        let rec = state.jobs[key]
+        let mine = state.evaluations(ofJob: key)
         let jobKey = EvalBroker.JobKey(delivered)
         if rec?.job.periodic != nil {
             // A template: its launches are the jobs that run.
             var done = mine.filter { $0.status == .pending }
-            guard !done.isEmpty else { return true }
+            guard !done.isEmpty else { return .done }
             for i in done.indices { done[i].status = .complete; done[i].statusDescription = "periodic: launches follow the schedule" }
-            return await shell.propose(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
+            return .commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)", nil)
         }
-        if rec == nil && !view.state.allocations(ofJob: key).contains(where: \.isLive) {
+        if rec == nil && !state.allocations(ofJob: key).contains(where: \.isLive) {
             // Purged and nothing left running: only its pending evaluations to answer.
             broker.forgetBlocked(jobKey)
             var done = mine.filter { $0.status == .pending || $0.status == .blocked }
-            guard !done.isEmpty else { return true }
+            guard !done.isEmpty else { return .done }
             for i in done.indices { done[i].status = .complete; done[i].statusDescription = "job purged" }
-            return await shell.propose(.upsertEvaluations(done), "complete the evaluations of \(key.id)")
+            return .commit(.upsertEvaluations(done), "complete the evaluations of \(key.id)", nil)
         }
         let now = env.now()
         let scheduled = Self.schedule(key, in: view, now: now, newID: env.newID)
@@ -220,7 +296,7 @@ public struct LeaderCore: Sendable {
             .sorted { $0.createIndex < $1.createIndex }
         guard !plan.isEmpty || !pending.isEmpty || (lastFailures[key] ?? [:]) != failures else {
             if !failures.isEmpty { broker.block(mine.first { $0.status == .blocked } ?? delivered) }
-            return true
+            return .done
         }
         let refused = verdict.rejectedNodes + verdict.rejectedNamespaces.map { "namespace " + $0 }
         let outcome = "placed \(verdict.accepted.placements.count), stopped \(verdict.accepted.stops.count), updated in place \(verdict.accepted.updates.count)"
@@ -242,29 +318,33 @@ public struct LeaderCore: Sendable {
                 : "; superseded by evaluation \(evals[0].id.prefix(8))"
             evals.append(old)
         }
-        let ok = await shell.propose(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements,
-                                                evaluations: evals),
-                                     "apply the plan for job \(key.id)")
         report.evaluations += 1
         if !refused.isEmpty { report.planRejections += 1 }
         for f in plan.failures {
             for (reason, _) in f.reasons { report.failedPlacements[reason.metricClass, default: 0] += f.unplaced }
         }
-        guard ok else { return false }
-        report.placements += verdict.accepted.placements.count
-        lastFailures[key] = failures
-        if failures.isEmpty { broker.forgetBlocked(jobKey) } else { broker.block(evals[0]) }
-        if !refused.isEmpty {
+        let after = AfterCommit(key: key, failures: failures, answered: evals[0], priority: delivered.priority, refused: !refused.isEmpty,
+                                placed: verdict.accepted.placements.count, stopped: verdict.accepted.isEmpty ? -1 : verdict.accepted.stops.count)
+        return .commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements, evaluations: evals),
+                       "apply the plan for job \(key.id)", after)
+    }
+
+    /// The core's books once a plan committed: the job's failures remembered, its blocked
+    /// evaluation kept or forgotten, and what the plan applier refused evaluated again.
+    mutating func committed(_ a: AfterCommit, _ shell: some LeaderShell, _ env: Environment, _ report: inout Report) {
+        report.placements += a.placed
+        lastFailures[a.key] = a.failures
+        let jobKey = EvalBroker.JobKey(a.answered)
+        if a.failures.isEmpty { broker.forgetBlocked(jobKey) } else { broker.block(a.answered) }
+        if a.refused {
             // What the plan applier refused is evaluated again against the state just committed.
-            var again = Evaluation(id: env.newID(), jobID: key.id, priority: delivered.priority, triggeredBy: .queued)
-            again.namespace = key.namespace
+            var again = Evaluation(id: env.newID(), jobID: a.key.id, priority: a.priority, triggeredBy: .queued)
+            again.namespace = a.key.namespace
             broker.enqueue(again)
         }
-        if !verdict.accepted.isEmpty {
-            shell.note(.info, "plan committed", ["job": key.id, "placed": "\(verdict.accepted.placements.count)",
-                                                  "stopped": "\(verdict.accepted.stops.count)"])
+        if a.stopped >= 0 {
+            shell.note(.info, "plan committed", ["job": a.key.id, "placed": "\(a.placed)", "stopped": "\(a.stopped)"])
         }
-        return true
     }
 
     /// When the job must be looked at again although nothing else changes: a failed instance's
@@ -297,9 +377,13 @@ public final class StateCopy: LeaderShell, @unchecked Sendable {
     /// Why each refused command was refused.
     public private(set) var refusals: [String] = []
 
-    public init(_ state: ClusterState) {
+    /// Evaluations decided before their plans are applied (``LeaderShell/pipelineDepth``).
+    public let pipelineDepth: Int
+
+    public init(_ state: ClusterState, pipelineDepth: Int = 1) {
         self.state = state
         index = state.lastIndex
+        self.pipelineDepth = pipelineDepth
     }
 
     public func currentState() async -> ClusterState { state }

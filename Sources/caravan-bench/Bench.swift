@@ -10,7 +10,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "caravan-bench",
         abstract: "Measures Caravan's costs; record the figures in Docs/benchmarks.md.",
-        subcommands: [GossipBench.self, RaftBench.self, ApiBench.self, SchedulerBench.self, PlacementBench.self, ExecutorBench.self, E2EBench.self, FaultBench.self, SecurityBench.self, WhatIfBench.self]
+        subcommands: [GossipBench.self, RaftBench.self, ApiBench.self, SchedulerBench.self, PlacementBench.self, ExecutorBench.self, E2EBench.self, FaultBench.self, SecurityBench.self, WhatIfBench.self, C1MBench.self]
     )
 }
 

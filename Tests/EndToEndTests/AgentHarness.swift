@@ -49,9 +49,9 @@ final class LocalCluster: @unchecked Sendable {
     /// Waits for a slot first: only a few clusters run at once (debug agents idle at a few
     /// percent of a core each, and the suite shares two cores with everything else).
     convenience init(subnet: Int, weight: Int = 1) async throws {
-        await ClusterSlots.shared.acquire(weight)
+        await ClusterSlots.shared.acquire(weight, who: "cluster \(subnet)")
         do { try self.init(setUp: subnet, weight: weight) } catch {
-            await ClusterSlots.shared.release(weight)
+            await ClusterSlots.shared.release(weight, who: "cluster \(subnet)")
             throw error
         }
     }
@@ -67,7 +67,20 @@ final class LocalCluster: @unchecked Sendable {
         }
     }
 
-    deinit {
+    /// Set once ``close()`` gave the slot back.
+    private var closed = false
+
+    /// Tears the cluster down now and gives its slot back before returning: a test that goes on
+    /// to make another cluster calls this first (holding one slot while waiting for the next
+    /// can wait forever behind a test that needs them all).
+    func close() async {
+        tearDown()
+        guard !closed else { return }
+        closed = true
+        await ClusterSlots.shared.release(weight, who: "cluster \(subnet)")
+    }
+
+    private func tearDown() {
         for a in agents.values where a.process.isRunning {
             Foundation.kill(a.process.processIdentifier, SIGKILL)
             a.process.waitUntilExit()
@@ -78,8 +91,13 @@ final class LocalCluster: @unchecked Sendable {
         }
         Self.killTasks(under: root)
         try? FileManager.default.removeItem(atPath: root)
-        let w = weight
-        Task { await ClusterSlots.shared.release(w) }
+    }
+
+    deinit {
+        tearDown()
+        guard !closed else { return }
+        let (w, who) = (weight, "cluster \(subnet)")
+        Task { await ClusterSlots.shared.release(w, who: who) }
     }
 
     /// Tasks outlive their agents by design; a test's cluster takes its tasks with it.
@@ -333,16 +351,32 @@ actor ClusterSlots {
 
     init(limit: Int) { self.limit = limit }
 
-    func acquire(_ weight: Int) async {
+    /// Who holds slots now (printed when a wait is long, to tell which test did not let go).
+    private var holders: [String: Int] = [:]
+
+    func acquire(_ weight: Int, who: String) async {
         let w = min(weight, limit)
         if waiters.isEmpty && used + w <= limit {
             used += w
+            holders[who, default: 0] += w
             return
         }
+        let waiting = Task {
+            try await Task.sleep(for: .seconds(120))
+            await self.report(who)
+        }
         await withCheckedContinuation { waiters.append((w, $0)) }
+        waiting.cancel()
+        holders[who, default: 0] += w
     }
 
-    func release(_ weight: Int) {
+    private func report(_ who: String) {
+        print("ClusterSlots: \(who) has waited 120 s; held by \(holders), \(waiters.count) waiting")
+    }
+
+    func release(_ weight: Int, who: String) {
+        holders[who, default: 0] -= min(weight, limit)
+        if holders[who] == 0 { holders[who] = nil }
         used -= min(weight, limit)
         while let next = waiters.first, used + next.weight <= limit {
             waiters.removeFirst()

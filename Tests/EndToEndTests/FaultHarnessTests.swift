@@ -11,8 +11,8 @@ import Testing
         let bench = URL(fileURLWithPath: LocalCluster.binary).deletingLastPathComponent().appendingPathComponent("caravan-bench").path
         let seed = UInt64(Date().timeIntervalSince1970) % 10_000
         // Five agents and four busy clients: the whole of the test run's agent budget.
-        await ClusterSlots.shared.acquire(ClusterSlots.shared.limit)
-        defer { Task { await ClusterSlots.shared.release(ClusterSlots.shared.limit) } }
+        await ClusterSlots.shared.acquire(ClusterSlots.shared.limit, who: "fault harness")
+        defer { Task { await ClusterSlots.shared.release(ClusterSlots.shared.limit, who: "fault harness") } }
         let r = try await LocalCluster.runAsync(["faults", "--duration", "60", "--every", "4", "--seed", "\(seed)", "--json"], executable: bench,
                                                  limit: .seconds(240))
         let last = r.stdout.split(separator: "\n").last.map(String.init) ?? ""

@@ -12,7 +12,7 @@ import Testing
 @Suite struct ClusterSimulationTests {
     /// The cluster: its state, changed by commands, and the leader's real core running on it.
     struct World {
-        let copy = StateCopy(ClusterState())
+        var copy = StateCopy(ClusterState())
         var core = LeaderCore()
         /// Unix ms; an hour passes between two leader passes, so delayed reschedules fall due.
         var clock: Int64 = 1_800_000_000_000
@@ -38,9 +38,22 @@ import Testing
 
     @Test(arguments: 0..<10)
     func aClusterLivesThroughJoinsDeathsDrainsAndJobChanges(batch: Int) async {
-        for seed in UInt64(batch * 20)..<UInt64(batch * 20 + 20) {
+        for seed in UInt64(batch * 20)..<UInt64(batch * 20 + 20) { await Self.live(seed: seed, pipelineDepth: 1) }
+    }
+
+    /// The same lives with the leader deciding up to 8 evaluations before their plans are
+    /// applied (what the agent does, 64 ahead): each is scheduled against the state the plans
+    /// before it leave, so nothing is over-committed and every property still holds.
+    @Test(arguments: 0..<4)
+    func theSameHoldsWithPlansDecidedAhead(batch: Int) async {
+        for seed in UInt64(1000 + batch * 20)..<UInt64(1000 + batch * 20 + 20) { await Self.live(seed: seed, pipelineDepth: 8) }
+    }
+
+    static func live(seed: UInt64, pipelineDepth: Int) async {
+        do {
             var r = SeededRandom(seed: seed)
             var w = World()
+            w.copy = StateCopy(ClusterState(), pipelineDepth: pipelineDepth)
             var nodeCount = 0
             for _ in 0..<60 {
                 let roll = Double.random(in: 0..<1, using: &r)
