@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "ClusterState", dependencies: [
             "CaravanModel", "Primitives", .product(name: "HashTreeCollections", package: "swift-collections"),
         ], swiftSettings: strict),
-        .target(name: "Scheduler", dependencies: ["CaravanModel"], swiftSettings: strict),
+        .target(name: "Scheduler", dependencies: ["CaravanModel", .product(name: "HeapModule", package: "swift-collections")], swiftSettings: strict),
         .target(name: "Access", dependencies: ["Primitives"], swiftSettings: strict),
 
         // Sealing.

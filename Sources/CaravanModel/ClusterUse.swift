@@ -23,6 +23,9 @@ public struct ClusterUse: Sendable, Equatable {
     private var classes: [Node.SchedulingClass: Int] = [:]
     /// What live allocations reserve on each slot.
     public private(set) var use: [NodeUse] = []
+    /// What each slot's node offers (its CPU, memory and disk), read where the node itself
+    /// would be copied for three numbers.
+    public private(set) var capacity: [NodeUse] = []
     /// Ports live allocations hold, by slot (only slots that hold any): port → allocations.
     public private(set) var ports: [Int: [Int: Int]] = [:]
     /// What allocations that hold resources (``Allocation/holdsResources``) take from each
@@ -49,9 +52,12 @@ public struct ClusterUse: Sendable, Equatable {
             c = classes.count
             classes[key] = c
         }
+        var offers = NodeUse()
+        (offers.cpuMillicores, offers.memoryMiB, offers.diskMiB) = (node.cpuMillicores, node.memoryMiB, node.diskMiB)
         if let s = slot[node.id] {
             nodes[s] = node
             classOf[s] = c
+            capacity[s] = offers
             return
         }
         let s = nodes.count
@@ -59,6 +65,7 @@ public struct ClusterUse: Sendable, Equatable {
         nodes.append(node)
         classOf.append(c)
         use.append(NodeUse())
+        capacity.append(offers)
         for a in holding where a.isLive { addToNode(a, s, 1) }
     }
 

@@ -113,8 +113,25 @@ extension ClusterState {
     }
 
     mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
-        for var a in allocs {
+        // Stops and updates first: what they free is there for the placements.
+        let placements = allocs.filter { allocations[$0.id] == nil && $0.isLive }
+        var refused: [Allocation] = []
+        for var a in allocs where !(allocations[a.id] == nil && a.isLive) {
             a.createIndex = allocations[a.id]?.createIndex ?? index
+            a.modifyIndex = index
+            setAllocation(a, id: a.id)
+        }
+        for var a in placements {
+            // The last word on capacity is the state's own: a placement that no longer fits its
+            // node (a plan decided while an earlier one's fate was unknown — a commit that timed
+            // out, a leader that lost and regained the lead — and that one committed after all)
+            // is not made, and its job is evaluated again.
+            if let why = placementRefusal(a) {
+                refused.append(a)
+                _ = why
+                continue
+            }
+            a.createIndex = index
             a.modifyIndex = index
             setAllocation(a, id: a.id)
         }
@@ -122,8 +139,27 @@ extension ClusterState {
             touch(.allocations, index)
             collectGarbage(jobs: Set(allocs.map { JobKey($0.namespace, $0.jobID) }))
         }
+        var evals = evals
+        for key in Set(refused.map { JobKey($0.namespace, $0.jobID) }).sorted() {
+            let nodes = Set(refused.filter { $0.namespace == key.namespace && $0.jobID == key.id }.map(\.nodeID)).sorted()
+            for i in evals.indices where evals[i].jobID == key.id && evals[i].namespace == key.namespace {
+                evals[i].statusDescription += "; placements on \(nodes.joined(separator: ", ")) no longer fit when applied"
+            }
+            evals.append(Evaluation.pending(for: key, priority: jobs[key]?.job.priority ?? 50, .queued, index: index))
+        }
         upsert(evals, index)
         return .applied
+    }
+
+    /// Why a new live allocation cannot be made on its node now (unknown or not schedulable,
+    /// or short of CPU, memory or disk); nil when it fits.
+    func placementRefusal(_ a: Allocation) -> String? {
+        guard let s = use.slot[a.nodeID], use.nodes[s].isSchedulable else { return "node \(a.nodeID) takes no new work" }
+        let u = use.use[s], c = use.capacity[s]
+        if u.cpuMillicores + a.cpuMillicores > c.cpuMillicores || u.memoryMiB + a.memoryMiB > c.memoryMiB || u.diskMiB + a.diskMiB > c.diskMiB {
+            return "node \(a.nodeID) is full"
+        }
+        return nil
     }
 
     mutating func applyClientUpdate(_ updates: [ClientAllocationUpdate], index: UInt64) -> Outcome {

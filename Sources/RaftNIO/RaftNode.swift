@@ -102,6 +102,11 @@ public final class RaftNode: @unchecked Sendable {
     var persistedVote: ServerID?
     var applied: LogIndex = 0
     var lastSnapshotIndex: LogIndex = 0
+    /// Bytes of commands applied since the last snapshot, and the size of that snapshot: a large
+    /// state is snapshotted only once the log behind it has grown by half of it, so snapshots
+    /// cost a bounded share of what is written however large the state gets.
+    var appliedBytesSinceSnapshot = 0
+    var lastSnapshotBytes = 0
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
     let commitTimer = Timer(label: "caravan_raft_commit_seconds")
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
@@ -703,6 +708,7 @@ public final class RaftNode: @unchecked Sendable {
     private func applyEntry(_ e: Entry) {
         var result: [UInt8] = []
         if e.kind == .command { result = fsm.apply(e.data, index: e.index) }
+        appliedBytesSinceSnapshot += e.data.count
         applied = e.index
         if let p = proposals.removeValue(forKey: e.index) {
             if p.term == e.term {
@@ -737,15 +743,22 @@ public final class RaftNode: @unchecked Sendable {
         }
     }
 
+    /// A state under this size is snapshotted every `snapshotEvery` entries; a larger one also
+    /// waits until the commands applied since add up to half of its last snapshot.
+    static let largeSnapshotBytes = 8 << 20
+
     private func maybeSnapshot() {
         guard applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
+        guard lastSnapshotBytes < Self.largeSnapshotBytes || appliedBytesSinceSnapshot >= lastSnapshotBytes / 2 else { return }
         guard let meta = core.snapshotMetadata(index: applied) else { return }
         // The file first: the log is compacted only once the snapshot that replaces it is on
         // disk (a failed write, say a full disk, leaves the log whole and is tried again after
         // another snapshotEvery entries, not on every pass).
         lastSnapshotIndex = meta.index
         do {
-            try wal.saveSnapshot(Snapshot(metadata: meta, data: fsm.snapshot()))
+            let data = fsm.snapshot()
+            (lastSnapshotBytes, appliedBytesSinceSnapshot) = (data.count, 0)
+            try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
         } catch {
             logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
             return

@@ -1,4 +1,5 @@
 import CaravanModel
+import HeapModule
 
 /// The leader's queue of evaluations: what the scheduler works on next.
 ///
@@ -76,10 +77,22 @@ public struct EvalBroker: Sendable {
         mutating func merge(_ e: Evaluation) { eval.priority = max(eval.priority, e.priority) }
     }
 
+    /// Where a ready entry stands: higher priority first, then older first. The heap may hold
+    /// ranks of entries that have since been merged or delivered; a rank counts only while it
+    /// matches its job's ready entry.
+    struct Rank: Comparable, Sendable {
+        var priority: Int
+        var seq: UInt64
+        var job: JobKey
+        static func < (a: Rank, b: Rank) -> Bool { a.priority != b.priority ? a.priority < b.priority : a.seq > b.seq }
+        static func == (a: Rank, b: Rank) -> Bool { a.priority == b.priority && a.seq == b.seq && a.job == b.job }
+    }
+
     public var settings: Settings
-    /// Ready entries, worst first (priority ascending, then newest first): the best is last.
-    private var ready: [Entry] = []
-    private var readyJobs: Set<JobKey> = []
+    /// Ready entries by job, and their ranks in a heap (the best on top): enqueue and dequeue
+    /// cost O(log n) however many are queued.
+    private var ready: [JobKey: Entry] = [:]
+    private var ranks = Heap<Rank>()
     /// Handed back, to be redelivered at `readyAt`.
     private var delayed: [JobKey: Entry] = [:]
     private var unacked: [String: (entry: Entry, token: UInt64, deadline: Int64)] = [:]
@@ -100,20 +113,19 @@ public struct EvalBroker: Sendable {
 
     /// Whether the job has an evaluation ready, out, delayed or waiting.
     public func isQueued(_ job: JobKey) -> Bool {
-        readyJobs.contains(job) || outJobs.contains(job) || delayed[job] != nil || waiting[job] != nil
+        ready[job] != nil || outJobs.contains(job) || delayed[job] != nil || waiting[job] != nil
     }
 
     /// Adds an evaluation. A newer evaluation supersedes the job's blocked one.
     public mutating func enqueue(_ e: Evaluation) {
         let job = JobKey(e)
         blocked[job] = nil
-        let readyAt = readyJobs.contains(job) ? ready.firstIndex(where: { $0.job == job }) : nil
+        let readyEntry = ready[job]
         // Behind an evaluation that is out, or being retried: new work waits (a retry that
         // keeps failing is given up alone).
-        if outJobs.contains(job) || delayed[job] != nil || readyAt.map({ ready[$0].deliveries > 0 }) == true {
+        if outJobs.contains(job) || delayed[job] != nil || readyEntry.map({ $0.deliveries > 0 }) == true {
             if waiting[job] == nil { waiting[job] = Entry(eval: e) } else { waiting[job]!.merge(e) }
-        } else if let i = readyAt {
-            var entry = ready.remove(at: i)
+        } else if var entry = readyEntry {
             entry.merge(e)
             insertReady(entry, keepSeq: true)
         } else {
@@ -125,8 +137,11 @@ public struct EvalBroker: Sendable {
     /// evaluations whose time has come and timed-out deliveries become ready first.
     public mutating func dequeue(now: Int64) -> Delivery? {
         tick(now: now)
-        guard var entry = ready.popLast() else { return nil }
-        readyJobs.remove(entry.job)
+        var popped: Entry?
+        while popped == nil, let top = ranks.popMax() {
+            if let e = ready[top.job], e.seq == top.seq, e.eval.priority == top.priority { popped = ready.removeValue(forKey: top.job) }
+        }
+        guard var entry = popped else { return nil }
         entry.deliveries += 1
         nextToken += 1
         unacked[entry.eval.id] = (entry, nextToken, now + settings.nackTimeout)
@@ -153,7 +168,7 @@ public struct EvalBroker: Sendable {
     /// newest). Ignored when newer work for the job is already queued (it supersedes this).
     public mutating func block(_ e: Evaluation) {
         let job = JobKey(e)
-        guard !readyJobs.contains(job), waiting[job] == nil, delayed[job] == nil else { return }
+        guard ready[job] == nil, waiting[job] == nil, delayed[job] == nil else { return }
         blocked[job] = e
     }
 
@@ -215,7 +230,7 @@ public struct EvalBroker: Sendable {
 
     private mutating func release(_ job: JobKey) {
         outJobs.remove(job)
-        guard delayed[job] == nil, !readyJobs.contains(job), let next = waiting.removeValue(forKey: job) else { return }
+        guard delayed[job] == nil, ready[job] == nil, let next = waiting.removeValue(forKey: job) else { return }
         insertReady(next, keepSeq: false)
     }
 
@@ -225,14 +240,9 @@ public struct EvalBroker: Sendable {
             nextSeq += 1
             e.seq = nextSeq
         }
-        // Worst first: lower priority, then later sequence. Binary search for the slot.
-        func worse(_ a: Entry, _ b: Entry) -> Bool { a.eval.priority != b.eval.priority ? a.eval.priority < b.eval.priority : a.seq > b.seq }
-        var lo = 0, hi = ready.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if worse(ready[mid], e) { lo = mid + 1 } else { hi = mid }
-        }
-        ready.insert(e, at: lo)
-        readyJobs.insert(e.job)
+        let old = ready.updateValue(e, forKey: e.job)
+        if old?.seq != e.seq || old?.eval.priority != e.eval.priority { ranks.insert(Rank(priority: e.eval.priority, seq: e.seq, job: e.job)) }
+        // Ranks left by merged entries are dropped now and then, so the heap stays near the queue's size.
+        if ranks.count > 2 * ready.count + 64 { ranks = Heap(ready.values.map { Rank(priority: $0.eval.priority, seq: $0.seq, job: $0.job) }) }
     }
 }

@@ -463,20 +463,33 @@ public struct Scheduler {
                 continue
             }
             var best: (index: Int, score: Double)?
+            // Why nodes were passed over, counted without hashing in the walk: node-only reasons
+            // per class (or node), running out of CPU, memory or disk in three counters; the
+            // rest (rare) by reason. Made into the failure's table only when nothing fit.
             var reasons: [FailureReason: Int] = [:]
+            var staticHits = [Int](repeating: 0, count: memoSize)
+            var short = [0, 0, 0]
             var ranked = 0
             let start = candidateCount > maxCandidates ? ctx.cursor % candidateCount : 0
             for step in 0..<candidateCount {
                 if ranked >= maxCandidates { break }
                 let i = onlySlot ?? (start + step) % candidateCount
                 let (staticReason, affinity) = nodeOnly(i)
-                if let why = staticReason { reasons[why, default: 0] += 1; continue }
+                if staticReason != nil { staticHits[perNode ? i : classOf[i]] += 1; continue }
                 if distinctHosts && here[i] > 0 { reasons[.distinctHosts, default: 0] += 1; continue }
-                if let c = distinctProperty.first(where: { !ctx.distinctPropertyAllows($0, nodes[i], here) }) {
+                if !distinctProperty.isEmpty, let c = Self.firstRefused(distinctProperty, ctx, nodes[i], here) {
                     reasons[.distinctProperty(c.attribute), default: 0] += 1
                     continue
                 }
-                if let why = ctx.resourceReason(i, ask) { reasons[why, default: 0] += 1; continue }
+                if let why = ctx.resourceReason(i, ask) {
+                    switch why {
+                    case .exhausted(.cpu): short[0] += 1
+                    case .exhausted(.memory): short[1] += 1
+                    case .exhausted(.disk): short[2] += 1
+                    default: reasons[why, default: 0] += 1
+                    }
+                    continue
+                }
                 ranked += 1
                 var score = ctx.fit(i, ask, algorithm) + affinity - Double(here[i]) / Double(max(1, group.count))
                 for sp in spreads { score += sp.score(i) }
@@ -486,6 +499,8 @@ public struct Scheduler {
             guard let chosen = best else {
                 failure.unplaced += 1
                 failure.nodesEvaluated = candidateCount
+                for (m, n) in staticHits.enumerated() where n > 0 { reasons[staticReasons[m]!, default: 0] += n }
+                for (k, r) in [FailureReason.Resource.cpu, .memory, .disk].enumerated() where short[k] > 0 { reasons[.exhausted(r), default: 0] += short[k] }
                 failure.reasons = reasons
                 continue
             }
@@ -509,6 +524,15 @@ public struct Scheduler {
         if failure.unplaced > 0 && !(quietIfInfeasible && failure.reasons.keys.allSatisfy { !$0.isExhaustion }) {
             plan.failures.append(failure)
         }
+    }
+}
+
+extension Scheduler {
+    /// The first distinct_property constraint that placing on `node` would break (no closure
+    /// over the context in the walk's inner loop: that copied it for every node ranked).
+    static func firstRefused(_ constraints: [Constraint], _ ctx: Context, _ node: Node, _ here: [Int]) -> Constraint? {
+        for c in constraints where !ctx.distinctPropertyAllows(c, node, here) { return c }
+        return nil
     }
 }
 
@@ -543,7 +567,12 @@ struct NodesByID {
 struct Context {
     let input: SchedulerInput
     let nodeIndex: [String: Int]
-    var use: [ClusterUse.NodeUse]
+    /// What the cluster's use says, and what this plan changed on the slots it touched (a bit
+    /// per slot says which): a plan touches a few nodes, so the cluster's array is never copied.
+    private let base: [ClusterUse.NodeUse]
+    private let capacity: [ClusterUse.NodeUse]
+    private var changed: [Int: ClusterUse.NodeUse] = [:]
+    private var touched: [UInt64]
     /// Ports in use on the slots this plan touched or read (the rest: as the cluster's use has them).
     private var portsTouched: [Int: Set<Int>] = [:]
     /// (job, group) → node index → live instances.
@@ -560,7 +589,9 @@ struct Context {
     init(input: SchedulerInput) {
         self.input = input
         nodeIndex = input.cluster.slot
-        use = input.cluster.use
+        base = input.cluster.use
+        capacity = input.cluster.capacity
+        touched = Array(repeating: 0, count: (input.cluster.use.count + 63) / 64)
         quotaUsed = input.job.map { input.cluster.usage(of: $0.namespace) } ?? Quota.Usage()
         for a in input.allocations where a.isLive && isOfScheduledJob(a) {
             guard let i = nodeIndex[a.nodeID] else { continue }
@@ -570,6 +601,11 @@ struct Context {
 
     static func key(namespace: String, jobID: String, group: String) -> String { namespace + "/" + jobID + "/" + group }
     static func key(_ a: Allocation) -> String { key(namespace: a.namespace, jobID: a.jobID, group: a.group) }
+
+    /// What is used on slot `i`, this plan's placements and stops counted.
+    @inline(__always) func use(_ i: Int) -> ClusterUse.NodeUse {
+        touched[i >> 6] & (1 << UInt64(i & 63)) == 0 ? base[i] : changed[i]!
+    }
 
     /// Ports in use on slot `i`.
     func ports(_ i: Int) -> Set<Int> { portsTouched[i] ?? Set((input.cluster.ports[i] ?? [:]).keys) }
@@ -586,9 +622,12 @@ struct Context {
     private mutating func add(_ a: Allocation, _ sign: Int) {
         if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: sign) }
         guard let i = nodeIndex[a.nodeID] else { return }
-        use[i].cpuMillicores += sign * a.cpuMillicores
-        use[i].memoryMiB += sign * a.memoryMiB
-        use[i].diskMiB += sign * a.diskMiB
+        var u = use(i)
+        u.cpuMillicores += sign * a.cpuMillicores
+        u.memoryMiB += sign * a.memoryMiB
+        u.diskMiB += sign * a.diskMiB
+        changed[i] = u
+        touched[i >> 6] |= 1 << UInt64(i & 63)
         if !a.ports.isEmpty {
             var p = ports(i)
             if sign > 0 { p.formUnion(a.ports.values) } else { p.subtract(a.ports.values) }
@@ -632,8 +671,8 @@ struct Context {
     }
 
     func resourceReason(_ i: Int, _ ask: Ask) -> FailureReason? {
-        let node = input.nodes[i]
-        let u = use[i]
+        let node = capacity[i]
+        let u = use(i)
         if u.cpuMillicores + ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
         if u.memoryMiB + ask.memory > node.memoryMiB { return .exhausted(.memory) }
         if u.diskMiB + ask.disk > node.diskMiB { return .exhausted(.disk) }
@@ -646,8 +685,8 @@ struct Context {
 
     /// Bin-packing: how full the node would be (CPU and memory alike); spread: how empty.
     func fit(_ i: Int, _ ask: Ask, _ algorithm: SchedulingAlgorithm) -> Double {
-        let node = input.nodes[i]
-        let u = use[i]
+        let node = capacity[i]
+        let u = use(i)
         let f = (Double(u.cpuMillicores + ask.cpu) / Double(max(1, node.cpuMillicores)) + Double(u.memoryMiB + ask.memory) / Double(max(1, node.memoryMiB))) / 2
         return algorithm == .binpack ? f : 1 - f
     }

@@ -7,6 +7,7 @@ import Foundation
 import LeaderCore
 import RaftNIO
 import Scheduler
+import Synchronization
 
 /// The C1M shape: many jobs of a few instances each on a large simulated cluster, registered,
 /// then placed by the leader's own core (evaluations, scheduler, plan applier) with every plan
@@ -47,6 +48,7 @@ struct C1MBench: AsyncParsableCommand {
         let env = LeaderCore.Environment(now: { Int64(Date().timeIntervalSince1970 * 1000) }, newID: { ids.next() })
         var core = LeaderCore()
         let total = jobs * count
+        let termBefore = await group.leader.0.status().term
         t0 = clock.now
         var passes = 0, evaluations = 0, rejections = 0
         while group.leader.1.current.allocations.count < total {
@@ -66,7 +68,7 @@ struct C1MBench: AsyncParsableCommand {
         let s = group.servers.first { $0.0 !== group.leader.0 }!.1.current
         let short = s.jobs.keys.filter { s.allocations(ofJob: $0).filter(\.isLive).count != count }
         let over = s.nodes.values.filter { n in let u = s.used(onNode: n.id); return u.cpuMillicores > n.cpuMillicores || u.memoryMiB > n.memoryMiB }
-        say("check: \(short.count) jobs not at their count, \(over.count) nodes over capacity, \(s.indexDrift().count) index drifts")
+        say("check: \(short.count) jobs not at their count, \(over.count) nodes over capacity, \(s.indexDrift().count) index drifts; \(shell.failed.withLock { $0 }) proposals failed, term \(termBefore) → \(await group.leader.0.status().term)")
         await group.stop()
     }
 
@@ -86,9 +88,15 @@ final class RaftShell: LeaderShell, @unchecked Sendable {
 
     func currentState() async -> ClusterState { store.current }
 
+    /// Proposals that failed (not committed in time, leadership lost) or were refused.
+    let failed = Mutex(0)
+
     func propose(_ command: Command, _ what: String) async -> Bool {
-        guard let answer = try? await raft.apply(command.encode(), timeout: .seconds(30)) else { return false }
-        return answer.first == 0
+        guard let answer = try? await raft.apply(command.encode(), timeout: .seconds(30)), answer.first == 0 else {
+            failed.withLock { $0 += 1 }
+            return false
+        }
+        return true
     }
 
     func note(_ level: LeaderCore.Level, _ message: String, _ metadata: [String: String]) {}

@@ -44,6 +44,7 @@ import Testing
         #expect(ClusterStore.refusal(bad)?.contains("job default/web (version 0) is not a valid job") == true, "\(ClusterStore.refusal(bad) ?? "")")
         let escape = try file { s in
             _ = s.apply(.register(good), index: 1)
+            _ = s.apply(.upsertNode(Node(id: "n1", address: "10.0.0.1", cpuMillicores: 1000, memoryMiB: 1024, diskMiB: 1000)), index: 1)
             _ = s.apply(.applyPlan(allocations: [Allocation(id: "../../victim", jobID: "web", jobVersion: 0, group: "g", name: "web.g[0]", nodeID: "n1",
                                                             cpuMillicores: 100, memoryMiB: 32, diskMiB: 300)], evaluations: []), index: 2)
         }

@@ -238,6 +238,33 @@ import Testing
         }
     }
 
+    /// The state has the last word on capacity: a plan decided while an earlier one's fate was
+    /// unknown, applied after that one, places only what still fits; the rest is not made, the
+    /// plan's evaluation says so, and a new pending evaluation asks for the job to be looked at again.
+    @Test func aPlacementThatNoLongerFitsWhenAppliedIsNotMadeAndItsJobIsEvaluatedAgain() {
+        var s = ClusterState()
+        _ = s.apply(.upsertNode(Self.node("n1")), index: 1)  // 2000m, 4096Mi
+        var first: [Allocation] = []
+        for i in 0..<15 { first.append(Self.alloc("x\(i)", node: "n1", job: "web")) }  // 1500m
+        #expect(s.apply(.applyPlan(allocations: first, evaluations: []), index: 2) == .applied)
+        var second: [Allocation] = []
+        for i in 0..<8 { second.append(Self.alloc("y\(i)", node: "n1", job: "api")) }  // 800m more: 5 fit
+        var e = Evaluation(id: "e1", jobID: "api", priority: 50, triggeredBy: .jobRegister)
+        e.status = .complete
+        #expect(s.apply(.applyPlan(allocations: second, evaluations: [e]), index: 3) == .applied)
+        #expect(s.used(onNode: "n1").cpuMillicores == 2000)
+        #expect(s.allocations(ofJob: .init("default", "api")).count == 5)
+        let evals = s.evaluations(ofJob: .init("default", "api"))
+        #expect(evals.contains { $0.id == "e1" && $0.statusDescription.contains("no longer fit") })
+        #expect(evals.contains { $0.status == .pending && $0.triggeredBy == .queued })
+        // A stop in the same plan frees room for its placements.
+        var stop = s.allocations["x0"]!
+        stop.desiredStatus = .stop
+        #expect(s.apply(.applyPlan(allocations: [stop, Self.alloc("z0", node: "n1", job: "web")], evaluations: []), index: 4) == .applied)
+        #expect(s.allocations["z0"] != nil && s.used(onNode: "n1").cpuMillicores == 2000)
+        #expect(s.indexDrift() == [])
+    }
+
     @Test func onlyTheNewestEvaluationsOfAJobAreKept() {
         var s = ClusterState()
         for i in 0..<25 {
@@ -250,7 +277,8 @@ import Testing
 
     @Test func finishedAllocationsAreCollectedButLiveOnesAndTheirPredecessorsStay() {
         var s = ClusterState()
-        var index: UInt64 = 1
+        _ = s.apply(.upsertNode(Self.node("n1")), index: 1)
+        var index: UInt64 = 2
         var live = Self.alloc("live", node: "n1")
         live.previousAllocation = "a0"
         _ = s.apply(.applyPlan(allocations: [live], evaluations: []), index: index)
