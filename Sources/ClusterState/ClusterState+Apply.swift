@@ -114,10 +114,17 @@ extension ClusterState {
 
     mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
         // Stops and updates first: what they free is there for the placements.
-        let placements = allocs.filter { allocations[$0.id] == nil && $0.isLive }
+        var placements: [Allocation] = []
         var refused: [Allocation] = []
-        for var a in allocs where !(allocations[a.id] == nil && a.isLive) {
-            a.createIndex = allocations[a.id]?.createIndex ?? index
+        for var a in allocs {
+            guard let created = allocations[a.id]?.createIndex else {
+                if a.isLive { placements.append(a); continue }
+                a.createIndex = index
+                a.modifyIndex = index
+                setAllocation(a, id: a.id)
+                continue
+            }
+            a.createIndex = created
             a.modifyIndex = index
             setAllocation(a, id: a.id)
         }

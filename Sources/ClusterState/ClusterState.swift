@@ -75,6 +75,8 @@ public struct ClusterState: Sendable, Equatable {
         public var latest: UInt64 = 0
         public var latestFailed: UInt64 = 0
         public var latestLost: UInt64 = 0
+        /// How many are finished (``Allocation/isTerminal``): what garbage collection looks at first.
+        public var finished = 0
     }
     /// The last launch time (Unix seconds) of each periodic job.
     public internal(set) var periodicLaunches: [JobKey: Int64] = [:]
@@ -117,13 +119,19 @@ public struct ClusterState: Sendable, Equatable {
             let key = JobKey(old.namespace, old.jobID)
             if var m = allocationMarks[key] {
                 m.count -= 1
+                if old.isTerminal { m.finished -= 1 }
                 allocationMarks[key] = m.count > 0 ? m : nil
             }
         }
         guard let a else { return }
         let key = JobKey(a.namespace, a.jobID)
         var m = allocationMarks[key] ?? AllocationMark()
-        if old == nil || old!.jobID != a.jobID || old!.namespace != a.namespace { m.count += 1 }
+        if old == nil || old!.jobID != a.jobID || old!.namespace != a.namespace {
+            m.count += 1
+            if a.isTerminal { m.finished += 1 }
+        } else if old!.isTerminal != a.isTerminal {
+            m.finished += a.isTerminal ? 1 : -1
+        }
         m.latest = max(m.latest, a.modifyIndex)
         if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
         if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
@@ -176,6 +184,7 @@ public struct ClusterState: Sendable, Equatable {
         if Set(allocationMarks.keys) != Set(byJob.keys) || allocationMarks.contains(where: { k, m in
             let mine = byJob[k] ?? []
             return m.count != mine.count || mine.contains { allocations[$0]!.modifyIndex > m.latest }
+                || m.finished != mine.filter({ allocations[$0]!.isTerminal }).count
         }) { out.append("allocation marks differ") }
         return out
     }
@@ -187,6 +196,7 @@ public struct ClusterState: Sendable, Equatable {
             let key = JobKey(a.namespace, a.jobID)
             var m = allocationMarks[key] ?? AllocationMark()
             m.count += 1
+            if a.isTerminal { m.finished += 1 }
             m.latest = max(m.latest, a.modifyIndex)
             if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
             if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
@@ -260,7 +270,7 @@ public struct ClusterState: Sendable, Equatable {
     public static let finishedAllocationsKept = 50
 
     mutating func collectGarbage(jobs: Set<JobKey>) {
-        for job in jobs {
+        for job in jobs where (allocationMarks[job]?.finished ?? 0) > Self.finishedAllocationsKept {
             let mine = allocations(ofJob: job)
             let finished = mine.filter(\.isTerminal)
             guard finished.count > Self.finishedAllocationsKept else { continue }
