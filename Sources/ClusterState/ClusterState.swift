@@ -77,6 +77,13 @@ public struct ClusterState: Sendable, Equatable {
         public var latestLost: UInt64 = 0
         /// How many are finished (``Allocation/isTerminal``): what garbage collection looks at first.
         public var finished = 0
+
+        /// Takes in a change of `a` (its indexes and status).
+        mutating func saw(_ a: Allocation) {
+            latest = max(latest, a.modifyIndex)
+            if a.clientStatus == .failed { latestFailed = max(latestFailed, a.modifyIndex) }
+            if a.clientStatus == .lost { latestLost = max(latestLost, a.modifyIndex) }
+        }
     }
     /// The last launch time (Unix seconds) of each periodic job.
     public internal(set) var periodicLaunches: [JobKey: Int64] = [:]
@@ -132,9 +139,7 @@ public struct ClusterState: Sendable, Equatable {
         } else if old!.isTerminal != a.isTerminal {
             m.finished += a.isTerminal ? 1 : -1
         }
-        m.latest = max(m.latest, a.modifyIndex)
-        if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
-        if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
+        m.saw(a)
         allocationMarks[key] = m
         use.add(a)
         if old == nil || a.jobID != old!.jobID || a.namespace != old!.namespace || a.nodeID != old!.nodeID {
@@ -197,9 +202,7 @@ public struct ClusterState: Sendable, Equatable {
             var m = allocationMarks[key] ?? AllocationMark()
             m.count += 1
             if a.isTerminal { m.finished += 1 }
-            m.latest = max(m.latest, a.modifyIndex)
-            if a.clientStatus == .failed { m.latestFailed = max(m.latestFailed, a.modifyIndex) }
-            if a.clientStatus == .lost { m.latestLost = max(m.latestLost, a.modifyIndex) }
+            m.saw(a)
             allocationMarks[key] = m
         }
     }

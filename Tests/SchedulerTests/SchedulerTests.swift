@@ -37,6 +37,28 @@ import Testing
         return j
     }
 
+    /// Nodes alike but for their identity share a scheduling class, and node-only checks are
+    /// decided once per class; a constraint on what is unique to a node is checked per node.
+    @Test func constraintsOnUniqueAttributesAreCheckedNodeByNodeNotPerClass() {
+        var nodes = (1...6).map { Self.node("n\($0)") }
+        for i in nodes.indices { nodes[i].attributes["unique.hostname"] = "host-\(i + 1)" }
+        let cluster = ClusterUse(nodes: nodes, allocations: [])
+        #expect(cluster.classCount == 1)
+        for (attribute, value, expected) in [("${node.unique.name}", "n4", "n4"), ("${node.unique.id}", "n2", "n2"),
+                                             ("${attr.unique.hostname}", "host-5", "n5")] {
+            let job = Self.job(count: 2, constraints: [Constraint(attribute: attribute, operator: .equal, value: value)])
+            let plan = Self.scheduler().schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+            #expect(plan.placements.map(\.nodeID) == [expected, expected], "\(attribute)")
+        }
+        // A constraint on the class's own attributes is decided once and holds for every node alike.
+        let linux = Self.job(count: 6, cpu: 1500, constraints: [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")])
+        let plan = Self.scheduler().schedule(SchedulerInput(job: linux, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+        #expect(Set(plan.placements.map(\.nodeID)).count == 6)
+        let none = Self.job(count: 1, constraints: [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "darwin")])
+        let refused = Self.scheduler().schedule(SchedulerInput(job: none, jobVersion: 0, jobStopped: false, nodes: nodes, allocations: []))
+        #expect(refused.failures.first?.description.contains("filtered 6") == true, "\(refused.failures)")
+    }
+
     @Test func aNamespaceQuotaRefusesTheInstanceOverItAndThePlanApplierToo() {
         var job = Self.job(count: 3, cpu: 500, mem: 256)
         job.namespace = "team-a"
