@@ -795,7 +795,9 @@ public struct Instance: Sendable {
     private mutating func tickReap(now: Duration, into out: inout [Directive]) {
         guard now >= nextReapAt else { return }
         nextReapAt = now + .seconds(1)
-        for n in others.keys.sorted() {
+        // Only the members due are sorted (for a deterministic order), not every member each second.
+        let due = others.compactMap { n, m in (m.status == .dead || m.status == .left) && now - m.since >= settings.reapAfter ? n : nil }
+        for n in due.sorted() {
             guard let m = others[n], m.status == .dead || m.status == .left, now - m.since >= settings.reapAfter else { continue }
             others[n] = nil
             rtt[n] = nil

@@ -239,7 +239,7 @@ public struct GossipSimulator: Sendable {
     }
 
     public func everyone(sees name: String, as status: MemberStatus) -> Bool {
-        order.allSatisfy { a in nodes[a]!.name == name || view(of: a)[name] == status }
+        order.allSatisfy { a in nodes[a]!.name == name || nodes[a]!.member(named: name)?.status == status }
     }
 
     /// Names that some running node has declared dead although they are running.
