@@ -96,16 +96,15 @@ public struct ClusterUse: Sendable, Equatable {
 extension Node {
     /// Everything about a node that the scheduler's node-only checks read, except what makes it
     /// unique: its id, address, indexes and `unique.*` attributes. Constraints and affinities on
-    /// those (`${node.unique.id}`, `${attr.unique.hostname}`) are checked node by node.
+    /// those (`${node.unique.id}`, `${attr.unique.hostname}`) are checked node by node. Capacity
+    /// is not part of it (agents report free disk, which differs on every machine): whether an
+    /// instance fits is checked node by node against ``ClusterUse/capacity``.
     public struct SchedulingClass: Hashable, Sendable {
         var datacenter: String
         var nodeClass: String
         var attributes: [String: String]
         var meta: [String: String]
         var drivers: [String]
-        var cpuMillicores: Int
-        var memoryMiB: Int
-        var diskMiB: Int
         var status: Status
         var eligibility: Eligibility
         var draining: Bool
@@ -113,7 +112,6 @@ extension Node {
 
     public var schedulingClass: SchedulingClass {
         SchedulingClass(datacenter: datacenter, nodeClass: nodeClass, attributes: attributes.filter { !$0.key.hasPrefix("unique.") },
-                        meta: meta, drivers: drivers, cpuMillicores: cpuMillicores, memoryMiB: memoryMiB, diskMiB: diskMiB,
-                        status: status, eligibility: eligibility, draining: draining)
+                        meta: meta, drivers: drivers, status: status, eligibility: eligibility, draining: draining)
     }
 }

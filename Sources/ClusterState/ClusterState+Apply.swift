@@ -112,30 +112,37 @@ extension ClusterState {
         return .applied
     }
 
-    mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64) -> Outcome {
+    /// `checked` (plans written since 2026-12-07): the state has the last word on what a plan
+    /// does. A new live allocation is made only if its node is schedulable and it fits there —
+    /// CPU, memory, disk and its ports — after the plan's stops and updates; the rest is not made
+    /// and the job gets a pending evaluation. And a plan changes only what the leader decides
+    /// (desired status, job version): what the node reported (client status, task states,
+    /// checks) stays as the state has it, so a plan decided before its allocation was lost or
+    /// finished does not bring it back to life. Unchecked (older logs): applied as written.
+    mutating func applyApplyPlan(_ allocs: [Allocation], _ evals: [Evaluation], index: UInt64, checked: Bool) -> Outcome {
         // Stops and updates first: what they free is there for the placements.
         var placements: [Allocation] = []
         var refused: [Allocation] = []
         for var a in allocs {
-            guard let created = allocations[a.id]?.createIndex else {
-                if a.isLive { placements.append(a); continue }
+            guard let current = allocations[a.id] else {
+                if checked && a.isLive { placements.append(a); continue }
                 a.createIndex = index
                 a.modifyIndex = index
                 setAllocation(a, id: a.id)
                 continue
             }
-            a.createIndex = created
+            if checked {
+                (a.clientStatus, a.clientDescription, a.taskStates, a.checks) = (current.clientStatus, current.clientDescription, current.taskStates, current.checks)
+            }
+            a.createIndex = current.createIndex
             a.modifyIndex = index
             setAllocation(a, id: a.id)
         }
         for var a in placements {
-            // The last word on capacity is the state's own: a placement that no longer fits its
-            // node (a plan decided while an earlier one's fate was unknown — a commit that timed
-            // out, a leader that lost and regained the lead — and that one committed after all)
-            // is not made, and its job is evaluated again.
-            if let why = placementRefusal(a) {
+            // A plan decided while an earlier one's fate was unknown (a commit that timed out, a
+            // leader that lost and regained the lead), applied after that one committed after all.
+            if placementRefusal(a) != nil {
                 refused.append(a)
-                _ = why
                 continue
             }
             a.createIndex = index
@@ -159,13 +166,14 @@ extension ClusterState {
     }
 
     /// Why a new live allocation cannot be made on its node now (unknown or not schedulable,
-    /// or short of CPU, memory or disk); nil when it fits.
+    /// short of CPU, memory or disk, or a port of it taken); nil when it fits.
     func placementRefusal(_ a: Allocation) -> String? {
         guard let s = use.slot[a.nodeID], use.nodes[s].isSchedulable else { return "node \(a.nodeID) takes no new work" }
         let u = use.use[s], c = use.capacity[s]
         if u.cpuMillicores + a.cpuMillicores > c.cpuMillicores || u.memoryMiB + a.memoryMiB > c.memoryMiB || u.diskMiB + a.diskMiB > c.diskMiB {
             return "node \(a.nodeID) is full"
         }
+        if let held = use.ports[s], let p = a.ports.values.first(where: { held[$0] != nil }) { return "port \(p) is taken on node \(a.nodeID)" }
         return nil
     }
 

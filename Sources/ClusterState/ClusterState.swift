@@ -190,6 +190,8 @@ public struct ClusterState: Sendable, Equatable {
             let mine = byJob[k] ?? []
             return m.count != mine.count || mine.contains { allocations[$0]!.modifyIndex > m.latest }
                 || m.finished != mine.filter({ allocations[$0]!.isTerminal }).count
+                || mine.contains { allocations[$0]!.clientStatus == .failed && allocations[$0]!.modifyIndex > m.latestFailed }
+                || mine.contains { allocations[$0]!.clientStatus == .lost && allocations[$0]!.modifyIndex > m.latestLost }
         }) { out.append("allocation marks differ") }
         return out
     }
@@ -228,6 +230,9 @@ public struct ClusterState: Sendable, Equatable {
         switch Command.decode(bytes) {
         case .ignorable: return .ignoredAsUnknown
         case .invalid(let why): return .rejected(why)
+        case .command(.applyPlan(let allocs, let evals)) where bytes.first == Command.Tag.applyPlan.rawValue:
+            // Written before plans were checked when applied: applied as it was then.
+            return applyApplyPlan(allocs, evals, index: index, checked: false)
         case .command(let c): return apply(c, index: index)
         }
     }
@@ -255,7 +260,7 @@ public struct ClusterState: Sendable, Equatable {
         case .nodeStatus(let id, let status): return applyNodeStatus(id, status, index: index)
         case .nodeEligibility(let id, let el): return applyNodeEligibility(id, el, index: index)
         case .nodeDrain(let id, let d): return applyNodeDrain(id, d, index: index)
-        case .applyPlan(let allocs, let evals): return applyApplyPlan(allocs, evals, index: index)
+        case .applyPlan(let allocs, let evals): return applyApplyPlan(allocs, evals, index: index, checked: true)
         case .clientUpdate(let updates): return applyClientUpdate(updates, index: index)
         case .upsertEvaluations(let evals): return applyUpsertEvaluations(evals, index: index)
         case .markStable(let ns, let id, let version): return applyMarkStable(ns, id, version, index: index)

@@ -42,7 +42,11 @@ public enum Command: Sendable, Equatable {
     /// The state machine command spaces: 0x01…0x3F cluster state (0x81…0xBF ignorable).
     enum Tag: UInt8 {
         case registerJob = 0x01, deregisterJob, upsertNode, nodeStatus, nodeEligibility, nodeDrain, applyPlan, clientUpdate, upsertEvaluations,
-             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote, upsertNamespace, deleteNamespace, register
+             periodicLaunch, clientTaskUpdate, schedulerConfig, markStable, promote, upsertNamespace, deleteNamespace, register,
+             /// `applyPlan` as agents write it since 2026-12-07: the state checks each placement's room
+             /// when it applies it (``ClusterState/applyApplyPlan(_:_:index:checked:)``); the older
+             /// tag, in older logs, is applied as it was.
+             checkedPlan
     }
 
     public static func isClusterStateCommand(_ firstByte: UInt8) -> Bool {
@@ -66,7 +70,7 @@ public enum Command: Sendable, Equatable {
         case .nodeDrain(let id, let d):
             w.byte(Tag.nodeDrain.rawValue); w.string(id); w.byte(d ? 1 : 0)
         case .applyPlan(let allocs, let evals):
-            w.byte(Tag.applyPlan.rawValue)
+            w.byte(Tag.checkedPlan.rawValue)
             w.varint(UInt64(allocs.count)); for a in allocs { RecordCodec.enc(a, &w) }
             w.varint(UInt64(evals.count)); for e in evals { RecordCodec.enc(e, &w) }
         case .clientUpdate(let updates):
@@ -128,7 +132,7 @@ public enum Command: Sendable, Equatable {
             if let id = r.string(), let el = r.string().flatMap(Node.Eligibility.init(rawValue:)) { c = .nodeEligibility(id: id, eligibility: el) } else { c = nil }
         case .nodeDrain:
             if let id = r.string(), let d = r.byte() { c = .nodeDrain(id: id, draining: d == 1) } else { c = nil }
-        case .applyPlan:
+        case .applyPlan, .checkedPlan:
             var allocs: [Allocation] = [], evals: [Evaluation] = []
             var ok = false
             if let n = r.count(max: 1 << 20) {

@@ -757,8 +757,8 @@ public final class RaftNode: @unchecked Sendable {
         lastSnapshotIndex = meta.index
         do {
             let data = fsm.snapshot()
-            (lastSnapshotBytes, appliedBytesSinceSnapshot) = (data.count, 0)
             try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
+            (lastSnapshotBytes, appliedBytesSinceSnapshot) = (data.count, 0)
         } catch {
             logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
             return

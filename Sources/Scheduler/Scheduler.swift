@@ -657,8 +657,8 @@ struct Context {
         for c in constraints where c.operator != .distinctHosts && c.operator != .distinctProperty {
             if !Feasibility.holds(c, on: node) { return .constraint(Feasibility.describe(c)) }
         }
-        if ask.cpu > node.cpuMillicores { return .exhausted(.cpu) }
-        if ask.memory > node.memoryMiB { return .exhausted(.memory) }
+        // Capacity is not node-only here (it is not part of the scheduling class): whether the
+        // instance fits is `resourceReason`'s, node by node.
         return nil
     }
 

@@ -263,6 +263,33 @@ import Testing
         #expect(s.apply(.applyPlan(allocations: [stop, Self.alloc("z0", node: "n1", job: "web")], evaluations: []), index: 4) == .applied)
         #expect(s.allocations["z0"] != nil && s.used(onNode: "n1").cpuMillicores == 2000)
         #expect(s.indexDrift() == [])
+
+        // A port a live allocation holds is not given to another.
+        _ = s.apply(.upsertNode(Self.node("n2")), index: 5)
+        var web = Self.alloc("p1", node: "n2", job: "web")
+        web.ports = ["http": 8080]
+        var clash = Self.alloc("p2", node: "n2", job: "api")
+        clash.ports = ["http": 8080]
+        #expect(s.apply(.applyPlan(allocations: [web, clash], evaluations: []), index: 6) == .applied)
+        #expect(s.allocations["p1"] != nil && s.allocations["p2"] == nil)
+
+        // A plan decided before its allocation was lost does not bring it back to life.
+        _ = s.apply(.nodeStatus(id: "n2", status: .down), index: 7)
+        #expect(s.allocations["p1"]?.clientStatus == .lost)
+        var update = web
+        update.jobVersion = 1
+        #expect(s.apply(.applyPlan(allocations: [update], evaluations: []), index: 8) == .applied)
+        #expect(s.allocations["p1"]?.clientStatus == .lost && s.allocations["p1"]?.jobVersion == 1 && s.liveAllocations(onNode: "n2").isEmpty)
+        #expect(s.indexDrift() == [])
+
+        // A plan in an older log (written before plans were checked) is applied as it was then,
+        // so a log replays to the same state.
+        var old = ClusterState()
+        _ = old.apply(.upsertNode(Self.node("n1")), index: 1)
+        var bytes = Command.applyPlan(allocations: (0..<25).map { Self.alloc("o\($0)", node: "n1") }, evaluations: []).encode()
+        bytes[0] = 0x07
+        #expect(old.apply(bytes, index: 2) == .applied)
+        #expect(old.allocations.count == 25 && old.used(onNode: "n1").cpuMillicores == 2500)
     }
 
     @Test func onlyTheNewestEvaluationsOfAJobAreKept() {

@@ -3,12 +3,16 @@ import CaravanModel
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Synchronization
 import Testing
 
 /// A registry front that demands a bearer token from its own token service (which itself may
 /// demand basic credentials), passing authorised requests on to the real registry fixture.
 struct AuthenticatingRegistry {
-    let port = Int.random(in: 41000...49000)
+    /// Each front its own port (two tests' fronts on one random port answered each other's pulls:
+    /// the anonymous one served the test that expects a refusal without credentials).
+    private static let nextPort = Mutex(41000 + Int(getpid() % 4000))
+    let port = AuthenticatingRegistry.nextPort.withLock { p in defer { p += 1 }; return p }
     let upstream: String
     let credentials: String?
 
