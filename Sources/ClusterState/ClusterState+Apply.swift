@@ -141,7 +141,7 @@ extension ClusterState {
         for var a in placements {
             // A plan decided while an earlier one's fate was unknown (a commit that timed out, a
             // leader that lost and regained the lead), applied after that one committed after all.
-            if placementRefusal(a) != nil {
+            if placementRefusal(a) != nil || isDuplicate(a) {
                 refused.append(a)
                 continue
             }
@@ -163,6 +163,19 @@ extension ClusterState {
         }
         upsert(evals, index)
         return .applied
+    }
+
+    /// Whether a new instance of a count-based job (service, batch) would run beside a live one of
+    /// the same name and job version — what a plan decided again after an earlier commit timed out
+    /// makes when that commit landed after all. (Canaries and updates run a newer version beside
+    /// the old; replacements follow the stop of what they replace, applied first.)
+    func isDuplicate(_ a: Allocation) -> Bool {
+        let key = JobKey(a.namespace, a.jobID)
+        guard let type = jobs[key]?.job.type, type == .service || type == .batch else { return false }
+        return (allocationsByJob[key] ?? []).contains { id in
+            guard id != a.id, let other = allocations[id] else { return false }
+            return other.isLive && other.name == a.name && other.jobVersion == a.jobVersion
+        }
     }
 
     /// Why a new live allocation cannot be made on its node now (unknown or not schedulable,

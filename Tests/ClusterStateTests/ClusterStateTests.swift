@@ -282,6 +282,22 @@ import Testing
         #expect(s.allocations["p1"]?.clientStatus == .lost && s.allocations["p1"]?.jobVersion == 1 && s.liveAllocations(onNode: "n2").isEmpty)
         #expect(s.indexDrift() == [])
 
+        // A second instance of a name and version that already runs (a plan decided again after
+        // its first commit timed out, then landed) is not made.
+        _ = s.apply(.register(try! JobFile.parse("id: svc\ngroups:\n  - name: g\n    tasks: [{name: t, driver: raw_exec, config: {command: /bin/true}}]\n")), index: 9)
+        _ = s.apply(.upsertNode(Self.node("n3")), index: 10)
+        var first1 = Self.alloc("s1", node: "n3", job: "svc")
+        first1.name = "svc.g[0]"
+        var again = first1
+        again.id = "s2"
+        #expect(s.apply(.applyPlan(allocations: [first1], evaluations: []), index: 11) == .applied)
+        #expect(s.apply(.applyPlan(allocations: [again], evaluations: []), index: 12) == .applied)
+        #expect(s.allocations["s1"] != nil && s.allocations["s2"] == nil)
+        var newer = again
+        newer.jobVersion = 1  // a canary of a newer version beside it is made
+        #expect(s.apply(.applyPlan(allocations: [newer], evaluations: []), index: 13) == .applied)
+        #expect(s.allocations["s2"] != nil)
+
         // A plan in an older log (written before plans were checked) is applied as it was then,
         // so a log replays to the same state.
         var old = ClusterState()
