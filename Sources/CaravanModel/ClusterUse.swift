@@ -89,6 +89,17 @@ public struct ClusterUse: Sendable, Equatable {
         ports[s] = held.isEmpty ? nil : held
     }
 
+    /// Whether `a`, a new live allocation, can be made on its node now: the node is known and
+    /// schedulable, has the CPU, memory and disk left, and none of `a`'s ports is held there.
+    public func fits(_ a: Allocation) -> Bool {
+        guard let s = slot[a.nodeID], nodes[s].isSchedulable else { return false }
+        let u = use[s], c = capacity[s]
+        guard u.cpuMillicores + a.cpuMillicores <= c.cpuMillicores, u.memoryMiB + a.memoryMiB <= c.memoryMiB,
+              u.diskMiB + a.diskMiB <= c.diskMiB else { return false }
+        guard let held = ports[s] else { return true }
+        return !a.ports.values.contains { held[$0] != nil }
+    }
+
     /// What the allocations that hold resources take from `namespace`.
     public func usage(of namespace: String) -> Quota.Usage { namespaces[namespace] ?? Quota.Usage() }
 }

@@ -138,13 +138,18 @@ extension ClusterState {
             a.modifyIndex = index
             setAllocation(a, id: a.id)
         }
+        // What already runs of each count-based job the plan places (looked up once per job).
+        var running: [JobKey: Set<Instance>] = [:]
         for var a in placements {
             // A plan decided while an earlier one's fate was unknown (a commit that timed out, a
             // leader that lost and regained the lead), applied after that one committed after all.
-            if placementRefusal(a) != nil || isDuplicate(a) {
+            let key = JobKey(a.namespace, a.jobID)
+            if running[key] == nil { running[key] = liveInstances(of: key) }
+            if !use.fits(a) || running[key]!.contains(Instance(a)) {
                 refused.append(a)
                 continue
             }
+            if jobs[key].map({ $0.job.type == .service || $0.job.type == .batch }) == true { running[key]!.insert(Instance(a)) }
             a.createIndex = index
             a.modifyIndex = index
             setAllocation(a, id: a.id)
@@ -165,29 +170,21 @@ extension ClusterState {
         return .applied
     }
 
-    /// Whether a new instance of a count-based job (service, batch) would run beside a live one of
-    /// the same name and job version — what a plan decided again after an earlier commit timed out
-    /// makes when that commit landed after all. (Canaries and updates run a newer version beside
-    /// the old; replacements follow the stop of what they replace, applied first.)
-    func isDuplicate(_ a: Allocation) -> Bool {
-        let key = JobKey(a.namespace, a.jobID)
-        guard let type = jobs[key]?.job.type, type == .service || type == .batch else { return false }
-        return (allocationsByJob[key] ?? []).contains { id in
-            guard id != a.id, let other = allocations[id] else { return false }
-            return other.isLive && other.name == a.name && other.jobVersion == a.jobVersion
-        }
+    /// An instance of a job: its name and the job version it runs.
+    struct Instance: Hashable {
+        var name: String
+        var version: Int
+        init(_ a: Allocation) { (name, version) = (a.name, a.jobVersion) }
     }
 
-    /// Why a new live allocation cannot be made on its node now (unknown or not schedulable,
-    /// short of CPU, memory or disk, or a port of it taken); nil when it fits.
-    func placementRefusal(_ a: Allocation) -> String? {
-        guard let s = use.slot[a.nodeID], use.nodes[s].isSchedulable else { return "node \(a.nodeID) takes no new work" }
-        let u = use.use[s], c = use.capacity[s]
-        if u.cpuMillicores + a.cpuMillicores > c.cpuMillicores || u.memoryMiB + a.memoryMiB > c.memoryMiB || u.diskMiB + a.diskMiB > c.diskMiB {
-            return "node \(a.nodeID) is full"
-        }
-        if let held = use.ports[s], let p = a.ports.values.first(where: { held[$0] != nil }) { return "port \(p) is taken on node \(a.nodeID)" }
-        return nil
+    /// The live instances of a count-based job (service, batch): a new one of the same name and
+    /// version beside them would be a duplicate — what a plan decided again after an earlier
+    /// commit timed out makes when that commit landed after all. (Canaries and updates run a
+    /// newer version beside the old; replacements follow the stop of what they replace, applied
+    /// first.) Empty for other jobs, whose instances share names across nodes.
+    func liveInstances(of key: JobKey) -> Set<Instance> {
+        guard let type = jobs[key]?.job.type, type == .service || type == .batch else { return [] }
+        return Set((allocationsByJob[key] ?? []).compactMap { allocations[$0] }.filter(\.isLive).map(Instance.init))
     }
 
     mutating func applyClientUpdate(_ updates: [ClientAllocationUpdate], index: UInt64) -> Outcome {

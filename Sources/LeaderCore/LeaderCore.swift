@@ -258,6 +258,8 @@ public struct LeaderCore: Sendable {
         var refused: Bool
         var placed: Int
         var stopped: Int
+        /// The plan placed, stopped or updated something (worth a line in the log).
+        var changed: Bool
     }
 
     /// Schedules the job of one evaluation against `state` and says what to commit: the plan
@@ -324,7 +326,7 @@ public struct LeaderCore: Sendable {
             for (reason, _) in f.reasons { report.failedPlacements[reason.metricClass, default: 0] += f.unplaced }
         }
         let after = AfterCommit(key: key, failures: failures, answered: evals[0], priority: delivered.priority, refused: !refused.isEmpty,
-                                placed: verdict.accepted.placements.count, stopped: verdict.accepted.isEmpty ? -1 : verdict.accepted.stops.count)
+                                placed: verdict.accepted.placements.count, stopped: verdict.accepted.stops.count, changed: !verdict.accepted.isEmpty)
         return .commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements, evaluations: evals),
                        "apply the plan for job \(key.id)", after)
     }
@@ -342,7 +344,7 @@ public struct LeaderCore: Sendable {
             again.namespace = a.key.namespace
             broker.enqueue(again)
         }
-        if a.stopped >= 0 {
+        if a.changed {
             shell.note(.info, "plan committed", ["job": a.key.id, "placed": "\(a.placed)", "stopped": "\(a.stopped)"])
         }
     }

@@ -31,11 +31,7 @@ struct C1MBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         var r = SeededRandom(seed: 11)
         var t0 = clock.now
-        let nodeCommands = (0..<nodes).map { i in
-            Command.upsertNode(SchedulerBench.node(i, cpu: [4000, 8000, 16000].randomElement(using: &r)!,
-                                                   mem: [8192, 16384, 32768].randomElement(using: &r)!, rack: "r\(i % 10)"))
-        }
-        try await group.commit(nodeCommands, inFlight: 64)
+        try await group.commit(SchedulerBench.heterogeneous(nodes, &r).map(Command.upsertNode), inFlight: 64)
         say("\(nodes) nodes registered in \(Self.seconds(clock.now - t0)) s")
         t0 = clock.now
         let jobCommands = (0..<jobs).map { Command.register(SchedulerBench.job("j\($0)", count: count, cpu: 50, mem: 64)) }

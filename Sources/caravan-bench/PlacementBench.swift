@@ -30,12 +30,7 @@ struct PlacementBench: AsyncParsableCommand {
         defer { group.remove() }
         // Register the nodes (8 commands in flight).
         var r = SeededRandom(seed: 7)
-        var cmds: [Command] = []
-        for i in 0..<nodes {
-            cmds.append(.upsertNode(SchedulerBench.node(i, cpu: [4000, 8000, 16000].randomElement(using: &r)!,
-                                                        mem: [8192, 16384, 32768].randomElement(using: &r)!, rack: "r\(i % 10)")))
-        }
-        try await group.commit(cmds, inFlight: 8)
+        try await group.commit(SchedulerBench.heterogeneous(nodes, &r).map(Command.upsertNode), inFlight: 8)
         let text = "id: big\ngroups:\n  - name: g\n    count: \(count)\n    ephemeralDisk: {size: 1Mi}\n    tasks:\n      - {name: t, driver: raw_exec, config: {command: /bin/true}, resources: {cpu: 100m, memory: 128Mi}}\n"
         try await group.commit([.registerJob(text: text)], inFlight: 1)
 

@@ -20,9 +20,7 @@ struct SchedulerBench: AsyncParsableCommand {
         say("## placements per second: one job of \(count) instances, one constraint and one spread, heterogeneous nodes")
         for n in sizes.split(separator: ",").compactMap({ Int($0) }) {
             var r = SeededRandom(seed: seed)
-            let nodes = (0..<n).map { i in Self.node(i, cpu: [4000, 8000, 16000].randomElement(using: &r)!,
-                                                     mem: [8192, 16384, 32768].randomElement(using: &r)!, rack: "r\(i % 10)",
-                                                     linux: r.chance(0.95)) }
+            let nodes = Self.heterogeneous(n, &r, linuxShare: 0.95)
             var job = Self.job("big", count: count, cpu: 100, mem: 128)
             job.constraints = [Constraint(attribute: "${attr.kernel.name}", operator: .equal, value: "linux")]
             job.spreads = [Spread(attribute: "${meta.rack}")]
@@ -77,6 +75,15 @@ struct SchedulerBench: AsyncParsableCommand {
         let secs = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
         say("\(n) enqueued, \(delivered) delivered (the rest merged into their job's queued one) in \(String(format: "%.3f", secs)) s → \(Int(Double(n) / secs)) evaluations/s")
         say("")
+    }
+
+    /// `n` nodes of 4, 8 or 16 cores and 8, 16 or 32 GiB drawn from `r`, in 10 racks; with
+    /// `linuxShare`, about that share run Linux (drawn per node after its size).
+    static func heterogeneous(_ n: Int, _ r: inout SeededRandom, linuxShare: Double? = nil) -> [Node] {
+        (0..<n).map { i in
+            let cpu = [4000, 8000, 16000].randomElement(using: &r)!, mem = [8192, 16384, 32768].randomElement(using: &r)!
+            return node(i, cpu: cpu, mem: mem, rack: "r\(i % 10)", linux: linuxShare.map { r.chance($0) } ?? true)
+        }
     }
 
     static func node(_ i: Int, cpu: Int, mem: Int, rack: String = "r0", linux: Bool = true) -> Node {
