@@ -250,8 +250,15 @@ public final class ClusterStore: ReplicatedStateMachine {
         return { [self] in max(1, self.state.withLock { $0.index(of: tables) }) }
     }
 
-    public func snapshot() -> [UInt8] {
-        Self.encode(state: state.withLock { $0.snapshot() }, variables: variables.snapshot(), sessions: sessions.withLock { $0.encode() }, acl: acl.encode())
+    public func snapshot() -> [UInt8] { captureSnapshot()() }
+
+    /// The cluster state is persistent (a copy shares its tries), so capturing it costs the loop
+    /// next to nothing; encoding a million allocations happens in the closure, off the loop.
+    public func captureSnapshot() -> @Sendable () -> [UInt8] {
+        let cluster = state.withLock { $0 }
+        let vars = variables.captureSnapshot()
+        let (sessionBytes, aclBytes) = (sessions.withLock { $0.encode() }, acl.encode())
+        return { Self.encode(state: cluster.snapshot(), variables: vars(), sessions: sessionBytes, acl: aclBytes) }
     }
 
     static func encode(state: [UInt8], variables: [UInt8], sessions: [UInt8], acl: [UInt8]) -> [UInt8] {

@@ -188,9 +188,12 @@ public final class VariableStore: ReplicatedStateMachine {
         }
     }
 
-    public func snapshot() -> [UInt8] {
-        let all = items.withLock { $0.all }
-        return Self.encodeSnapshot((all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, dataKey.withLock { $0 }))
+    public func snapshot() -> [UInt8] { captureSnapshot()() }
+
+    /// The variables as they are now (a copy of the table); sorting and encoding happen in the closure.
+    public func captureSnapshot() -> @Sendable () -> [UInt8] {
+        let (all, key) = (items.withLock { $0.all }, dataKey.withLock { $0 })
+        return { Self.encodeSnapshot((all.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, key)) }
     }
 
     static func encodeSnapshot(_ snap: Snapshot) -> [UInt8] {

@@ -17,6 +17,10 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     /// Answers a read-only request from the current state.
     func query(_ request: [UInt8]) throws -> [UInt8]
     func snapshot() -> [UInt8]
+    /// The state as it is now, encoded later by the closure on another thread while the loop goes
+    /// on applying: the closure returns what `snapshot()` would have returned at this moment. Make
+    /// the capture cheap (a copy of persistent values), so a large state does not stall the loop.
+    func captureSnapshot() -> @Sendable () -> [UInt8]
     /// Replaces the whole state with a snapshot's. Throws when the snapshot can't be read: the
     /// node then stops rather than serve a state that silently lost what the snapshot held.
     func restore(_ snapshot: [UInt8]) throws
@@ -27,6 +31,10 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
 }
 
 extension ReplicatedStateMachine {
+    public func captureSnapshot() -> @Sendable () -> [UInt8] {
+        let bytes = snapshot()
+        return { bytes }
+    }
     public func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)? { nil }
 }
 
@@ -107,6 +115,13 @@ public final class RaftNode: @unchecked Sendable {
     /// cost a bounded share of what is written however large the state gets.
     var appliedBytesSinceSnapshot = 0
     var lastSnapshotBytes = 0
+    /// A snapshot being encoded and written on `snapshotWorker`; at most one at a time.
+    var snapshotInFlight = false
+    /// Counts snapshots restored from the leader: a snapshot of our own begun before one is
+    /// dropped when it is written (the state it captured was replaced).
+    var restores = 0
+    /// Encodes and writes snapshots off the Raft loop, so a large state does not stall heartbeats.
+    let snapshotWorker = NIOThreadPool(numberOfThreads: 1)
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
     let commitTimer = Timer(label: "caravan_raft_commit_seconds")
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
@@ -167,6 +182,7 @@ public final class RaftNode: @unchecked Sendable {
             applied = snap.metadata.index
             lastSnapshotIndex = snap.metadata.index
         }
+        snapshotWorker.start()
     }
 
     /// Opens the log in `config.directory` (repairing a torn tail), restores the state machine,
@@ -204,6 +220,7 @@ public final class RaftNode: @unchecked Sendable {
         do {
             try await t.start(port: config.port)
         } catch {
+            try? await node.snapshotWorker.shutdownGracefully()
             try? await node.ownGroup.shutdownGracefully()
             throw error
         }
@@ -564,6 +581,9 @@ public final class RaftNode: @unchecked Sendable {
     public var readsConfirmed: Int { get async { (try? await loop.submit { self.readsConfirmedCount }.get()) ?? 0 } }
     public var walCounters: (fsyncs: Int, entries: Int) { get async { (try? await loop.submit { (self.wal.fsyncs, self.wal.entriesWritten) }.get()) ?? (0, 0) } }
 
+    /// The first index still in the log (past 1 once a snapshot has compacted it).
+    var firstIndex: LogIndex { get async { (try? await loop.submit { self.core.firstIndex }.get()) ?? 0 } }
+
     /// Hands leadership to another voter first (so the cluster does not wait for an election
     /// timeout), then stops.
     public func shutdown(transferTimeout: Duration = .seconds(1)) async {
@@ -596,9 +616,11 @@ public final class RaftNode: @unchecked Sendable {
         stopped.store(true, ordering: .relaxed)
         // The loop itself stays a while: the agent's other services may still ask for status or
         // propose (they get shutting_down) while they stop; it goes with the process, or after 5 s.
-        let group = ownGroup
+        let (group, worker) = (ownGroup, snapshotWorker)
         Task.detached {
             try? await Task.sleep(for: .seconds(5))
+            // The worker first: a snapshot it is writing reports to the loop when done.
+            try? await worker.shutdownGracefully()
             try? await group.shutdownGracefully()
         }
     }
@@ -653,6 +675,7 @@ public final class RaftNode: @unchecked Sendable {
                 }
                 applied = snap.metadata.index
                 lastSnapshotIndex = snap.metadata.index
+                restores += 1
                 wal.removeSegments(before: snap.metadata.index + 1)
                 for (i, p) in proposals where i <= applied {
                     p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was applied"))
@@ -748,21 +771,56 @@ public final class RaftNode: @unchecked Sendable {
     static let largeSnapshotBytes = 8 << 20
 
     private func maybeSnapshot() {
-        guard applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
+        guard !snapshotInFlight, applied >= lastSnapshotIndex + LogIndex(config.snapshotEvery) else { return }
         guard lastSnapshotBytes < Self.largeSnapshotBytes || appliedBytesSinceSnapshot >= lastSnapshotBytes / 2 else { return }
         guard let meta = core.snapshotMetadata(index: applied) else { return }
-        // The file first: the log is compacted only once the snapshot that replaces it is on
-        // disk (a failed write, say a full disk, leaves the log whole and is tried again after
+        // The state is captured here, at `applied`; encoding and writing it happen on the worker
+        // while the loop goes on. The log is compacted only once the snapshot that replaces it is
+        // on disk (a failed write, say a full disk, leaves the log whole and is tried again after
         // another snapshotEvery entries, not on every pass).
         lastSnapshotIndex = meta.index
-        do {
-            let data = fsm.snapshot()
-            try wal.saveSnapshot(Snapshot(metadata: meta, data: data))
-            (lastSnapshotBytes, appliedBytesSinceSnapshot) = (data.count, 0)
-        } catch {
+        snapshotInFlight = true
+        let encode = fsm.captureSnapshot()
+        let (file, counted, restoresThen) = (wal.snapshotPath(meta) + ".tmp", appliedBytesSinceSnapshot, restores)
+        snapshotWorker.submit { [self] state in
+            let written: Result<Int, WriteAheadLog.Failure>
+            do throws(WriteAheadLog.Failure) {
+                guard state == .active else { throw WriteAheadLog.Failure(description: "the agent is stopping") }
+                let data = encode()
+                try WriteAheadLog.writeSnapshotFile(Snapshot(metadata: meta, data: data), to: file)
+                written = .success(data.count)
+            } catch {
+                written = .failure(error)
+            }
+            // The loop outlives the worker (shutdown stops the worker first).
+            loop.execute { self.snapshotWritten(meta, file: file, written, counted: counted, restoresThen: restoresThen) }
+        }
+    }
+
+    private func snapshotWritten(_ meta: SnapshotMetadata, file: String, _ written: Result<Int, WriteAheadLog.Failure>,
+                                 counted: Int, restoresThen: Int) {
+        snapshotInFlight = false
+        let size: Int
+        switch written {
+        case .success(let n): size = n
+        case .failure(let error):
+            unlink(file)
             logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
             return
         }
+        // Stopping, or the leader's snapshot replaced the state this one captured: not installed.
+        guard !shuttingDown, restores == restoresThen, core.snapshotMetadata(index: meta.index) == meta else {
+            unlink(file)
+            return
+        }
+        do {
+            try wal.installSnapshotFile(file, metadata: meta)
+        } catch {
+            unlink(file)
+            logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
+            return
+        }
+        (lastSnapshotBytes, appliedBytesSinceSnapshot) = (size, max(0, appliedBytesSinceSnapshot - counted))
         _ = core.compact(index: meta.index, keep: config.keepEntries)
         do {
             try wal.rollOver()
@@ -771,6 +829,8 @@ public final class RaftNode: @unchecked Sendable {
             logger.critical("cannot start a new Raft log segment; stopping so no acknowledged write is lost", metadata: ["error": "\(error)"])
             exit(74)
         }
+        // Enough may have been applied meanwhile for the next one.
+        maybeSnapshot()
     }
 
     private func syncAddresses() {

@@ -346,6 +346,14 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// temporary file, fsync'd, renamed, folder fsync'd — without copying the data, and removes
     /// older snapshots.
     public func saveSnapshot(_ s: Snapshot) throws(Failure) {
+        let path = snapshotPath(s.metadata)
+        try Self.writeSnapshotFile(s, to: path + ".tmp")
+        try installSnapshotFile(path + ".tmp", metadata: s.metadata)
+    }
+
+    /// Writes a snapshot file beside where it will go and makes it durable; any thread (it touches
+    /// only `file`). `installSnapshotFile` then makes it the current one.
+    public static func writeSnapshotFile(_ s: Snapshot, to file: String) throws(Failure) {
         var header = ByteWriter(capacity: 128)
         RaftCodec.encode(s.metadata, into: &header)
         header.varint(UInt64(s.data.count))
@@ -354,14 +362,12 @@ public final class WriteAheadLog: @unchecked Sendable {
         prefix.uint32(Self.snapshotMagic)
         prefix.uint32(crc)
         prefix.raw(header.bytes)
-        let path = snapshotPath(s.metadata)
-        let tmp = path + ".tmp"
-        let out = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard out >= 0 else { throw Failure(description: "cannot write snapshot \(tmp): \(Self.errorText())") }
+        let out = Glibc.open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw Failure(description: "cannot write snapshot \(file): \(Self.errorText())") }
         defer { close(out) }
-        try Self.writeAll(out, prefix.bytes, path: tmp)
-        try Self.writeAll(out, s.data, path: tmp)
-        try installSnapshotFile(tmp, metadata: s.metadata)
+        try Self.writeAll(out, prefix.bytes, path: file)
+        try Self.writeAll(out, s.data, path: file)
+        guard fsync(out) == 0 else { throw Failure(description: "fsync of snapshot \(file) failed: \(Self.errorText())") }
     }
 
     /// Makes a complete snapshot file (written or received) durable and the current one.

@@ -16,6 +16,19 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
     /// The index of the last write to each key (what a blocking read of it waits on).
     private var changed: [String: LogIndex] = [:]
     private let lock = NSLock()
+    /// How long encoding a snapshot takes (a large state's), off the loop.
+    let encodeDelay: Duration
+    /// Snapshots encoded so far.
+    let encoded = Atomic<Int>(0)
+    init(encodeDelay: Duration = .zero) { self.encodeDelay = encodeDelay }
+    func captureSnapshot() -> @Sendable () -> [UInt8] {
+        let copy = { lock.lock(); defer { lock.unlock() }; return data }()
+        return { [self] in
+            if encodeDelay > .zero { Thread.sleep(forTimeInterval: Double(encodeDelay.components.seconds) + Double(encodeDelay.components.attoseconds) / 1e18) }
+            encoded.add(1, ordering: .relaxed)
+            return Array(copy.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n").utf8)
+        }
+    }
     func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
         let s = String(decoding: command, as: UTF8.self).split(separator: "=", maxSplits: 1).map(String.init)
         lock.lock(); defer { lock.unlock() }
@@ -31,10 +44,7 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         return Array((data[String(decoding: request, as: UTF8.self)] ?? "").utf8)
     }
-    func snapshot() -> [UInt8] {
-        lock.lock(); defer { lock.unlock() }
-        return Array(data.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n").utf8)
-    }
+    func snapshot() -> [UInt8] { captureSnapshot()() }
     func restore(_ snapshot: [UInt8]) {
         var d: [String: String] = [:]
         for line in String(decoding: snapshot, as: UTF8.self).split(separator: "\n") {
@@ -60,20 +70,23 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         let servers: [Configuration.Server]
         let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-        init(subnet: Int, snapshotEvery: Int = 10_000, keep: Int = 2_000) throws {
+        let encodeDelay: Duration
+
+        init(subnet: Int, snapshotEvery: Int = 10_000, keep: Int = 2_000, encodeDelay: Duration = .zero) throws {
+            self.encodeDelay = encodeDelay
             servers = (0..<3).map { Configuration.Server(id: ServerID("n\($0)"), address: "127.0.\(subnet).\($0 + 2):4681", voter: true) }
             let ring = SharedKeyring(Keyring(primary: try SecretKey(base64: RaftNodeTests.key)))
             for i in 0..<3 {
                 configs.append(RaftNodeConfiguration(id: ServerID("n\(i)"), bindHost: "127.0.\(subnet).\(i + 2)", port: 4681,
                                                      directory: "\(root)/n\(i)", keyring: ring, snapshotEvery: snapshotEvery,
                                                      keepEntries: keep))
-                stores.append(KV())
+                stores.append(KV(encodeDelay: encodeDelay))
                 nodes.append(nil)
             }
         }
 
         func start(_ i: Int, bootstrap: Bool) async throws {
-            stores[i] = KV()
+            stores[i] = KV(encodeDelay: encodeDelay)
             let n = try await RaftNode.start(configs[i], stateMachine: stores[i], group: MultiThreadedEventLoopGroup.singleton, logger: logger)
             if bootstrap {
                 // A slower server may already have received the first entry from a faster one.
@@ -213,6 +226,47 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         #expect(await g.nodes[lagging]!.status().applied >= target - 20 || g.stores[lagging].count == 640)
         #expect(g.stores[lagging].count == 640)
         await g.stop(lagging)
+    }
+
+    /// A large state takes seconds to encode; the loop must go on meanwhile — heartbeats, commits,
+    /// reads — or the group elects again mid-snapshot (seen at a million allocations). The
+    /// snapshot still lands, the log is compacted behind it, and a restart reads it back.
+    @Test func aSlowSnapshotDoesNotStallTheGroup() async throws {
+        let g = try Group(subnet: 67, snapshotEvery: 40, keep: 10, encodeDelay: .milliseconds(2500))
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        let term = await g.nodes[l]!.status().term
+        for k in 0..<45 { _ = try await g.nodes[l]!.apply(Array("a\(k)=v".utf8)) }
+        // Every member now encodes for 2.5 s; writes and reads go on at their usual pace.
+        let clock = ContinuousClock()
+        var slowest = Duration.zero
+        let start = clock.now
+        var k = 0
+        while clock.now - start < .seconds(3) {
+            let t = clock.now
+            _ = try await g.nodes[(l + k) % 3]!.apply(Array("b\(k)=v".utf8))
+            #expect(try await g.nodes[(l + k + 1) % 3]!.read(Array("b\(k)".utf8)) == Array("v".utf8))
+            slowest = max(slowest, clock.now - t)
+            k += 1
+        }
+        #expect(slowest < .milliseconds(700), "a write and read took \(slowest) while snapshots were encoded")
+        #expect(await g.nodes[l]!.status().term == term, "an election happened while snapshots were encoded")
+        // The snapshots land and the logs are compacted behind them.
+        try await eventually("every member wrote its snapshot") {
+            (0..<3).allSatisfy { i in
+                ((try? FileManager.default.contentsOfDirectory(atPath: "\(g.root)/n\(i)/snapshots")) ?? []).contains { $0.hasSuffix(".snap") }
+            }
+        }
+        for i in 0..<3 { #expect(g.stores[i].encoded.load(ordering: .relaxed) >= 1) }
+        try await eventually("the log was compacted") { await g.nodes[l]!.firstIndex > 1 }
+        // A restart reads the snapshot and the log after it: nothing written is lost.
+        for i in 0..<3 { await g.stop(i) }
+        for i in 0..<3 { try await g.start(i, bootstrap: false) }
+        let again = try await g.waitForLeader()
+        #expect(try await g.nodes[again]!.read(Array("a0".utf8)) == Array("v".utf8))
+        #expect(try await g.nodes[again]!.read(Array("b\(k - 1)".utf8)) == Array("v".utf8))
+        #expect(g.stores[again].count == 45 + k)
+        for i in 0..<3 { await g.stop(i) }
     }
 
     @Test func garbageOnTheRPCPortIsDroppedAndTheGroupCarriesOn() async throws {
