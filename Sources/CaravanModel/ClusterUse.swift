@@ -26,6 +26,11 @@ public struct ClusterUse: Sendable, Equatable {
     /// What each slot's node offers (its CPU, memory and disk), read where the node itself
     /// would be copied for three numbers.
     public private(set) var capacity: [NodeUse] = []
+    /// For each block of 64 slots, the most CPU, memory and disk any one of its nodes has free
+    /// (each on its own): a block whose most is short of an ask holds no node that fits it, so a
+    /// walk over a large, filling cluster passes it in one step.
+    public private(set) var blockFree: [NodeUse] = []
+    public static let blockShift = 6
     /// Ports live allocations hold, by slot (only slots that hold any): port → allocations.
     public private(set) var ports: [Int: [Int: Int]] = [:]
     /// What allocations that hold resources (``Allocation/holdsResources``) take from each
@@ -58,6 +63,7 @@ public struct ClusterUse: Sendable, Equatable {
             nodes[s] = node
             classOf[s] = c
             capacity[s] = offers
+            refreshBlock(of: s)
             return
         }
         let s = nodes.count
@@ -66,7 +72,23 @@ public struct ClusterUse: Sendable, Equatable {
         classOf.append(c)
         use.append(NodeUse())
         capacity.append(offers)
+        if s >> Self.blockShift == blockFree.count { blockFree.append(NodeUse()) }
         for a in holding where a.isLive { addToNode(a, s, 1) }
+        refreshBlock(of: s)
+    }
+
+    /// Takes the most free of each resource over slot `s`'s block again.
+    private mutating func refreshBlock(of s: Int) {
+        let b = s >> Self.blockShift
+        var most = NodeUse()
+        (most.cpuMillicores, most.memoryMiB, most.diskMiB) = (Int.min, Int.min, Int.min)
+        for i in (b << Self.blockShift)..<min(nodes.count, (b + 1) << Self.blockShift) {
+            let c = capacity[i], u = use[i]
+            most.cpuMillicores = max(most.cpuMillicores, c.cpuMillicores - u.cpuMillicores)
+            most.memoryMiB = max(most.memoryMiB, c.memoryMiB - u.memoryMiB)
+            most.diskMiB = max(most.diskMiB, c.diskMiB - u.diskMiB)
+        }
+        blockFree[b] = most
     }
 
     /// Counts `a` in (`sign` 1) or out (−1): on its node while it is live, in its namespace
@@ -80,6 +102,7 @@ public struct ClusterUse: Sendable, Equatable {
         use[s].cpuMillicores += sign * a.cpuMillicores
         use[s].memoryMiB += sign * a.memoryMiB
         use[s].diskMiB += sign * a.diskMiB
+        refreshBlock(of: s)
         guard !a.ports.isEmpty else { return }
         var held = ports[s] ?? [:]
         for p in a.ports.values {

@@ -27,7 +27,14 @@ public struct Instance: Sendable {
     public private(set) var stats = Stats()
 
     /// Every other member this node knows, by name.
-    private(set) var others: [String: Member] = [:]
+    private(set) var others: [String: Member] = [:] {
+        // A name added or removed changes the count: the sorted names are made again when next read.
+        didSet { if others.count != sortedNames.count { namesStale = true } }
+    }
+    /// The others' names in order, for digests and full states (sorted once per change of who is
+    /// known, not on every exchange: at thousands of members the sort was most of the cost).
+    private var sortedNames: [String] = []
+    private var namesStale = false
     /// Members that are alive or suspect, this node included.
     public private(set) var liveCount = 1
     private var probeOrder: [String] = []
@@ -110,6 +117,26 @@ public struct Instance: Sendable {
     }
 
     public func member(named n: String) -> Member? { n == name ? myself : others[n] }
+
+    /// Each known member's status by name, this node included (no ordering work).
+    public var statuses: [String: MemberStatus] {
+        var v = [String: MemberStatus](minimumCapacity: others.count + 1)
+        for (n, m) in others { v[n] = m.status }
+        v[name] = myself.status
+        return v
+    }
+
+    /// `members`, with the order of the others kept between calls.
+    private mutating func membersInOrder() -> [Member] {
+        if namesStale {
+            sortedNames = others.keys.sorted()
+            namesStale = false
+        }
+        var out = [myself]
+        out.reserveCapacity(sortedNames.count + 1)
+        for n in sortedNames { out.append(others[n]!) }
+        return out
+    }
 
     public var myself: Member {
         Member(name: name, address: address, status: isLeaving ? .left : .alive, incarnation: incarnation,
@@ -224,7 +251,7 @@ public struct Instance: Sendable {
         switch message {
         case .join(let record):
             merge([record], viaStream: false, now: now, into: &out)
-            return (.fullState(allRecords), out)
+            return (.fullState(membersInOrder().map(\.record)), out)
         case .digest(let theirs):
             return (difference(against: theirs), out)
         case .push(let records):
@@ -718,17 +745,15 @@ public struct Instance: Sendable {
 
     // MARK: anti-entropy and joins
 
-    private var allRecords: [MemberRecord] { members.map(\.record) }
-
-    private var digest: [DigestEntry] {
-        members.map { DigestEntry(name: $0.name, status: $0.status, incarnation: $0.incarnation) }
+    private mutating func digest() -> [DigestEntry] {
+        membersInOrder().map { DigestEntry(name: $0.name, status: $0.status, incarnation: $0.incarnation) }
     }
 
-    private func difference(against theirs: [DigestEntry]) -> StreamMessage {
+    private mutating func difference(against theirs: [DigestEntry]) -> StreamMessage {
         var known: [String: DigestEntry] = [:]
         for e in theirs { known[e.name] = e }
         var records: [MemberRecord] = []
-        for m in members {
+        for m in membersInOrder() {
             let mine = DigestEntry(name: m.name, status: m.status, incarnation: m.incarnation)
             if let t = known[m.name] {
                 if mine.isNewer(than: t) { records.append(m.record) }
@@ -759,7 +784,7 @@ public struct Instance: Sendable {
         pushPullInterval = min(cap, pushPullInterval * 2)
         nextPushPullAt = now + pushPullInterval
         if let peer = randomLive(count: 1, excluding: [], aliveOnly: true).first, let m = others[peer] {
-            out.append(.connect(to: m.address, .digest(digest)))
+            out.append(.connect(to: m.address, .digest(digest())))
         }
     }
 
@@ -789,7 +814,7 @@ public struct Instance: Sendable {
         nextReconnectAt = now + settings.reconnectInterval
         let dead = others.values.filter { $0.status == .dead }.map(\.name).sorted()
         guard !dead.isEmpty, let m = others[dead[Int.random(in: 0..<dead.count, using: &rng)]] else { return }
-        out.append(.connect(to: m.address, .digest(digest)))
+        out.append(.connect(to: m.address, .digest(digest())))
     }
 
     private mutating func tickReap(now: Duration, into out: inout [Directive]) {

@@ -222,9 +222,7 @@ public struct GossipSimulator: Sendable {
     // MARK: views
 
     public func view(of a: Address) -> [String: MemberStatus] {
-        var v: [String: MemberStatus] = [:]
-        for m in nodes[a]!.members { v[m.name] = m.status }
-        return v
+        nodes[a]!.statuses
     }
 
     /// True when every running node sees exactly the running nodes as alive.

@@ -155,6 +155,9 @@ public struct Scheduler {
     /// full; larger ones are walked from a rotating start, so each placement looks at this many
     /// feasible nodes and the walk covers the whole cluster over successive placements.
     public var maxCandidates: Int = 1024
+    /// Clusters larger than this are walked passing whole blocks of 64 full nodes at a time
+    /// (``ClusterUse/blockFree``); the choice is the same either way.
+    public var passBlocksFrom = 256
     /// Makes allocation ids; deterministic in tests.
     public var newID: () -> String
 
@@ -469,31 +472,48 @@ public struct Scheduler {
             var reasons: [FailureReason: Int] = [:]
             var staticHits = [Int](repeating: 0, count: memoSize)
             var short = [0, 0, 0]
-            var ranked = 0
             let start = candidateCount > maxCandidates ? ctx.cursor % candidateCount : 0
-            for step in 0..<candidateCount {
-                if ranked >= maxCandidates { break }
-                let i = onlySlot ?? (start + step) % candidateCount
-                let (staticReason, affinity) = nodeOnly(i)
-                if staticReason != nil { staticHits[perNode ? i : classOf[i]] += 1; continue }
-                if distinctHosts && here[i] > 0 { reasons[.distinctHosts, default: 0] += 1; continue }
-                if !distinctProperty.isEmpty, let c = Self.firstRefused(distinctProperty, ctx, nodes[i], here) {
-                    reasons[.distinctProperty(c.attribute), default: 0] += 1
-                    continue
-                }
-                if let why = ctx.resourceReason(i, ask) {
-                    switch why {
-                    case .exhausted(.cpu): short[0] += 1
-                    case .exhausted(.memory): short[1] += 1
-                    case .exhausted(.disk): short[2] += 1
-                    default: reasons[why, default: 0] += 1
+            // In a large cluster, blocks of 64 nodes none of which has the room are passed in one
+            // step (the choice is the same). Their nodes are not counted in the reasons, so a
+            // placement that finds nothing walks again in full to say why.
+            let mayPassBlocks = onlySlot == nil && candidateCount > passBlocksFrom
+            for passBlocks in mayPassBlocks ? [true, false] : [false] {
+                if !passBlocks && best != nil { break }
+                reasons = [:]
+                staticHits = [Int](repeating: 0, count: memoSize)
+                short = [0, 0, 0]
+                var ranked = 0
+                var step = 0
+                let room = ctx.room
+                while step < candidateCount {
+                    if ranked >= maxCandidates { break }
+                    let i = onlySlot ?? (start + step) % candidateCount
+                    step += 1
+                    if passBlocks, i & 63 == 0 || step == 1, room.blockCannotFit(i >> 6, ask) {
+                        step += min((i | 63) + 1, candidateCount) - i - 1
+                        continue
                     }
-                    continue
+                    let (staticReason, affinity) = nodeOnly(i)
+                    if staticReason != nil { staticHits[perNode ? i : classOf[i]] += 1; continue }
+                    if distinctHosts && here[i] > 0 { reasons[.distinctHosts, default: 0] += 1; continue }
+                    if !distinctProperty.isEmpty, let c = Self.firstRefused(distinctProperty, ctx, nodes[i], here) {
+                        reasons[.distinctProperty(c.attribute), default: 0] += 1
+                        continue
+                    }
+                    if let why = room.resourceReason(i, ask) {
+                        switch why {
+                        case .exhausted(.cpu): short[0] += 1
+                        case .exhausted(.memory): short[1] += 1
+                        case .exhausted(.disk): short[2] += 1
+                        default: reasons[why, default: 0] += 1
+                        }
+                        continue
+                    }
+                    ranked += 1
+                    var score = room.fit(i, ask, algorithm) + affinity - Double(here[i]) / Double(max(1, group.count))
+                    for sp in spreads { score += sp.score(i) }
+                    if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
                 }
-                ranked += 1
-                var score = ctx.fit(i, ask, algorithm) + affinity - Double(here[i]) / Double(max(1, group.count))
-                for sp in spreads { score += sp.score(i) }
-                if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
             }
             ctx.cursor += max(1, candidateCount / 16)
             guard let chosen = best else {
@@ -567,14 +587,8 @@ struct NodesByID {
 struct Context {
     let input: SchedulerInput
     let nodeIndex: [String: Int]
-    /// What the cluster's use says, and what this plan changed on the slots it touched (a bit
-    /// per slot says which): a plan touches a few nodes, so the cluster's array is never copied.
-    private let base: [ClusterUse.NodeUse]
-    private let capacity: [ClusterUse.NodeUse]
-    private var changed: [Int: ClusterUse.NodeUse] = [:]
-    private var touched: [UInt64]
-    /// Ports in use on the slots this plan touched or read (the rest: as the cluster's use has them).
-    private var portsTouched: [Int: Set<Int>] = [:]
+    /// What each node has in use and free, this plan counted.
+    private(set) var room: Room
     /// (job, group) → node index → live instances.
     var instances: [String: [Int: Int]] = [:]
     var migrations: [String: Int] = [:]
@@ -589,9 +603,7 @@ struct Context {
     init(input: SchedulerInput) {
         self.input = input
         nodeIndex = input.cluster.slot
-        base = input.cluster.use
-        capacity = input.cluster.capacity
-        touched = Array(repeating: 0, count: (input.cluster.use.count + 63) / 64)
+        room = Room(input.cluster)
         quotaUsed = input.job.map { input.cluster.usage(of: $0.namespace) } ?? Quota.Usage()
         for a in input.allocations where a.isLive && isOfScheduledJob(a) {
             guard let i = nodeIndex[a.nodeID] else { continue }
@@ -601,14 +613,6 @@ struct Context {
 
     static func key(namespace: String, jobID: String, group: String) -> String { namespace + "/" + jobID + "/" + group }
     static func key(_ a: Allocation) -> String { key(namespace: a.namespace, jobID: a.jobID, group: a.group) }
-
-    /// What is used on slot `i`, this plan's placements and stops counted.
-    @inline(__always) func use(_ i: Int) -> ClusterUse.NodeUse {
-        touched[i >> 6] & (1 << UInt64(i & 63)) == 0 ? base[i] : changed[i]!
-    }
-
-    /// Ports in use on slot `i`.
-    func ports(_ i: Int) -> Set<Int> { portsTouched[i] ?? Set((input.cluster.ports[i] ?? [:]).keys) }
 
     /// Counts a placement in.
     mutating func take(_ a: Allocation) { add(a, 1) }
@@ -622,17 +626,7 @@ struct Context {
     private mutating func add(_ a: Allocation, _ sign: Int) {
         if a.namespace == input.job?.namespace { quotaUsed.add(cpu: a.cpuMillicores, memory: a.memoryMiB, sign: sign) }
         guard let i = nodeIndex[a.nodeID] else { return }
-        var u = use(i)
-        u.cpuMillicores += sign * a.cpuMillicores
-        u.memoryMiB += sign * a.memoryMiB
-        u.diskMiB += sign * a.diskMiB
-        changed[i] = u
-        touched[i >> 6] |= 1 << UInt64(i & 63)
-        if !a.ports.isEmpty {
-            var p = ports(i)
-            if sign > 0 { p.formUnion(a.ports.values) } else { p.subtract(a.ports.values) }
-            portsTouched[i] = p
-        }
+        room.add(a, sign, on: i)
         if isOfScheduledJob(a) { instances[Self.key(a), default: [:]][i, default: 0] += sign }
     }
 
@@ -670,6 +664,75 @@ struct Context {
         return used < limit
     }
 
+    /// Dynamic ports from 20000–32000 not in use on the node, static ones as asked.
+    mutating func assignPorts(_ group: TaskGroup, on i: Int) -> [String: Int] {
+        var out: [String: Int] = [:]
+        var used = room.ports(i)
+        for p in group.ports {
+            if let s = p.staticPort { out[p.label] = s; used.insert(s); continue }
+            var candidate = 20000
+            while used.contains(candidate) && candidate < 32000 { candidate += 1 }
+            out[p.label] = candidate
+            used.insert(candidate)
+        }
+        return out
+    }
+}
+
+/// What each node has in use and free as the plan so far leaves it: the cluster's use, and what
+/// this plan changed on the slots it touched (a bit per slot says which) — a plan touches a few
+/// nodes, so the cluster's arrays are never copied. Kept apart from the context so the walk's
+/// inner loop reads a small value: calling the large context's methods there copied all of it
+/// for every node visited (a tenth of the leader's time at a million allocations).
+struct Room {
+    private let base: [ClusterUse.NodeUse]
+    private let capacity: [ClusterUse.NodeUse]
+    private let blockFree: [ClusterUse.NodeUse]
+    private let clusterPorts: [Int: [Int: Int]]
+    private var changed: [Int: ClusterUse.NodeUse] = [:]
+    /// One bit per slot; a word covers one block of ``ClusterUse/blockFree`` (64 slots).
+    private var touched: [UInt64]
+    /// Ports in use on the slots this plan touched (the rest: as the cluster's use has them).
+    private var portsTouched: [Int: Set<Int>] = [:]
+
+    init(_ cluster: ClusterUse) {
+        base = cluster.use
+        capacity = cluster.capacity
+        blockFree = cluster.blockFree
+        clusterPorts = cluster.ports
+        touched = Array(repeating: 0, count: (cluster.use.count + 63) / 64)
+    }
+
+    /// What is used on slot `i`, this plan's placements and stops counted.
+    @inline(__always) func use(_ i: Int) -> ClusterUse.NodeUse {
+        touched[i >> 6] & (1 << UInt64(i & 63)) == 0 ? base[i] : changed[i]!
+    }
+
+    /// No node of block `b` (slots 64b…64b+63) has the room for `ask`: none of them was touched
+    /// by this plan and the most any has free of some resource is short of it.
+    @inline(__always) func blockCannotFit(_ b: Int, _ ask: Ask) -> Bool {
+        guard touched[b] == 0 else { return false }
+        let f = blockFree[b]
+        return f.cpuMillicores < ask.cpu || f.memoryMiB < ask.memory || f.diskMiB < ask.disk
+    }
+
+    /// Ports in use on slot `i`.
+    func ports(_ i: Int) -> Set<Int> { portsTouched[i] ?? Set((clusterPorts[i] ?? [:]).keys) }
+
+    mutating func add(_ a: Allocation, _ sign: Int, on i: Int) {
+        var u = use(i)
+        u.cpuMillicores += sign * a.cpuMillicores
+        u.memoryMiB += sign * a.memoryMiB
+        u.diskMiB += sign * a.diskMiB
+        changed[i] = u
+        touched[i >> 6] |= 1 << UInt64(i & 63)
+        if !a.ports.isEmpty {
+            var p = ports(i)
+            if sign > 0 { p.formUnion(a.ports.values) } else { p.subtract(a.ports.values) }
+            portsTouched[i] = p
+        }
+    }
+
     func resourceReason(_ i: Int, _ ask: Ask) -> FailureReason? {
         let node = capacity[i]
         let u = use(i)
@@ -689,20 +752,6 @@ struct Context {
         let u = use(i)
         let f = (Double(u.cpuMillicores + ask.cpu) / Double(max(1, node.cpuMillicores)) + Double(u.memoryMiB + ask.memory) / Double(max(1, node.memoryMiB))) / 2
         return algorithm == .binpack ? f : 1 - f
-    }
-
-    /// Dynamic ports from 20000–32000 not in use on the node, static ones as asked.
-    mutating func assignPorts(_ group: TaskGroup, on i: Int) -> [String: Int] {
-        var out: [String: Int] = [:]
-        var used = ports(i)
-        for p in group.ports {
-            if let s = p.staticPort { out[p.label] = s; used.insert(s); continue }
-            var candidate = 20000
-            while used.contains(candidate) && candidate < 32000 { candidate += 1 }
-            out[p.label] = candidate
-            used.insert(candidate)
-        }
-        return out
     }
 }
 

@@ -59,6 +59,56 @@ import Testing
         #expect(refused.failures.first?.description.contains("filtered 6") == true, "\(refused.failures)")
     }
 
+    /// In a large cluster the walk passes blocks of 64 nodes none of which has the room; the plans
+    /// must be exactly those of the node-by-node walk, as the cluster fills, with plans that stop
+    /// and place on the same nodes (destructive updates), and when nothing fits (same reasons).
+    @Test func passingFullBlocksChoosesExactlyWhatTheNodeByNodeWalkChooses() {
+        var r = SeededRandom(seed: 17)
+        let nodes = (0..<640).map { i in
+            // Memory to spare: nodes fill up on CPU, so whole blocks end up with none free.
+            Self.node("n\(i)", cpu: [2000, 4000].randomElement(using: &r)!, mem: [16384, 32768].randomElement(using: &r)!,
+                      attrs: ["kernel.name": "linux", "rack": "r\(i % 7)"])
+        }
+        var cluster = ClusterUse(nodes: nodes, allocations: [])
+        var byJob: [String: [Allocation]] = [:]
+        var (blockwise, nodewise) = (Self.scheduler(), Self.scheduler())
+        nodewise.passBlocksFrom = .max
+        var (passed, failures) = (0, 0)
+        for step in 0..<200 {
+            // New jobs, and now and then a new version of an earlier one (its instances replaced).
+            let id = step % 5 == 4 ? "j\(step - 4)" : "j\(step)"
+            var job = Self.job(id, count: Int.random(in: 1...30, using: &r), cpu: [500, 1000].randomElement(using: &r)!,
+                               mem: [512, 1024].randomElement(using: &r)!)
+            if step % 3 == 0 { job.spreads = [Spread(attribute: "${attr.rack}")] }
+            let version = step % 5 == 4 ? 1 : 0
+            let input = SchedulerInput(job: job, jobVersion: version, jobStopped: false, cluster: cluster, jobAllocations: byJob[id] ?? [])
+            let a = blockwise.schedule(input), b = nodewise.schedule(input)
+            #expect(a.placements.map(\.nodeID) == b.placements.map(\.nodeID), "step \(step)")
+            #expect(Set(a.stops.map(\.id)) == Set(b.stops.map(\.id)), "step \(step)")
+            #expect(a.failures.map(\.description) == b.failures.map(\.description), "step \(step)")
+            if !a.failures.isEmpty { failures += 1 }
+            for s in a.stops {
+                cluster.add(s, sign: -1)
+                byJob[id]?.removeAll { $0.id == s.id }
+            }
+            for p in a.placements {
+                cluster.add(p)
+                byJob[id, default: []].append(p)
+            }
+            // Blocks where no node has room for even the smallest ask: the walk passes them.
+            passed += cluster.blockFree.filter { $0.cpuMillicores < 500 || $0.memoryMiB < 512 }.count
+        }
+        // The run reached the cases that matter: full blocks passed, and placements that failed.
+        #expect(passed > 0)
+        #expect(failures > 0)
+        // The blocks' figures are what their nodes have free.
+        for b in cluster.blockFree.indices {
+            let slots = (b * 64)..<min(nodes.count, b * 64 + 64)
+            #expect(cluster.blockFree[b].cpuMillicores == slots.map { cluster.capacity[$0].cpuMillicores - cluster.use[$0].cpuMillicores }.max())
+            #expect(cluster.blockFree[b].memoryMiB == slots.map { cluster.capacity[$0].memoryMiB - cluster.use[$0].memoryMiB }.max())
+        }
+    }
+
     @Test func aNamespaceQuotaRefusesTheInstanceOverItAndThePlanApplierToo() {
         var job = Self.job(count: 3, cpu: 500, mem: 256)
         job.namespace = "team-a"
