@@ -158,6 +158,9 @@ public struct Scheduler {
     /// Clusters larger than this are walked passing whole blocks of 64 full nodes at a time
     /// (``ClusterUse/blockFree``); the choice is the same either way.
     public var passBlocksFrom = 256
+    /// A group's next instance re-scores only the node chosen last (see `place`); off, every
+    /// instance walks again (the tests compare both).
+    var keepsRankings = true
     /// Makes allocation ids; deterministic in tests.
     public var newID: () -> String
 
@@ -457,6 +460,12 @@ public struct Scheduler {
         var here = ctx.counts(of: key)
         var spreads = (job.spreads + group.spreads).map { SpreadState($0, nodes: nodes, here: here, groupCount: group.count) }
         var failure = PlacementFailure(group: group.name, unplaced: 0, nodesEvaluated: 0, reasons: [:])
+        // Placing an instance changes only its node's score when nothing ties nodes together
+        // (spreads, distinct hosts or properties): the nodes a walk ranked are kept, and the next
+        // instance of the group re-scores just the node chosen last instead of walking again.
+        let keepsRanking = keepsRankings && spreads.isEmpty && distinctProperty.isEmpty && !distinctHosts && onlySlot == nil && needs.count > 1
+        var ranking: [(index: Int, score: Double)] = []
+        var chosenAt: Int?
         for need in needs {
             if let quota = ctx.input.quota,
                let refusal = quota.refusal(job.namespace, used: ctx.quotaUsed, cpu: ask.cpu, memory: ask.memory) {
@@ -466,6 +475,17 @@ public struct Scheduler {
                 continue
             }
             var best: (index: Int, score: Double)?
+            if let k = chosenAt {
+                let last = ranking[k].index
+                if ctx.room.resourceReason(last, ask) == nil {
+                    ranking[k].score = ctx.room.fit(last, ask, algorithm) + nodeOnly(last).affinity - Double(here[last]) / Double(max(1, group.count))
+                } else {
+                    ranking.swapAt(k, ranking.count - 1)
+                    ranking.removeLast()
+                }
+                chosenAt = Self.best(of: ranking, nodes)
+                best = chosenAt.map { ranking[$0] }
+            }
             // Why nodes were passed over, counted without hashing in the walk: node-only reasons
             // per class (or node), running out of CPU, memory or disk in three counters; the
             // rest (rare) by reason. Made into the failure's table only when nothing fit.
@@ -477,8 +497,9 @@ public struct Scheduler {
             // step (the choice is the same). Their nodes are not counted in the reasons, so a
             // placement that finds nothing walks again in full to say why.
             let mayPassBlocks = onlySlot == nil && candidateCount > passBlocksFrom
-            for passBlocks in mayPassBlocks ? [true, false] : [false] {
+            for passBlocks in best != nil ? [] : mayPassBlocks ? [true, false] : [false] {
                 if !passBlocks && best != nil { break }
+                ranking.removeAll(keepingCapacity: true)
                 reasons = [:]
                 staticHits = [Int](repeating: 0, count: memoSize)
                 short = [0, 0, 0]
@@ -512,10 +533,12 @@ public struct Scheduler {
                     ranked += 1
                     var score = room.fit(i, ask, algorithm) + affinity - Double(here[i]) / Double(max(1, group.count))
                     for sp in spreads { score += sp.score(i) }
+                    if keepsRanking { ranking.append((i, score)) }
                     if best == nil || score > best!.score || (score == best!.score && nodes[i].id < nodes[best!.index].id) { best = (i, score) }
                 }
             }
             ctx.cursor += max(1, candidateCount / 16)
+            if keepsRanking, chosenAt == nil, let b = best { chosenAt = ranking.firstIndex { $0.index == b.index } }
             guard let chosen = best else {
                 failure.unplaced += 1
                 failure.nodesEvaluated = candidateCount
@@ -548,6 +571,18 @@ public struct Scheduler {
 }
 
 extension Scheduler {
+    /// Where in `ranking` the node a walk would choose is: highest score, then the name that
+    /// sorts first.
+    static func best(of ranking: [(index: Int, score: Double)], _ nodes: [Node]) -> Int? {
+        var b: Int?
+        for (k, r) in ranking.enumerated() {
+            guard let cur = b else { b = k; continue }
+            let s = ranking[cur]
+            if r.score > s.score || (r.score == s.score && nodes[r.index].id < nodes[s.index].id) { b = k }
+        }
+        return b
+    }
+
     /// The first distinct_property constraint that placing on `node` would break (no closure
     /// over the context in the walk's inner loop: that copied it for every node ranked).
     static func firstRefused(_ constraints: [Constraint], _ ctx: Context, _ node: Node, _ here: [Int]) -> Constraint? {
