@@ -186,11 +186,12 @@ public struct LeaderCore: Sendable {
                 return nil
             }
             var answers = await shell.proposeAll(commands)[...]
+            let afterCommits = commands.isEmpty ? state : await shell.currentState()
             for (d, decision) in batch {
                 var ok = true
                 if case .commit(_, _, let after) = decision {
                     ok = answers.popFirst() ?? false
-                    if ok, let after { committed(after, shell, env, &report) }
+                    if ok, let after { committed(after, afterCommits, shell, env, &report) }
                 }
                 let id = d.evaluation.id
                 do {
@@ -256,7 +257,9 @@ public struct LeaderCore: Sendable {
         var answered: Evaluation
         var priority: Int
         var refused: Bool
-        var placed: Int
+        /// The plan's new allocations: the state may refuse some when it applies the plan (no
+        /// longer fits), so what was placed is counted from the state once committed.
+        var placements: [String]
         var stopped: Int
         /// The plan placed, stopped or updated something (worth a line in the log).
         var changed: Bool
@@ -326,15 +329,16 @@ public struct LeaderCore: Sendable {
             for (reason, _) in f.reasons { report.failedPlacements[reason.metricClass, default: 0] += f.unplaced }
         }
         let after = AfterCommit(key: key, failures: failures, answered: evals[0], priority: delivered.priority, refused: !refused.isEmpty,
-                                placed: verdict.accepted.placements.count, stopped: verdict.accepted.stops.count, changed: !verdict.accepted.isEmpty)
+                                placements: verdict.accepted.placements.map(\.id), stopped: verdict.accepted.stops.count, changed: !verdict.accepted.isEmpty)
         return .commit(.applyPlan(allocations: verdict.accepted.stops + verdict.accepted.updates + verdict.accepted.placements, evaluations: evals),
                        "apply the plan for job \(key.id)", after)
     }
 
     /// The core's books once a plan committed: the job's failures remembered, its blocked
     /// evaluation kept or forgotten, and what the plan applier refused evaluated again.
-    mutating func committed(_ a: AfterCommit, _ shell: some LeaderShell, _ env: Environment, _ report: inout Report) {
-        report.placements += a.placed
+    mutating func committed(_ a: AfterCommit, _ state: ClusterState, _ shell: some LeaderShell, _ env: Environment, _ report: inout Report) {
+        let placed = a.placements.reduce(0) { $0 + (state.allocations[$1] == nil ? 0 : 1) }
+        report.placements += placed
         lastFailures[a.key] = a.failures
         let jobKey = EvalBroker.JobKey(a.answered)
         if a.failures.isEmpty { broker.forgetBlocked(jobKey) } else { broker.block(a.answered) }
@@ -345,7 +349,7 @@ public struct LeaderCore: Sendable {
             broker.enqueue(again)
         }
         if a.changed {
-            shell.note(.info, "plan committed", ["job": a.key.id, "placed": "\(a.placed)", "stopped": "\(a.stopped)"])
+            shell.note(.info, "plan committed", ["job": a.key.id, "placed": "\(placed)", "stopped": "\(a.stopped)"])
         }
     }
 

@@ -136,4 +136,47 @@ import Testing
             }
         }
     }
+
+    /// A shell whose log commits something else first: another job's allocation takes the only
+    /// node's room between the leader's decision and its plan's commit (a plan decided before an
+    /// earlier commit had answered).
+    final class Crowded: LeaderShell, @unchecked Sendable {
+        let copy: StateCopy
+        var first: Command?
+        init(_ copy: StateCopy, first: Command) { (self.copy, self.first) = (copy, first) }
+        var pipelineDepth: Int { 1 }
+        func currentState() async -> ClusterState { copy.state }
+        func note(_ level: LeaderCore.Level, _ message: String, _ metadata: [String: String]) {}
+        func propose(_ command: Command, _ what: String) async -> Bool {
+            if let f = first { first = nil; copy.apply(f) }
+            return copy.apply(command)
+        }
+    }
+
+    /// The state refuses the placement that no longer fits; the leader's report (the placement
+    /// metrics) counts what the state made, not what the plan asked for, and the job is
+    /// evaluated again and placed once there is room.
+    @Test func placementsTheStateRefusedAreNotCountedAsPlaced() async {
+        let copy = StateCopy(ClusterState())
+        var n = Node(id: "n1", address: "10.0.0.1", cpuMillicores: 1000, memoryMiB: 1024, diskMiB: 100_000)
+        n.drivers = ["raw_exec"]
+        #expect(copy.apply(.upsertNode(n)))
+        #expect(copy.apply(.registerJob(text: Self.job("web", type: .service, count: 1, cpu: 800, mem: 512))))
+        let other = Allocation(id: "other", jobID: "batch", jobVersion: 0, group: "g", name: "batch.g[0]", nodeID: "n1",
+                               cpuMillicores: 900, memoryMiB: 512, diskMiB: 10)
+        let shell = Crowded(copy, first: .applyPlan(allocations: [other], evaluations: []))
+        var core = LeaderCore()
+        let ids = CountingIDs("p")
+        let report = await core.pass(shell, members: nil, LeaderCore.Environment(now: { 1_800_000_000_000 }, newID: { ids.next() }))
+        #expect(report.placements == 0, "\(report)")
+        #expect(copy.state.allocations.values.filter { $0.jobID == "web" }.isEmpty)
+        #expect(copy.state.evaluations.values.contains { $0.jobID == "web" && $0.status == .pending })
+        // The other allocation stops: the next pass places the job and counts it.
+        var stopped = other
+        stopped.desiredStatus = .stop
+        #expect(copy.apply(.applyPlan(allocations: [stopped], evaluations: [])))
+        let again = await core.pass(shell, members: nil, LeaderCore.Environment(now: { 1_800_000_000_000 }, newID: { ids.next() }))
+        #expect(again.placements == 1, "\(again)")
+        #expect(copy.state.allocations.values.filter { $0.jobID == "web" && $0.isLive }.count == 1)
+    }
 }
