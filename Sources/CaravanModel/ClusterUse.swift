@@ -57,6 +57,7 @@ public struct ClusterUse: Sendable, Equatable {
             c = classes.count
             classes[key] = c
         }
+        defer { if classes.count > 2 * nodes.count + 16 { renumberClasses() } }
         var offers = NodeUse()
         (offers.cpuMillicores, offers.memoryMiB, offers.diskMiB) = (node.cpuMillicores, node.memoryMiB, node.diskMiB)
         if let s = slot[node.id] {
@@ -75,6 +76,19 @@ public struct ClusterUse: Sendable, Equatable {
         if s >> Self.blockShift == blockFree.count { blockFree.append(NodeUse()) }
         for a in holding where a.isLive { addToNode(a, s, 1) }
         refreshBlock(of: s)
+    }
+
+    /// Classes no node is in any more (a node whose attributes changed left its old one) are
+    /// dropped and the rest numbered again, so node updates cannot grow the table without bound.
+    private mutating func renumberClasses() {
+        classes = [:]
+        for s in nodes.indices {
+            let key = nodes[s].schedulingClass
+            if let known = classes[key] { classOf[s] = known } else {
+                classOf[s] = classes.count
+                classes[key] = classes.count
+            }
+        }
     }
 
     /// Takes the most free of each resource over slot `s`'s block again.

@@ -112,6 +112,23 @@ import Testing
         }
     }
 
+    /// A node whose attributes keep changing leaves a class behind each time; the table drops
+    /// classes no node is in, and constraints still see each node's current class.
+    @Test func schedulingClassesNoNodeIsInAreDropped() {
+        var cluster = ClusterUse(nodes: (1...4).map { Self.node("n\($0)") }, allocations: [])
+        var n1 = Self.node("n1")
+        for k in 0..<500 {
+            n1.attributes["build"] = "b\(k)"
+            cluster.upsert(n1, holding: [])
+        }
+        #expect(cluster.classCount <= 2 * 4 + 16)
+        let job = Self.job(count: 1, constraints: [Constraint(attribute: "${attr.build}", operator: .equal, value: "b499")])
+        let plan = Self.scheduler().schedule(SchedulerInput(job: job, jobVersion: 0, jobStopped: false, cluster: cluster, jobAllocations: []))
+        #expect(plan.placements.map(\.nodeID) == ["n1"])
+        let others = Self.job(count: 3, constraints: [Constraint(attribute: "${attr.build}", operator: .equal, value: "b498")])
+        #expect(Self.scheduler().schedule(SchedulerInput(job: others, jobVersion: 0, jobStopped: false, cluster: cluster, jobAllocations: [])).placements.isEmpty)
+    }
+
     @Test func aNamespaceQuotaRefusesTheInstanceOverItAndThePlanApplierToo() {
         var job = Self.job(count: 3, cpu: 500, mem: 256)
         job.namespace = "team-a"
