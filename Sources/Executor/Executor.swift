@@ -292,6 +292,8 @@ public actor Executor {
     func started(_ allocID: String, _ name: String, _ gen: Int, _ handle: TaskHandle) {
         guard let r = allocs[allocID], var t = r.tasks[name], t.generation == gen, t.starting else {
             // Its exit came first (it ended at once); that path already decided what follows.
+            // What the driver set up for it (a container's state, its mounts) still goes.
+            if let driver = allocs[allocID]?.tasks[name]?.spec.driver { drivers[driver]?.cleanup(handle) }
             return
         }
         t.starting = false
@@ -324,6 +326,12 @@ public actor Executor {
         let cg = TaskCgroup(allocation: allocID, task: name)
         let oom = (status.signal == Int(SIGKILL) || status.code == 137) && !t.killRequested && cg.hitMemoryLimit()
         if let h = t.handle { drivers[t.spec.driver]?.cleanup(h) }
+        if t.starting {
+            // It ended before its start was reported here (a short task on a busy node): it did
+            // start, and its events say so.
+            t.state.startedAt = now()
+            t.state.record(TaskEvent(time: now(), type: "Started", message: "Task started by \(t.spec.driver.rawValue)"))
+        }
         t.handle = nil
         t.starting = false
         t.state.exitCode = status.known ? status.code : nil

@@ -86,6 +86,40 @@ let fastRestart = RestartPolicy(attempts: 2, interval: .seconds(60), delay: .mil
         #expect(st.events.map(\.type) == ["Received", "Started", "Terminated"])
     }
 
+    /// A driver whose task ends before its start is reported back (a short task on a busy node).
+    final class EndsAtOnce: TaskDriver, @unchecked Sendable {
+        let cleanups = Mutex(0)
+        var name: TaskSpec.Driver { .rawExec }
+        func fingerprint() -> (usable: Bool, detail: String) { (true, "") }
+        func start(_ context: TaskContext, events: @Sendable (TaskEvent) -> Void) async throws(DriverError) -> TaskHandle {
+            context.onExit(ProcessExitStatus(code: 0))
+            try? await Task.sleep(for: .milliseconds(100))
+            return TaskHandle(pid: 1, startTime: 0)
+        }
+        func recover(_ handle: TaskHandle, onExit: @escaping @Sendable (ProcessExitStatus) -> Void) -> Bool { false }
+        func signal(_ handle: TaskHandle, _ signal: Int32) {}
+        func cleanup(_ handle: TaskHandle) { cleanups.withLock { $0 += 1 } }
+        func execute(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                     timeout: Duration) async -> (code: Int, output: String) { (0, "") }
+        func interactiveCommand(_ handle: TaskHandle, command: [String], environment: [String: String], directory: String,
+                                tty: Bool) -> InteractiveCommand? { nil }
+    }
+
+    @Test("a task that ends before its start is reported still says it started, and what the driver set up goes")
+    func endsBeforeItsStartIsReported() async throws {
+        let log = ReportLog()
+        let driver = EndsAtOnce()
+        let ex = Executor(root: tempDir("raw-quick"), nodeName: "n1", drivers: [driver], report: log.sink)
+        await ex.sync([assignment("q1", type: .batch, tasks: [shell("main", "true")])])
+        try await log.wait("complete", { $0?.clientStatus == .complete }, id: "q1")
+        let st = try #require(log.report("q1")?.taskStates["main"])
+        #expect(st.events.map(\.type) == ["Received", "Started", "Terminated"])
+        #expect(st.startedAt != nil)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while driver.cleanups.withLock({ $0 }) == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(driver.cleanups.withLock { $0 } == 1)
+    }
+
     @Test("a task that names a user runs as it, and so do commands run in it", .enabled(if: geteuid() == 0))
     func runsAsItsUser() async throws {
         let log = ReportLog()
