@@ -212,33 +212,44 @@ public final class ClusterStore: ReplicatedStateMachine {
         return Parts(state: try ClusterState.restore(cs), variables: variables, sessions: restoredSessions, acl: restoredACL)
     }
 
-    public func query(_ request: [UInt8]) throws -> [UInt8] {
+    public func query(_ request: [UInt8]) throws -> [UInt8] { try prepareQuery(request)() }
+
+    /// On the Raft loop, what the answer reads is taken at one index (the cluster state and, for
+    /// a snapshot, every part of the store — a copy of persistent values); the answer is built
+    /// in the closure, on a worker thread, so a large one does not hold up the loop.
+    public func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8] {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
-        // Run where entries are applied, between two of them: every part at the same index.
         if first == Self.snapshotQuery, request.count == 1 {
-            // One answer between agents carries at most one log entry's worth (and a restore takes
-            // no more): a larger state is refused with the reason, never retried over and over.
-            let bytes = Self.snapshotMagic + snapshot()
-            guard bytes.count <= Self.maxRestoreBytes else {
-                throw RaftError(.rejected, "the replicated state is \(bytes.count) bytes, over the \(Self.maxRestoreBytes)-byte limit of a snapshot file; back up a voter's data dir instead (Docs/operations.md, Backups)")
+            let encode = captureSnapshot()
+            return {
+                // One answer between agents carries at most one log entry's worth (and a restore
+                // takes no more): a larger state is refused with the reason, never retried over and over.
+                let bytes = Self.snapshotMagic + encode()
+                guard bytes.count <= Self.maxRestoreBytes else {
+                    throw RaftError(.rejected, "the replicated state is \(bytes.count) bytes, over the \(Self.maxRestoreBytes)-byte limit of a snapshot file; back up a voter's data dir instead (Docs/operations.md, Backups)")
+                }
+                return bytes
             }
-            return bytes
         }
         if first == Self.clusterQuery {
             let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
             let s = current
-            // The answer leads with the index of the last change to what it shows (at least 1,
-            // so `?index=0` never blocks).
-            var w = ByteWriter()
-            w.varint(max(1, q.kind.tables.isEmpty ? s.lastIndex : s.index(of: q.kind.tables)))
-            w.raw(try ClusterViews.answer(q, s))
-            return w.bytes
+            return {
+                // The answer leads with the index of the last change to what it shows (at least 1,
+                // so `?index=0` never blocks).
+                var w = ByteWriter()
+                w.varint(max(1, q.kind.tables.isEmpty ? s.lastIndex : s.index(of: q.kind.tables)))
+                w.raw(try ClusterViews.answer(q, s))
+                return w.bytes
+            }
         }
         if first == ACLCommand.tag {
             guard let q = ACLQuery.decode(request) else { throw RaftError(.rejected, "malformed ACL query") }
-            return q.answer(acl)
+            let acl = self.acl
+            return { q.answer(acl) }
         }
-        return try variables.query(request)
+        let variables = self.variables
+        return { try variables.query(request) }
     }
 
     /// A cluster query's answer leads with the index of the last change to its tables: a blocking

@@ -16,6 +16,11 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     func apply(_ command: [UInt8], index: LogIndex) -> [UInt8]
     /// Answers a read-only request from the current state.
     func query(_ request: [UInt8]) throws -> [UInt8]
+    /// A read in two steps: on the loop, take what the answer reads (cheaply, all at the applied
+    /// index); the closure builds the answer on a worker thread, so a large answer does not
+    /// hold up heartbeats. By default the whole `query` runs on the worker, so it must be safe
+    /// to call beside `apply`.
+    func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8]
     func snapshot() -> [UInt8]
     /// The state as it is now, encoded later by the closure on another thread while the loop goes
     /// on applying: the closure returns what `snapshot()` would have returned at this moment. Make
@@ -31,6 +36,9 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
 }
 
 extension ReplicatedStateMachine {
+    public func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8] {
+        { [self] in try self.query(request) }
+    }
     public func captureSnapshot() -> @Sendable () -> [UInt8] {
         let bytes = snapshot()
         return { bytes }
@@ -118,10 +126,13 @@ public final class RaftNode: @unchecked Sendable {
     /// A snapshot being encoded and written on `snapshotWorker`; at most one at a time.
     var snapshotInFlight = false
     /// Counts snapshots restored from the leader: a snapshot of our own begun before one is
-    /// dropped when it is written (the state it captured was replaced).
-    var restores = 0
+    /// dropped (the state it captured was replaced) — the worker stops early when it sees it.
+    let restores = Atomic<Int>(0)
     /// Encodes and writes snapshots off the Raft loop, so a large state does not stall heartbeats.
     let snapshotWorker = NIOThreadPool(numberOfThreads: 1)
+    /// Builds the answers to reads off the loop (a list of thousands of large variables took long
+    /// enough on the loop to cost an election).
+    let queryWorker = NIOThreadPool(numberOfThreads: 2)
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
     let commitTimer = Timer(label: "caravan_raft_commit_seconds")
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
@@ -181,8 +192,10 @@ public final class RaftNode: @unchecked Sendable {
             }
             applied = snap.metadata.index
             lastSnapshotIndex = snap.metadata.index
+            lastSnapshotBytes = snap.data.count
         }
         snapshotWorker.start()
+        queryWorker.start()
     }
 
     /// Opens the log in `config.directory` (repairing a torn tail), restores the state machine,
@@ -221,6 +234,7 @@ public final class RaftNode: @unchecked Sendable {
             try await t.start(port: config.port)
         } catch {
             try? await node.snapshotWorker.shutdownGracefully()
+            try? await node.queryWorker.shutdownGracefully()
             try? await node.ownGroup.shutdownGracefully()
             throw error
         }
@@ -363,14 +377,17 @@ public final class RaftNode: @unchecked Sendable {
         guard member || core.role == .leader else { return nil }
         let until = ContinuousClock.now + p.wait
         return watch(after: after, changedAfter: p.changedAfter, request: request, until: until).flatMap {
-            @Sendable func answer() throws -> [UInt8] {
-                var w = ByteWriter()
-                w.varint(self.applied)
-                w.raw(try self.fsm.query(request))
-                return w.bytes
+            @Sendable func answer() -> EventLoopFuture<[UInt8]> {
+                let at = self.applied
+                return self.answer(request).map { body in
+                    var w = ByteWriter()
+                    w.varint(at)
+                    w.raw(body)
+                    return w.bytes
+                }
             }
-            if member { return self.loop.makeCompletedFuture { try answer() } }
-            if self.core.role == .leader { return self.confirmRead().flatMapThrowing { try answer() } }
+            if member { return answer() }
+            if self.core.role == .leader { return self.confirmRead().flatMap { answer() } }
             // Leadership moved while waiting: ask the new leader, without waiting again.
             return self.route(.waitRead, Self.waitPayload(request, stale: false, after: after, changedAfter: p.changedAfter, until: .now),
                               hops: hops, deadline: deadline)
@@ -417,7 +434,7 @@ public final class RaftNode: @unchecked Sendable {
     private func route(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
         guard !shuttingDown else { return loop.makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down")) }
         if op == .staleRead, core.configuration.contains(id), applied > 0 {
-            do { return loop.makeSucceededFuture(try fsm.query(payload)) } catch { return loop.makeFailedFuture(error) }
+            return answer(payload)
         }
         if op == .waitRead, let served = waitRead(payload, hops: hops, deadline: deadline) { return served }
         if core.role == .leader {
@@ -502,7 +519,17 @@ public final class RaftNode: @unchecked Sendable {
     }
 
     private func readLocally(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
-        confirmRead().flatMapThrowing { try self.fsm.query(request) }
+        confirmRead().flatMap { self.answer(request) }
+    }
+
+    /// On the loop: what the answer reads is taken now; the answer is built on `queryWorker`.
+    private func answer(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        do {
+            let build = try fsm.prepareQuery(request)
+            return queryWorker.runIfActive(eventLoop: loop, build)
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
     }
 
     /// Succeeds once this leader has confirmed it still leads and has applied everything
@@ -616,11 +643,12 @@ public final class RaftNode: @unchecked Sendable {
         stopped.store(true, ordering: .relaxed)
         // The loop itself stays a while: the agent's other services may still ask for status or
         // propose (they get shutting_down) while they stop; it goes with the process, or after 5 s.
-        let (group, worker) = (ownGroup, snapshotWorker)
+        let (group, worker, queries) = (ownGroup, snapshotWorker, queryWorker)
         Task.detached {
             try? await Task.sleep(for: .seconds(5))
             // The worker first: a snapshot it is writing reports to the loop when done.
             try? await worker.shutdownGracefully()
+            try? await queries.shutdownGracefully()
             try? await group.shutdownGracefully()
         }
     }
@@ -668,14 +696,16 @@ public final class RaftNode: @unchecked Sendable {
             if !sendFirst { send(r.messages) }
             if let snap = r.snapshot {
                 do {
-                    try fsm.restore(try wal.readSnapshot(snap.metadata).data)
+                    let data = try wal.readSnapshot(snap.metadata).data
+                    try fsm.restore(data)
+                    (lastSnapshotBytes, appliedBytesSinceSnapshot) = (data.count, 0)
                 } catch {
                     logger.critical("cannot restore the snapshot the leader sent; stopping so no state is served without it", metadata: ["error": "\(error)"])
                     exit(74)
                 }
                 applied = snap.metadata.index
                 lastSnapshotIndex = snap.metadata.index
-                restores += 1
+                restores.add(1, ordering: .relaxed)
                 wal.removeSegments(before: snap.metadata.index + 1)
                 for (i, p) in proposals where i <= applied {
                     p.promise.fail(RaftError(.leadershipLost, "leadership changed before the write was applied"))
@@ -781,12 +811,15 @@ public final class RaftNode: @unchecked Sendable {
         lastSnapshotIndex = meta.index
         snapshotInFlight = true
         let encode = fsm.captureSnapshot()
-        let (file, counted, restoresThen) = (wal.snapshotPath(meta) + ".tmp", appliedBytesSinceSnapshot, restores)
+        let (file, counted, restoresThen) = (wal.snapshotPath(meta) + ".tmp", appliedBytesSinceSnapshot, restores.load(ordering: .relaxed))
         snapshotWorker.submit { [self] state in
             let written: Result<Int, WriteAheadLog.Failure>
             do throws(WriteAheadLog.Failure) {
                 guard state == .active else { throw WriteAheadLog.Failure(description: "the agent is stopping") }
+                let superseded = WriteAheadLog.Failure(description: "superseded by the leader's snapshot")
+                guard restores.load(ordering: .relaxed) == restoresThen else { throw superseded }
                 let data = encode()
+                guard restores.load(ordering: .relaxed) == restoresThen else { throw superseded }
                 try WriteAheadLog.writeSnapshotFile(Snapshot(metadata: meta, data: data), to: file)
                 written = .success(data.count)
             } catch {
@@ -805,11 +838,14 @@ public final class RaftNode: @unchecked Sendable {
         case .success(let n): size = n
         case .failure(let error):
             unlink(file)
-            logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
+            // Stopping, or the leader's snapshot replaced the state: nothing failed.
+            if !shuttingDown && restores.load(ordering: .relaxed) == restoresThen {
+                logger.error("snapshot failed; the log is kept whole", metadata: ["error": "\(error)"])
+            }
             return
         }
         // Stopping, or the leader's snapshot replaced the state this one captured: not installed.
-        guard !shuttingDown, restores == restoresThen, core.snapshotMetadata(index: meta.index) == meta else {
+        guard !shuttingDown, restores.load(ordering: .relaxed) == restoresThen, core.snapshotMetadata(index: meta.index) == meta else {
             unlink(file)
             return
         }

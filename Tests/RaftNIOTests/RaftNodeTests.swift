@@ -41,6 +41,8 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
     }
     func lastChange(_ key: String) -> LogIndex { lock.lock(); defer { lock.unlock() }; return changed[key] ?? 0 }
     func query(_ request: [UInt8]) throws -> [UInt8] {
+        // A read that takes long to answer (a list of thousands of large values).
+        if request == Array("slow".utf8) { Thread.sleep(forTimeInterval: 2.5) }
         lock.lock(); defer { lock.unlock() }
         return Array((data[String(decoding: request, as: UTF8.self)] ?? "").utf8)
     }
@@ -266,6 +268,37 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         #expect(try await g.nodes[again]!.read(Array("a0".utf8)) == Array("v".utf8))
         #expect(try await g.nodes[again]!.read(Array("b\(k - 1)".utf8)) == Array("v".utf8))
         #expect(g.stores[again].count == 45 + k)
+        for i in 0..<3 { await g.stop(i) }
+    }
+
+    /// A read whose answer takes seconds to build is built off the loop: writes, other reads and
+    /// heartbeats go on meanwhile, on the leader and on a follower that serves it.
+    @Test func aSlowReadDoesNotStallTheGroup() async throws {
+        let g = try Group(subnet: 68)
+        for i in 0..<3 { try await g.start(i, bootstrap: true) }
+        let l = try await g.waitForLeader()
+        let term = await g.nodes[l]!.status().term
+        _ = try await g.nodes[l]!.apply(Array("slow=yes".utf8))
+        let slowReads = Task {
+            async let a = g.nodes[l]!.read(Array("slow".utf8))
+            async let b = g.nodes[(l + 1) % 3]!.read(Array("slow".utf8), stale: true)
+            return try await [a, b]
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let clock = ContinuousClock()
+        var slowest = Duration.zero
+        let start = clock.now
+        var k = 0
+        while clock.now - start < .seconds(2) {
+            let t = clock.now
+            _ = try await g.nodes[(l + k) % 3]!.apply(Array("c\(k)=v".utf8))
+            #expect(try await g.nodes[(l + k + 1) % 3]!.read(Array("c\(k)".utf8)) == Array("v".utf8))
+            slowest = max(slowest, clock.now - t)
+            k += 1
+        }
+        #expect(slowest < .milliseconds(700), "a write and read took \(slowest) while a slow read was answered")
+        #expect(try await slowReads.value == [Array("yes".utf8), Array("yes".utf8)])
+        #expect(await g.nodes[l]!.status().term == term, "an election happened while a slow read was answered")
         for i in 0..<3 { await g.stop(i) }
     }
 
