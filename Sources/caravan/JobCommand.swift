@@ -140,7 +140,12 @@ struct JobCommand: AsyncParsableCommand {
                     }
                 }
                 let done = counts(false) || (ContinuousClock.now > deadline && counts(true))
-                let failed = st.allocations.filter { $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version }
+                // Failures reported before this registration (an unchanged job registered again
+                // after its tasks died with a stopped cluster) are not this run's: their
+                // replacements are what it waits for.
+                let failed = st.allocations.filter {
+                    $0.desiredStatus == "run" && $0.clientStatus == "failed" && $0.jobVersion == st.version && $0.modifyIndex >= reg.index
+                }
                 // A version with canaries is as far as it goes once they are healthy: it waits to be promoted.
                 let canariesUp = caughtUp && st.awaitingPromotion && st.groups.allSatisfy { $0.canariesHealthy >= $0.canariesDesired }
                 if canariesUp && failed.isEmpty {
