@@ -318,6 +318,14 @@ public final class Agent: Sendable {
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         shutdownTrigger.withLock { t in t = { Task { await group.triggerGracefulShutdown() } } }
         if shutdownRequested.withLock({ $0 }) { await group.triggerGracefulShutdown() }
+        let trimming = Task.detached {
+            try await Task.sleep(for: CodePages.firstAfter)
+            while !Task.isCancelled {
+                CodePages.release()
+                try await Task.sleep(for: CodePages.every)
+            }
+        }
+        defer { trimming.cancel() }
         do {
             try await group.run()
         } catch {
