@@ -212,16 +212,16 @@ public final class ClusterStore: ReplicatedStateMachine {
         return Parts(state: try ClusterState.restore(cs), variables: variables, sessions: restoredSessions, acl: restoredACL)
     }
 
-    public func query(_ request: [UInt8]) throws -> [UInt8] { try prepareQuery(request)() }
+    public func query(_ request: [UInt8]) throws -> [UInt8] { try prepareQuery(request).build() }
 
     /// On the Raft loop, what the answer reads is taken at one index (the cluster state and, for
     /// a snapshot, every part of the store — a copy of persistent values); the answer is built
     /// in the closure, on a worker thread, so a large one does not hold up the loop.
-    public func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8] {
+    public func prepareQuery(_ request: [UInt8]) throws -> PreparedRead {
         guard let first = request.first else { throw RaftError(.rejected, "empty query") }
         if first == Self.snapshotQuery, request.count == 1 {
             let encode = captureSnapshot()
-            return {
+            return PreparedRead(bulk: true) {
                 // One answer between agents carries at most one log entry's worth (and a restore
                 // takes no more): a larger state is refused with the reason, never retried over and over.
                 let bytes = Self.snapshotMagic + encode()
@@ -234,7 +234,9 @@ public final class ClusterStore: ReplicatedStateMachine {
         if first == Self.clusterQuery {
             let q = try JSONDecoder().decode(ClusterQuery.self, from: Data(request.dropFirst()))
             let s = current
-            return {
+            // Lists and plans may be large; one object's view and a node's own allocations
+            // (what every agent's executor waits on) are not.
+            return PreparedRead(bulk: q.kind.isBulk) {
                 // The answer leads with the index of the last change to what it shows (at least 1,
                 // so `?index=0` never blocks).
                 var w = ByteWriter()
@@ -246,10 +248,9 @@ public final class ClusterStore: ReplicatedStateMachine {
         if first == ACLCommand.tag {
             guard let q = ACLQuery.decode(request) else { throw RaftError(.rejected, "malformed ACL query") }
             let acl = self.acl
-            return { q.answer(acl) }
+            return PreparedRead { q.answer(acl) }
         }
-        let variables = self.variables
-        return { try variables.query(request) }
+        return try variables.prepareQuery(request)
     }
 
     /// A cluster query's answer leads with the index of the last change to its tables: a blocking
@@ -296,6 +297,14 @@ struct ClusterQuery: Codable, Sendable {
     enum Kind: String, Codable {
         case jobs, job, nodes, node, allocations, plan, versions, allocation, nodeAllocations, evaluations, jobEvaluations, schedulerConfig,
              evaluation, namespaces, namespace
+
+        /// Answers that grow with the cluster (every job, node, allocation or evaluation; a plan).
+        var isBulk: Bool {
+            switch self {
+            case .jobs, .nodes, .allocations, .evaluations, .plan, .namespaces: true
+            default: false
+            }
+        }
 
         /// The tables an answer is made from: its index is the latest change to any of them.
         var tables: [ClusterState.Table] {

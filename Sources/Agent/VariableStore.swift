@@ -1,3 +1,4 @@
+import HashTreeCollections
 import Primitives
 import Raft
 import RaftNIO
@@ -35,7 +36,9 @@ public final class VariableStore: ReplicatedStateMachine {
 
     /// The variables, and the bytes of every path and value among them (kept together).
     private struct Contents {
-        var all: [String: Item] = [:]
+        /// A persistent hash trie: a reader holding a copy (a list being built off the Raft loop)
+        /// costs the next write a changed path, not a copy of every variable.
+        var all: TreeDictionary<String, Item> = [:]
         var bytes = 0
     }
     private let items = Mutex(Contents())
@@ -174,17 +177,27 @@ public final class VariableStore: ReplicatedStateMachine {
         }
     }
 
-    public func query(_ request: [UInt8]) throws -> [UInt8] {
+    public func query(_ request: [UInt8]) throws -> [UInt8] { try prepareQuery(request).build() }
+
+    /// What the answer reads is taken now (on the Raft loop: the item, the data key, or a copy of
+    /// the table for a list); a list is filtered, sorted and encoded in the closure.
+    /// A list may carry thousands of values: it is built on the bulk worker, so small reads
+    /// (an item, a node's allocations, an ACL token) never wait behind it.
+    public func prepareQuery(_ request: [UInt8]) throws -> PreparedRead {
         var r = ByteReader(request)
         guard let type = r.byte().flatMap(Query.init(rawValue:)), let p = r.string(max: Self.maxPathBytes) else {
             throw RaftError(.rejected, "malformed query")
         }
-        if type == .dataKey { return dataKey.withLock { $0 } }
-        let all = items.withLock { $0.all }
         switch type {
-        case .dataKey: return []
-        case .get: return Self.encodeItems(all[p].map { [(p, $0)] } ?? [])
-        case .list: return Self.encodeItems(all.filter { $0.key.hasPrefix(p) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        case .dataKey:
+            let key = dataKey.withLock { $0 }
+            return PreparedRead { key }
+        case .get:
+            let item = items.withLock { $0.all[p] }
+            return PreparedRead { Self.encodeItems(item.map { [(p, $0)] } ?? []) }
+        case .list:
+            let all = items.withLock { $0.all }
+            return PreparedRead(bulk: true) { Self.encodeItems(all.filter { $0.key.hasPrefix(p) }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }) }
         }
     }
 

@@ -17,10 +17,10 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     /// Answers a read-only request from the current state.
     func query(_ request: [UInt8]) throws -> [UInt8]
     /// A read in two steps: on the loop, take what the answer reads (cheaply, all at the applied
-    /// index); the closure builds the answer on a worker thread, so a large answer does not
-    /// hold up heartbeats. By default the whole `query` runs on the worker, so it must be safe
-    /// to call beside `apply`.
-    func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8]
+    /// index); `build` makes the answer on a worker thread, so a large answer does not hold up
+    /// heartbeats. By default the whole `query` runs on the worker, so it must be safe to call
+    /// beside `apply`.
+    func prepareQuery(_ request: [UInt8]) throws -> PreparedRead
     func snapshot() -> [UInt8]
     /// The state as it is now, encoded later by the closure on another thread while the loop goes
     /// on applying: the closure returns what `snapshot()` would have returned at this moment. Make
@@ -35,9 +35,23 @@ public protocol ReplicatedStateMachine: AnyObject, Sendable {
     func changeIndex(of request: [UInt8]) -> (@Sendable () -> LogIndex)?
 }
 
+/// A read whose inputs were taken on the Raft loop; `build` makes the answer on a worker.
+public struct PreparedRead: Sendable {
+    public var build: @Sendable () throws -> [UInt8]
+    /// An answer that grows with the state (a list, a snapshot): built on the bulk worker, so
+    /// small reads — an item, a node's allocations, an ACL token — never queue behind lists
+    /// a client may long have given up on.
+    public var bulk: Bool
+
+    public init(bulk: Bool = false, _ build: @escaping @Sendable () throws -> [UInt8]) {
+        self.build = build
+        self.bulk = bulk
+    }
+}
+
 extension ReplicatedStateMachine {
-    public func prepareQuery(_ request: [UInt8]) throws -> @Sendable () throws -> [UInt8] {
-        { [self] in try self.query(request) }
+    public func prepareQuery(_ request: [UInt8]) throws -> PreparedRead {
+        PreparedRead { [self] in try self.query(request) }
     }
     public func captureSnapshot() -> @Sendable () -> [UInt8] {
         let bytes = snapshot()
@@ -131,8 +145,10 @@ public final class RaftNode: @unchecked Sendable {
     /// Encodes and writes snapshots off the Raft loop, so a large state does not stall heartbeats.
     let snapshotWorker = NIOThreadPool(numberOfThreads: 1)
     /// Builds the answers to reads off the loop (a list of thousands of large variables took long
-    /// enough on the loop to cost an election).
+    /// enough on the loop to cost an election): small ones on `queryWorker`, those that grow
+    /// with the state on `bulkWorker`.
     let queryWorker = NIOThreadPool(numberOfThreads: 2)
+    let bulkWorker = NIOThreadPool(numberOfThreads: 1)
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
     let commitTimer = Timer(label: "caravan_raft_commit_seconds")
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
@@ -196,6 +212,7 @@ public final class RaftNode: @unchecked Sendable {
         }
         snapshotWorker.start()
         queryWorker.start()
+        bulkWorker.start()
     }
 
     /// Opens the log in `config.directory` (repairing a torn tail), restores the state machine,
@@ -235,6 +252,7 @@ public final class RaftNode: @unchecked Sendable {
         } catch {
             try? await node.snapshotWorker.shutdownGracefully()
             try? await node.queryWorker.shutdownGracefully()
+            try? await node.bulkWorker.shutdownGracefully()
             try? await node.ownGroup.shutdownGracefully()
             throw error
         }
@@ -525,8 +543,8 @@ public final class RaftNode: @unchecked Sendable {
     /// On the loop: what the answer reads is taken now; the answer is built on `queryWorker`.
     private func answer(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
         do {
-            let build = try fsm.prepareQuery(request)
-            return queryWorker.runIfActive(eventLoop: loop, build)
+            let read = try fsm.prepareQuery(request)
+            return (read.bulk ? bulkWorker : queryWorker).runIfActive(eventLoop: loop, read.build)
         } catch {
             return loop.makeFailedFuture(error)
         }
@@ -643,12 +661,13 @@ public final class RaftNode: @unchecked Sendable {
         stopped.store(true, ordering: .relaxed)
         // The loop itself stays a while: the agent's other services may still ask for status or
         // propose (they get shutting_down) while they stop; it goes with the process, or after 5 s.
-        let (group, worker, queries) = (ownGroup, snapshotWorker, queryWorker)
+        let (group, worker, queries, bulk) = (ownGroup, snapshotWorker, queryWorker, bulkWorker)
         Task.detached {
             try? await Task.sleep(for: .seconds(5))
             // The worker first: a snapshot it is writing reports to the loop when done.
             try? await worker.shutdownGracefully()
             try? await queries.shutdownGracefully()
+            try? await bulk.shutdownGracefully()
             try? await group.shutdownGracefully()
         }
     }
