@@ -242,7 +242,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             let why = String(cString: strerror(errno))
             unlink(tmp)
             guard linked else { throw CLIError.failed("cannot write \(file): \(why)") }
-            print("snapshot saved to \(file): \(r.body.count) bytes, index \(state.lastIndex), \(state.jobs.count) jobs, \(state.nodes.count) nodes, \(state.allocations.count) allocations")
+            print("snapshot saved to \(file): \(r.body.count) bytes; cluster state as of its last change (index \(state.lastIndex)): \(state.jobs.count) jobs, \(state.nodes.count) nodes, \(state.allocations.count) allocations")
         }
     }
 }
