@@ -397,7 +397,7 @@ public final class RaftNode: @unchecked Sendable {
         return watch(after: after, changedAfter: p.changedAfter, request: request, until: until).flatMap {
             @Sendable func answer() -> EventLoopFuture<[UInt8]> {
                 let at = self.applied
-                return self.answer(request).map { body in
+                return self.answer(request, deadline: deadline).map { body in
                     var w = ByteWriter()
                     w.varint(at)
                     w.raw(body)
@@ -452,14 +452,14 @@ public final class RaftNode: @unchecked Sendable {
     private func route(_ op: Op, _ payload: [UInt8], hops: UInt8, deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
         guard !shuttingDown else { return loop.makeFailedFuture(RaftError(.shuttingDown, "the agent is shutting down")) }
         if op == .staleRead, core.configuration.contains(id), applied > 0 {
-            return answer(payload)
+            return answer(payload, deadline: deadline)
         }
         if op == .waitRead, let served = waitRead(payload, hops: hops, deadline: deadline) { return served }
         if core.role == .leader {
             switch op {
             case .waitRead: break  // served above
             case .apply: return proposeLocally(payload)
-            case .read, .staleRead: return readLocally(payload)
+            case .read, .staleRead: return readLocally(payload, deadline: deadline)
             case .status: return loop.makeSucceededFuture(GroupView(core.status).encode())
             case .transfer:
                 let target = payload.isEmpty ? nil : ServerID(String(decoding: payload, as: UTF8.self))
@@ -536,15 +536,22 @@ public final class RaftNode: @unchecked Sendable {
         return p.futureResult
     }
 
-    private func readLocally(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
-        confirmRead().flatMap { self.answer(request) }
+    private func readLocally(_ request: [UInt8], deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
+        confirmRead().flatMap { self.answer(request, deadline: deadline) }
     }
 
-    /// On the loop: what the answer reads is taken now; the answer is built on `queryWorker`.
-    private func answer(_ request: [UInt8]) -> EventLoopFuture<[UInt8]> {
+    /// On the loop: what the answer reads is taken now; the answer is built on a worker — unless
+    /// it waited there past the read's deadline (its client has given up: nothing is built).
+    private func answer(_ request: [UInt8], deadline: ContinuousClock.Instant) -> EventLoopFuture<[UInt8]> {
         do {
             let read = try fsm.prepareQuery(request)
-            return (read.bulk ? bulkWorker : queryWorker).runIfActive(eventLoop: loop, read.build)
+            let build = read.build
+            return (read.bulk ? bulkWorker : queryWorker).runIfActive(eventLoop: loop) {
+                guard ContinuousClock.now < deadline else {
+                    throw RaftError(.timeout, "the read waited past its deadline behind other reads; it was not answered")
+                }
+                return try build()
+            }
         } catch {
             return loop.makeFailedFuture(error)
         }

@@ -20,6 +20,8 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
     let encodeDelay: Duration
     /// Snapshots encoded so far.
     let encoded = Atomic<Int>(0)
+    /// Slow reads answered so far.
+    let slowBuilt = Atomic<Int>(0)
     init(encodeDelay: Duration = .zero) { self.encodeDelay = encodeDelay }
     func captureSnapshot() -> @Sendable () -> [UInt8] {
         let copy = { lock.lock(); defer { lock.unlock() }; return data }()
@@ -46,7 +48,10 @@ final class KV: ReplicatedStateMachine, @unchecked Sendable {
     func lastChange(_ key: String) -> LogIndex { lock.lock(); defer { lock.unlock() }; return changed[key] ?? 0 }
     func query(_ request: [UInt8]) throws -> [UInt8] {
         // A read that takes long to answer (a list of thousands of large values).
-        if request.starts(with: Array("slow".utf8)) { Thread.sleep(forTimeInterval: 2.5) }
+        if request.starts(with: Array("slow".utf8)) {
+            slowBuilt.add(1, ordering: .relaxed)
+            Thread.sleep(forTimeInterval: 2.5)
+        }
         lock.lock(); defer { lock.unlock() }
         return Array((data[String(decoding: request, as: UTF8.self)] ?? "").utf8)
     }
@@ -306,6 +311,14 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         #expect(slowest < .milliseconds(700), "a write and read took \(slowest) while a slow read was answered")
         #expect(try await slowReads.value == Array(repeating: Array("yes".utf8), count: 4))
         #expect(await g.nodes[l]!.status().term == term, "an election happened while a slow read was answered")
+        // A read still queued when its deadline passes is dropped, not built for nobody.
+        let built = g.stores[l].slowBuilt.load(ordering: .relaxed)
+        async let first = g.nodes[l]!.read(Array("slow".utf8), timeout: .seconds(30))
+        try await Task.sleep(for: .milliseconds(200))
+        await #expect(throws: RaftError.self) { try await g.nodes[l]!.read(Array("slow-late".utf8), timeout: .milliseconds(500)) }
+        #expect(try await first == Array("yes".utf8))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(g.stores[l].slowBuilt.load(ordering: .relaxed) == built + 1)
         for i in 0..<3 { await g.stop(i) }
     }
 
