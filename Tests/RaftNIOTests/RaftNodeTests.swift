@@ -239,6 +239,23 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         await g.stop(lagging)
     }
 
+    /// Writes on each server in turn, each read back through the next, for `duration`: the
+    /// slowest write-and-read and how many were made (keys `prefix0`, `prefix1`, …).
+    static func writeAndRead(_ g: Group, from l: Int, prefix: String, for duration: Duration) async throws -> (Duration, Int) {
+        let clock = ContinuousClock()
+        var slowest = Duration.zero
+        let start = clock.now
+        var k = 0
+        while clock.now - start < duration {
+            let t = clock.now
+            _ = try await g.nodes[(l + k) % 3]!.apply(Array("\(prefix)\(k)=v".utf8))
+            #expect(try await g.nodes[(l + k + 1) % 3]!.read(Array("\(prefix)\(k)".utf8)) == Array("v".utf8))
+            slowest = max(slowest, clock.now - t)
+            k += 1
+        }
+        return (slowest, k)
+    }
+
     /// A large state takes seconds to encode; the loop must go on meanwhile — heartbeats, commits,
     /// reads — or the group elects again mid-snapshot (seen at a million allocations). The
     /// snapshot still lands, the log is compacted behind it, and a restart reads it back.
@@ -249,17 +266,7 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         let term = await g.nodes[l]!.status().term
         for k in 0..<45 { _ = try await g.nodes[l]!.apply(Array("a\(k)=v".utf8)) }
         // Every member now encodes for 2.5 s; writes and reads go on at their usual pace.
-        let clock = ContinuousClock()
-        var slowest = Duration.zero
-        let start = clock.now
-        var k = 0
-        while clock.now - start < .seconds(3) {
-            let t = clock.now
-            _ = try await g.nodes[(l + k) % 3]!.apply(Array("b\(k)=v".utf8))
-            #expect(try await g.nodes[(l + k + 1) % 3]!.read(Array("b\(k)".utf8)) == Array("v".utf8))
-            slowest = max(slowest, clock.now - t)
-            k += 1
-        }
+        let (slowest, k) = try await Self.writeAndRead(g, from: l, prefix: "b", for: .seconds(3))
         #expect(slowest < .milliseconds(700), "a write and read took \(slowest) while snapshots were encoded")
         #expect(await g.nodes[l]!.status().term == term, "an election happened while snapshots were encoded")
         // The snapshots land and the logs are compacted behind them.
@@ -297,17 +304,7 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
             return try await [a, b, c, d]
         }
         try await Task.sleep(for: .milliseconds(100))
-        let clock = ContinuousClock()
-        var slowest = Duration.zero
-        let start = clock.now
-        var k = 0
-        while clock.now - start < .seconds(2) {
-            let t = clock.now
-            _ = try await g.nodes[(l + k) % 3]!.apply(Array("c\(k)=v".utf8))
-            #expect(try await g.nodes[(l + k + 1) % 3]!.read(Array("c\(k)".utf8)) == Array("v".utf8))
-            slowest = max(slowest, clock.now - t)
-            k += 1
-        }
+        let (slowest, _) = try await Self.writeAndRead(g, from: l, prefix: "c", for: .seconds(2))
         #expect(slowest < .milliseconds(700), "a write and read took \(slowest) while a slow read was answered")
         #expect(try await slowReads.value == Array(repeating: Array("yes".utf8), count: 4))
         #expect(await g.nodes[l]!.status().term == term, "an election happened while a slow read was answered")
