@@ -81,7 +81,8 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], swiftSettings: strict),
         // The leader's decisions: no clock, no random ids, no I/O (a shell gives it those).
-        .target(name: "LeaderCore", dependencies: ["CaravanModel", "ClusterState", "Scheduler"]),
+        .target(name: "LeaderCore", dependencies: ["CaravanModel", "ClusterState", "Scheduler",
+                                                  .product(name: "HashTreeCollections", package: "swift-collections")]),
         .target(name: "Agent", dependencies: [
             "CaravanModel", "ClusterState", "Scheduler", "LeaderCore", "Access", "Keyring", "Primitives", "Framing", "Gossip", "GossipNIO", "Raft", "RaftNIO", "API", "Executor",
             .product(name: "HashTreeCollections", package: "swift-collections"),
