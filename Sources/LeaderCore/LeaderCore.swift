@@ -187,9 +187,9 @@ public struct LeaderCore: Sendable {
                 return nil
             }
             var answers = await shell.proposeAll(commands)[...]
-            // Only the allocations table (a persistent trie) is kept: holding a whole state copy
-            // while the store applies the next commands made it copy its plain tables (every
-            // node) on each batch — 5–10 s of a million-allocation run.
+            // Only the allocations table (a persistent trie) is kept: a whole state copy held
+            // while the store applies the next commands would make it copy its plain tables
+            // (every node) once per batch.
             let committedAllocations = commands.isEmpty ? state.allocations : await shell.currentState().allocations
             for (d, decision) in batch {
                 var ok = true
