@@ -149,6 +149,9 @@ public final class RaftNode: @unchecked Sendable {
     /// with the state on `bulkWorker`.
     let queryWorker = NIOThreadPool(numberOfThreads: 2)
     let bulkWorker = NIOThreadPool(numberOfThreads: 1)
+    /// The three, snapshots first: at shutdown a snapshot being written reports to the loop
+    /// when done, so the workers stop before the loop does.
+    var workers: [NIOThreadPool] { [snapshotWorker, queryWorker, bulkWorker] }
     var proposals: [LogIndex: (term: Term, promise: EventLoopPromise<[UInt8]>)] = [:]
     let commitTimer = Timer(label: "caravan_raft_commit_seconds")
     let electionsCounter = Counter(label: "caravan_raft_elections_total")
@@ -210,9 +213,7 @@ public final class RaftNode: @unchecked Sendable {
             lastSnapshotIndex = snap.metadata.index
             lastSnapshotBytes = snap.data.count
         }
-        snapshotWorker.start()
-        queryWorker.start()
-        bulkWorker.start()
+        for w in workers { w.start() }
     }
 
     /// Opens the log in `config.directory` (repairing a torn tail), restores the state machine,
@@ -250,9 +251,7 @@ public final class RaftNode: @unchecked Sendable {
         do {
             try await t.start(port: config.port)
         } catch {
-            try? await node.snapshotWorker.shutdownGracefully()
-            try? await node.queryWorker.shutdownGracefully()
-            try? await node.bulkWorker.shutdownGracefully()
+            for w in node.workers { try? await w.shutdownGracefully() }
             try? await node.ownGroup.shutdownGracefully()
             throw error
         }
@@ -668,13 +667,10 @@ public final class RaftNode: @unchecked Sendable {
         stopped.store(true, ordering: .relaxed)
         // The loop itself stays a while: the agent's other services may still ask for status or
         // propose (they get shutting_down) while they stop; it goes with the process, or after 5 s.
-        let (group, worker, queries, bulk) = (ownGroup, snapshotWorker, queryWorker, bulkWorker)
+        let (group, workers) = (ownGroup, workers)
         Task.detached {
             try? await Task.sleep(for: .seconds(5))
-            // The worker first: a snapshot it is writing reports to the loop when done.
-            try? await worker.shutdownGracefully()
-            try? await queries.shutdownGracefully()
-            try? await bulk.shutdownGracefully()
+            for w in workers { try? await w.shutdownGracefully() }
             try? await group.shutdownGracefully()
         }
     }
