@@ -74,7 +74,7 @@ public struct ClusterUse: Sendable, Equatable {
         use.append(NodeUse())
         capacity.append(offers)
         if s >> Self.blockShift == blockFree.count { blockFree.append(NodeUse()) }
-        for a in holding where a.isLive { addToNode(a, s, 1) }
+        for a in holding where a.isLive { addToNode(a, s, 1, refreshing: false) }
         refreshBlock(of: s)
     }
 
@@ -112,11 +112,13 @@ public struct ClusterUse: Sendable, Equatable {
         if a.isLive, let s = slot[a.nodeID] { addToNode(a, s, sign) }
     }
 
-    private mutating func addToNode(_ a: Allocation, _ s: Int, _ sign: Int) {
+    /// `refreshing`: take the block's most free again now (off while a new node's holdings are
+    /// added, refreshed once after them).
+    private mutating func addToNode(_ a: Allocation, _ s: Int, _ sign: Int, refreshing: Bool = true) {
         use[s].cpuMillicores += sign * a.cpuMillicores
         use[s].memoryMiB += sign * a.memoryMiB
         use[s].diskMiB += sign * a.diskMiB
-        refreshBlock(of: s)
+        if refreshing { refreshBlock(of: s) }
         guard !a.ports.isEmpty else { return }
         var held = ports[s] ?? [:]
         for p in a.ports.values {
