@@ -299,12 +299,23 @@ public final class Agent: Sendable {
     public func run() async throws {
         let router = makeRouter()
         let counter = httpConnections
-        let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
-                                                                 idleTimeout: Self.httpIdleTimeout))
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
+                                               idleTimeout: Self.httpIdleTimeout)
+        let tls = serverTLS
+        let server = HTTPServerBuilder { responder in
+            let plain = HTTP1Channel(responder: responder, configuration: http1)
+            if let tls { return OnItsEventLoop(base: try TLSChannel(plain, tlsConfiguration: tls)) }
+            return OnItsEventLoop(base: plain)
+        }
+        // The API's own event loops: handlers run on them (`OnItsEventLoop`), so a slow one (a
+        // large list, a snapshot restore) holds up other requests, never gossip's probes.
+        let httpLoops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        defer { httpLoops.shutdownGracefully { _ in } }
         let app = Application(router: router,
-                              server: try serverTLS.map { try .tls(http1, tlsConfiguration: $0) } ?? http1,
+                              server: server,
                               configuration: .init(address: .hostname(config.bind, port: Int(config.httpPort)),
                                                    serverName: "caravan"),
+                              eventLoopGroupProvider: .shared(httpLoops),
                               logger: logger)
         let lifecycle = GossipLifecycle(agent: self)
         let group = ServiceGroup(configuration: .init(services: [.init(service: lifecycle), .init(service: VoterKeeper(agent: self)),

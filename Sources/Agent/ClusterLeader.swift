@@ -41,17 +41,21 @@ struct ClusterLeader: Service, LeaderShell {
             }
             pass.restores.withLock { $0 = restores }
             if await agent.raft.status().role == .leader {
+                var changed = agent.store.clusterChangeIndex
                 let report = await core.pass(self, members: await members(), Self.environment)
                 Self.record(report)
-                // Again as soon as anything is committed (a job registered, an allocation
-                // stopped), or after `interval` for what gossip and the clock bring — but never
-                // at once after a pass the state refused something of: a refusal is committed
-                // too, and would wake a pass that proposes it again.
+                // Again as soon as the cluster state changes (a job registered, an allocation
+                // stopped — a variable write or an ACL change does not wake it), or after
+                // `interval` for what gossip and the clock bring — but never at once after a pass
+                // the state refused something of: what else that pass committed would wake a
+                // pass that proposes the refused command again.
                 if pass.takeRefused() > 0 {
                     try? await Task.sleep(for: interval)
                     seen = await agent.raft.status().applied
+                    changed = agent.store.clusterChangeIndex
                 }
-                seen = await agent.raft.waitApplied(after: seen, wait: interval)
+                let store = agent.store
+                seen = await agent.raft.waitApplied(after: seen, changedAfter: changed, change: { store.clusterChangeIndex }, wait: interval)
             } else {
                 core = LeaderCore()
                 try? await Task.sleep(for: interval)

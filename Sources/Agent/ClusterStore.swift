@@ -35,6 +35,10 @@ public final class ClusterStore: ReplicatedStateMachine {
     /// A copy of the current state (cheap: copy-on-write).
     public var current: ClusterState { state.withLock { $0 } }
 
+    /// The index of the last change to any table of the cluster state — not to variables, ACLs
+    /// or client sessions. Cheap enough to read on the Raft thread after every apply.
+    var clusterChangeIndex: LogIndex { state.withLock { $0.index(of: ClusterState.Table.allCases) } }
+
     public func apply(_ command: [UInt8], index: LogIndex) -> [UInt8] {
         guard let first = command.first else { return [1] }
         if first == ClientSessions.tag {

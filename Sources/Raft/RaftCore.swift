@@ -55,6 +55,9 @@ public struct RaftCore: Sendable {
     private var transferElapsed = 0
     private var uncommittedBytes = 0
     private var needsBroadcast = false
+    /// A follower's commit index is behind and no append will carry it: told at the next tick
+    /// (``RaftSettings/commitNoticeAtTick``).
+    private var commitNoticeDue = false
     private var configurationIndex: LogIndex
     private var persistedHardState: HardState
     private var snapshotToInstall: Snapshot?
@@ -133,9 +136,23 @@ public struct RaftCore: Sendable {
                 snapshotElapsed[peer] = elapsed + 1
             }
         }
+        if commitNoticeDue {
+            commitNoticeDue = false
+            sendCommitNotices()
+        }
         if heartbeatElapsed >= settings.heartbeatTicks {
             heartbeatElapsed = 0
             broadcastHeartbeat(context: pendingReads.last?.seq ?? 0)
+        }
+    }
+
+    /// An empty append to each follower that is caught up, idle, and behind on the commit index.
+    private mutating func sendCommitNotices() {
+        for peer in progress.keys.sorted() {
+            let pr = progress[peer]!
+            if pr.state == .replicate && pr.inflight.isEmpty && pr.sentCommit < log.committed {
+                sendAppend(to: peer, sendIfEmpty: true)
+            }
         }
     }
 
@@ -349,6 +366,7 @@ public struct RaftCore: Sendable {
         readsAwaitingCommit = []
         transferTarget = nil
         needsBroadcast = false
+        commitNoticeDue = false
     }
 
     private mutating func campaign(preVote: Bool, transfer: Bool) {
@@ -607,7 +625,7 @@ public struct RaftCore: Sendable {
         while sendAppend(to: from, sendIfEmpty: false) { sent = true }
         // Tell it the new commit index if nothing else will.
         if !sent, let pr = progress[from], pr.sentCommit < log.committed, pr.state == .replicate {
-            sendAppend(to: from, sendIfEmpty: true)
+            if settings.commitNoticeAtTick { commitNoticeDue = true } else { sendAppend(to: from, sendIfEmpty: true) }
         }
     }
 
@@ -697,14 +715,10 @@ public struct RaftCore: Sendable {
             becomeFollower(term: term, leader: nil)
             return
         }
-        // Followers learn the new commit index with the next append; send one now if idle.
+        // Followers learn the new commit index with the next append; idle ones are told now,
+        // or at the next tick.
         needsBroadcast = true
-        for peer in progress.keys.sorted() {
-            let pr = progress[peer]!
-            if pr.state == .replicate && pr.inflight.isEmpty && pr.sentCommit < log.committed {
-                sendAppend(to: peer, sendIfEmpty: true)
-            }
-        }
+        if settings.commitNoticeAtTick { commitNoticeDue = true } else { sendCommitNotices() }
     }
 
     // MARK: - Reads

@@ -350,6 +350,17 @@ public final class RaftNode: @unchecked Sendable {
         return (try? await loop.flatSubmit { self.watch(after: after, changedAfter: 0, request: nil, until: until).map { self.applied } }.get()) ?? after
     }
 
+    /// Waits (up to `wait`) until an entry past `after` is applied and `change` — read on the
+    /// Raft thread after each apply, so it must be cheap — has moved past `changedAfter`; returns
+    /// the applied index then. A caller that cares about part of the state is not woken by
+    /// writes to the rest.
+    public func waitApplied(after: LogIndex, changedAfter: LogIndex, change: @escaping @Sendable () -> LogIndex,
+                            wait: Duration) async -> LogIndex {
+        guard !stopped.load(ordering: .relaxed) else { return after }
+        let until = ContinuousClock.now + wait
+        return (try? await loop.flatSubmit { self.watch(after: after, changedAfter: changedAfter, change: change, until: until).map { self.applied } }.get()) ?? after
+    }
+
     /// `flags | after | [changedAfter] | wait ms | request`; flags: 1 stale, 2 changedAfter present.
     static func waitPayload(_ request: [UInt8], stale: Bool, after: LogIndex, changedAfter: LogIndex, until: ContinuousClock.Instant) -> [UInt8] {
         var w = ByteWriter(capacity: request.count + 20)
@@ -414,7 +425,11 @@ public final class RaftNode: @unchecked Sendable {
     /// Succeeds once an entry past `after` is applied and what `request` reads changed past
     /// `changedAfter` (when the state machine can tell), or at `until`, whichever comes first.
     private func watch(after: LogIndex, changedAfter: LogIndex, request: [UInt8]?, until: ContinuousClock.Instant) -> EventLoopFuture<Void> {
-        let changeIndex = changedAfter > 0 ? request.flatMap { fsm.changeIndex(of: $0) } : nil
+        watch(after: after, changedAfter: changedAfter, change: changedAfter > 0 ? request.flatMap { fsm.changeIndex(of: $0) } : nil, until: until)
+    }
+
+    private func watch(after: LogIndex, changedAfter: LogIndex, change changeIndex: (@Sendable () -> LogIndex)?,
+                       until: ContinuousClock.Instant) -> EventLoopFuture<Void> {
         let w = Watcher(after: after, changed: changedAfter, changeIndex: changeIndex, promise: loop.makePromise(of: Void.self))
         guard !w.isDue(applied: applied), ContinuousClock.now < until else {
             w.promise.succeed(())
