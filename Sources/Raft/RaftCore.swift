@@ -57,7 +57,7 @@ public struct RaftCore: Sendable {
     private var needsBroadcast = false
     /// A follower's commit index is behind and no append will carry it: told at the next tick
     /// (``RaftSettings/commitNoticeAtTick``).
-    private var commitNoticeDue = false
+    private(set) var commitNoticeDue = false
     private var configurationIndex: LogIndex
     private var persistedHardState: HardState
     private var snapshotToInstall: Snapshot?

@@ -14,7 +14,8 @@ import Testing
         return out
     }
 
-    /// Delivers every message until the cluster is quiet; returns what each server applied.
+    /// Delivers every message until the cluster is quiet — a leader that still owes followers
+    /// the commit index is given the tick it sends it at — and returns what each server applied.
     @discardableResult
     static func settle(_ c: inout [ServerID: RaftCore], drop: (Message) -> Bool = { _ in false }) -> [ServerID: [Entry]] {
         var applied: [ServerID: [Entry]] = [:]
@@ -28,7 +29,10 @@ import Testing
             }
             if queue.isEmpty {
                 if c.values.contains(where: \.hasReady) { continue }
-                break
+                let owing = c.keys.filter { c[$0]!.commitNoticeDue }
+                if owing.isEmpty { break }
+                for id in owing { c[id]!.tick() }
+                continue
             }
             let m = queue.removeFirst()
             c[m.to]?.step(m)
@@ -69,6 +73,42 @@ import Testing
         for id in ["n1", "n2", "n3"] as [ServerID] {
             #expect(applied[id]?.contains { $0.data == Array("hello".utf8) } == true, "\(id) did not apply")
         }
+    }
+
+    /// Sequential writes: each follower gets one append per entry — the next append carries the
+    /// previous entry's commit index — not an append and a commit notice; a follower left
+    /// behind on the commit index when writes stop is told at the leader's next tick.
+    @Test func commitIndexesRideOnTheNextAppendAndIdleFollowersHearAtTheNextTick() throws {
+        var c = Self.cluster(3, settings: RaftSettings(heartbeatTicks: 1_000, electionTicks: 10))
+        Self.elect(&c, "n1")
+        Self.settle(&c)
+        var sent: [Message] = []
+        func deliver() {
+            var queue: [Message] = []
+            repeat {
+                for id in c.keys.sorted() where c[id]!.hasReady {
+                    let r = c[id]!.ready()
+                    sent += r.messages
+                    queue += r.messages
+                    c[id]!.advance(r)
+                }
+                if !queue.isEmpty { let m = queue.removeFirst(); c[m.to]!.step(m) }
+            } while !queue.isEmpty || c.values.contains(where: \.hasReady)
+        }
+        for i in 0..<10 {
+            try c["n1"]!.propose([UInt8(i)])
+            deliver()
+        }
+        let appends = sent.filter { if case .append = $0.body { true } else { false } }
+        #expect(appends.count == 20, "one append per entry and follower: \(appends.count)")
+        #expect(c["n1"]!.commitNoticeDue)
+        #expect(c["n2"]!.commitIndex < c["n1"]!.commitIndex)
+        sent = []
+        c["n1"]!.tick()
+        deliver()
+        let notices = sent.filter { if case .append(_, _, let entries, let commit) = $0.body { entries.isEmpty && commit == c["n1"]!.commitIndex } else { false } }
+        #expect(Set(notices.map(\.to)) == ["n2", "n3"])
+        #expect(c["n2"]!.commitIndex == c["n1"]!.commitIndex && c["n3"]!.commitIndex == c["n1"]!.commitIndex)
     }
 
     @Test func aFollowerRefusesWritesAndNamesTheLeader() {
