@@ -296,19 +296,24 @@ public final class Agent: Sendable {
     /// empty input frame every 30 s.
     static let httpIdleTimeout: TimeAmount = .seconds(120)
 
-    public func run() async throws {
-        let router = makeRouter()
-        let counter = httpConnections
-        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [HTTPConnectionGate(counter: counter)],
-                                               idleTimeout: Self.httpIdleTimeout)
-        let tls = serverTLS
-        let server = HTTPServerBuilder { responder in
+    /// The API's HTTP/1.1 server, over TLS when `tls` is set: `handlers` (made for each
+    /// connection) first, then each connection's requests served on its event loop
+    /// (`OnItsEventLoop`; `AccessRules.quick`).
+    static func httpServer(tls: TLSConfiguration?, handlers: @escaping @Sendable () -> [any RemovableChannelHandler]) -> HTTPServerBuilder {
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: handlers(), idleTimeout: Self.httpIdleTimeout)
+        return HTTPServerBuilder { responder in
             let plain = HTTP1Channel(responder: responder, configuration: http1)
             if let tls { return OnItsEventLoop(base: try TLSChannel(plain, tlsConfiguration: tls)) }
             return OnItsEventLoop(base: plain)
         }
-        // The API's own event loops: handlers run on them (`OnItsEventLoop`), so a slow one (a
-        // large list, a snapshot restore) holds up other requests, never gossip's probes.
+    }
+
+    public func run() async throws {
+        let router = makeRouter()
+        let counter = httpConnections
+        let server = Self.httpServer(tls: serverTLS) { [HTTPConnectionGate(counter: counter)] }
+        // The API's own event loops, apart from gossip's: quick handlers run on them
+        // (`OnItsEventLoop`, `AccessRules.quick`), the rest on Swift's shared pool.
         let httpLoops = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         defer { httpLoops.shutdownGracefully { _ in } }
         let app = Application(router: router,

@@ -9,9 +9,10 @@ import Raft
 import ServiceLifecycle
 import Synchronization
 
-/// The agent's shell around `LeaderCore`: while this agent leads, a pass after every commit and
-/// at least every `interval`, proposing through Raft, with gossip's view of the members, the
-/// wall clock, random ids and this machine's time-zone database; what a pass did becomes metrics.
+/// The agent's shell around `LeaderCore`: while this agent leads, a pass after every change to
+/// the cluster state (not after variable writes or ACL changes) and at least every `interval`,
+/// proposing through Raft, with gossip's view of the members, the wall clock, random ids and
+/// this machine's time-zone database; what a pass did becomes metrics.
 struct ClusterLeader: Service, LeaderShell {
     let agent: Agent
     var interval: Duration = .milliseconds(200)
@@ -55,7 +56,11 @@ struct ClusterLeader: Service, LeaderShell {
                     changed = agent.store.clusterChangeIndex
                 }
                 let store = agent.store
+                let (before, waited) = (seen, ContinuousClock.now)
                 seen = await agent.raft.waitApplied(after: seen, changedAfter: changed, change: { store.clusterChangeIndex }, wait: interval)
+                // Back at once with nothing applied: Raft has stopped (the agent is shutting down)
+                // — wait out the interval rather than pass again and again.
+                if seen == before && ContinuousClock.now - waited < interval / 2 { try? await Task.sleep(for: interval) }
             } else {
                 core = LeaderCore()
                 try? await Task.sleep(for: interval)

@@ -16,7 +16,19 @@ enum AccessRules {
         var method: String
         var pattern: [Substring]
         var requirement: @Sendable (Request) throws -> Requirement
+        /// The handler is quick (one object, a status) and runs on its connection's event loop;
+        /// others run on Swift's shared pool (``AccessMiddleware``, ``quick``).
+        var onLoop = false
     }
+
+    /// Routes whose handlers answer about one object or the group's status: they run on the
+    /// connection's event loop (`OnItsEventLoop`), with no thread hand-over. Every other handler —
+    /// lists, plans, what-if, snapshots, logs, exec — runs on Swift's shared pool, so a slow one
+    /// holds up neither the other connections on its loop nor the loop that accepts connections.
+    static let quick: Set<String> = [
+        "GET /v1/status", "GET /v1/status/leader", "GET /v1/var/**", "PUT /v1/var/**", "DELETE /v1/var/**",
+        "GET /v1/job/:id", "GET /v1/allocation/:id", "GET /v1/node/:id", "GET /v1/evaluation/:id", "GET /v1/acl/token/self",
+    ]
 
     static func namespace(_ request: Request) -> String { request.uri.queryParameters.get("namespace") ?? "default" }
 
@@ -107,7 +119,8 @@ enum AccessRules {
         }
         // Captures as the router describes them: `{id}`.
         return rules.map { r in
-            Rule(method: r.0, pattern: r.1.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : $0 }, requirement: r.2)
+            Rule(method: r.0, pattern: r.1.split(separator: "/").map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : $0 }, requirement: r.2,
+                 onLoop: quick.contains("\(r.0) \(r.1)"))
         }
     }()
 
@@ -205,6 +218,12 @@ struct AccessMiddleware<Context: RequestContext>: RouterMiddleware {
         guard let rule = AccessRules.rule(method: request.method.rawValue, path: request.uri.path) else {
             return try await next(request, context)
         }
+        if rule.onLoop { return try await check(rule, request, context, next) }
+        return try await withTaskExecutorPreference(globalConcurrentExecutor) { try await check(rule, request, context, next) }
+    }
+
+    private func check(_ rule: AccessRules.Rule, _ request: Request, _ context: Context,
+                       _ next: (Request, Context) async throws -> Response) async throws -> Response {
         let need = try rule.requirement(request)
         // Open routes need no token and no ACL state (they answer while Raft has no leader).
         guard need != .open else { return try await next(request, context) }

@@ -9,7 +9,9 @@ import NIOCore
 /// to the event loop to be written. A task that prefers the loop's executor runs there instead,
 /// so a request answered from memory never leaves the loop's thread, and one that waits for
 /// Raft crosses only to the Raft thread and back (`Docs/benchmarks.md`, "API writes and reads").
-/// Work a handler awaits on an actor still runs on that actor; only the handler's own code runs here.
+/// Work a handler awaits on an actor still runs on that actor; only the handler's own code runs
+/// here — and only for quick routes: ``AccessMiddleware`` moves every other handler to Swift's
+/// shared pool (`AccessRules.quick`), so a slow one holds up no loop.
 struct OnItsEventLoop<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
     let base: Base
