@@ -127,13 +127,19 @@ enum AccessRules {
     /// The rule for a request: among the patterns that match, the one with the most literal
     /// segments (as the router picks routes). Nil when no route matches.
     static func rule(method: String, path: String) -> Rule? {
+        guard let rules = byMethod[method] else { return nil }
         let parts = path.split(separator: "/")
-        var best: (Int, Rule)?
-        for r in table where r.method == method && RouteMethods.matches(r.pattern, parts) {
-            let literal = r.pattern.filter { !$0.hasPrefix("{") && $0 != "**" }.count
-            if best == nil || literal > best!.0 { best = (literal, r) }
+        var best: (literal: Int, rule: Rule)?
+        for (literal, r) in rules where literal > (best?.literal ?? -1) && RouteMethods.matches(r.pattern, parts) {
+            best = (literal, r)
         }
-        return best?.1
+        return best?.rule
+    }
+
+    /// The table by method, each rule with its number of literal segments (worked out once: this
+    /// is looked up for every request).
+    private static let byMethod: [String: [(literal: Int, rule: Rule)]] = Dictionary(grouping: table, by: \.method).mapValues { rules in
+        rules.map { r in (r.pattern.filter { !$0.hasPrefix("{") && $0 != "**" }.count, r) }
     }
 
     static var tokenHeader: HTTPField.Name { HTTPField.Name("X-Caravan-Token")! }
