@@ -250,6 +250,10 @@ import Testing
         let c = try await LocalCluster(subnet: 81)
         try c.start(0, extra: ["--bootstrap-expect", "1", "--raft-snapshot-every", "100"])
         _ = try await RaftEndToEndTests.agreedLeader(c, [0])
+        // A leader registers its node at its next pass: plans before that see no nodes.
+        try await c.eventually(within: .seconds(20), "the node registered") {
+            (try? JSONDecoder().decode([NodeView].self, from: Data(c.cli(0, ["node", "status", "--json"]).stdout.utf8)))?.count == 1
+        }
         let web = try Self.write("""
             id: web
             groups:
