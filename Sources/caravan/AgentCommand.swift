@@ -73,11 +73,7 @@ struct AgentCommand: AsyncParsableCommand {
             throw CLIError.usage("--log-level: \"\(levelName)\" is not one of trace, debug, info, notice, warning, error")
         }
         let config = try configuration(file)
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LoggingSystem.bootstrap { label in LogOutput(label: label, level: level) }
         var logger = Logger(label: "caravan")
         logger[metadataKey: "node"] = "\(config.name)"
         let agent: Agent
