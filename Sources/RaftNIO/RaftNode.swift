@@ -189,6 +189,9 @@ public final class RaftNode: @unchecked Sendable {
     let shutdownStarted = Atomic<Bool>(false)
     /// The core's status as shutdown found it (answered once the loop is gone).
     let finalStatus = Mutex<RaftStatus?>(nil)
+    /// While this server leads: its configuration, set by the Raft thread after every round, so
+    /// who leads is answered here without a trip to that thread (``leaderAndConfiguration(timeout:)``).
+    private let leading = Mutex<Configuration?>(nil)
 
     private init(config: RaftNodeConfiguration, fsm: any ReplicatedStateMachine, group: any EventLoopGroup, logger: Logger,
                  recovered: WriteAheadLog.Recovered, wal: WriteAheadLog) throws(WriteAheadLog.Failure) {
@@ -594,6 +597,14 @@ public final class RaftNode: @unchecked Sendable {
     // MARK: - Operator actions
 
     /// The group as its leader sees it (asked over RPC when this agent is not the leader).
+    /// Who leads and the configuration it leads: answered at once while this server leads (as of
+    /// the Raft thread's last round), else asked of the group (``groupView(timeout:)``).
+    public func leaderAndConfiguration(timeout: Duration = .seconds(5)) async throws -> (leader: ServerID?, configuration: Configuration) {
+        if let configuration = leading.withLock({ $0 }) { return (id, configuration) }
+        let v = try await groupView(timeout: timeout)
+        return (v.leader, v.configuration)
+    }
+
     public func groupView(timeout: Duration = .seconds(5)) async throws -> GroupView {
         let bytes = try await submit(.status, [], hops: 0, deadline: ContinuousClock.now + timeout).get()
         guard let v = GroupView.decode(bytes) else { throw RaftError(.remote, "the leader sent an unreadable status") }
@@ -671,6 +682,7 @@ public final class RaftNode: @unchecked Sendable {
         }
         try? await loop.submit {
             self.shuttingDown = true
+            self.leading.withLock { $0 = nil }
             self.finalStatus.withLock { $0 = self.core.status }
             self.ticker?.cancel()
             for (_, p) in self.proposals { p.promise.fail(RaftError(.shuttingDown, "the agent is shutting down")) }
@@ -761,6 +773,8 @@ public final class RaftNode: @unchecked Sendable {
         failStaleProposals()
         maybeSnapshot()
         noteRoleChange()
+        let leads = core.role == .leader ? core.configuration : nil
+        leading.withLock { $0 = leads }
     }
 
     private var lastRole: Role = .follower

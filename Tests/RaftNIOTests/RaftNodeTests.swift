@@ -150,6 +150,15 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         let view = try await g.nodes[follower]!.groupView()
         #expect(view.leader == ServerID("n\(l)"))
         #expect(view.configuration.voters.count == 3)
+        // Who leads: the leader answers from what its Raft thread published, a follower asks it.
+        for i in [l, follower] {
+            let (leader, configuration) = try await g.nodes[i]!.leaderAndConfiguration()
+            #expect(leader == ServerID("n\(l)") && configuration == view.configuration)
+        }
+        // Once it has handed over, the old leader names the new one.
+        try await g.nodes[l]!.requestLeadershipTransfer(to: ServerID("n\(follower)"))
+        try await eventually("n\(follower) leads") { await g.nodes[follower]!.status().role == .leader }
+        #expect(try await g.nodes[l]!.leaderAndConfiguration().leader == ServerID("n\(follower)"))
         // A command larger than a default message (12 MiB, a restored snapshot's size) is
         // forwarded, committed and reaches every follower; one over the entry limit is refused
         // before it is logged, so replication never sticks on it.

@@ -30,7 +30,8 @@ struct RaftRoutes {
                 commitIndex: s.commit, appliedIndex: s.applied, lastIndex: s.lastIndex))
         }
         router.get("/v1/status/leader") { _, _ in
-            let v = try await groupView()
+            let v: (leader: ServerID?, configuration: Configuration)
+            do { v = try await agent.raft.leaderAndConfiguration() } catch { throw APIError(raft: error) }
             return JSONResponse.make(LeaderView(leader: v.leader?.rawValue,
                                                 address: v.leader.flatMap { v.configuration.server($0)?.address }))
         }
