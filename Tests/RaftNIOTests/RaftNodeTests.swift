@@ -155,10 +155,6 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
             let (leader, configuration) = try await g.nodes[i]!.leaderAndConfiguration()
             #expect(leader == ServerID("n\(l)") && configuration == view.configuration)
         }
-        // Once it has handed over, the old leader names the new one.
-        try await g.nodes[l]!.requestLeadershipTransfer(to: ServerID("n\(follower)"))
-        try await eventually("n\(follower) leads") { await g.nodes[follower]!.status().role == .leader }
-        #expect(try await g.nodes[l]!.leaderAndConfiguration().leader == ServerID("n\(follower)"))
         // A command larger than a default message (12 MiB, a restored snapshot's size) is
         // forwarded, committed and reaches every follower; one over the entry limit is refused
         // before it is logged, so replication never sticks on it.
@@ -167,6 +163,10 @@ final class DoneFlag: Sendable { let value = Atomic<Bool>(false) }
         for i in 0..<3 { #expect(try await g.nodes[i]!.read(Array("large".utf8)).count == large.utf8.count) }
         await #expect(throws: RaftError.self) { try await g.nodes[l]!.apply([UInt8](repeating: 1, count: RaftNode.maxCommandBytes + 1)) }
         _ = try await g.nodes[follower]!.apply(Array("color=green".utf8))
+        // Once it has handed over, the old leader names the new one.
+        try await g.nodes[l]!.requestLeadershipTransfer(to: ServerID("n\(follower)"))
+        try await eventually("n\(follower) leads") { await g.nodes[follower]!.status().role == .leader }
+        #expect(try await g.nodes[l]!.leaderAndConfiguration().leader == ServerID("n\(follower)"))
         for i in 0..<3 { await g.stop(i) }
     }
 
