@@ -346,18 +346,11 @@ public final class RaftNode: @unchecked Sendable {
         }
     }
 
-    /// Waits (up to `wait`) until this agent has applied an entry past `after`; the applied index then.
-    public func waitApplied(after: LogIndex, wait: Duration) async -> LogIndex {
-        guard !stopped.load(ordering: .relaxed) else { return after }
-        let until = ContinuousClock.now + wait
-        return (try? await loop.flatSubmit { self.watch(after: after, changedAfter: 0, request: nil, until: until).map { self.applied } }.get()) ?? after
-    }
-
-    /// Waits (up to `wait`) until an entry past `after` is applied and `change` — read on the
-    /// Raft thread after each apply, so it must be cheap — has moved past `changedAfter`; returns
-    /// the applied index then. A caller that cares about part of the state is not woken by
-    /// writes to the rest.
-    public func waitApplied(after: LogIndex, changedAfter: LogIndex, change: @escaping @Sendable () -> LogIndex,
+    /// Waits (up to `wait`) until this agent has applied an entry past `after` — and, when
+    /// `change` is given (read on the Raft thread after each apply, so it must be cheap), until it
+    /// has moved past `changedAfter`: a caller that cares about part of the state is not woken by
+    /// writes to the rest. Returns the applied index then.
+    public func waitApplied(after: LogIndex, changedAfter: LogIndex = 0, change: (@Sendable () -> LogIndex)? = nil,
                             wait: Duration) async -> LogIndex {
         guard !stopped.load(ordering: .relaxed) else { return after }
         let until = ContinuousClock.now + wait
@@ -596,7 +589,6 @@ public final class RaftNode: @unchecked Sendable {
 
     // MARK: - Operator actions
 
-    /// The group as its leader sees it (asked over RPC when this agent is not the leader).
     /// Who leads and the configuration it leads: answered at once while this server leads (as of
     /// the Raft thread's last round), else asked of the group (``groupView(timeout:)``).
     public func leaderAndConfiguration(timeout: Duration = .seconds(5)) async throws -> (leader: ServerID?, configuration: Configuration) {
@@ -605,6 +597,7 @@ public final class RaftNode: @unchecked Sendable {
         return (v.leader, v.configuration)
     }
 
+    /// The group as its leader sees it (asked over RPC when this agent is not the leader).
     public func groupView(timeout: Duration = .seconds(5)) async throws -> GroupView {
         let bytes = try await submit(.status, [], hops: 0, deadline: ContinuousClock.now + timeout).get()
         guard let v = GroupView.decode(bytes) else { throw RaftError(.remote, "the leader sent an unreadable status") }

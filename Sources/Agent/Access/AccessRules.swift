@@ -139,7 +139,7 @@ enum AccessRules {
     /// The table by method, each rule with its number of literal segments (worked out once: this
     /// is looked up for every request).
     private static let byMethod: [String: [(literal: Int, rule: Rule)]] = Dictionary(grouping: table, by: \.method).mapValues { rules in
-        rules.map { r in (r.pattern.filter { !$0.hasPrefix("{") && $0 != "**" }.count, r) }
+        rules.map { r in (RouteMethods.literalSegments(r.pattern), r) }
     }
 
     static var tokenHeader: HTTPField.Name { HTTPField.Name("X-Caravan-Token")! }

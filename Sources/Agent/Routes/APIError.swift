@@ -76,11 +76,17 @@ final class RouteMethods: Sendable {
         var out = Set<String>()
         var best = -1
         for (pattern, methods) in table.withLock({ $0 }) where Self.matches(pattern, parts) {
-            let literal = pattern.filter { !$0.hasPrefix(":") && !$0.hasPrefix("{") && $0 != "**" && $0 != "*" }.count
+            let literal = Self.literalSegments(pattern)
             if literal > best { best = literal; out = [] }
             if literal == best { out.formUnion(methods) }
         }
         return out
+    }
+
+    /// The segments of a route pattern that are not captures or wildcards: the more, the more
+    /// specific the route (as the router picks them).
+    static func literalSegments(_ pattern: [Substring]) -> Int {
+        pattern.filter { !$0.hasPrefix(":") && !$0.hasPrefix("{") && $0 != "**" && $0 != "*" }.count
     }
 
     static func matches(_ pattern: [Substring], _ parts: [Substring]) -> Bool {
